@@ -1,0 +1,356 @@
+// Package config reads ioproxy's HCL configuration, applies defaults and
+// validates it, reporting every mistake as an HCL diagnostic that names
+// file:line:col and says what to write instead.
+//
+// Decoding happens in two steps, as in HashiCorp's own tools: gohcl decodes
+// the file into the schema structs of schema.go (which catches unknown and
+// missing attributes), then build turns them into the typed Config below
+// (defaults, parsing of strings such as backends, cross-block checks).
+// Everything else in ioproxy consumes only Config.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is a validated ioproxy configuration.
+type Config struct {
+	// Filename is the file the configuration was read from.
+	Filename string
+	// DataDir holds the bbolt file, the client keys and certificates.
+	DataDir  string
+	Ingress  Ingress
+	Identity Identity
+	Nomad    Nomad
+	Admin    Admin
+	Log      Log
+	TLS      TLS
+	Hosts    []Host
+	Calls    []Call
+}
+
+// Ingress says where the public listeners bind.
+type Ingress struct {
+	// HTTPAddr and HTTPSAddr are listen addresses ("host:port" or ":port").
+	HTTPAddr  string
+	HTTPSAddr string
+	// TrustedProxies are the peers whose X-Forwarded-* headers are kept;
+	// from anyone else they are overwritten.
+	TrustedProxies []netip.Prefix
+}
+
+// Identity configures how handles and DIDs are resolved.
+type Identity struct {
+	PLCURL string
+	// HandleResolver is an optional XRPC service answering
+	// com.atproto.identity.resolveHandle.
+	HandleResolver string
+	// AllowInsecure permits http:// and loopback or private addresses for
+	// PDSs and OAuth servers. Development only.
+	AllowInsecure bool
+}
+
+// Nomad is the Nomad HTTP API used to resolve "nomad:<service>" backends.
+type Nomad struct {
+	Address   string
+	Token     string
+	Namespace string
+	Region    string
+	// Refresh is how often a service's instances are fetched again.
+	Refresh time.Duration
+}
+
+// Admin is the listener for metrics, health and the traffic view.
+type Admin struct {
+	// Listen is empty when the admin listener is disabled.
+	Listen string
+}
+
+// Log configures ioproxy's own logs and access logs.
+type Log struct {
+	Level  slog.Level
+	Format string // "text" or "json"
+}
+
+// TLS holds settings shared by all hosts.
+type TLS struct {
+	ACME ACME
+	// CertFile and KeyFile are a default certificate pair for hosts whose
+	// mode is "files" and who name no files of their own.
+	CertFile string
+	KeyFile  string
+}
+
+// ACME configures certificate issuance for hosts in mode "acme".
+type ACME struct {
+	Email string
+	// Directory is the ACME directory URL (Let's Encrypt by default).
+	Directory string
+	// CAFile is an extra root CA to trust when talking to the ACME server
+	// (a private CA, or Pebble in tests).
+	CAFile string
+}
+
+// LetsEncryptDirectory is the default ACME directory.
+const LetsEncryptDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+
+// TLSMode says how a host gets its certificate.
+type TLSMode string
+
+// The TLS modes a host may use.
+const (
+	TLSAuto       TLSMode = ""            // not written: chosen by host name
+	TLSACME       TLSMode = "acme"        // certificates from an ACME CA
+	TLSFiles      TLSMode = "files"       // certificate and key files on disk
+	TLSSelfSigned TLSMode = "self_signed" // a certificate ioproxy makes itself
+	TLSOff        TLSMode = "off"         // plain HTTP only
+)
+
+// Host is one ingress host.
+type Host struct {
+	// Name is the host name matched against requests: lower case, no port.
+	Name string
+	// Label is the host's short name (the name attribute), for logs and metrics.
+	Label   string
+	Backend Backend
+	// ATProto is nil when the host does not offer sign-in.
+	ATProto *ATProto
+	TLS     HostTLS
+}
+
+// HostTLS is a host's TLS setting after defaults.
+type HostTLS struct {
+	Mode     TLSMode
+	CertFile string
+	KeyFile  string
+}
+
+// IsLocal reports whether the host is a development name: localhost, a
+// name under .localhost, or an IP address. Local hosts are served on plain
+// HTTP too, and default to a self-signed certificate on HTTPS.
+func (h Host) IsLocal() bool { return IsLocalName(h.Name) }
+
+// IsLocalName reports whether name is localhost, under .localhost, or an IP.
+func IsLocalName(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		return true
+	}
+	_, err := netip.ParseAddr(strings.Trim(name, "[]"))
+	return err == nil
+}
+
+// ServesHTTP reports whether plain HTTP requests for the host reach its
+// backend (rather than being redirected to HTTPS).
+func (h Host) ServesHTTP() bool { return h.TLS.Mode == TLSOff || h.IsLocal() }
+
+// ServesHTTPS reports whether the host has a certificate on the HTTPS listener.
+func (h Host) ServesHTTPS() bool { return h.TLS.Mode != TLSOff }
+
+// ATProto configures sign-in for a host.
+type ATProto struct {
+	// ClientName is shown by the authorization server on its consent page.
+	ClientName string
+	Scopes     []string
+	// Local, when non-zero, makes the host a localhost (loopback) OAuth
+	// client whose redirect URI is http://127.0.0.1:<Local>/@/callback.
+	Local     int
+	ClientURI string
+	LogoURI   string
+	TOSURI    string
+	PolicyURI string
+	// SigninRequired sends every request without a session to sign-in.
+	SigninRequired bool
+	// AllowedDIDs, when not empty, are the only accounts allowed to sign in.
+	AllowedDIDs []string
+}
+
+// Scope is the space-separated scope string sent to the authorization server.
+func (a ATProto) Scope() string { return strings.Join(a.Scopes, " ") }
+
+// BackendKind says how a backend is reached.
+type BackendKind int
+
+// The backend kinds.
+const (
+	BackendURL   BackendKind = iota + 1 // a fixed URL
+	BackendNomad                        // instances of a Nomad service
+)
+
+// Backend is where a host's requests go.
+type Backend struct {
+	Kind BackendKind
+	// URL is set for BackendURL: scheme, host and an optional path prefix.
+	URL *url.URL
+	// Service is set for BackendNomad.
+	Service string
+	// Raw is the backend as written in the file.
+	Raw string
+}
+
+// ParseBackend parses "host:port", "http://…", "https://…" or "nomad:<service>".
+func ParseBackend(s string) (Backend, error) {
+	raw := s
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return Backend{}, fmt.Errorf("backend is empty")
+	}
+	if svc, ok := strings.CutPrefix(s, "nomad:"); ok {
+		if !validServiceName(svc) {
+			return Backend{}, fmt.Errorf("%q is not a Nomad service name (letters, digits and dashes, as in \"nomad:statusphere\")", svc)
+		}
+		return Backend{Kind: BackendNomad, Service: svc, Raw: raw}, nil
+	}
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return Backend{}, fmt.Errorf("%q is not a URL: %w", s, err)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return Backend{}, fmt.Errorf("backend URL scheme %q is not supported; use http:// or https://", u.Scheme)
+		}
+		if u.Host == "" {
+			return Backend{}, fmt.Errorf("backend URL %q has no host", s)
+		}
+		if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return Backend{}, fmt.Errorf("backend URL %q may not carry a query, fragment or user info", s)
+		}
+		if p := u.Port(); p != "" {
+			if _, err := parsePort(p); err != nil {
+				return Backend{}, fmt.Errorf("backend URL %q: %w", s, err)
+			}
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		return Backend{Kind: BackendURL, URL: u, Raw: raw}, nil
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" {
+		return Backend{}, fmt.Errorf("%q is not a backend; write \"host:port\" (such as \"localhost:3000\"), a URL (\"http://10.0.0.5:8080\") or \"nomad:<service>\"", s)
+	}
+	if _, err := parsePort(port); err != nil {
+		return Backend{}, fmt.Errorf("backend %q: %w", s, err)
+	}
+	return Backend{Kind: BackendURL, URL: &url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}, Raw: raw}, nil
+}
+
+func validServiceName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case (r == '-' || r == '_' || r == '.') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func parsePort(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 65535 {
+		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", s)
+	}
+	return n, nil
+}
+
+// EndpointKind says where a call block sends requests.
+type EndpointKind int
+
+// The endpoint kinds.
+const (
+	// EndpointPDS ("@") sends each request to the signed-in user's PDS.
+	EndpointPDS EndpointKind = iota + 1
+	// EndpointHost names one of ioproxy's own ingress hosts: requests are
+	// served by that host's handler directly.
+	EndpointHost
+	// EndpointURL is a plain reverse proxy to an upstream.
+	EndpointURL
+)
+
+// Endpoint is a call block's destination.
+type Endpoint struct {
+	Kind EndpointKind
+	// Host is set for EndpointHost.
+	Host string
+	// URL is set for EndpointURL.
+	URL *url.URL
+	Raw string
+}
+
+// Call is one calling port.
+type Call struct {
+	Label    string
+	Name     string
+	Port     int
+	Bind     string
+	Endpoint Endpoint
+	// Insecure skips certificate verification towards an EndpointURL.
+	Insecure       bool
+	OperationsOnly bool
+	MaxBodyBytes   int64
+	Timeout        time.Duration
+	Operations     []Operation
+}
+
+// Addr is the listen address of the calling port.
+func (c Call) Addr() string { return net.JoinHostPort(c.Bind, strconv.Itoa(c.Port)) }
+
+// Operation names a kind of call by method and path.
+type Operation struct {
+	Name        string
+	Method      string
+	Path        string
+	Description string
+}
+
+// Matches reports whether a request's method and path fall under the
+// operation: the path matches exactly, or as a prefix when it ends in "/".
+func (o Operation) Matches(method, path string) bool {
+	if method != o.Method {
+		return false
+	}
+	if strings.HasSuffix(o.Path, "/") {
+		return strings.HasPrefix(path, o.Path)
+	}
+	return path == o.Path
+}
+
+// Operation returns the first operation matching the request, if any.
+func (c Call) Operation(method, path string) (Operation, bool) {
+	for _, op := range c.Operations {
+		if op.Matches(method, path) {
+			return op, true
+		}
+	}
+	return Operation{}, false
+}
+
+// Host returns the host with the given name (case-insensitive, port ignored).
+func (c *Config) Host(name string) (Host, bool) {
+	name = NormalizeHost(name)
+	for _, h := range c.Hosts {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return Host{}, false
+}
+
+// NormalizeHost lowercases a host name and removes a port and a trailing dot.
+func NormalizeHost(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	h = strings.Trim(h, "[]")
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}

@@ -1,0 +1,363 @@
+package config
+
+import (
+	"bytes"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func parse(t *testing.T, src string) (*Config, hcl.Diagnostics) {
+	t.Helper()
+	return Parse([]byte(src), "test.hcl", Options{LookupEnv: noEnv})
+}
+
+func repoRoot(t *testing.T) string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot find test file")
+	}
+	return filepath.Dir(filepath.Dir(file))
+}
+
+func TestExamplesLoad(t *testing.T) {
+	for _, name := range []string{"io.hcl", "local.hcl"} {
+		t.Run(name, func(t *testing.T) {
+			cfg, diags := Load(filepath.Join(repoRoot(t), "examples", name), Options{LookupEnv: noEnv})
+			if diags.HasErrors() || cfg == nil {
+				var buf bytes.Buffer
+				_ = WriteDiagnostics(&buf, diags)
+				t.Fatalf("examples/%s does not load:\n%s", name, buf.String())
+			}
+			if len(diags) != 0 {
+				t.Errorf("examples/%s has warnings: %v", name, diags)
+			}
+		})
+	}
+}
+
+func TestIOExample(t *testing.T) {
+	cfg, diags := Load(filepath.Join(repoRoot(t), "examples", "io.hcl"), Options{LookupEnv: noEnv})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	h, ok := cfg.Host("Statusphere.Example.COM:443")
+	if !ok {
+		t.Fatal("host not found by case-insensitive name with port")
+	}
+	if h.Backend.Kind != BackendNomad || h.Backend.Service != "statusphere" {
+		t.Errorf("backend = %+v, want nomad service statusphere", h.Backend)
+	}
+	if h.ATProto == nil || h.ATProto.Scope() != "atproto transition:generic" || h.ATProto.ClientName != "Statusphere" {
+		t.Errorf("atproto = %+v", h.ATProto)
+	}
+	if h.TLS.Mode != TLSACME {
+		t.Errorf("public host TLS mode = %q, want acme", h.TLS.Mode)
+	}
+	if len(cfg.Calls) != 1 {
+		t.Fatalf("calls = %d", len(cfg.Calls))
+	}
+	c := cfg.Calls[0]
+	if c.Endpoint.Kind != EndpointPDS || c.Addr() != "127.0.0.1:7000" || len(c.Operations) != 3 {
+		t.Errorf("call = %+v", c)
+	}
+	if op, ok := c.Operation("POST", "/xrpc/com.atproto.repo.createRecord"); !ok || op.Name != "CreateRecord" {
+		t.Errorf("operation match = %+v %v", op, ok)
+	}
+	if _, ok := c.Operation("GET", "/xrpc/com.atproto.repo.createRecord"); ok {
+		t.Error("operation matched the wrong method")
+	}
+	if cfg.Ingress.HTTPAddr != ":80" || cfg.Ingress.HTTPSAddr != ":443" || cfg.DataDir != "./data" || cfg.Admin.Listen != "127.0.0.1:9901" {
+		t.Errorf("defaults = %+v %+v %q", cfg.Ingress, cfg.Admin, cfg.DataDir)
+	}
+}
+
+func TestLocalExample(t *testing.T) {
+	cfg, diags := Load(filepath.Join(repoRoot(t), "examples", "local.hcl"), Options{LookupEnv: noEnv})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	h, _ := cfg.Host("localhost")
+	if h.ATProto == nil || h.ATProto.Local != 9000 || !h.ServesHTTP() || h.TLS.Mode != TLSSelfSigned {
+		t.Errorf("localhost host = %+v", h)
+	}
+	if h.Backend.URL.String() != "http://localhost:3000" {
+		t.Errorf("backend = %s", h.Backend.URL)
+	}
+	var found bool
+	for _, c := range cfg.Calls {
+		if c.Label == "statusphere" {
+			found = true
+			if c.Endpoint.Kind != EndpointHost || c.Endpoint.Host != "localhost" || !c.Insecure || c.Port != 9000 {
+				t.Errorf("statusphere call = %+v", c)
+			}
+		}
+	}
+	if !found {
+		t.Error("call statusphere missing")
+	}
+}
+
+func TestGoodConfigs(t *testing.T) {
+	tests := []struct {
+		name  string
+		src   string
+		check func(t *testing.T, c *Config)
+	}{
+		{
+			name: "call named @ with NSID operations",
+			src: `
+host "app.example.org" { backend = "http://10.0.0.5:8080/base/" }
+call "@" {
+  name = "@"
+  port = 7000
+  endpoint = "@"
+  operation "com.atproto.repo.createRecord" { method = "POST" }
+  operation "com.atproto.repo.listRecords" {
+    method = "GET"
+    path = "/xrpc/com.atproto.repo.listRecords"
+  }
+  operation "blobs" {
+    method = "POST"
+    path = "/xrpc/com.atproto.repo."
+  }
+}`,
+			check: func(t *testing.T, c *Config) {
+				call := c.Calls[0]
+				if call.Label != "@" || call.Name != "@" {
+					t.Errorf("call = %+v", call)
+				}
+				if op, ok := call.Operation("POST", "/xrpc/com.atproto.repo.createRecord"); !ok || op.Name != "com.atproto.repo.createRecord" {
+					t.Errorf("NSID operation did not default its path: %+v", call.Operations)
+				}
+				if c.Hosts[0].Backend.URL.String() != "http://10.0.0.5:8080/base" {
+					t.Errorf("backend = %s", c.Hosts[0].Backend.URL)
+				}
+			},
+		},
+		{
+			name: "prefix operations and all top-level settings",
+			src: `
+data_dir = "/var/lib/ioproxy"
+ingress {
+  http = "127.0.0.1:8080"
+  https = 8443
+  trusted_proxies = ["10.0.0.0/8", "192.168.1.7"]
+}
+identity {
+  plc_url = "https://plc.example.net/"
+  handle_resolver = "https://bsky.social"
+}
+nomad {
+  address = "http://nomad.internal:4646"
+  token = env("NOMAD_TOKEN", "from-default")
+  refresh = "30s"
+}
+admin { listen = "" }
+log {
+  level = "debug"
+  format = "json"
+}
+host "internal.example.org" {
+  backend = "localhost:3000"
+  atproto {
+    signin_required = true
+    allowed_dids = ["did:plc:ewvi7nxzyoun6zhxrhs64oiz"]
+  }
+  tls { mode = "off" }
+}
+call "api" {
+  port = 7001
+  bind = "10.1.2.3"
+  endpoint = "api.example.net:8443"
+  operations_only = true
+  max_body_bytes = 1024
+  timeout = "5s"
+  operation "records" {
+    method = "GET"
+    path = "/xrpc/"
+  }
+}`,
+			check: func(t *testing.T, c *Config) {
+				if c.Ingress.HTTPAddr != "127.0.0.1:8080" || c.Ingress.HTTPSAddr != ":8443" || len(c.Ingress.TrustedProxies) != 2 {
+					t.Errorf("ingress = %+v", c.Ingress)
+				}
+				if c.Identity.PLCURL != "https://plc.example.net" {
+					t.Errorf("plc url = %q", c.Identity.PLCURL)
+				}
+				if c.Nomad.Token != "from-default" || c.Nomad.Refresh != 30*time.Second {
+					t.Errorf("nomad = %+v", c.Nomad)
+				}
+				if c.Admin.Listen != "" || c.Log.Format != "json" || c.Log.Level.String() != "DEBUG" {
+					t.Errorf("admin/log = %+v %+v", c.Admin, c.Log)
+				}
+				h := c.Hosts[0]
+				if h.ATProto.Scope() != "atproto" || !h.ATProto.SigninRequired || h.TLS.Mode != TLSOff || !h.ServesHTTP() || h.ServesHTTPS() {
+					t.Errorf("host = %+v %+v", h, h.ATProto)
+				}
+				call := c.Calls[0]
+				if call.Addr() != "10.1.2.3:7001" || call.Endpoint.URL.String() != "https://api.example.net:8443" || call.MaxBodyBytes != 1024 || call.Timeout != 5*time.Second {
+					t.Errorf("call = %+v", call)
+				}
+				if _, ok := call.Operation("GET", "/xrpc/anything"); !ok {
+					t.Error("prefix operation did not match")
+				}
+			},
+		},
+		{
+			name: "env reads the environment",
+			src: `
+nomad { token = env("IOPROXY_TEST_TOKEN") }
+host "a.example.com" { backend = "nomad:web" }`,
+			check: func(t *testing.T, c *Config) {
+				if c.Nomad.Token != "" {
+					t.Errorf("unset env gave %q", c.Nomad.Token)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, diags := parse(t, tt.src)
+			if diags.HasErrors() {
+				var buf bytes.Buffer
+				_ = WriteDiagnostics(&buf, diags)
+				t.Fatalf("unexpected errors:\n%s", buf.String())
+			}
+			tt.check(t, cfg)
+		})
+	}
+}
+
+func TestEnvFunction(t *testing.T) {
+	env := map[string]string{"TOKEN": "s3cret"}
+	cfg, diags := Parse([]byte(`nomad { token = env("TOKEN") }`), "t.hcl", Options{LookupEnv: func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}})
+	if diags.HasErrors() || cfg.Nomad.Token != "s3cret" {
+		t.Fatalf("token = %v %v", cfg, diags)
+	}
+}
+
+// Each bad config must fail with a diagnostic at the given line:col whose
+// text contains want.
+func TestBadConfigs(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		pos  string // "line:col" of the diagnostic
+		want string
+	}{
+		{"unknown attribute with suggestion", "host \"a.example.com\" {\n  backnd = \"localhost:3000\"\n  backend = \"localhost:3000\"\n}", "2:3", `Did you mean "backend"?`},
+		{"unknown block", "hots \"a.example.com\" {\n}", "1:1", `Unsupported block type`},
+		{"missing backend", "host \"a.example.com\" {\n}", "1:22", `The argument "backend" is required`},
+		{"missing call port", "call \"x\" {\n  endpoint = \"@\"\n}", "1:10", `The argument "port" is required`},
+		{"two calls on one port", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n}\ncall \"b\" {\n  port = 7000\n  endpoint = \"@\"\n}", "6:10", `Port 7000 is already used by call "a"`},
+		{"call port equals ingress port", "ingress { http = 8080 }\ncall \"a\" {\n  port = 8080\n  endpoint = \"@\"\n}", "3:10", `already used by the ingress http listener`},
+		{"call port equals admin port", "call \"a\" {\n  port = 9901\n  endpoint = \"@\"\n}", "2:10", `already used by the admin listener`},
+		{"duplicate host names", "host \"A.example.com\" { backend = \"localhost:1\" }\nhost \"a.example.com.\" { backend = \"localhost:2\" }", "2:6", `already defined at test.hcl:1`},
+		{"backend without port", "host \"a.example.com\" { backend = \"localhost\" }", "1:34", `write "host:port"`},
+		{"backend with bad scheme", "host \"a.example.com\" { backend = \"ftp://x\" }", "1:34", `use http:// or https://`},
+		{"backend with bad port", "host \"a.example.com\" { backend = \"localhost:99999\" }", "1:34", `port "99999"`},
+		{"nomad backend without service", "host \"a.example.com\" { backend = \"nomad:\" }", "1:34", `not a Nomad service name`},
+		{"lower-case method", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  operation \"x\" {\n    method = \"post\"\n    path = \"/x\"\n  }\n}", "5:14", `write method = "POST"`},
+		{"nonsense method", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  operation \"x\" {\n    method = \"GET /x\"\n    path = \"/x\"\n  }\n}", "5:14", `is not an HTTP method`},
+		{"relative operation path", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  operation \"x\" {\n    method = \"GET\"\n    path = \"xrpc/x\"\n  }\n}", "6:12", `is not a path`},
+		{"operation without path", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  operation \"list\" { method = \"GET\" }\n}", "4:3", `needs a path`},
+		{"bad ingress port", "ingress { http = 0 }", "1:18", `not a port from 1 to 65535`},
+		{"bad ingress address", "ingress { http = \"example.com:80\" }", "1:18", `is not an IP address`},
+		{"http and https share a port", "ingress {\n  http = 8080\n  https = \"127.0.0.1:8080\"\n}\nhost \"a.example.com\" { backend = \"localhost:1\" }", "3:11", `cannot share port 8080`},
+		{"scopes without atproto", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { scopes = [\"transition:generic\"] }\n}", "3:22", `requires the scope "atproto"`},
+		{"local port with nothing listening", "host \"localhost\" {\n  backend = \"localhost:3000\"\n  atproto {\n    local = 9000\n  }\n}", "4:13", `http://127.0.0.1:9000/@/callback`},
+		{"insecure plc url", "identity { plc_url = \"http://plc.example.com\" }", "1:22", `set allow_insecure = true`},
+		{"bad endpoint", "call \"a\" {\n  port = 7000\n  endpoint = \"ftp://x\"\n}", "3:14", `not an http(s) URL`},
+		{"bad log level", "log { level = \"loud\" }", "1:15", `write one of "debug"`},
+		{"bad tls mode", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  tls { mode = \"letsencrypt\" }\n}", "3:16", `write mode = "acme"`},
+		{"missing certificate file", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  tls {\n    cert_file = \"/nonexistent/cert.pem\"\n    key_file = \"/nonexistent/key.pem\"\n  }\n}", "4:17", `Cannot read cert_file`},
+		{"acme for localhost", "host \"localhost\" {\n  backend = \"localhost:1\"\n  tls { mode = \"acme\" }\n}", "3:16", `use mode = "self_signed"`},
+		{"bad host name", "host \"https://a.example.com\" { backend = \"localhost:1\" }", "1:6", `is not a host name`},
+		{"operations_only without operations", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  operations_only = true\n}", "1:1", `has none`},
+		{"bad bind", "call \"a\" {\n  port = 7000\n  bind = \"everywhere\"\n  endpoint = \"@\"\n}", "3:10", `is not an IP address`},
+		{"duplicate ingress block", "ingress {}\ningress {}", "2:1", `Duplicate ingress block`},
+		{"allowed_dids with a handle", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { allowed_dids = [\"alice.bsky.social\"] }\n}", "3:28", `is not a did:plc or did:web`},
+		{"env with too many arguments", "nomad { token = env(\"A\", \"b\", \"c\") }", "1:17", `at most one default`},
+		{"syntax error", "host \"a\" {", "1:10", `Unclosed configuration block`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, diags := parse(t, tt.src)
+			if !diags.HasErrors() || cfg != nil {
+				t.Fatalf("config loaded; want an error containing %q", tt.want)
+			}
+			var lines []string
+			for _, d := range diags {
+				lines = append(lines, FormatDiagnostic(d))
+			}
+			for _, l := range lines {
+				if strings.HasPrefix(l, "test.hcl:"+tt.pos+": ") && strings.Contains(l, tt.want) {
+					return
+				}
+			}
+			t.Errorf("no diagnostic at test.hcl:%s containing %q; got:\n%s", tt.pos, tt.want, strings.Join(lines, "\n"))
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, diags := Load(filepath.Join(t.TempDir(), "nope.hcl"), Options{})
+	if !diags.HasErrors() || !strings.Contains(FormatDiagnostic(diags[0]), "-config") {
+		t.Fatalf("diags = %v", diags)
+	}
+}
+
+func TestParseBackend(t *testing.T) {
+	tests := []struct {
+		in, url, svc string
+		bad          bool
+	}{
+		{in: "localhost:3000", url: "http://localhost:3000"},
+		{in: "[::1]:3000", url: "http://[::1]:3000"},
+		{in: "https://app.internal", url: "https://app.internal"},
+		{in: "nomad:statusphere", svc: "statusphere"},
+		{in: "", bad: true},
+		{in: "localhost", bad: true},
+		{in: ":3000", bad: true},
+		{in: "http://", bad: true},
+		{in: "http://a/?q=1", bad: true},
+		{in: "nomad:-x", bad: true},
+	}
+	for _, tt := range tests {
+		b, err := ParseBackend(tt.in)
+		switch {
+		case tt.bad && err == nil:
+			t.Errorf("ParseBackend(%q) = %+v, want error", tt.in, b)
+		case !tt.bad && err != nil:
+			t.Errorf("ParseBackend(%q): %v", tt.in, err)
+		case tt.url != "" && b.URL.String() != tt.url:
+			t.Errorf("ParseBackend(%q).URL = %s, want %s", tt.in, b.URL, tt.url)
+		case tt.svc != "" && b.Service != tt.svc:
+			t.Errorf("ParseBackend(%q).Service = %s", tt.in, b.Service)
+		}
+	}
+}
+
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.COM":      "example.com",
+		"example.com:8443": "example.com",
+		"example.com.":     "example.com",
+		"[::1]:80":         "::1",
+		"127.0.0.1:9000":   "127.0.0.1",
+	} {
+		if got := NormalizeHost(in); got != want {
+			t.Errorf("NormalizeHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package config
+
+import "github.com/hashicorp/hcl/v2"
+
+// The structs in this file are the HCL schema as gohcl sees it. Optional
+// single blocks are pointers so that gohcl reports a second copy as a
+// duplicate. Ranges are kept for the values that build checks, so that its
+// diagnostics point at the attribute at fault.
+
+type fileSchema struct {
+	DataDir  *string         `hcl:"data_dir,optional"`
+	Ingress  *ingressSchema  `hcl:"ingress,block"`
+	Identity *identitySchema `hcl:"identity,block"`
+	Nomad    *nomadSchema    `hcl:"nomad,block"`
+	Admin    *adminSchema    `hcl:"admin,block"`
+	Log      *logSchema      `hcl:"log,block"`
+	TLS      *tlsSchema      `hcl:"tls,block"`
+	Hosts    []hostSchema    `hcl:"host,block"`
+	Calls    []callSchema    `hcl:"call,block"`
+
+	DataDirRange hcl.Range `hcl:"data_dir,attr_value_range"`
+}
+
+type ingressSchema struct {
+	// HTTP and HTTPS are a port number or an "address:port" string.
+	HTTP           hcl.Expression `hcl:"http,optional"`
+	HTTPS          hcl.Expression `hcl:"https,optional"`
+	TrustedProxies []string       `hcl:"trusted_proxies,optional"`
+
+	TrustedProxiesRange hcl.Range `hcl:"trusted_proxies,attr_value_range"`
+}
+
+type identitySchema struct {
+	PLCURL         *string `hcl:"plc_url,optional"`
+	HandleResolver *string `hcl:"handle_resolver,optional"`
+	AllowInsecure  bool    `hcl:"allow_insecure,optional"`
+
+	PLCURLRange         hcl.Range `hcl:"plc_url,attr_value_range"`
+	HandleResolverRange hcl.Range `hcl:"handle_resolver,attr_value_range"`
+}
+
+type nomadSchema struct {
+	Address   *string `hcl:"address,optional"`
+	Token     string  `hcl:"token,optional"`
+	Namespace string  `hcl:"namespace,optional"`
+	Region    string  `hcl:"region,optional"`
+	Refresh   *string `hcl:"refresh,optional"`
+
+	AddressRange hcl.Range `hcl:"address,attr_value_range"`
+	RefreshRange hcl.Range `hcl:"refresh,attr_value_range"`
+}
+
+type adminSchema struct {
+	Listen *string `hcl:"listen,optional"`
+
+	ListenRange hcl.Range `hcl:"listen,attr_value_range"`
+}
+
+type logSchema struct {
+	Level  *string `hcl:"level,optional"`
+	Format *string `hcl:"format,optional"`
+
+	LevelRange  hcl.Range `hcl:"level,attr_value_range"`
+	FormatRange hcl.Range `hcl:"format,attr_value_range"`
+}
+
+type tlsSchema struct {
+	ACME     *acmeSchema `hcl:"acme,block"`
+	CertFile string      `hcl:"cert_file,optional"`
+	KeyFile  string      `hcl:"key_file,optional"`
+
+	CertFileRange hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFileRange  hcl.Range `hcl:"key_file,attr_value_range"`
+}
+
+type acmeSchema struct {
+	Email     string  `hcl:"email,optional"`
+	Directory *string `hcl:"directory,optional"`
+	CAFile    string  `hcl:"ca_file,optional"`
+
+	EmailRange     hcl.Range `hcl:"email,attr_value_range"`
+	DirectoryRange hcl.Range `hcl:"directory,attr_value_range"`
+	CAFileRange    hcl.Range `hcl:"ca_file,attr_value_range"`
+}
+
+type hostSchema struct {
+	Hostname string         `hcl:"hostname,label"`
+	Name     string         `hcl:"name,optional"`
+	Backend  string         `hcl:"backend"`
+	ATProto  *atprotoSchema `hcl:"atproto,block"`
+	TLS      *hostTLSSchema `hcl:"tls,block"`
+
+	DefRange      hcl.Range `hcl:",def_range"`
+	HostnameRange hcl.Range `hcl:"hostname,label_range"`
+	BackendRange  hcl.Range `hcl:"backend,attr_value_range"`
+}
+
+type atprotoSchema struct {
+	Name           string   `hcl:"name,optional"`
+	Scopes         []string `hcl:"scopes,optional"`
+	Local          *int     `hcl:"local,optional"`
+	ClientURI      string   `hcl:"client_uri,optional"`
+	LogoURI        string   `hcl:"logo_uri,optional"`
+	TOSURI         string   `hcl:"tos_uri,optional"`
+	PolicyURI      string   `hcl:"policy_uri,optional"`
+	SigninRequired bool     `hcl:"signin_required,optional"`
+	AllowedDIDs    []string `hcl:"allowed_dids,optional"`
+
+	DefRange         hcl.Range `hcl:",def_range"`
+	ScopesRange      hcl.Range `hcl:"scopes,attr_value_range"`
+	LocalRange       hcl.Range `hcl:"local,attr_value_range"`
+	ClientURIRange   hcl.Range `hcl:"client_uri,attr_value_range"`
+	LogoURIRange     hcl.Range `hcl:"logo_uri,attr_value_range"`
+	TOSURIRange      hcl.Range `hcl:"tos_uri,attr_value_range"`
+	PolicyURIRange   hcl.Range `hcl:"policy_uri,attr_value_range"`
+	AllowedDIDsRange hcl.Range `hcl:"allowed_dids,attr_value_range"`
+}
+
+type hostTLSSchema struct {
+	Mode     string `hcl:"mode,optional"`
+	CertFile string `hcl:"cert_file,optional"`
+	KeyFile  string `hcl:"key_file,optional"`
+
+	DefRange      hcl.Range `hcl:",def_range"`
+	ModeRange     hcl.Range `hcl:"mode,attr_value_range"`
+	CertFileRange hcl.Range `hcl:"cert_file,attr_value_range"`
+	KeyFileRange  hcl.Range `hcl:"key_file,attr_value_range"`
+}
+
+type callSchema struct {
+	Label          string            `hcl:"label,label"`
+	Name           string            `hcl:"name,optional"`
+	Port           int               `hcl:"port"`
+	Bind           *string           `hcl:"bind,optional"`
+	Endpoint       string            `hcl:"endpoint"`
+	Insecure       bool              `hcl:"insecure,optional"`
+	OperationsOnly bool              `hcl:"operations_only,optional"`
+	MaxBodyBytes   *int64            `hcl:"max_body_bytes,optional"`
+	Timeout        *string           `hcl:"timeout,optional"`
+	Operations     []operationSchema `hcl:"operation,block"`
+
+	DefRange          hcl.Range `hcl:",def_range"`
+	LabelRange        hcl.Range `hcl:"label,label_range"`
+	PortRange         hcl.Range `hcl:"port,attr_value_range"`
+	BindRange         hcl.Range `hcl:"bind,attr_value_range"`
+	EndpointRange     hcl.Range `hcl:"endpoint,attr_value_range"`
+	MaxBodyBytesRange hcl.Range `hcl:"max_body_bytes,attr_value_range"`
+	TimeoutRange      hcl.Range `hcl:"timeout,attr_value_range"`
+}
+
+type operationSchema struct {
+	Name        string  `hcl:"name,label"`
+	Method      string  `hcl:"method"`
+	Path        *string `hcl:"path,optional"`
+	Description string  `hcl:"description,optional"`
+
+	DefRange    hcl.Range `hcl:",def_range"`
+	NameRange   hcl.Range `hcl:"name,label_range"`
+	MethodRange hcl.Range `hcl:"method,attr_value_range"`
+	PathRange   hcl.Range `hcl:"path,attr_value_range"`
+}
