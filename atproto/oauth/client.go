@@ -1,0 +1,453 @@
+// Package oauth is ioproxy's AT Protocol OAuth client: discovery from a
+// handle, DID or server URL to the authorization server, pushed
+// authorization requests with PKCE and DPoP, the code exchange with the
+// identity checks the profile requires, refresh and revocation.
+//
+// It keeps no sessions itself: callers store what Authorize and Exchange
+// return (ingress puts it in the session store), and pass it back.
+package oauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/identity"
+	"github.com/ioproxy/ioproxy/atproto/safehttp"
+)
+
+// Resolver is the identity lookup the client needs; *identity.Resolver
+// implements it.
+type Resolver interface {
+	Lookup(ctx context.Context, input string) (*identity.Identity, error)
+	LookupDIDFresh(ctx context.Context, did syntax.DID) (*identity.Identity, error)
+}
+
+// Config configures a Client: one OAuth client, i.e. one ingress host.
+type Config struct {
+	// ClientID is the client metadata URL (https://host/@/client-metadata.json)
+	// or, for the localhost client, http://localhost?redirect_uri=…&scope=….
+	ClientID    string
+	RedirectURI string
+	Scope       string
+	// Key signs client assertions (private_key_jwt). Nil for a public client.
+	Key *ClientKey
+	// HTTP is the SSRF-guarded client for every request to servers.
+	HTTP     *http.Client
+	Identity Resolver
+	// Nonces is shared by all clients: DPoP nonces are per server.
+	Nonces *dpop.Nonces
+	// AllowInsecure is the development switch (http:// servers).
+	AllowInsecure bool
+	// RequestLifetime bounds a sign-in between Authorize and Exchange.
+	RequestLifetime time.Duration
+	Now             func() time.Time
+}
+
+// Client is one OAuth client. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	disc *discovery
+}
+
+// New returns a client.
+func New(cfg Config) (*Client, error) {
+	if cfg.ClientID == "" || cfg.RedirectURI == "" || cfg.Scope == "" {
+		return nil, errors.New("oauth client: client id, redirect URI and scope are required")
+	}
+	if cfg.HTTP == nil || cfg.Identity == nil || cfg.Nonces == nil {
+		return nil, errors.New("oauth client: HTTP client, identity resolver and nonce store are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RequestLifetime == 0 {
+		cfg.RequestLifetime = 10 * time.Minute
+	}
+	return &Client{cfg: cfg, disc: &discovery{http: cfg.HTTP, allowHTTP: cfg.AllowInsecure, ttl: 5 * time.Minute, now: cfg.Now}}, nil
+}
+
+// ClientID returns the client's id.
+func (c *Client) ClientID() string { return c.cfg.ClientID }
+
+// Confidential reports whether the client authenticates with a key.
+func (c *Client) Confidential() bool { return c.cfg.Key != nil }
+
+// LocalhostClientID builds the client id of the localhost client exception
+// for a loopback redirect URI.
+func LocalhostClientID(redirectURI, scope string) string {
+	q := url.Values{"redirect_uri": {redirectURI}, "scope": {scope}}
+	return "http://localhost?" + q.Encode()
+}
+
+// Request is an authorization request in flight: what Exchange needs, to
+// be stored by the caller under State.
+type Request struct {
+	State  string
+	Issuer string
+	// ExpectedDID, Handle and PDS are set when the user named an account.
+	ExpectedDID  string
+	Handle       string
+	PDS          string
+	PKCEVerifier string
+	DPoPKey      *dpop.Key
+	Expiry       time.Time
+}
+
+// Authorize starts a sign-in for input (a handle, a DID, or the URL of a
+// PDS or entryway). It returns the request to keep and the URL to send the
+// browser to. The browser URL carries only client_id and request_uri: all
+// parameters went to the server in the pushed request.
+func (c *Client) Authorize(ctx context.Context, input string) (*Request, string, error) {
+	req := &Request{Expiry: c.cfg.Now().Add(c.cfg.RequestLifetime)}
+	var loginHint string
+	input = strings.TrimSpace(input)
+	if strings.HasPrefix(input, "https://") || strings.HasPrefix(input, "http://") {
+		issuer, err := c.issuerForServer(ctx, input)
+		if err != nil {
+			return nil, "", err
+		}
+		req.Issuer = issuer
+	} else {
+		id, err := c.cfg.Identity.Lookup(ctx, input)
+		if err != nil {
+			return nil, "", &UserError{Message: identity.UserMessage(err), Err: err}
+		}
+		issuer, err := c.disc.authServerFor(ctx, id.PDS)
+		if err != nil {
+			return nil, "", &UserError{Message: "Your account's server does not support OAuth sign-in, or is not reachable.", Err: err}
+		}
+		req.Issuer, req.ExpectedDID, req.Handle, req.PDS = issuer, id.DID.String(), id.Handle.String(), id.PDS
+		loginHint = strings.TrimPrefix(input, "@")
+	}
+	meta, err := c.disc.server(ctx, req.Issuer)
+	if err != nil {
+		return nil, "", &UserError{Message: "Your account's authorization server is not reachable or not usable for sign-in.", Err: err}
+	}
+	key, err := dpop.GenerateKey()
+	if err != nil {
+		return nil, "", err
+	}
+	req.DPoPKey = key
+	req.State = randomToken(32)
+	req.PKCEVerifier = randomToken(48)
+	challenge := sha256.Sum256([]byte(req.PKCEVerifier))
+	form := url.Values{
+		"client_id":             {c.cfg.ClientID},
+		"response_type":         {"code"},
+		"code_challenge":        {base64.RawURLEncoding.EncodeToString(challenge[:])},
+		"code_challenge_method": {"S256"},
+		"state":                 {req.State},
+		"redirect_uri":          {c.cfg.RedirectURI},
+		"scope":                 {c.cfg.Scope},
+	}
+	if loginHint != "" {
+		form.Set("login_hint", loginHint)
+	}
+	var par struct {
+		RequestURI string `json:"request_uri"`
+		ExpiresIn  int    `json:"expires_in"`
+	}
+	if err := c.post(ctx, meta, meta.PushedAuthorizationRequestEndpoint, form, key, &par); err != nil {
+		return nil, "", &UserError{Message: "The authorization server refused to start the sign-in.", Err: fmt.Errorf("pushed authorization request: %w", err)}
+	}
+	if par.RequestURI == "" {
+		return nil, "", &UserError{Message: "The authorization server refused to start the sign-in.", Err: errors.New("pushed authorization request: no request_uri in response")}
+	}
+	u, err := url.Parse(meta.AuthorizationEndpoint)
+	if err != nil {
+		return nil, "", fmt.Errorf("authorization endpoint: %w", err)
+	}
+	q := u.Query()
+	q.Set("client_id", c.cfg.ClientID)
+	q.Set("request_uri", par.RequestURI)
+	u.RawQuery = q.Encode()
+	return req, u.String(), nil
+}
+
+// issuerForServer finds the issuer for a PDS or entryway URL: through its
+// protected-resource document, or the URL is itself an authorization server.
+func (c *Client) issuerForServer(ctx context.Context, raw string) (string, error) {
+	o, err := origin(strings.TrimSuffix(raw, "/"))
+	if err != nil {
+		return "", &UserError{Message: "That address is not a server address such as https://bsky.social.", Err: err}
+	}
+	if err := checkURL(o, c.cfg.AllowInsecure); err != nil {
+		return "", &UserError{Message: "Only https:// server addresses are allowed.", Err: err}
+	}
+	issuer, prErr := c.disc.authServerFor(ctx, o)
+	if prErr == nil {
+		return issuer, nil
+	}
+	if _, err := c.disc.server(ctx, o); err == nil {
+		return o, nil
+	}
+	return "", &UserError{Message: "That server does not offer AT Protocol sign-in.", Err: prErr}
+}
+
+// Grant is the outcome of a sign-in or refresh: tokens bound to DPoPKey,
+// for an account whose identity has been checked.
+type Grant struct {
+	DID          string
+	Handle       string
+	PDS          string
+	Issuer       string
+	Scope        string
+	AccessToken  string
+	RefreshToken string
+	Expiry       time.Time
+}
+
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope"`
+	Sub          string `json:"sub"`
+}
+
+// Exchange completes a sign-in: it checks the issuer the browser came
+// back with, exchanges the code, and verifies that the account (sub) is
+// really served by that issuer, so no server can sign in as an account
+// it does not host.
+func (c *Client) Exchange(ctx context.Context, req *Request, code, iss string) (*Grant, error) {
+	if iss == "" || iss != req.Issuer {
+		return nil, &UserError{Message: "The sign-in response came from an unexpected server; please try again.", Err: fmt.Errorf("callback iss %q, want %q", iss, req.Issuer)}
+	}
+	if c.cfg.Now().After(req.Expiry) {
+		return nil, &UserError{Message: "The sign-in took too long and expired; please try again.", Err: errors.New("authorization request expired")}
+	}
+	meta, err := c.disc.server(ctx, req.Issuer)
+	if err != nil {
+		return nil, &UserError{Message: "Your account's authorization server is not reachable.", Err: err}
+	}
+	form := url.Values{
+		"grant_type":    {"authorization_code"},
+		"code":          {code},
+		"redirect_uri":  {c.cfg.RedirectURI},
+		"code_verifier": {req.PKCEVerifier},
+		"client_id":     {c.cfg.ClientID},
+	}
+	var tok tokenResponse
+	if err := c.post(ctx, meta, meta.TokenEndpoint, form, req.DPoPKey, &tok); err != nil {
+		return nil, &UserError{Message: "The authorization server did not accept the sign-in; please try again.", Err: fmt.Errorf("token exchange: %w", err)}
+	}
+	g, err := c.checkTokens(ctx, &tok, req.Issuer, req.ExpectedDID)
+	if err != nil {
+		// The tokens are useless to us now; do not leave them live.
+		c.revoke(ctx, meta, tok.RefreshToken, req.DPoPKey)
+		return nil, err
+	}
+	return g, nil
+}
+
+// checkTokens validates a token response and binds it to the account.
+func (c *Client) checkTokens(ctx context.Context, tok *tokenResponse, issuer, expectedDID string) (*Grant, error) {
+	refuse := func(err error) error {
+		return &UserError{Message: "The authorization server's answer could not be trusted, so you were not signed in.", Err: err}
+	}
+	if !strings.EqualFold(tok.TokenType, "DPoP") {
+		return nil, refuse(fmt.Errorf("token_type %q, want DPoP", tok.TokenType))
+	}
+	if tok.AccessToken == "" {
+		return nil, refuse(errors.New("no access token"))
+	}
+	if !hasScope(tok.Scope, "atproto") {
+		return nil, refuse(fmt.Errorf("granted scope %q lacks atproto", tok.Scope))
+	}
+	did, err := syntax.ParseDID(tok.Sub)
+	if err != nil {
+		return nil, refuse(fmt.Errorf("sub %q is not a DID: %w", tok.Sub, err))
+	}
+	if expectedDID != "" && did.String() != expectedDID {
+		return nil, refuse(fmt.Errorf("sub %s is not the account that signed in (%s)", did, expectedDID))
+	}
+	// Resolve afresh: a cached document could name a PDS the account has
+	// since left.
+	id, err := c.cfg.Identity.LookupDIDFresh(ctx, did)
+	if err != nil {
+		return nil, refuse(fmt.Errorf("resolve %s: %w", did, err))
+	}
+	asIssuer, err := c.disc.authServerFor(ctx, id.PDS)
+	if err != nil {
+		return nil, refuse(fmt.Errorf("authorization server of %s: %w", did, err))
+	}
+	if asIssuer != issuer {
+		return nil, refuse(fmt.Errorf("%s is served by %s, not by the issuer %s", did, asIssuer, issuer))
+	}
+	expiresIn := tok.ExpiresIn
+	if expiresIn <= 0 {
+		expiresIn = 300
+	}
+	return &Grant{
+		DID:          did.String(),
+		Handle:       id.Handle.String(),
+		PDS:          id.PDS,
+		Issuer:       issuer,
+		Scope:        tok.Scope,
+		AccessToken:  tok.AccessToken,
+		RefreshToken: tok.RefreshToken,
+		Expiry:       c.cfg.Now().Add(time.Duration(expiresIn) * time.Second),
+	}, nil
+}
+
+// Refresh trades a refresh token for new tokens. Refresh tokens are
+// single use: callers must serialize refreshes of one session and save
+// the result before releasing other callers. Before refreshing, the
+// account's issuer is verified again.
+func (c *Client) Refresh(ctx context.Context, did, issuer, refreshToken string, key *dpop.Key) (*Grant, error) {
+	if refreshToken == "" {
+		return nil, &ServerError{Code: "invalid_grant", Description: "the session has no refresh token"}
+	}
+	meta, err := c.disc.server(ctx, issuer)
+	if err != nil {
+		return nil, err
+	}
+	form := url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {refreshToken},
+		"client_id":     {c.cfg.ClientID},
+	}
+	var tok tokenResponse
+	if err := c.post(ctx, meta, meta.TokenEndpoint, form, key, &tok); err != nil {
+		return nil, fmt.Errorf("refresh tokens of %s: %w", did, err)
+	}
+	if tok.Sub == "" {
+		tok.Sub = did
+	}
+	if tok.Sub != did {
+		return nil, fmt.Errorf("refresh tokens of %s: the server answered for %s", did, tok.Sub)
+	}
+	return c.checkTokens(ctx, &tok, issuer, did)
+}
+
+// Revoke asks the server to revoke a token (best effort: a server without a
+// revocation endpoint, or an error, is not fatal to signing out).
+func (c *Client) Revoke(ctx context.Context, issuer, token string, key *dpop.Key) {
+	meta, err := c.disc.server(ctx, issuer)
+	if err != nil {
+		return
+	}
+	c.revoke(ctx, meta, token, key)
+}
+
+func (c *Client) revoke(ctx context.Context, meta *ServerMetadata, token string, key *dpop.Key) {
+	if meta.RevocationEndpoint == "" || token == "" {
+		return
+	}
+	_ = c.post(ctx, meta, meta.RevocationEndpoint, url.Values{"token": {token}, "client_id": {c.cfg.ClientID}}, key, nil)
+}
+
+// post sends a form to an authorization server endpoint with a DPoP proof
+// and, for a confidential client, a client assertion. A use_dpop_nonce
+// answer is retried once, and only when the nonce changed.
+func (c *Client) post(ctx context.Context, meta *ServerMetadata, endpoint string, form url.Values, key *dpop.Key, out any) error {
+	for attempt := 0; ; attempt++ {
+		if c.cfg.Key != nil {
+			assertion, err := c.cfg.Key.Assertion(c.cfg.ClientID, meta.Issuer, c.cfg.Now())
+			if err != nil {
+				return err
+			}
+			form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+			form.Set("client_assertion", assertion)
+		}
+		sent := c.cfg.Nonces.Get(endpoint)
+		proof, err := key.Proof(dpop.ProofParams{Method: http.MethodPost, URL: endpoint, Nonce: sent})
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+		if err != nil {
+			return fmt.Errorf("build request to %s: %w", endpoint, err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("DPoP", proof)
+		resp, err := c.cfg.HTTP.Do(req)
+		if err != nil {
+			return fmt.Errorf("POST %s: %w", endpoint, err)
+		}
+		nonce, isChallenge := dpop.NonceChallenge(resp)
+		if n := resp.Header.Get("DPoP-Nonce"); n != "" {
+			c.cfg.Nonces.Set(endpoint, n)
+		}
+		// Retry once, and only with a nonce other than the one just
+		// refused, so a server that keeps refusing cannot loop us.
+		if isChallenge && attempt == 0 && nonce != sent {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+			resp.Body.Close()
+			continue
+		}
+		body, err := safehttp.ReadBody(resp.Body, metadataLimit)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("POST %s: %w", endpoint, err)
+		}
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			se := &ServerError{Status: resp.StatusCode}
+			_ = json.Unmarshal(body, se)
+			if se.Code == "" {
+				se.Code = "server_error"
+			}
+			return se
+		}
+		if out == nil {
+			return nil
+		}
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("decode answer of %s: %w", endpoint, err)
+		}
+		return nil
+	}
+}
+
+// ServerError is an OAuth error answer ({"error", "error_description"}).
+type ServerError struct {
+	Status      int    `json:"-"`
+	Code        string `json:"error"`
+	Description string `json:"error_description"`
+}
+
+func (e *ServerError) Error() string {
+	if e.Description != "" {
+		return fmt.Sprintf("%s (HTTP %d): %s", e.Code, e.Status, e.Description)
+	}
+	return fmt.Sprintf("%s (HTTP %d)", e.Code, e.Status)
+}
+
+// IsInvalidGrant reports whether err means the refresh token is no longer
+// valid (used, revoked or expired): the session cannot be saved.
+func IsInvalidGrant(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) && (se.Code == "invalid_grant" || se.Code == "invalid_client")
+}
+
+// UserError carries a message fit to show the person signing in; Err is
+// for the logs.
+type UserError struct {
+	Message string
+	Err     error
+}
+
+func (e *UserError) Error() string { return e.Message + ": " + e.Err.Error() }
+func (e *UserError) Unwrap() error { return e.Err }
+
+func hasScope(scope, want string) bool {
+	for _, s := range strings.Fields(scope) {
+		if s == want {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,255 @@
+// Package calling serves calling ports: the listeners of `call` blocks
+// through which a backend makes plain HTTP calls and ioproxy adds the rest.
+//
+// An endpoint "@" sends each call to the signed-in user's own PDS with the
+// session's DPoP-bound access token, retrying once on a new DPoP nonce and
+// refreshing an expired token, so one call from the app is one call to the
+// PDS in steady state. Other endpoints are plain reverse proxies.
+package calling
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ioproxy/ioproxy/admin"
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/identity"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// Headers a backend passes on from the ingress request.
+const (
+	headerUserDID      = "User-Did"
+	headerProxySession = "Proxy-Session"
+)
+
+// Resolver finds an account's PDS; *identity.Resolver implements it.
+type Resolver interface {
+	LookupDID(ctx context.Context, did syntax.DID) (*identity.Identity, error)
+}
+
+// Config configures one calling port.
+type Config struct {
+	Call     config.Call
+	Sessions *sessions.Store
+	Tokens   *Tokens
+	Identity Resolver
+	// PDSClient carries calls to PDSs. PDS addresses come from DID
+	// documents, which users control, so it must be SSRF-guarded.
+	PDSClient *http.Client
+	// Nonces are the DPoP nonces per server, shared with sign-in.
+	Nonces *dpop.Nonces
+	// HostHandler serves calls whose endpoint names an ingress host.
+	HostHandler func(name string) (http.Handler, bool)
+	Recorder    *admin.Recorder
+	Logger      *slog.Logger
+}
+
+// New returns the handler of a calling port.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var inner http.Handler
+	switch cfg.Call.Endpoint.Kind {
+	case config.EndpointPDS:
+		if cfg.Sessions == nil || cfg.Tokens == nil || cfg.Identity == nil || cfg.PDSClient == nil || cfg.Nonces == nil {
+			return nil, fmt.Errorf("call %q: endpoint \"@\" needs sessions, tokens, identity, a PDS client and nonces", cfg.Call.Label)
+		}
+		inner = &pdsHandler{cfg: cfg}
+	case config.EndpointHost:
+		if cfg.HostHandler == nil {
+			return nil, fmt.Errorf("call %q: endpoint %q names a host, but no ingress is given", cfg.Call.Label, cfg.Call.Endpoint.Host)
+		}
+		h, ok := cfg.HostHandler(cfg.Call.Endpoint.Host)
+		if !ok {
+			return nil, fmt.Errorf("call %q: endpoint %q is not an ingress host", cfg.Call.Label, cfg.Call.Endpoint.Host)
+		}
+		inner = h
+	case config.EndpointURL:
+		inner = urlProxy(cfg)
+	default:
+		return nil, fmt.Errorf("call %q: no endpoint", cfg.Call.Label)
+	}
+	return &port{cfg: cfg, inner: inner}, nil
+}
+
+// port applies what every calling port does whatever its endpoint:
+// operations, operations_only, the request record.
+type port struct {
+	cfg   Config
+	inner http.Handler
+}
+
+type opKey struct{}
+
+func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	op, matched := p.cfg.Call.Operation(r.Method, r.URL.Path)
+	sw := &statusWriter{ResponseWriter: w}
+	upstream := ""
+	defer func() {
+		p.cfg.Recorder.Request(admin.Request{
+			Time: start, Kind: admin.KindCall, Source: p.cfg.Call.Label, Operation: op.Name,
+			Method: r.Method, Path: r.URL.Path, Status: sw.status(), Duration: time.Since(start),
+			Upstream: upstream, DID: r.Header.Get(headerUserDID), Remote: r.RemoteAddr,
+		})
+	}()
+	if !matched && p.cfg.Call.OperationsOnly {
+		// Refused before any credential is looked at: least privilege.
+		writeXRPCError(sw, http.StatusForbidden, "OperationNotAllowed", fmt.Sprintf("%s %s matches no operation of call %q, which allows only its operations", r.Method, r.URL.Path, p.cfg.Call.Label))
+		return
+	}
+	r = r.WithContext(context.WithValue(r.Context(), upstreamKey{}, &upstream))
+	p.inner.ServeHTTP(sw, r)
+}
+
+// upstreamKey lets inner handlers report where a call went.
+type upstreamKey struct{}
+
+func setUpstream(r *http.Request, u string) {
+	if p, ok := r.Context().Value(upstreamKey{}).(*string); ok {
+		*p = u
+	}
+}
+
+// urlProxy is a plain reverse proxy to a fixed upstream, for endpoints that
+// are URLs or host:port.
+func urlProxy(cfg Config) http.Handler {
+	target := cfg.Call.Endpoint.URL
+	tr := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   5 * time.Second,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.Call.Timeout,
+		// insecure is for local upstreams with self-signed certificates.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: cfg.Call.Insecure}, //nolint:gosec // opt-in, documented
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		},
+		Transport: tr,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			cfg.Logger.Warn("call upstream failed", "call", cfg.Call.Label, "upstream", target.Host, "err", err)
+			status, code := upstreamErrorStatus(err)
+			writeXRPCError(w, status, code, fmt.Sprintf("%s is not reachable: %s", target.Host, errorText(err)))
+		},
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setUpstream(r, target.Host)
+		rp.ServeHTTP(w, r)
+	})
+}
+
+func upstreamErrorStatus(err error) (int, string) {
+	var netErr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) {
+		return http.StatusGatewayTimeout, "UpstreamTimeout"
+	}
+	return http.StatusBadGateway, "UpstreamFailure"
+}
+
+// errorText is an error's text for a caller: no URLs with queries.
+func errorText(err error) string {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := ue.Unwrap(); inner != nil {
+			return inner.Error()
+		}
+	}
+	return err.Error()
+}
+
+// writeXRPCError answers in the XRPC error shape, which XRPC clients parse.
+func writeXRPCError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}{code, message})
+}
+
+// readBody buffers a request body up to limit so that it can be sent
+// again on a retry.
+func readBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, errBodyTooLarge
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	if int64(len(b)) > limit {
+		return nil, errBodyTooLarge
+	}
+	return b, nil
+}
+
+var errBodyTooLarge = errors.New("request body too large")
+
+func bodyReader(b []byte) io.Reader {
+	if b == nil {
+		return nil
+	}
+	return bytes.NewReader(b)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// trimSlash drops a trailing slash from a base URL.
+func trimSlash(s string) string { return strings.TrimSuffix(s, "/") }

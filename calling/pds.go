@@ -1,0 +1,274 @@
+package calling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/identity"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// pdsHandler sends calls to the user's PDS (endpoint "@").
+type pdsHandler struct {
+	cfg Config
+}
+
+// forwardHeaders are the request headers passed to the PDS. Everything
+// else stays behind: cookies, the caller's own Authorization, ioproxy's
+// identity headers, hop-by-hop headers.
+var forwardHeaders = []string{
+	"Accept", "Accept-Language", "Accept-Encoding", "Content-Type", "Content-Encoding",
+	"Atproto-Proxy", "Atproto-Accept-Labelers", "If-None-Match", "If-Modified-Since", "User-Agent",
+}
+
+// dropResponseHeaders are hop-by-hop or connection-specific.
+var dropResponseHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Connection": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+	"Dpop-Nonce": true,
+}
+
+func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Call.Timeout)
+	defer cancel()
+	did := strings.TrimSpace(r.Header.Get(headerUserDID))
+	key := strings.TrimSpace(r.Header.Get(headerProxySession))
+	if did == "" {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the User-Did header is required: pass on the User-Did (and Proxy-Session) headers ioproxy gave your backend, or name the account whose PDS to call")
+		return
+	}
+	body, err := readBody(r, h.cfg.Call.MaxBodyBytes)
+	if errors.Is(err, errBodyTooLarge) {
+		writeXRPCError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", fmt.Sprintf("request bodies through call %q are limited to %d bytes (max_body_bytes)", h.cfg.Call.Label, h.cfg.Call.MaxBodyBytes))
+		return
+	} else if err != nil {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the request body could not be read")
+		return
+	}
+	if key == "" {
+		h.public(ctx, w, r, did, body)
+		return
+	}
+	sess, ok := h.cfg.Sessions.ByProxyKey(key)
+	if !ok {
+		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "no session for this Proxy-Session: the user signed out or the session expired; sign in again")
+		return
+	}
+	if sess.DID != did {
+		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the Proxy-Session belongs to another account than User-Did")
+		return
+	}
+	h.authenticated(ctx, w, r, sess, body)
+}
+
+// public forwards a call without credentials to the PDS of the DID named
+// in User-Did, for public reads such as listRecords or describeRepo.
+func (h *pdsHandler) public(ctx context.Context, w http.ResponseWriter, r *http.Request, did string, body []byte) {
+	d, err := syntax.ParseDID(did)
+	if err != nil {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("User-Did %q is not a DID", did))
+		return
+	}
+	id, err := h.cfg.Identity.LookupDID(ctx, d)
+	if err != nil {
+		status, code := http.StatusBadGateway, "UpstreamFailure"
+		if errors.Is(err, identity.ErrDIDNotFound) || errors.Is(err, identity.ErrNoPDS) || errors.Is(err, identity.ErrUnsupportedDID) {
+			status, code = http.StatusNotFound, "AccountNotFound"
+		}
+		writeXRPCError(w, status, code, identity.UserMessage(err))
+		return
+	}
+	target := trimSlash(id.PDS) + r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	setUpstream(r, id.PDS)
+	req, err := h.newRequest(ctx, r, target, body)
+	if err != nil {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
+		return
+	}
+	resp, err := h.cfg.PDSClient.Do(req)
+	if err != nil {
+		h.upstreamError(w, id.PDS, err)
+		return
+	}
+	defer resp.Body.Close()
+	h.rememberNonce(id.PDS, resp)
+	copyResponse(w, resp)
+}
+
+// authenticated sends a call with the session's credentials: a fresh
+// token, a DPoP proof with the server's nonce, one retry on a nonce
+// change, one refresh and retry on a rejected token.
+func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r *http.Request, sess sessions.Session, body []byte) {
+	sess, err := h.cfg.Tokens.Fresh(ctx, sess)
+	if err != nil {
+		h.tokenError(w, err)
+		return
+	}
+	dpopKey, err := dpop.ParseKey(sess.DPoPKey)
+	if err != nil {
+		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the session is damaged; sign in again")
+		return
+	}
+	refreshed := false
+	nonceRetried := false
+	for {
+		target := trimSlash(sess.PDS) + r.URL.EscapedPath()
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		setUpstream(r, sess.PDS)
+		req, err := h.newRequest(ctx, r, target, body)
+		if err != nil {
+			writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
+			return
+		}
+		sent := h.cfg.Nonces.Get(sess.PDS)
+		proof, err := dpopKey.Proof(dpop.ProofParams{Method: r.Method, URL: target, Nonce: sent, AccessToken: sess.AccessToken})
+		if err != nil {
+			writeXRPCError(w, http.StatusInternalServerError, "InternalError", "could not make a DPoP proof")
+			return
+		}
+		req.Header.Set("Authorization", "DPoP "+sess.AccessToken)
+		req.Header.Set("DPoP", proof)
+		resp, err := h.cfg.PDSClient.Do(req)
+		if err != nil {
+			h.upstreamError(w, sess.PDS, err)
+			return
+		}
+		h.rememberNonce(sess.PDS, resp)
+		if nonce, ok := dpop.NonceChallenge(resp); ok && !nonceRetried && nonce != sent {
+			nonceRetried = true
+			h.cfg.Recorder.NonceRetry(originOf(sess.PDS))
+			drain(resp)
+			continue
+		}
+		if resp.StatusCode == http.StatusUnauthorized && !refreshed && tokenRejected(resp) {
+			refreshed = true
+			drain(resp)
+			sess, err = h.cfg.Tokens.Refresh(ctx, sess.ID, sess.AccessToken)
+			if err != nil {
+				h.tokenError(w, err)
+				return
+			}
+			continue
+		}
+		copyResponse(w, resp)
+		resp.Body.Close()
+		return
+	}
+}
+
+// tokenRejected reports whether a 401 says the access token is no good
+// (expired or revoked), as opposed to a permission error a refresh
+// cannot fix.
+func tokenRejected(resp *http.Response) bool {
+	if dpop.IsInvalidToken(resp) {
+		return true
+	}
+	// Some PDS versions answer with an XRPC error body instead.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(strings.NewReader(string(b)), resp.Body), resp.Body}
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	return strings.Contains(s, `"ExpiredToken"`) || strings.Contains(s, `"InvalidToken"`) || strings.Contains(s, `"invalid_token"`)
+}
+
+func (h *pdsHandler) newRequest(ctx context.Context, in *http.Request, target string, body []byte) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, in.Method, target, bodyReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("cannot build the call: %w", err)
+	}
+	for _, name := range forwardHeaders {
+		if v := in.Header.Values(name); len(v) > 0 {
+			req.Header[name] = v
+		}
+	}
+	if body == nil {
+		req.ContentLength = 0
+	}
+	return req, nil
+}
+
+func (h *pdsHandler) rememberNonce(pds string, resp *http.Response) {
+	if n := resp.Header.Get("DPoP-Nonce"); n != "" {
+		h.cfg.Nonces.Set(pds, n)
+	}
+}
+
+func (h *pdsHandler) tokenError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrSessionEnded) {
+		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the session ended because its tokens could not be refreshed; sign in again")
+		return
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		writeXRPCError(w, http.StatusGatewayTimeout, "UpstreamTimeout", "refreshing the session's tokens took too long")
+		return
+	}
+	h.cfg.Logger.Warn("token refresh failed", "call", h.cfg.Call.Label, "err", err)
+	writeXRPCError(w, http.StatusBadGateway, "UpstreamFailure", "the session's tokens could not be refreshed: the authorization server is not reachable")
+}
+
+func (h *pdsHandler) upstreamError(w http.ResponseWriter, pds string, err error) {
+	h.cfg.Logger.Warn("PDS call failed", "call", h.cfg.Call.Label, "pds", pds, "err", err)
+	status, code := upstreamErrorStatus(err)
+	msg := fmt.Sprintf("the PDS %s is not reachable", pds)
+	if status == http.StatusGatewayTimeout {
+		msg = fmt.Sprintf("the PDS %s did not answer in time", pds)
+	}
+	writeXRPCError(w, status, code, msg)
+}
+
+// copyResponse streams the PDS's answer back unchanged: status, headers
+// and body (XRPC errors included).
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	for k, v := range resp.Header {
+		if dropResponseHeaders[k] {
+			continue
+		}
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if f, ok := w.(http.Flusher); ok && resp.ContentLength < 0 {
+				f.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func drain(resp *http.Response) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+}
+
+func originOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Scheme + "://" + u.Host
+}

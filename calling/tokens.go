@@ -1,0 +1,174 @@
+package calling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/ioproxy/ioproxy/admin"
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// ErrSessionEnded means the session's tokens could not be refreshed and
+// the session was deleted: the user must sign in again.
+var ErrSessionEnded = errors.New("the session ended; sign in again")
+
+// TokensConfig configures Tokens.
+type TokensConfig struct {
+	Sessions *sessions.Store
+	// Clients are the OAuth clients by client id; a session is refreshed
+	// by the client that signed it in.
+	Clients map[string]*oauth.Client
+	// SessionLifetime is how long a session lives after each refresh.
+	SessionLifetime time.Duration
+	// RefreshMargin is how long before expiry a token is refreshed
+	// proactively (plus up to half as much jitter, so sessions that signed
+	// in together do not refresh together).
+	RefreshMargin time.Duration
+	Recorder      *admin.Recorder
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Tokens hands out fresh access tokens for sessions. Refresh tokens are
+// single use and a replayed one makes the server delete the whole session,
+// so each session refreshes at most once at a time: concurrent callers
+// wait for the one refresh under way and share its result.
+type Tokens struct {
+	cfg TokensConfig
+
+	mu       sync.Mutex
+	inflight map[string]*refreshCall
+}
+
+type refreshCall struct {
+	done chan struct{}
+	sess sessions.Session
+	err  error
+}
+
+// NewTokens returns a Tokens.
+func NewTokens(cfg TokensConfig) *Tokens {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RefreshMargin == 0 {
+		cfg.RefreshMargin = time.Minute
+	}
+	if cfg.SessionLifetime == 0 {
+		cfg.SessionLifetime = 30 * 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Tokens{cfg: cfg, inflight: map[string]*refreshCall{}}
+}
+
+// Fresh returns the session with an access token that is not about to
+// expire, refreshing it first when needed.
+func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Session, error) {
+	margin := t.cfg.RefreshMargin + rand.N(t.cfg.RefreshMargin/2+1)
+	if t.cfg.Now().Add(margin).Before(sess.TokenExpiry) {
+		return sess, nil
+	}
+	return t.Refresh(ctx, sess.ID, sess.AccessToken)
+}
+
+// Refresh refreshes the session's tokens unless they changed since the
+// caller read staleAccessToken (another request refreshed them already).
+func (t *Tokens) Refresh(ctx context.Context, id, staleAccessToken string) (sessions.Session, error) {
+	t.mu.Lock()
+	if c, ok := t.inflight[id]; ok {
+		t.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.sess, c.err
+		case <-ctx.Done():
+			return sessions.Session{}, ctx.Err()
+		}
+	}
+	c := &refreshCall{done: make(chan struct{})}
+	t.inflight[id] = c
+	t.mu.Unlock()
+
+	// The refresh must finish even if the caller gives up: the server
+	// consumes the old refresh token, so dropping its answer would lose
+	// the session.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	c.sess, c.err = t.refresh(rctx, id, staleAccessToken)
+	cancel()
+
+	t.mu.Lock()
+	delete(t.inflight, id)
+	t.mu.Unlock()
+	close(c.done)
+	return c.sess, c.err
+}
+
+func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Session, error) {
+	cur, ok := t.cfg.Sessions.Get(id)
+	if !ok {
+		return sessions.Session{}, ErrSessionEnded
+	}
+	if cur.AccessToken != stale && t.cfg.Now().Before(cur.TokenExpiry) {
+		return cur, nil
+	}
+	client, ok := t.cfg.Clients[cur.ClientID]
+	if !ok {
+		t.end(cur, "its OAuth client is no longer configured")
+		return sessions.Session{}, ErrSessionEnded
+	}
+	key, err := dpop.ParseKey(cur.DPoPKey)
+	if err != nil {
+		t.end(cur, "its DPoP key is damaged")
+		return sessions.Session{}, ErrSessionEnded
+	}
+	grant, err := client.Refresh(ctx, cur.DID, cur.Issuer, cur.RefreshToken, key)
+	if err != nil {
+		t.cfg.Recorder.TokenRefresh(false)
+		var ue *oauth.UserError
+		if oauth.IsInvalidGrant(err) || errors.As(err, &ue) {
+			// The refresh token is dead, or the account is no longer
+			// served by this issuer: the session cannot continue.
+			t.end(cur, err.Error())
+			return sessions.Session{}, ErrSessionEnded
+		}
+		// A network failure leaves the refresh token unused (or unknown):
+		// keep the session, fail this call.
+		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
+	}
+	now := t.cfg.Now()
+	next, err := t.cfg.Sessions.Update(id, func(s *sessions.Session) error {
+		s.AccessToken = grant.AccessToken
+		if grant.RefreshToken != "" {
+			s.RefreshToken = grant.RefreshToken
+		}
+		s.TokenExpiry = grant.Expiry
+		s.Scope = grant.Scope
+		s.Handle = grant.Handle
+		s.PDS = grant.PDS
+		s.RefreshedAt = now
+		s.Expiry = now.Add(t.cfg.SessionLifetime)
+		return nil
+	})
+	if err != nil {
+		t.cfg.Recorder.TokenRefresh(false)
+		return sessions.Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)
+	}
+	t.cfg.Recorder.TokenRefresh(true)
+	t.cfg.Logger.Debug("tokens refreshed", "did", next.DID)
+	return next, nil
+}
+
+func (t *Tokens) end(sess sessions.Session, why string) {
+	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "reason", why)
+	if err := t.cfg.Sessions.Delete(sess.ID); err != nil {
+		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
+	}
+}

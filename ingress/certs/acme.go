@@ -1,0 +1,91 @@
+package certs
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/acme"
+	"golang.org/x/crypto/acme/autocert"
+
+	"github.com/ioproxy/ioproxy/config"
+)
+
+// acmeHTTPTimeout bounds each request to the ACME server; autocert's own
+// deadline (five minutes per issuance) bounds the whole exchange.
+const acmeHTTPTimeout = 30 * time.Second
+
+// newAutocert prepares an autocert.Manager for exactly the given names. It
+// talks to the ACME server only later, when a certificate is needed.
+func newAutocert(cfg Config, names []string) (*autocert.Manager, error) {
+	dir := cfg.TLS.ACME.Directory
+	if dir == "" {
+		dir = config.LetsEncryptDirectory
+	}
+	hc := cfg.ACMEHTTPClient
+	if hc == nil {
+		var err error
+		if hc, err = acmeHTTPClient(cfg.TLS.ACME.CAFile); err != nil {
+			return nil, err
+		}
+	}
+	cacheDir, err := acmeCacheDir(cfg.DataDir, dir)
+	if err != nil {
+		return nil, err
+	}
+	return &autocert.Manager{
+		Prompt:     autocert.AcceptTOS,
+		Cache:      autocert.DirCache(cacheDir),
+		HostPolicy: autocert.HostWhitelist(names...),
+		Email:      cfg.TLS.ACME.Email,
+		Client: &acme.Client{
+			DirectoryURL: dir,
+			HTTPClient:   hc,
+			UserAgent:    "ioproxy",
+		},
+	}, nil
+}
+
+// acmeCacheDir keeps each ACME directory's account and certificates apart:
+// autocert's cache is keyed by host name only, so moving from a staging
+// directory to production must not keep serving the staging certificate.
+func acmeCacheDir(dataDir, directory string) (string, error) {
+	u, err := url.Parse(directory)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("ACME directory %q is not a URL", directory)
+	}
+	sum := sha256.Sum256([]byte(directory))
+	host := strings.NewReplacer(":", "_", "[", "", "]", "").Replace(u.Host)
+	return filepath.Join(dataDir, "certs", "acme", host+"-"+hex.EncodeToString(sum[:4])), nil
+}
+
+// acmeHTTPClient trusts the system roots plus, when caFile is set, the
+// certificates in it (a private ACME server, or Pebble in tests).
+func acmeHTTPClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		pemData, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read ACME ca_file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("ACME ca_file %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return &http.Client{Transport: tr, Timeout: acmeHTTPTimeout}, nil
+}

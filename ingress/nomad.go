@@ -1,0 +1,258 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ioproxy/ioproxy/config"
+)
+
+// errNoInstances means a Nomad service has no instance we can send to.
+var errNoInstances = errors.New("no healthy instances")
+
+// backend picks where one request goes.
+type backend interface {
+	// pick returns the base URL for a request.
+	pick(ctx context.Context) (*url.URL, error)
+	// failed reports that a request to target could not connect, so the
+	// instance is avoided for a while (passive health checking).
+	failed(target *url.URL)
+}
+
+type staticBackend struct{ url *url.URL }
+
+func (b staticBackend) pick(context.Context) (*url.URL, error) { return b.url, nil }
+func (staticBackend) failed(*url.URL)                          {}
+
+// NomadConfig configures the Nomad service catalogue client.
+type NomadConfig struct {
+	Nomad  config.Nomad
+	Client *http.Client
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Nomad resolves "nomad:<service>" backends through Nomad's HTTP API
+// (GET /v1/service/<name>), caching each service's instances and
+// refreshing them in the background.
+type Nomad struct {
+	cfg NomadConfig
+
+	mu       sync.Mutex
+	services map[string]*nomadService
+}
+
+// NewNomad returns a Nomad resolver.
+func NewNomad(cfg NomadConfig) *Nomad {
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Nomad{cfg: cfg, services: map[string]*nomadService{}}
+}
+
+// nomadService is one service's cached instances.
+type nomadService struct {
+	n    *Nomad
+	name string
+	next atomic.Uint64
+
+	mu        sync.Mutex
+	instances []*url.URL
+	fetched   time.Time
+	lastErr   error
+	// down holds instances that failed recently, until the given time.
+	down map[string]time.Time
+	// fetching is non-nil while a fetch is under way; waiters block on it.
+	fetching chan struct{}
+}
+
+// backend returns the backend for a service; instances are fetched lazily.
+func (n *Nomad) backend(name string) *nomadService {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.services[name]
+	if !ok {
+		s = &nomadService{n: n, name: name, down: map[string]time.Time{}}
+		n.services[name] = s
+	}
+	return s
+}
+
+// Run refreshes every known service at the configured interval until ctx
+// ends, so requests never wait for Nomad once a service is known.
+func (n *Nomad) Run(ctx context.Context) {
+	t := time.NewTicker(n.cfg.Nomad.Refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.Lock()
+		svcs := make([]*nomadService, 0, len(n.services))
+		for _, s := range n.services {
+			svcs = append(svcs, s)
+		}
+		n.mu.Unlock()
+		for _, s := range svcs {
+			if err := s.refresh(ctx); err != nil {
+				n.cfg.Logger.Warn("nomad service refresh failed", "service", s.name, "err", err)
+			}
+		}
+	}
+}
+
+func (s *nomadService) pick(ctx context.Context) (*url.URL, error) {
+	s.mu.Lock()
+	stale := s.fetched.IsZero() || s.n.cfg.Now().Sub(s.fetched) > 3*s.n.cfg.Nomad.Refresh
+	s.mu.Unlock()
+	if stale {
+		if err := s.refresh(ctx); err != nil {
+			s.mu.Lock()
+			have := len(s.instances) > 0
+			s.mu.Unlock()
+			if !have {
+				return nil, err
+			}
+			// Keep serving the last known instances while Nomad is unreachable.
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.n.cfg.Now()
+	var healthy []*url.URL
+	for _, u := range s.instances {
+		if until, bad := s.down[u.Host]; !bad || now.After(until) {
+			healthy = append(healthy, u)
+		}
+	}
+	if len(healthy) == 0 {
+		if len(s.instances) == 0 {
+			if s.lastErr != nil {
+				return nil, s.lastErr
+			}
+			return nil, fmt.Errorf("nomad service %q: %w (no registered instances)", s.name, errNoInstances)
+		}
+		// Every instance failed recently: try them anyway rather than
+		// refuse, since passive checks may be stale.
+		healthy = s.instances
+	}
+	i := s.next.Add(1)
+	return healthy[int(i%uint64(len(healthy)))], nil
+}
+
+func (s *nomadService) failed(target *url.URL) {
+	s.mu.Lock()
+	s.down[target.Host] = s.n.cfg.Now().Add(10 * time.Second)
+	s.mu.Unlock()
+}
+
+// refresh fetches the instances; concurrent callers share one fetch.
+func (s *nomadService) refresh(ctx context.Context) error {
+	s.mu.Lock()
+	if wait := s.fetching; wait != nil {
+		s.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.lastErr
+	}
+	done := make(chan struct{})
+	s.fetching = done
+	s.mu.Unlock()
+
+	instances, err := s.n.fetch(ctx, s.name)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fetching = nil
+	close(done)
+	s.lastErr = err
+	if err != nil {
+		return err
+	}
+	s.instances = instances
+	s.fetched = s.n.cfg.Now()
+	return nil
+}
+
+type nomadRegistration struct {
+	Address string
+	Port    int
+}
+
+func (n *Nomad) fetch(ctx context.Context, service string) ([]*url.URL, error) {
+	u, err := url.Parse(n.cfg.Nomad.Address)
+	if err != nil {
+		return nil, fmt.Errorf("nomad address %q: %w", n.cfg.Nomad.Address, err)
+	}
+	u = u.JoinPath("v1", "service", service)
+	q := url.Values{}
+	if n.cfg.Nomad.Namespace != "" {
+		q.Set("namespace", n.cfg.Nomad.Namespace)
+	}
+	if n.cfg.Nomad.Region != "" {
+		q.Set("region", n.cfg.Nomad.Region)
+	}
+	u.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("nomad service %q: %w", service, err)
+	}
+	if n.cfg.Nomad.Token != "" {
+		req.Header.Set("X-Nomad-Token", n.cfg.Nomad.Token)
+	}
+	resp, err := n.cfg.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("nomad service %q: %w", service, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, fmt.Errorf("nomad service %q: read response: %w", service, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("nomad service %q: %s: %s", service, resp.Status, truncate(string(body), 200))
+	}
+	var regs []nomadRegistration
+	if err := json.Unmarshal(body, &regs); err != nil {
+		return nil, fmt.Errorf("nomad service %q: decode response: %w", service, err)
+	}
+	var out []*url.URL
+	for _, r := range regs {
+		if r.Address == "" || r.Port <= 0 {
+			continue
+		}
+		out = append(out, &url.URL{Scheme: "http", Host: net.JoinHostPort(r.Address, strconv.Itoa(r.Port))})
+	}
+	return out, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

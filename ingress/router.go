@@ -1,0 +1,363 @@
+// Package ingress serves ioproxy's public side: it routes each request by
+// its Host to the host's backend, serves the sign-in routes under /@/, and
+// tells backends who is signed in through the User-Did, User-Handle and
+// Proxy-Session headers, which no client can set itself.
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// Config configures a Router.
+type Config struct {
+	Config   *config.Config
+	Sessions *sessions.Store
+	// Nomad resolves nomad:<service> backends; required when a host uses one.
+	Nomad *Nomad
+	// Transport carries requests to backends; a tuned default when nil.
+	Transport http.RoundTripper
+	// SignIn builds the handler of /@/ for a host with an atproto block.
+	// Without it, /@/ answers 404 on every host.
+	SignIn func(config.Host) (http.Handler, error)
+	// Observe, when set, receives one record per request.
+	Observe func(Record)
+	Logger  *slog.Logger
+}
+
+// Record describes one finished ingress request, for access logs,
+// metrics and the traffic view.
+type Record struct {
+	Time     time.Time
+	Host     string
+	Method   string
+	Path     string
+	Status   int
+	Duration time.Duration
+	Upstream string
+	DID      string
+	Remote   string
+}
+
+// Router is the ingress handler for every configured host.
+type Router struct {
+	hosts   map[string]*hostRoute
+	trusted []netip.Prefix
+	store   *sessions.Store
+	observe func(Record)
+	log     *slog.Logger
+}
+
+type hostRoute struct {
+	host    config.Host
+	backend backend
+	signIn  http.Handler
+	proxy   *httputil.ReverseProxy
+	rt      *Router
+}
+
+// New builds the router.
+func New(cfg Config) (*Router, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = NewBackendTransport()
+	}
+	rt := &Router{
+		hosts:   map[string]*hostRoute{},
+		trusted: cfg.Config.Ingress.TrustedProxies,
+		store:   cfg.Sessions,
+		observe: cfg.Observe,
+		log:     cfg.Logger,
+	}
+	for _, h := range cfg.Config.Hosts {
+		hr := &hostRoute{host: h, rt: rt}
+		switch h.Backend.Kind {
+		case config.BackendNomad:
+			if cfg.Nomad == nil {
+				return nil, fmt.Errorf("host %s: backend %s needs a Nomad resolver", h.Name, h.Backend.Raw)
+			}
+			hr.backend = cfg.Nomad.backend(h.Backend.Service)
+		default:
+			hr.backend = staticBackend{url: h.Backend.URL}
+		}
+		if h.ATProto != nil && cfg.SignIn != nil {
+			si, err := cfg.SignIn(h)
+			if err != nil {
+				return nil, fmt.Errorf("host %s: sign-in: %w", h.Name, err)
+			}
+			hr.signIn = si
+		}
+		hr.proxy = &httputil.ReverseProxy{
+			Rewrite:      hr.rewrite,
+			Transport:    cfg.Transport,
+			ErrorHandler: hr.proxyError,
+			ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		}
+		rt.hosts[h.Name] = hr
+	}
+	return rt, nil
+}
+
+// NewBackendTransport returns the transport used towards backends: bounded
+// dials, and enough idle connections per backend that throughput does not
+// collapse under load (the default keeps only 2).
+func NewBackendTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     false,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// HostHandler returns the handler of one configured host, for calling
+// ports whose endpoint names the host.
+func (rt *Router) HostHandler(name string) (http.Handler, bool) {
+	hr, ok := rt.hosts[config.NormalizeHost(name)]
+	return hr, ok
+}
+
+// ServeHTTP routes by Host: port ignored, case-insensitive.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hr, ok := rt.hosts[config.NormalizeHost(r.Host)]
+	if !ok {
+		start := time.Now()
+		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Unknown host", Message: "This server does not serve the site you asked for. Check the address."})
+		rt.record(r, start, http.StatusNotFound, "", "")
+		return
+	}
+	hr.ServeHTTP(w, r)
+}
+
+// ctxKey carries the chosen upstream and identity from ServeHTTP to the
+// proxy's Rewrite and ErrorHandler hooks.
+type ctxKey struct{}
+
+type proxyState struct {
+	target  *url.URL
+	session *sessions.Session
+}
+
+func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	var (
+		upstream string
+		did      string
+	)
+	defer func() { hr.rt.record(r, start, sw.status(), upstream, did) }()
+
+	if r.URL.Path == "/@" || strings.HasPrefix(r.URL.Path, "/@/") {
+		// /@/ belongs to ioproxy, never to the backend.
+		if hr.signIn == nil {
+			writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This site does not offer sign-in."})
+			return
+		}
+		upstream = "ioproxy"
+		hr.signIn.ServeHTTP(sw, r)
+		return
+	}
+
+	var st proxyState
+	if sess, ok := hr.rt.Session(r, hr.host); ok {
+		st.session = &sess
+		did = sess.DID
+	}
+	if a := hr.host.ATProto; a != nil {
+		if st.session == nil && a.SigninRequired {
+			hr.requireSignIn(sw, r)
+			return
+		}
+		if st.session != nil && len(a.AllowedDIDs) > 0 && !contains(a.AllowedDIDs, st.session.DID) {
+			writeError(sw, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "Your account is not allowed to use this site. Sign out and use another account.", Retry: "/@/signout"})
+			return
+		}
+	}
+	target, err := hr.backend.pick(r.Context())
+	if err != nil {
+		hr.rt.log.Warn("no backend instance", "host", hr.host.Name, "backend", hr.host.Backend.Raw, "err", err)
+		writeError(sw, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Service unavailable", Message: "The application behind this site has no running instance right now. Try again in a moment."})
+		return
+	}
+	st.target = target
+	upstream = target.Host
+	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, &st)))
+}
+
+func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !wantsJSON(r) {
+		q := url.Values{"redirect": {r.URL.RequestURI()}}
+		http.Redirect(w, r, "/@/signin?"+q.Encode(), http.StatusSeeOther)
+		return
+	}
+	writeError(w, r, errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site.", Retry: "/@/signin"})
+}
+
+// rewrite runs after ReverseProxy has removed hop-by-hop headers, so a
+// client sending "Connection: User-Did" cannot make the proxy drop the
+// identity headers set here.
+func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
+	st, _ := pr.In.Context().Value(ctxKey{}).(*proxyState)
+	pr.SetURL(st.target)
+	pr.Out.Host = pr.In.Host
+	h := pr.Out.Header
+	StripIdentityHeaders(h)
+	removeCookie(h, CookieName, SecureCookieName)
+	hr.rt.setForwarded(pr)
+	if s := st.session; s != nil {
+		h.Set(HeaderUserDID, s.DID)
+		h.Set(HeaderUserHandle, s.Handle)
+		h.Set(HeaderProxySession, s.ProxyKey)
+	}
+}
+
+// setForwarded writes X-Forwarded-For/-Host/-Proto. Values a client sent
+// are kept only when it is a configured trusted proxy; otherwise they are
+// replaced, so a client cannot spoof its address to the backend.
+func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
+	h := pr.Out.Header
+	clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr)
+	if err != nil {
+		clientIP = pr.In.RemoteAddr
+	}
+	proto := "http"
+	if pr.In.TLS != nil {
+		proto = "https"
+	}
+	fwdHost := pr.In.Host
+	if rt.trustedPeer(clientIP) {
+		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			clientIP = strings.Join(prior, ", ") + ", " + clientIP
+		}
+		if p := pr.In.Header.Get("X-Forwarded-Proto"); p != "" {
+			proto = p
+		}
+		if fh := pr.In.Header.Get("X-Forwarded-Host"); fh != "" {
+			fwdHost = fh
+		}
+	} else {
+		h.Del("Forwarded")
+	}
+	h.Set("X-Forwarded-For", clientIP)
+	h.Set("X-Forwarded-Host", fwdHost)
+	h.Set("X-Forwarded-Proto", proto)
+}
+
+func (rt *Router) trustedPeer(ip string) bool {
+	if len(rt.trusted) == 0 {
+		return false
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range rt.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	if st, ok := r.Context().Value(ctxKey{}).(*proxyState); ok && st.target != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			hr.backend.failed(st.target)
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		// The client went away; nobody reads this answer.
+		w.WriteHeader(499)
+		return
+	}
+	hr.rt.log.Warn("backend request failed", "host", hr.host.Name, "err", err)
+	var netErr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) {
+		writeError(w, r, errorPage{Status: http.StatusGatewayTimeout, Title: "The application is not answering", Message: "The application behind this site took too long to answer. Try again in a moment."})
+		return
+	}
+	writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "The application is not reachable", Message: "The application behind this site is down or restarting. Try again in a moment."})
+}
+
+func (rt *Router) record(r *http.Request, start time.Time, status int, upstream, did string) {
+	if rt.observe == nil {
+		return
+	}
+	rt.observe(Record{
+		Time:     start,
+		Host:     config.NormalizeHost(r.Host),
+		Method:   r.Method,
+		Path:     r.URL.Path,
+		Status:   status,
+		Duration: time.Since(start),
+		Upstream: upstream,
+		DID:      did,
+		Remote:   r.RemoteAddr,
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter remembers the status code for the access log. It keeps
+// http.ResponseController working (Flush, Hijack for WebSockets) through
+// Unwrap.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) status() int {
+	if w.code == 0 {
+		return http.StatusOK
+	}
+	return w.code
+}

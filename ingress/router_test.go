@@ -1,0 +1,474 @@
+package ingress
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// echoBackend answers with what it received, as JSON.
+type seen struct {
+	Host    string
+	Path    string
+	Query   string
+	Headers http.Header
+	Body    string
+}
+
+func echoBackend(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Backend", name)
+		_ = json.NewEncoder(w).Encode(seen{Host: r.Host, Path: r.URL.Path, Query: r.URL.RawQuery, Headers: r.Header, Body: string(b)})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func mustConfig(t *testing.T, src string) *config.Config {
+	t.Helper()
+	cfg, diags := config.Parse([]byte(src), "test.hcl", config.Options{LookupEnv: func(string) (string, bool) { return "", false }})
+	if diags.HasErrors() {
+		t.Fatalf("config: %v", diags)
+	}
+	return cfg
+}
+
+func openStore(t *testing.T) *sessions.Store {
+	t.Helper()
+	s, err := sessions.Open(filepath.Join(t.TempDir(), "db"), sessions.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func newRouter(t *testing.T, cfg *config.Config, store *sessions.Store) *Router {
+	t.Helper()
+	rt, err := New(Config{Config: cfg, Sessions: store, Nomad: NewNomad(NomadConfig{Nomad: cfg.Nomad})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt
+}
+
+func get(t *testing.T, h http.Handler, host, path string, hdr http.Header) (*http.Response, seen) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, "http://"+host+path, nil)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var s seen
+	if strings.HasPrefix(rec.Header().Get("Content-Type"), "application/json") && rec.Header().Get("X-Backend") != "" {
+		_ = json.Unmarshal(rec.Body.Bytes(), &s)
+	}
+	return rec.Result(), s
+}
+
+func TestRoutesByHost(t *testing.T) {
+	a, b := echoBackend(t, "a"), echoBackend(t, "b")
+	cfg := mustConfig(t, fmt.Sprintf(`
+host "a.example.com" { backend = %q }
+host "b.example.com" { backend = %q }
+`, a.URL, strings.TrimPrefix(b.URL, "http://")))
+	rt := newRouter(t, cfg, nil)
+	for _, tt := range []struct{ host, want string }{
+		{"a.example.com", "a"},
+		{"A.Example.COM:8443", "a"},
+		{"b.example.com.", "b"},
+	} {
+		resp, s := get(t, rt, tt.host, "/x?q=1", nil)
+		if got := resp.Header.Get("X-Backend"); got != tt.want {
+			t.Errorf("host %s went to %q, want %q", tt.host, got, tt.want)
+		}
+		if s.Path != "/x" || s.Query != "q=1" || s.Host != tt.host {
+			t.Errorf("backend saw %+v", s)
+		}
+	}
+	resp, _ := get(t, rt, "evil.example.com", "/", nil)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 404 || resp.Header.Get("X-Backend") != "" || !strings.Contains(string(body), "Unknown host") {
+		t.Errorf("unknown host: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestAtPathsNeverReachBackend(t *testing.T) {
+	a := echoBackend(t, "a")
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL)), nil)
+	for _, p := range []string{"/@", "/@/", "/@/signin", "/@/anything/else"} {
+		resp, _ := get(t, rt, "a.example.com", p, nil)
+		if resp.StatusCode != 404 || resp.Header.Get("X-Backend") != "" {
+			t.Errorf("%s: status %d, backend %q", p, resp.StatusCode, resp.Header.Get("X-Backend"))
+		}
+	}
+	if resp, _ := get(t, rt, "a.example.com", "/@alice", nil); resp.Header.Get("X-Backend") != "a" {
+		t.Error("/@alice is an app path and must reach the backend")
+	}
+}
+
+// A hostile client tries every spelling of the identity headers; none may
+// reach the backend, signed in or not.
+func TestHostileClientCannotSetIdentityHeaders(t *testing.T) {
+	a := echoBackend(t, "a")
+	store := openStore(t)
+	cfg := mustConfig(t, fmt.Sprintf(`
+host "a.example.com" {
+  backend = %q
+  atproto {}
+  tls { mode = "off" }
+}`, a.URL))
+	rt := newRouter(t, cfg, store)
+	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test", Expiry: time.Now().Add(time.Hour)}
+	if err := store.Create(sess); err != nil {
+		t.Fatal(err)
+	}
+	hostile := http.Header{
+		"User-Did":      {"did:plc:evil"},
+		"user-did":      {"did:plc:evil2"},
+		"User_did":      {"did:plc:evil3"},
+		"USER_DID":      {"did:plc:evil4"},
+		"User-Handle":   {"evil.test", "evil2.test"},
+		"User_handle":   {"evil.test"},
+		"Proxy-Session": {"stolen"},
+		"Proxy_session": {"stolen"},
+		"PROXY-SESSION": {"stolen"},
+		"Connection":    {"User-Did, Proxy-Session, User-Handle"},
+	}
+	check := func(t *testing.T, s seen, want map[string]string) {
+		for name, vals := range s.Headers {
+			if isIdentityHeader(name) {
+				w, ok := want[http.CanonicalHeaderKey(name)]
+				if !ok || len(vals) != 1 || vals[0] != w || name != http.CanonicalHeaderKey(name) {
+					t.Errorf("backend saw %s: %q", name, vals)
+				}
+			}
+		}
+		for k, v := range want {
+			if got := s.Headers.Get(k); got != v {
+				t.Errorf("backend %s = %q, want %q", k, got, v)
+			}
+		}
+	}
+	t.Run("signed out", func(t *testing.T) {
+		_, s := get(t, rt, "a.example.com", "/", hostile)
+		check(t, s, map[string]string{})
+	})
+	t.Run("signed in", func(t *testing.T) {
+		h := hostile.Clone()
+		h.Set("Cookie", CookieName+"="+sess.ID+"; theme=dark")
+		_, s := get(t, rt, "a.example.com", "/", h)
+		check(t, s, map[string]string{"User-Did": "did:plc:real", "User-Handle": "real.test", "Proxy-Session": sess.ProxyKey})
+		if c := s.Headers.Get("Cookie"); c != "theme=dark" {
+			t.Errorf("backend saw Cookie %q; the session cookie must be removed and others kept", c)
+		}
+	})
+	t.Run("session of another host", func(t *testing.T) {
+		other := sess
+		other.ID, other.ProxyKey, other.Host = sessions.NewToken(), sessions.NewToken(), "b.example.com"
+		_ = store.Create(other)
+		h := hostile.Clone()
+		h.Set("Cookie", CookieName+"="+other.ID)
+		_, s := get(t, rt, "a.example.com", "/", h)
+		check(t, s, map[string]string{})
+	})
+	t.Run("unknown cookie", func(t *testing.T) {
+		h := hostile.Clone()
+		h.Set("Cookie", CookieName+"=forged")
+		_, s := get(t, rt, "a.example.com", "/", h)
+		check(t, s, map[string]string{})
+	})
+}
+
+// The same attack over a real connection, with raw header bytes that
+// httptest.NewRequest would normalize.
+func TestHostileClientOverTheWire(t *testing.T) {
+	a := echoBackend(t, "a")
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL)), nil)
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw := "GET / HTTP/1.1\r\nHost: a.example.com\r\nuser-did: did:plc:evil\r\nUser_Did: did:plc:evil\r\nuSeR-hAnDlE: evil\r\nproxy_session: x\r\nConnection: keep-alive, User-Did\r\n\r\n"
+	if _, err := conn.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s seen
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	for name := range s.Headers {
+		if isIdentityHeader(name) {
+			t.Errorf("backend saw %s", name)
+		}
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	a := echoBackend(t, "a")
+	cfg := mustConfig(t, fmt.Sprintf(`
+ingress { trusted_proxies = ["10.0.0.0/8"] }
+host "a.example.com" { backend = %q }`, a.URL))
+	rt := newRouter(t, cfg, nil)
+	for _, tt := range []struct {
+		remote, wantXFF, wantProto string
+	}{
+		{"203.0.113.9:5555", "203.0.113.9", "http"},
+		{"10.1.2.3:5555", "198.51.100.1, 10.1.2.3", "https"},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "http://a.example.com/", nil)
+		req.RemoteAddr = tt.remote
+		req.Header.Set("X-Forwarded-For", "198.51.100.1")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("Forwarded", "for=198.51.100.1")
+		rec := httptest.NewRecorder()
+		rt.ServeHTTP(rec, req)
+		var s seen
+		_ = json.Unmarshal(rec.Body.Bytes(), &s)
+		if got := s.Headers.Get("X-Forwarded-For"); got != tt.wantXFF {
+			t.Errorf("from %s: X-Forwarded-For = %q, want %q", tt.remote, got, tt.wantXFF)
+		}
+		if got := s.Headers.Get("X-Forwarded-Proto"); got != tt.wantProto {
+			t.Errorf("from %s: X-Forwarded-Proto = %q, want %q", tt.remote, got, tt.wantProto)
+		}
+		if got := s.Headers.Get("X-Forwarded-Host"); got != "a.example.com" {
+			t.Errorf("X-Forwarded-Host = %q", got)
+		}
+	}
+}
+
+func TestBackendDownGivesReadable502(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := l.Addr().String()
+	l.Close()
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, addr)), nil)
+	resp, _ := get(t, rt, "a.example.com", "/", nil)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "not reachable") {
+		t.Fatalf("status %d body %q", resp.StatusCode, body)
+	}
+	resp, _ = get(t, rt, "a.example.com", "/", http.Header{"Accept": {"application/json"}})
+	body, _ = io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `"error":"BadGateway"`) {
+		t.Fatalf("JSON error body %q", body)
+	}
+}
+
+func TestStreamingAndWebSockets(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/events":
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := 0; i < 3; i++ {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				time.Sleep(20 * time.Millisecond)
+			}
+		case "/ws":
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			_ = c.Write(r.Context(), typ, append([]byte("echo "), msg...))
+		}
+	}))
+	defer backend.Close()
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "127.0.0.1" { backend = %q }`, backend.URL)), nil)
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	first, err := br.ReadString('\n')
+	if err != nil || first != "data: 0\n" {
+		t.Fatalf("first event %q %v", first, err)
+	}
+	resp.Body.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatalf("websocket through ingress: %v", err)
+	}
+	defer c.CloseNow()
+	if err := c.Write(ctx, websocket.MessageText, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	_, msg, err := c.Read(ctx)
+	if err != nil || string(msg) != "echo hi" {
+		t.Fatalf("websocket echo %q %v", msg, err)
+	}
+}
+
+func TestBackendPathPrefix(t *testing.T) {
+	a := echoBackend(t, "a")
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = "%s/base/" }`, a.URL)), nil)
+	_, s := get(t, rt, "a.example.com", "/x", nil)
+	if s.Path != "/base/x" {
+		t.Fatalf("backend path %q, want /base/x", s.Path)
+	}
+}
+
+// fakeNomad serves /v1/service/<name> from a mutable list.
+type fakeNomad struct {
+	mu        sync.Mutex
+	instances map[string][]nomadRegistration
+	token     string
+	calls     int
+}
+
+func (f *fakeNomad) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if r.Header.Get("X-Nomad-Token") != f.token {
+		http.Error(w, "Permission denied", http.StatusForbidden)
+		return
+	}
+	name := strings.TrimPrefix(r.URL.Path, "/v1/service/")
+	_ = json.NewEncoder(w).Encode(f.instances[name])
+}
+
+func hostPort(t *testing.T, raw string) (string, int) {
+	u, _ := url.Parse(raw)
+	h, p, _ := net.SplitHostPort(u.Host)
+	var n int
+	fmt.Sscan(p, &n)
+	return h, n
+}
+
+func TestNomadBackend(t *testing.T) {
+	a, b := echoBackend(t, "a"), echoBackend(t, "b")
+	ah, ap := hostPort(t, a.URL)
+	bh, bp := hostPort(t, b.URL)
+	fn := &fakeNomad{token: "secret", instances: map[string][]nomadRegistration{
+		"web": {{Address: ah, Port: ap}, {Address: bh, Port: bp}},
+	}}
+	nomad := httptest.NewServer(fn)
+	defer nomad.Close()
+	cfg := mustConfig(t, fmt.Sprintf(`
+nomad {
+  address = %q
+  token = "secret"
+}
+host "a.example.com" { backend = "nomad:web" }
+host "b.example.com" { backend = "nomad:empty" }`, nomad.URL))
+	rt := newRouter(t, cfg, nil)
+	got := map[string]int{}
+	for i := 0; i < 10; i++ {
+		resp, _ := get(t, rt, "a.example.com", "/", nil)
+		got[resp.Header.Get("X-Backend")]++
+	}
+	if got["a"] != 5 || got["b"] != 5 {
+		t.Errorf("load spread = %v, want 5 and 5", got)
+	}
+	if fn.calls != 1 {
+		t.Errorf("nomad asked %d times; the instances must be cached", fn.calls)
+	}
+	// An instance that stops is avoided after its first failure.
+	b.Close()
+	got = map[string]int{}
+	for i := 0; i < 10; i++ {
+		resp, _ := get(t, rt, "a.example.com", "/", nil)
+		got[fmt.Sprint(resp.StatusCode, resp.Header.Get("X-Backend"))]++
+	}
+	if got["200a"] < 9 {
+		t.Errorf("after b stopped: %v; want at most one failure", got)
+	}
+	resp, _ := get(t, rt, "b.example.com", "/", nil)
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no running instance") {
+		t.Errorf("service without instances: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestNomadUnreachable(t *testing.T) {
+	cfg := mustConfig(t, `
+nomad { address = "http://127.0.0.1:1" }
+host "a.example.com" { backend = "nomad:web" }`)
+	rt := newRouter(t, cfg, nil)
+	resp, _ := get(t, rt, "a.example.com", "/", nil)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func TestSigninRequiredAndAllowedDIDs(t *testing.T) {
+	a := echoBackend(t, "a")
+	store := openStore(t)
+	cfg := mustConfig(t, fmt.Sprintf(`
+host "tool.example.com" {
+  backend = %q
+  atproto {
+    signin_required = true
+    allowed_dids = ["did:plc:allowed"]
+  }
+}`, a.URL))
+	rt := newRouter(t, cfg, store)
+	resp, _ := get(t, rt, "tool.example.com", "/admin?x=1", nil)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/@/signin?redirect=%2Fadmin%3Fx%3D1" {
+		t.Errorf("signed out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, _ = get(t, rt, "tool.example.com", "/api", http.Header{"Accept": {"application/json"}})
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("signed out API call: %d", resp.StatusCode)
+	}
+	for did, want := range map[string]int{"did:plc:allowed": 200, "did:plc:other": 403} {
+		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tool.example.com", DID: did, Expiry: time.Now().Add(time.Hour)}
+		_ = store.Create(sess)
+		resp, _ := get(t, rt, "tool.example.com", "/", http.Header{"Cookie": {CookieName + "=" + sess.ID}})
+		if resp.StatusCode != want {
+			t.Errorf("%s: status %d, want %d", did, resp.StatusCode, want)
+		}
+	}
+}
+
+func TestRemoveCookie(t *testing.T) {
+	for in, want := range map[string]string{
+		"ioproxy-session=abc":                        "",
+		"a=1; ioproxy-session=abc; b=2":              "a=1; b=2",
+		"__Host-ioproxy-session=x;a=1":               "a=1",
+		"ioproxy-session-other=1; ioproxy-session=2": "ioproxy-session-other=1",
+	} {
+		h := http.Header{"Cookie": {in}}
+		removeCookie(h, CookieName, SecureCookieName)
+		if got := h.Get("Cookie"); got != want {
+			t.Errorf("removeCookie(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

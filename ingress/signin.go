@@ -1,0 +1,420 @@
+package ingress
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// SignInConfig configures the sign-in routes of one host.
+type SignInConfig struct {
+	Host   config.Host
+	Client *oauth.Client
+	// ClientKey is the confidential client's key (nil for the localhost client).
+	ClientKey *oauth.ClientKey
+	// BaseURL is the host's public origin, such as https://app.example.com.
+	BaseURL  string
+	Sessions *sessions.Store
+	// SessionLifetime bounds a session without refreshes.
+	SessionLifetime time.Duration
+	// Events, when set, is told about sign-ins ("started", "completed",
+	// "failed") for metrics.
+	Events func(stage string)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// SignIn serves /@/signin, /@/callback, /@/client-metadata.json,
+// /@/jwks.json and /@/signout for one host.
+type SignIn struct {
+	cfg SignInConfig
+	mux *http.ServeMux
+}
+
+// stateCookie binds an authorization request to the browser that started
+// it, so a callback URL made by someone else (with their code) cannot sign
+// this browser into their account.
+const stateCookie = "ioproxy-signin"
+
+// NewSignIn returns the sign-in handler of a host.
+func NewSignIn(cfg SignInConfig) *SignIn {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SessionLifetime == 0 {
+		cfg.SessionLifetime = 30 * 24 * time.Hour
+	}
+	if cfg.Events == nil {
+		cfg.Events = func(string) {}
+	}
+	s := &SignIn{cfg: cfg, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /@/signin", s.signinForm)
+	s.mux.HandleFunc("POST /@/signin", s.signinStart)
+	s.mux.HandleFunc("GET /@/callback", s.callback)
+	s.mux.HandleFunc("GET /@/client-metadata.json", s.clientMetadata)
+	s.mux.HandleFunc("GET /@/jwks.json", s.jwks)
+	s.mux.HandleFunc("GET /@/signout", s.signoutForm)
+	s.mux.HandleFunc("POST /@/signout", s.signout)
+	s.mux.HandleFunc("/@/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "There is no such sign-in page."})
+	})
+	return s
+}
+
+func (s *SignIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// A sign-in form is a small thing; a huge body is an attack.
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	s.mux.ServeHTTP(w, r)
+}
+
+type signinPage struct {
+	AppName  string
+	Handle   string
+	Redirect string
+	Error    string
+}
+
+func (s *SignIn) signinForm(w http.ResponseWriter, r *http.Request) {
+	render(w, http.StatusOK, "signin.html", signinPage{
+		AppName:  s.cfg.Host.ATProto.ClientName,
+		Handle:   r.URL.Query().Get("handle"),
+		Redirect: SafeRedirect(r.URL.Query().Get("redirect")),
+	})
+}
+
+func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Bad sign-in request", Message: "The sign-in form could not be read.", Retry: "/@/signin"})
+		return
+	}
+	input := strings.TrimSpace(r.PostForm.Get("handle"))
+	redirect := SafeRedirect(r.PostForm.Get("redirect"))
+	page := signinPage{AppName: s.cfg.Host.ATProto.ClientName, Handle: input, Redirect: redirect}
+	if input == "" {
+		page.Error = "Enter your handle, such as alice.bsky.social."
+		render(w, http.StatusBadRequest, "signin.html", page)
+		return
+	}
+	// A new sign-in always ends an old session in this browser (session
+	// fixation: the new session gets a fresh id at the callback).
+	clearSessionCookie(w, r)
+	s.cfg.Events("started")
+	req, authURL, err := s.cfg.Client.Authorize(r.Context(), input)
+	if err != nil {
+		s.cfg.Events("failed")
+		s.cfg.Logger.Info("sign-in start failed", "host", s.cfg.Host.Name, "input", input, "err", err)
+		page.Error = userMessage(err, "Sign-in could not start. Please try again.")
+		render(w, http.StatusBadGateway, "signin.html", page)
+		return
+	}
+	key, err := json.Marshal(req.DPoPKey)
+	if err != nil {
+		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "Sign-in could not start."})
+		return
+	}
+	p := sessions.Pending{
+		State:        req.State,
+		Host:         s.cfg.Host.Name,
+		ClientID:     s.cfg.Client.ClientID(),
+		Issuer:       req.Issuer,
+		ExpectedDID:  req.ExpectedDID,
+		Handle:       req.Handle,
+		PDS:          req.PDS,
+		PKCEVerifier: req.PKCEVerifier,
+		DPoPKey:      key,
+		Redirect:     redirect,
+		CreatedAt:    s.cfg.Now(),
+		Expiry:       req.Expiry,
+	}
+	if err := s.cfg.Sessions.PutPending(p); err != nil {
+		s.cfg.Logger.Error("store pending sign-in", "err", err)
+		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "Sign-in could not start: the session store failed."})
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     stateCookie,
+		Value:    stateBinding(req.State),
+		Path:     "/@/",
+		MaxAge:   int(time.Until(req.Expiry).Seconds()),
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteLaxMode,
+	})
+	http.Redirect(w, r, authURL, http.StatusSeeOther)
+}
+
+// stateBinding is what the browser keeps of the state: a hash, so the
+// cookie alone is not the state.
+func stateBinding(state string) string {
+	h := sha256.Sum256([]byte("ioproxy-signin:" + state))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	state := q.Get("state")
+	fail := func(status int, msg string, err error) {
+		s.cfg.Events("failed")
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
+		writeError(w, r, errorPage{Status: status, Title: "Sign-in failed", Message: msg, Retry: "/@/signin"})
+	}
+	if state == "" {
+		fail(http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without state"))
+		return
+	}
+	// The pending request is deleted before anything else, so a replayed
+	// callback (same state or code) finds nothing.
+	p, err := s.cfg.Sessions.TakePending(state)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		fail(http.StatusBadRequest, "This sign-in link was already used or is unknown. Start again from the sign-in page.", err)
+		return
+	case errors.Is(err, sessions.ErrExpired):
+		fail(http.StatusBadRequest, "This sign-in took too long and expired. Please try again.", err)
+		return
+	case err != nil:
+		fail(http.StatusInternalServerError, "The session store failed. Please try again.", err)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/@/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	if c, err := r.Cookie(stateCookie); err != nil || !hmac.Equal([]byte(c.Value), []byte(stateBinding(state))) {
+		fail(http.StatusBadRequest, "This sign-in was started in another browser. Start again from the sign-in page here.", errors.New("state cookie missing or different"))
+		return
+	}
+	if p.Host != s.cfg.Host.Name || p.ClientID != s.cfg.Client.ClientID() {
+		fail(http.StatusBadRequest, "This sign-in belongs to another site.", errors.New("pending sign-in of another host"))
+		return
+	}
+	if e := q.Get("error"); e != "" {
+		msg := "The sign-in was not completed."
+		if e == "access_denied" {
+			msg = "You declined the sign-in, so you are not signed in."
+		}
+		fail(http.StatusForbidden, msg, errors.New("authorization server: "+e+": "+q.Get("error_description")))
+		return
+	}
+	code := q.Get("code")
+	if code == "" {
+		fail(http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without code"))
+		return
+	}
+	key, err := dpop.ParseKey(p.DPoPKey)
+	if err != nil {
+		fail(http.StatusInternalServerError, "The stored sign-in is damaged. Please try again.", err)
+		return
+	}
+	req := &oauth.Request{State: p.State, Issuer: p.Issuer, ExpectedDID: p.ExpectedDID, Handle: p.Handle, PDS: p.PDS, PKCEVerifier: p.PKCEVerifier, DPoPKey: key, Expiry: p.Expiry}
+	grant, err := s.cfg.Client.Exchange(r.Context(), req, code, q.Get("iss"))
+	if err != nil {
+		fail(http.StatusBadGateway, userMessage(err, "The sign-in could not be completed. Please try again."), err)
+		return
+	}
+	if a := s.cfg.Host.ATProto; len(a.AllowedDIDs) > 0 && !contains(a.AllowedDIDs, grant.DID) {
+		s.cfg.Client.Revoke(context.WithoutCancel(r.Context()), grant.Issuer, grant.RefreshToken, key)
+		fail(http.StatusForbidden, "Your account is not allowed to use this site.", errors.New("DID "+grant.DID+" not in allowed_dids"))
+		return
+	}
+	now := s.cfg.Now()
+	sess := sessions.Session{
+		ID:           sessions.NewToken(),
+		ProxyKey:     sessions.NewToken(),
+		Host:         s.cfg.Host.Name,
+		DID:          grant.DID,
+		Handle:       grant.Handle,
+		PDS:          grant.PDS,
+		Issuer:       grant.Issuer,
+		ClientID:     s.cfg.Client.ClientID(),
+		Scope:        grant.Scope,
+		AccessToken:  grant.AccessToken,
+		RefreshToken: grant.RefreshToken,
+		TokenExpiry:  grant.Expiry,
+		DPoPKey:      p.DPoPKey,
+		CreatedAt:    now,
+		Expiry:       now.Add(s.cfg.SessionLifetime),
+	}
+	if err := s.cfg.Sessions.Create(sess); err != nil {
+		fail(http.StatusInternalServerError, "The session store failed. Please try again.", err)
+		return
+	}
+	s.cfg.Events("completed")
+	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)
+	setSessionCookie(w, r, sess.ID, sess.Expiry)
+	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
+}
+
+func (s *SignIn) clientMetadata(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.Client.Confidential() {
+		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "No client metadata", Message: "This host signs in as a localhost development client, which has no metadata document."})
+		return
+	}
+	a := s.cfg.Host.ATProto
+	clientURI := a.ClientURI
+	if clientURI == "" {
+		clientURI = s.cfg.BaseURL
+	}
+	m := s.cfg.Client.Metadata(oauth.MetadataInfo{
+		ClientName: a.ClientName, ClientURI: clientURI, LogoURI: a.LogoURI, TOSURI: a.TOSURI, PolicyURI: a.PolicyURI,
+		JWKSURI: s.cfg.BaseURL + "/@/jwks.json",
+	})
+	writeJSON(w, m)
+}
+
+func (s *SignIn) jwks(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.ClientKey == nil {
+		writeJSON(w, map[string]any{"keys": []any{}})
+		return
+	}
+	b, err := s.cfg.ClientKey.JWKS()
+	if err != nil {
+		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The key set could not be built."})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(b)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type signoutPage struct {
+	AppName  string
+	Handle   string
+	CSRF     string
+	Redirect string
+}
+
+// csrfToken is derived from the session id, which only the browser and
+// ioproxy know: a cross-site page can neither read nor compute it.
+func csrfToken(sessionID string) string {
+	h := sha256.Sum256([]byte("ioproxy-signout:" + sessionID))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+func (s *SignIn) session(r *http.Request) (sessions.Session, bool) {
+	c, err := r.Cookie(cookieName(r))
+	if err != nil {
+		return sessions.Session{}, false
+	}
+	sess, ok := s.cfg.Sessions.Get(c.Value)
+	if !ok || sess.Host != s.cfg.Host.Name {
+		return sessions.Session{}, false
+	}
+	return sess, true
+}
+
+func (s *SignIn) signoutForm(w http.ResponseWriter, r *http.Request) {
+	page := signoutPage{AppName: s.cfg.Host.ATProto.ClientName, Redirect: SafeRedirect(r.URL.Query().Get("redirect"))}
+	if sess, ok := s.session(r); ok {
+		page.Handle, page.CSRF = sess.Handle, csrfToken(sess.ID)
+	}
+	render(w, http.StatusOK, "signout.html", page)
+}
+
+// signout accepts a POST that carries the CSRF token of the session's
+// confirmation page, or that a browser marks as coming from this very
+// site (Origin, or Sec-Fetch-Site: same-origin), so that an app's own
+// sign-out form works while no other site can sign its users out.
+func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
+		return
+	}
+	sess, ok := s.session(r)
+	tokenOK := ok && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
+	if !tokenOK && !sameOrigin(r) {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: "/@/signout"})
+		return
+	}
+	if ok {
+		if err := s.cfg.Sessions.Delete(sess.ID); err != nil {
+			writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The session store failed; you may still be signed in. Please try again."})
+			return
+		}
+		if key, err := dpop.ParseKey(sess.DPoPKey); err == nil {
+			// Revoke in the background: the user is signed out here
+			// whatever the server says, and should not wait for it.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				s.cfg.Client.Revoke(ctx, sess.Issuer, sess.RefreshToken, key)
+			}()
+		}
+		s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Name, "did", sess.DID)
+	}
+	clearSessionCookie(w, r)
+	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
+}
+
+// sameOrigin reports whether the browser says the request comes from this
+// host's own pages.
+func sameOrigin(r *http.Request) bool {
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		u, err := url.Parse(o)
+		if err != nil {
+			return false
+		}
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		return u.Scheme == scheme && strings.EqualFold(u.Host, r.Host)
+	}
+	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}
+
+// redirectTrick matches path starts that browsers read as another host:
+// "//evil", "/\evil", "/ /evil", "/./\evil" and the like.
+var redirectTrick = regexp.MustCompile(`^[/\\](?:[\s\v]*|\.{1,2})[/\\]`)
+
+// SafeRedirect returns target if it is a same-site relative path, and "/"
+// otherwise. Absolute URLs, scheme-relative URLs and backslash tricks are
+// all refused; paths under /@/ are refused so that a redirect cannot
+// bounce into sign-out.
+func SafeRedirect(target string) string {
+	if target == "" || !strings.HasPrefix(target, "/") || redirectTrick.MatchString(target) {
+		return "/"
+	}
+	for _, r := range target {
+		if r < 0x20 || r == 0x7f || r == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return "/"
+	}
+	if u.Path == "/@" || strings.HasPrefix(u.Path, "/@/") {
+		return "/"
+	}
+	return target
+}
+
+// userMessage picks the message to show a person for err.
+func userMessage(err error, fallback string) string {
+	var ue *oauth.UserError
+	if errors.As(err, &ue) && ue.Message != "" {
+		return ue.Message
+	}
+	return fallback
+}
