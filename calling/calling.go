@@ -101,11 +101,16 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op, matched := p.cfg.Call.Operation(r.Method, r.URL.Path)
 	sw := &statusWriter{ResponseWriter: w}
 	upstream := ""
+	did := ""
+	if p.cfg.Call.Endpoint.Kind == config.EndpointPDS {
+		// Elsewhere User-Did is whatever a client sent: not worth logging.
+		did = r.Header.Get(headerUserDID)
+	}
 	defer func() {
 		p.cfg.Recorder.Request(admin.Request{
 			Time: start, Kind: admin.KindCall, Source: p.cfg.Call.Label, Operation: op.Name,
 			Method: r.Method, Path: r.URL.Path, Status: sw.status(), Duration: time.Since(start),
-			Upstream: upstream, DID: r.Header.Get(headerUserDID), Remote: r.RemoteAddr,
+			Upstream: upstream, DID: did, Remote: r.RemoteAddr,
 		})
 	}()
 	if !matched && p.cfg.Call.OperationsOnly {

@@ -305,6 +305,7 @@ func (b *builder) tls(raw *tlsSchema) TLS {
 		b.errorf(rng, "Incomplete certificate pair", "cert_file and key_file go together; write both or neither.")
 	}
 	t.CertFile, t.KeyFile = raw.CertFile, raw.KeyFile
+	t.CertFileRange, t.KeyFileRange = raw.CertFileRange, raw.KeyFileRange
 	b.checkFile(raw.CertFileRange, "cert_file", t.CertFile)
 	b.checkFile(raw.KeyFileRange, "key_file", t.KeyFile)
 	if a := raw.ACME; a != nil {
@@ -316,7 +317,7 @@ func (b *builder) tls(raw *tlsSchema) TLS {
 			t.ACME.Directory = *a.Directory
 			b.checkServiceURLWithPath(a.DirectoryRange, "directory", t.ACME.Directory)
 		}
-		t.ACME.CAFile = a.CAFile
+		t.ACME.CAFile, t.ACME.CAFileRange = a.CAFile, a.CAFileRange
 		b.checkFile(a.CAFileRange, "ca_file", a.CAFile)
 	}
 	return t
@@ -442,7 +443,8 @@ func quoteList(ss []string) string {
 func (b *builder) hostTLS(raw *hostTLSSchema, h Host, global TLS) HostTLS {
 	t := HostTLS{}
 	if raw != nil {
-		t = HostTLS{Mode: TLSMode(raw.Mode), CertFile: raw.CertFile, KeyFile: raw.KeyFile}
+		t = HostTLS{Mode: TLSMode(raw.Mode), CertFile: raw.CertFile, KeyFile: raw.KeyFile,
+			CertFileRange: raw.CertFileRange, KeyFileRange: raw.KeyFileRange}
 		switch t.Mode {
 		case TLSAuto, TLSACME, TLSFiles, TLSSelfSigned, TLSOff:
 		default:
@@ -477,6 +479,7 @@ func (b *builder) hostTLS(raw *hostTLSSchema, h Host, global TLS) HostTLS {
 			b.errorf(r, "No certificate files", "Host %q uses mode = \"files\" but names no cert_file and key_file, here or in the top-level tls block.", h.Name)
 		}
 		t.CertFile, t.KeyFile = global.CertFile, global.KeyFile
+		t.CertFileRange, t.KeyFileRange = global.CertFileRange, global.KeyFileRange
 	}
 	if t.Mode == TLSACME && h.IsLocal() {
 		r := hcl.Range{}

@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 // Config is a validated ioproxy configuration.
@@ -86,6 +88,10 @@ type TLS struct {
 	// mode is "files" and who name no files of their own.
 	CertFile string
 	KeyFile  string
+	// CertFileRange and KeyFileRange locate the attributes in the file, for
+	// checks made after loading (ingress/certs.Check).
+	CertFileRange hcl.Range
+	KeyFileRange  hcl.Range
 }
 
 // ACME configures certificate issuance for hosts in mode "acme".
@@ -95,7 +101,8 @@ type ACME struct {
 	Directory string
 	// CAFile is an extra root CA to trust when talking to the ACME server
 	// (a private CA, or Pebble in tests).
-	CAFile string
+	CAFile      string
+	CAFileRange hcl.Range
 }
 
 // LetsEncryptDirectory is the default ACME directory.
@@ -130,6 +137,11 @@ type HostTLS struct {
 	Mode     TLSMode
 	CertFile string
 	KeyFile  string
+	// CertFileRange and KeyFileRange locate the attributes the files came
+	// from: the host's tls block, or the top-level one for a host that
+	// uses the global pair.
+	CertFileRange hcl.Range
+	KeyFileRange  hcl.Range
 }
 
 // IsLocal reports whether the host is a development name: localhost, a

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/acme"
@@ -88,4 +89,37 @@ func acmeHTTPClient(caFile string) (*http.Client, error) {
 	}
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	return &http.Client{Transport: tr, Timeout: acmeHTTPTimeout}, nil
+}
+
+// acmeLogEvery limits the logging of a name's ACME failures. After a
+// failed issuance autocert refuses that name for a minute without asking
+// the CA again (so browsers and bots that retry do not use up the CA's
+// limit on failed validations); each of those handshakes fails with the
+// same cause, which need not fill the log.
+const acmeLogEvery = time.Minute
+
+// acmeLogThrottle remembers when a name's failure was last logged.
+type acmeLogThrottle struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// acmeCertificate returns the name's certificate from autocert: from
+// memory, from the cache in the data dir, or newly issued.
+func (m *Manager) acmeCertificate(name string, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	cert, err := m.acme.GetCertificate(hello)
+	if err == nil {
+		return cert, nil
+	}
+	now := m.now()
+	m.acmeLog.mu.Lock()
+	logIt := now.Sub(m.acmeLog.last[name]) >= acmeLogEvery
+	if logIt {
+		m.acmeLog.last[name] = now
+	}
+	m.acmeLog.mu.Unlock()
+	if logIt {
+		m.log.Error("ACME certificate failed; the next handshake after a minute tries again", "host", name, "err", err)
+	}
+	return nil, fmt.Errorf("certificate for %q: %w", name, err)
 }

@@ -225,17 +225,19 @@ func (li *localIssuer) ensure(name string) error {
 		return nil
 	}
 	certFile, keyFile := li.files(name)
-	if c, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
-		if reason := li.unsuitable(&c, name); reason == "" {
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	switch {
+	case err == nil:
+		reason := li.unsuitable(&c, name)
+		if reason == "" {
 			li.leaves[name] = &c
 			return nil
-		} else {
-			li.log.Info("re-issuing self-signed certificate", "host", name, "reason", reason)
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+		li.log.Info("re-issuing self-signed certificate", "host", name, "reason", reason)
+	case !errors.Is(err, fs.ErrNotExist):
 		li.log.Warn("re-issuing unreadable self-signed certificate", "host", name, "err", err)
 	}
-	c, certPEM, keyPEM, err := li.issue(name)
+	issued, certPEM, keyPEM, err := li.issue(name)
 	if err != nil {
 		return err
 	}
@@ -245,8 +247,8 @@ func (li *localIssuer) ensure(name string) error {
 	if err := writeFileAtomic(certFile, certPEM, 0o644); err != nil {
 		return fmt.Errorf("write self-signed certificate for %q: %w", name, err)
 	}
-	li.leaves[name] = c
-	li.log.Info("issued self-signed certificate", "host", name, "file", certFile, "not_after", c.Leaf.NotAfter)
+	li.leaves[name] = issued
+	li.log.Info("issued self-signed certificate", "host", name, "file", certFile, "not_after", issued.Leaf.NotAfter)
 	return nil
 }
 

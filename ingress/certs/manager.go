@@ -45,8 +45,8 @@ type Config struct {
 	// PollInterval is how often Watch stats the static files;
 	// DefaultPollInterval when zero.
 	PollInterval time.Duration
-	// Now returns the current time, for the self-signed certificates' expiry
-	// checks; time.Now when nil. (autocert keeps its own clock.)
+	// Now returns the current time, for the self-signed certificates'
+	// expiry; time.Now when nil. (autocert keeps its own clock.)
 	Now func() time.Time
 	// ACMEHTTPClient, when set, is used to talk to the ACME server instead
 	// of the client built from TLS.ACME.CAFile.
@@ -71,6 +71,7 @@ type Manager struct {
 
 	acme     *autocert.Manager // nil when no host uses ACME
 	acmeHTTP http.Handler      // autocert's HTTP-01 responder
+	acmeLog  acmeLogThrottle
 }
 
 // New loads the static certificates, creates or loads the local CA and the
@@ -80,6 +81,9 @@ type Manager struct {
 func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("certs: DataDir is empty")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("certs: %w", err)
 	}
 	m := &Manager{
 		log:   cfg.Logger,
@@ -160,6 +164,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("certs: %w", err)
 		}
 		m.acme = am
+		m.acmeLog.last = map[string]time.Time{}
 		// Calling autocert's HTTPHandler is what enables http-01 as a
 		// fallback after tls-alpn-01.
 		m.acmeHTTP = am.HTTPHandler(http.NotFoundHandler())
@@ -210,12 +215,10 @@ func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	}
 	switch mode {
 	case config.TLSACME:
-		cert, err := m.acme.GetCertificate(hello)
-		if err != nil {
-			m.log.Error("ACME certificate", "host", name, "err", err)
-			return nil, fmt.Errorf("certificate for %q: %w", name, err)
+		if wantsChallengeCert(hello) {
+			return m.acme.GetCertificate(hello)
 		}
-		return cert, nil
+		return m.acmeCertificate(name, hello)
 	case config.TLSFiles:
 		return m.files[name].current(), nil
 	case config.TLSSelfSigned:
@@ -299,15 +302,6 @@ func (m *Manager) HTTPHandler(fallback http.Handler) http.Handler {
 		r2.Host = name
 		m.acmeHTTP.ServeHTTP(w, r2)
 	})
-}
-
-// Hosts reports, for logs and the admin view, each HTTPS host and its mode.
-func (m *Manager) Hosts() map[string]config.TLSMode {
-	out := make(map[string]config.TLSMode, len(m.modes))
-	for k, v := range m.modes {
-		out[k] = v
-	}
-	return out
 }
 
 // LocalCAPEM returns the local CA certificate in PEM form, or nil when no

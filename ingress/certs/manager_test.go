@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -453,5 +454,43 @@ func TestNewErrors(t *testing.T) {
 				t.Fatalf("New: %v, want an error about %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestACMEFailureIsNotRetriedAtOnce(t *testing.T) {
+	var requests atomic.Int32
+	ca := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, `{"type":"urn:ietf:params:acme:error:malformed","detail":"not today"}`, http.StatusNotFound)
+	}))
+	defer ca.Close()
+	m, err := New(t.Context(), Config{
+		DataDir:        t.TempDir(),
+		TLS:            config.TLS{ACME: config.ACME{Directory: ca.URL + "/dir"}},
+		Hosts:          []config.Host{host("public.example", config.TLSACME)},
+		Logger:         testLogger(t),
+		ACMEHTTPClient: ca.Client(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serveTLS(t, m.TLSConfig(), nil)
+	attempt := func() int32 {
+		t.Helper()
+		before := requests.Load()
+		if _, err := handshake(t.Context(), addr, "public.example", nil, time.Time{}); err == nil {
+			t.Fatal("handshake succeeded without a certificate")
+		}
+		return requests.Load() - before
+	}
+	if n := attempt(); n == 0 {
+		t.Fatal("first handshake did not reach the ACME server")
+	}
+	// autocert holds a failed name for a minute: handshakes in between
+	// fail without a new order, sparing the CA's failed-validation limit.
+	for range 3 {
+		if n := attempt(); n != 0 {
+			t.Fatalf("handshake right after the failure made %d ACME requests, want none", n)
+		}
 	}
 }

@@ -115,7 +115,7 @@ func (m *Manager) reloadPair(p *staticPair) error {
 
 // Watch polls the static files' modification times and sizes every
 // PollInterval and reloads a pair when either of its files changed. It
-// returns when ctx is done. Certificate files are often replaced in two
+// returns when ctx is done (at once when no host uses files). Certificate files are often replaced in two
 // steps (certificate, then key); a half-written pair fails to load, keeps
 // the old certificate, and loads on the next poll once both are in place.
 func (m *Manager) Watch(ctx context.Context) {

@@ -1,0 +1,428 @@
+// Package admin is ioproxy's operations surface: the Recorder that ingress,
+// calling and sign-in report to (access logs, Prometheus metrics and a ring
+// of recent traffic), and the handler of the admin listener that serves
+// /metrics, /healthz, /readyz and the live traffic view.
+package admin
+
+import (
+	"context"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// The kinds of Request.
+const (
+	KindIngress = "ingress" // a request to one of the ingress hosts
+	KindCall    = "call"    // a request through a calling port
+)
+
+// The sign-in stages counted by SignIn.
+const (
+	SignInStarted   = "started"
+	SignInCompleted = "completed"
+	SignInFailed    = "failed"
+)
+
+// DefaultTrafficSize is how many recent requests the traffic view keeps
+// when RecorderConfig.TrafficSize is zero.
+const DefaultTrafficSize = 500
+
+// maxFieldLen bounds the strings kept per request, so that one client
+// sending huge paths cannot make the ring (or a log line) large.
+const maxFieldLen = 1024
+
+// durationBuckets reach past the default call timeout (30s), so that slow
+// upstreams land in a bucket rather than only in +Inf.
+func durationBuckets() []float64 {
+	return []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+}
+
+// RecorderConfig configures a Recorder.
+type RecorderConfig struct {
+	// Logger receives one access-log line per request; none are written
+	// when it is nil.
+	Logger *slog.Logger
+	// TrafficSize is how many recent requests the traffic view keeps
+	// (DefaultTrafficSize when zero or less).
+	TrafficSize int
+	// TrafficHosts are extra Host header values (such as "admin.internal")
+	// under which the traffic view may be reached. IP addresses and
+	// "localhost" are always allowed; anything else is refused so that a
+	// web page cannot read the traffic view through DNS rebinding.
+	TrafficHosts []string
+}
+
+// Request is one finished ingress request or call, as reported by the
+// ingress and calling packages.
+type Request struct {
+	Time time.Time
+	// Kind is KindIngress or KindCall.
+	Kind string
+	// Source is the host's name (label) for ingress, or the call block's
+	// label for calls. It becomes a metric label: pass configured names only.
+	Source string
+	// Operation is the configured operation (or sign-in route) the request
+	// matched, empty when none. It becomes a metric label: never pass a
+	// value taken from the request.
+	Operation string
+	Method    string
+	// Path is the request path. Anything after a "?" is dropped, since
+	// query strings may carry codes and tokens.
+	Path     string
+	Status   int
+	Duration time.Duration
+	// Upstream is where the request went: a backend address or a PDS URL.
+	Upstream string
+	// DID is the signed-in account, empty when there is none.
+	DID string
+	// Remote is the client address; it is logged but not shown in the
+	// traffic view.
+	Remote string
+}
+
+// Recorder turns reports from the rest of ioproxy into access logs,
+// Prometheus metrics and the traffic ring. It is safe for concurrent use,
+// and every method is a no-op on a nil *Recorder.
+type Recorder struct {
+	log          *slog.Logger
+	registry     *prometheus.Registry
+	trafficHosts map[string]bool
+
+	ingressTotal    *prometheus.CounterVec
+	ingressDuration *prometheus.HistogramVec
+	callTotal       *prometheus.CounterVec
+	callDuration    *prometheus.HistogramVec
+	nonceRetries    *prometheus.CounterVec
+	tokenRefreshes  *prometheus.CounterVec
+	signIns         *prometheus.CounterVec
+
+	sessions atomic.Pointer[func() int]
+	traffic  *ring
+}
+
+// NewRecorder returns a Recorder with its own Prometheus registry.
+func NewRecorder(cfg RecorderConfig) *Recorder {
+	size := cfg.TrafficSize
+	if size <= 0 {
+		size = DefaultTrafficSize
+	}
+	r := &Recorder{
+		log:          cfg.Logger,
+		registry:     prometheus.NewRegistry(),
+		trafficHosts: map[string]bool{},
+		traffic:      newRing(size),
+		ingressTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "ingress", Name: "requests_total",
+			Help: "Ingress requests by host and response status.",
+		}, []string{"host", "status"}),
+		ingressDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ioproxy", Subsystem: "ingress", Name: "request_duration_seconds",
+			Help:    "Time to answer ingress requests, backend included, by host.",
+			Buckets: durationBuckets(),
+		}, []string{"host"}),
+		callTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "calls", Name: "total",
+			Help: "Requests through calling ports by call block, operation and response status.",
+		}, []string{"call", "operation", "status"}),
+		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ioproxy", Subsystem: "call", Name: "duration_seconds",
+			Help:    "Time to answer calls, upstream retries included, by call block and operation.",
+			Buckets: durationBuckets(),
+		}, []string{"call", "operation"}),
+		nonceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "dpop", Name: "nonce_retries_total",
+			Help: "Requests sent again because a server asked for a new DPoP nonce, by server.",
+		}, []string{"server"}),
+		tokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "oauth", Name: "token_refreshes_total",
+			Help: "OAuth token refreshes by result (ok or failed).",
+		}, []string{"result"}),
+		signIns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "oauth", Name: "signins_total",
+			Help: "Sign-ins by stage: started, completed or failed.",
+		}, []string{"stage"}),
+	}
+	for _, h := range cfg.TrafficHosts {
+		r.trafficHosts[strings.ToLower(h)] = true
+	}
+	// Series that dashboards divide by exist from the start, at zero.
+	for _, s := range []string{SignInStarted, SignInCompleted, SignInFailed} {
+		r.signIns.WithLabelValues(s)
+	}
+	r.tokenRefreshes.WithLabelValues("ok")
+	r.tokenRefreshes.WithLabelValues("failed")
+
+	r.registry.MustRegister(
+		r.ingressTotal, r.ingressDuration, r.callTotal, r.callDuration,
+		r.nonceRetries, r.tokenRefreshes, r.signIns,
+		sessionCollector{r: r, desc: prometheus.NewDesc(
+			"ioproxy_sessions_active", "Signed-in sessions in the store.", nil, nil)},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return r
+}
+
+// Registry is the Recorder's own Prometheus registry, for packages that
+// want to register collectors of their own; nil on a nil Recorder.
+func (r *Recorder) Registry() *prometheus.Registry {
+	if r == nil {
+		return nil
+	}
+	return r.registry
+}
+
+// Request records one finished ingress request or call: an access-log
+// line, its metrics and an entry in the traffic view.
+func (r *Recorder) Request(req Request) {
+	if r == nil {
+		return
+	}
+	if req.Time.IsZero() {
+		req.Time = time.Now()
+	}
+	req.Path = cleanPath(req.Path)
+	req.Upstream = cleanUpstream(req.Upstream)
+	req.Method = clip(req.Method, 32)
+	req.Remote = clip(req.Remote, 128)
+	req.DID = clip(req.DID, 256)
+
+	status := strconv.Itoa(req.Status)
+	secs := req.Duration.Seconds()
+	switch req.Kind {
+	case KindIngress:
+		r.ingressTotal.WithLabelValues(req.Source, status).Inc()
+		r.ingressDuration.WithLabelValues(req.Source).Observe(secs)
+	case KindCall:
+		r.callTotal.WithLabelValues(req.Source, req.Operation, status).Inc()
+		r.callDuration.WithLabelValues(req.Source, req.Operation).Observe(secs)
+	}
+	r.accessLog(req)
+	r.traffic.add(req)
+}
+
+func (r *Recorder) accessLog(req Request) {
+	if r.log == nil {
+		return
+	}
+	level := slog.LevelInfo
+	if req.Status >= 500 {
+		level = slog.LevelWarn
+	}
+	sourceKey := "host"
+	if req.Kind == KindCall {
+		sourceKey = "call"
+	}
+	attrs := make([]slog.Attr, 0, 10)
+	attrs = append(attrs,
+		slog.String("kind", req.Kind),
+		slog.String(sourceKey, req.Source),
+	)
+	if req.Operation != "" {
+		attrs = append(attrs, slog.String("operation", req.Operation))
+	}
+	attrs = append(attrs,
+		slog.String("method", req.Method),
+		slog.String("path", req.Path),
+		slog.Int("status", req.Status),
+		slog.Duration("duration", req.Duration),
+	)
+	if req.Upstream != "" {
+		attrs = append(attrs, slog.String("upstream", req.Upstream))
+	}
+	if req.DID != "" {
+		attrs = append(attrs, slog.String("did", req.DID))
+	}
+	if req.Remote != "" {
+		attrs = append(attrs, slog.String("remote", req.Remote))
+	}
+	// The request has finished, so there is no request context left to
+	// carry; handlers that need one read from their own.
+	r.log.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+// NonceRetry counts a request sent again because server (an authorization
+// server or PDS origin) answered use_dpop_nonce.
+func (r *Recorder) NonceRetry(server string) {
+	if r == nil {
+		return
+	}
+	r.nonceRetries.WithLabelValues(clip(server, 256)).Inc()
+}
+
+// TokenRefresh counts an OAuth token refresh and whether it succeeded.
+func (r *Recorder) TokenRefresh(ok bool) {
+	if r == nil {
+		return
+	}
+	result := "failed"
+	if ok {
+		result = "ok"
+	}
+	r.tokenRefreshes.WithLabelValues(result).Inc()
+}
+
+// SignIn counts a sign-in reaching stage: SignInStarted, SignInCompleted
+// or SignInFailed. Other stages are counted as "other", so that a typo
+// cannot grow the metric.
+func (r *Recorder) SignIn(stage string) {
+	if r == nil {
+		return
+	}
+	switch stage {
+	case SignInStarted, SignInCompleted, SignInFailed:
+	default:
+		stage = "other"
+	}
+	r.signIns.WithLabelValues(stage).Inc()
+}
+
+// SetSessionCounter sets the function that reports the number of active
+// sessions for the ioproxy_sessions_active gauge; it is called at every
+// scrape. Until it is set (or after it is set to nil) the gauge is absent.
+func (r *Recorder) SetSessionCounter(f func() int) {
+	if r == nil {
+		return
+	}
+	if f == nil {
+		r.sessions.Store(nil)
+		return
+	}
+	r.sessions.Store(&f)
+}
+
+// sessionCollector reports the session gauge only when a counter is set,
+// so that "no data" is not shown as zero sessions.
+type sessionCollector struct {
+	r    *Recorder
+	desc *prometheus.Desc
+}
+
+func (c sessionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c sessionCollector) Collect(ch chan<- prometheus.Metric) {
+	f := c.r.sessions.Load()
+	if f == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64((*f)()))
+}
+
+// cleanPath keeps the path only: query strings and fragments may hold
+// authorization codes, state or tokens.
+func cleanPath(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	return clip(p, maxFieldLen)
+}
+
+// cleanUpstream drops user info, query and fragment from an upstream URL.
+func cleanUpstream(u string) string {
+	if strings.Contains(u, "://") {
+		if parsed, err := url.Parse(u); err == nil {
+			parsed.User = nil
+			parsed.RawQuery, parsed.ForceQuery = "", false
+			parsed.Fragment, parsed.RawFragment = "", ""
+			u = parsed.String()
+		} else {
+			u = cleanPath(u)
+		}
+	}
+	return clip(u, maxFieldLen)
+}
+
+// clip shortens s to at most n bytes without splitting a UTF-8 sequence.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8Start(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
+
+// ring keeps the most recent requests, each with a sequence number so that
+// the traffic view can ask for what came after the last one it has.
+type ring struct {
+	mu      sync.Mutex
+	size    int
+	entries []entry
+	next    int    // index of the slot the next entry goes to
+	seq     uint64 // sequence number of the newest entry
+	// changed is closed and replaced on every add, waking every stream.
+	changed chan struct{}
+}
+
+type entry struct {
+	seq uint64
+	req Request
+}
+
+func newRing(size int) *ring {
+	return &ring{size: size, entries: make([]entry, 0, size), changed: make(chan struct{})}
+}
+
+func (g *ring) add(req Request) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seq++
+	e := entry{seq: g.seq, req: req}
+	if len(g.entries) < g.size {
+		g.entries = append(g.entries, e)
+	} else {
+		g.entries[g.next] = e
+	}
+	g.next = (g.next + 1) % g.size
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// since returns the entries newer than seq, oldest first, and a channel
+// that is closed when another entry arrives.
+func (g *ring) since(seq uint64) ([]entry, <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []entry
+	n := len(g.entries)
+	start := 0
+	if n == g.size {
+		start = g.next // the oldest entry once the ring is full
+	}
+	for i := range n {
+		e := g.entries[(start+i)%n]
+		if e.seq > seq {
+			out = append(out, e)
+		}
+	}
+	return out, g.changed
+}
+
+// last is the id of the newest entry (0 when none).
+func (g *ring) last() uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.seq
+}
+
+// resume turns the id a client already has into where to continue from:
+// an id from the future means the process restarted since, so the client
+// gets everything again.
+func (g *ring) resume(after uint64) uint64 {
+	if after > g.last() {
+		return 0
+	}
+	return after
+}

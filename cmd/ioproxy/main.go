@@ -1,0 +1,167 @@
+// Command ioproxy is an AT Protocol sign-in and calling proxy.
+//
+//	ioproxy serve    -config io.hcl   run it
+//	ioproxy validate -config io.hcl   check a configuration and exit
+//	ioproxy cert     -config io.hcl   print (or -out write) the local CA to trust
+//	ioproxy version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/ioproxy/ioproxy/admin"
+	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/ingress/certs"
+)
+
+const usage = `ioproxy: AT Protocol sign-in and calling proxy
+
+Usage:
+  ioproxy serve    -config FILE   run the proxy
+  ioproxy validate -config FILE   check a configuration; exit 1 on errors
+  ioproxy cert     -config FILE [-out FILE]
+                                  print or write the local CA certificate that
+                                  signs self-signed host certificates, to trust it
+  ioproxy version                 print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(args, stderr)
+	case "validate":
+		return cmdValidate(args, stdout, stderr)
+	case "cert":
+		return cmdCert(args, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "ioproxy", version())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "ioproxy: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+}
+
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " (" + s.Value[:12] + ")"
+		}
+	}
+	return v
+}
+
+// loadConfig parses -config and prints its diagnostics.
+func loadConfig(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, *flag.FlagSet, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "io.hcl", "configuration file")
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, false
+	}
+	cfg, diags := config.Load(*path, config.Options{})
+	if cfg != nil {
+		diags = append(diags, certs.Check(cfg)...)
+	}
+	_ = config.WriteDiagnostics(stderr, diags)
+	if diags.HasErrors() {
+		return nil, nil, false
+	}
+	return cfg, fs, true
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	cfg, _, ok := loadConfig("validate", args, stderr, nil)
+	if !ok {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d hosts, %d calling ports)\n", cfg.Filename, len(cfg.Hosts), len(cfg.Calls))
+	return 0
+}
+
+func cmdCert(args []string, stdout, stderr io.Writer) int {
+	var out *string
+	cfg, _, ok := loadConfig("cert", args, stderr, func(fs *flag.FlagSet) {
+		out = fs.String("out", "", "write the CA certificate to this file instead of standard output")
+	})
+	if !ok {
+		return 1
+	}
+	pem, err := certs.LocalCA(cfg.DataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "ioproxy:", err)
+		return 1
+	}
+	if *out == "" {
+		_, _ = stdout.Write(pem)
+		return 0
+	}
+	if err := os.WriteFile(*out, pem, 0o644); err != nil {
+		fmt.Fprintln(stderr, "ioproxy:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "wrote %s: trust it to accept ioproxy's self-signed certificates (%s)\n", *out, certs.LocalCAFile(cfg.DataDir))
+	return 0
+}
+
+func cmdServe(args []string, stderr io.Writer) int {
+	cfg, _, ok := loadConfig("serve", args, stderr, nil)
+	if !ok {
+		return 1
+	}
+	log := admin.NewLogger(stderr, cfg.Log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := serve.Start(ctx, cfg, serve.Options{Logger: log})
+	if err != nil {
+		log.Error("ioproxy could not start", "err", err)
+		return 1
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	log.Info("ioproxy started", "version", version(), "config", cfg.Filename)
+	for {
+		select {
+		case <-hup:
+			if err := srv.Reload(); err != nil {
+				log.Error("reload certificates", "err", err)
+			} else {
+				log.Info("certificates reloaded")
+			}
+		case <-ctx.Done():
+			log.Info("shutting down: finishing in-flight requests")
+			srv.Close()
+			log.Info("stopped")
+			return 0
+		}
+	}
+}

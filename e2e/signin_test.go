@@ -1,0 +1,233 @@
+// Package e2e holds ioproxy's end-to-end tests: the real @atproto/pds as
+// authorization server and PDS, headless Chromium for the browser steps,
+// and ioproxy assembled in-process exactly as `ioproxy serve` does.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/ioproxy/ioproxy/e2e/atmo"
+	"github.com/ioproxy/ioproxy/e2e/browser"
+)
+
+const (
+	alicePassword = "alice-password-1"
+	confHost      = "statusphere.ioproxy.dev"
+)
+
+// text reads the text of the element sel, waiting for it to appear.
+func text(ctx context.Context, t *testing.T, sel string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		loc, _ := chromedp.Run(ctx, chromedp.Location())
+		t.Fatalf("read %s on %s: %v", sel, loc, err)
+	}
+	return strings.TrimSpace(s)
+}
+
+func navigate(ctx context.Context, t *testing.T, u string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.Navigate(u)); err != nil {
+		t.Fatalf("navigate %s: %v", u, err)
+	}
+}
+
+// signInThroughProxy fills ioproxy's own sign-in form, then signs in on
+// the PDS's pages and waits to land back on the app.
+func signInThroughProxy(ctx context.Context, t *testing.T, b *browser.Browser, base, handle, password, redirect string) {
+	t.Helper()
+	navigate(ctx, t, base+"/@/signin?redirect="+url.QueryEscape(redirect))
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := chromedp.Do(sctx,
+		chromedp.SetValue(chromedp.CSS(`#handle`), handle),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+	)
+	cancel()
+	if err != nil {
+		t.Fatalf("submit ioproxy sign-in form: %v", err)
+	}
+	if err := b.SignInAtPDS(ctx, password); err != nil {
+		t.Fatalf("sign in at the PDS: %v", err)
+	}
+}
+
+// TestLocalhostClientSignInAndCall signs in with the OAuth localhost
+// client (local = N, as in examples/local.hcl), checks the backend sees
+// the user, writes a record through the calling port, and signs out.
+func TestLocalhostClientSignInAndCall(t *testing.T) {
+	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{{Handle: "alice.test", Password: alicePassword}}})
+	alice := a.Accounts[0]
+	local, callPort, httpPort := freePort(t), freePort(t), freePort(t)
+	backend := newWhoBackend(t, callPort)
+	startProxy(t, fmt.Sprintf(`
+data_dir = %q
+ingress {
+  http  = "127.0.0.1:%d"
+  https = "127.0.0.1:%d"
+}
+identity {
+  plc_url         = %q
+  handle_resolver = %q
+  allow_insecure  = true
+}
+admin { listen = "" }
+host "localhost" {
+  name    = "who"
+  backend = %q
+  atproto {
+    name   = "Who"
+    scopes = ["atproto", "transition:generic"]
+    local  = %d
+  }
+  tls { mode = "off" }
+}
+call "web" {
+  port     = %d
+  endpoint = "localhost"
+}
+call "atproto" {
+  port     = %d
+  endpoint = "@"
+}
+`, t.TempDir(), httpPort, freePort(t), a.PLCURL, a.PDSURL, backend.URL, local, local, callPort))
+
+	b := browser.Start(t, browser.Options{})
+	ctx := b.Ctx()
+	base := fmt.Sprintf("http://127.0.0.1:%d", local)
+
+	navigate(ctx, t, base+"/")
+	if got := text(ctx, t, "#did"); got != "" {
+		t.Fatalf("before sign-in the backend saw User-Did %q", got)
+	}
+
+	signInThroughProxy(ctx, t, b, base, "alice.test", alicePassword, "/welcome?from=test")
+	if got := text(ctx, t, "#did"); got != alice.DID {
+		t.Fatalf("after sign-in the backend saw User-Did %q, want %q", got, alice.DID)
+	}
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	if loc != base+"/welcome?from=test" {
+		t.Errorf("landed on %s, want the redirect target", loc)
+	}
+	if got := text(ctx, t, "#handle"); got != "alice.test" {
+		t.Errorf("User-Handle = %q, want alice.test", got)
+	}
+	if got := text(ctx, t, "#session"); got != "true" {
+		t.Errorf("Proxy-Session missing")
+	}
+	if got := text(ctx, t, "#cookie"); strings.Contains(got, "ioproxy-session") {
+		t.Errorf("the backend received the session cookie: %q", got)
+	}
+	if _, err := b.Screenshot(ctx, "localhost-signed-in"); err != nil {
+		t.Log(err)
+	}
+
+	// The backend writes a record through the calling port; it must be in
+	// the repo when read from the PDS directly.
+	navigate(ctx, t, base+"/post")
+	if got := text(ctx, t, "#status"); got != "200" {
+		t.Fatalf("createRecord through the calling port: status %s: %s", got, text(ctx, t, "#result"))
+	}
+	var created struct{ URI, CID string }
+	if err := json.Unmarshal([]byte(text(ctx, t, "#result")), &created); err != nil || !strings.HasPrefix(created.URI, "at://"+alice.DID+"/xyz.statusphere.status/") {
+		t.Fatalf("createRecord answer %+v (%v)", created, err)
+	}
+	rkey := created.URI[strings.LastIndex(created.URI, "/")+1:]
+	var rec struct {
+		Value struct{ Status string } `json:"value"`
+	}
+	q := url.Values{"repo": {alice.DID}, "collection": {"xyz.statusphere.status"}, "rkey": {rkey}}
+	if code := getJSON(t, a.PDSURL+"/xrpc/com.atproto.repo.getRecord?"+q.Encode(), &rec); code != 200 || rec.Value.Status != "🦋" {
+		t.Fatalf("getRecord from the PDS: %d %+v", code, rec)
+	}
+
+	// A second call reuses the remembered nonce and the same token.
+	navigate(ctx, t, base+"/post")
+	if got := text(ctx, t, "#status"); got != "200" {
+		t.Fatalf("second createRecord: status %s", got)
+	}
+
+	// Sign out with the confirmation page; the backend then sees nobody.
+	navigate(ctx, t, base+"/@/signout")
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err := chromedp.Do(sctx, chromedp.Click(chromedp.CSS(`button[type=submit]`)), chromedp.WaitVisible(chromedp.CSS(`#did`)))
+	cancel()
+	if err != nil {
+		t.Fatalf("sign out: %v", err)
+	}
+	if got := text(ctx, t, "#did"); got != "" {
+		t.Fatalf("after sign-out the backend saw User-Did %q", got)
+	}
+}
+
+// TestConfidentialClientSignIn signs in with the confidential web client:
+// ioproxy serves HTTPS for statusphere.ioproxy.dev with a test certificate
+// that the PDS trusts, the PDS fetches /@/client-metadata.json and
+// /@/jwks.json from it, and the token requests carry private_key_jwt
+// client assertions.
+func TestConfidentialClientSignIn(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := testCA(t, dir, confHost)
+	a := atmo.Start(t, atmo.Options{
+		Accounts:    []atmo.Account{{Handle: "alice.test", Password: alicePassword}},
+		HostAliases: []string{confHost},
+		ExtraCAFile: caFile,
+	})
+	alice := a.Accounts[0]
+	httpsPort, callPort := freePort(t), freePort(t)
+	backend := newWhoBackend(t, callPort)
+	startProxy(t, fmt.Sprintf(`
+data_dir = %q
+ingress {
+  http  = "127.0.0.1:%d"
+  https = "127.0.0.1:%d"
+}
+identity {
+  plc_url         = %q
+  handle_resolver = %q
+  allow_insecure  = true
+}
+admin { listen = "" }
+host %q {
+  backend = %q
+  atproto {
+    name   = "Statusphere (e2e)"
+    scopes = ["atproto", "transition:generic"]
+  }
+  tls {
+    cert_file = %q
+    key_file  = %q
+  }
+}
+call "atproto" {
+  port     = %d
+  endpoint = "@"
+}
+`, t.TempDir(), freePort(t), httpsPort, a.PLCURL, a.PDSURL, confHost, backend.URL, certFile, keyFile, callPort))
+
+	b := browser.Start(t, browser.Options{HostResolverRules: map[string]string{confHost: "127.0.0.1"}, IgnoreCertErrors: true})
+	ctx := b.Ctx()
+	base := fmt.Sprintf("https://%s:%d", confHost, httpsPort)
+	signInThroughProxy(ctx, t, b, base, "alice.test", alicePassword, "/")
+	if got := text(ctx, t, "#did"); got != alice.DID {
+		t.Fatalf("after sign-in the backend saw User-Did %q, want %q", got, alice.DID)
+	}
+	navigate(ctx, t, base+"/post")
+	if got := text(ctx, t, "#status"); got != "200" {
+		t.Fatalf("createRecord through the calling port: status %s: %s", got, text(ctx, t, "#result"))
+	}
+	if _, err := b.Screenshot(ctx, "confidential-signed-in"); err != nil {
+		t.Log(err)
+	}
+}
