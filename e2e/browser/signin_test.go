@@ -216,7 +216,7 @@ func TestSignInAtPDS(t *testing.T) {
 			t.Error(err)
 		}
 		if got := browser.Describe(ctx); !strings.Contains(got, "Another account") {
-			t.Logf("no account picker shown: %s", got)
+			t.Errorf("no account picker shown: %s", got)
 		}
 		if err := signIn(t, ctx, "", "bob.test", "bob-password", "picker-signin"); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,162 @@
+// Command devstack runs everything on this machine with one command: a
+// local atmosphere (a PLC directory and the real @atproto/pds, with two
+// demo accounts), ioproxy with examples/local.hcl, and the Statusphere app
+// behind it. State lives under one folder (.local by default) that the
+// next run reuses. Ctrl-C stops it all.
+//
+//	go run ./cmd/devstack            (./scripts/local installs the npm packages first)
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/e2e/atmo"
+)
+
+// The demo accounts. They exist only in the local PDS under .local.
+var demoAccounts = []atmo.Account{
+	{Handle: "alice.test", Password: "alice-local-password"},
+	{Handle: "bob.test", Password: "bob-local-password"},
+}
+
+func main() {
+	state := flag.String("state", ".local", "folder for all local state (reused by the next run)")
+	configPath := flag.String("config", "examples/local.hcl", "ioproxy configuration")
+	plcPort := flag.Int("plc-port", 2582, "port of the local PLC directory")
+	pdsPort := flag.Int("pds-port", 2583, "port of the local PDS")
+	appPort := flag.Int("app-port", 3000, "port of the Statusphere app (the backend in the config)")
+	verbose := flag.Bool("v", false, "show every request in the log")
+	flag.Parse()
+
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, *state, *configPath, *plcPort, *pdsPort, *appPort, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "devstack:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, state, configPath string, plcPort, pdsPort, appPort int, out io.Writer) error {
+	state, err := filepath.Abs(state)
+	if err != nil {
+		return err
+	}
+	for _, p := range []int{plcPort, pdsPort, appPort} {
+		if err := portFree(p); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "Starting the local atmosphere (PLC directory and PDS) in %s …\n", filepath.Join(state, "atmosphere"))
+	a, err := atmo.Run(ctx, atmo.Options{
+		Accounts: demoAccounts,
+		DataDir:  filepath.Join(state, "atmosphere"),
+		PLCPort:  plcPort,
+		PDSPort:  pdsPort,
+	})
+	if err != nil {
+		return fmt.Errorf("start the local atmosphere: %w", err)
+	}
+	defer a.Stop()
+
+	env := map[string]string{
+		"IOPROXY_DATA_DIR": filepath.Join(state, "ioproxy"),
+		"ATMO_PLC_URL":     a.PLCURL,
+		"ATMO_PDS_URL":     a.PDSURL,
+	}
+	cfg, diags := config.Load(configPath, config.Options{LookupEnv: func(k string) (string, bool) {
+		if v, ok := env[k]; ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
+	}})
+	if diags.HasErrors() {
+		_ = config.WriteDiagnostics(os.Stderr, diags)
+		return fmt.Errorf("%s has errors", configPath)
+	}
+	srv, err := serve.Start(ctx, cfg, serve.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("start ioproxy: %w", err)
+	}
+	defer srv.Close()
+
+	callURL := ""
+	for _, c := range cfg.Calls {
+		if c.Endpoint.Kind == config.EndpointPDS {
+			callURL = "http://" + c.Addr()
+		}
+	}
+	if callURL == "" {
+		return fmt.Errorf("%s has no call block with endpoint = \"@\" for the app", configPath)
+	}
+	appErr := make(chan error, 1)
+	go func() {
+		appErr <- app.Run(ctx, app.Config{
+			Addr:     fmt.Sprintf("127.0.0.1:%d", appPort),
+			ProxyURL: callURL,
+			DBPath:   filepath.Join(state, "statusphere.sqlite"),
+			Logger:   log,
+		})
+	}()
+
+	open := "http://127.0.0.1:9000"
+	for _, h := range cfg.Hosts {
+		if h.ATProto != nil && h.ATProto.Local != 0 {
+			open = fmt.Sprintf("http://127.0.0.1:%d", h.ATProto.Local)
+		}
+	}
+	fmt.Fprintf(out, `
+Statusphere is running. Open %s and sign in as:
+
+    alice.test   password %s
+    bob.test     password %s
+
+  PDS (its own sign-in pages)  %s
+  ioproxy traffic view          http://%s/traffic
+  state (reused next time)      %s
+
+Press Ctrl-C to stop.
+`, open, demoAccounts[0].Password, demoAccounts[1].Password, a.PDSURL, cfg.Admin.Listen, state)
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "\nStopping …")
+	case err := <-appErr:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("statusphere stopped: %w", err)
+		}
+	case <-a.Done():
+		return errors.New("the local PDS stopped:\n" + a.StderrTail())
+	}
+	select {
+	case <-appErr:
+	case <-time.After(10 * time.Second):
+	}
+	return nil
+}
+
+func portFree(port int) error {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return fmt.Errorf("port %d is taken (is another devstack running?): %w", port, err)
+	}
+	return l.Close()
+}
