@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,4 +124,38 @@ func (m *Manager) acmeCertificate(name string, hello *tls.ClientHelloInfo) (*tls
 		m.log.Error("ACME certificate failed; the next handshake after a minute tries again", "host", name, "err", err)
 	}
 	return nil, fmt.Errorf("certificate for %q: %w", name, err)
+}
+
+// Prefetch obtains the certificates of the ACME hosts (from the cache, or
+// newly issued) one after another, so that the first visitor does not wait
+// for issuance. Call it once the listeners accept connections: the CA
+// validates through them. It returns when done or when ctx ends.
+func (m *Manager) Prefetch(ctx context.Context) {
+	if m.acme == nil {
+		return
+	}
+	names := make([]string, 0, len(m.modes))
+	for name, mode := range m.modes {
+		if mode == config.TLSACME {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return
+		}
+		// Describe a modern client so that autocert obtains the ECDSA
+		// certificate browsers will ask for.
+		hello := &tls.ClientHelloInfo{
+			ServerName:        name,
+			SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+			SupportedCurves:   []tls.CurveID{tls.CurveP256},
+			CipherSuites:      []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256},
+			SupportedVersions: []uint16{tls.VersionTLS13, tls.VersionTLS12},
+		}
+		if _, err := m.acmeCertificate(name, hello); err == nil {
+			m.log.Info("ACME certificate ready", "host", name)
+		}
+	}
 }

@@ -96,6 +96,17 @@ func TestACMEPebble(t *testing.T) {
 	}
 	addr := serveTLSOn(t, tlsLn, tlsCfg, nil)
 
+	// Prefetch obtains both certificates before any visitor asks, so the
+	// handshakes below are served without waiting for issuance.
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	m.Prefetch(pctx)
+	cancel()
+	for _, name := range []string{alpnHost, httpHost} {
+		if found, _ := filepath.Glob(filepath.Join(cfg.DataDir, "certs", "acme", "*", name)); len(found) != 1 {
+			t.Errorf("Prefetch did not obtain a certificate for %s\npebble output:\n%s", name, peb.output())
+		}
+	}
+
 	roots := pool(t, peb.root(ctx, t))
 	serials := map[string]string{}
 	for _, name := range []string{alpnHost, httpHost} {

@@ -244,6 +244,8 @@ func (s *Server) background(ctx context.Context, nomad *ingress.Nomad) {
 	}
 	run(func(ctx context.Context) { s.store.RunCleanup(ctx, time.Minute, s.log) })
 	run(s.certs.Watch)
+	// The listeners are up, so ACME validations can reach us now.
+	run(s.certs.Prefetch)
 	if nomad != nil {
 		run(nomad.Run)
 	}
