@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/repo"
+	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
+	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
+	"github.com/ioproxy/ioproxy/e2e/atmo"
+	"github.com/ioproxy/ioproxy/e2e/browser"
+)
+
+// TestStatusphere runs the Statusphere app behind ioproxy, configured as
+// in examples/local.hcl, against the real PDS: sign in through the app's
+// own login page, click an emoji, see it on the page as yours, and find
+// the record in the PDS.
+func TestStatusphere(t *testing.T) {
+	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{{Handle: "alice.test", Password: alicePassword}}})
+	alice := a.Accounts[0]
+
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, callPort := freePort(t), freePort(t)
+	startProxy(t, fmt.Sprintf(`
+data_dir = %q
+ingress {
+  http  = "127.0.0.1:%d"
+  https = "127.0.0.1:%d"
+}
+identity {
+  plc_url         = %q
+  handle_resolver = %q
+  allow_insecure  = true
+}
+admin { listen = "" }
+host "localhost" {
+  name    = "statusphere"
+  backend = %q
+  atproto {
+    name   = "Statusphere"
+    scopes = ["atproto", "transition:generic"]
+    local  = %d
+  }
+}
+call "statusphere" {
+  name     = "statusphere"
+  port     = %d
+  endpoint = "localhost"
+  insecure = true
+}
+call "atproto" {
+  name     = "ATProto"
+  port     = %d
+  endpoint = "@"
+  operation "CreateRecord" {
+    method = "POST"
+    path   = "/xrpc/com.atproto.repo.createRecord"
+  }
+}
+`, t.TempDir(), freePort(t), freePort(t), a.PLCURL, a.PDSURL, appLn.Addr().String(), local, local, callPort))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	appDone := make(chan error, 1)
+	go func() {
+		appDone <- app.Run(ctx, app.Config{
+			Listener: appLn,
+			ProxyURL: fmt.Sprintf("http://127.0.0.1:%d", callPort),
+			DBPath:   filepath.Join(t.TempDir(), "statusphere.sqlite"),
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-appDone; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("statusphere: %v", err)
+		}
+	})
+
+	b := browser.Start(t, browser.Options{})
+	bctx := b.Ctx()
+	base := fmt.Sprintf("http://127.0.0.1:%d", local)
+
+	// The app's own login page posts the handle to /@/signin.
+	navigate(bctx, t, base+"/login")
+	sctx, scancel := context.WithTimeout(bctx, 30*time.Second)
+	err = chromedp.Do(sctx,
+		chromedp.SetValue(chromedp.CSS(`input[name=handle]`), "alice.test"),
+		chromedp.Click(chromedp.CSS(`form.login-form button[type=submit]`)),
+	)
+	scancel()
+	if err != nil {
+		t.Fatalf("submit the app's login form: %v", err)
+	}
+	if err := b.SignInAtPDS(bctx, alicePassword); err != nil {
+		t.Fatalf("sign in at the PDS: %v", err)
+	}
+	if got := text(bctx, t, "#header"); !strings.Contains(got, "Statusphere") {
+		t.Fatalf("did not land on the app: %q", got)
+	}
+
+	const emoji = "🦋"
+	sctx, scancel = context.WithTimeout(bctx, 30*time.Second)
+	err = chromedp.Do(sctx,
+		chromedp.Click(chromedp.CSS(`button[name=status][value="`+emoji+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button.status-option.selected`)),
+	)
+	scancel()
+	if err != nil {
+		t.Fatalf("click %s: %v\n%s", emoji, err, browser.Describe(bctx))
+	}
+	if got := text(bctx, t, `button.status-option.selected`); got != emoji {
+		t.Errorf("selected status %q, want %s", got, emoji)
+	}
+	line := text(bctx, t, `.status-line`)
+	if !strings.Contains(line, "@alice.test") || !strings.Contains(line, emoji) {
+		t.Errorf("the newest status line is %q; want alice's %s", line, emoji)
+	}
+	if path, err := b.Screenshot(bctx, "statusphere-home"); err != nil {
+		t.Errorf("screenshot: %v", err)
+	} else {
+		t.Logf("screenshot: %s", path)
+	}
+
+	// The record is in alice's repository on the PDS.
+	pds, err := xrpc.NewHTTPClient(xrpc.HTTPConfig{Host: a.PDSURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := repo.ListRecords(context.Background(), pds, repo.ListRecordsParams{Repo: alice.DID, Collection: statusphere.StatusNSID})
+	if err != nil {
+		t.Fatalf("listRecords on the PDS: %v", err)
+	}
+	found := false
+	for _, r := range out.Records {
+		st, err := statusphere.DecodeStatus(r.Value)
+		if err == nil && st.Status == emoji && strings.HasPrefix(r.URI, "at://"+alice.DID+"/") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no %s status in alice's repo: %+v", emoji, out.Records)
+	}
+}
