@@ -41,15 +41,18 @@ type Config struct {
 // Record describes one finished ingress request, for access logs,
 // metrics and the traffic view.
 type Record struct {
-	Time     time.Time
-	Host     string
-	Method   string
-	Path     string
-	Status   int
-	Duration time.Duration
-	Upstream string
-	DID      string
-	Remote   string
+	Time time.Time
+	// Host is the configured host name, or UnknownHost.
+	Host string
+	// Operation names the sign-in route for /@/ paths, empty otherwise.
+	Operation string
+	Method    string
+	Path      string
+	Status    int
+	Duration  time.Duration
+	Upstream  string
+	DID       string
+	Remote    string
 }
 
 // Router is the ingress handler for every configured host.
@@ -156,7 +159,8 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		start := time.Now()
 		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Unknown host", Message: "This server does not serve the site you asked for. Check the address."})
-		rt.record(r, start, http.StatusNotFound, "", "")
+		// Not the request's Host: that would let clients mint metric labels.
+		rt.record(r, start, UnknownHost, "", http.StatusNotFound, "", "")
 		return
 	}
 	hr.ServeHTTP(w, r)
@@ -175,10 +179,11 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	var (
-		upstream string
-		did      string
+		upstream  string
+		did       string
+		operation string
 	)
-	defer func() { hr.rt.record(r, start, sw.status(), upstream, did) }()
+	defer func() { hr.rt.record(r, start, hr.host.Name, operation, sw.status(), upstream, did) }()
 
 	if r.URL.Path == "/@" || strings.HasPrefix(r.URL.Path, "/@/") {
 		// /@/ belongs to ioproxy, never to the backend.
@@ -187,6 +192,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		upstream = "ioproxy"
+		operation = signInOperation(r.URL.Path)
 		hr.signIn.ServeHTTP(sw, r)
 		return
 	}
@@ -314,20 +320,33 @@ func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err erro
 	writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "The application is not reachable", Message: "The application behind this site is down or restarting. Try again in a moment."})
 }
 
-func (rt *Router) record(r *http.Request, start time.Time, status int, upstream, did string) {
+// UnknownHost is the Record.Host of requests for hosts not configured.
+const UnknownHost = "(unknown)"
+
+// signInOperation names the sign-in route of a path, from a fixed set.
+func signInOperation(path string) string {
+	switch path {
+	case "/@/signin", "/@/callback", "/@/signout", "/@/client-metadata.json", "/@/jwks.json":
+		return strings.TrimSuffix(strings.TrimPrefix(path, "/@/"), ".json")
+	}
+	return ""
+}
+
+func (rt *Router) record(r *http.Request, start time.Time, host, operation string, status int, upstream, did string) {
 	if rt.observe == nil {
 		return
 	}
 	rt.observe(Record{
-		Time:     start,
-		Host:     config.NormalizeHost(r.Host),
-		Method:   r.Method,
-		Path:     r.URL.Path,
-		Status:   status,
-		Duration: time.Since(start),
-		Upstream: upstream,
-		DID:      did,
-		Remote:   r.RemoteAddr,
+		Time:      start,
+		Host:      host,
+		Operation: operation,
+		Method:    r.Method,
+		Path:      r.URL.Path,
+		Status:    status,
+		Duration:  time.Since(start),
+		Upstream:  upstream,
+		DID:       did,
+		Remote:    r.RemoteAddr,
 	})
 }
 

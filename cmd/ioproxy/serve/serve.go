@@ -148,7 +148,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			return signIns[h.Name], nil
 		},
 		Observe: func(rec ingress.Record) {
-			s.recorder.Request(admin.Request{Time: rec.Time, Kind: admin.KindIngress, Source: rec.Host, Method: rec.Method, Path: rec.Path, Status: rec.Status, Duration: rec.Duration, Upstream: rec.Upstream, DID: rec.DID, Remote: rec.Remote})
+			s.recorder.Request(admin.Request{Time: rec.Time, Kind: admin.KindIngress, Source: rec.Host, Operation: rec.Operation, Method: rec.Method, Path: rec.Path, Status: rec.Status, Duration: rec.Duration, Upstream: rec.Upstream, DID: rec.DID, Remote: rec.Remote})
 		},
 		Logger: log,
 	})
