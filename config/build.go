@@ -100,6 +100,7 @@ func build(raw *fileSchema, opts Options) (*Config, hcl.Diagnostics) {
 	}
 	b.checkPorts(raw, cfg)
 	b.checkLocalClients(raw, cfg)
+	b.checkACMEEmail(raw, cfg)
 	if b.diags.HasErrors() {
 		return nil, b.diags
 	}
@@ -705,4 +706,50 @@ func (b *builder) checkLocalClients(raw *fileSchema, cfg *Config) {
 			b.errorf(raw.Hosts[i].ATProto.LocalRange, "Sign-in redirect goes nowhere", "The browser returns from sign-in to http://127.0.0.1:%d/@/callback, but nothing of ioproxy listens there for host %q. Add call %q { port = %d, endpoint = %q } or set ingress { http = %d }.", h.ATProto.Local, h.Name, h.Label, h.ATProto.Local, h.Name, h.ATProto.Local)
 		}
 	}
+}
+
+// emailRequiredCAs are ACME directories whose CA refuses accounts without
+// a contact email (they also want external account binding).
+var emailRequiredCAs = map[string]string{
+	"acme.zerossl.com":               "ZeroSSL",
+	"dv.acme-v02.api.pki.goog":       "Google Trust Services",
+	"acme.ssl.com":                   "SSL.com",
+	"acme.digicert.com":              "DigiCert",
+	"acme.sectigo.com":               "Sectigo",
+	"acme.entrust.net":               "Entrust",
+	"acme-v02.harica.gr":             "HARICA",
+	"acme.actalis.com":               "Actalis",
+	"acme.globalsign.com":            "GlobalSign",
+	"emea.acme.atlas.globalsign.com": "GlobalSign",
+}
+
+// checkACMEEmail refuses ACME hosts without an account email when the
+// configured CA is one that requires it.
+func (b *builder) checkACMEEmail(raw *fileSchema, cfg *Config) {
+	if cfg.TLS.ACME.Email != "" {
+		return
+	}
+	var first *hostSchema
+	for i, h := range cfg.Hosts {
+		if h.TLS.Mode == TLSACME {
+			first = &raw.Hosts[i]
+			break
+		}
+	}
+	if first == nil {
+		return
+	}
+	u, err := url.Parse(cfg.TLS.ACME.Directory)
+	if err != nil {
+		return
+	}
+	ca, ok := emailRequiredCAs[strings.ToLower(u.Hostname())]
+	if !ok {
+		return
+	}
+	rng := first.DefRange
+	if raw.TLS != nil && raw.TLS.ACME != nil {
+		rng = raw.TLS.ACME.DirectoryRange
+	}
+	b.errorf(rng, "ACME email required", "%s issues certificates only to accounts with a contact email; write tls { acme { email = \"ops@example.com\" } }.", ca)
 }
