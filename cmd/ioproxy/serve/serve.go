@@ -187,7 +187,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		return nil, err
 	}
 	if cfg.ServesHTTPS() {
-		if err := bind("https", cfg.Ingress.HTTPSAddr, s.router, true); err != nil {
+		if err := bind("https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true); err != nil {
 			return nil, err
 		}
 	}
@@ -323,6 +323,19 @@ func (s *Server) httpHandler() http.Handler {
 		}
 		target := url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawQuery: r.URL.RawQuery}
 		http.Redirect(w, r, target.String(), http.StatusPermanentRedirect)
+	})
+}
+
+// sniMatchesHost refuses HTTPS requests whose Host is not the name the
+// TLS connection was made for: a connection set up for one host must not
+// carry requests (and cookies) for another.
+func sniMatchesHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && r.TLS.ServerName != "" && config.NormalizeHost(r.Host) != config.NormalizeHost(r.TLS.ServerName) {
+			http.Error(w, "421 Misdirected Request: this connection was made for "+r.TLS.ServerName, http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
