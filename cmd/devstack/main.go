@@ -49,13 +49,23 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *state, *configPath, *plcPort, *pdsPort, *appPort, os.Stdout); err != nil {
+	o := options{state: *state, configPath: *configPath, plcPort: *plcPort, pdsPort: *pdsPort, appPort: *appPort}
+	if err := run(ctx, log, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "devstack:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, state, configPath string, plcPort, pdsPort, appPort int, out io.Writer) error {
+// options are devstack's flags.
+type options struct {
+	state, configPath         string
+	plcPort, pdsPort, appPort int
+	// ready, when set, is closed once everything is up.
+	ready chan<- struct{}
+}
+
+func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error {
+	state, configPath, plcPort, pdsPort, appPort := o.state, o.configPath, o.plcPort, o.pdsPort, o.appPort
 	state, err := filepath.Abs(state)
 	if err != nil {
 		return err
@@ -117,6 +127,10 @@ func run(ctx context.Context, log *slog.Logger, state, configPath string, plcPor
 		})
 	}()
 
+	if err := waitListening(ctx, fmt.Sprintf("127.0.0.1:%d", appPort), appErr); err != nil {
+		return fmt.Errorf("statusphere did not start: %w", err)
+	}
+
 	open := "http://127.0.0.1:9000"
 	for _, h := range cfg.Hosts {
 		if h.ATProto != nil && h.ATProto.Local != 0 {
@@ -135,6 +149,9 @@ Statusphere is running. Open %s and sign in as:
 
 Press Ctrl-C to stop.
 `, open, demoAccounts[0].Password, demoAccounts[1].Password, a.PDSURL, cfg.Admin.Listen, state)
+	if o.ready != nil {
+		close(o.ready)
+	}
 
 	select {
 	case <-ctx.Done():
@@ -151,6 +168,27 @@ Press Ctrl-C to stop.
 	case <-time.After(10 * time.Second):
 	}
 	return nil
+}
+
+// waitListening waits until addr accepts connections, or the app fails.
+func waitListening(ctx context.Context, addr string, failed <-chan error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s", addr)
+		}
+		select {
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func portFree(port int) error {
