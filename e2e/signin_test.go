@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/e2e/browser"
+	"github.com/ioproxy/ioproxy/sessions"
 )
 
 const (
@@ -71,7 +73,7 @@ func TestLocalhostClientSignInAndCall(t *testing.T) {
 	alice := a.Accounts[0]
 	local, callPort, httpPort := freePort(t), freePort(t), freePort(t)
 	backend := newWhoBackend(t, callPort)
-	startProxy(t, fmt.Sprintf(`
+	srv := startProxy(t, fmt.Sprintf(`
 data_dir = %q
 ingress {
   http  = "127.0.0.1:%d"
@@ -158,6 +160,9 @@ call "atproto" {
 		t.Fatalf("second createRecord: status %s", got)
 	}
 
+	// An expired access token is refreshed at the real PDS (public client).
+	expireAndCall(ctx, t, srv, base)
+
 	// Sign out with the confirmation page; the backend then sees nobody.
 	navigate(ctx, t, base+"/@/signout")
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -187,7 +192,7 @@ func TestConfidentialClientSignIn(t *testing.T) {
 	alice := a.Accounts[0]
 	httpsPort, callPort := freePort(t), freePort(t)
 	backend := newWhoBackend(t, callPort)
-	startProxy(t, fmt.Sprintf(`
+	cfg := fmt.Sprintf(`
 data_dir = %q
 ingress {
   http  = "127.0.0.1:%d"
@@ -214,7 +219,8 @@ call "atproto" {
   port     = %d
   endpoint = "@"
 }
-`, t.TempDir(), freePort(t), httpsPort, a.PLCURL, a.PDSURL, confHost, backend.URL, certFile, keyFile, callPort))
+`, t.TempDir(), freePort(t), httpsPort, a.PLCURL, a.PDSURL, confHost, backend.URL, certFile, keyFile, callPort)
+	srv := startProxy(t, cfg)
 
 	b := browser.Start(t, browser.Options{HostResolverRules: map[string]string{confHost: "127.0.0.1"}, IgnoreCertErrors: true})
 	ctx := b.Ctx()
@@ -229,5 +235,43 @@ call "atproto" {
 	}
 	if _, err := b.Screenshot(ctx, "confidential-signed-in"); err != nil {
 		t.Log(err)
+	}
+
+	// A restart keeps the session, the client key and the tokens: the
+	// browser is still signed in and calls still work.
+	srv.Close()
+	srv = startProxy(t, cfg)
+	navigate(ctx, t, base+"/")
+	if got := text(ctx, t, "#did"); got != alice.DID {
+		t.Fatalf("after a restart the backend saw User-Did %q, want %q", got, alice.DID)
+	}
+
+	// Expire the access token: the next call refreshes it at the real
+	// PDS (token endpoint nonce, DPoP, client assertion) and goes through.
+	expireAndCall(ctx, t, srv, base)
+}
+
+// expireAndCall expires the one session's access token, makes a call
+// through the backend, and checks that the tokens were refreshed.
+func expireAndCall(ctx context.Context, t *testing.T, srv *serve.Server, base string) {
+	t.Helper()
+	list := srv.Store().List()
+	if len(list) != 1 {
+		t.Fatalf("%d sessions, want 1", len(list))
+	}
+	before := list[0]
+	if _, err := srv.Store().Update(before.ID, func(s *sessions.Session) error {
+		s.TokenExpiry = time.Now().Add(-time.Second)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	navigate(ctx, t, base+"/post")
+	if got := text(ctx, t, "#status"); got != "200" {
+		t.Fatalf("createRecord after expiry: status %s: %s", got, text(ctx, t, "#result"))
+	}
+	after, ok := srv.Store().Get(before.ID)
+	if !ok || after.AccessToken == before.AccessToken || after.RefreshToken == before.RefreshToken || after.RefreshedAt.IsZero() || !after.TokenExpiry.After(time.Now().Add(30*time.Minute)) {
+		t.Fatalf("session after refresh: ok=%v refreshed=%v expiry=%v new access token=%v new refresh token=%v", ok, after.RefreshedAt, after.TokenExpiry, after.AccessToken != before.AccessToken, after.RefreshToken != before.RefreshToken)
 	}
 }

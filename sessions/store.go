@@ -377,6 +377,19 @@ func (s *Store) Delete(id string) error {
 	return nil
 }
 
+// List returns a copy of every live session.
+func (s *Store) List() []Session {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Session, 0, len(s.byID))
+	for _, sess := range s.byID {
+		if live, ok := s.live(sess, true); ok {
+			out = append(out, live)
+		}
+	}
+	return out
+}
+
 // Count returns the number of sessions in memory.
 func (s *Store) Count() int {
 	s.mu.RLock()
