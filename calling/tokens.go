@@ -157,6 +157,13 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		s.Expiry = now.Add(t.cfg.SessionLifetime)
 		return nil
 	})
+	if errors.Is(err, sessions.ErrNotFound) {
+		// Signed out while the refresh was under way: the new tokens
+		// belong to no session, so they must not stay live.
+		t.cfg.Recorder.TokenRefresh(true)
+		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
+		return sessions.Session{}, ErrSessionEnded
+	}
 	if err != nil {
 		t.cfg.Recorder.TokenRefresh(false)
 		return sessions.Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)

@@ -404,6 +404,17 @@ func SafeRedirect(target string) string {
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
 		return "/"
 	}
+	// The same checks on the decoded path: "/%2F/evil" or "/%5Cevil" is
+	// harmless in our Location header, but becomes "//evil" for a backend
+	// that redirects again on the decoded path.
+	if redirectTrick.MatchString(u.Path) || strings.ContainsAny(u.Path, "\\") {
+		return "/"
+	}
+	for _, r := range u.Path {
+		if r < 0x20 || r == 0x7f {
+			return "/"
+		}
+	}
 	if u.Path == "/@" || strings.HasPrefix(u.Path, "/@/") {
 		return "/"
 	}

@@ -348,7 +348,23 @@ func (s *Store) Update(id string, fn func(*Session) error) (Session, error) {
 		return Session{}, err
 	}
 	next.ID, next.ProxyKey = cur.ID, cur.ProxyKey
-	if err := s.write(&next); err != nil {
+	v, err := json.Marshal(&next)
+	if err != nil {
+		return Session{}, fmt.Errorf("encode session: %w", err)
+	}
+	// Write only a session that is still on disk: a Delete (sign-out)
+	// that landed while fn ran must not be undone, or the session would
+	// come back at the next restart. bbolt serializes the two.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSessions)
+		if b.Get([]byte(id)) == nil {
+			return ErrNotFound
+		}
+		return b.Put([]byte(id), v)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return Session{}, ErrNotFound
+	} else if err != nil {
 		return Session{}, fmt.Errorf("save session for %s: %w", next.DID, err)
 	}
 	s.mu.Lock()

@@ -205,3 +205,37 @@ func BenchmarkGet(b *testing.B) {
 		}
 	})
 }
+
+// TestUpdateRacingDeleteDoesNotResurrect: a token refresh that finishes
+// while the user signs out must not write the deleted session back to
+// disk, where it would come back at the next restart.
+func TestUpdateRacingDeleteDoesNotResurrect(t *testing.T) {
+	c := &clock{now: time.Now()}
+	path := filepath.Join(t.TempDir(), "db")
+	s := open(t, path, c)
+	sess := newSession(c)
+	_ = s.Create(sess)
+	_, err := s.Update(sess.ID, func(x *Session) error {
+		// The sign-out lands while the refresh is between reading and
+		// saving the session.
+		if err := s.Delete(sess.ID); err != nil {
+			t.Fatal(err)
+		}
+		x.AccessToken = "refreshed"
+		return nil
+	})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("Update of a session deleted meanwhile: err = %v, want ErrNotFound", err)
+	}
+	if _, ok := s.Get(sess.ID); ok {
+		t.Error("deleted session is back in memory")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path, c)
+	defer s.Close()
+	if _, ok := s.Get(sess.ID); ok {
+		t.Fatal("a signed-out session came back after a restart")
+	}
+}

@@ -247,51 +247,79 @@ func (c *Client) Exchange(ctx context.Context, req *Request, code, iss string) (
 	if err != nil {
 		// The tokens are useless to us now; do not leave them live.
 		c.revoke(ctx, meta, tok.RefreshToken, req.DPoPKey)
-		return nil, err
+		return nil, &UserError{Message: "The authorization server's answer could not be trusted, so you were not signed in.", Err: err}
 	}
 	return g, nil
 }
 
 // checkTokens validates a token response and binds it to the account.
 func (c *Client) checkTokens(ctx context.Context, tok *tokenResponse, issuer, expectedDID string) (*Grant, error) {
-	refuse := func(err error) error {
-		return &UserError{Message: "The authorization server's answer could not be trusted, so you were not signed in.", Err: err}
+	did, err := checkTokenResponse(tok)
+	if err != nil {
+		return nil, err
 	}
+	if expectedDID != "" && did.String() != expectedDID {
+		return nil, fmt.Errorf("sub %s is not the account that signed in (%s)", did, expectedDID)
+	}
+	id, err := c.bindAccount(ctx, did, issuer)
+	if err != nil {
+		return nil, err
+	}
+	return c.newGrant(tok, id, issuer), nil
+}
+
+// checkTokenResponse checks what a token response must say by itself and
+// returns its sub.
+func checkTokenResponse(tok *tokenResponse) (syntax.DID, error) {
 	if !strings.EqualFold(tok.TokenType, "DPoP") {
-		return nil, refuse(fmt.Errorf("token_type %q, want DPoP", tok.TokenType))
+		return "", fmt.Errorf("token_type %q, want DPoP", tok.TokenType)
 	}
 	if tok.AccessToken == "" {
-		return nil, refuse(errors.New("no access token"))
+		return "", errors.New("no access token")
 	}
 	if !hasScope(tok.Scope, "atproto") {
-		return nil, refuse(fmt.Errorf("granted scope %q lacks atproto", tok.Scope))
+		return "", fmt.Errorf("granted scope %q lacks atproto", tok.Scope)
 	}
 	did, err := syntax.ParseDID(tok.Sub)
 	if err != nil {
-		return nil, refuse(fmt.Errorf("sub %q is not a DID: %w", tok.Sub, err))
+		return "", fmt.Errorf("sub %q is not a DID: %w", tok.Sub, err)
 	}
-	if expectedDID != "" && did.String() != expectedDID {
-		return nil, refuse(fmt.Errorf("sub %s is not the account that signed in (%s)", did, expectedDID))
-	}
-	// Resolve afresh: a cached document could name a PDS the account has
-	// since left.
+	return did, nil
+}
+
+// errNotServed means the account is definitely not (or no longer) served by
+// the issuer: it moved, was deleted, or never was there.
+var errNotServed = errors.New("the account is not served by this authorization server")
+
+// bindAccount resolves did afresh (a cached document could name a PDS the
+// account has since left) and requires that its PDS names issuer as its
+// authorization server. A definite mismatch wraps errNotServed; failures
+// to reach the directory or the PDS do not.
+func (c *Client) bindAccount(ctx context.Context, did syntax.DID, issuer string) (*identity.Identity, error) {
 	id, err := c.cfg.Identity.LookupDIDFresh(ctx, did)
 	if err != nil {
-		return nil, refuse(fmt.Errorf("resolve %s: %w", did, err))
+		if errors.Is(err, identity.ErrDIDNotFound) || errors.Is(err, identity.ErrNoPDS) || errors.Is(err, identity.ErrUnsupportedDID) {
+			return nil, fmt.Errorf("resolve %s: %w: %w", did, errNotServed, err)
+		}
+		return nil, fmt.Errorf("resolve %s: %w", did, err)
 	}
 	asIssuer, err := c.disc.authServerFor(ctx, id.PDS)
 	if err != nil {
-		return nil, refuse(fmt.Errorf("authorization server of %s: %w", did, err))
+		return nil, fmt.Errorf("authorization server of %s: %w", did, err)
 	}
 	if asIssuer != issuer {
-		return nil, refuse(fmt.Errorf("%s is served by %s, not by the issuer %s", did, asIssuer, issuer))
+		return nil, fmt.Errorf("%s is served by %s, not by the issuer %s: %w", did, asIssuer, issuer, errNotServed)
 	}
+	return id, nil
+}
+
+func (c *Client) newGrant(tok *tokenResponse, id *identity.Identity, issuer string) *Grant {
 	expiresIn := tok.ExpiresIn
 	if expiresIn <= 0 {
 		expiresIn = 300
 	}
 	return &Grant{
-		DID:          did.String(),
+		DID:          id.DID.String(),
 		Handle:       id.Handle.String(),
 		PDS:          id.PDS,
 		Issuer:       issuer,
@@ -299,16 +327,30 @@ func (c *Client) checkTokens(ctx context.Context, tok *tokenResponse, issuer, ex
 		AccessToken:  tok.AccessToken,
 		RefreshToken: tok.RefreshToken,
 		Expiry:       c.cfg.Now().Add(time.Duration(expiresIn) * time.Second),
-	}, nil
+	}
 }
 
 // Refresh trades a refresh token for new tokens. Refresh tokens are
 // single use: callers must serialize refreshes of one session and save
-// the result before releasing other callers. Before refreshing, the
-// account's issuer is verified again.
+// the result before releasing other callers.
+//
+// Before the refresh token is spent, the account's issuer is verified
+// again: an account that moved away (or a DID that is gone) ends the
+// session with a *UserError, while a directory or PDS that cannot be
+// reached returns a plain error and leaves the refresh token unspent.
 func (c *Client) Refresh(ctx context.Context, did, issuer, refreshToken string, key *dpop.Key) (*Grant, error) {
 	if refreshToken == "" {
 		return nil, &ServerError{Code: "invalid_grant", Description: "the session has no refresh token"}
+	}
+	d, err := syntax.ParseDID(did)
+	if err != nil {
+		return nil, &UserError{Message: "The session names no valid account.", Err: err}
+	}
+	id, err := c.bindAccount(ctx, d, issuer)
+	if errors.Is(err, errNotServed) {
+		return nil, &UserError{Message: "Your account is no longer served by the server you signed in with; please sign in again.", Err: err}
+	} else if err != nil {
+		return nil, fmt.Errorf("refresh tokens of %s: %w", did, err)
 	}
 	meta, err := c.disc.server(ctx, issuer)
 	if err != nil {
@@ -326,10 +368,17 @@ func (c *Client) Refresh(ctx context.Context, did, issuer, refreshToken string, 
 	if tok.Sub == "" {
 		tok.Sub = did
 	}
-	if tok.Sub != did {
-		return nil, fmt.Errorf("refresh tokens of %s: the server answered for %s", did, tok.Sub)
+	sub, err := checkTokenResponse(&tok)
+	if err == nil && sub.String() != did {
+		err = fmt.Errorf("the server answered for %s", sub)
 	}
-	return c.checkTokens(ctx, &tok, issuer, did)
+	if err != nil {
+		// The old refresh token is spent; the new tokens are not to be
+		// trusted, so the session cannot go on.
+		c.revoke(ctx, meta, tok.RefreshToken, key)
+		return nil, &UserError{Message: "The authorization server's answer could not be trusted; please sign in again.", Err: fmt.Errorf("refresh tokens of %s: %w", did, err)}
+	}
+	return c.newGrant(&tok, id, issuer), nil
 }
 
 // Revoke asks the server to revoke a token (best effort: a server without a
