@@ -63,7 +63,7 @@ func newCallEnv(t testing.TB) *callEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.tokens = NewTokens(TokensConfig{Sessions: store, Clients: map[string]*oauth.Client{e.client.ClientID(): e.client}})
+	e.tokens = NewTokens(TokensConfig{Sessions: store, Clients: map[string]*oauth.Client{e.client.ClientID(): e.client}, Nonces: e.nonces})
 	return e
 }
 
@@ -339,6 +339,61 @@ func TestProactiveRefresh(t *testing.T) {
 	after := e.srv.Counts()
 	if after.Refresh-before.Refresh != 1 || after.XRPC-before.XRPC != 1 || after.InvalidToken != before.InvalidToken {
 		t.Errorf("proactive refresh: %+v → %+v; want one refresh, then one call", before, after)
+	}
+}
+
+// A refresh ahead of expiry that fails for a passing reason (here the
+// DID directory is unreachable) does not fail the call: the current token
+// still works, so it is used, and the session stays.
+func TestEarlyRefreshFailureUsesCurrentToken(t *testing.T) {
+	e := newCallEnv(t)
+	sess := e.signIn(t, e.alice)
+	dead := safehttp.NewClient(safehttp.Options{AllowInsecure: true, Timeout: time.Second})
+	unreachable, err := oauth.New(oauth.Config{
+		ClientID: e.client.ClientID(), RedirectURI: "http://127.0.0.1:9000/@/callback", Scope: "atproto transition:generic",
+		HTTP: dead, Identity: identity.New(identity.Config{PLCURL: "http://127.0.0.1:1", HandleResolver: "http://127.0.0.1:1", HTTPClient: dead, AllowInsecure: true}),
+		Nonces: e.nonces, AllowInsecure: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tokens = NewTokens(TokensConfig{Sessions: e.store, Clients: map[string]*oauth.Client{e.client.ClientID(): unreachable}})
+	h := e.port(t, pdsCall())
+	if _, err := e.store.Update(sess.ID, func(s *sessions.Session) error { s.TokenExpiry = time.Now().Add(10 * time.Second); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	before := e.srv.Counts()
+	if rec := call(h, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != 200 {
+		t.Fatalf("call during a failed early refresh: %d %s", rec.Code, rec.Body)
+	}
+	if after := e.srv.Counts(); after.Refresh != before.Refresh {
+		t.Errorf("refresh token spent: %+v → %+v", before, after)
+	}
+	if _, ok := e.store.Get(sess.ID); !ok {
+		t.Error("the session ended on a passing failure")
+	}
+	// Once the token has expired, the failure is the caller's.
+	if _, err := e.store.Update(sess.ID, func(s *sessions.Session) error { s.TokenExpiry = time.Now().Add(-time.Second); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if rec := call(h, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != http.StatusBadGateway {
+		t.Errorf("call with an expired token and a failing refresh: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// A refresh saves the servers' latest DPoP nonces with the session, so
+// that a restarted ioproxy starts from them.
+func TestRefreshSavesNonces(t *testing.T) {
+	e := newCallEnv(t)
+	sess := e.signIn(t, e.alice)
+	h := e.port(t, pdsCall())
+	e.srv.ExpireAccessTokens()
+	if rec := call(h, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != 200 {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	got, _ := e.store.Get(sess.ID)
+	if got.AuthServerNonce == "" || got.AuthServerNonce != e.nonces.Get(got.Issuer) || got.PDSNonce != e.nonces.Get(got.PDS) {
+		t.Errorf("saved nonces %q/%q, current %q/%q", got.AuthServerNonce, got.PDSNonce, e.nonces.Get(got.Issuer), e.nonces.Get(got.PDS))
 	}
 }
 

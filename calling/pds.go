@@ -114,7 +114,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 		h.tokenError(w, err)
 		return
 	}
-	dpopKey, err := dpop.ParseKey(sess.DPoPKey)
+	dpopKey, err := h.cfg.Tokens.Key(sess)
 	if err != nil {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the session is damaged; sign in again")
 		return

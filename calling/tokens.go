@@ -31,9 +31,12 @@ type TokensConfig struct {
 	// proactively (plus up to half as much jitter, so sessions that signed
 	// in together do not refresh together).
 	RefreshMargin time.Duration
-	Recorder      *admin.Recorder
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Nonces are the DPoP nonces per server; the latest are saved with the
+	// session at each refresh, so a restart starts from them.
+	Nonces   *dpop.Nonces
+	Recorder *admin.Recorder
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Tokens hands out fresh access tokens for sessions. Refresh tokens are
@@ -45,6 +48,28 @@ type Tokens struct {
 
 	mu       sync.Mutex
 	inflight map[string]*refreshCall
+
+	// keys caches parsed DPoP keys by session id: parsing the stored JWK
+	// on every call was a quarter of the calling port's own CPU.
+	keys sync.Map // session id -> cachedKey
+}
+
+type cachedKey struct {
+	raw string
+	key *dpop.Key
+}
+
+// Key returns the session's parsed DPoP key.
+func (t *Tokens) Key(sess sessions.Session) (*dpop.Key, error) {
+	if c, ok := t.keys.Load(sess.ID); ok && c.(cachedKey).raw == string(sess.DPoPKey) {
+		return c.(cachedKey).key, nil
+	}
+	k, err := dpop.ParseKey(sess.DPoPKey)
+	if err != nil {
+		return nil, err
+	}
+	t.keys.Store(sess.ID, cachedKey{raw: string(sess.DPoPKey), key: k})
+	return k, nil
 }
 
 type refreshCall struct {
@@ -71,13 +96,21 @@ func NewTokens(cfg TokensConfig) *Tokens {
 }
 
 // Fresh returns the session with an access token that is not about to
-// expire, refreshing it first when needed.
+// expire, refreshing it first when needed. When a refresh ahead of expiry
+// fails for a passing reason (the server is unreachable), the current
+// token is used while it lasts.
 func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Session, error) {
 	margin := t.cfg.RefreshMargin + rand.N(t.cfg.RefreshMargin/2+1)
-	if t.cfg.Now().Add(margin).Before(sess.TokenExpiry) {
+	now := t.cfg.Now()
+	if now.Add(margin).Before(sess.TokenExpiry) {
 		return sess, nil
 	}
-	return t.Refresh(ctx, sess.ID, sess.AccessToken)
+	next, err := t.Refresh(ctx, sess.ID, sess.AccessToken)
+	if err != nil && !errors.Is(err, ErrSessionEnded) && now.Before(sess.TokenExpiry) {
+		t.cfg.Logger.Warn("early token refresh failed; using the current token while it lasts", "did", sess.DID, "err", err)
+		return sess, nil
+	}
+	return next, err
 }
 
 // Refresh refreshes the session's tokens unless they changed since the
@@ -124,7 +157,7 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		t.end(cur, "its OAuth client is no longer configured")
 		return sessions.Session{}, ErrSessionEnded
 	}
-	key, err := dpop.ParseKey(cur.DPoPKey)
+	key, err := t.Key(cur)
 	if err != nil {
 		t.end(cur, "its DPoP key is damaged")
 		return sessions.Session{}, ErrSessionEnded
@@ -155,6 +188,10 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		s.PDS = grant.PDS
 		s.RefreshedAt = now
 		s.Expiry = now.Add(t.cfg.SessionLifetime)
+		if t.cfg.Nonces != nil {
+			s.AuthServerNonce = t.cfg.Nonces.Get(s.Issuer)
+			s.PDSNonce = t.cfg.Nonces.Get(s.PDS)
+		}
 		return nil
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
@@ -173,7 +210,28 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 	return next, nil
 }
 
+// RunPrune forgets the cached keys of ended sessions every interval until
+// ctx ends.
+func (t *Tokens) RunPrune(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			t.keys.Range(func(id, _ any) bool {
+				if _, ok := t.cfg.Sessions.Get(id.(string)); !ok {
+					t.keys.Delete(id)
+				}
+				return true
+			})
+		}
+	}
+}
+
 func (t *Tokens) end(sess sessions.Session, why string) {
+	t.keys.Delete(sess.ID)
 	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "reason", why)
 	if err := t.cfg.Sessions.Delete(sess.ID); err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)

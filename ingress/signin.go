@@ -113,7 +113,12 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A new sign-in always ends an old session in this browser (session
-	// fixation: the new session gets a fresh id at the callback).
+	// fixation: the new session gets a fresh id at the callback). The
+	// cookie comes only with same-site POSTs (SameSite=Lax), so another
+	// site cannot end sessions this way.
+	if old, ok := s.session(r); ok {
+		s.end(old)
+	}
 	clearSessionCookie(w, r)
 	s.cfg.Events("started")
 	req, authURL, err := s.cfg.Client.Authorize(r.Context(), input)
@@ -347,23 +352,31 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok {
-		if err := s.cfg.Sessions.Delete(sess.ID); err != nil {
+		if err := s.end(sess); err != nil {
 			writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The session store failed; you may still be signed in. Please try again."})
 			return
 		}
-		if key, err := dpop.ParseKey(sess.DPoPKey); err == nil {
-			// Revoke in the background: the user is signed out here
-			// whatever the server says, and should not wait for it.
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				s.cfg.Client.Revoke(ctx, sess.Issuer, sess.RefreshToken, key)
-			}()
-		}
-		s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Name, "did", sess.DID)
 	}
 	clearSessionCookie(w, r)
 	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
+}
+
+// end deletes a session and revokes its tokens in the background: the
+// user is signed out here whatever the server says, and should not wait.
+func (s *SignIn) end(sess sessions.Session) error {
+	if err := s.cfg.Sessions.Delete(sess.ID); err != nil {
+		s.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
+		return err
+	}
+	if key, err := dpop.ParseKey(sess.DPoPKey); err == nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			s.cfg.Client.Revoke(ctx, sess.Issuer, sess.RefreshToken, key)
+		}()
+	}
+	s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Name, "did", sess.DID)
+	return nil
 }
 
 // sameOrigin reports whether the browser says the request comes from this

@@ -408,6 +408,20 @@ func TestSignInGivesANewSessionEachTime(t *testing.T) {
 	if first == second {
 		t.Error("a second sign-in reused the session id")
 	}
+	// The old session is gone from the store, not only from the browser.
+	if _, ok := e.store.Get(first); ok {
+		t.Error("the first session outlived the second sign-in")
+	}
+	if _, ok := e.store.Get(second); !ok || e.store.Count() != 1 {
+		t.Errorf("sessions after two sign-ins: %d", e.store.Count())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(e.srv.Revoked()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(e.srv.Revoked()) == 0 {
+		t.Error("the first session's tokens were not revoked")
+	}
 }
 
 func TestCallbackReplayedStateFails(t *testing.T) {

@@ -94,6 +94,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	pdsClient := safehttp.NewClient(safehttp.Options{AllowInsecure: cfg.Identity.AllowInsecure, RootCAs: opts.RootCAs, Timeout: 24 * time.Hour, ResponseHeaderTimeout: 5 * time.Minute, MaxResponseBytes: -1, MaxIdleConnsPerHost: 64, MaxRedirects: -1, UserAgent: "ioproxy"})
 	resolver := identity.New(identity.Config{PLCURL: cfg.Identity.PLCURL, HandleResolver: cfg.Identity.HandleResolver, HTTPClient: httpClient, AllowInsecure: cfg.Identity.AllowInsecure})
 	nonces := &dpop.Nonces{}
+	// Start from the nonces saved with the sessions, so the first call
+	// after a restart does not cost a use_dpop_nonce round trip.
+	for _, sess := range s.store.List() {
+		nonces.Set(sess.Issuer, sess.AuthServerNonce)
+		nonces.Set(sess.PDS, sess.PDSNonce)
+	}
 
 	clients := map[string]*oauth.Client{}
 	signIns := map[string]http.Handler{}
@@ -191,7 +197,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			return nil, err
 		}
 	}
-	tokens := calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, SessionLifetime: SessionLifetime, Recorder: s.recorder, Logger: log})
+	tokens := calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, SessionLifetime: SessionLifetime, Nonces: nonces, Recorder: s.recorder, Logger: log})
 	for _, c := range cfg.Calls {
 		h, err := calling.New(calling.Config{
 			Call: c, Sessions: s.store, Tokens: tokens, Identity: resolver, PDSClient: pdsClient, Nonces: nonces,
@@ -226,7 +232,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			}
 		}()
 	}
-	s.background(bg, nomad)
+	s.background(bg, nomad, tokens)
 	close(s.ready)
 	for role, addr := range s.Addrs {
 		log.Info("listening", "role", role, "addr", addr)
@@ -234,7 +240,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	return s, nil
 }
 
-func (s *Server) background(ctx context.Context, nomad *ingress.Nomad) {
+func (s *Server) background(ctx context.Context, nomad *ingress.Nomad, tokens *calling.Tokens) {
 	run := func(f func(context.Context)) {
 		s.wg.Add(1)
 		go func() {
@@ -243,6 +249,7 @@ func (s *Server) background(ctx context.Context, nomad *ingress.Nomad) {
 		}()
 	}
 	run(func(ctx context.Context) { s.store.RunCleanup(ctx, time.Minute, s.log) })
+	run(func(ctx context.Context) { tokens.RunPrune(ctx, 10*time.Minute) })
 	run(s.certs.Watch)
 	// The listeners are up, so ACME validations can reach us now.
 	run(s.certs.Prefetch)
