@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -69,7 +70,7 @@ func New(cfg Config) (http.Handler, error) {
 		if cfg.Sessions == nil || cfg.Tokens == nil || cfg.Identity == nil || cfg.PDSClient == nil || cfg.Nonces == nil {
 			return nil, fmt.Errorf("call %q: endpoint \"@\" needs sessions, tokens, identity, a PDS client and nonces", cfg.Call.Label)
 		}
-		inner = &pdsHandler{cfg: cfg}
+		inner = &pdsHandler{cfg: cfg, buffers: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 	case config.EndpointHost:
 		if cfg.HostHandler == nil {
 			return nil, fmt.Errorf("call %q: endpoint %q names a host, but no ingress is given", cfg.Call.Label, cfg.Call.Endpoint.Host)

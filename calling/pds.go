@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
@@ -18,6 +19,8 @@ import (
 // pdsHandler sends calls to the user's PDS (endpoint "@").
 type pdsHandler struct {
 	cfg Config
+	// buffers recycles the response copy buffers (32 KiB per call otherwise).
+	buffers sync.Pool
 }
 
 // forwardHeaders are the request headers passed to the PDS. Everything
@@ -102,7 +105,7 @@ func (h *pdsHandler) public(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	defer resp.Body.Close()
 	h.rememberNonce(id.PDS, resp)
-	copyResponse(w, resp)
+	h.copyResponse(w, resp)
 }
 
 // authenticated sends a call with the session's credentials: a fresh
@@ -162,7 +165,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 			}
 			continue
 		}
-		copyResponse(w, resp)
+		h.copyResponse(w, resp)
 		resp.Body.Close()
 		return
 	}
@@ -235,7 +238,7 @@ func (h *pdsHandler) upstreamError(w http.ResponseWriter, pds string, err error)
 
 // copyResponse streams the PDS's answer back unchanged: status, headers
 // and body (XRPC errors included).
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
+func (h *pdsHandler) copyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Header {
 		if dropResponseHeaders[k] {
 			continue
@@ -243,7 +246,9 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(resp.StatusCode)
-	buf := make([]byte, 32<<10)
+	bp := h.buffers.Get().(*[]byte)
+	defer h.buffers.Put(bp)
+	buf := *bp
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
