@@ -100,7 +100,7 @@ type opKey struct{}
 func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	op, matched := p.cfg.Call.Operation(r.Method, r.URL.Path)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := admin.NewStatusWriter(w)
 	upstream := ""
 	did := ""
 	if p.cfg.Call.Endpoint.Kind == config.EndpointPDS {
@@ -110,7 +110,7 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		p.cfg.Recorder.Request(admin.Request{
 			Time: start, Kind: admin.KindCall, Source: p.cfg.Call.Label, Operation: op.Name,
-			Method: r.Method, Path: r.URL.Path, Status: sw.status(), Duration: time.Since(start),
+			Method: r.Method, Path: r.URL.Path, Status: sw.Status(), Duration: time.Since(start),
 			Upstream: upstream, DID: did, Remote: r.RemoteAddr,
 		})
 	}()
@@ -221,40 +221,6 @@ func bodyReader(b []byte) io.Reader {
 		return nil
 	}
 	return bytes.NewReader(b)
-}
-
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
 }
 
 // trimSlash drops a trailing slash from a base URL.

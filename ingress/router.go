@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/sessions"
 )
@@ -177,13 +178,13 @@ type proxyState struct {
 
 func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	sw := admin.NewStatusWriter(w)
 	var (
 		upstream  string
 		did       string
 		operation string
 	)
-	defer func() { hr.rt.record(r, start, hr.host.Name, operation, sw.status(), upstream, did) }()
+	defer func() { hr.rt.record(r, start, hr.host.Name, operation, sw.Status(), upstream, did) }()
 
 	if r.URL.Path == "/@" || strings.HasPrefix(r.URL.Path, "/@/") {
 		// /@/ belongs to ioproxy, never to the backend.
@@ -357,41 +358,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// statusWriter remembers the status code for the access log. It keeps
-// http.ResponseController working (Flush, Hijack for WebSockets) through
-// Unwrap.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		w.code = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) status() int {
-	if w.code == 0 {
-		return http.StatusOK
-	}
-	return w.code
 }
