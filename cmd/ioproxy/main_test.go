@@ -51,6 +51,31 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// ioproxy cert prints (or writes) the local CA, creating it on first use,
+// and the same CA the next time.
+func TestCert(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "io.hcl")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("data_dir = %q\nhost \"localhost\" { backend = \"localhost:3000\" }\n", filepath.Join(dir, "data"))), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"cert", "-config", cfg}, &out, &errb); code != 0 {
+		t.Fatalf("cert: exit %d: %s", code, errb.String())
+	}
+	if !strings.HasPrefix(out.String(), "-----BEGIN CERTIFICATE-----") {
+		t.Fatalf("cert printed %q", out.String())
+	}
+	first := out.String()
+	caFile := filepath.Join(dir, "ca.pem")
+	out.Reset()
+	if code := run([]string{"cert", "-config", cfg, "-out", caFile}, &out, &errb); code != 0 {
+		t.Fatalf("cert -out: exit %d: %s", code, errb.String())
+	}
+	written, err := os.ReadFile(caFile)
+	if err != nil || string(written) != first {
+		t.Fatalf("cert -out wrote a different CA (%v)", err)
+	}
+}
+
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
