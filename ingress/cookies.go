@@ -1,68 +1,97 @@
 package ingress
 
 import (
+	"context"
 	"net/http"
 	"time"
 
-	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
-// Session cookie names. On HTTPS the __Host- prefix makes the browser
-// refuse the cookie unless it is Secure, has Path=/ and no Domain, so no
-// sibling subdomain can plant or overwrite it.
+// Cookie names. On HTTPS the __Host- prefix makes the browser refuse a
+// cookie unless it is Secure, has Path=/ and no Domain, so no sibling
+// subdomain can plant or overwrite it.
 const (
 	CookieName       = "ioproxy-session"
 	SecureCookieName = "__Host-ioproxy-session"
+	// The state cookie binds a sign-in to the browser that started it.
+	stateCookieName       = "ioproxy-signin"
+	secureStateCookieName = "__Host-ioproxy-signin"
 )
 
+// httpsKey marks in a request's context whether the browser reached us
+// over HTTPS, directly or through a trusted TLS-terminating proxy.
+type httpsKey struct{}
+
+func withHTTPS(r *http.Request, https bool) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), httpsKey{}, https))
+}
+
+// isHTTPS reports whether the browser uses HTTPS: it decides cookie names
+// and flags, and the origin that same-origin checks expect.
+func isHTTPS(r *http.Request) bool {
+	if v, ok := r.Context().Value(httpsKey{}).(bool); ok {
+		return v
+	}
+	return r.TLS != nil
+}
+
 func cookieName(r *http.Request) string {
-	if r.TLS != nil {
+	if isHTTPS(r) {
 		return SecureCookieName
 	}
 	return CookieName
 }
 
-// Session returns the live session of the request's cookie, if it belongs
-// to host. It reads memory only: it runs on every ingress request.
-func (rt *Router) Session(r *http.Request, host config.Host) (sessions.Session, bool) {
-	if rt.store == nil {
+func stateCookie(r *http.Request) string {
+	if isHTTPS(r) {
+		return secureStateCookieName
+	}
+	return stateCookieName
+}
+
+// lookupSession returns the live session of the request's cookie, if it
+// belongs to host. It reads memory only: it runs on every ingress request.
+func lookupSession(store *sessions.Store, r *http.Request, host string) (sessions.Session, bool) {
+	if store == nil {
 		return sessions.Session{}, false
 	}
 	c, err := r.Cookie(cookieName(r))
 	if err != nil || c.Value == "" {
 		return sessions.Session{}, false
 	}
-	sess, ok := rt.store.Get(c.Value)
-	if !ok || sess.Host != host.Name {
+	sess, ok := store.Get(c.Value)
+	if !ok || sess.Host != host {
 		return sessions.Session{}, false
 	}
 	return sess, true
 }
 
-// setSessionCookie scopes the cookie to the host (no Domain), HttpOnly,
-// SameSite=Lax (sent on the top-level navigation back from the
-// authorization server, not on cross-site subrequests), Secure on HTTPS.
-func setSessionCookie(w http.ResponseWriter, r *http.Request, id string, expiry time.Time) {
-	http.SetCookie(w, &http.Cookie{
-		Name:     cookieName(r),
-		Value:    id,
+// setCookie sets one of ioproxy's cookies: scoped to the host (no Domain),
+// HttpOnly, SameSite=Lax (sent on the top-level navigation back from the
+// authorization server, not on cross-site subrequests or POSTs), Secure on
+// HTTPS. maxAge < 0 deletes the cookie.
+func setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
+	c := &http.Cookie{
+		Name:     name,
+		Value:    value,
 		Path:     "/",
-		Expires:  expiry,
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   isHTTPS(r),
 		SameSite: http.SameSiteLaxMode,
-	})
+	}
+	if maxAge < 0 {
+		c.MaxAge = -1
+	} else {
+		c.MaxAge = int(maxAge.Seconds())
+	}
+	http.SetCookie(w, c)
+}
+
+func setSessionCookie(w http.ResponseWriter, r *http.Request, id string, expiry time.Time) {
+	setCookie(w, r, cookieName(r), id, time.Until(expiry))
 }
 
 func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{
-		Name:     cookieName(r),
-		Value:    "",
-		Path:     "/",
-		MaxAge:   -1,
-		HttpOnly: true,
-		Secure:   r.TLS != nil,
-		SameSite: http.SameSiteLaxMode,
-	})
+	setCookie(w, r, cookieName(r), "", -1)
 }

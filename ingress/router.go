@@ -14,6 +14,8 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -186,8 +188,18 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	)
 	defer func() { hr.rt.record(r, start, hr.host.Name, operation, sw.Status(), upstream, did) }()
 
-	if r.URL.Path == "/@" || strings.HasPrefix(r.URL.Path, "/@/") {
-		// /@/ belongs to ioproxy, never to the backend.
+	r = withHTTPS(r, r.TLS != nil || (hr.rt.trustedPeer(peerIP(r)) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
+
+	if clean := cleanPath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
+		// /@/ belongs to ioproxy, never to the backend, in any spelling
+		// ("//@/", "/./@/", "/x/../@/"): a backend that normalizes paths
+		// must not see one.
+		if clean != r.URL.Path {
+			u := *r.URL
+			u.Path, u.RawPath = clean, ""
+			http.Redirect(sw, r, u.RequestURI(), http.StatusPermanentRedirect)
+			return
+		}
 		if hr.signIn == nil {
 			writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This site does not offer sign-in."})
 			return
@@ -199,7 +211,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var st proxyState
-	if sess, ok := hr.rt.Session(r, hr.host); ok {
+	if sess, ok := lookupSession(hr.rt.store, r, hr.host.Name); ok {
 		st.session = &sess
 		did = sess.DID
 	}
@@ -208,7 +220,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hr.requireSignIn(sw, r)
 			return
 		}
-		if st.session != nil && len(a.AllowedDIDs) > 0 && !contains(a.AllowedDIDs, st.session.DID) {
+		if st.session != nil && len(a.AllowedDIDs) > 0 && !slices.Contains(a.AllowedDIDs, st.session.DID) {
 			writeError(sw, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "Your account is not allowed to use this site. Sign out and use another account.", Retry: "/@/signout"})
 			return
 		}
@@ -256,10 +268,8 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 // replaced, so a client cannot spoof its address to the backend.
 func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 	h := pr.Out.Header
-	clientIP, _, err := net.SplitHostPort(pr.In.RemoteAddr)
-	if err != nil {
-		clientIP = pr.In.RemoteAddr
-	}
+	clientIP := peerIP(pr.In)
+	realIP := clientIP
 	proto := "http"
 	if pr.In.TLS != nil {
 		proto = "https"
@@ -275,12 +285,41 @@ func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 		if fh := pr.In.Header.Get("X-Forwarded-Host"); fh != "" {
 			fwdHost = fh
 		}
+		if ip := pr.In.Header.Get("X-Real-Ip"); ip != "" {
+			realIP = ip
+		}
 	} else {
-		h.Del("Forwarded")
+		// Headers that frameworks read for the client address or the
+		// public URL: from an untrusted client they are lies.
+		for _, name := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Original-Url", "X-Rewrite-Url", "X-Original-Host", "X-Host"} {
+			h.Del(name)
+		}
 	}
+	h.Set("X-Real-Ip", realIP)
 	h.Set("X-Forwarded-For", clientIP)
 	h.Set("X-Forwarded-Host", fwdHost)
 	h.Set("X-Forwarded-Proto", proto)
+}
+
+// peerIP is the address of the connection's other end.
+func peerIP(r *http.Request) string {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return ip
+}
+
+// cleanPath is path.Clean that keeps a trailing slash.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 func (rt *Router) trustedPeer(ip string) bool {
@@ -349,13 +388,4 @@ func (rt *Router) record(r *http.Request, start time.Time, host, operation strin
 		DID:       did,
 		Remote:    r.RemoteAddr,
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

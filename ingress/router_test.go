@@ -472,3 +472,78 @@ func TestRemoveCookie(t *testing.T) {
 		}
 	}
 }
+
+// Paths that a normalizing backend would read as /@/… never reach the
+// backend: they are redirected to their clean form, which ioproxy serves.
+func TestAtPathSpellingsNeverReachBackend(t *testing.T) {
+	a := echoBackend(t, "a")
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL)), nil)
+	for _, p := range []string{"//@/signin", "/./@/signin", "/x/../@/callback?state=1", "/%2e/@/signin", "/@/./signin", "/@//signin", "/%2F@/signin"} {
+		req := httptest.NewRequest(http.MethodGet, "http://a.example.com/", nil)
+		req.URL.Path, req.URL.RawPath = "", ""
+		u, err := url.Parse("http://a.example.com" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.URL = u
+		rec := httptest.NewRecorder()
+		rt.ServeHTTP(rec, req)
+		if rec.Header().Get("X-Backend") != "" {
+			t.Errorf("%s reached the backend", p)
+			continue
+		}
+		if loc := rec.Header().Get("Location"); rec.Code == http.StatusPermanentRedirect && !strings.HasPrefix(loc, "/@/") {
+			t.Errorf("%s redirected to %q", p, loc)
+		}
+	}
+}
+
+// From an untrusted client, every header frameworks read for the client
+// address or the public URL is dropped or overwritten.
+func TestSpoofedAddressHeadersDropped(t *testing.T) {
+	a := echoBackend(t, "a")
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL)), nil)
+	hdr := http.Header{}
+	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "True-Client-Ip", "X-Client-Ip", "X-Original-Url", "Forwarded", "X-Forwarded-Host"} {
+		hdr.Set(h, "6.6.6.6")
+	}
+	_, s := get(t, rt, "a.example.com", "/", hdr)
+	for name, v := range s.Headers {
+		for _, val := range v {
+			if strings.Contains(val, "6.6.6.6") {
+				t.Errorf("backend saw %s: %s", name, val)
+			}
+		}
+	}
+	if got := s.Headers.Get("X-Real-Ip"); got != "192.0.2.1" {
+		t.Errorf("X-Real-Ip = %q, want the peer address", got)
+	}
+}
+
+// Behind a trusted TLS terminator, the browser's scheme comes from
+// X-Forwarded-Proto: cookies are __Host- and Secure, and same-origin checks
+// expect https.
+func TestHTTPSBehindTrustedProxy(t *testing.T) {
+	for _, tt := range []struct {
+		remote string
+		https  bool
+	}{{"10.0.0.2:4000", true}, {"203.0.113.5:4000", false}} {
+		req := httptest.NewRequest(http.MethodGet, "http://a.example.com/", nil)
+		req.RemoteAddr = tt.remote
+		req.Header.Set("X-Forwarded-Proto", "https")
+		var seen *http.Request
+		rt := &Router{trusted: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
+		hr := &hostRoute{rt: rt, signIn: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })}
+		req.URL.Path = "/@/signin"
+		hr.ServeHTTP(httptest.NewRecorder(), req)
+		if seen == nil {
+			t.Fatal("sign-in handler not reached")
+		}
+		if got := isHTTPS(seen); got != tt.https {
+			t.Errorf("from %s: isHTTPS = %v, want %v", tt.remote, got, tt.https)
+		}
+		if tt.https && cookieName(seen) != SecureCookieName {
+			t.Errorf("cookie name %q behind a trusted TLS proxy", cookieName(seen))
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,11 +45,6 @@ type SignIn struct {
 	cfg SignInConfig
 	mux *http.ServeMux
 }
-
-// stateCookie binds an authorization request to the browser that started
-// it, so a callback URL made by someone else (with their code) cannot sign
-// this browser into their account.
-const stateCookie = "ioproxy-signin"
 
 // NewSignIn returns the sign-in handler of a host.
 func NewSignIn(cfg SignInConfig) *SignIn {
@@ -104,6 +100,14 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Bad sign-in request", Message: "The sign-in form could not be read.", Retry: "/@/signin"})
 		return
 	}
+	// Login CSRF: another site's form must not start a sign-in here (it
+	// could sign the visitor into the attacker's account, or sign them
+	// out). Browsers mark cross-site POSTs with Origin or Sec-Fetch-Site;
+	// clients that send neither are not browsers, and need no protection.
+	if crossSite(r) {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in refused", Message: "This sign-in request came from another site. Use the sign-in form of this site.", Retry: "/@/signin"})
+		return
+	}
 	input := strings.TrimSpace(r.PostForm.Get("handle"))
 	redirect := SafeRedirect(r.PostForm.Get("redirect"))
 	page := signinPage{AppName: s.cfg.Host.ATProto.ClientName, Handle: input, Redirect: redirect}
@@ -113,10 +117,8 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A new sign-in always ends an old session in this browser (session
-	// fixation: the new session gets a fresh id at the callback). The
-	// cookie comes only with same-site POSTs (SameSite=Lax), so another
-	// site cannot end sessions this way.
-	if old, ok := s.session(r); ok {
+	// fixation: the new session gets a fresh id at the callback).
+	if old, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Name); ok {
 		s.end(old)
 	}
 	clearSessionCookie(w, r)
@@ -145,6 +147,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		PKCEVerifier: req.PKCEVerifier,
 		DPoPKey:      key,
 		Redirect:     redirect,
+		Binding:      sessions.NewToken(),
 		CreatedAt:    s.cfg.Now(),
 		Expiry:       req.Expiry,
 	}
@@ -153,23 +156,8 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "Sign-in could not start: the session store failed."})
 		return
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     stateCookie,
-		Value:    stateBinding(req.State),
-		Path:     "/@/",
-		MaxAge:   int(time.Until(req.Expiry).Seconds()),
-		HttpOnly: true,
-		Secure:   r.TLS != nil,
-		SameSite: http.SameSiteLaxMode,
-	})
+	setCookie(w, r, stateCookie(r), p.Binding, time.Until(req.Expiry))
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
-}
-
-// stateBinding is what the browser keeps of the state: a hash, so the
-// cookie alone is not the state.
-func stateBinding(state string) string {
-	h := sha256.Sum256([]byte("ioproxy-signin:" + state))
-	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
 func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
@@ -198,8 +186,11 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusInternalServerError, "The session store failed. Please try again.", err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: "", Path: "/@/", MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
-	if c, err := r.Cookie(stateCookie); err != nil || !hmac.Equal([]byte(c.Value), []byte(stateBinding(state))) {
+	setCookie(w, r, stateCookie(r), "", -1)
+	// The browser must hold the random binding set when this sign-in
+	// started, so a callback URL made by someone else (with their code)
+	// cannot sign this browser into their account.
+	if c, err := r.Cookie(stateCookie(r)); err != nil || p.Binding == "" || !hmac.Equal([]byte(c.Value), []byte(p.Binding)) {
 		fail(http.StatusBadRequest, "This sign-in was started in another browser. Start again from the sign-in page here.", errors.New("state cookie missing or different"))
 		return
 	}
@@ -231,8 +222,8 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadGateway, userMessage(err, "The sign-in could not be completed. Please try again."), err)
 		return
 	}
-	if a := s.cfg.Host.ATProto; len(a.AllowedDIDs) > 0 && !contains(a.AllowedDIDs, grant.DID) {
-		s.cfg.Client.Revoke(context.WithoutCancel(r.Context()), grant.Issuer, grant.RefreshToken, key)
+	if a := s.cfg.Host.ATProto; len(a.AllowedDIDs) > 0 && !slices.Contains(a.AllowedDIDs, grant.DID) {
+		s.revoke(grant.Issuer, grant.RefreshToken, key)
 		fail(http.StatusForbidden, "Your account is not allowed to use this site.", errors.New("DID "+grant.DID+" not in allowed_dids"))
 		return
 	}
@@ -316,21 +307,9 @@ func csrfToken(sessionID string) string {
 	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
-func (s *SignIn) session(r *http.Request) (sessions.Session, bool) {
-	c, err := r.Cookie(cookieName(r))
-	if err != nil {
-		return sessions.Session{}, false
-	}
-	sess, ok := s.cfg.Sessions.Get(c.Value)
-	if !ok || sess.Host != s.cfg.Host.Name {
-		return sessions.Session{}, false
-	}
-	return sess, true
-}
-
 func (s *SignIn) signoutForm(w http.ResponseWriter, r *http.Request) {
 	page := signoutPage{AppName: s.cfg.Host.ATProto.ClientName, Redirect: SafeRedirect(r.URL.Query().Get("redirect"))}
-	if sess, ok := s.session(r); ok {
+	if sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Name); ok {
 		page.Handle, page.CSRF = sess.Handle, csrfToken(sess.ID)
 	}
 	render(w, http.StatusOK, "signout.html", page)
@@ -345,7 +324,7 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
 		return
 	}
-	sess, ok := s.session(r)
+	sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Name)
 	tokenOK := ok && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
 	if !tokenOK && !sameOrigin(r) {
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: "/@/signout"})
@@ -369,31 +348,55 @@ func (s *SignIn) end(sess sessions.Session) error {
 		return err
 	}
 	if key, err := dpop.ParseKey(sess.DPoPKey); err == nil {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			s.cfg.Client.Revoke(ctx, sess.Issuer, sess.RefreshToken, key)
-		}()
+		s.revoke(sess.Issuer, sess.RefreshToken, key)
 	}
 	s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Name, "did", sess.DID)
 	return nil
+}
+
+// revoke revokes a refresh token in the background: nobody should wait
+// for the authorization server to agree to forget tokens we dropped.
+func (s *SignIn) revoke(issuer, token string, key *dpop.Key) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.cfg.Client.Revoke(ctx, issuer, token, key)
+	}()
 }
 
 // sameOrigin reports whether the browser says the request comes from this
 // host's own pages.
 func sameOrigin(r *http.Request) bool {
 	if o := r.Header.Get("Origin"); o != "" && o != "null" {
-		u, err := url.Parse(o)
-		if err != nil {
-			return false
-		}
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		return u.Scheme == scheme && strings.EqualFold(u.Host, r.Host)
+		return originIsHost(r, o)
 	}
 	return r.Header.Get("Sec-Fetch-Site") == "same-origin"
+}
+
+// crossSite reports whether the browser says the request comes from
+// another origin (including a sibling subdomain, which may be another
+// party's site).
+func crossSite(r *http.Request) bool {
+	if o := r.Header.Get("Origin"); o != "" {
+		return o == "null" || !originIsHost(r, o)
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return false
+	}
+	return true
+}
+
+func originIsHost(r *http.Request, origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	scheme := "http"
+	if isHTTPS(r) {
+		scheme = "https"
+	}
+	return u.Scheme == scheme && strings.EqualFold(u.Host, r.Host)
 }
 
 // redirectTrick matches path starts that browsers read as another host:

@@ -221,6 +221,15 @@ func (b *browser) do(method, target string, form url.Values, hdr http.Header) (*
 	return resp, rec.Body.String()
 }
 
+// stateCookie returns the state cookie set by the last response, under
+// either name.
+func (b *browser) stateCookie() *http.Cookie {
+	if c := b.cookie(secureStateCookieName); c != nil {
+		return c
+	}
+	return b.cookie(stateCookieName)
+}
+
 func (b *browser) cookie(name string) *http.Cookie {
 	for _, c := range b.last {
 		if c.Name == name {
@@ -292,8 +301,8 @@ func TestSignInStartErrors(t *testing.T) {
 		t.Errorf("empty handle: %d\n%s", resp.StatusCode, body)
 	}
 	resp, body = b.do("POST", "/@/signin", url.Values{"handle": {"nobody.test"}}, nil)
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "does not resolve") || b.cookie(stateCookie) != nil {
-		t.Errorf("unknown handle: %d, state cookie %v\n%s", resp.StatusCode, b.cookie(stateCookie), body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "does not resolve") || b.stateCookie() != nil {
+		t.Errorf("unknown handle: %d, state cookie %v\n%s", resp.StatusCode, b.stateCookie(), body)
 	}
 	if c := e.srv.Counts(); c.PAR != 0 {
 		t.Errorf("%d pushed requests for failed starts", c.PAR)
@@ -315,7 +324,7 @@ func TestSignInConfidentialClientOverTLS(t *testing.T) {
 	e := newSigninEnv(t, envConfig{})
 	b := e.browser(t)
 	loc := b.start("alice.test", "/after?x=1")
-	checkCookie(t, b.cookie(stateCookie), stateCookie, true, "/@/")
+	checkCookie(t, b.cookie(secureStateCookieName), secureStateCookieName, true, "/")
 	cb, err := e.srv.ApproveURL(loc, e.alice.DID)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +341,7 @@ func TestSignInConfidentialClientOverTLS(t *testing.T) {
 	if sc == nil || len(sc.Value) < 43 {
 		t.Fatal("session id is not 256 random bits")
 	}
-	if st := b.cookie(stateCookie); st == nil || st.MaxAge >= 0 {
+	if st := b.stateCookie(); st == nil || st.MaxAge >= 0 {
 		t.Error("the state cookie is not cleared at the callback")
 	}
 	sess, ok := e.store.Get(sc.Value)
@@ -364,7 +373,7 @@ func TestSignInLocalhostClient(t *testing.T) {
 	e := newSigninEnv(t, envConfig{local: true})
 	b := e.browser(t)
 	loc := b.start("alice.test", "")
-	checkCookie(t, b.cookie(stateCookie), stateCookie, false, "/@/")
+	checkCookie(t, b.cookie(stateCookieName), stateCookieName, false, "/")
 	cb, err := e.srv.ApproveURL(loc, e.alice.DID)
 	if err != nil {
 		t.Fatal(err)
@@ -538,6 +547,11 @@ func TestCallbackAllowedDIDs(t *testing.T) {
 	}
 	if e.store.Count() != 0 {
 		t.Error("a session was created for a DID not in allowed_dids")
+	}
+	// Revocation runs in the background, so the browser does not wait.
+	deadline := time.Now().Add(5 * time.Second)
+	for (e.srv.ActiveGrants() != 0 || len(e.srv.Revoked()) != 1) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if e.srv.ActiveGrants() != 0 || len(e.srv.Revoked()) != 1 {
 		t.Errorf("the refused account's tokens were not revoked: %d live grants", e.srv.ActiveGrants())
@@ -802,5 +816,42 @@ func TestUnknownSignInRoute(t *testing.T) {
 	}
 	if resp, _ := b.do("DELETE", "/@/signout", nil, nil); resp.StatusCode != http.StatusMethodNotAllowed && resp.StatusCode != 404 {
 		t.Errorf("DELETE /@/signout: %d", resp.StatusCode)
+	}
+}
+
+// Login CSRF: another site's form cannot start a sign-in, sign the
+// visitor out, or plant a state cookie.
+func TestSignInFromAnotherSiteRefused(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	b := e.browser(t)
+	b.signIn("/")
+	session := b.cookie(SecureCookieName).Value
+	pars := e.srv.Counts().PAR
+	for _, hdr := range []http.Header{
+		{"Origin": {"https://evil.example.com"}},
+		{"Origin": {"null"}},
+		{"Origin": {"http://" + strings.TrimPrefix(e.base, "https://")}},
+		{"Sec-Fetch-Site": {"cross-site"}},
+		{"Sec-Fetch-Site": {"same-site"}},
+	} {
+		resp, body := b.do("POST", "/@/signin", url.Values{"handle": {"https://evil.example.com"}}, hdr)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another site") {
+			t.Errorf("%v: status %d", hdr, resp.StatusCode)
+		}
+		if len(resp.Cookies()) != 0 {
+			t.Errorf("%v: cookies set: %v", hdr, resp.Cookies())
+		}
+	}
+	if _, ok := e.store.Get(session); !ok {
+		t.Error("a cross-site sign-in attempt ended the session")
+	}
+	if n := e.srv.Counts().PAR; n != pars {
+		t.Errorf("refused sign-ins made %d PAR requests", n-pars)
+	}
+	// The site's own form (same Origin, or Sec-Fetch-Site: same-origin) works.
+	for _, hdr := range []http.Header{{"Origin": {e.base}}, {"Sec-Fetch-Site": {"same-origin"}}} {
+		if resp, _ := b.do("POST", "/@/signin", url.Values{"handle": {"alice.test"}}, hdr); resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("%v: status %d", hdr, resp.StatusCode)
+		}
 	}
 }

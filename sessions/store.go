@@ -74,23 +74,24 @@ type Session struct {
 
 // Pending is an authorization request between /@/signin and /@/callback.
 type Pending struct {
-	State       string `json:"state"`
-	Host        string `json:"host"`
-	ClientID    string `json:"client_id"`
-	RedirectURI string `json:"redirect_uri"`
-	Issuer      string `json:"issuer"`
+	State    string `json:"state"`
+	Host     string `json:"host"`
+	ClientID string `json:"client_id"`
+	Issuer   string `json:"issuer"`
 	// ExpectedDID is set when the user typed a handle or DID; the token's
 	// sub must equal it.
 	ExpectedDID string `json:"expected_did,omitempty"`
 	// Handle is the verified handle for ExpectedDID.
 	Handle string `json:"handle,omitempty"`
 	// PDS is set when the user typed a handle or DID.
-	PDS             string          `json:"pds,omitempty"`
-	PKCEVerifier    string          `json:"pkce_verifier"`
-	DPoPKey         json.RawMessage `json:"dpop_key"`
-	AuthServerNonce string          `json:"as_nonce,omitempty"`
+	PDS          string          `json:"pds,omitempty"`
+	PKCEVerifier string          `json:"pkce_verifier"`
+	DPoPKey      json.RawMessage `json:"dpop_key"`
 	// Redirect is the same-site path to return to after sign-in.
-	Redirect  string    `json:"redirect"`
+	Redirect string `json:"redirect"`
+	// Binding is the random value of the browser's state cookie: only the
+	// browser that started the sign-in can finish it.
+	Binding   string    `json:"binding"`
 	CreatedAt time.Time `json:"created_at"`
 	Expiry    time.Time `json:"expiry"`
 }
