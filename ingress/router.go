@@ -66,6 +66,7 @@ type Router struct {
 	observe func(Record)
 	log     *slog.Logger
 	buffers *bufferPool
+	limiter *startLimiter
 }
 
 // bufferPool recycles the proxy's copy buffers: without it every request
@@ -102,6 +103,7 @@ func New(cfg Config) (*Router, error) {
 		observe: cfg.Observe,
 		log:     cfg.Logger,
 		buffers: newBufferPool(),
+		limiter: newStartLimiter(time.Now),
 	}
 	for _, h := range cfg.Config.Hosts {
 		hr := &hostRoute{host: h, rt: rt}
@@ -202,6 +204,11 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if hr.signIn == nil {
 			writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This site does not offer sign-in."})
+			return
+		}
+		if r.Method == http.MethodPost && r.URL.Path == "/@/signin" && !hr.rt.limiter.allow(hr.rt.clientKey(r)) {
+			sw.Header().Set("Retry-After", "60")
+			writeError(sw, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were started from your address. Wait a minute and try again.", Retry: "/@/signin"})
 			return
 		}
 		upstream = "ioproxy"

@@ -413,3 +413,13 @@ func BenchmarkProof(b *testing.B) {
 		}
 	})
 }
+
+func TestNoncesRefuseHugeValues(t *testing.T) {
+	var n Nonces
+	if n.Set("https://as.example/", strings.Repeat("x", MaxNonceLength+1)) || n.Len() != 0 {
+		t.Fatal("a nonce over MaxNonceLength was kept")
+	}
+	if !n.Set("https://as.example/", strings.Repeat("x", MaxNonceLength)) {
+		t.Fatal("a nonce of MaxNonceLength was refused")
+	}
+}

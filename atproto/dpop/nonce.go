@@ -6,6 +6,9 @@ import "sync"
 // the number of origins is not ours to bound otherwise.
 const DefaultMaxNonces = 10000
 
+// MaxNonceLength is the longest nonce kept.
+const MaxNonceLength = 512
+
 // Nonces remembers the latest DPoP-Nonce of each server origin. Servers
 // rotate nonces (the reference server every few minutes), so only the
 // latest is kept. The zero value is ready to use; it is safe for concurrent
@@ -40,7 +43,9 @@ func (n *Nonces) Get(rawURL string) string {
 // nonce, only the first Set reports a change, yet every one of them should
 // retry once.
 func (n *Nonces) Set(rawURL, nonce string) (changed bool) {
-	if nonce == "" {
+	// Servers are chosen by users; a nonce is a short token, so a huge one
+	// is refused rather than kept (real ones are a few dozen bytes).
+	if nonce == "" || len(nonce) > MaxNonceLength {
 		return false
 	}
 	origin, err := Origin(rawURL)

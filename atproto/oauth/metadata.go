@@ -18,6 +18,9 @@ import (
 // metadataLimit caps the metadata documents we read; they are a few KB.
 const metadataLimit = 256 << 10
 
+// maxCachedServers bounds the authorization server metadata cache.
+const maxCachedServers = 1000
+
 // ServerMetadata is the part of an authorization server's metadata
 // (RFC 8414) that the AT Protocol profile relies on.
 type ServerMetadata struct {
@@ -181,6 +184,22 @@ func (d *discovery) server(ctx context.Context, issuer string) (*ServerMetadata,
 	d.mu.Lock()
 	if d.servers == nil {
 		d.servers = map[string]cachedServer{}
+	}
+	// Issuers are chosen by whoever signs in: bound the cache, dropping
+	// expired entries first, then arbitrary ones.
+	if len(d.servers) >= maxCachedServers {
+		now := d.now()
+		for k, v := range d.servers {
+			if now.Sub(v.fetched) >= d.ttl {
+				delete(d.servers, k)
+			}
+		}
+		for k := range d.servers {
+			if len(d.servers) < maxCachedServers {
+				break
+			}
+			delete(d.servers, k)
+		}
 	}
 	d.servers[issuer] = cachedServer{meta: &m, fetched: d.now()}
 	d.mu.Unlock()

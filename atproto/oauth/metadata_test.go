@@ -3,8 +3,12 @@ package oauth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func validMetadata() ServerMetadata {
@@ -137,5 +141,31 @@ func TestRefusesHTTPServersWithoutDevSwitch(t *testing.T) {
 	var ue *UserError
 	if !errors.As(err, &ue) {
 		t.Fatalf("Authorize(%s) without allow_insecure: %v, want a refusal", e.srv.URL, err)
+	}
+}
+
+// The metadata cache is bounded: issuers are chosen by whoever signs in.
+func TestDiscoveryCacheIsBounded(t *testing.T) {
+	d := &discovery{ttl: time.Hour, now: time.Now, servers: map[string]cachedServer{}}
+	for i := 0; i < maxCachedServers+50; i++ {
+		d.mu.Lock()
+		d.servers[fmt.Sprintf("https://as%d.example", i)] = cachedServer{meta: &ServerMetadata{}, fetched: time.Now()}
+		d.mu.Unlock()
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		iss := "http://" + r.Host
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":"%s/a","token_endpoint":"%s/t","pushed_authorization_request_endpoint":"%s/p","require_pushed_authorization_requests":true,"authorization_response_iss_parameter_supported":true,"client_id_metadata_document_supported":true,"dpop_signing_alg_values_supported":["ES256"]}`, iss, iss, iss, iss)
+	}))
+	defer srv.Close()
+	d.http = srv.Client()
+	d.allowHTTP = true
+	if _, err := d.server(context.Background(), srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(d.servers); n > maxCachedServers {
+		t.Fatalf("cache holds %d servers, bound is %d", n, maxCachedServers)
+	}
+	if _, ok := d.servers[srv.URL]; !ok {
+		t.Fatal("the new server is not cached")
 	}
 }
