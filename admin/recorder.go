@@ -96,13 +96,14 @@ type Recorder struct {
 	registry     *prometheus.Registry
 	trafficHosts map[string]bool
 
-	ingressTotal    *prometheus.CounterVec
-	ingressDuration *prometheus.HistogramVec
-	callTotal       *prometheus.CounterVec
-	callDuration    *prometheus.HistogramVec
-	nonceRetries    *prometheus.CounterVec
-	tokenRefreshes  *prometheus.CounterVec
-	signIns         *prometheus.CounterVec
+	ingressTotal     *prometheus.CounterVec
+	ingressDuration  *prometheus.HistogramVec
+	callTotal        *prometheus.CounterVec
+	callDuration     *prometheus.HistogramVec
+	nonceRetries     *prometheus.CounterVec
+	upstreamDuration *prometheus.HistogramVec
+	tokenRefreshes   *prometheus.CounterVec
+	signIns          *prometheus.CounterVec
 
 	sessions atomic.Pointer[func() int]
 	traffic  *ring
@@ -139,8 +140,13 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		}, []string{"call", "operation"}),
 		nonceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "dpop", Name: "nonce_retries_total",
-			Help: "Requests sent again because a server asked for a new DPoP nonce, by server.",
+			Help: "Requests sent again because a server asked for a new DPoP nonce, by kind of server (pds or auth_server).",
 		}, []string{"server"}),
+		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ioproxy", Name: "upstream_response_seconds",
+			Help:    "Time from sending a request upstream to its response headers, by kind (ingress or call) and host or call block.",
+			Buckets: durationBuckets(),
+		}, []string{"kind", "source"}),
 		tokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "oauth", Name: "token_refreshes_total",
 			Help: "OAuth token refreshes by result (ok or failed).",
@@ -162,7 +168,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 
 	r.registry.MustRegister(
 		r.ingressTotal, r.ingressDuration, r.callTotal, r.callDuration,
-		r.nonceRetries, r.tokenRefreshes, r.signIns,
+		r.nonceRetries, r.upstreamDuration, r.tokenRefreshes, r.signIns,
 		sessionCollector{r: r, desc: prometheus.NewDesc(
 			"ioproxy_sessions_active", "Signed-in sessions in the store.", nil, nil)},
 		collectors.NewGoCollector(),
@@ -255,7 +261,29 @@ func (r *Recorder) NonceRetry(server string) {
 	if r == nil {
 		return
 	}
-	r.nonceRetries.WithLabelValues(clip(server, 256)).Inc()
+	// Servers are chosen by users: the label is the kind of server only,
+	// so it cannot grow without bound.
+	if server != NonceServerPDS && server != NonceServerAuth {
+		server = "other"
+	}
+	r.nonceRetries.WithLabelValues(server).Inc()
+}
+
+// Kinds of server for NonceRetry.
+const (
+	NonceServerPDS  = "pds"
+	NonceServerAuth = "auth_server"
+)
+
+// UpstreamDuration observes how long an upstream took to answer with
+// headers: a backend for ingress (source: the host), a PDS or other
+// upstream for calls (source: the call block). Kind is KindIngress or
+// KindCall.
+func (r *Recorder) UpstreamDuration(kind, source string, d time.Duration) {
+	if r == nil {
+		return
+	}
+	r.upstreamDuration.WithLabelValues(clip(kind, 16), clip(source, 256)).Observe(d.Seconds())
 }
 
 // TokenRefresh counts an OAuth token refresh and whether it succeeded.

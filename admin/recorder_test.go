@@ -56,8 +56,9 @@ func TestMetricsExposition(t *testing.T) {
 	} {
 		r.Request(req)
 	}
-	r.NonceRetry("https://pds.example.com")
-	r.NonceRetry("https://pds.example.com")
+	r.NonceRetry(NonceServerPDS)
+	r.NonceRetry(NonceServerAuth)
+	r.NonceRetry("https://attacker-chosen.example.com")
 	r.TokenRefresh(true)
 	r.TokenRefresh(false)
 	r.TokenRefresh(true)
@@ -79,9 +80,11 @@ ioproxy_ingress_requests_total{host="statusphere",status="404"} 1
 # TYPE ioproxy_calls_total counter
 ioproxy_calls_total{call="atproto",operation="CreateRecord",status="200"} 1
 ioproxy_calls_total{call="atproto",operation="ListRecords",status="502"} 1
-# HELP ioproxy_dpop_nonce_retries_total Requests sent again because a server asked for a new DPoP nonce, by server.
+# HELP ioproxy_dpop_nonce_retries_total Requests sent again because a server asked for a new DPoP nonce, by kind of server (pds or auth_server).
 # TYPE ioproxy_dpop_nonce_retries_total counter
-ioproxy_dpop_nonce_retries_total{server="https://pds.example.com"} 2
+ioproxy_dpop_nonce_retries_total{server="auth_server"} 1
+ioproxy_dpop_nonce_retries_total{server="other"} 1
+ioproxy_dpop_nonce_retries_total{server="pds"} 1
 # HELP ioproxy_oauth_token_refreshes_total OAuth token refreshes by result (ok or failed).
 # TYPE ioproxy_oauth_token_refreshes_total counter
 ioproxy_oauth_token_refreshes_total{result="failed"} 1
@@ -597,4 +600,31 @@ func TestClip(t *testing.T) {
 	if !json.Valid([]byte(`"`+got+`"`)) || strings.ContainsRune(got, '\uFFFD') {
 		t.Error("clipping split a UTF-8 sequence")
 	}
+}
+
+func TestUpstreamDuration(t *testing.T) {
+	r := NewRecorder(RecorderConfig{})
+	r.UpstreamDuration(KindIngress, "statusphere.example.com", 30*time.Millisecond)
+	r.UpstreamDuration(KindCall, "atproto", 2*time.Second)
+	var nilRec *Recorder
+	nilRec.UpstreamDuration(KindCall, "x", time.Second)
+	families, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "ioproxy_upstream_response_seconds" {
+			continue
+		}
+		if n := len(f.GetMetric()); n != 2 {
+			t.Fatalf("%d series, want 2", n)
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetHistogram().GetSampleCount() != 1 {
+				t.Errorf("series %v has %d samples", m.GetLabel(), m.GetHistogram().GetSampleCount())
+			}
+		}
+		return
+	}
+	t.Fatal("no ioproxy_upstream_response_seconds")
 }

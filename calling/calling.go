@@ -151,7 +151,7 @@ func urlProxy(cfg Config) http.Handler {
 			pr.SetURL(target)
 			pr.SetXForwarded()
 		},
-		Transport: tr,
+		Transport: timedTransport{next: tr, observe: func(d time.Duration) { cfg.Recorder.UpstreamDuration(admin.KindCall, cfg.Call.Label, d) }},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			cfg.Logger.Warn("call upstream failed", "call", cfg.Call.Label, "upstream", target.Host, "err", err)
 			status, code := upstreamErrorStatus(err)
@@ -163,6 +163,21 @@ func urlProxy(cfg Config) http.Handler {
 		setUpstream(r, target.Host)
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// timedTransport reports how long each round trip took to answer.
+type timedTransport struct {
+	next    http.RoundTripper
+	observe func(time.Duration)
+}
+
+func (t timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	if err == nil {
+		t.observe(time.Since(start))
+	}
+	return resp, err
 }
 
 func upstreamErrorStatus(err error) (int, string) {

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -98,7 +99,7 @@ func (h *pdsHandler) public(ctx context.Context, w http.ResponseWriter, r *http.
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
 		return
 	}
-	resp, err := h.cfg.PDSClient.Do(req)
+	resp, err := h.send(req)
 	if err != nil {
 		h.upstreamError(w, id.PDS, err)
 		return
@@ -143,7 +144,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 		}
 		req.Header.Set("Authorization", "DPoP "+sess.AccessToken)
 		req.Header.Set("DPoP", proof)
-		resp, err := h.cfg.PDSClient.Do(req)
+		resp, err := h.send(req)
 		if err != nil {
 			h.upstreamError(w, sess.PDS, err)
 			return
@@ -151,7 +152,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 		h.rememberNonce(sess.PDS, resp)
 		if nonce, ok := dpop.NonceChallenge(resp); ok && !nonceRetried && nonce != sent {
 			nonceRetried = true
-			h.cfg.Recorder.NonceRetry(originOf(sess.PDS))
+			h.cfg.Recorder.NonceRetry(admin.NonceServerPDS)
 			drain(resp)
 			continue
 		}
@@ -189,6 +190,16 @@ func tokenRejected(resp *http.Response) bool {
 	}
 	s := string(b)
 	return strings.Contains(s, `"ExpiredToken"`) || strings.Contains(s, `"InvalidToken"`) || strings.Contains(s, `"invalid_token"`)
+}
+
+// send sends a request to a PDS and observes how long it took to answer.
+func (h *pdsHandler) send(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := h.cfg.PDSClient.Do(req)
+	if err == nil {
+		h.cfg.Recorder.UpstreamDuration(admin.KindCall, h.cfg.Call.Label, time.Since(start))
+	}
+	return resp, err
 }
 
 func (h *pdsHandler) newRequest(ctx context.Context, in *http.Request, target string, body []byte) (*http.Request, error) {
@@ -268,12 +279,4 @@ func (h *pdsHandler) copyResponse(w http.ResponseWriter, resp *http.Response) {
 func drain(resp *http.Response) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-}
-
-func originOf(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Scheme + "://" + u.Host
 }

@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -190,7 +192,7 @@ func TestConfidentialClientSignIn(t *testing.T) {
 		ExtraCAFile: caFile,
 	})
 	alice := a.Accounts[0]
-	httpsPort, callPort := freePort(t), freePort(t)
+	httpsPort, callPort, adminPort := freePort(t), freePort(t), freePort(t)
 	backend := newWhoBackend(t, callPort)
 	cfg := fmt.Sprintf(`
 data_dir = %q
@@ -203,7 +205,7 @@ identity {
   handle_resolver = %q
   allow_insecure  = true
 }
-admin { listen = "" }
+admin { listen = "127.0.0.1:%d" }
 host %q {
   backend = %q
   atproto {
@@ -219,7 +221,7 @@ call "atproto" {
   port     = %d
   endpoint = "@"
 }
-`, t.TempDir(), freePort(t), httpsPort, a.PLCURL, a.PDSURL, confHost, backend.URL, certFile, keyFile, callPort)
+`, t.TempDir(), freePort(t), httpsPort, a.PLCURL, a.PDSURL, adminPort, confHost, backend.URL, certFile, keyFile, callPort)
 	srv := startProxy(t, cfg)
 
 	b := browser.Start(t, browser.Options{HostResolverRules: map[string]string{confHost: "127.0.0.1"}, IgnoreCertErrors: true})
@@ -249,6 +251,28 @@ call "atproto" {
 	// Expire the access token: the next call refreshes it at the real
 	// PDS (token endpoint nonce, DPoP, client assertion) and goes through.
 	expireAndCall(ctx, t, srv, base)
+
+	// The admin listener's metrics saw all of it. (Counters restarted with
+	// the proxy, so they count since the restart.)
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`ioproxy_oauth_token_refreshes_total{result="ok"} 1`,
+		`ioproxy_dpop_nonce_retries_total{server="auth_server"}`,
+		`ioproxy_sessions_active 1`,
+		`ioproxy_calls_total{call="atproto",operation="",status="200"} 1`,
+		`ioproxy_upstream_response_seconds_count{kind="call",source="atproto"}`,
+		`ioproxy_upstream_response_seconds_count{kind="ingress",source="` + confHost + `"}`,
+		`ioproxy_ingress_requests_total{host="` + confHost + `",status="200"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }
 
 // expireAndCall expires the one session's access token, makes a call

@@ -38,7 +38,10 @@ type Config struct {
 	SignIn func(config.Host) (http.Handler, error)
 	// Observe, when set, receives one record per request.
 	Observe func(Record)
-	Logger  *slog.Logger
+	// Upstream, when set, receives how long a host's backend took to
+	// answer with headers.
+	Upstream func(host string, d time.Duration)
+	Logger   *slog.Logger
 }
 
 // Record describes one finished ingress request, for access logs,
@@ -125,7 +128,7 @@ func New(cfg Config) (*Router, error) {
 		}
 		hr.proxy = &httputil.ReverseProxy{
 			Rewrite:      hr.rewrite,
-			Transport:    cfg.Transport,
+			Transport:    timedTransport{next: cfg.Transport, host: h.Name, observe: cfg.Upstream},
 			ErrorHandler: hr.proxyError,
 			BufferPool:   rt.buffers,
 			ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -149,6 +152,25 @@ func NewBackendTransport() *http.Transport {
 		TLSHandshakeTimeout:   5 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
+}
+
+// timedTransport reports how long each backend round trip took to answer.
+type timedTransport struct {
+	next    http.RoundTripper
+	host    string
+	observe func(string, time.Duration)
+}
+
+func (t timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if t.observe == nil {
+		return t.next.RoundTrip(r)
+	}
+	start := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	if err == nil {
+		t.observe(t.host, time.Since(start))
+	}
+	return resp, err
 }
 
 // HostHandler returns the handler of one configured host, for calling

@@ -49,6 +49,9 @@ type Config struct {
 	Nonces *dpop.Nonces
 	// AllowInsecure is the development switch (http:// servers).
 	AllowInsecure bool
+	// OnNonceRetry, when set, is called each time a request is sent again
+	// with a new DPoP nonce (for metrics).
+	OnNonceRetry func()
 	// RequestLifetime bounds a sign-in between Authorize and Exchange.
 	RequestLifetime time.Duration
 	Now             func() time.Time
@@ -436,6 +439,9 @@ func (c *Client) post(ctx context.Context, meta *ServerMetadata, endpoint string
 		if isChallenge && attempt == 0 && nonce != sent {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
 			resp.Body.Close()
+			if c.cfg.OnNonceRetry != nil {
+				c.cfg.OnNonceRetry()
+			}
 			continue
 		}
 		body, err := safehttp.ReadBody(resp.Body, metadataLimit)

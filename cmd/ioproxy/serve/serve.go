@@ -101,6 +101,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		nonces.Set(sess.PDS, sess.PDSNonce)
 	}
 
+	asRetry := func() { s.recorder.NonceRetry(admin.NonceServerAuth) }
 	clients := map[string]*oauth.Client{}
 	signIns := map[string]http.Handler{}
 	var clientKey *oauth.ClientKey
@@ -115,7 +116,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			redirect := "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local) + "/@/callback"
 			c, err = oauth.New(oauth.Config{
 				ClientID: oauth.LocalhostClientID(redirect, h.ATProto.Scope()), RedirectURI: redirect, Scope: h.ATProto.Scope(),
-				HTTP: httpClient, Identity: resolver, Nonces: nonces, AllowInsecure: cfg.Identity.AllowInsecure,
+				HTTP: httpClient, Identity: resolver, Nonces: nonces, AllowInsecure: cfg.Identity.AllowInsecure, OnNonceRetry: asRetry,
 			})
 		} else {
 			if clientKey == nil {
@@ -126,7 +127,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			key = clientKey
 			c, err = oauth.New(oauth.Config{
 				ClientID: base + "/@/client-metadata.json", RedirectURI: base + "/@/callback", Scope: h.ATProto.Scope(), Key: key,
-				HTTP: httpClient, Identity: resolver, Nonces: nonces, AllowInsecure: cfg.Identity.AllowInsecure,
+				HTTP: httpClient, Identity: resolver, Nonces: nonces, AllowInsecure: cfg.Identity.AllowInsecure, OnNonceRetry: asRetry,
 			})
 		}
 		if err != nil {
@@ -156,7 +157,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		Observe: func(rec ingress.Record) {
 			s.recorder.Request(admin.Request{Time: rec.Time, Kind: admin.KindIngress, Source: rec.Host, Operation: rec.Operation, Method: rec.Method, Path: rec.Path, Status: rec.Status, Duration: rec.Duration, Upstream: rec.Upstream, DID: rec.DID, Remote: rec.Remote})
 		},
-		Logger: log,
+		Upstream: func(host string, d time.Duration) { s.recorder.UpstreamDuration(admin.KindIngress, host, d) },
+		Logger:   log,
 	})
 	if err != nil {
 		return nil, err
