@@ -37,8 +37,9 @@ const (
 	headerProxySession = "Proxy-Session"
 )
 
-// Resolver finds an account's PDS; *identity.Resolver implements it.
+// Resolver finds accounts; *identity.Resolver implements it.
 type Resolver interface {
+	Lookup(ctx context.Context, input string) (*identity.Identity, error)
 	LookupDID(ctx context.Context, did syntax.DID) (*identity.Identity, error)
 }
 

@@ -707,3 +707,27 @@ func TestSignOutDuringRefresh(t *testing.T) {
 		t.Error("the tokens obtained for a signed-out session are still live")
 	}
 }
+
+// resolveHandle on an "@" port is answered by ioproxy, verified both
+// ways, with no User-Did needed.
+func TestResolveHandleAnsweredByProxy(t *testing.T) {
+	e := newCallEnv(t)
+	h := e.port(t, pdsCall())
+	before := e.srv.Counts()
+	rec := call(h, "GET", "/xrpc/com.atproto.identity.resolveHandle?handle=alice.test", "", as{})
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"did":"`+e.alice.DID+`"`) {
+		t.Fatalf("resolveHandle alice.test: %d %s", rec.Code, rec.Body)
+	}
+	if after := e.srv.Counts(); after.XRPC != before.XRPC {
+		t.Error("resolveHandle was forwarded to a PDS")
+	}
+	for _, q := range []string{"handle=nobody.test", "handle=" + e.alice.DID, ""} {
+		rec := call(h, "GET", "/xrpc/com.atproto.identity.resolveHandle?"+q, "", as{})
+		if rec.Code != http.StatusBadRequest {
+			t.Errorf("%q: %d %s", q, rec.Code, rec.Body)
+		}
+	}
+	if code := xrpcError(t, call(h, "GET", "/xrpc/com.atproto.identity.resolveHandle?handle=nobody.test", "", as{})); code != "HandleNotFound" {
+		t.Errorf("unknown handle: error %q", code)
+	}
+}

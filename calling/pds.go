@@ -2,6 +2,7 @@ package calling
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,10 @@ var dropResponseHeaders = map[string]bool{
 func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Call.Timeout)
 	defer cancel()
+	if r.URL.Path == "/xrpc/"+resolveHandleNSID && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		h.resolveHandle(ctx, w, r)
+		return
+	}
 	did := strings.TrimSpace(r.Header.Get(headerUserDID))
 	key := strings.TrimSpace(r.Header.Get(headerProxySession))
 	if did == "" {
@@ -70,6 +75,38 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.authenticated(ctx, w, r, sess, body)
+}
+
+const resolveHandleNSID = "com.atproto.identity.resolveHandle"
+
+// resolveHandle answers com.atproto.identity.resolveHandle itself, with
+// the handle verified both ways (the handle names the DID and the DID's
+// document claims the handle), as for sign-in. Forwarded to a PDS, the
+// answer would be whatever that PDS says, and an app showing handles must
+// not take a PDS's word for them.
+func (h *pdsHandler) resolveHandle(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	setUpstream(r, "ioproxy")
+	handle := strings.TrimSpace(r.URL.Query().Get("handle"))
+	if handle == "" || strings.HasPrefix(handle, "did:") {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the handle parameter must be a handle, such as alice.bsky.social")
+		return
+	}
+	id, err := h.cfg.Identity.Lookup(ctx, handle)
+	switch {
+	case errors.Is(err, identity.ErrHandleNotFound), errors.Is(err, identity.ErrHandleMismatch), errors.Is(err, identity.ErrInvalidInput):
+		writeXRPCError(w, http.StatusBadRequest, "HandleNotFound", identity.UserMessage(err))
+		return
+	case err != nil:
+		status, code := http.StatusBadGateway, "UpstreamFailure"
+		if errors.Is(err, context.DeadlineExceeded) {
+			status, code = http.StatusGatewayTimeout, "UpstreamTimeout"
+		}
+		writeXRPCError(w, status, code, identity.UserMessage(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "max-age=60")
+	_ = json.NewEncoder(w).Encode(map[string]string{"did": id.DID.String()})
 }
 
 // public forwards a call without credentials to the PDS of the DID named

@@ -69,6 +69,19 @@ func (c *callingPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fmt.Fprintf(w, `{"handle":%q,"did":%q,"didDoc":{},"collections":[],"handleIsCorrect":true}`, handle, did)
+	case "/xrpc/com.atproto.identity.resolveHandle":
+		// ioproxy answers this itself, verified both ways.
+		want := r.URL.Query().Get("handle")
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for d, h := range c.handles {
+			if h == want {
+				fmt.Fprintf(w, `{"did":%q}`, d)
+				return
+			}
+		}
+		w.WriteHeader(400)
+		io.WriteString(w, `{"error":"HandleNotFound","message":"no such handle"}`)
 	default:
 		w.WriteHeader(404)
 		io.WriteString(w, `{"error":"MethodNotImplemented"}`)

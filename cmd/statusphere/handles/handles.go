@@ -1,6 +1,8 @@
 // Package handles resolves authors' DIDs to handles for display, through ioproxy's calling
 // port: a public com.atproto.repo.describeRepo sent with User-Did set to the author, which
-// ioproxy forwards, without credentials, to that author's PDS. Results are cached.
+// ioproxy forwards, without credentials, to that author's PDS, then
+// com.atproto.identity.resolveHandle, which ioproxy answers itself, to check that the handle
+// really names the author. Results are cached.
 package handles
 
 import (
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/repo"
 	"github.com/ioproxy/ioproxy/atproto/xrpc"
 )
@@ -175,7 +178,19 @@ func (r *Resolver) describe(ctx context.Context, did string) (string, error) {
 	if !validHandle(out.Handle) {
 		return "", fmt.Errorf("describe repo %s: invalid handle %q", did, out.Handle)
 	}
-	return strings.ToLower(out.Handle), nil
+	// describeRepo is answered by the author's own PDS, which may claim
+	// any handle (and handleIsCorrect). ioproxy answers resolveHandle
+	// itself, verified both ways: only a handle that names this DID is
+	// shown.
+	handle := strings.ToLower(out.Handle)
+	res, err := identity.ResolveHandle(ctx, r.cfg.Calling, identity.ResolveHandleParams{Handle: handle})
+	if err != nil {
+		return "", fmt.Errorf("resolve handle %q of %s: %w", handle, did, err)
+	}
+	if res.DID != did {
+		return "", fmt.Errorf("describe repo %s: handle %q belongs to %s", did, handle, res.DID)
+	}
+	return handle, nil
 }
 
 func (r *Resolver) putLocked(did, handle string, ttl time.Duration) {

@@ -2,11 +2,13 @@ package handles_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,9 +25,24 @@ type callingPort struct {
 	delay   time.Duration
 	block   chan struct{} // when set, answers wait until it is closed
 	bad     []string      // problems with the requests
+	// resolves answers resolveHandle (handle -> DID), as ioproxy does
+	// itself; by default built from the describeRepo answers.
+	resolves map[string]string
 }
 
 func (c *callingPort) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/xrpc/com.atproto.identity.resolveHandle" {
+		c.mu.Lock()
+		did, ok := c.resolves[r.URL.Query().Get("handle")]
+		c.mu.Unlock()
+		if !ok {
+			w.WriteHeader(400)
+			io.WriteString(w, `{"error":"HandleNotFound","message":"no such handle"}`)
+			return
+		}
+		fmt.Fprintf(w, `{"did":%q}`, did)
+		return
+	}
 	did := r.Header.Get("User-Did")
 	c.mu.Lock()
 	c.calls[did]++
@@ -67,7 +84,13 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 func setup(t *testing.T, answers map[string]string) (*callingPort, *handles.Resolver, *clock) {
 	t.Helper()
-	port := &callingPort{calls: map[string]int{}, answers: answers}
+	port := &callingPort{calls: map[string]int{}, answers: answers, resolves: map[string]string{}}
+	for did, body := range answers {
+		var d struct{ Handle string }
+		if json.Unmarshal([]byte(body), &d) == nil && d.Handle != "" {
+			port.resolves[strings.ToLower(d.Handle)] = did
+		}
+	}
 	srv := httptest.NewServer(port)
 	t.Cleanup(srv.Close)
 	calling, err := xrpc.NewHTTPClient(xrpc.HTTPConfig{Host: srv.URL})
@@ -170,5 +193,25 @@ func TestConcurrentPagesShareLookups(t *testing.T) {
 	wg.Wait()
 	if n := port.count("did:plc:alice"); n != 1 {
 		t.Errorf("%d lookups for 10 concurrent pages, want 1", n)
+	}
+}
+
+// A PDS can claim any handle in describeRepo; the handle is shown only if
+// it resolves back to the DID (ioproxy answers resolveHandle itself).
+func TestSpoofedHandleIsNotShown(t *testing.T) {
+	const victim, attacker = "did:plc:victimvictimvictimvictim", "did:plc:attackerattackerattacke"
+	port, r, _ := setup(t, map[string]string{
+		attacker: describe(attacker, "jay.bsky.team", true),
+		victim:   describe(victim, "jay.bsky.team", true),
+	})
+	port.mu.Lock()
+	port.resolves["jay.bsky.team"] = victim
+	port.mu.Unlock()
+	got := r.Handles(context.Background(), []string{attacker, victim})
+	if got[attacker] != "" {
+		t.Errorf("the attacker's PDS got its claimed handle shown: %q", got[attacker])
+	}
+	if got[victim] != "jay.bsky.team" {
+		t.Errorf("the real owner's handle = %q", got[victim])
 	}
 }
