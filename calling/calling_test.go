@@ -731,3 +731,35 @@ func TestResolveHandleAnsweredByProxy(t *testing.T) {
 		t.Errorf("unknown handle: error %q", code)
 	}
 }
+
+// RefreshLater refreshes an expired session in the background (for
+// browsers of apps that make no calls), and a session whose grant was
+// revoked at the server ends.
+func TestRefreshLater(t *testing.T) {
+	e := newCallEnv(t)
+	alice, bob := e.signIn(t, e.alice), e.signIn(t, e.bob)
+	for _, s := range []sessions.Session{alice, bob} {
+		if _, err := e.store.Update(s.ID, func(x *sessions.Session) error { x.TokenExpiry = time.Now().Add(-time.Second); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.srv.RevokeAccount(e.bob.DID)
+	fresh := alice
+	fresh.TokenExpiry = time.Now().Add(time.Hour)
+	e.tokens.RefreshLater(fresh) // not expired: nothing to do
+	alice.TokenExpiry, bob.TokenExpiry = time.Now().Add(-time.Second), time.Now().Add(-time.Second)
+	for i := 0; i < 5; i++ {
+		e.tokens.RefreshLater(alice)
+	}
+	e.tokens.RefreshLater(bob)
+	e.tokens.Wait()
+	if got, ok := e.store.Get(alice.ID); !ok || got.RefreshedAt.IsZero() || !got.TokenExpiry.After(time.Now()) {
+		t.Errorf("alice's session was not refreshed: %+v", got)
+	}
+	if n := e.srv.Counts().Refresh; n != 2 {
+		t.Errorf("%d refreshes, want one per session", n)
+	}
+	if _, ok := e.store.Get(bob.ID); ok {
+		t.Error("bob's revoked session is still live")
+	}
+}

@@ -48,6 +48,9 @@ type Tokens struct {
 
 	mu       sync.Mutex
 	inflight map[string]*refreshCall
+	// background tracks RefreshLater's refreshes, so that shutdown can
+	// wait for them: a refresh abandoned halfway loses the session.
+	background sync.WaitGroup
 
 	// keys caches parsed DPoP keys by session id: parsing the stored JWK
 	// on every call was a quarter of the calling port's own CPU.
@@ -112,6 +115,33 @@ func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Ses
 	}
 	return next, err
 }
+
+// RefreshLater starts a refresh of an expired session in the background,
+// unless one is under way. Ingress calls it for signed-in browsers whose
+// app makes no calls: the refresh re-checks the account with its
+// authorization server, and a session that cannot be refreshed ends.
+func (t *Tokens) RefreshLater(sess sessions.Session) {
+	if t.cfg.Now().Before(sess.TokenExpiry) {
+		return
+	}
+	t.mu.Lock()
+	_, busy := t.inflight[sess.ID]
+	t.mu.Unlock()
+	if busy {
+		return
+	}
+	t.background.Add(1)
+	go func() {
+		defer t.background.Done()
+		if _, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken); err != nil && !errors.Is(err, ErrSessionEnded) {
+			t.cfg.Logger.Warn("background token refresh failed", "did", sess.DID, "err", err)
+		}
+	}()
+}
+
+// Wait waits for background refreshes to finish (at shutdown, before the
+// store closes).
+func (t *Tokens) Wait() { t.background.Wait() }
 
 // Refresh refreshes the session's tokens unless they changed since the
 // caller read staleAccessToken (another request refreshed them already).

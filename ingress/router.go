@@ -41,7 +41,12 @@ type Config struct {
 	// Upstream, when set, receives how long a host's backend took to
 	// answer with headers.
 	Upstream func(host string, d time.Duration)
-	Logger   *slog.Logger
+	// StaleSession, when set, is called (and must not block) for a
+	// request whose session's access token has expired: the app makes no
+	// calls, so nothing else would refresh it, and a refresh is what
+	// re-checks the account with its authorization server.
+	StaleSession func(sessions.Session)
+	Logger       *slog.Logger
 }
 
 // Record describes one finished ingress request, for access logs,
@@ -70,6 +75,8 @@ type Router struct {
 	log     *slog.Logger
 	buffers *bufferPool
 	limiter *startLimiter
+	stale   func(sessions.Session)
+	now     func() time.Time
 }
 
 // bufferPool recycles the proxy's copy buffers: without it every request
@@ -107,6 +114,8 @@ func New(cfg Config) (*Router, error) {
 		log:     cfg.Logger,
 		buffers: newBufferPool(),
 		limiter: newStartLimiter(time.Now),
+		stale:   cfg.StaleSession,
+		now:     time.Now,
 	}
 	for _, h := range cfg.Config.Hosts {
 		hr := &hostRoute{host: h, rt: rt}
@@ -243,6 +252,9 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sess, ok := lookupSession(hr.rt.store, r, hr.host.Name); ok {
 		st.session = &sess
 		did = sess.DID
+		if hr.rt.stale != nil && hr.rt.now().After(sess.TokenExpiry) {
+			hr.rt.stale(sess)
+		}
 	}
 	if a := hr.host.ATProto; a != nil {
 		if st.session == nil && a.SigninRequired {

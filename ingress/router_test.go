@@ -547,3 +547,32 @@ func TestHTTPSBehindTrustedProxy(t *testing.T) {
 		}
 	}
 }
+
+// A request whose session's access token has expired asks for a
+// background refresh; a fresh one does not.
+func TestStaleSessionHook(t *testing.T) {
+	a := echoBackend(t, "a")
+	store := openStore(t)
+	cfg := mustConfig(t, fmt.Sprintf(`
+host "a.example.com" {
+  backend = %q
+  atproto {}
+  tls { mode = "off" }
+}`, a.URL))
+	var stale []string
+	rt, err := New(Config{Config: cfg, Sessions: store, StaleSession: func(s sessions.Session) { stale = append(stale, s.DID) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for did, expiry := range map[string]time.Time{"did:plc:fresh": time.Now().Add(time.Hour), "did:plc:stale": time.Now().Add(-time.Minute)} {
+		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: did, TokenExpiry: expiry, Expiry: time.Now().Add(time.Hour)}
+		_ = store.Create(sess)
+		resp, s := get(t, rt, "a.example.com", "/", http.Header{"Cookie": {CookieName + "=" + sess.ID}})
+		if resp.StatusCode != 200 || s.Headers.Get("User-Did") != did {
+			t.Errorf("%s: %d %q", did, resp.StatusCode, s.Headers.Get("User-Did"))
+		}
+	}
+	if len(stale) != 1 || stale[0] != "did:plc:stale" {
+		t.Errorf("stale hook calls: %v", stale)
+	}
+}

@@ -47,6 +47,7 @@ type Server struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	store    *sessions.Store
+	tokens   *calling.Tokens
 	certs    *certs.Manager
 	router   *ingress.Router
 	recorder *admin.Recorder
@@ -140,6 +141,8 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		})
 	}
 
+	s.tokens = calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, SessionLifetime: SessionLifetime, Nonces: nonces, Recorder: s.recorder, Logger: log})
+
 	var nomad *ingress.Nomad
 	for _, h := range cfg.Hosts {
 		if h.Backend.Kind == config.BackendNomad {
@@ -157,8 +160,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		Observe: func(rec ingress.Record) {
 			s.recorder.Request(admin.Request{Time: rec.Time, Kind: admin.KindIngress, Source: rec.Host, Operation: rec.Operation, Method: rec.Method, Path: rec.Path, Status: rec.Status, Duration: rec.Duration, Upstream: rec.Upstream, DID: rec.DID, Remote: rec.Remote})
 		},
-		Upstream: func(host string, d time.Duration) { s.recorder.UpstreamDuration(admin.KindIngress, host, d) },
-		Logger:   log,
+		Upstream:     func(host string, d time.Duration) { s.recorder.UpstreamDuration(admin.KindIngress, host, d) },
+		StaleSession: s.tokens.RefreshLater,
+		Logger:       log,
 	})
 	if err != nil {
 		return nil, err
@@ -199,10 +203,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			return nil, err
 		}
 	}
-	tokens := calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, SessionLifetime: SessionLifetime, Nonces: nonces, Recorder: s.recorder, Logger: log})
 	for _, c := range cfg.Calls {
 		h, err := calling.New(calling.Config{
-			Call: c, Sessions: s.store, Tokens: tokens, Identity: resolver, PDSClient: pdsClient, Nonces: nonces,
+			Call: c, Sessions: s.store, Tokens: s.tokens, Identity: resolver, PDSClient: pdsClient, Nonces: nonces,
 			HostHandler: s.router.HostHandler, Recorder: s.recorder, Logger: log,
 		})
 		if err != nil {
@@ -234,7 +237,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			}
 		}()
 	}
-	s.background(bg, nomad, tokens)
+	s.background(bg, nomad, s.tokens)
 	close(s.ready)
 	for role, addr := range s.Addrs {
 		log.Info("listening", "role", role, "addr", addr)
@@ -297,6 +300,9 @@ func (s *Server) Close() {
 		wg.Wait()
 		s.cancel()
 		s.wg.Wait()
+		if s.tokens != nil {
+			s.tokens.Wait()
+		}
 		if s.store != nil {
 			if err := s.store.Close(); err != nil {
 				s.log.Error("close session store", "err", err)
