@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 	"sync"
 	"time"
 
@@ -108,7 +107,13 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Elsewhere User-Did is whatever a client sent: not worth logging.
 		did = r.Header.Get(headerUserDID)
 	}
+	// A call to an ingress host is recorded by that host's handler, as an
+	// ingress request; recording it here too would count it twice.
+	record := p.cfg.Call.Endpoint.Kind != config.EndpointHost
 	defer func() {
+		if !record {
+			return
+		}
 		p.cfg.Recorder.Request(admin.Request{
 			Time: start, Kind: admin.KindCall, Source: p.cfg.Call.Label, Operation: op.Name,
 			Method: r.Method, Path: r.URL.Path, Status: sw.Status(), Duration: time.Since(start),
@@ -117,6 +122,7 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	if !matched && p.cfg.Call.OperationsOnly {
 		// Refused before any credential is looked at: least privilege.
+		record = true
 		writeXRPCError(sw, http.StatusForbidden, "OperationNotAllowed", fmt.Sprintf("%s %s matches no operation of call %q, which allows only its operations", r.Method, r.URL.Path, p.cfg.Call.Label))
 		return
 	}
@@ -238,6 +244,3 @@ func bodyReader(b []byte) io.Reader {
 	}
 	return bytes.NewReader(b)
 }
-
-// trimSlash drops a trailing slash from a base URL.
-func trimSlash(s string) string { return strings.TrimSuffix(s, "/") }

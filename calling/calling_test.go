@@ -763,3 +763,32 @@ func TestRefreshLater(t *testing.T) {
 		t.Error("bob's revoked session is still live")
 	}
 }
+
+// A client that trickles its body is cut off after the call's timeout.
+func TestTrickledBodyIsCutOff(t *testing.T) {
+	e := newCallEnv(t)
+	sess := e.signIn(t, e.alice)
+	c := pdsCall()
+	c.Timeout = 500 * time.Millisecond
+	srv := httptest.NewServer(e.port(t, c))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /xrpc/com.example.echo HTTP/1.1\r\nHost: x\r\nUser-Did: %s\r\nProxy-Session: %s\r\nContent-Length: 100\r\n\r\n{\"a\":", sess.DID, sess.ProxyKey)
+	start := time.Now()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	n, _ := conn.Read(buf)
+	if time.Since(start) > 5*time.Second {
+		t.Fatalf("the stalled upload held the call for %v", time.Since(start))
+	}
+	if !strings.Contains(string(buf[:n]), "400") && n != 0 {
+		t.Errorf("answer to a stalled upload: %q", buf[:n])
+	}
+	if e.srv.Counts().XRPC != 0 {
+		t.Error("a partial body was sent to the PDS")
+	}
+}

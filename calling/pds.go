@@ -25,19 +25,28 @@ type pdsHandler struct {
 	buffers sync.Pool
 }
 
-// forwardHeaders are the request headers passed to the PDS. Everything
-// else stays behind: cookies, the caller's own Authorization, ioproxy's
-// identity headers, hop-by-hop headers.
-var forwardHeaders = []string{
-	"Accept", "Accept-Language", "Accept-Encoding", "Content-Type", "Content-Encoding",
-	"Atproto-Proxy", "Atproto-Accept-Labelers", "If-None-Match", "If-Modified-Since", "User-Agent",
+// forwardHeader reports whether a request header is passed to the PDS.
+// Everything else stays behind: cookies, the caller's own Authorization,
+// ioproxy's identity headers, hop-by-hop headers.
+func forwardHeader(name string) bool {
+	switch name {
+	case "Accept", "Accept-Language", "Accept-Encoding", "Content-Type", "Content-Encoding",
+		"Atproto-Proxy", "Atproto-Accept-Labelers", "If-None-Match", "If-Modified-Since", "User-Agent":
+		return true
+	}
+	return false
 }
 
-// dropResponseHeaders are hop-by-hop or connection-specific.
-var dropResponseHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Connection": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
-	"Dpop-Nonce": true,
+// dropResponseHeader reports whether a response header stays behind:
+// hop-by-hop and connection-specific ones, and the PDS's DPoP nonce, which
+// is ioproxy's business.
+func dropResponseHeader(name string) bool {
+	switch name {
+	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Te", "Trailer",
+		"Transfer-Encoding", "Upgrade", "Content-Length", "Dpop-Nonce":
+		return true
+	}
+	return false
 }
 
 func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +62,8 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the User-Did header is required: pass on the User-Did (and Proxy-Session) headers ioproxy gave your backend, or name the account whose PDS to call")
 		return
 	}
+	// A client trickling its body must not hold the call open for ever.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.Call.Timeout))
 	body, err := readBody(r, h.cfg.Call.MaxBodyBytes)
 	if errors.Is(err, errBodyTooLarge) {
 		writeXRPCError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", fmt.Sprintf("request bodies through call %q are limited to %d bytes (max_body_bytes)", h.cfg.Call.Label, h.cfg.Call.MaxBodyBytes))
@@ -126,10 +137,7 @@ func (h *pdsHandler) public(ctx context.Context, w http.ResponseWriter, r *http.
 		writeXRPCError(w, status, code, identity.UserMessage(err))
 		return
 	}
-	target := trimSlash(id.PDS) + r.URL.EscapedPath()
-	if r.URL.RawQuery != "" {
-		target += "?" + r.URL.RawQuery
-	}
+	target := targetURL(id.PDS, r)
 	setUpstream(r, id.PDS)
 	req, err := h.newRequest(ctx, r, target, body)
 	if err != nil {
@@ -163,10 +171,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 	refreshed := false
 	nonceRetried := false
 	for {
-		target := trimSlash(sess.PDS) + r.URL.EscapedPath()
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
-		}
+		target := targetURL(sess.PDS, r)
 		setUpstream(r, sess.PDS)
 		req, err := h.newRequest(ctx, r, target, body)
 		if err != nil {
@@ -209,6 +214,15 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 	}
 }
 
+// targetURL is the PDS's URL for the call: same path and query.
+func targetURL(pds string, r *http.Request) string {
+	target := strings.TrimSuffix(pds, "/") + r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	return target
+}
+
 // tokenRejected reports whether a 401 says the access token is no good
 // (expired or revoked), as opposed to a permission error a refresh
 // cannot fix.
@@ -244,8 +258,8 @@ func (h *pdsHandler) newRequest(ctx context.Context, in *http.Request, target st
 	if err != nil {
 		return nil, fmt.Errorf("cannot build the call: %w", err)
 	}
-	for _, name := range forwardHeaders {
-		if v := in.Header.Values(name); len(v) > 0 {
+	for name, v := range in.Header {
+		if forwardHeader(name) {
 			req.Header[name] = v
 		}
 	}
@@ -288,7 +302,7 @@ func (h *pdsHandler) upstreamError(w http.ResponseWriter, pds string, err error)
 // and body (XRPC errors included).
 func (h *pdsHandler) copyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Header {
-		if dropResponseHeaders[k] {
+		if dropResponseHeader(k) {
 			continue
 		}
 		w.Header()[k] = v

@@ -423,6 +423,12 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 		pu, err := url.Parse(u.val)
 		if err != nil || pu.Scheme != "https" || pu.Host == "" {
 			b.errorf(u.rng, "Invalid "+u.attr, "%q is not an https:// URL; write, for example, %s = \"https://%s/\".", u.val, u.attr, h.Name)
+			continue
+		}
+		// Authorization servers refuse a client whose client_uri is on
+		// another host than its client_id; say so now, not at sign-in.
+		if u.attr == "client_uri" && !strings.EqualFold(pu.Hostname(), h.Name) {
+			b.errorf(u.rng, "client_uri on another host", "client_uri must be on this host (%s), as authorization servers require; write client_uri = \"https://%s/\" or leave it out.", h.Name, h.Name)
 		}
 	}
 	for _, d := range a.AllowedDIDs {
@@ -497,7 +503,10 @@ var (
 	nsidPattern = regexp.MustCompile(`^[a-zA-Z]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)+\.[a-zA-Z][a-zA-Z0-9]*$`)
 )
 
-var knownMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+// knownMethods are the methods an operation is expected to name.
+func knownMethods() []string {
+	return []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+}
 
 func (b *builder) call(raw *callSchema, cfg *Config) Call {
 	c := Call{
@@ -598,12 +607,12 @@ func (b *builder) endpoint(raw *callSchema, cfg *Config) Endpoint {
 
 func (b *builder) operation(raw *operationSchema) Operation {
 	op := Operation{Name: raw.Name, Method: raw.Method, Description: raw.Description}
-	if up := strings.ToUpper(op.Method); up != op.Method && slices.Contains(knownMethods, up) {
+	if up := strings.ToUpper(op.Method); up != op.Method && slices.Contains(knownMethods(), up) {
 		b.errorf(raw.MethodRange, "Invalid method", "Methods are upper case; write method = %q.", up)
 	} else if !methodToken.MatchString(op.Method) {
-		b.errorf(raw.MethodRange, "Invalid method", "%q is not an HTTP method; write one of %s.", op.Method, quoteList(knownMethods))
-	} else if !slices.Contains(knownMethods, op.Method) {
-		b.warnf(raw.MethodRange, "Unusual method", "%q is not one of %s; check the spelling.", op.Method, quoteList(knownMethods))
+		b.errorf(raw.MethodRange, "Invalid method", "%q is not an HTTP method; write one of %s.", op.Method, quoteList(knownMethods()))
+	} else if !slices.Contains(knownMethods(), op.Method) {
+		b.warnf(raw.MethodRange, "Unusual method", "%q is not one of %s; check the spelling.", op.Method, quoteList(knownMethods()))
 	}
 	switch {
 	case raw.Path != nil:
@@ -708,19 +717,31 @@ func (b *builder) checkLocalClients(raw *fileSchema, cfg *Config) {
 	}
 }
 
-// emailRequiredCAs are ACME directories whose CA refuses accounts without
-// a contact email (they also want external account binding).
-var emailRequiredCAs = map[string]string{
-	"acme.zerossl.com":               "ZeroSSL",
-	"dv.acme-v02.api.pki.goog":       "Google Trust Services",
-	"acme.ssl.com":                   "SSL.com",
-	"acme.digicert.com":              "DigiCert",
-	"acme.sectigo.com":               "Sectigo",
-	"acme.entrust.net":               "Entrust",
-	"acme-v02.harica.gr":             "HARICA",
-	"acme.actalis.com":               "Actalis",
-	"acme.globalsign.com":            "GlobalSign",
-	"emea.acme.atlas.globalsign.com": "GlobalSign",
+// emailRequiredCA names the CA of an ACME directory host that refuses
+// accounts without a contact email (such CAs also want external account
+// binding); "" for others.
+func emailRequiredCA(host string) string {
+	switch host {
+	case "acme.zerossl.com":
+		return "ZeroSSL"
+	case "dv.acme-v02.api.pki.goog":
+		return "Google Trust Services"
+	case "acme.ssl.com":
+		return "SSL.com"
+	case "acme.digicert.com":
+		return "DigiCert"
+	case "acme.sectigo.com":
+		return "Sectigo"
+	case "acme.entrust.net":
+		return "Entrust"
+	case "acme-v02.harica.gr":
+		return "HARICA"
+	case "acme.actalis.com":
+		return "Actalis"
+	case "acme.globalsign.com", "emea.acme.atlas.globalsign.com":
+		return "GlobalSign"
+	}
+	return ""
 }
 
 // checkACMEEmail refuses ACME hosts without an account email when the
@@ -743,8 +764,8 @@ func (b *builder) checkACMEEmail(raw *fileSchema, cfg *Config) {
 	if err != nil {
 		return
 	}
-	ca, ok := emailRequiredCAs[strings.ToLower(u.Hostname())]
-	if !ok {
+	ca := emailRequiredCA(strings.ToLower(u.Hostname()))
+	if ca == "" {
 		return
 	}
 	rng := first.DefRange

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"embed"
 	"html/template"
+	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 )
 
@@ -37,7 +37,10 @@ func writeError(w http.ResponseWriter, r *http.Request, p errorPage) {
 	if wantsJSON(r) {
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(p.Status)
-		_, _ = w.Write([]byte(`{"error":` + strconv.Quote(errorCode(p.Status)) + `,"message":` + strconv.Quote(p.Message) + "}\n"))
+		_ = json.NewEncoder(w).Encode(struct {
+			Error   string `json:"error"`
+			Message string `json:"message"`
+		}{errorCode(p.Status), p.Message})
 		return
 	}
 	render(w, p.Status, "error.html", p)

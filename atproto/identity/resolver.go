@@ -71,6 +71,8 @@ type Config struct {
 	DNSDial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Now is the clock for cache expiry (default time.Now).
 	Now func() time.Time
+	// Logger receives debug notes on failed handle checks (default: none).
+	Logger *slog.Logger
 }
 
 // Validate reports configuration mistakes, for the config layer to show.
@@ -129,6 +131,7 @@ type Identity struct {
 
 // Resolver resolves and caches identities. It is safe for concurrent use.
 type Resolver struct {
+	log           *slog.Logger
 	plcURL        string
 	xrpcURL       string
 	allowInsecure bool
@@ -175,6 +178,10 @@ func New(cfg Config) *Resolver {
 	}
 	if r.now == nil {
 		r.now = time.Now
+	}
+	r.log = cfg.Logger
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
 	}
 	if r.ttl == 0 {
 		r.ttl = DefaultCacheTTL
@@ -355,9 +362,9 @@ func (r *Resolver) lookupDID(ctx context.Context, did syntax.DID) (*Identity, er
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("verify handle %s of %s: %w", declared, did, ctx.Err())
 		case err != nil:
-			slog.DebugContext(ctx, "handle of DID does not resolve; showing handle.invalid", "did", did, "handle", declared, "err", err)
+			r.log.DebugContext(ctx, "handle of DID does not resolve; showing handle.invalid", "did", did, "handle", declared, "err", err)
 		case resolved != did:
-			slog.DebugContext(ctx, "handle of DID resolves elsewhere; showing handle.invalid", "did", did, "handle", declared, "resolved", resolved)
+			r.log.DebugContext(ctx, "handle of DID resolves elsewhere; showing handle.invalid", "did", did, "handle", declared, "resolved", resolved)
 		default:
 			ident.Handle = declared
 		}

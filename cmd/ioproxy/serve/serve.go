@@ -93,7 +93,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	// Calls stream answers of any size and are bounded by each call
 	// block's timeout instead.
 	pdsClient := safehttp.NewClient(safehttp.Options{AllowInsecure: cfg.Identity.AllowInsecure, RootCAs: opts.RootCAs, Timeout: 24 * time.Hour, ResponseHeaderTimeout: 5 * time.Minute, MaxResponseBytes: -1, MaxIdleConnsPerHost: 64, MaxRedirects: -1, UserAgent: "ioproxy"})
-	resolver := identity.New(identity.Config{PLCURL: cfg.Identity.PLCURL, HandleResolver: cfg.Identity.HandleResolver, HTTPClient: httpClient, AllowInsecure: cfg.Identity.AllowInsecure})
+	resolver := identity.New(identity.Config{PLCURL: cfg.Identity.PLCURL, HandleResolver: cfg.Identity.HandleResolver, HTTPClient: httpClient, AllowInsecure: cfg.Identity.AllowInsecure, Logger: log})
 	nonces := &dpop.Nonces{}
 	// Start from the nonces saved with the sessions, so the first call
 	// after a restart does not cost a use_dpop_nonce round trip.
