@@ -3,8 +3,8 @@ package ingress
 import (
 	"bytes"
 	"embed"
-	"html/template"
 	"encoding/json"
+	"html/template"
 	"net/http"
 	"strings"
 )
