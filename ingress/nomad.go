@@ -45,7 +45,10 @@ type NomadConfig struct {
 
 // Nomad resolves "nomad:<service>" backends through Nomad's HTTP API
 // (GET /v1/service/<name>), caching each service's instances and
-// refreshing them in the background.
+// refreshing them in the background. An instance is used while its
+// allocation's Nomad health checks for the service pass (those of the
+// "nomad" service provider), and not for a while after a connection to it
+// failed.
 type Nomad struct {
 	cfg NomadConfig
 
@@ -199,8 +202,16 @@ func (s *nomadService) refresh(ctx context.Context) error {
 }
 
 type nomadRegistration struct {
-	Address string
-	Port    int
+	ServiceName string
+	AllocID     string
+	Address     string
+	Port        int
+}
+
+// nomadCheck is one entry of GET /v1/client/allocation/<id>/checks.
+type nomadCheck struct {
+	Service string
+	Status  string // "success", "failure" or "pending"
 }
 
 func (n *Nomad) fetch(ctx context.Context, service string) ([]*url.URL, error) {
@@ -241,13 +252,66 @@ func (n *Nomad) fetch(ctx context.Context, service string) ([]*url.URL, error) {
 		return nil, fmt.Errorf("nomad service %q: decode response: %w", service, err)
 	}
 	var out []*url.URL
+	checked := map[string]bool{} // alloc id -> its checks pass
 	for _, r := range regs {
 		if r.Address == "" || r.Port <= 0 {
 			continue
 		}
+		if r.AllocID != "" {
+			ok, seen := checked[r.AllocID]
+			if !seen {
+				ok = n.allocHealthy(ctx, r.AllocID, service)
+				checked[r.AllocID] = ok
+			}
+			if !ok {
+				continue
+			}
+		}
 		out = append(out, &url.URL{Scheme: "http", Host: net.JoinHostPort(r.Address, strconv.Itoa(r.Port))})
 	}
 	return out, nil
+}
+
+// allocHealthy reports whether every Nomad health check of service in an
+// allocation passes. Checks that cannot be read (an older Nomad, or a
+// token without read-job) count as passing: the passive check on
+// connection failures still applies.
+func (n *Nomad) allocHealthy(ctx context.Context, allocID, service string) bool {
+	u, err := url.Parse(n.cfg.Nomad.Address)
+	if err != nil {
+		return true
+	}
+	u = u.JoinPath("v1", "client", "allocation", allocID, "checks")
+	if n.cfg.Nomad.Namespace != "" {
+		u.RawQuery = url.Values{"namespace": {n.cfg.Nomad.Namespace}}.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return true
+	}
+	if n.cfg.Nomad.Token != "" {
+		req.Header.Set("X-Nomad-Token", n.cfg.Nomad.Token)
+	}
+	resp, err := n.cfg.Client.Do(req)
+	if err != nil {
+		n.cfg.Logger.Debug("nomad checks unavailable", "alloc", allocID, "err", err)
+		return true
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		n.cfg.Logger.Debug("nomad checks unavailable", "alloc", allocID, "status", resp.Status)
+		return true
+	}
+	var checks map[string]nomadCheck
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&checks); err != nil {
+		return true
+	}
+	for _, c := range checks {
+		if c.Service == service && c.Status != "success" {
+			return false
+		}
+	}
+	return true
 }
 
 func truncate(s string, n int) string {

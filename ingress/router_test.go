@@ -348,6 +348,7 @@ func TestBackendPathPrefix(t *testing.T) {
 type fakeNomad struct {
 	mu        sync.Mutex
 	instances map[string][]nomadRegistration
+	checks    map[string]map[string]nomadCheck // alloc id -> check id -> check
 	token     string
 	calls     int
 }
@@ -355,11 +356,16 @@ type fakeNomad struct {
 func (f *fakeNomad) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls++
 	if r.Header.Get("X-Nomad-Token") != f.token {
 		http.Error(w, "Permission denied", http.StatusForbidden)
 		return
 	}
+	if alloc, ok := strings.CutPrefix(r.URL.Path, "/v1/client/allocation/"); ok {
+		alloc = strings.TrimSuffix(alloc, "/checks")
+		_ = json.NewEncoder(w).Encode(f.checks[alloc])
+		return
+	}
+	f.calls++
 	name := strings.TrimPrefix(r.URL.Path, "/v1/service/")
 	_ = json.NewEncoder(w).Encode(f.instances[name])
 }
@@ -574,5 +580,32 @@ host "a.example.com" {
 	}
 	if len(stale) != 1 || stale[0] != "did:plc:stale" {
 		t.Errorf("stale hook calls: %v", stale)
+	}
+}
+
+// Instances whose Nomad health checks fail get no traffic.
+func TestNomadHealthChecks(t *testing.T) {
+	a, b := echoBackend(t, "a"), echoBackend(t, "b")
+	ah, ap := hostPort(t, a.URL)
+	bh, bp := hostPort(t, b.URL)
+	fn := &fakeNomad{
+		instances: map[string][]nomadRegistration{"web": {
+			{ServiceName: "web", AllocID: "alloc-a", Address: ah, Port: ap},
+			{ServiceName: "web", AllocID: "alloc-b", Address: bh, Port: bp},
+		}},
+		checks: map[string]map[string]nomadCheck{
+			"alloc-a": {"c1": {Service: "web", Status: "success"}},
+			"alloc-b": {"c2": {Service: "web", Status: "failure"}, "c3": {Service: "other", Status: "success"}},
+		},
+	}
+	nomad := httptest.NewServer(fn)
+	defer nomad.Close()
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`
+nomad { address = %q }
+host "a.example.com" { backend = "nomad:web" }`, nomad.URL)), nil)
+	for i := 0; i < 6; i++ {
+		if resp, _ := get(t, rt, "a.example.com", "/", nil); resp.Header.Get("X-Backend") != "a" {
+			t.Fatalf("request %d went to %q; b fails its checks", i, resp.Header.Get("X-Backend"))
+		}
 	}
 }
