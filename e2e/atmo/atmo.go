@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 	"io"
 	"net"
 	"os"
@@ -98,7 +99,7 @@ type Atmosphere struct {
 
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser
-	tail     *tailBuffer
+	tail     *tail.Buffer
 	exited   chan struct{} // closed when node has exited
 	waitErr  error         // set before exited is closed
 	stopOnce sync.Once
@@ -258,7 +259,7 @@ func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, er
 
 	a := &Atmosphere{
 		cmd:    cmd,
-		tail:   newTailBuffer(64 << 10),
+		tail:   tail.New(64 << 10),
 		exited: make(chan struct{}),
 	}
 	var stderr io.Writer = a.tail
@@ -387,7 +388,12 @@ func (a *Atmosphere) Done() <-chan struct{} { return a.exited }
 
 // StderrTail returns the last part of node's stderr (and of any stray
 // stdout), for error messages.
-func (a *Atmosphere) StderrTail() string { return a.tail.String() }
+func (a *Atmosphere) StderrTail() string {
+	if s := a.tail.String(); s != "" {
+		return s
+	}
+	return "(empty)"
+}
 
 // Account returns the account with this handle.
 func (a *Atmosphere) Account(handle string) (Account, bool) {
@@ -436,34 +442,6 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.buf) == 0 {
-		return "(empty)"
-	}
-	return string(b.buf)
 }
 
 // testLogWriter forwards whole lines to t.Log.

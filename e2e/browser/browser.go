@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 	"maps"
 	"os"
 	"path/filepath"
@@ -67,7 +68,7 @@ type Browser struct {
 	artifacts   string
 	prefix      string // prepended to screenshot names, e.g. the test name
 	stepTimeout time.Duration
-	output      *tailBuffer
+	output      *tail.Buffer
 	closeOnce   sync.Once
 	closeErr    error
 	// logf reports what SignInAtPDS went through; Start sets it to t.Logf.
@@ -118,7 +119,7 @@ func New(parent context.Context, profile string, opts Options) (*Browser, error)
 		artifacts = defaultArtifactsDir()
 	}
 
-	output := newTailBuffer(32 << 10)
+	output := tail.New(32 << 10)
 	// Exactly the flags that work for Chromium as root in a container (see
 	// DEVELOPERS.md), not chromedp.DefaultExecAllocatorOptions: the defaults
 	// add --enable-automation, feature toggles and the like, which make the
@@ -272,29 +273,4 @@ func defaultArtifactsDir() string {
 		return filepath.Join(filepath.Dir(file), "..", "artifacts")
 	}
 	return filepath.Join(os.TempDir(), "ioproxy-e2e-artifacts")
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
-}
-
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
