@@ -13,18 +13,21 @@ import (
 // so an unauthenticated client must not be able to start thousands.
 const (
 	signinStartsPerMinute = 30
-	// maxLimitedClients bounds the limiter's memory; past it, new
-	// addresses are refused until the minute ends.
+	// maxLimitedClients bounds the limiter's memory. Clients beyond it
+	// share one overflow budget for the rest of the minute, so a flood of
+	// addresses can neither grow the table nor lock everyone else out.
 	maxLimitedClients = 100000
+	overflowPerMinute = 600
 )
 
 // startLimiter counts sign-in starts per client in fixed one-minute windows.
 type startLimiter struct {
 	now func() time.Time
 
-	mu     sync.Mutex
-	window time.Time
-	counts map[string]int
+	mu       sync.Mutex
+	window   time.Time
+	counts   map[string]int
+	overflow int
 }
 
 func newStartLimiter(now func() time.Time) *startLimiter {
@@ -37,24 +40,37 @@ func (l *startLimiter) allow(client string) bool {
 	if now := l.now(); now.Sub(l.window) >= time.Minute {
 		l.window = now
 		clear(l.counts)
+		l.overflow = 0
 	}
 	n, seen := l.counts[client]
 	if !seen && len(l.counts) >= maxLimitedClients {
-		return false
+		l.overflow++
+		return l.overflow <= overflowPerMinute
 	}
 	l.counts[client] = n + 1
 	return n < signinStartsPerMinute
 }
 
-// clientKey is the address a request is counted under: the peer, or for a
-// trusted proxy the last address it forwarded for. IPv6 clients are
-// counted per /64, which one host can easily rotate within.
+// clientKey is the address a request is counted under: the peer or, behind
+// trusted proxies, the nearest address they forwarded for that is not
+// itself a trusted proxy. IPv6 clients are counted per /56, the usual
+// delegation to one customer, within which addresses rotate freely.
 func (rt *Router) clientKey(r *http.Request) string {
 	ip := peerIP(r)
 	if rt.trustedPeer(ip) {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			parts := strings.Split(xff[len(xff)-1], ",")
-			ip = strings.TrimSpace(parts[len(parts)-1])
+		var hops []string
+		for _, v := range r.Header.Values("X-Forwarded-For") {
+			hops = append(hops, strings.Split(v, ",")...)
+		}
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop := strings.TrimSpace(hops[i])
+			if _, err := netip.ParseAddr(hop); err != nil {
+				break // not an address: stop at the last one we can trust
+			}
+			ip = hop
+			if !rt.trustedPeer(hop) {
+				break
+			}
 		}
 	}
 	a, err := netip.ParseAddr(ip)
@@ -63,7 +79,7 @@ func (rt *Router) clientKey(r *http.Request) string {
 	}
 	a = a.Unmap()
 	if a.Is6() {
-		p, _ := a.Prefix(64)
+		p, _ := a.Prefix(56)
 		return p.String()
 	}
 	return a.String()

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -28,12 +29,40 @@ func TestStartLimiter(t *testing.T) {
 	}
 }
 
+// A full table does not lock new clients out: they share an overflow
+// budget.
+func TestStartLimiterOverflow(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newStartLimiter(func() time.Time { return now })
+	for i := 0; i < maxLimitedClients; i++ {
+		l.allow(fmt.Sprint(i))
+	}
+	if !l.allow("newcomer") {
+		t.Fatal("a new client was refused when the table was full")
+	}
+	allowed := 1
+	for i := 0; i < 2*overflowPerMinute; i++ {
+		if l.allow(fmt.Sprint("flood", i)) {
+			allowed++
+		}
+	}
+	if allowed != overflowPerMinute {
+		t.Fatalf("overflow allowed %d, want %d", allowed, overflowPerMinute)
+	}
+	if len(l.counts) != maxLimitedClients {
+		t.Fatalf("table grew to %d", len(l.counts))
+	}
+}
+
 func TestClientKey(t *testing.T) {
 	rt := &Router{trusted: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
 	for _, tt := range []struct{ remote, xff, want string }{
 		{"203.0.113.7:1234", "1.1.1.1", "203.0.113.7"},
 		{"10.0.0.2:1234", "1.1.1.1, 198.51.100.4", "198.51.100.4"},
-		{"[2001:db8:1:2:3:4:5:6]:1234", "", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:3:4:5:6]:1234", "", "2001:db8:1::/56"},
+		{"10.0.0.2:1234", "198.51.100.1, 10.0.0.9", "198.51.100.1"},
+		{"10.0.0.2:1234", "198.51.100.1, evil-garbage", "10.0.0.2"},
+		{"10.0.0.2:1234", "1.2.3.4:5555", "10.0.0.2"},
 		{"[::ffff:203.0.113.7]:1234", "", "203.0.113.7"},
 	} {
 		r := httptest.NewRequest(http.MethodPost, "http://a.example.com/@/signin", nil)

@@ -223,7 +223,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	r = withHTTPS(r, r.TLS != nil || (hr.rt.trustedPeer(peerIP(r)) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
 
-	if clean := cleanPath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
+	if clean := normalizePath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
 		// /@/ belongs to ioproxy, never to the backend, in any spelling
 		// ("//@/", "/./@/", "/x/../@/"): a backend that normalizes paths
 		// must not see one.
@@ -332,14 +332,33 @@ func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 	} else {
 		// Headers that frameworks read for the client address or the
 		// public URL: from an untrusted client they are lies.
-		for _, name := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "True-Client-Ip", "X-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Original-Url", "X-Rewrite-Url", "X-Original-Host", "X-Host"} {
-			h.Del(name)
+		for name := range h {
+			if isAddressHeader(name) {
+				delete(h, name)
+			}
 		}
 	}
 	h.Set("X-Real-Ip", realIP)
 	h.Set("X-Forwarded-For", clientIP)
 	h.Set("X-Forwarded-Host", fwdHost)
 	h.Set("X-Forwarded-Proto", proto)
+}
+
+// isAddressHeader reports whether a header is one that frameworks read
+// for the client's address or the public URL, in any spelling (any case,
+// "_" for "-", as CGI-style backends fold them).
+func isAddressHeader(name string) bool {
+	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	if strings.HasPrefix(n, "x-forwarded") || strings.HasPrefix(n, "x-original-") || strings.HasPrefix(n, "forwarded") {
+		return true
+	}
+	switch n {
+	case "x-real-ip", "x-url-scheme", "front-end-https", "true-client-ip", "x-client-ip", "client-ip",
+		"x-cluster-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-rewrite-url", "x-host",
+		"x-appengine-user-ip", "x-azure-clientip", "x-azure-socketip", "x-proxyuser-ip", "via":
+		return true
+	}
+	return false
 }
 
 // peerIP is the address of the connection's other end.
@@ -349,6 +368,23 @@ func peerIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return ip
+}
+
+// normalizePath is the path as the most lenient backend would read it:
+// "\" as "/", ";params" dropped from segments, dot segments and repeated
+// slashes removed (a trailing slash kept).
+func normalizePath(p string) string {
+	p = strings.ReplaceAll(p, "\\", "/")
+	if strings.Contains(p, ";") {
+		segs := strings.Split(p, "/")
+		for i, seg := range segs {
+			if j := strings.IndexByte(seg, ';'); j >= 0 {
+				segs[i] = seg[:j]
+			}
+		}
+		p = strings.Join(segs, "/")
+	}
+	return cleanPath(p)
 }
 
 // cleanPath is path.Clean that keeps a trailing slash.

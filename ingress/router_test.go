@@ -484,7 +484,8 @@ func TestRemoveCookie(t *testing.T) {
 func TestAtPathSpellingsNeverReachBackend(t *testing.T) {
 	a := echoBackend(t, "a")
 	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL)), nil)
-	for _, p := range []string{"//@/signin", "/./@/signin", "/x/../@/callback?state=1", "/%2e/@/signin", "/@/./signin", "/@//signin", "/%2F@/signin"} {
+	for _, p := range []string{"//@/signin", "/./@/signin", "/x/../@/callback?state=1", "/%2e/@/signin", "/@/./signin", "/@//signin", "/%2F@/signin",
+		"/@%5Csignin", "/%5C@/signin", "/@;x/signin", "/%40;/signin", "/%40%5C%5Csignin"} {
 		req := httptest.NewRequest(http.MethodGet, "http://a.example.com/", nil)
 		req.URL.Path, req.URL.RawPath = "", ""
 		u, err := url.Parse("http://a.example.com" + p)
@@ -510,7 +511,8 @@ func TestSpoofedAddressHeadersDropped(t *testing.T) {
 	a := echoBackend(t, "a")
 	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL)), nil)
 	hdr := http.Header{}
-	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "True-Client-Ip", "X-Client-Ip", "X-Original-Url", "Forwarded", "X-Forwarded-Host"} {
+	for _, h := range []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "True-Client-Ip", "X-Client-Ip", "X-Original-Url", "Forwarded", "X-Forwarded-Host",
+		"X_Forwarded_For", "X_Real_Ip", "Client-Ip", "X-Forwarded", "Forwarded-For", "X-Original-Forwarded-For", "X-Appengine-User-Ip", "X-Azure-Clientip"} {
 		hdr.Set(h, "6.6.6.6")
 	}
 	_, s := get(t, rt, "a.example.com", "/", hdr)

@@ -378,11 +378,25 @@ func sameOrigin(r *http.Request) bool {
 // another origin (including a sibling subdomain, which may be another
 // party's site).
 func crossSite(r *http.Request) bool {
-	if o := r.Header.Get("Origin"); o != "" {
-		return o == "null" || !originIsHost(r, o)
+	fetchSite := r.Header.Get("Sec-Fetch-Site")
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		return !originIsHost(r, o)
 	}
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "", "same-origin", "none":
+	if r.Header.Get("Origin") == "null" {
+		// Pages with Referrer-Policy: no-referrer send Origin: null even
+		// to themselves; Sec-Fetch-Site then tells.
+		return fetchSite != "same-origin"
+	}
+	switch fetchSite {
+	case "same-origin", "none":
+		return false
+	case "":
+		// Old browsers send neither header; a Referer from another site
+		// still gives a cross-site form away.
+		if ref := r.Header.Get("Referer"); ref != "" {
+			u, err := url.Parse(ref)
+			return err != nil || !originIsHost(r, u.Scheme+"://"+u.Host)
+		}
 		return false
 	}
 	return true

@@ -833,6 +833,8 @@ func TestSignInFromAnotherSiteRefused(t *testing.T) {
 		{"Origin": {"http://" + strings.TrimPrefix(e.base, "https://")}},
 		{"Sec-Fetch-Site": {"cross-site"}},
 		{"Sec-Fetch-Site": {"same-site"}},
+		{"Origin": {"null"}, "Sec-Fetch-Site": {"cross-site"}},
+		{"Referer": {"https://evil.example.com/page"}},
 	} {
 		resp, body := b.do("POST", "/@/signin", url.Values{"handle": {"https://evil.example.com"}}, hdr)
 		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another site") {
@@ -849,7 +851,13 @@ func TestSignInFromAnotherSiteRefused(t *testing.T) {
 		t.Errorf("refused sign-ins made %d PAR requests", n-pars)
 	}
 	// The site's own form (same Origin, or Sec-Fetch-Site: same-origin) works.
-	for _, hdr := range []http.Header{{"Origin": {e.base}}, {"Sec-Fetch-Site": {"same-origin"}}} {
+	for _, hdr := range []http.Header{
+		{"Origin": {e.base}},
+		{"Sec-Fetch-Site": {"same-origin"}},
+		// A page with Referrer-Policy: no-referrer posting to itself.
+		{"Origin": {"null"}, "Sec-Fetch-Site": {"same-origin"}},
+		{"Referer": {e.base + "/login"}},
+	} {
 		if resp, _ := b.do("POST", "/@/signin", url.Values{"handle": {"alice.test"}}, hdr); resp.StatusCode != http.StatusSeeOther {
 			t.Errorf("%v: status %d", hdr, resp.StatusCode)
 		}
