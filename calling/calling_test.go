@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -792,3 +793,52 @@ func TestTrickledBodyIsCutOff(t *testing.T) {
 		t.Error("a partial body was sent to the PDS")
 	}
 }
+
+// A background refresh that fails for a passing reason is not tried again
+// on every request, only after a minute.
+func TestRefreshLaterBacksOff(t *testing.T) {
+	e := newCallEnv(t)
+	sess := e.signIn(t, e.alice)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	dead := safehttp.NewClient(safehttp.Options{AllowInsecure: true, Timeout: time.Second})
+	var lookups atomic.Int32
+	counting := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		lookups.Add(1)
+		return dead.Transport.RoundTrip(r)
+	}), Timeout: time.Second}
+	unreachable, err := oauth.New(oauth.Config{
+		ClientID: e.client.ClientID(), RedirectURI: "http://127.0.0.1:9000/@/callback", Scope: "atproto transition:generic",
+		HTTP: counting, Identity: identity.New(identity.Config{PLCURL: "http://127.0.0.1:1", HandleResolver: "http://127.0.0.1:1", HTTPClient: counting, AllowInsecure: true}),
+		Nonces: e.nonces, AllowInsecure: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := NewTokens(TokensConfig{Sessions: e.store, Clients: map[string]*oauth.Client{e.client.ClientID(): unreachable}, Now: clock})
+	sess.TokenExpiry = now.Add(-time.Second)
+	tok.RefreshLater(sess)
+	tok.Wait()
+	first := lookups.Load()
+	if first == 0 {
+		t.Fatal("no refresh attempt")
+	}
+	tok.RefreshLater(sess)
+	tok.Wait()
+	if lookups.Load() != first {
+		t.Error("a second background refresh ran within the minute after a failure")
+	}
+	now = now.Add(2 * time.Minute)
+	tok.RefreshLater(sess)
+	tok.Wait()
+	if lookups.Load() == first {
+		t.Error("no new attempt after the minute")
+	}
+	if _, ok := e.store.Get(sess.ID); !ok {
+		t.Error("a passing failure ended the session")
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -48,9 +48,14 @@ type Tokens struct {
 
 	mu       sync.Mutex
 	inflight map[string]*refreshCall
-	// background tracks RefreshLater's refreshes, so that shutdown can
-	// wait for them: a refresh abandoned halfway loses the session.
-	background sync.WaitGroup
+	// running counts refreshes under way, so that shutdown waits for them
+	// before the store closes: a refresh abandoned halfway (the server has
+	// rotated the token, we have not saved it) loses the session.
+	running sync.WaitGroup
+	// failedAt remembers when a background refresh of a session last
+	// failed for a passing reason, so a server that is down is not asked
+	// again on every request.
+	failedAt map[string]time.Time
 
 	// keys caches parsed DPoP keys by session id: parsing the stored JWK
 	// on every call was a quarter of the calling port's own CPU.
@@ -95,7 +100,7 @@ func NewTokens(cfg TokensConfig) *Tokens {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Tokens{cfg: cfg, inflight: map[string]*refreshCall{}}
+	return &Tokens{cfg: cfg, inflight: map[string]*refreshCall{}, failedAt: map[string]time.Time{}}
 }
 
 // Fresh returns the session with an access token that is not about to
@@ -121,27 +126,39 @@ func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Ses
 // app makes no calls: the refresh re-checks the account with its
 // authorization server, and a session that cannot be refreshed ends.
 func (t *Tokens) RefreshLater(sess sessions.Session) {
-	if t.cfg.Now().Before(sess.TokenExpiry) {
+	now := t.cfg.Now()
+	if now.Before(sess.TokenExpiry) {
 		return
 	}
 	t.mu.Lock()
 	_, busy := t.inflight[sess.ID]
-	t.mu.Unlock()
-	if busy {
+	failed, hasFailed := t.failedAt[sess.ID]
+	if busy || (hasFailed && now.Sub(failed) < time.Minute) {
+		t.mu.Unlock()
 		return
 	}
-	t.background.Add(1)
+	// Counted before the goroutine starts, so that Wait cannot miss it.
+	t.running.Add(1)
+	t.mu.Unlock()
 	go func() {
-		defer t.background.Done()
-		if _, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken); err != nil && !errors.Is(err, ErrSessionEnded) {
-			t.cfg.Logger.Warn("background token refresh failed", "did", sess.DID, "err", err)
+		defer t.running.Done()
+		_, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken)
+		t.mu.Lock()
+		if err != nil && !errors.Is(err, ErrSessionEnded) {
+			t.failedAt[sess.ID] = t.cfg.Now()
+		} else {
+			delete(t.failedAt, sess.ID)
+		}
+		t.mu.Unlock()
+		if err != nil && !errors.Is(err, ErrSessionEnded) {
+			t.cfg.Logger.Warn("background token refresh failed; next try in a minute", "did", sess.DID, "err", err)
 		}
 	}()
 }
 
-// Wait waits for background refreshes to finish (at shutdown, before the
-// store closes).
-func (t *Tokens) Wait() { t.background.Wait() }
+// Wait waits for every refresh under way to finish (at shutdown, before
+// the store closes). Each is bounded by the refresh timeout.
+func (t *Tokens) Wait() { t.running.Wait() }
 
 // Refresh refreshes the session's tokens unless they changed since the
 // caller read staleAccessToken (another request refreshed them already).
@@ -158,7 +175,9 @@ func (t *Tokens) Refresh(ctx context.Context, id, staleAccessToken string) (sess
 	}
 	c := &refreshCall{done: make(chan struct{})}
 	t.inflight[id] = c
+	t.running.Add(1)
 	t.mu.Unlock()
+	defer t.running.Done()
 
 	// The refresh must finish even if the caller gives up: the server
 	// consumes the old refresh token, so dropping its answer would lose
@@ -256,6 +275,13 @@ func (t *Tokens) RunPrune(ctx context.Context, interval time.Duration) {
 				}
 				return true
 			})
+			t.mu.Lock()
+			for id := range t.failedAt {
+				if _, ok := t.cfg.Sessions.Get(id); !ok {
+					delete(t.failedAt, id)
+				}
+			}
+			t.mu.Unlock()
 		}
 	}
 }
