@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -26,10 +27,14 @@ type staticPair struct {
 	seen [2]fileStamp
 }
 
-// fileStamp is what Watch compares to notice a changed file.
+// fileStamp is what Watch compares to notice a changed file. It includes
+// a hash of the content: a renewed certificate of the same size, written
+// within the file system's timestamp resolution, has the same time and
+// size. The files are small, so reading them each poll is cheap.
 type fileStamp struct {
 	mod  time.Time
 	size int64
+	sum  [sha256.Size]byte
 	err  string
 }
 
@@ -38,7 +43,11 @@ func stamp(path string) fileStamp {
 	if err != nil {
 		return fileStamp{err: err.Error()}
 	}
-	return fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	st := fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	if b, err := os.ReadFile(path); err == nil && len(b) < 1<<20 {
+		st.sum = sha256.Sum256(b)
+	}
+	return st
 }
 
 func (p *staticPair) current() *tls.Certificate { return p.cert.Load() }
