@@ -50,7 +50,8 @@ type NomadConfig struct {
 // "nomad" service provider), and not for a while after a connection to it
 // failed.
 type Nomad struct {
-	cfg NomadConfig
+	cfg          NomadConfig
+	warnedChecks atomic.Bool
 
 	mu       sync.Mutex
 	services map[string]*nomadService
@@ -272,6 +273,14 @@ func (n *Nomad) fetch(ctx context.Context, service string) ([]*url.URL, error) {
 	return out, nil
 }
 
+// checksUnreadable says once, at warn level, that health checks cannot be
+// read, so that an operator learns that only passive checks apply.
+func (n *Nomad) checksUnreadable(allocID, why string) {
+	if n.warnedChecks.CompareAndSwap(false, true) {
+		n.cfg.Logger.Warn("cannot read Nomad health checks; using connection failures only (the token needs read-job)", "alloc", allocID, "reason", why)
+	}
+}
+
 // allocHealthy reports whether every Nomad health check of service in an
 // allocation passes. Checks that cannot be read (an older Nomad, or a
 // token without read-job) count as passing: the passive check on
@@ -294,12 +303,12 @@ func (n *Nomad) allocHealthy(ctx context.Context, allocID, service string) bool 
 	}
 	resp, err := n.cfg.Client.Do(req)
 	if err != nil {
-		n.cfg.Logger.Debug("nomad checks unavailable", "alloc", allocID, "err", err)
+		n.checksUnreadable(allocID, err.Error())
 		return true
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		n.cfg.Logger.Debug("nomad checks unavailable", "alloc", allocID, "status", resp.Status)
+		n.checksUnreadable(allocID, resp.Status)
 		return true
 	}
 	var checks map[string]nomadCheck

@@ -40,8 +40,11 @@ job "statusphere" {
       provider = "nomad"
       port     = "http"
 
+      # ioproxy sends traffic only to instances whose checks pass;
+      # /healthz also pings the app's SQLite database.
       check {
-        type     = "tcp"
+        type     = "http"
+        path     = "/healthz"
         interval = "10s"
         timeout  = "2s"
       }
