@@ -252,7 +252,11 @@ func (b *builder) duration(rng hcl.Range, attr, s string, min time.Duration) tim
 
 func (b *builder) admin(raw *adminSchema) Admin {
 	a := Admin{Listen: DefaultAdminListen}
-	if raw == nil || raw.Listen == nil {
+	if raw == nil {
+		return a
+	}
+	a.Hosts = raw.Hosts
+	if raw.Listen == nil {
 		return a
 	}
 	a.Listen = *raw.Listen

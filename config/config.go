@@ -73,6 +73,10 @@ type Nomad struct {
 type Admin struct {
 	// Listen is empty when the admin listener is disabled.
 	Listen string
+	// Hosts are names (besides IP addresses and localhost) under which the
+	// traffic view may be opened; other names are refused, against DNS
+	// rebinding.
+	Hosts []string
 }
 
 // Log configures ioproxy's own logs and access logs.

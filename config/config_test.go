@@ -159,7 +159,10 @@ nomad {
   token = env("NOMAD_TOKEN", "from-default")
   refresh = "30s"
 }
-admin { listen = "" }
+admin {
+  listen = ""
+  hosts  = ["admin.internal"]
+}
 log {
   level = "debug"
   format = "json"
@@ -194,7 +197,7 @@ call "api" {
 				if c.Nomad.Token != "from-default" || c.Nomad.Refresh != 30*time.Second {
 					t.Errorf("nomad = %+v", c.Nomad)
 				}
-				if c.Admin.Listen != "" || c.Log.Format != "json" || c.Log.Level.String() != "DEBUG" {
+				if c.Admin.Listen != "" || len(c.Admin.Hosts) != 1 || c.Log.Format != "json" || c.Log.Level.String() != "DEBUG" {
 					t.Errorf("admin/log = %+v %+v", c.Admin, c.Log)
 				}
 				h := c.Hosts[0]

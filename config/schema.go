@@ -51,7 +51,8 @@ type nomadSchema struct {
 }
 
 type adminSchema struct {
-	Listen *string `hcl:"listen,optional"`
+	Listen *string  `hcl:"listen,optional"`
+	Hosts  []string `hcl:"hosts,optional"`
 
 	ListenRange hcl.Range `hcl:"listen,attr_value_range"`
 }

@@ -82,7 +82,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		}
 	}()
 
-	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: log})
+	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: log, TrafficHosts: cfg.Admin.Hosts})
 	s.store, err = sessions.Open(filepath.Join(cfg.DataDir, "ioproxy.db"), sessions.Options{})
 	if err != nil {
 		return nil, err
