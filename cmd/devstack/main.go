@@ -38,7 +38,6 @@ func main() {
 	configPath := flag.String("config", "examples/local.hcl", "ioproxy configuration")
 	plcPort := flag.Int("plc-port", 2582, "port of the local PLC directory")
 	pdsPort := flag.Int("pds-port", 2583, "port of the local PDS")
-	appPort := flag.Int("app-port", 3000, "port of the Statusphere app (the backend in the config)")
 	verbose := flag.Bool("v", false, "show every request in the log")
 	flag.Parse()
 
@@ -49,7 +48,7 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := options{state: *state, configPath: *configPath, plcPort: *plcPort, pdsPort: *pdsPort, appPort: *appPort}
+	o := options{state: *state, configPath: *configPath, plcPort: *plcPort, pdsPort: *pdsPort}
 	if err := run(ctx, log, o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "devstack:", err)
 		os.Exit(1)
@@ -58,19 +57,19 @@ func main() {
 
 // options are devstack's flags.
 type options struct {
-	state, configPath         string
-	plcPort, pdsPort, appPort int
+	state, configPath string
+	plcPort, pdsPort  int
 	// ready, when set, is closed once everything is up.
 	ready chan<- struct{}
 }
 
 func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error {
-	state, configPath, plcPort, pdsPort, appPort := o.state, o.configPath, o.plcPort, o.pdsPort, o.appPort
+	state, configPath, plcPort, pdsPort := o.state, o.configPath, o.plcPort, o.pdsPort
 	state, err := filepath.Abs(state)
 	if err != nil {
 		return err
 	}
-	for _, p := range []int{plcPort, pdsPort, appPort} {
+	for _, p := range []int{plcPort, pdsPort} {
 		if err := portFree(p); err != nil {
 			return err
 		}
@@ -108,6 +107,24 @@ func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error 
 	}
 	defer srv.Close()
 
+	// The app listens where the config's sign-in host sends requests.
+	appAddr := ""
+	for _, h := range cfg.Hosts {
+		if h.ATProto != nil && h.ATProto.Local != 0 && h.Backend.Kind == config.BackendURL {
+			appAddr = h.Backend.URL.Host
+		}
+	}
+	if appAddr == "" {
+		return fmt.Errorf("%s has no host with atproto { local = … } and a host:port backend for the app", configPath)
+	}
+	if host, port, err := net.SplitHostPort(appAddr); err == nil && (host == "localhost" || host == "") {
+		appAddr = net.JoinHostPort("127.0.0.1", port)
+	}
+	l, err := net.Listen("tcp", appAddr)
+	if err != nil {
+		return fmt.Errorf("the app's address %s is taken (is another devstack running?): %w", appAddr, err)
+	}
+	l.Close()
 	callURL := ""
 	for _, c := range cfg.Calls {
 		if c.Endpoint.Kind == config.EndpointPDS {
@@ -120,14 +137,14 @@ func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error 
 	appErr := make(chan error, 1)
 	go func() {
 		appErr <- app.Run(ctx, app.Config{
-			Addr:     fmt.Sprintf("127.0.0.1:%d", appPort),
+			Addr:     appAddr,
 			ProxyURL: callURL,
 			DBPath:   filepath.Join(state, "statusphere.sqlite"),
 			Logger:   log,
 		})
 	}()
 
-	if err := waitListening(ctx, fmt.Sprintf("127.0.0.1:%d", appPort), appErr); err != nil {
+	if err := waitListening(ctx, appAddr, appErr); err != nil {
 		return fmt.Errorf("statusphere did not start: %w", err)
 	}
 

@@ -52,7 +52,7 @@ func TestDevstack(t *testing.T) {
 		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
 			state:      t.TempDir(),
 			configPath: filepath.Join(root, "examples", "local.hcl"),
-			plcPort:    2582, pdsPort: 2583, appPort: 3000,
+			plcPort:    2582, pdsPort: 2583,
 			ready: ready,
 		}, out)
 	}()

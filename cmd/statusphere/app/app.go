@@ -327,9 +327,9 @@ func line(st store.Status, author string, now time.Time) statusLine {
 }
 
 func (a *App) login(w http.ResponseWriter, r *http.Request) {
-	// ioproxy may send a failed sign-in back here with ?error=; show it.
-	errMsg := truncate(r.URL.Query().Get("error"), 300)
-	a.render(w, r, http.StatusOK, "login", page{Title: "Log in", Error: errMsg})
+	// No ?error= is shown here: text from the URL on the page would let
+	// anyone put words in the app's mouth. ioproxy shows its own errors.
+	a.render(w, r, http.StatusOK, "login", page{Title: "Log in"})
 }
 
 func (a *App) notFound(w http.ResponseWriter, r *http.Request) {
