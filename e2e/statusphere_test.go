@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,15 +22,48 @@ import (
 	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/e2e/browser"
+	"github.com/ioproxy/ioproxy/e2e/localjetstream"
 )
+
+// postJSON calls an XRPC procedure on the PDS directly, with an account's
+// own session token when given: another client of the same PDS.
+func postJSON(t *testing.T, pds, token, nsid string, in, out any) {
+	t.Helper()
+	body, _ := json.Marshal(in)
+	req, _ := http.NewRequest(http.MethodPost, pds+"/xrpc/"+nsid, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s: %v", nsid, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: %s %s", nsid, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s: %v", nsid, err)
+		}
+	}
+}
 
 // TestStatusphere runs the Statusphere app behind ioproxy, configured as
 // in examples/local.hcl, against the real PDS: sign in through the app's
 // own login page, click an emoji, see it on the page as yours, and find
 // the record in the PDS.
 func TestStatusphere(t *testing.T) {
-	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{{Handle: "alice.test", Password: alicePassword}}})
-	alice := a.Accounts[0]
+	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{
+		{Handle: "alice.test", Password: alicePassword},
+		{Handle: "bob.test", Password: "bob-password-1"},
+	}})
+	alice, bob := a.Accounts[0], a.Accounts[1]
+	js := localjetstream.New(localjetstream.Config{PDSURL: a.PDSURL, Collections: []string{statusphere.StatusNSID}, Interval: 100 * time.Millisecond})
+	jsSrv := httptest.NewServer(js)
+	defer jsSrv.Close()
 
 	appLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -71,12 +109,15 @@ call "atproto" {
 `, t.TempDir(), freePort(t), freePort(t), a.PLCURL, a.PDSURL, appLn.Addr().String(), local, local, callPort))
 
 	ctx, cancel := context.WithCancel(context.Background())
+	jsDone := make(chan error, 1)
+	go func() { jsDone <- js.Run(ctx) }()
 	appDone := make(chan error, 1)
 	go func() {
 		appDone <- app.Run(ctx, app.Config{
-			Listener: appLn,
-			ProxyURL: fmt.Sprintf("http://127.0.0.1:%d", callPort),
-			DBPath:   filepath.Join(t.TempDir(), "statusphere.sqlite"),
+			Listener:     appLn,
+			ProxyURL:     fmt.Sprintf("http://127.0.0.1:%d", callPort),
+			JetstreamURL: "ws" + strings.TrimPrefix(jsSrv.URL, "http") + "/subscribe",
+			DBPath:       filepath.Join(t.TempDir(), "statusphere.sqlite"),
 		})
 	}()
 	t.Cleanup(func() {
@@ -84,6 +125,7 @@ call "atproto" {
 		if err := <-appDone; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("statusphere: %v", err)
 		}
+		<-jsDone
 	})
 
 	b := browser.Start(t, browser.Options{})
@@ -125,6 +167,27 @@ call "atproto" {
 	if !strings.Contains(line, "@alice.test") || !strings.Contains(line, emoji) {
 		t.Errorf("the newest status line is %q; want alice's %s", line, emoji)
 	}
+	// Bob sets a status with another client, straight on the PDS. It
+	// reaches the app through Jetstream and the ingester, and shows under
+	// his handle, which the app checked through the calling port.
+	var session struct{ AccessJwt string }
+	postJSON(t, a.PDSURL, "", "com.atproto.server.createSession", map[string]string{"identifier": bob.Handle, "password": bob.Password}, &session)
+	postJSON(t, a.PDSURL, session.AccessJwt, "com.atproto.repo.createRecord", map[string]any{
+		"repo": bob.DID, "collection": statusphere.StatusNSID,
+		"record": map[string]any{"$type": statusphere.StatusNSID, "status": "🚀", "createdAt": time.Now().UTC().Format(time.RFC3339Nano)},
+	}, nil)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		navigate(bctx, t, base+"/")
+		if line := text(bctx, t, `.status-line`); strings.Contains(line, "@bob.test") && strings.Contains(line, "🚀") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's status never reached the page through Jetstream:\n%s", browser.Describe(bctx))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
 	if path, err := b.Screenshot(bctx, "statusphere-home"); err != nil {
 		t.Errorf("screenshot: %v", err)
 	} else {

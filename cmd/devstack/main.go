@@ -1,7 +1,7 @@
 // Command devstack runs everything on this machine with one command: a
 // local atmosphere (a PLC directory and the real @atproto/pds, with two
-// demo accounts), ioproxy with examples/local.hcl, and the Statusphere app
-// behind it. State lives under one folder (.local by default) that the
+// demo accounts, and a small Jetstream polling it), ioproxy with
+// examples/local.hcl, and the Statusphere app behind it. State lives under one folder (.local by default) that the
 // next run reuses. Ctrl-C stops it all.
 //
 //	go run ./cmd/devstack            (./scripts/local installs the npm packages first)
@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
+	"github.com/ioproxy/ioproxy/e2e/localjetstream"
 )
 
 // The demo accounts. They exist only in the local PDS under .local.
@@ -134,13 +136,22 @@ func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error 
 	if callURL == "" {
 		return fmt.Errorf("%s has no call block with endpoint = \"@\" for the app", configPath)
 	}
+	// The local atmosphere has no relay, hence no Jetstream: a small one
+	// polls the PDS, so the app's ingester runs here as in production.
+	jsURL, stopJetstream, err := startJetstream(ctx, a.PDSURL, log)
+	if err != nil {
+		return err
+	}
+	defer stopJetstream()
+
 	appErr := make(chan error, 1)
 	go func() {
 		appErr <- app.Run(ctx, app.Config{
-			Addr:     appAddr,
-			ProxyURL: callURL,
-			DBPath:   filepath.Join(state, "statusphere.sqlite"),
-			Logger:   log,
+			Addr:         appAddr,
+			ProxyURL:     callURL,
+			JetstreamURL: jsURL,
+			DBPath:       filepath.Join(state, "statusphere.sqlite"),
+			Logger:       log,
 		})
 	}()
 
@@ -185,6 +196,28 @@ Press Ctrl-C to stop.
 	case <-time.After(10 * time.Second):
 	}
 	return nil
+}
+
+// startJetstream serves a local Jetstream for the PDS on a free loopback
+// port and returns its subscribe URL.
+func startJetstream(ctx context.Context, pdsURL string, log *slog.Logger) (string, func(), error) {
+	js := localjetstream.New(localjetstream.Config{PDSURL: pdsURL, Collections: []string{"xyz.statusphere.status"}, Logger: log})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("local jetstream: %w", err)
+	}
+	srv := &http.Server{Handler: js, ReadHeaderTimeout: 10 * time.Second}
+	jctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { _ = js.Run(jctx); done <- struct{}{} }()
+	go func() { _ = srv.Serve(ln); done <- struct{}{} }()
+	stop := func() {
+		cancel()
+		_ = srv.Close()
+		<-done
+		<-done
+	}
+	return "ws://" + ln.Addr().String() + "/subscribe", stop, nil
 }
 
 // waitListening waits until addr accepts connections, or the app fails.
