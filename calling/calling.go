@@ -95,8 +95,6 @@ type port struct {
 	inner http.Handler
 }
 
-type opKey struct{}
-
 func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	op, matched := p.cfg.Call.Operation(r.Method, r.URL.Path)

@@ -386,7 +386,7 @@ func TestSignInLocalhostClient(t *testing.T) {
 		t.Fatalf("callback: %d %q\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
 	}
 	checkCookie(t, b.cookie(CookieName), CookieName, false, "/")
-	resp, body = b.do("GET", "/", nil, nil)
+	_, body = b.do("GET", "/", nil, nil)
 	var s seen
 	_ = json.Unmarshal([]byte(body), &s)
 	if s.Headers.Get(HeaderUserDID) != e.alice.DID {

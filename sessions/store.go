@@ -22,6 +22,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Errors returned by the store.
@@ -128,7 +129,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open session store %s: the file is locked; another ioproxy is using this data dir (one data dir belongs to one process)", path)
 	}
 	if err != nil {

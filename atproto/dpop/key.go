@@ -78,12 +78,12 @@ func ParseKey(data []byte) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse DPoP key: %w", err)
 	}
+	if _, ok := k.(jwk.ECDSAPrivateKey); !ok {
+		return nil, errors.New("parse DPoP key: the JWK is not an EC private key (no private part)")
+	}
 	var priv ecdsa.PrivateKey
 	if err := k.Raw(&priv); err != nil {
 		return nil, fmt.Errorf("parse DPoP key: not an EC private key: %w", err)
-	}
-	if priv.D == nil || priv.D.Sign() == 0 {
-		return nil, errors.New("parse DPoP key: JWK has no private part")
 	}
 	key, err := NewKey(&priv)
 	if err != nil {

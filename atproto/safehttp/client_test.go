@@ -207,8 +207,7 @@ func TestPlainHTTPRefused(t *testing.T) {
 
 func TestRedirects(t *testing.T) {
 	plain := okServer(t, false)
-	var tlsSrv *httptest.Server
-	tlsSrv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/to-http":
 			http.Redirect(w, r, plain.URL+"/", http.StatusFound)

@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -222,8 +221,3 @@ func get(ctx context.Context, addr, serverName string, roots *x509.CertPool) (st
 
 func discardLog() *log.Logger { return log.New(io.Discard, "", 0) }
 
-func pemOf(c *x509.Certificate) []byte {
-	var b bytes.Buffer
-	_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	return b.Bytes()
-}
