@@ -220,4 +220,3 @@ func get(ctx context.Context, addr, serverName string, roots *x509.CertPool) (st
 }
 
 func discardLog() *log.Logger { return log.New(io.Discard, "", 0) }
-
