@@ -1,14 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -24,32 +20,6 @@ import (
 	"github.com/ioproxy/ioproxy/e2e/browser"
 	"github.com/ioproxy/ioproxy/e2e/localjetstream"
 )
-
-// postJSON calls an XRPC procedure on the PDS directly, with an account's
-// own session token when given: another client of the same PDS.
-func postJSON(t *testing.T, pds, token, nsid string, in, out any) {
-	t.Helper()
-	body, _ := json.Marshal(in)
-	req, _ := http.NewRequest(http.MethodPost, pds+"/xrpc/"+nsid, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s: %v", nsid, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("%s: %s %s", nsid, resp.Status, b)
-	}
-	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			t.Fatalf("%s: %v", nsid, err)
-		}
-	}
-}
 
 // TestStatusphere runs the Statusphere app behind ioproxy, configured as
 // in examples/local.hcl, against the real PDS: sign in through the app's
@@ -170,12 +140,16 @@ call "atproto" {
 	// Bob sets a status with another client, straight on the PDS. It
 	// reaches the app through Jetstream and the ingester, and shows under
 	// his handle, which the app checked through the calling port.
-	var session struct{ AccessJwt string }
-	postJSON(t, a.PDSURL, "", "com.atproto.server.createSession", map[string]string{"identifier": bob.Handle, "password": bob.Password}, &session)
-	postJSON(t, a.PDSURL, session.AccessJwt, "com.atproto.repo.createRecord", map[string]any{
+	token, err := a.Login(context.Background(), bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Post(context.Background(), token, "com.atproto.repo.createRecord", map[string]any{
 		"repo": bob.DID, "collection": statusphere.StatusNSID,
 		"record": map[string]any{"$type": statusphere.StatusNSID, "status": "🚀", "createdAt": time.Now().UTC().Format(time.RFC3339Nano)},
-	}, nil)
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		navigate(bctx, t, base+"/")

@@ -10,6 +10,7 @@ package atmo
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -464,4 +466,48 @@ func (w *testLogWriter) Write(p []byte) (int, error) {
 		w.part = w.part[i+1:]
 	}
 	return len(p), nil
+}
+
+// Post calls an XRPC procedure on the PDS as a plain client of it would,
+// with an account's own access token when token is not empty (see
+// Login): for tests that act on the PDS beside ioproxy.
+func (a *Atmosphere) Post(ctx context.Context, token, nsid string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("atmo: %s: %w", nsid, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.PDSURL+"/xrpc/"+nsid, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("atmo: %s: %w", nsid, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("atmo: %s: %w", nsid, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		return fmt.Errorf("atmo: %s: %s: %s", nsid, resp.Status, b)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("atmo: %s: %w", nsid, err)
+	}
+	return nil
+}
+
+// Login opens a session for an account with its password
+// (com.atproto.server.createSession) and returns its access token.
+func (a *Atmosphere) Login(ctx context.Context, acct Account) (string, error) {
+	var s struct{ AccessJwt string }
+	if err := a.Post(ctx, "", "com.atproto.server.createSession", map[string]string{"identifier": acct.Handle, "password": acct.Password}, &s); err != nil {
+		return "", err
+	}
+	return s.AccessJwt, nil
 }

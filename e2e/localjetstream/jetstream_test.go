@@ -1,11 +1,9 @@
 package localjetstream
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -14,33 +12,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 )
-
-// xrpc calls the PDS with an account's own session (app-password style),
-// as another client of the same PDS would.
-func xrpc(t *testing.T, pds, token, nsid string, in, out any) {
-	t.Helper()
-	body, _ := json.Marshal(in)
-	req, _ := http.NewRequest(http.MethodPost, pds+"/xrpc/"+nsid, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s: %v", nsid, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		var e map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&e)
-		t.Fatalf("%s: %s %v", nsid, resp.Status, e)
-	}
-	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			t.Fatalf("%s: %v", nsid, err)
-		}
-	}
-}
 
 // Against the real PDS: a record created, then deleted, by another client
 // arrives as Jetstream create and delete events; a subscriber with a
@@ -65,14 +36,22 @@ func TestEventsFromTheRealPDS(t *testing.T) {
 	}
 	defer c.CloseNow()
 
-	var session struct{ AccessJwt string }
-	xrpc(t, a.PDSURL, "", "com.atproto.server.createSession", map[string]string{"identifier": bob.Handle, "password": bob.Password}, &session)
+	token, err := a.Login(dctx, bob)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var created struct{ URI string }
-	xrpc(t, a.PDSURL, session.AccessJwt, "com.atproto.repo.createRecord", map[string]any{
+	post := func(nsid string, in, out any) {
+		t.Helper()
+		if err := a.Post(dctx, token, nsid, in, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	post("com.atproto.repo.createRecord", map[string]any{
 		"repo": bob.DID, "collection": "xyz.statusphere.status",
 		"record": map[string]any{"$type": "xyz.statusphere.status", "status": "🚀", "createdAt": time.Now().UTC().Format(time.RFC3339)},
 	}, &created)
-	xrpc(t, a.PDSURL, session.AccessJwt, "com.atproto.repo.createRecord", map[string]any{
+	post("com.atproto.repo.createRecord", map[string]any{
 		"repo": bob.DID, "collection": "xyz.other.thing",
 		"record": map[string]any{"$type": "xyz.other.thing", "createdAt": time.Now().UTC().Format(time.RFC3339)},
 	}, nil)
@@ -96,7 +75,7 @@ func TestEventsFromTheRealPDS(t *testing.T) {
 	}
 	cursor := ev.TimeUS
 
-	xrpc(t, a.PDSURL, session.AccessJwt, "com.atproto.repo.deleteRecord", map[string]any{"repo": bob.DID, "collection": "xyz.statusphere.status", "rkey": rkey}, nil)
+	post("com.atproto.repo.deleteRecord", map[string]any{"repo": bob.DID, "collection": "xyz.statusphere.status", "rkey": rkey}, nil)
 	del := read(c)
 	if del.Commit.Operation != "delete" || del.Commit.RKey != rkey || len(del.Commit.Record) != 0 || del.TimeUS <= cursor {
 		t.Fatalf("delete event %+v", del)
