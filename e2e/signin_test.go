@@ -75,18 +75,7 @@ func TestLocalhostClientSignInAndCall(t *testing.T) {
 	alice := a.Accounts[0]
 	local, callPort, httpPort := freePort(t), freePort(t), freePort(t)
 	backend := newWhoBackend(t, callPort)
-	srv := startProxy(t, fmt.Sprintf(`
-data_dir = %q
-ingress {
-  http  = "127.0.0.1:%d"
-  https = "127.0.0.1:%d"
-}
-identity {
-  plc_url         = %q
-  handle_resolver = %q
-  allow_insecure  = true
-}
-admin { listen = "" }
+	srv := startProxy(t, localSettings(t, a, httpPort, freePort(t), "")+fmt.Sprintf(`
 host "localhost" {
   name    = "who"
   backend = %q
@@ -105,7 +94,7 @@ call "atproto" {
   port     = %d
   endpoint = "@"
 }
-`, t.TempDir(), httpPort, freePort(t), a.PLCURL, a.PDSURL, backend.URL, local, local, callPort))
+`, backend.URL, local, local, callPort))
 
 	b := browser.Start(t, browser.Options{})
 	ctx := b.Ctx()
@@ -194,18 +183,7 @@ func TestConfidentialClientSignIn(t *testing.T) {
 	alice := a.Accounts[0]
 	httpsPort, callPort, adminPort := freePort(t), freePort(t), freePort(t)
 	backend := newWhoBackend(t, callPort)
-	cfg := fmt.Sprintf(`
-data_dir = %q
-ingress {
-  http  = "127.0.0.1:%d"
-  https = "127.0.0.1:%d"
-}
-identity {
-  plc_url         = %q
-  handle_resolver = %q
-  allow_insecure  = true
-}
-admin { listen = "127.0.0.1:%d" }
+	cfg := localSettings(t, a, freePort(t), httpsPort, fmt.Sprintf("127.0.0.1:%d", adminPort)) + fmt.Sprintf(`
 host %q {
   backend = %q
   atproto {
@@ -221,7 +199,7 @@ call "atproto" {
   port     = %d
   endpoint = "@"
 }
-`, t.TempDir(), freePort(t), httpsPort, a.PLCURL, a.PDSURL, adminPort, confHost, backend.URL, certFile, keyFile, callPort)
+`, confHost, backend.URL, certFile, keyFile, callPort)
 	srv := startProxy(t, cfg)
 
 	b := browser.Start(t, browser.Options{HostResolverRules: map[string]string{confHost: "127.0.0.1"}, IgnoreCertErrors: true})

@@ -26,6 +26,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/e2e/atmo"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -37,6 +38,26 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// localSettings are the top-level settings of a test configuration: a
+// fresh data dir, loopback listeners, the local atmosphere as identity
+// service (http://, hence allow_insecure) and the admin listener on admin
+// ("" for none).
+func localSettings(t *testing.T, a *atmo.Atmosphere, httpPort, httpsPort int, admin string) string {
+	return fmt.Sprintf(`
+data_dir = %q
+ingress {
+  http  = "127.0.0.1:%d"
+  https = "127.0.0.1:%d"
+}
+identity {
+  plc_url         = %q
+  handle_resolver = %q
+  allow_insecure  = true
+}
+admin { listen = %q }
+`, t.TempDir(), httpPort, httpsPort, a.PLCURL, a.PDSURL, admin)
 }
 
 // startProxy runs ioproxy in-process with the given HCL configuration.

@@ -40,18 +40,7 @@ func TestStatusphere(t *testing.T) {
 		t.Fatal(err)
 	}
 	local, callPort := freePort(t), freePort(t)
-	startProxy(t, fmt.Sprintf(`
-data_dir = %q
-ingress {
-  http  = "127.0.0.1:%d"
-  https = "127.0.0.1:%d"
-}
-identity {
-  plc_url         = %q
-  handle_resolver = %q
-  allow_insecure  = true
-}
-admin { listen = "" }
+	startProxy(t, localSettings(t, a, freePort(t), freePort(t), "")+fmt.Sprintf(`
 host "localhost" {
   name    = "statusphere"
   backend = %q
@@ -76,7 +65,7 @@ call "atproto" {
     path   = "/xrpc/com.atproto.repo.createRecord"
   }
 }
-`, t.TempDir(), freePort(t), freePort(t), a.PLCURL, a.PDSURL, appLn.Addr().String(), local, local, callPort))
+`, appLn.Addr().String(), local, local, callPort))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	jsDone := make(chan error, 1)

@@ -417,23 +417,34 @@ type grant struct {
 	refreshExpiry time.Time
 }
 
-func (s *Server) par(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.counts.PAR++
-	s.mu.Unlock()
+// clientRequest reads what PAR and the token endpoint both start with: the
+// form, a valid DPoP proof and an authenticated client. It answers the
+// error itself when one is missing.
+func (s *Server) clientRequest(w http.ResponseWriter, r *http.Request, endpoint string) (url.Values, *proof, *clientAuth, bool) {
 	form, oerr := readForm(r)
 	if oerr != nil {
 		s.writeOAuthError(w, oerr)
-		return
+		return nil, nil, nil, false
 	}
 	pr, perr := s.checkProof(r, "")
 	if perr != nil {
 		s.writeProofError(w, perr)
-		return
+		return nil, nil, nil, false
 	}
-	ca, oerr := s.authenticateClient(r.Context(), form, "par")
+	ca, oerr := s.authenticateClient(r.Context(), form, endpoint)
 	if oerr != nil {
 		s.writeOAuthError(w, oerr)
+		return nil, nil, nil, false
+	}
+	return form, pr, ca, true
+}
+
+func (s *Server) par(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.counts.PAR++
+	s.mu.Unlock()
+	form, pr, ca, ok := s.clientRequest(w, r, "par")
+	if !ok {
 		return
 	}
 	req := &parRequest{
@@ -442,6 +453,7 @@ func (s *Server) par(w http.ResponseWriter, r *http.Request) {
 		challenge: form.Get("code_challenge"), jkt: pr.jkt, loginHint: form.Get("login_hint"),
 		expiry: s.opts.Now().Add(s.opts.RequestTTL),
 	}
+	var oerr *oauthError
 	switch {
 	case form.Get("response_type") != "code":
 		oerr = invalidRequest("response_type must be code")
@@ -607,23 +619,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if delay > 0 {
 		time.Sleep(delay)
 	}
-	form, oerr := readForm(r)
-	if oerr != nil {
-		s.writeOAuthError(w, oerr)
-		return
-	}
-	pr, perr := s.checkProof(r, "")
-	if perr != nil {
-		s.writeProofError(w, perr)
-		return
-	}
-	ca, oerr := s.authenticateClient(r.Context(), form, "token")
-	if oerr != nil {
-		s.writeOAuthError(w, oerr)
+	form, pr, ca, ok := s.clientRequest(w, r, "token")
+	if !ok {
 		return
 	}
 	var (
 		resp *TokenResponse
+		oerr *oauthError
 	)
 	switch form.Get("grant_type") {
 	case "authorization_code":
