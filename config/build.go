@@ -370,14 +370,24 @@ func (b *builder) host(raw *hostSchema, globalTLS TLS) Host {
 	if h.Label == "" {
 		h.Label = name
 	}
-	be, err := ParseBackend(raw.Backend)
-	if err != nil {
-		b.errorf(raw.BackendRange, "Invalid backend", "%v.", err)
+	switch {
+	case raw.Backend != nil:
+		be, err := ParseBackend(*raw.Backend)
+		if err != nil {
+			b.errorf(raw.BackendRange, "Invalid backend", "%v.", err)
+		}
+		h.Backend = be
+	case raw.RequireATProto == nil && raw.APIKeyAuth == nil:
+		b.errorf(raw.DefRange, "Missing backend", "Host %q needs a backend, as in backend = \"localhost:3000\". (Only a host with require_atproto or apikey_auth may leave it out: it then answers forward-auth requests from another proxy at /@/auth.)", name)
 	}
-	h.Backend = be
 	if raw.ATProto != nil {
 		h.ATProto = b.atproto(raw.ATProto, h)
+	} else if raw.RequireATProto != nil {
+		// require_atproto means signing in; the defaults of an empty
+		// atproto block (scope "atproto", the host's name) are enough.
+		h.ATProto = b.atproto(&atprotoSchema{DefRange: raw.RequireATProto.DefRange}, h)
 	}
+	h.Access = b.access(raw)
 	h.TLS = b.hostTLS(raw.TLS, h, globalTLS)
 	return h
 }
@@ -390,8 +400,6 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 		LogoURI:        raw.LogoURI,
 		TOSURI:         raw.TOSURI,
 		PolicyURI:      raw.PolicyURI,
-		SigninRequired: raw.SigninRequired,
-		AllowedDIDs:    raw.AllowedDIDs,
 	}
 	if a.ClientName == "" {
 		a.ClientName = h.Label
@@ -435,10 +443,11 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 			b.errorf(u.rng, "client_uri on another host", "client_uri must be on this host (%s), as authorization servers require; write client_uri = \"https://%s/\" or leave it out.", h.Name, h.Name)
 		}
 	}
-	for _, d := range a.AllowedDIDs {
-		if !strings.HasPrefix(d, "did:plc:") && !strings.HasPrefix(d, "did:web:") {
-			b.errorf(raw.AllowedDIDsRange, "Invalid DID", "%q is not a did:plc or did:web identifier. allowed_dids lists accounts by DID (handles can change hands), as in allowed_dids = [\"did:plc:ewvi7nxzyoun6zhxrhs64oiz\"].", d)
-		}
+	if raw.SigninRequired != nil {
+		b.errorf(raw.SigninRequiredRange, "signin_required has moved", "Access rules now have their own block beside atproto: remove signin_required and write require_atproto {} in the host block (every path then needs sign-in; public_paths lists exceptions).")
+	}
+	if raw.AllowedDIDs != nil {
+		b.errorf(raw.AllowedDIDsRange, "allowed_dids has moved", "Access rules now have their own block beside atproto: write require_atproto { dids = [%s] } in the host block instead.", quoteList(*raw.AllowedDIDs))
 	}
 	return a
 }

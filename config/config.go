@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/ioproxy/ioproxy/access"
 )
 
 // Config is a validated ioproxy configuration.
@@ -129,11 +131,25 @@ type Host struct {
 	// Name is the host name matched against requests: lower case, no port.
 	Name string
 	// Label is the host's short name (the name attribute), for logs and metrics.
-	Label   string
+	Label string
+	// Backend is of kind BackendNone for a forward-auth host, whose site
+	// sits behind another proxy that asks ioproxy's /@/auth.
 	Backend Backend
 	// ATProto is nil when the host does not offer sign-in.
 	ATProto *ATProto
 	TLS     HostTLS
+	// Access is nil for an open host: sign-in is optional and the backend
+	// decides what a visitor may do (as Statusphere does).
+	Access *Access
+}
+
+// Access closes a host to everyone but the accounts and machine clients
+// it names.
+type Access struct {
+	// Rules is the require_atproto block, nil without one.
+	Rules *access.Rules
+	// APIKeys are the apikey_auth entries, none without the block.
+	APIKeys []access.KeyEntry
 }
 
 // HostTLS is a host's TLS setting after defaults.
@@ -182,10 +198,6 @@ type ATProto struct {
 	LogoURI   string
 	TOSURI    string
 	PolicyURI string
-	// SigninRequired sends every request without a session to sign-in.
-	SigninRequired bool
-	// AllowedDIDs, when not empty, are the only accounts allowed to sign in.
-	AllowedDIDs []string
 }
 
 // Scope is the space-separated scope string sent to the authorization server.
@@ -196,8 +208,9 @@ type BackendKind int
 
 // The backend kinds.
 const (
-	BackendURL   BackendKind = iota + 1 // a fixed URL
-	BackendNomad                        // instances of a Nomad service
+	BackendNone  BackendKind = iota // no backend: a forward-auth host
+	BackendURL                      // a fixed URL
+	BackendNomad                    // instances of a Nomad service
 )
 
 // Backend is where a host's requests go.

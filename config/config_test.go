@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,9 +170,18 @@ log {
 }
 host "internal.example.org" {
   backend = "localhost:3000"
-  atproto {
-    signin_required = true
-    allowed_dids = ["did:plc:ewvi7nxzyoun6zhxrhs64oiz"]
+  atproto {}
+  require_atproto {
+    dids         = ["did:plc:ewvi7nxzyoun6zhxrhs64oiz"]
+    handles      = ["Alice.Example.com", "*.team.example.com"]
+    public_paths = ["/healthz", "/static/*"]
+  }
+  apikey_auth {
+    users = <<EOT
+# CI and the deploy bot
+ci:$2y$05$5Q/IvMRNNkd1Tuk2rBvZ5OF8eQK.gTYpvUAaN5gS0SrTqXMa6a1r.
+deploy:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=
+EOT
   }
   tls { mode = "off" }
 }
@@ -201,8 +211,16 @@ call "api" {
 					t.Errorf("admin/log = %+v %+v", c.Admin, c.Log)
 				}
 				h := c.Hosts[0]
-				if h.ATProto.Scope() != "atproto" || !h.ATProto.SigninRequired || h.TLS.Mode != TLSOff || !h.ServesHTTP() || h.ServesHTTPS() {
+				if h.ATProto.Scope() != "atproto" || h.TLS.Mode != TLSOff || !h.ServesHTTP() || h.ServesHTTPS() {
 					t.Errorf("host = %+v %+v", h, h.ATProto)
+				}
+				rules := h.Access.Rules
+				if !slices.Equal(rules.DIDs, []string{"did:plc:ewvi7nxzyoun6zhxrhs64oiz"}) || !slices.Equal(rules.Handles, []string{"alice.example.com"}) ||
+					!slices.Equal(rules.Domains, []string{".team.example.com"}) || len(rules.Public) != 2 || !rules.Public[1].Prefix {
+					t.Errorf("require_atproto = %+v", rules)
+				}
+				if keys := h.Access.APIKeys; len(keys) != 2 || keys[0].Name != "ci" || keys[1].Name != "deploy" {
+					t.Errorf("apikey_auth = %+v", keys)
 				}
 				call := c.Calls[0]
 				if call.Addr() != "10.1.2.3:7001" || call.Endpoint.URL.String() != "https://api.example.net:8443" || call.MaxBodyBytes != 1024 || call.Timeout != 5*time.Second {
@@ -260,7 +278,6 @@ func TestBadConfigs(t *testing.T) {
 	}{
 		{"unknown attribute with suggestion", "host \"a.example.com\" {\n  backnd = \"localhost:3000\"\n  backend = \"localhost:3000\"\n}", "2:3", `Did you mean "backend"?`},
 		{"unknown block", "hots \"a.example.com\" {\n}", "1:1", `Unsupported block type`},
-		{"missing backend", "host \"a.example.com\" {\n}", "1:22", `The argument "backend" is required`},
 		{"missing call port", "call \"x\" {\n  endpoint = \"@\"\n}", "1:10", `The argument "port" is required`},
 		{"two calls on one port", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n}\ncall \"b\" {\n  port = 7000\n  endpoint = \"@\"\n}", "6:10", `Port 7000 is already used by call "a"`},
 		{"call port equals ingress port", "ingress { http = 8080 }\ncall \"a\" {\n  port = 8080\n  endpoint = \"@\"\n}", "3:10", `already used by the ingress http listener`},
@@ -289,7 +306,30 @@ func TestBadConfigs(t *testing.T) {
 		{"operations_only without operations", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  operations_only = true\n}", "1:1", `has none`},
 		{"bad bind", "call \"a\" {\n  port = 7000\n  bind = \"everywhere\"\n  endpoint = \"@\"\n}", "3:10", `is not an IP address`},
 		{"duplicate ingress block", "ingress {}\ningress {}", "2:1", `Duplicate ingress block`},
-		{"allowed_dids with a handle", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { allowed_dids = [\"alice.bsky.social\"] }\n}", "3:28", `is not a did:plc or did:web`},
+		{"allowed_dids moved", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { allowed_dids = [\"did:plc:ewvi7nxzyoun6zhxrhs64oiz\"] }\n}", "3:13", `require_atproto { dids = ["did:plc:ewvi7nxzyoun6zhxrhs64oiz"] }`},
+		{"signin_required moved", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto {\n    signin_required = true\n  }\n}", "4:5", `write require_atproto {}`},
+		{"handle in dids", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto {\n    dids = [\"did:plc:ewvi7nxzyoun6zhxrhs64oiz\", \"alice.bsky.social\"]\n  }\n}", "4:49", `a handle goes in handles`},
+		{"short did:plc", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { dids = [\"did:plc:abc\"] }\n}", "3:29", `24 characters`},
+		{"did with another method", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { dids = [\"did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme\"] }\n}", "3:29", `did:plc or did:web`},
+		{"did in handles", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { handles = [\"did:plc:ewvi7nxzyoun6zhxrhs64oiz\"] }\n}", "3:32", `put it in dids`},
+		{"bad handle", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { handles = [\"alice\"] }\n}", "3:32", `is not a handle`},
+		{"bad handle pattern", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { handles = [\"alice.*.com\"] }\n}", "3:32", `"*.example.com"`},
+		{"bare wildcard", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { handles = [\"*\"] }\n}", "3:32", `wrong place`},
+		{"handles not a list", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { handles = \"alice.example.com\" }\n}", "3:31", `is a list of strings`},
+		{"relative public path", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { public_paths = [\"healthz\"] }\n}", "3:37", `does not start with "/"`},
+		{"public path with inner star", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { public_paths = [\"/a/*/b\"] }\n}", "3:37", `only a final "*"`},
+		{"public path with dot segment", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { public_paths = [\"/static/../admin\"] }\n}", "3:37", `write "/admin"`},
+		{"everything public", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { public_paths = [\"/*\"] }\n}", "3:37", `every path public`},
+		{"public path under /@/", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { public_paths = [\"/@/signin\"] }\n}", "3:37", `always reachable`},
+		{"plain-text API key", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth {\n    users = <<EOT\nci:$2y$05$5Q/IvMRNNkd1Tuk2rBvZ5OF8eQK.gTYpvUAaN5gS0SrTqXMa6a1r.\nbot:hunter2\nEOT\n  }\n}", "6:1", `plain-text secret`},
+		{"API key entry without hash", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth { users = [\"ci\"] }\n}", "3:26", `is not a "name:hash" entry`},
+		{"damaged bcrypt hash", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth { users = [\"ci:$2y$05$short\"] }\n}", "3:26", `is damaged`},
+		{"apr1 API key hash", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth { users = [\"ci:$apr1$abc$def\"] }\n}", "3:26", `htpasswd -nbB ci`},
+		{"duplicate API key name", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth { users = [\"ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\", \"ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\"] }\n}", "3:66", `already has an entry at test.hcl:3`},
+		{"bad API key name", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth { users = [\"c i:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\"] }\n}", "3:26", `may hold only letters`},
+		{"no API keys", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth { users = \"\" }\n}", "3:3", `lists no users`},
+		{"keys beside sign-in without rules", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto {}\n  apikey_auth { users = [\"ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\"] }\n}", "4:3", `add require_atproto {}`},
+		{"missing backend", "host \"a.example.com\" {\n  atproto {}\n}", "1:1", `needs a backend`},
 		{"env with too many arguments", "nomad { token = env(\"A\", \"b\", \"c\") }", "1:17", `at most one default`},
 		{"ACME CA that requires an email", "tls {\n  acme { directory = \"https://acme.zerossl.com/v2/DV90\" }\n}\nhost \"a.example.com\" { backend = \"localhost:1\" }", "2:22", `ZeroSSL issues certificates only to accounts with a contact email`},
 		{"client_uri on another host", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { client_uri = \"https://b.example.com/\" }\n}", "3:26", `client_uri must be on this host`},

@@ -87,9 +87,12 @@ type acmeSchema struct {
 type hostSchema struct {
 	Hostname string         `hcl:"hostname,label"`
 	Name     string         `hcl:"name,optional"`
-	Backend  string         `hcl:"backend"`
+	Backend  *string        `hcl:"backend,optional"`
 	ATProto  *atprotoSchema `hcl:"atproto,block"`
 	TLS      *hostTLSSchema `hcl:"tls,block"`
+	// RequireATProto and APIKeyAuth close the host: see access.
+	RequireATProto *requireATProtoSchema `hcl:"require_atproto,block"`
+	APIKeyAuth     *apikeyAuthSchema     `hcl:"apikey_auth,block"`
 
 	DefRange      hcl.Range `hcl:",def_range"`
 	HostnameRange hcl.Range `hcl:"hostname,label_range"`
@@ -97,24 +100,45 @@ type hostSchema struct {
 }
 
 type atprotoSchema struct {
-	Name           string   `hcl:"name,optional"`
-	Scopes         []string `hcl:"scopes,optional"`
-	Local          *int     `hcl:"local,optional"`
-	ClientURI      string   `hcl:"client_uri,optional"`
-	LogoURI        string   `hcl:"logo_uri,optional"`
-	TOSURI         string   `hcl:"tos_uri,optional"`
-	PolicyURI      string   `hcl:"policy_uri,optional"`
-	SigninRequired bool     `hcl:"signin_required,optional"`
-	AllowedDIDs    []string `hcl:"allowed_dids,optional"`
+	Name      string   `hcl:"name,optional"`
+	Scopes    []string `hcl:"scopes,optional"`
+	Local     *int     `hcl:"local,optional"`
+	ClientURI string   `hcl:"client_uri,optional"`
+	LogoURI   string   `hcl:"logo_uri,optional"`
+	TOSURI    string   `hcl:"tos_uri,optional"`
+	PolicyURI string   `hcl:"policy_uri,optional"`
+	// SigninRequired and AllowedDIDs are read only to say where their
+	// settings moved (require_atproto).
+	SigninRequired *bool     `hcl:"signin_required,optional"`
+	AllowedDIDs    *[]string `hcl:"allowed_dids,optional"`
 
-	DefRange         hcl.Range `hcl:",def_range"`
-	ScopesRange      hcl.Range `hcl:"scopes,attr_value_range"`
-	LocalRange       hcl.Range `hcl:"local,attr_value_range"`
-	ClientURIRange   hcl.Range `hcl:"client_uri,attr_value_range"`
-	LogoURIRange     hcl.Range `hcl:"logo_uri,attr_value_range"`
-	TOSURIRange      hcl.Range `hcl:"tos_uri,attr_value_range"`
-	PolicyURIRange   hcl.Range `hcl:"policy_uri,attr_value_range"`
-	AllowedDIDsRange hcl.Range `hcl:"allowed_dids,attr_value_range"`
+	DefRange            hcl.Range `hcl:",def_range"`
+	ScopesRange         hcl.Range `hcl:"scopes,attr_value_range"`
+	LocalRange          hcl.Range `hcl:"local,attr_value_range"`
+	ClientURIRange      hcl.Range `hcl:"client_uri,attr_value_range"`
+	LogoURIRange        hcl.Range `hcl:"logo_uri,attr_value_range"`
+	TOSURIRange         hcl.Range `hcl:"tos_uri,attr_value_range"`
+	PolicyURIRange      hcl.Range `hcl:"policy_uri,attr_value_range"`
+	SigninRequiredRange hcl.Range `hcl:"signin_required,attr_range"`
+	AllowedDIDsRange    hcl.Range `hcl:"allowed_dids,attr_range"`
+}
+
+// requireATProtoSchema keeps its lists as expressions so that each
+// diagnostic can point at the one element at fault.
+type requireATProtoSchema struct {
+	DIDs        hcl.Expression `hcl:"dids,optional"`
+	Handles     hcl.Expression `hcl:"handles,optional"`
+	PublicPaths hcl.Expression `hcl:"public_paths,optional"`
+
+	DefRange hcl.Range `hcl:",def_range"`
+}
+
+type apikeyAuthSchema struct {
+	// Users is one string of htpasswd lines (a heredoc, or env()), or a
+	// list of entries.
+	Users hcl.Expression `hcl:"users"`
+
+	DefRange hcl.Range `hcl:",def_range"`
 }
 
 type hostTLSSchema struct {

@@ -21,7 +21,7 @@ func isIdentityHeader(name string) bool {
 		return false
 	}
 	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
-	return n == "user-did" || n == "user-handle" || n == "proxy-session"
+	return n == "user-did" || n == "user-handle" || n == "proxy-session" || n == "apikey-user"
 }
 
 // StripIdentityHeaders removes every spelling of the identity headers.

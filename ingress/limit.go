@@ -13,6 +13,9 @@ import (
 // so an unauthenticated client must not be able to start thousands.
 const (
 	signinStartsPerMinute = 30
+	// wrongKeysPerMinute bounds API key guessing, and the bcrypt work a
+	// client can make ioproxy do for nothing.
+	wrongKeysPerMinute = 30
 	// maxLimitedClients bounds the limiter's memory. Clients beyond it
 	// share one overflow budget for the rest of the minute, so a flood of
 	// addresses can neither grow the table nor lock everyone else out.
@@ -20,9 +23,11 @@ const (
 	overflowPerMinute = 600
 )
 
-// startLimiter counts sign-in starts per client in fixed one-minute windows.
-type startLimiter struct {
-	now func() time.Time
+// rateLimiter counts events (sign-in starts, wrong API keys) per client
+// in fixed one-minute windows.
+type rateLimiter struct {
+	now       func() time.Time
+	perMinute int
 
 	mu       sync.Mutex
 	window   time.Time
@@ -30,25 +35,44 @@ type startLimiter struct {
 	overflow int
 }
 
-func newStartLimiter(now func() time.Time) *startLimiter {
-	return &startLimiter{now: now, counts: map[string]int{}}
+func newRateLimiter(now func() time.Time, perMinute int) *rateLimiter {
+	return &rateLimiter{now: now, perMinute: perMinute, counts: map[string]int{}}
 }
 
-func (l *startLimiter) allow(client string) bool {
+// allow counts one event of the client and reports whether it is within
+// the limit.
+func (l *rateLimiter) allow(client string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now := l.now(); now.Sub(l.window) >= time.Minute {
-		l.window = now
-		clear(l.counts)
-		l.overflow = 0
-	}
+	l.roll()
 	n, seen := l.counts[client]
 	if !seen && len(l.counts) >= maxLimitedClients {
 		l.overflow++
 		return l.overflow <= overflowPerMinute
 	}
 	l.counts[client] = n + 1
-	return n < signinStartsPerMinute
+	return n < l.perMinute
+}
+
+// exhausted reports, without counting, whether the client has used up
+// this minute's budget.
+func (l *rateLimiter) exhausted(client string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll()
+	n, seen := l.counts[client]
+	if !seen && len(l.counts) >= maxLimitedClients {
+		return l.overflow >= overflowPerMinute
+	}
+	return n >= l.perMinute
+}
+
+func (l *rateLimiter) roll() {
+	if now := l.now(); now.Sub(l.window) >= time.Minute {
+		l.window = now
+		clear(l.counts)
+		l.overflow = 0
+	}
 }
 
 // clientKey is the address a request is counted under: the peer or, behind

@@ -11,7 +11,7 @@ import (
 
 func TestStartLimiter(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newStartLimiter(func() time.Time { return now })
+	l := newRateLimiter(func() time.Time { return now }, signinStartsPerMinute)
 	for i := 0; i < signinStartsPerMinute; i++ {
 		if !l.allow("a") {
 			t.Fatalf("start %d refused", i+1)
@@ -33,7 +33,7 @@ func TestStartLimiter(t *testing.T) {
 // budget.
 func TestStartLimiterOverflow(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := newStartLimiter(func() time.Time { return now })
+	l := newRateLimiter(func() time.Time { return now }, signinStartsPerMinute)
 	for i := 0; i < maxLimitedClients; i++ {
 		l.allow(fmt.Sprint(i))
 	}

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -74,9 +73,11 @@ type Router struct {
 	observe func(Record)
 	log     *slog.Logger
 	buffers *bufferPool
-	limiter *startLimiter
-	stale   func(sessions.Session)
-	now     func() time.Time
+	limiter *rateLimiter
+	// wrongKeys counts failed API key checks per client.
+	wrongKeys *rateLimiter
+	stale     func(sessions.Session)
+	now       func() time.Time
 }
 
 // bufferPool recycles the proxy's copy buffers: without it every request
@@ -91,8 +92,11 @@ func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
 
 type hostRoute struct {
-	host    config.Host
+	host config.Host
+	// backend is nil for a forward-auth host.
 	backend backend
+	// gate is nil for an open host.
+	gate    *gate
 	signIn  http.Handler
 	proxy   *httputil.ReverseProxy
 	rt      *Router
@@ -107,25 +111,26 @@ func New(cfg Config) (*Router, error) {
 		cfg.Transport = NewBackendTransport()
 	}
 	rt := &Router{
-		hosts:   map[string]*hostRoute{},
-		trusted: cfg.Config.Ingress.TrustedProxies,
-		store:   cfg.Sessions,
-		observe: cfg.Observe,
-		log:     cfg.Logger,
-		buffers: newBufferPool(),
-		limiter: newStartLimiter(time.Now),
-		stale:   cfg.StaleSession,
-		now:     time.Now,
+		hosts:     map[string]*hostRoute{},
+		trusted:   cfg.Config.Ingress.TrustedProxies,
+		store:     cfg.Sessions,
+		observe:   cfg.Observe,
+		log:       cfg.Logger,
+		buffers:   newBufferPool(),
+		limiter:   newRateLimiter(time.Now, signinStartsPerMinute),
+		wrongKeys: newRateLimiter(time.Now, wrongKeysPerMinute),
+		stale:     cfg.StaleSession,
+		now:       time.Now,
 	}
 	for _, h := range cfg.Config.Hosts {
-		hr := &hostRoute{host: h, rt: rt}
+		hr := &hostRoute{host: h, rt: rt, gate: newGate(h)}
 		switch h.Backend.Kind {
 		case config.BackendNomad:
 			if cfg.Nomad == nil {
 				return nil, fmt.Errorf("host %s: backend %s needs a Nomad resolver", h.Name, h.Backend.Raw)
 			}
 			hr.backend = cfg.Nomad.backend(h.Backend.Service)
-		default:
+		case config.BackendURL:
 			hr.backend = staticBackend{url: h.Backend.URL}
 		}
 		if h.ATProto != nil && cfg.SignIn != nil {
@@ -209,6 +214,7 @@ type ctxKey struct{}
 type proxyState struct {
 	target  *url.URL
 	session *sessions.Session
+	keyUser string
 }
 
 func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -231,6 +237,16 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			u := *r.URL
 			u.Path, u.RawPath = clean, ""
 			http.Redirect(sw, r, u.RequestURI(), http.StatusPermanentRedirect)
+			return
+		}
+		switch r.URL.Path {
+		case "/@/auth":
+			upstream, operation = "ioproxy", "auth"
+			hr.forwardAuth(sw, r)
+			return
+		case "/@/denied":
+			upstream, operation = "ioproxy", "denied"
+			hr.whoami(sw, r)
 			return
 		}
 		if hr.signIn == nil {
@@ -256,15 +272,16 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			hr.rt.stale(sess)
 		}
 	}
-	if a := hr.host.ATProto; a != nil {
-		if st.session == nil && a.SigninRequired {
-			hr.requireSignIn(sw, r)
-			return
-		}
-		if st.session != nil && len(a.AllowedDIDs) > 0 && !slices.Contains(a.AllowedDIDs, st.session.DID) {
-			writeError(sw, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "Your account is not allowed to use this site. Sign out and use another account.", Retry: "/@/signout"})
-			return
-		}
+	adm := hr.admit(r, st.session, true)
+	if adm.outcome != admitted {
+		hr.refuse(sw, r, adm)
+		return
+	}
+	// A denied account on a public path passes as nobody.
+	st.session, st.keyUser = adm.session, adm.keyUser
+	if hr.backend == nil {
+		writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "ioproxy only checks sign-ins for this site (at /@/auth); the site itself is served by another proxy."})
+		return
 	}
 	target, err := hr.backend.pick(r.Context())
 	if err != nil {
@@ -275,15 +292,6 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.target = target
 	upstream = target.Host
 	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, &st)))
-}
-
-func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && !wantsJSON(r) {
-		q := url.Values{"redirect": {r.URL.RequestURI()}}
-		http.Redirect(w, r, "/@/signin?"+q.Encode(), http.StatusSeeOther)
-		return
-	}
-	writeError(w, r, errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site.", Retry: "/@/signin"})
 }
 
 // rewrite runs after ReverseProxy has removed hop-by-hop headers, so a
@@ -301,6 +309,11 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 		h.Set(HeaderUserDID, s.DID)
 		h.Set(HeaderUserHandle, s.Handle)
 		h.Set(HeaderProxySession, s.ProxyKey)
+	}
+	if st.keyUser != "" {
+		// The key was for ioproxy; the backend gets the name only.
+		h.Del("Authorization")
+		h.Set(HeaderAPIKeyUser, st.keyUser)
 	}
 }
 
@@ -443,7 +456,7 @@ const UnknownHost = "(unknown)"
 // signInOperation names the sign-in route of a path, from a fixed set.
 func signInOperation(path string) string {
 	switch path {
-	case "/@/signin", "/@/callback", "/@/signout", "/@/client-metadata.json", "/@/jwks.json":
+	case "/@/signin", "/@/callback", "/@/signout", "/@/client-metadata.json", "/@/jwks.json", "/@/auth", "/@/denied":
 		return strings.TrimSuffix(strings.TrimPrefix(path, "/@/"), ".json")
 	}
 	return ""

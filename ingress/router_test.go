@@ -434,32 +434,78 @@ host "a.example.com" { backend = "nomad:web" }`)
 	}
 }
 
-func TestSigninRequiredAndAllowedDIDs(t *testing.T) {
+func TestRequireATProto(t *testing.T) {
 	a := echoBackend(t, "a")
 	store := openStore(t)
 	cfg := mustConfig(t, fmt.Sprintf(`
 host "tool.example.com" {
   backend = %q
-  atproto {
-    signin_required = true
-    allowed_dids = ["did:plc:allowed"]
+  require_atproto {
+    dids         = ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"]
+    handles      = ["bob.example.com", "*.team.example.com"]
+    public_paths = ["/healthz", "/static/*"]
   }
 }`, a.URL))
 	rt := newRouter(t, cfg, store)
-	resp, _ := get(t, rt, "tool.example.com", "/admin?x=1", nil)
+	browser := http.Header{"Accept": {"text/html,application/xhtml+xml"}, "Sec-Fetch-Mode": {"navigate"}}
+	resp, _ := get(t, rt, "tool.example.com", "/admin?x=1", browser)
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/@/signin?redirect=%2Fadmin%3Fx%3D1" {
-		t.Errorf("signed out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		t.Errorf("signed-out browser: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
-	resp, _ = get(t, rt, "tool.example.com", "/api", http.Header{"Accept": {"application/json"}})
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Errorf("signed out API call: %d", resp.StatusCode)
+	for _, hdr := range []http.Header{{"Accept": {"application/json"}}, {"Accept": {"*/*"}}, {}, {"Accept": {"text/html"}, "Sec-Fetch-Mode": {"cors"}}} {
+		resp, _ = get(t, rt, "tool.example.com", "/api", hdr)
+		if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("X-Backend") != "" {
+			t.Errorf("signed-out API call %v: %d", hdr, resp.StatusCode)
+		}
 	}
-	for did, want := range map[string]int{"did:plc:allowed": 200, "did:plc:other": 403} {
-		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tool.example.com", DID: did, Expiry: time.Now().Add(time.Hour)}
-		_ = store.Create(sess)
-		resp, _ := get(t, rt, "tool.example.com", "/", http.Header{"Cookie": {CookieName + "=" + sess.ID}})
-		if resp.StatusCode != want {
-			t.Errorf("%s: status %d, want %d", did, resp.StatusCode, want)
+	for _, p := range []string{"/healthz", "/static/app.css", "/static/"} {
+		if resp, s := get(t, rt, "tool.example.com", p, nil); resp.StatusCode != 200 || s.Headers.Get("User-Did") != "" {
+			t.Errorf("public %s: %d", p, resp.StatusCode)
+		}
+	}
+	for _, p := range []string{"/healthz/x", "/static", "/Static/x", "/static/../admin", "/static/..%2fadmin", "/static/%2e%2e/admin", "/static//x", "/static;/../admin", "/static/%5c..%5cadmin"} {
+		u, err := url.Parse("http://tool.example.com" + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest(http.MethodGet, "http://tool.example.com/", nil)
+		req.URL = u
+		rec := httptest.NewRecorder()
+		rt.ServeHTTP(rec, req)
+		if rec.Header().Get("X-Backend") != "" || (rec.Code != http.StatusUnauthorized && rec.Code != http.StatusPermanentRedirect) {
+			t.Errorf("%s passed as public: %d", p, rec.Code)
+		}
+	}
+	tests := []struct {
+		did, handle string
+		want        int
+	}{
+		{"did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "anyone.example.net", 200},
+		{"did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", "bob.example.com", 200},
+		{"did:plc:bbbbbbbbbbbbbbbbbbbbbbbb", "BOB.example.com", 200},
+		{"did:plc:cccccccccccccccccccccccc", "carol.team.example.com", 200},
+		{"did:plc:cccccccccccccccccccccccc", "team.example.com", 403},
+		{"did:plc:cccccccccccccccccccccccc", "carol.team.example.com.evil.net", 403},
+		{"did:plc:dddddddddddddddddddddddd", "handle.invalid", 403},
+		{"did:plc:dddddddddddddddddddddddd", "mallory.example.net", 403},
+	}
+	for _, tt := range tests {
+		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tool.example.com", DID: tt.did, Handle: tt.handle, Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
+		if err := store.Create(sess); err != nil {
+			t.Fatal(err)
+		}
+		cookie := http.Header{"Cookie": {CookieName + "=" + sess.ID}, "Accept": {"text/html"}}
+		resp, seen := get(t, rt, "tool.example.com", "/", cookie)
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s %s: status %d, want %d", tt.did, tt.handle, resp.StatusCode, tt.want)
+		}
+		if tt.want == 200 && seen.Headers.Get("User-Did") != tt.did {
+			t.Errorf("%s: backend saw User-Did %q", tt.did, seen.Headers.Get("User-Did"))
+		}
+		// On a public path a refused account passes as nobody.
+		resp, seen = get(t, rt, "tool.example.com", "/healthz", cookie)
+		if resp.StatusCode != 200 || (tt.want == 403) != (seen.Headers.Get("User-Did") == "") {
+			t.Errorf("%s on a public path: %d, User-Did %q", tt.did, resp.StatusCode, seen.Headers.Get("User-Did"))
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"slices"
 	"strings"
 	"time"
 
@@ -221,11 +220,6 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	grant, err := s.cfg.Client.Exchange(r.Context(), req, code, q.Get("iss"))
 	if err != nil {
 		fail(http.StatusBadGateway, userMessage(err, "The sign-in could not be completed. Please try again."), err)
-		return
-	}
-	if a := s.cfg.Host.ATProto; len(a.AllowedDIDs) > 0 && !slices.Contains(a.AllowedDIDs, grant.DID) {
-		s.revoke(grant.Issuer, grant.RefreshToken, key)
-		fail(http.StatusForbidden, "Your account is not allowed to use this site.", errors.New("DID "+grant.DID+" not in allowed_dids"))
 		return
 	}
 	now := s.cfg.Now()

@@ -96,7 +96,7 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 type envConfig struct {
 	local       bool   // the localhost client on host "localhost", plain HTTP
-	allowedDIDs string // HCL list, e.g. `["did:plc:x"]`
+	hostExtra   string // HCL added to the host block, e.g. a require_atproto block
 }
 
 func newSigninEnv(t *testing.T, ec envConfig) *signinEnv {
@@ -121,9 +121,6 @@ func newSigninEnv(t *testing.T, ec envConfig) *signinEnv {
 	} else {
 		e.host, e.base = "app.example.com", "https://app.example.com"
 	}
-	if ec.allowedDIDs != "" {
-		atp += "\n    allowed_dids = " + ec.allowedDIDs
-	}
 	extra := ""
 	if ec.local {
 		extra = `call "browser" {
@@ -137,8 +134,9 @@ host %q {
   atproto {
     %s
   }
+  %s
 }
-%s`, e.host, e.backend.URL, atp, extra))
+%s`, e.host, e.backend.URL, atp, ec.hostExtra, extra))
 
 	httpc := safehttp.NewClient(safehttp.Options{AllowInsecure: true})
 	resolver := identity.New(identity.Config{PLCURL: e.srv.URL, HandleResolver: e.srv.URL, HTTPClient: httpc, AllowInsecure: true})
@@ -538,23 +536,43 @@ func TestCallbackChecks(t *testing.T) {
 	}
 }
 
-func TestCallbackAllowedDIDs(t *testing.T) {
-	e := newSigninEnv(t, envConfig{allowedDIDs: `["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"]`})
+// An account the rules do not name still signs in, and is then told, on
+// every page, which account it used and how to sign out, so a person with
+// several accounts can switch. Its sign-out revokes its tokens.
+func TestSignInOfAccountNotAllowed(t *testing.T) {
+	e := newSigninEnv(t, envConfig{hostExtra: `require_atproto { dids = ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"] }`})
 	b := e.browser(t)
-	resp, body := b.signIn("/")
-	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "not allowed") {
-		t.Errorf("callback of a DID not in allowed_dids: %d\n%s", resp.StatusCode, body)
+	resp, body := b.signIn("/report")
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/report" {
+		t.Fatalf("callback: %d %s\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
 	}
-	if e.store.Count() != 0 {
-		t.Error("a session was created for a DID not in allowed_dids")
+	resp, body = b.do("GET", "/report", nil, http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Backend") != "" {
+		t.Fatalf("page of a refused account: %d (backend %q)", resp.StatusCode, resp.Header.Get("X-Backend"))
 	}
-	// Revocation runs in the background, so the browser does not wait.
+	for _, want := range []string{"@alice.test", e.alice.DID, `action="/@/signout"`, `name="redirect" value="/report"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("403 page lacks %s:\n%s", want, body)
+		}
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("403 page has no sign-out token:\n%s", body)
+	}
+	resp, _ = b.do("POST", "/@/signout", url.Values{"csrf": {m[1]}, "redirect": {"/report"}}, nil)
+	if resp.StatusCode != http.StatusSeeOther || e.store.Count() != 0 {
+		t.Fatalf("sign-out from the 403 page: %d, %d sessions left", resp.StatusCode, e.store.Count())
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for (e.srv.ActiveGrants() != 0 || len(e.srv.Revoked()) != 1) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if e.srv.ActiveGrants() != 0 || len(e.srv.Revoked()) != 1 {
 		t.Errorf("the refused account's tokens were not revoked: %d live grants", e.srv.ActiveGrants())
+	}
+	resp, _ = b.do("GET", "/report", nil, http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/@/signin?redirect=") {
+		t.Errorf("after sign-out: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
 

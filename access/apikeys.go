@@ -1,0 +1,180 @@
+package access
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// HashKind is how an API key entry stores its secret.
+type HashKind int
+
+// The hash kinds an apikey_auth entry may use.
+const (
+	// HashBcrypt is htpasswd -B: slow by design, so a leaked file does
+	// not give the keys away.
+	HashBcrypt HashKind = iota + 1
+	// HashSHA1 is htpasswd -s ("{SHA}" and base64 of the SHA-1): accepted
+	// because existing configurations use it, but a leaked file can be
+	// brute-forced, so validation warns about it.
+	HashSHA1
+)
+
+// KeyEntry is one "name:hash" line of an apikey_auth block.
+type KeyEntry struct {
+	Name string
+	Kind HashKind
+	Hash string
+}
+
+// ParseKeyEntry parses one htpasswd-style line.
+func ParseKeyEntry(line string) (KeyEntry, error) {
+	name, hash, ok := strings.Cut(line, ":")
+	if !ok || name == "" || hash == "" {
+		return KeyEntry{}, fmt.Errorf("%q is not a \"name:hash\" entry; make one with `htpasswd -nbB name secret` (bcrypt)", clip(line))
+	}
+	if !validKeyName(name) {
+		return KeyEntry{}, fmt.Errorf("the name %q may hold only letters, digits and . _ @ -, up to 64 characters (it is passed to the backend in a header)", clip(name))
+	}
+	switch {
+	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return KeyEntry{}, fmt.Errorf("the bcrypt hash of %q is damaged (%v); make it again with `htpasswd -nbB %s secret`", name, err, name)
+		}
+		return KeyEntry{Name: name, Kind: HashBcrypt, Hash: hash}, nil
+	case strings.HasPrefix(hash, "{SHA}"):
+		sum, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(hash, "{SHA}"))
+		if err != nil || len(sum) != sha1.Size {
+			return KeyEntry{}, fmt.Errorf("the {SHA} hash of %q is not base64 of a 20-byte SHA-1; make a bcrypt one instead with `htpasswd -nbB %s secret`", name, name)
+		}
+		return KeyEntry{Name: name, Kind: HashSHA1, Hash: hash}, nil
+	case strings.HasPrefix(hash, "$apr1$"), strings.HasPrefix(hash, "$1$"), strings.HasPrefix(hash, "$5$"), strings.HasPrefix(hash, "$6$"):
+		return KeyEntry{}, fmt.Errorf("the hash of %q is in a crypt format ioproxy does not read; use bcrypt: `htpasswd -nbB %s secret`", name, name)
+	default:
+		return KeyEntry{}, fmt.Errorf("the entry of %q holds no known hash (a plain-text secret?); write a bcrypt hash made with `htpasswd -nbB %s secret`", name, name)
+	}
+}
+
+func validKeyName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '@', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// Keys checks machine credentials against the entries of an apikey_auth
+// block.
+//
+// bcrypt costs tens of milliseconds per check by design, and a script may
+// call many times a second, so a key that checked out once is remembered
+// (as a keyed hash, never the key itself) and later checks of the same key
+// are one HMAC. Only the last good key per name is kept, so the memory is
+// bounded by the number of entries; wrong keys are never remembered, and
+// pay full price every time.
+type Keys struct {
+	entries map[string]KeyEntry
+	// decoy is checked for unknown names, so that a wrong name costs as
+	// much as a wrong key and names cannot be found by timing.
+	decoy KeyEntry
+
+	mac  []byte
+	mu   sync.Mutex
+	good map[string][]byte // name -> HMAC of the last key that checked out
+}
+
+// NewKeys returns a checker for the entries; names must be unique (config
+// validation makes sure of it).
+func NewKeys(entries []KeyEntry) *Keys {
+	k := &Keys{entries: map[string]KeyEntry{}, good: map[string][]byte{}, mac: make([]byte, 32)}
+	_, _ = rand.Read(k.mac)
+	cost := bcrypt.DefaultCost
+	for _, e := range entries {
+		k.entries[e.Name] = e
+		if e.Kind == HashBcrypt {
+			if c, err := bcrypt.Cost([]byte(e.Hash)); err == nil {
+				cost = c
+			}
+		}
+	}
+	decoy, _ := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+	k.decoy = KeyEntry{Kind: HashBcrypt, Hash: string(decoy)}
+	return k
+}
+
+// Names lists the entries' names.
+func (k *Keys) Names() []string {
+	names := make([]string, 0, len(k.entries))
+	for n := range k.entries {
+		names = append(names, n)
+	}
+	return names
+}
+
+// ErrWrongKey means the name is unknown or the key does not match it.
+var ErrWrongKey = errors.New("unknown name or wrong key")
+
+// Check verifies a name and key.
+func (k *Keys) Check(name, key string) error {
+	e, ok := k.entries[name]
+	sum := k.sum(name, key)
+	if ok {
+		k.mu.Lock()
+		prev := k.good[name]
+		k.mu.Unlock()
+		if prev != nil && hmac.Equal(prev, sum) {
+			return nil
+		}
+	} else {
+		e = k.decoy
+	}
+	if !e.matches(key) || !ok {
+		return ErrWrongKey
+	}
+	k.mu.Lock()
+	k.good[name] = sum
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *Keys) sum(name, key string) []byte {
+	m := hmac.New(sha256.New, k.mac)
+	m.Write([]byte(name))
+	m.Write([]byte{0})
+	m.Write([]byte(key))
+	return m.Sum(nil)
+}
+
+func (e KeyEntry) matches(key string) bool {
+	switch e.Kind {
+	case HashBcrypt:
+		return bcrypt.CompareHashAndPassword([]byte(e.Hash), []byte(key)) == nil
+	case HashSHA1:
+		sum := sha1.Sum([]byte(key))
+		want := "{SHA}" + base64.StdEncoding.EncodeToString(sum[:])
+		return subtle.ConstantTimeCompare([]byte(want), []byte(e.Hash)) == 1
+	}
+	return false
+}

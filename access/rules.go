@@ -1,0 +1,205 @@
+// Package access decides who gets into a host: the accounts a
+// require_atproto block admits, the paths it leaves public, and the
+// machine credentials of an apikey_auth block. It holds decisions only;
+// ingress applies them to requests.
+package access
+
+import (
+	"fmt"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+)
+
+// Rules is a host's require_atproto block: every path but the public ones
+// needs a signed-in account, and when any allow list is given, one that
+// the lists name.
+type Rules struct {
+	// DIDs are admitted accounts by DID, the stable identity.
+	DIDs []string
+	// Handles are admitted handles, lower case.
+	Handles []string
+	// Domains are handle domains from "*.example.com" patterns, stored
+	// with their leading dot (".example.com").
+	Domains []string
+	// Public are paths that need no sign-in.
+	Public []PathPattern
+}
+
+// OpenToAnyAccount reports whether any signed-in account is admitted.
+func (r *Rules) OpenToAnyAccount() bool {
+	return len(r.DIDs) == 0 && len(r.Handles) == 0 && len(r.Domains) == 0
+}
+
+// Admits reports whether the account with this DID and handle may pass.
+// The handle must be the one verified at sign-in or at the last refresh:
+// ioproxy stores "handle.invalid" for a handle that did not resolve back
+// to the DID, and that never matches.
+func (r *Rules) Admits(did, handle string) bool {
+	if r.OpenToAnyAccount() || slices.Contains(r.DIDs, did) {
+		return true
+	}
+	h := strings.ToLower(handle)
+	if h == "" || h == syntax.HandleInvalid.String() {
+		return false
+	}
+	if slices.Contains(r.Handles, h) {
+		return true
+	}
+	for _, d := range r.Domains {
+		if strings.HasSuffix(h, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsPublic reports whether a request for u needs no sign-in. A path that
+// some backend could read as another path (dot segments, doubled or
+// encoded slashes, backslashes, ";" parameters) is never public, so
+// "/static/..%2fadmin" cannot borrow the public prefix "/static/*".
+func (r *Rules) IsPublic(u *url.URL) bool {
+	if len(r.Public) == 0 {
+		return false
+	}
+	p, ok := plainPath(u)
+	if !ok {
+		return false
+	}
+	for _, pat := range r.Public {
+		if pat.Matches(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// plainPath returns the request's path when it has exactly one reading.
+func plainPath(u *url.URL) (string, bool) {
+	raw := u.EscapedPath()
+	lower := strings.ToLower(raw)
+	for _, s := range []string{"%2f", "%5c", "%2e", "%3b", "%00", "\\", ";"} {
+		if strings.Contains(lower, s) {
+			return "", false
+		}
+	}
+	p := u.Path
+	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\;") {
+		return "", false
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	if clean != p {
+		return "", false
+	}
+	return p, true
+}
+
+// PathPattern is an exact path ("/healthz") or a prefix ("/static/*").
+type PathPattern struct {
+	Path   string
+	Prefix bool
+}
+
+// Matches reports whether a clean path falls under the pattern.
+func (p PathPattern) Matches(path string) bool {
+	if p.Prefix {
+		return strings.HasPrefix(path, p.Path)
+	}
+	return path == p.Path
+}
+
+func (p PathPattern) String() string {
+	if p.Prefix {
+		return p.Path + "*"
+	}
+	return p.Path
+}
+
+// ParsePathPattern parses a public path: it starts with "/", and a final
+// "*" makes it a prefix. Patterns that could only match paths that are
+// never public (see IsPublic) are refused, so a mistake is found when the
+// file is read, not when a page stays closed.
+func ParsePathPattern(s string) (PathPattern, error) {
+	if !strings.HasPrefix(s, "/") {
+		return PathPattern{}, fmt.Errorf("%q does not start with \"/\"; write a path such as \"/healthz\", or \"/static/*\" for everything under /static/", s)
+	}
+	p := PathPattern{Path: s}
+	if before, ok := strings.CutSuffix(s, "*"); ok {
+		p = PathPattern{Path: before, Prefix: true}
+	}
+	if strings.Contains(p.Path, "*") {
+		return PathPattern{}, fmt.Errorf("%q has a \"*\" that is not at the end; only a final \"*\" is supported, as in \"/static/*\"", s)
+	}
+	if strings.ContainsAny(p.Path, "?#%\\; \t") {
+		return PathPattern{}, fmt.Errorf("%q is not a plain path: leave out queries, fragments, percent-escapes, backslashes, semicolons and spaces", s)
+	}
+	if p.Path == "/" && p.Prefix {
+		return PathPattern{}, fmt.Errorf("%q would make every path public; remove require_atproto instead", s)
+	}
+	if strings.HasPrefix(p.Path, "/@/") || p.Path == "/@" {
+		return PathPattern{}, fmt.Errorf("%q is under /@/, ioproxy's own routes, which are always reachable; remove it", s)
+	}
+	clean := path.Clean(p.Path)
+	if strings.HasSuffix(p.Path, "/") && clean != "/" {
+		clean += "/"
+	}
+	if clean != p.Path && !(p.Prefix && clean+"/" == p.Path) {
+		return PathPattern{}, fmt.Errorf("%q is not a clean path (no \"//\", \".\" or \"..\" segments); write %q", s, clean)
+	}
+	return p, nil
+}
+
+// ParseDID checks an allow-list DID: did:plc or did:web, as the PDS
+// reports it.
+func ParseDID(s string) (string, error) {
+	d, err := syntax.ParseDID(s)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a DID; write one such as \"did:plc:ewvi7nxzyoun6zhxrhs64oiz\" (a handle goes in handles)", s)
+	}
+	switch d.Method() {
+	case "plc":
+		id := d.Identifier()
+		if len(id) != 24 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+			return "", fmt.Errorf("%q is not a did:plc identifier: after \"did:plc:\" come 24 characters from a-z and 2-7", s)
+		}
+	case "web":
+	default:
+		return "", fmt.Errorf("%q uses the method %q; AT Protocol accounts are did:plc or did:web", s, d.Method())
+	}
+	return d.String(), nil
+}
+
+// ParseHandlePattern checks a handle rule: a handle ("alice.example.com")
+// or a handle domain ("*.example.com", every handle under example.com but
+// not example.com itself). It returns the lower-case handle, or the domain
+// with its leading dot.
+func ParseHandlePattern(s string) (handle, domain string, err error) {
+	if strings.HasPrefix(s, "did:") {
+		return "", "", fmt.Errorf("%q is a DID; put it in dids, which is the better rule anyway (handles can change hands)", s)
+	}
+	if rest, ok := strings.CutPrefix(s, "*."); ok {
+		h, err := syntax.ParseHandle(rest)
+		if err != nil || strings.Contains(rest, "*") {
+			return "", "", fmt.Errorf("%q is not a handle domain; write \"*.\" and a domain, as in \"*.example.com\"", s)
+		}
+		return "", "." + h.Normalize().String(), nil
+	}
+	if strings.Contains(s, "*") {
+		return "", "", fmt.Errorf("%q has a \"*\" in the wrong place; a handle domain is written \"*.example.com\"", s)
+	}
+	s = strings.TrimPrefix(s, "@")
+	h, err := syntax.ParseHandle(s)
+	if err != nil {
+		return "", "", fmt.Errorf("%q is not a handle; write one such as \"alice.example.com\" or \"alice.bsky.social\"", s)
+	}
+	if h.Normalize() == syntax.HandleInvalid {
+		return "", "", fmt.Errorf("%q is the marker of an unverified handle and matches no one", s)
+	}
+	return h.Normalize().String(), "", nil
+}

@@ -1,0 +1,159 @@
+package config
+
+import (
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+
+	"github.com/ioproxy/ioproxy/access"
+)
+
+// access builds a host's require_atproto and apikey_auth blocks.
+func (b *builder) access(raw *hostSchema) *Access {
+	if raw.RequireATProto == nil && raw.APIKeyAuth == nil {
+		return nil
+	}
+	a := &Access{}
+	if r := raw.RequireATProto; r != nil {
+		a.Rules = &access.Rules{}
+		for _, item := range b.stringList(r.DIDs, "dids") {
+			d, err := access.ParseDID(item.value)
+			if err != nil {
+				b.errorf(item.rng, "Invalid DID", "%v.", err)
+				continue
+			}
+			a.Rules.DIDs = append(a.Rules.DIDs, d)
+		}
+		for _, item := range b.stringList(r.Handles, "handles") {
+			h, domain, err := access.ParseHandlePattern(item.value)
+			if err != nil {
+				b.errorf(item.rng, "Invalid handle", "%v.", err)
+				continue
+			}
+			if domain != "" {
+				a.Rules.Domains = append(a.Rules.Domains, domain)
+			} else {
+				a.Rules.Handles = append(a.Rules.Handles, h)
+			}
+		}
+		for _, item := range b.stringList(r.PublicPaths, "public_paths") {
+			p, err := access.ParsePathPattern(item.value)
+			if err != nil {
+				b.errorf(item.rng, "Invalid public path", "%v.", err)
+				continue
+			}
+			a.Rules.Public = append(a.Rules.Public, p)
+		}
+	}
+	if k := raw.APIKeyAuth; k != nil {
+		a.APIKeys = b.apiKeys(k)
+		if raw.RequireATProto == nil && raw.ATProto != nil {
+			// Keys alone admit only machine clients; a sign-in that then
+			// admits no one would be a puzzle, so ask which was meant.
+			b.errorf(k.DefRange, "Sign-in admits no one", "With apikey_auth alone, only API keys get in, so the atproto block's sign-in would lead nowhere. To let signed-in accounts in too, add require_atproto {} (with dids or handles to name them); otherwise remove the atproto block.")
+		}
+	}
+	return a
+}
+
+// apiKeys reads the users attribute: htpasswd lines in one string (blank
+// lines and # comments skipped), or a list with one entry per element.
+func (b *builder) apiKeys(raw *apikeyAuthSchema) []access.KeyEntry {
+	var lines []listItem
+	v, diags := raw.Users.Value(evalContext(b.opts))
+	b.diags = append(b.diags, diags...)
+	if diags.HasErrors() {
+		return nil
+	}
+	if !v.IsNull() && v.Type() == cty.String {
+		lines = splitLines(v.AsString(), raw.Users)
+	} else {
+		lines = b.stringList(raw.Users, "users")
+	}
+	var entries []access.KeyEntry
+	seen := map[string]hcl.Range{}
+	bad := 0
+	for _, l := range lines {
+		e, err := access.ParseKeyEntry(l.value)
+		if err != nil {
+			bad++
+			b.errorf(l.rng, "Invalid API key entry", "%v.", err)
+			continue
+		}
+		if prev, dup := seen[e.Name]; dup {
+			b.errorf(l.rng, "Duplicate API key name", "%q already has an entry at %s; names are passed to the backend, so each may appear once. Rename or remove one.", e.Name, at(prev))
+			continue
+		}
+		seen[e.Name] = l.rng
+		if e.Kind == access.HashSHA1 {
+			b.warnf(l.rng, "Weak API key hash", "The {SHA} hash of %q is a single unsalted SHA-1: anyone who reads this file can recover a short key. Replace it with a bcrypt hash from `htpasswd -nbB %s <key>`.", e.Name, e.Name)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) == 0 && bad == 0 {
+		b.errorf(raw.DefRange, "No API keys", "apikey_auth lists no users; write users = \"name:<bcrypt hash>\" (from `htpasswd -nbB name key`), or remove the block.")
+	}
+	return entries
+}
+
+type listItem struct {
+	value string
+	rng   hcl.Range
+}
+
+// stringList evaluates a list-of-strings attribute, keeping each
+// element's range when the list is written out in the file.
+func (b *builder) stringList(expr hcl.Expression, attr string) []listItem {
+	if expr == nil {
+		return nil
+	}
+	ctx := evalContext(b.opts)
+	v, diags := expr.Value(ctx)
+	b.diags = append(b.diags, diags...)
+	if diags.HasErrors() || v.IsNull() {
+		return nil
+	}
+	if !v.Type().IsListType() && !v.Type().IsTupleType() || !v.IsWhollyKnown() {
+		b.errorf(expr.Range(), "Invalid "+attr, "%s is a list of strings, as in %s = [\"…\", \"…\"].", attr, attr)
+		return nil
+	}
+	elems, listDiags := hcl.ExprList(expr)
+	var items []listItem
+	i := 0
+	for it := v.ElementIterator(); it.Next(); i++ {
+		_, ev := it.Element()
+		rng := expr.Range()
+		if !listDiags.HasErrors() && i < len(elems) {
+			rng = elems[i].Range()
+		}
+		if ev.IsNull() || ev.Type() != cty.String {
+			b.errorf(rng, "Invalid "+attr, "Each element of %s is a string in quotes.", attr)
+			continue
+		}
+		items = append(items, listItem{value: strings.TrimSpace(ev.AsString()), rng: rng})
+	}
+	return items
+}
+
+// splitLines splits an htpasswd-style string into entries. A heredoc's
+// lines get their own line numbers; a one-line string shares its range.
+func splitLines(s string, expr hcl.Expression) []listItem {
+	rng := expr.Range()
+	heredoc := rng.Start.Line != rng.End.Line
+	var items []listItem
+	for i, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		r := rng
+		if heredoc {
+			r.Start.Line = rng.Start.Line + 1 + i
+			r.Start.Column = 1
+			r.End = r.Start
+		}
+		items = append(items, listItem{value: line, rng: r})
+	}
+	return items
+}

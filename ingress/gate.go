@@ -1,0 +1,244 @@
+package ingress
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// HeaderAPIKeyUser names, to the backend, the apikey_auth entry a machine
+// client authenticated as. Like the identity headers, no client can set it.
+const HeaderAPIKeyUser = "Apikey-User"
+
+// gate applies a host's access block (require_atproto, apikey_auth) to
+// requests. A host without one has no gate: anyone passes, signed in or not.
+type gate struct {
+	// rules is nil on a host with apikey_auth alone: only keys admit.
+	rules *access.Rules
+	// keys is nil without apikey_auth.
+	keys  *access.Keys
+	realm string
+}
+
+func newGate(h config.Host) *gate {
+	if h.Access == nil {
+		return nil
+	}
+	g := &gate{rules: h.Access.Rules, realm: h.Label}
+	if len(h.Access.APIKeys) > 0 {
+		g.keys = access.NewKeys(h.Access.APIKeys)
+	}
+	return g
+}
+
+// outcome is a gate's answer for one request.
+type outcome int
+
+const (
+	admitted   outcome = iota // pass, with the identity in admission
+	needSignIn                // no session and no key: 401, or sign-in for browsers
+	wrongKey                  // credentials given but wrong: 401
+	tooMany                   // too many wrong keys from this client: 429
+	denied                    // signed in with an account the rules do not name: 403
+)
+
+// admission is who a request passes as.
+type admission struct {
+	outcome outcome
+	// session is the signed-in account passed on to the backend: set
+	// only for an account the rules admit.
+	session *sessions.Session
+	// keyUser is the apikey_auth entry that authenticated the request.
+	keyUser string
+	// account is the session of a denied request, for its 403 page.
+	account *sessions.Session
+}
+
+// admit decides a request. sess is the request's session, if any; public
+// says whether the host's public paths apply (not for forward-auth,
+// whose requests carry no trustworthy path).
+func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool) admission {
+	g := hr.gate
+	if g == nil {
+		return admission{session: sess}
+	}
+	if g.keys != nil {
+		if name, key, ok := r.BasicAuth(); ok {
+			client := hr.rt.clientKey(r)
+			if hr.rt.wrongKeys.exhausted(client) {
+				return admission{outcome: tooMany}
+			}
+			if err := g.keys.Check(name, key); err != nil {
+				hr.rt.wrongKeys.allow(client)
+				hr.rt.log.Info("wrong API key", "host", hr.host.Name, "name", name, "remote", r.RemoteAddr)
+				return admission{outcome: wrongKey}
+			}
+			return admission{keyUser: name}
+		}
+	}
+	isPublic := public && g.rules != nil && g.rules.IsPublic(r.URL)
+	if sess != nil && g.rules != nil {
+		if g.rules.Admits(sess.DID, sess.Handle) {
+			return admission{session: sess}
+		}
+		if isPublic {
+			return admission{}
+		}
+		return admission{outcome: denied, account: sess}
+	}
+	if isPublic {
+		return admission{}
+	}
+	return admission{outcome: needSignIn}
+}
+
+// refuse answers a request the gate did not admit.
+func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission) {
+	switch a.outcome {
+	case tooMany:
+		w.Header().Set("Retry-After", "60")
+		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
+	case wrongKey:
+		hr.challenge(w)
+		writeError(w, r, errorPage{Status: http.StatusUnauthorized, Title: "Wrong API key", Message: "The name or key given is not one this site accepts."})
+	case denied:
+		hr.deniedPage(w, r, *a.account)
+	default:
+		hr.requireSignIn(w, r)
+	}
+}
+
+// challenge offers Basic credentials to clients that were refused, on
+// hosts that accept API keys.
+func (hr *hostRoute) challenge(w http.ResponseWriter) {
+	if hr.gate != nil && hr.gate.keys != nil {
+		w.Header().Set("WWW-Authenticate", `Basic realm=`+strconv.Quote(hr.gate.realm)+`, charset="UTF-8"`)
+	}
+}
+
+// requireSignIn sends a browser to the sign-in form, and tells any other
+// client that it needs credentials.
+func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
+	if hr.host.ATProto != nil && isNavigation(r) {
+		q := url.Values{"redirect": {r.URL.RequestURI()}}
+		http.Redirect(w, r, "/@/signin?"+q.Encode(), http.StatusSeeOther)
+		return
+	}
+	hr.challenge(w)
+	p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}
+	if hr.host.ATProto != nil {
+		p.Retry = "/@/signin"
+	} else {
+		p.Message = "This site needs an API key."
+	}
+	writeError(w, r, p)
+}
+
+// isNavigation reports whether a browser is loading a page (rather than a
+// script or program fetching data), so that a redirect to a sign-in form
+// is what it wants.
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if m := r.Header.Get("Sec-Fetch-Mode"); m != "" {
+		return m == "navigate"
+	}
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
+
+type deniedPageData struct {
+	AppName  string
+	Handle   string
+	DID      string
+	CSRF     string
+	Redirect string
+}
+
+// deniedPage tells a signed-in person that their account may not use the
+// site, naming it (people often hold several) and offering to sign out.
+func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, sess sessions.Session) {
+	if wantsJSON(r) || !acceptsHTML(r) {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + sess.DID + " may not use this site."})
+		return
+	}
+	render(w, http.StatusForbidden, "denied.html", deniedPageData{
+		AppName:  hr.host.Label,
+		Handle:   sess.Handle,
+		DID:      sess.DID,
+		CSRF:     csrfToken(sess.ID),
+		Redirect: SafeRedirect(r.URL.RequestURI()),
+	})
+}
+
+func acceptsHTML(r *http.Request) bool {
+	a := r.Header.Get("Accept")
+	return a == "" || strings.Contains(a, "text/html") || strings.Contains(a, "*/*")
+}
+
+// forwardAuth answers an auth subrequest from a proxy in front (nginx
+// auth_request, Traefik forwardAuth, Caddy forward_auth): 200 with the
+// identity headers for an admitted request, 401 or 403 otherwise. Nothing
+// else: nginx turns any other status, redirects included, into a 500.
+func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
+	var sess *sessions.Session
+	if s, ok := lookupSession(hr.rt.store, r, hr.host.Name); ok {
+		sess = &s
+		if hr.rt.stale != nil && hr.rt.now().After(s.TokenExpiry) {
+			hr.rt.stale(s)
+		}
+	}
+	a := hr.admit(r, sess, false)
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "application/json")
+	body := map[string]string{}
+	switch a.outcome {
+	case admitted:
+		if a.session != nil {
+			h.Set(HeaderUserDID, a.session.DID)
+			h.Set(HeaderUserHandle, a.session.Handle)
+			h.Set(HeaderProxySession, a.session.ProxyKey)
+			body["did"], body["handle"] = a.session.DID, a.session.Handle
+		}
+		if a.keyUser != "" {
+			h.Set(HeaderAPIKeyUser, a.keyUser)
+			body["apikey_user"] = a.keyUser
+		}
+		w.WriteHeader(http.StatusOK)
+	case denied:
+		body["error"], body["did"], body["handle"] = "Forbidden", a.account.DID, a.account.Handle
+		w.WriteHeader(http.StatusForbidden)
+	case tooMany:
+		// 429 would become a 500 in nginx; 403 says as much.
+		body["error"] = "TooManyWrongKeys"
+		w.WriteHeader(http.StatusForbidden)
+	default:
+		hr.challenge(w)
+		body["error"] = "AuthRequired"
+		w.WriteHeader(http.StatusUnauthorized)
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// whoami serves /@/denied, the page a proxy in front shows (error_page
+// 403) when forward-auth refused a signed-in account: the same page ioproxy
+// shows when it is the only proxy.
+func (hr *hostRoute) whoami(w http.ResponseWriter, r *http.Request) {
+	sess, ok := lookupSession(hr.rt.store, r, hr.host.Name)
+	if !ok {
+		hr.requireSignIn(w, r)
+		return
+	}
+	if hr.gate != nil && (hr.gate.rules == nil || !hr.gate.rules.Admits(sess.DID, sess.Handle)) {
+		hr.deniedPage(w, r, sess)
+		return
+	}
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
