@@ -715,6 +715,11 @@ func (b *builder) checkLocalClients(raw *fileSchema, cfg *Config) {
 		if h.ATProto == nil || h.ATProto.Local == 0 {
 			continue
 		}
+		if h.Backend.Kind == BackendNone {
+			// A forward-auth host: the proxy in front owns the port and
+			// passes /@/ on to ioproxy.
+			continue
+		}
 		reached := false
 		for _, c := range cfg.Calls {
 			if c.Port == h.ATProto.Local && c.Endpoint.Kind == EndpointHost && c.Endpoint.Host == h.Name {

@@ -186,6 +186,8 @@ func acceptsHTML(r *http.Request) bool {
 // auth_request, Traefik forwardAuth, Caddy forward_auth): 200 with the
 // identity headers for an admitted request, 401 or 403 otherwise. Nothing
 // else: nginx turns any other status, redirects included, into a 500.
+// Traefik and Caddy show a refusal's body to the visitor, so it is the
+// same page ioproxy shows when it is the only proxy.
 func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	var sess *sessions.Session
 	if s, ok := lookupSession(hr.rt.store, r, hr.host.Name); ok {
@@ -195,12 +197,12 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	a := hr.admit(r, sess, false)
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Type", "application/json")
-	body := map[string]string{}
 	switch a.outcome {
 	case admitted:
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Type", "application/json")
+		body := map[string]string{}
 		if a.session != nil {
 			h.Set(HeaderUserDID, a.session.DID)
 			h.Set(HeaderUserHandle, a.session.Handle)
@@ -212,19 +214,27 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 			body["apikey_user"] = a.keyUser
 		}
 		w.WriteHeader(http.StatusOK)
+		_ = json.NewEncoder(w).Encode(body)
 	case denied:
-		body["error"], body["did"], body["handle"] = "Forbidden", a.account.DID, a.account.Handle
-		w.WriteHeader(http.StatusForbidden)
+		hr.deniedPage(w, r, *a.account)
 	case tooMany:
 		// 429 would become a 500 in nginx; 403 says as much.
-		body["error"] = "TooManyWrongKeys"
-		w.WriteHeader(http.StatusForbidden)
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
 	default:
 		hr.challenge(w)
-		body["error"] = "AuthRequired"
-		w.WriteHeader(http.StatusUnauthorized)
+		p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}
+		if a.outcome == wrongKey {
+			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
+		} else if hr.host.ATProto != nil {
+			// The page the visitor wanted, as the proxies in front name it.
+			target := r.Header.Get("X-Forwarded-Uri")
+			if target == "" {
+				target = r.Header.Get("X-Original-Uri")
+			}
+			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(target)}}.Encode()
+		}
+		writeError(w, r, p)
 	}
-	_ = json.NewEncoder(w).Encode(body)
 }
 
 // whoami serves /@/denied, the page a proxy in front shows (error_page
