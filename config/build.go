@@ -394,12 +394,12 @@ func (b *builder) host(raw *hostSchema, globalTLS TLS) Host {
 
 func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 	a := &ATProto{
-		ClientName:     raw.Name,
-		Scopes:         raw.Scopes,
-		ClientURI:      raw.ClientURI,
-		LogoURI:        raw.LogoURI,
-		TOSURI:         raw.TOSURI,
-		PolicyURI:      raw.PolicyURI,
+		ClientName: raw.Name,
+		Scopes:     raw.Scopes,
+		ClientURI:  raw.ClientURI,
+		LogoURI:    raw.LogoURI,
+		TOSURI:     raw.TOSURI,
+		PolicyURI:  raw.PolicyURI,
 	}
 	if a.ClientName == "" {
 		a.ClientName = h.Label

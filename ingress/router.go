@@ -96,10 +96,10 @@ type hostRoute struct {
 	// backend is nil for a forward-auth host.
 	backend backend
 	// gate is nil for an open host.
-	gate    *gate
-	signIn  http.Handler
-	proxy   *httputil.ReverseProxy
-	rt      *Router
+	gate   *gate
+	signIn http.Handler
+	proxy  *httputil.ReverseProxy
+	rt     *Router
 }
 
 // New builds the router.

@@ -95,8 +95,8 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 type envConfig struct {
-	local       bool   // the localhost client on host "localhost", plain HTTP
-	hostExtra   string // HCL added to the host block, e.g. a require_atproto block
+	local     bool   // the localhost client on host "localhost", plain HTTP
+	hostExtra string // HCL added to the host block, e.g. a require_atproto block
 }
 
 func newSigninEnv(t *testing.T, ec envConfig) *signinEnv {
