@@ -28,7 +28,7 @@ func repoRoot(t *testing.T) string {
 }
 
 func TestExamplesLoad(t *testing.T) {
-	for _, name := range []string{"io.hcl", "local.hcl"} {
+	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl"} {
 		t.Run(name, func(t *testing.T) {
 			cfg, diags := Load(filepath.Join(repoRoot(t), "examples", name), Options{LookupEnv: noEnv})
 			if diags.HasErrors() || cfg == nil {

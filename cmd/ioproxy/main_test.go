@@ -24,7 +24,7 @@ func repoRoot(t *testing.T) string {
 
 func TestValidate(t *testing.T) {
 	root := repoRoot(t)
-	for _, name := range []string{"io.hcl", "local.hcl"} {
+	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl"} {
 		var out, errb bytes.Buffer
 		if code := run([]string{"validate", "-config", filepath.Join(root, "examples", name)}, &out, &errb); code != 0 {
 			t.Errorf("validate examples/%s: exit %d\n%s", name, code, errb.String())
@@ -41,6 +41,16 @@ func TestValidate(t *testing.T) {
 	}
 	if want := bad + ":2:13: error: Invalid backend"; !strings.Contains(errb.String(), want) {
 		t.Errorf("diagnostics %q lack %q", errb.String(), want)
+	}
+	// A {SHA} API key works but is weak: validate passes and says so.
+	weak := filepath.Join(t.TempDir(), "weak.hcl")
+	os.WriteFile(weak, []byte("host \"a.example.com\" {\n  backend = \"localhost:3000\"\n  apikey_auth {\n    users = <<EOT\nci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nEOT\n  }\n}\n"), 0o600)
+	errb.Reset()
+	if code := run([]string{"validate", "-config", weak}, &out, &errb); code != 0 {
+		t.Errorf("config with a {SHA} key: exit %d\n%s", code, errb.String())
+	}
+	if want := weak + ":5:1: warning: Weak API key hash"; !strings.Contains(errb.String(), want) || !strings.Contains(errb.String(), "htpasswd -nbB ci") {
+		t.Errorf("diagnostics %q lack %q and the command to fix it", errb.String(), want)
 	}
 	if code := run([]string{"frobnicate"}, &out, &errb); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
