@@ -93,7 +93,8 @@ func clip(s string) string {
 // (as a keyed hash, never the key itself) and later checks of the same key
 // are one HMAC. Only the last good key per name is kept, so the memory is
 // bounded by the number of entries; wrong keys are never remembered, and
-// pay full price every time.
+// pay full price every time. Parallel checks of the same name and key
+// share one comparison.
 type Keys struct {
 	entries map[string]KeyEntry
 	// decoy is checked for unknown names, so that a wrong name costs as
@@ -103,24 +104,34 @@ type Keys struct {
 	mac  []byte
 	mu   sync.Mutex
 	good map[string][]byte // name -> HMAC of the last key that checked out
+	// flights are the comparisons in progress, by HMAC of name and key.
+	flights map[string]*flight
 }
 
 // NewKeys returns a checker for the entries; names must be unique (config
 // validation makes sure of it).
 func NewKeys(entries []KeyEntry) *Keys {
-	k := &Keys{entries: map[string]KeyEntry{}, good: map[string][]byte{}, mac: make([]byte, 32)}
+	k := &Keys{entries: map[string]KeyEntry{}, good: map[string][]byte{}, flights: map[string]*flight{}, mac: make([]byte, 32)}
 	_, _ = rand.Read(k.mac)
-	cost := bcrypt.DefaultCost
+	cost, anyBcrypt := bcrypt.DefaultCost, false
 	for _, e := range entries {
 		k.entries[e.Name] = e
 		if e.Kind == HashBcrypt {
+			anyBcrypt = true
 			if c, err := bcrypt.Cost([]byte(e.Hash)); err == nil {
 				cost = c
 			}
 		}
 	}
-	decoy, _ := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
-	k.decoy = KeyEntry{Kind: HashBcrypt, Hash: string(decoy)}
+	if anyBcrypt {
+		decoy, _ := bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
+		k.decoy = KeyEntry{Kind: HashBcrypt, Hash: string(decoy)}
+	} else {
+		// With {SHA} entries only, a wrong key costs one SHA-1, and so
+		// must an unknown name.
+		sum := sha1.Sum([]byte(rand.Text()))
+		k.decoy = KeyEntry{Kind: HashSHA1, Hash: "{SHA}" + base64.StdEncoding.EncodeToString(sum[:])}
+	}
 	return k
 }
 
@@ -136,27 +147,75 @@ func (k *Keys) Names() []string {
 // ErrWrongKey means the name is unknown or the key does not match it.
 var ErrWrongKey = errors.New("unknown name or wrong key")
 
+// ErrTooMany means CheckLimited did not compare the key: its caller's
+// limit refused the attempt.
+var ErrTooMany = errors.New("too many attempts")
+
 // Check verifies a name and key.
 func (k *Keys) Check(name, key string) error {
-	e, ok := k.entries[name]
-	sum := k.sum(name, key)
-	if ok {
-		k.mu.Lock()
-		prev := k.good[name]
-		k.mu.Unlock()
-		if prev != nil && hmac.Equal(prev, sum) {
-			return nil
-		}
-	} else {
+	return k.CheckLimited(name, key, nil)
+}
+
+// CheckLimited is Check for a caller that limits attempts: unless the key
+// is the remembered good key of the name (no hashing to speak of), it
+// calls spend before comparing, and refuses with ErrTooMany, without
+// comparing, when spend returns false. Counting an attempt before its
+// slow comparison rather than after is what keeps parallel guesses from
+// all passing a limit that none of them has yet been counted against.
+func (k *Keys) CheckLimited(name, key string, spend func() bool) error {
+	e, known := k.entries[name]
+	if !known {
 		e = k.decoy
 	}
-	if !e.matches(key) || !ok {
+	sum := k.sum(name, key)
+	var lead *flight
+	k.mu.Lock()
+	if prev := k.good[name]; known && prev != nil && hmac.Equal(prev, sum) {
+		k.mu.Unlock()
+		return nil
+	}
+	id := string(sum)
+	switch f := k.flights[id]; {
+	case f != nil:
+		// The same name and key are being checked: a client that sends
+		// its first requests in parallel costs one comparison, and one
+		// attempt against its limit.
+		k.mu.Unlock()
+		<-f.done
+		if f.ok {
+			return nil
+		}
+	default:
+		lead = &flight{done: make(chan struct{})}
+		k.flights[id] = lead
+		k.mu.Unlock()
+		defer func() {
+			k.mu.Lock()
+			delete(k.flights, id)
+			k.mu.Unlock()
+			close(lead.done)
+		}()
+	}
+	if spend != nil && !spend() {
+		return ErrTooMany
+	}
+	if !e.matches(key) || !known {
 		return ErrWrongKey
 	}
 	k.mu.Lock()
 	k.good[name] = sum
 	k.mu.Unlock()
+	if lead != nil {
+		lead.ok = true
+	}
 	return nil
+}
+
+// flight is a comparison in progress, for others checking the same name
+// and key to wait for.
+type flight struct {
+	done chan struct{}
+	ok   bool // set before done is closed
 }
 
 func (k *Keys) sum(name, key string) []byte {

@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 )
@@ -81,13 +82,17 @@ func (r *Rules) IsPublic(u *url.URL) bool {
 func plainPath(u *url.URL) (string, bool) {
 	raw := u.EscapedPath()
 	lower := strings.ToLower(raw)
-	for _, s := range []string{"%2f", "%5c", "%2e", "%3b", "%00", "\\", ";"} {
+	// "%25" is an escaped "%": a backend that decodes twice reads
+	// "%252e%252e" as "..".
+	for _, s := range []string{"%2f", "%5c", "%2e", "%3b", "%00", "%25", "\\", ";"} {
 		if strings.Contains(lower, s) {
 			return "", false
 		}
 	}
 	p := u.Path
-	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\;") {
+	// Invalid UTF-8 includes overlong forms of "/" and "." ("%c0%af"),
+	// which some decoders read as such.
+	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\;") || strings.ContainsFunc(p, isControl) || !utf8.ValidString(p) {
 		return "", false
 	}
 	clean := path.Clean(p)
@@ -99,6 +104,8 @@ func plainPath(u *url.URL) (string, bool) {
 	}
 	return p, true
 }
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // PathPattern is an exact path ("/healthz") or a prefix ("/static/*").
 type PathPattern struct {
@@ -136,21 +143,26 @@ func ParsePathPattern(s string) (PathPattern, error) {
 	if strings.Contains(p.Path, "*") {
 		return PathPattern{}, fmt.Errorf("%q has a \"*\" that is not at the end; only a final \"*\" is supported, as in \"/static/*\"", s)
 	}
-	if strings.ContainsAny(p.Path, "?#%\\; \t") {
-		return PathPattern{}, fmt.Errorf("%q is not a plain path: leave out queries, fragments, percent-escapes, backslashes, semicolons and spaces", s)
-	}
-	if p.Path == "/" && p.Prefix {
-		return PathPattern{}, fmt.Errorf("%q would make every path public; remove require_atproto instead", s)
-	}
-	if strings.HasPrefix(p.Path, "/@/") || p.Path == "/@" {
-		return PathPattern{}, fmt.Errorf("%q is under /@/, ioproxy's own routes, which are always reachable; remove it", s)
+	if strings.ContainsAny(p.Path, "?#%\\; \t") || strings.ContainsFunc(p.Path, isControl) {
+		return PathPattern{}, fmt.Errorf("%q is not a plain path: leave out queries, fragments, percent-escapes, backslashes, semicolons, spaces and control characters", s)
 	}
 	clean := path.Clean(p.Path)
 	if strings.HasSuffix(p.Path, "/") && clean != "/" {
 		clean += "/"
 	}
-	if clean != p.Path && !(p.Prefix && clean+"/" == p.Path) {
-		return PathPattern{}, fmt.Errorf("%q is not a clean path (no \"//\", \".\" or \"..\" segments); write %q", s, clean)
+	if clean == "/" && p.Prefix {
+		return PathPattern{}, fmt.Errorf("%q would make every path public; remove require_atproto instead", s)
+	}
+	if strings.HasPrefix(clean, "/@/") || clean == "/@" {
+		return PathPattern{}, fmt.Errorf("%q is under /@/, ioproxy's own routes, which are always reachable; remove it", s)
+	}
+	if clean != p.Path {
+		// Such a pattern could only match paths that are never public.
+		want := clean
+		if p.Prefix {
+			want += "*"
+		}
+		return PathPattern{}, fmt.Errorf("%q is not a clean path (no \"//\", \".\" or \"..\" segments); write %q", s, want)
 	}
 	return p, nil
 }

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -74,10 +75,24 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 			if hr.rt.wrongKeys.exhausted(client) {
 				return admission{outcome: tooMany}
 			}
-			if err := g.keys.Check(name, key); err != nil {
-				hr.rt.wrongKeys.allow(client)
+			// A key that is not remembered as good is counted before its
+			// check (tens of milliseconds of bcrypt), not after: counted
+			// after, parallel guesses would all pass the limit.
+			spent := false
+			err := g.keys.CheckLimited(name, key, func() bool {
+				spent = true
+				return hr.rt.wrongKeys.allow(client)
+			})
+			switch {
+			case errors.Is(err, access.ErrTooMany):
+				return admission{outcome: tooMany}
+			case err != nil:
 				hr.rt.log.Info("wrong API key", "host", hr.host.Name, "name", name, "remote", r.RemoteAddr)
 				return admission{outcome: wrongKey}
+			}
+			if spent {
+				// Only wrong keys count against the client.
+				hr.rt.wrongKeys.refund(client)
 			}
 			return admission{keyUser: name}
 		}
@@ -108,7 +123,7 @@ func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission)
 		hr.challenge(w)
 		writeError(w, r, errorPage{Status: http.StatusUnauthorized, Title: "Wrong API key", Message: "The name or key given is not one this site accepts."})
 	case denied:
-		hr.deniedPage(w, r, *a.account)
+		hr.deniedPage(w, r, *a.account, r.URL.RequestURI())
 	default:
 		hr.requireSignIn(w, r)
 	}
@@ -163,7 +178,8 @@ type deniedPageData struct {
 
 // deniedPage tells a signed-in person that their account may not use the
 // site, naming it (people often hold several) and offering to sign out.
-func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, sess sessions.Session) {
+// After signing out, the browser returns to back.
+func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, sess sessions.Session, back string) {
 	if wantsJSON(r) || !acceptsHTML(r) {
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + sess.DID + " may not use this site."})
 		return
@@ -173,7 +189,7 @@ func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, sess ses
 		Handle:   sess.Handle,
 		DID:      sess.DID,
 		CSRF:     csrfToken(sess.ID),
-		Redirect: SafeRedirect(r.URL.RequestURI()),
+		Redirect: SafeRedirect(back),
 	})
 }
 
@@ -216,7 +232,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)
 	case denied:
-		hr.deniedPage(w, r, *a.account)
+		hr.deniedPage(w, r, *a.account, forwardedURI(r))
 	case tooMany:
 		// 429 would become a 500 in nginx; 403 says as much.
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
@@ -226,29 +242,19 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		if a.outcome == wrongKey {
 			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
 		} else if hr.host.ATProto != nil {
-			// The page the visitor wanted, as the proxies in front name it.
-			target := r.Header.Get("X-Forwarded-Uri")
-			if target == "" {
-				target = r.Header.Get("X-Original-Uri")
-			}
-			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(target)}}.Encode()
+			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(forwardedURI(r))}}.Encode()
 		}
 		writeError(w, r, p)
 	}
 }
 
-// whoami serves /@/denied, the page a proxy in front shows (error_page
-// 403) when forward-auth refused a signed-in account: the same page ioproxy
-// shows when it is the only proxy.
-func (hr *hostRoute) whoami(w http.ResponseWriter, r *http.Request) {
-	sess, ok := lookupSession(hr.rt.store, r, hr.host.Name)
-	if !ok {
-		hr.requireSignIn(w, r)
-		return
+// forwardedURI is the page a forward-auth request is about, as the proxy
+// in front names it (Traefik and Caddy: X-Forwarded-Uri; the nginx
+// example: X-Original-URI). It is used only as a same-site redirect
+// target, through SafeRedirect, so a client cannot make it harmful.
+func forwardedURI(r *http.Request) string {
+	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {
+		return u
 	}
-	if hr.gate != nil && (hr.gate.rules == nil || !hr.gate.rules.Admits(sess.DID, sess.Handle)) {
-		hr.deniedPage(w, r, sess)
-		return
-	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	return r.Header.Get("X-Original-Uri")
 }

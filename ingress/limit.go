@@ -54,6 +54,21 @@ func (l *rateLimiter) allow(client string) bool {
 	return n < l.perMinute
 }
 
+// refund takes back one event that allow counted, for an attempt that
+// turned out not to be one to limit (an API key counted before its check,
+// which was right).
+func (l *rateLimiter) refund(client string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n, seen := l.counts[client]; seen {
+		if n > 0 {
+			l.counts[client] = n - 1
+		}
+	} else if l.overflow > 0 {
+		l.overflow--
+	}
+}
+
 // exhausted reports, without counting, whether the client has used up
 // this minute's budget.
 func (l *rateLimiter) exhausted(client string) bool {

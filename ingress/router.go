@@ -244,10 +244,6 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			upstream, operation = "ioproxy", "auth"
 			hr.forwardAuth(sw, r)
 			return
-		case "/@/denied":
-			upstream, operation = "ioproxy", "denied"
-			hr.whoami(sw, r)
-			return
 		}
 		if hr.signIn == nil {
 			writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This site does not offer sign-in."})
@@ -456,7 +452,7 @@ const UnknownHost = "(unknown)"
 // signInOperation names the sign-in route of a path, from a fixed set.
 func signInOperation(path string) string {
 	switch path {
-	case "/@/signin", "/@/callback", "/@/signout", "/@/client-metadata.json", "/@/jwks.json", "/@/auth", "/@/denied":
+	case "/@/signin", "/@/callback", "/@/signout", "/@/client-metadata.json", "/@/jwks.json", "/@/auth":
 		return strings.TrimSuffix(strings.TrimPrefix(path, "/@/"), ".json")
 	}
 	return ""
