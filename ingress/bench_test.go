@@ -8,12 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
 // BenchmarkIngress measures the ingress path against calling the same
 // loopback backend directly, in the same run, and reports requests per
-// second of each and the latency the proxy adds per request:
+// second of each and the latency the proxy adds per request; then the
+// same through a host with access rules, for a signed-in account and for
+// a script with an API key (bcrypt at the default cost, checked once):
 //
 //	go test -run '^$' -bench BenchmarkIngress -benchtime 5s ./ingress/
 func BenchmarkIngress(b *testing.B) {
@@ -27,34 +32,50 @@ func BenchmarkIngress(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer store.Close()
-	cfg := mustConfig(&testing.T{}, fmt.Sprintf(`
+	hash, err := bcrypt.GenerateFromPassword([]byte("bench-key"), bcrypt.DefaultCost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, diags := config.Parse([]byte(fmt.Sprintf(`
 host "app.example.com" {
   backend = %q
   atproto {}
   tls { mode = "off" }
-}`, backend.URL))
+}
+host "tool.example.com" {
+  backend = %q
+  require_atproto { handles = ["*.example.test"] }
+  apikey_auth { users = ["ci:%s"] }
+  tls { mode = "off" }
+}`, backend.URL, backend.URL, hash)), "bench.hcl", config.Options{})
+	if diags.HasErrors() {
+		b.Fatal(diags)
+	}
 	rt, err := New(Config{Config: cfg, Sessions: store})
 	if err != nil {
 		b.Fatal(err)
 	}
 	proxy := httptest.NewServer(rt)
 	defer proxy.Close()
-	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "app.example.com", DID: "did:plc:bench", Handle: "bench.test", Expiry: time.Now().Add(time.Hour)}
-	if err := store.Create(sess); err != nil {
-		b.Fatal(err)
+	newSession := func(host string) sessions.Session {
+		s := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: host, DID: "did:plc:bench", Handle: "bench.example.test",
+			Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
+		if err := store.Create(s); err != nil {
+			b.Fatal(err)
+		}
+		return s
 	}
+	appSess, toolSess := newSession("app.example.com"), newSession("tool.example.com")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
-	run := func(b *testing.B, url string, signedIn bool) {
+	run := func(b *testing.B, url, host string, auth func(*http.Request)) {
 		b.ReportAllocs()
 		start := time.Now()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				req, _ := http.NewRequest(http.MethodGet, url, nil)
-				req.Host = "app.example.com"
-				if signedIn {
-					req.AddCookie(&http.Cookie{Name: CookieName, Value: sess.ID})
-				}
+				req.Host = host
+				auth(req)
 				resp, err := client.Do(req)
 				if err != nil {
 					b.Fatal(err)
@@ -68,19 +89,29 @@ host "app.example.com" {
 		})
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 	}
+	anonymous := func(*http.Request) {}
+	cookie := func(s sessions.Session) func(*http.Request) {
+		return func(req *http.Request) { req.AddCookie(&http.Cookie{Name: CookieName, Value: s.ID}) }
+	}
 	var direct, viaProxy time.Duration
 	b.Run("direct", func(b *testing.B) {
 		start := time.Now()
-		run(b, backend.URL+"/", false)
+		run(b, backend.URL+"/", "app.example.com", anonymous)
 		direct = time.Since(start) / time.Duration(b.N)
 	})
 	b.Run("ingress", func(b *testing.B) {
 		start := time.Now()
-		run(b, proxy.URL+"/", false)
+		run(b, proxy.URL+"/", "app.example.com", anonymous)
 		viaProxy = time.Since(start) / time.Duration(b.N)
 	})
 	b.Run("ingress-signed-in", func(b *testing.B) {
-		run(b, proxy.URL+"/", true)
+		run(b, proxy.URL+"/", "app.example.com", cookie(appSess))
+	})
+	b.Run("require-atproto-signed-in", func(b *testing.B) {
+		run(b, proxy.URL+"/", "tool.example.com", cookie(toolSess))
+	})
+	b.Run("apikey", func(b *testing.B) {
+		run(b, proxy.URL+"/", "tool.example.com", func(req *http.Request) { req.SetBasicAuth("ci", "bench-key") })
 	})
 	if direct > 0 && viaProxy > 0 {
 		b.Logf("added by ingress: %v per request (wall time per request under parallel load: direct %v, ingress %v)", viaProxy-direct, direct, viaProxy)
