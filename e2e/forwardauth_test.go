@@ -169,6 +169,10 @@ host "127.0.0.1" {
 	if err != nil {
 		t.Fatalf("bob signs out through nginx: %v", err)
 	}
+	// The visitor cannot ask /@/auth itself through nginx.
+	if resp, _ := do("GET", "/@/auth", basic("ci", "ci-key")); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /@/auth through nginx: %d, want 404", resp.StatusCode)
+	}
 	// nginx never answered 500: ioproxy's /@/auth said only 200, 401 or 403.
 	if strings.Contains(ngx.AccessLog(), `" 500 `) {
 		t.Errorf("nginx answered 500:\n%s", ngx.AccessLog())

@@ -222,7 +222,12 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		if a.session != nil {
 			h.Set(HeaderUserDID, a.session.DID)
 			h.Set(HeaderUserHandle, a.session.Handle)
-			h.Set(HeaderProxySession, a.session.ProxyKey)
+			// Proxy-Session is for backends, never for browsers (a script
+			// on the page could read it here): only a proxy listed in
+			// trusted_proxies gets it, to pass on.
+			if hr.rt.trustedPeer(peerIP(r)) {
+				h.Set(HeaderProxySession, a.session.ProxyKey)
+			}
 			body["did"], body["handle"] = a.session.DID, a.session.Handle
 		}
 		if a.keyUser != "" {

@@ -484,7 +484,9 @@ host "both.example.com" {
 // forwardAuthConfig has an open host, a forward-auth-only host with rules
 // and keys, and a forward-auth-only host with keys alone.
 func forwardAuthConfig(t *testing.T, backend string) string {
+	// httptest's requests come from 192.0.2.1: the proxy in front.
 	return fmt.Sprintf(`
+ingress { trusted_proxies = ["192.0.2.1"] }
 host "open.example.com" { backend = %q }
 host "closed.example.com" {
   require_atproto {
@@ -624,6 +626,9 @@ func TestForwardAuth(t *testing.T) {
 					if s.DID == tt.did && s.Host == tt.req.host {
 						want = s.ProxyKey
 					}
+				}
+				if tt.req.remote != "" && !strings.HasPrefix(tt.req.remote, "192.0.2.1:") {
+					want = "" // not from the trusted proxy
 				}
 				if got := h.Get(HeaderProxySession); got != want {
 					t.Errorf("Proxy-Session %q, want %q", got, want)
@@ -853,3 +858,22 @@ host "tool.example.com" {
 }
 
 func htmlAccept() http.Header { return http.Header{"Accept": {"text/html"}} }
+
+// Proxy-Session reaches only a proxy listed in trusted_proxies: a browser
+// asking /@/auth itself (a script on the page, say) learns who it is, not
+// the key that its backend uses at the calling port.
+func TestForwardAuthProxySessionOnlyForTrustedProxies(t *testing.T) {
+	a := echoBackend(t, "a")
+	store := openStore(t)
+	rt := newRouter(t, mustConfig(t, forwardAuthConfig(t, a.URL)), store)
+	carol := newGateSession(t, store, "closed.example.com", gateCarol, "carol.team.example.com")
+	for remote, want := range map[string]string{"192.0.2.1:1234": carol.ProxyKey, "203.0.113.5:1234": ""} {
+		rec, _ := gateReq{host: "closed.example.com", path: "/@/auth", session: &carol, remote: remote}.serve(t, rt)
+		if rec.Code != 200 || rec.Header().Get(HeaderUserDID) != gateCarol || rec.Header().Get(HeaderProxySession) != want {
+			t.Errorf("from %s: %d User-Did %q Proxy-Session %q, want %q", remote, rec.Code, rec.Header().Get(HeaderUserDID), rec.Header().Get(HeaderProxySession), want)
+		}
+		if strings.Contains(rec.Body.String(), carol.ProxyKey) {
+			t.Errorf("from %s: the body carries the Proxy-Session key", remote)
+		}
+	}
+}
