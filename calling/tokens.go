@@ -256,6 +256,10 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 	}
 	t.cfg.Recorder.TokenRefresh(true)
 	t.cfg.Logger.Debug("tokens refreshed", "did", next.DID)
+	if next.Handle != cur.Handle {
+		// Access rules that name handles apply the new one from now on.
+		t.cfg.Logger.Info("handle changed", "did", next.DID, "from", cur.Handle, "to", next.Handle)
+	}
 	return next, nil
 }
 
