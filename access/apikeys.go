@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -106,12 +107,17 @@ type Keys struct {
 	good map[string][]byte // name -> HMAC of the last key that checked out
 	// flights are the comparisons in progress, by HMAC of name and key.
 	flights map[string]*flight
+	// slots bound the bcrypt comparisons running at once to the CPUs:
+	// wrong keys from many addresses must not take every core, and keys
+	// already remembered as good never wait for a slot.
+	slots chan struct{}
 }
 
 // NewKeys returns a checker for the entries; names must be unique (config
 // validation makes sure of it).
 func NewKeys(entries []KeyEntry) *Keys {
-	k := &Keys{entries: map[string]KeyEntry{}, good: map[string][]byte{}, flights: map[string]*flight{}, mac: make([]byte, 32)}
+	k := &Keys{entries: map[string]KeyEntry{}, good: map[string][]byte{}, flights: map[string]*flight{}, mac: make([]byte, 32),
+		slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
 	_, _ = rand.Read(k.mac)
 	cost, anyBcrypt := bcrypt.DefaultCost, false
 	for _, e := range entries {
@@ -198,6 +204,10 @@ func (k *Keys) CheckLimited(name, key string, spend func() bool) error {
 	}
 	if spend != nil && !spend() {
 		return ErrTooMany
+	}
+	if e.Kind == HashBcrypt {
+		k.slots <- struct{}{}
+		defer func() { <-k.slots }()
 	}
 	if !e.matches(key) || !known {
 		return ErrWrongKey

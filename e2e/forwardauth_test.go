@@ -34,6 +34,7 @@ func exampleNginx(t *testing.T, listen, ioproxyAddr, toolAddr string) string {
 		"server 127.0.0.1:8080;":         "server " + ioproxyAddr + ";",
 		"server 127.0.0.1:3000;":         "server " + toolAddr + ";",
 		"server_name admin.example.com;": "server_name 127.0.0.1;",
+		"Host admin.example.com;":        "Host " + listen + ";",
 	} {
 		if !strings.Contains(conf, old) {
 			t.Fatalf("examples/nginx-forward-auth.conf no longer has %q", old)
@@ -74,7 +75,14 @@ host "127.0.0.1" {
     users = [%q]
   }
 }
-`, frontPort, apiKeyEntry(t, "ci", "ci-key")))
+# Another forward-auth host, with a key of its own: it must not open
+# the tool above.
+host "other.example.com" {
+  apikey_auth {
+    users = [%q]
+  }
+}
+`, frontPort, apiKeyEntry(t, "ci", "ci-key"), apiKeyEntry(t, "other", "other-key")))
 	toolAddr := strings.TrimPrefix(tool.URL, "http://")
 	ngx := nginx.Start(t, exampleNginx(t, front, fmt.Sprintf("127.0.0.1:%d", httpPort), toolAddr))
 	base := "http://" + front
@@ -84,6 +92,9 @@ host "127.0.0.1" {
 		req, _ := http.NewRequest(method, base+path, nil)
 		for k, v := range hdr {
 			req.Header[k] = v
+		}
+		if h := hdr.Get("Host"); h != "" {
+			req.Host = h
 		}
 		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		resp, err := client.Do(req)
@@ -120,6 +131,12 @@ host "127.0.0.1" {
 	}
 	if resp, _ := do("GET", "/report", basic("ci", "wrong")); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a wrong key: %d", resp.StatusCode)
+	}
+	// The client cannot pick the ioproxy host that nginx asks about.
+	hdr = basic("other", "other-key")
+	hdr.Set("Host", "other.example.com")
+	if resp, _ := do("GET", "/report", hdr); resp.StatusCode != http.StatusUnauthorized || tool.requests() != 1 {
+		t.Fatalf("a script with another host's key, naming that Host: %d", resp.StatusCode)
 	}
 	// A browser without a session is sent to ioproxy's sign-in by way of
 	// nginx's error_page, with the page it wanted, escaped.

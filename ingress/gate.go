@@ -72,12 +72,11 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 	if g.keys != nil {
 		if name, key, ok := r.BasicAuth(); ok {
 			client := hr.rt.clientKey(r)
-			if hr.rt.wrongKeys.exhausted(client) {
-				return admission{outcome: tooMany}
-			}
 			// A key that is not remembered as good is counted before its
 			// check (tens of milliseconds of bcrypt), not after: counted
-			// after, parallel guesses would all pass the limit.
+			// after, parallel guesses would all pass the limit. A key
+			// remembered as good is not counted at all, so a neighbour
+			// behind the same address cannot lock it out by guessing.
 			spent := false
 			err := g.keys.CheckLimited(name, key, func() bool {
 				spent = true
@@ -120,7 +119,7 @@ func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission)
 		w.Header().Set("Retry-After", "60")
 		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
 	case wrongKey:
-		hr.challenge(w)
+		hr.challenge(w, r)
 		writeError(w, r, errorPage{Status: http.StatusUnauthorized, Title: "Wrong API key", Message: "The name or key given is not one this site accepts."})
 	case denied:
 		hr.deniedPage(w, r, *a.account, r.URL.RequestURI())
@@ -131,8 +130,11 @@ func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission)
 
 // challenge offers Basic credentials to clients that were refused, on
 // hosts that accept API keys.
-func (hr *hostRoute) challenge(w http.ResponseWriter) {
-	if hr.gate != nil && hr.gate.keys != nil {
+// Browsers' own requests (which carry Sec-Fetch-Mode) get none: a
+// challenge would pop up the browser's password dialog over the page.
+func (hr *hostRoute) challenge(w http.ResponseWriter, r *http.Request) {
+	_, _, gaveKey := r.BasicAuth()
+	if hr.gate != nil && hr.gate.keys != nil && (gaveKey || r.Header.Get("Sec-Fetch-Mode") == "") {
 		w.Header().Set("WWW-Authenticate", `Basic realm=`+strconv.Quote(hr.gate.realm)+`, charset="UTF-8"`)
 	}
 }
@@ -145,7 +147,7 @@ func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/@/signin?"+q.Encode(), http.StatusSeeOther)
 		return
 	}
-	hr.challenge(w)
+	hr.challenge(w, r)
 	p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}
 	if hr.host.ATProto != nil {
 		p.Retry = "/@/signin"
@@ -237,27 +239,30 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)
 	case denied:
-		hr.deniedPage(w, r, *a.account, forwardedURI(r))
+		hr.deniedPage(w, r, *a.account, hr.rt.forwardedURI(r))
 	case tooMany:
 		// 429 would become a 500 in nginx; 403 says as much.
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
 	default:
-		hr.challenge(w)
+		hr.challenge(w, r)
 		p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}
 		if a.outcome == wrongKey {
 			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
 		} else if hr.host.ATProto != nil {
-			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(forwardedURI(r))}}.Encode()
+			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(hr.rt.forwardedURI(r))}}.Encode()
 		}
 		writeError(w, r, p)
 	}
 }
 
-// forwardedURI is the page a forward-auth request is about, as the proxy
-// in front names it (Traefik and Caddy: X-Forwarded-Uri; the nginx
-// example: X-Original-URI). It is used only as a same-site redirect
-// target, through SafeRedirect, so a client cannot make it harmful.
-func forwardedURI(r *http.Request) string {
+// forwardedURI is the page a forward-auth request is about, as a trusted
+// proxy in front names it (Traefik and Caddy: X-Forwarded-Uri; the nginx
+// example: X-Original-URI). It is only ever a same-site redirect target,
+// through SafeRedirect.
+func (rt *Router) forwardedURI(r *http.Request) string {
+	if !rt.trustedPeer(peerIP(r)) {
+		return ""
+	}
 	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {
 		return u
 	}

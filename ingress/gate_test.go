@@ -189,7 +189,12 @@ host "open.example.com" { backend = %q }
 				if rec.Code != http.StatusUnauthorized || rec.Header().Get("Location") != "" || rec.Header().Get("X-Backend") != "" {
 					t.Errorf("%s %v: status %d, Location %q", method, hdr, rec.Code, rec.Header().Get("Location"))
 				}
-				wantChallenge(t, rec, "api.example.com")
+				if hdr.Get("Sec-Fetch-Mode") == "" {
+					wantChallenge(t, rec, "api.example.com")
+				} else if c := rec.Header().Get("WWW-Authenticate"); c != "" {
+					// It would pop up the browser's password dialog.
+					t.Errorf("%s %v: a browser's request got the challenge %q", method, hdr, c)
+				}
 			}
 		}
 		rec, _ := gateReq{host: "api.example.com", path: "/", header: jsonClient}.serve(t, rt)
@@ -302,10 +307,15 @@ host "api.example.com" {
 			t.Fatalf("wrong key %d: %d", i+1, rec.Code)
 		}
 	}
-	for _, key := range []string{"ci-secret", "guess"} {
-		rec, _ := gateReq{host: "api.example.com", path: "/", remote: guesser, user: "ci", key: key}.serve(t, rt)
+	// A key that checked out before is remembered and not counted: a
+	// neighbour guessing behind the same address cannot lock it out.
+	if rec, _ := (gateReq{host: "api.example.com", path: "/", remote: guesser, user: "ci", key: "ci-secret"}).serve(t, rt); rec.Code != http.StatusOK {
+		t.Errorf("remembered good key after the limit: %d, want 200", rec.Code)
+	}
+	for _, c := range []struct{ user, key string }{{"colon", "pa:ss:word"}, {"ci", "guess"}} {
+		rec, _ := gateReq{host: "api.example.com", path: "/", remote: guesser, user: c.user, key: c.key}.serve(t, rt)
 		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("X-Backend") != "" {
-			t.Errorf("attempt %d with key %q: %d, want 429", wrongKeysPerMinute+1, key, rec.Code)
+			t.Errorf("attempt %d with %s:%s: %d, want 429", wrongKeysPerMinute+1, c.user, c.key, rec.Code)
 		}
 		if rec.Header().Get("Retry-After") == "" {
 			t.Error("429 without Retry-After")
@@ -535,11 +545,6 @@ func TestForwardAuth(t *testing.T) {
 		handle string
 		user   string // Apikey-User expected on 200
 	}{
-		{"open host, anonymous", gateReq{host: "open.example.com"}, 200, "", "", ""},
-		{"open host, browser", gateReq{host: "open.example.com", header: navigation}, 200, "", "", ""},
-		{"open host, session", gateReq{host: "open.example.com", session: &openSess}, 200, gateBob, "bob.example.com", ""},
-		{"open host, forged identity", gateReq{host: "open.example.com", header: http.Header{"User-Did": {gateAlice}, "Apikey-User": {"ci"}}}, 200, "", "", ""},
-		{"open host, Basic auth is the app's", gateReq{host: "open.example.com", user: "ci", key: "wrong"}, 200, "", "", ""},
 		{"closed, anonymous", gateReq{host: "closed.example.com"}, 401, "", "", ""},
 		{"closed, anonymous browser", gateReq{host: "closed.example.com", header: navigation}, 401, "", "", ""},
 		{"closed, anonymous HEAD", gateReq{method: http.MethodHead, host: "closed.example.com"}, 401, "", "", ""},
@@ -564,14 +569,15 @@ func TestForwardAuth(t *testing.T) {
 		{"closed, wrong key", gateReq{host: "closed.example.com", user: "ci", key: "wrong"}, 401, "", "", ""},
 		{"closed, unknown name", gateReq{host: "closed.example.com", user: "root", key: "ci-secret"}, 401, "", "", ""},
 		{"closed, wrong key with allowed session", gateReq{host: "closed.example.com", user: "ci", key: "wrong", session: &carol}, 401, "", "", ""},
-		{"closed, too many wrong keys, right key", gateReq{host: "closed.example.com", remote: guesser, user: "ci", key: "ci-secret"}, 403, "", "", ""},
+		{"closed, too many wrong keys, remembered right key", gateReq{host: "closed.example.com", remote: guesser, user: "ci", key: "ci-secret"}, 200, "", "", "ci"},
 		{"closed, too many wrong keys, wrong key", gateReq{host: "closed.example.com", remote: guesser, user: "ci", key: "guess"}, 403, "", "", ""},
 		{"closed, too many wrong keys, session still works", gateReq{host: "closed.example.com", remote: guesser, session: &carol}, 200, gateCarol, "carol.team.example.com", ""},
 		{"keys only, good key", gateReq{host: "keys.example.com", user: "ci", key: "ci-secret"}, 200, "", "", "ci"},
 		{"keys only, wrong key", gateReq{host: "keys.example.com", user: "ci", key: "nope"}, 401, "", "", ""},
 		{"keys only, anonymous", gateReq{host: "keys.example.com"}, 401, "", "", ""},
 		{"keys only, anonymous browser", gateReq{host: "keys.example.com", header: navigation}, 401, "", "", ""},
-		{"keys only, too many wrong keys", gateReq{host: "keys.example.com", remote: guesser, user: "ci", key: "ci-secret"}, 403, "", "", ""},
+		{"keys only, too many wrong keys, remembered right key", gateReq{host: "keys.example.com", remote: guesser, user: "ci", key: "ci-secret"}, 200, "", "", "ci"},
+		{"keys only, too many wrong keys", gateReq{host: "keys.example.com", remote: guesser, user: "colon", key: "pa:ss:word"}, 403, "", "", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.req.path == "" {
@@ -644,7 +650,7 @@ func TestForwardAuth(t *testing.T) {
 			}
 			switch rec.Code {
 			case 401:
-				if tt.req.host != "open.example.com" {
+				if tt.req.header.Get("Sec-Fetch-Mode") == "" || tt.req.user != "" {
 					wantChallenge(t, rec, tt.req.host)
 				}
 				if body != nil && body["error"] != "AuthRequired" {
@@ -753,23 +759,34 @@ func TestDeniedPage(t *testing.T) {
 	a := echoBackend(t, "a")
 	store := openStore(t)
 	cfg := mustConfig(t, fmt.Sprintf(`
+ingress { trusted_proxies = ["192.0.2.1"] }
 host "tool.example.com" {
   backend = %q
   require_atproto { handles = ["*.team.example.com"] }
+}
+host "fa.example.com" {
+  require_atproto { handles = ["*.team.example.com"] }
 }`, a.URL))
 	rt := newRouter(t, cfg, store)
-	bob := newGateSession(t, store, "tool.example.com", gateBob, "bob.example.com")
+	byHost := map[string]sessions.Session{
+		"tool.example.com": newGateSession(t, store, "tool.example.com", gateBob, "bob.example.com"),
+		"fa.example.com":   newGateSession(t, store, "fa.example.com", gateBob, "bob.example.com"),
+	}
+	const untrusted = "203.0.113.9:1"
 	for _, tt := range []struct {
-		path   string
-		header http.Header
-		back   string
+		host, path, remote string
+		header             http.Header
+		back               string
 	}{
-		{"/report?week=48", http.Header{"Accept": {"text/html"}}, "/report?week=48"},
-		{"/@/auth", http.Header{"Accept": {"text/html"}, "X-Forwarded-Uri": {"/report"}}, "/report"},
-		{"/@/auth", http.Header{"Accept": {"text/html"}, "X-Original-Uri": {"/x?y=1"}}, "/x?y=1"},
-		{"/@/auth", http.Header{"Accept": {"text/html"}, "X-Forwarded-Uri": {"//evil.example.net/"}}, "/"},
+		{"tool.example.com", "/report?week=48", "", http.Header{"Accept": {"text/html"}}, "/report?week=48"},
+		{"fa.example.com", "/@/auth", "", http.Header{"Accept": {"text/html"}, "X-Forwarded-Uri": {"/report"}}, "/report"},
+		{"fa.example.com", "/@/auth", "", http.Header{"Accept": {"text/html"}, "X-Original-Uri": {"/x?y=1"}}, "/x?y=1"},
+		{"fa.example.com", "/@/auth", "", http.Header{"Accept": {"text/html"}, "X-Forwarded-Uri": {"//evil.example.net/"}}, "/"},
+		// Only a trusted proxy names the page.
+		{"fa.example.com", "/@/auth", untrusted, http.Header{"Accept": {"text/html"}, "X-Forwarded-Uri": {"/report"}}, "/"},
 	} {
-		rec, _ := gateReq{host: "tool.example.com", path: tt.path, session: &bob, header: tt.header}.serve(t, rt)
+		bob := byHost[tt.host]
+		rec, _ := gateReq{host: tt.host, path: tt.path, remote: tt.remote, session: &bob, header: tt.header}.serve(t, rt)
 		body := rec.Body.String()
 		if rec.Code != http.StatusForbidden || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/html") {
 			t.Fatalf("%s %v: %d %s", tt.path, tt.header, rec.Code, rec.Header().Get("Content-Type"))
@@ -821,13 +838,26 @@ host "tool.example.com" {
     dids    = [%q]
     handles = ["bob.example.com"]
   }
-}`, a.URL, gateAlice)), store)
+}
+host "fa.example.com" {
+  require_atproto {
+    dids    = [%q]
+    handles = ["bob.example.com"]
+  }
+}`, a.URL, gateAlice, gateAlice)), store)
 	bob := newGateSession(t, store, "tool.example.com", gateBob, "bob.example.com")
 	alice := newGateSession(t, store, "tool.example.com", gateAlice, "alice.example.com")
+	// The same accounts on the forward-auth host.
+	twin := map[string]sessions.Session{
+		bob.ID:   newGateSession(t, store, "fa.example.com", gateBob, "bob.example.com"),
+		alice.ID: newGateSession(t, store, "fa.example.com", gateAlice, "alice.example.com"),
+	}
 	setHandle := func(id, handle string) {
 		t.Helper()
-		if _, err := store.Update(id, func(s *sessions.Session) error { s.Handle = handle; return nil }); err != nil {
-			t.Fatal(err)
+		for _, id := range []string{id, twin[id].ID} {
+			if _, err := store.Update(id, func(s *sessions.Session) error { s.Handle = handle; return nil }); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	check := func(step string, sess sessions.Session, want int, wantHandle string) {
@@ -839,7 +869,8 @@ host "tool.example.com" {
 		if want == 200 && s.Headers.Get(HeaderUserHandle) != wantHandle {
 			t.Errorf("%s: backend saw User-Handle %q, want %q", step, s.Headers.Get(HeaderUserHandle), wantHandle)
 		}
-		rec, _ = gateReq{host: "tool.example.com", path: "/@/auth", session: &sess}.serve(t, rt)
+		fa := twin[sess.ID]
+		rec, _ = gateReq{host: "fa.example.com", path: "/@/auth", session: &fa}.serve(t, rt)
 		if rec.Code != want {
 			t.Errorf("%s, forward-auth: %d, want %d", step, rec.Code, want)
 		}
@@ -874,6 +905,26 @@ func TestForwardAuthProxySessionOnlyForTrustedProxies(t *testing.T) {
 		}
 		if strings.Contains(rec.Body.String(), carol.ProxyKey) {
 			t.Errorf("from %s: the body carries the Proxy-Session key", remote)
+		}
+	}
+}
+
+// /@/auth answers only for hosts without a backend: on a host that
+// ioproxy guards itself, a proxy in front pointed at it by mistake (or by
+// a client's Host header) must not find a way around the rules.
+func TestForwardAuthOnlyOnForwardAuthHosts(t *testing.T) {
+	a := echoBackend(t, "a")
+	store := openStore(t)
+	rt := newRouter(t, mustConfig(t, forwardAuthConfig(t, a.URL)+fmt.Sprintf(`
+host "guarded.example.com" {
+  backend = %q
+  require_atproto { dids = [%q] }
+}`, a.URL, gateAlice)), store)
+	for _, host := range []string{"open.example.com", "guarded.example.com"} {
+		sess := newGateSession(t, store, host, gateAlice, "alice.example.com")
+		rec, _ := gateReq{host: host, path: "/@/auth", session: &sess}.serve(t, rt)
+		if rec.Code != http.StatusNotFound || rec.Header().Get(HeaderUserDID) != "" || rec.Header().Get(HeaderProxySession) != "" {
+			t.Errorf("%s: /@/auth %d (User-Did %q), want 404", host, rec.Code, rec.Header().Get(HeaderUserDID))
 		}
 	}
 }

@@ -242,6 +242,13 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/@/auth":
 			upstream, operation = "ioproxy", "auth"
+			if hr.backend != nil {
+				// A host with a backend is guarded here; answering
+				// forward-auth for it too would only give a proxy in
+				// front, pointed at the wrong host, a way around it.
+				writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This host is not a forward-auth host (it has a backend); /@/auth answers only for hosts without one."})
+				return
+			}
 			hr.forwardAuth(sw, r)
 			return
 		}
