@@ -51,6 +51,9 @@ func ParseKeyEntry(line string) (KeyEntry, error) {
 		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
 			return KeyEntry{}, fmt.Errorf("the bcrypt hash of %q is damaged (%v); make it again with `htpasswd -nbB %s secret`", name, err, name)
 		}
+		if len(hash) != 60 {
+			return KeyEntry{}, fmt.Errorf("the bcrypt hash of %q is %d characters, not 60 (two entries on one line? put each on its own line); make it again with `htpasswd -nbB %s secret` if it is damaged", name, len(hash), name)
+		}
 		return KeyEntry{Name: name, Kind: HashBcrypt, Hash: hash}, nil
 	case strings.HasPrefix(hash, "{SHA}"):
 		sum, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(hash, "{SHA}"))
@@ -246,4 +249,13 @@ func (e KeyEntry) matches(key string) bool {
 		return subtle.ConstantTimeCompare([]byte(want), []byte(e.Hash)) == 1
 	}
 	return false
+}
+
+// Cost is the bcrypt cost of a bcrypt entry, 0 for other kinds.
+func (e KeyEntry) Cost() int {
+	if e.Kind != HashBcrypt {
+		return 0
+	}
+	c, _ := bcrypt.Cost([]byte(e.Hash))
+	return c
 }

@@ -377,3 +377,20 @@ func TestKeysCheckLimitedParallel(t *testing.T) {
 	}
 	k.mu.Unlock()
 }
+
+// Two entries on one line must not leave the second silently unused:
+// bcrypt.Cost reads only the hash's prefix.
+func TestParseKeyEntryTrailingText(t *testing.T) {
+	h, err := bcrypt.GenerateFromPassword([]byte("k"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"ci:" + string(h) + " ci2:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "ci:" + string(h) + "x", "ci:" + string(h)[:59]} {
+		if _, err := ParseKeyEntry(line); err == nil || !strings.Contains(err.Error(), "not 60") {
+			t.Errorf("ParseKeyEntry(%.70q…) = %v, want a length error", line, err)
+		}
+	}
+	if e, err := ParseKeyEntry("ci:" + string(h)); err != nil || e.Cost() != bcrypt.MinCost {
+		t.Errorf("a good entry: %+v %v", e, err)
+	}
+}

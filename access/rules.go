@@ -91,9 +91,19 @@ func plainPath(u *url.URL) (string, bool) {
 	}
 	p := u.Path
 	// Invalid UTF-8 includes overlong forms of "/" and "." ("%c0%af"),
-	// which some decoders read as such.
-	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\;") || strings.ContainsFunc(p, isControl) || !utf8.ValidString(p) {
+	// which some decoders read as such; other non-ASCII characters
+	// (full-width dots) and spaces become dots or vanish in backends that
+	// normalize or trim.
+	if p == "" || p[0] != '/' || strings.ContainsAny(p, "\\;") || strings.ContainsFunc(p, isControl) || !utf8.ValidString(p) ||
+		strings.ContainsFunc(p, func(r rune) bool { return r > 0x7e }) {
 		return "", false
+	}
+	for _, seg := range strings.Split(p, "/") {
+		// "...", " .." or ". ." are ".." to a server that trims spaces
+		// and trailing dots (as Windows does).
+		if seg != "" && strings.Trim(seg, ". ") == "" {
+			return "", false
+		}
 	}
 	clean := path.Clean(p)
 	if strings.HasSuffix(p, "/") && clean != "/" {
@@ -181,6 +191,20 @@ func ParseDID(s string) (string, error) {
 			return "", fmt.Errorf("%q is not a did:plc identifier: after \"did:plc:\" come 24 characters from a-z and 2-7", s)
 		}
 	case "web":
+		// AT Protocol's did:web names a host only: no path, no port
+		// (but on localhost, for development).
+		id := strings.ToLower(d.Identifier())
+		if strings.Contains(id, ":") {
+			return "", fmt.Errorf("%q has a path; AT Protocol's did:web names a host only, as in \"did:web:example.com\"", s)
+		}
+		host, port, hasPort := strings.Cut(id, "%3a")
+		if !hasPort {
+			return "did:web:" + host, nil
+		}
+		if host != "localhost" {
+			return "", fmt.Errorf("%q has a port; AT Protocol's did:web allows one only on localhost", s)
+		}
+		return "did:web:" + host + "%3A" + port, nil
 	default:
 		return "", fmt.Errorf("%q uses the method %q; AT Protocol accounts are did:plc or did:web", s, d.Method())
 	}

@@ -350,3 +350,47 @@ func TestParseHandlePattern(t *testing.T) {
 		}
 	}
 }
+
+// Paths that backends which normalize Unicode, or trim spaces and
+// trailing dots, read as "..": never public. Review findings.
+func TestRulesIsPublicLenientBackends(t *testing.T) {
+	r := &Rules{Public: []PathPattern{{Path: "/static/", Prefix: true}}}
+	for _, raw := range []string{"/static/%20../admin", "/static/..%20/admin", "/static/.../admin", "/static/.%20./admin", "/static/%EF%BC%8E%EF%BC%8E/admin", "/static/caf%C3%A9/../../admin"} {
+		u, err := url.Parse("http://h" + raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.IsPublic(u) {
+			t.Errorf("%s is public", raw)
+		}
+	}
+	for _, raw := range []string{"/static/a%20b.css", "/static/v1.2/app.js", "/static/.well-known-ish/x"} {
+		u, _ := url.Parse("http://h" + raw)
+		if !r.IsPublic(u) {
+			t.Errorf("%s is not public; it should be", raw)
+		}
+	}
+}
+
+func TestParseDIDWeb(t *testing.T) {
+	for in, want := range map[string]string{
+		"did:web:Example.COM":         "did:web:example.com",
+		"did:web:localhost%3A2583":    "did:web:localhost%3A2583",
+		"did:web:example.com:user:a":  "has a path",
+		"did:web:example.com%3A8443":  "has a port",
+		"did:web:example.com%3a8443":  "has a port",
+		"did:web:sub.example.com":     "did:web:sub.example.com",
+		"did:web:LOCALHOST%3a8080":    "did:web:localhost%3A8080",
+		"did:web:example.com:8443:xy": "has a path",
+	} {
+		got, err := ParseDID(in)
+		switch {
+		case strings.HasPrefix(want, "did:"):
+			if err != nil || got != want {
+				t.Errorf("ParseDID(%q) = %q, %v; want %q", in, got, err, want)
+			}
+		case err == nil || !strings.Contains(err.Error(), want):
+			t.Errorf("ParseDID(%q) = %q, %v; want an error saying %q", in, got, err, want)
+		}
+	}
+}

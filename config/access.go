@@ -17,6 +17,9 @@ func (b *builder) access(raw *hostSchema) *Access {
 	a := &Access{}
 	if r := raw.RequireATProto; r != nil {
 		a.Rules = &access.Rules{}
+		// Lists written but empty (often an env() that was not set) admit
+		// every account, which is seldom what was meant.
+		listsWritten := b.written(r.DIDs) || b.written(r.Handles)
 		for _, item := range b.stringList(r.DIDs, "dids") {
 			d, err := access.ParseDID(item.value)
 			if err != nil {
@@ -32,6 +35,9 @@ func (b *builder) access(raw *hostSchema) *Access {
 				continue
 			}
 			if domain != "" {
+				if publicHandleDomain(strings.TrimPrefix(domain, ".")) {
+					b.warnf(item.rng, "Handle domain of a public server", "%q admits every account whose handle is under %s, which anyone can create. Name the accounts instead (by DID, or by handle).", item.value, strings.TrimPrefix(domain, "."))
+				}
 				a.Rules.Domains = append(a.Rules.Domains, domain)
 			} else {
 				a.Rules.Handles = append(a.Rules.Handles, h)
@@ -43,8 +49,20 @@ func (b *builder) access(raw *hostSchema) *Access {
 				b.errorf(item.rng, "Invalid public path", "%v.", err)
 				continue
 			}
+			if p.Prefix && !strings.HasSuffix(p.Path, "/") {
+				b.warnf(item.rng, "Prefix without a slash", "%q also makes public %q and the like; if a folder was meant, write %q.", item.value, p.Path+"-admin", p.Path+"/*")
+			}
+			if raw.Backend == nil {
+				b.warnf(item.rng, "Public paths do nothing here", "Host %q has no backend: the proxy in front asks /@/auth, which ignores public paths. Make these paths public in that proxy (in nginx: auth_request off; in their location).", raw.Hostname)
+			}
 			a.Rules.Public = append(a.Rules.Public, p)
 		}
+		if listsWritten && a.Rules.OpenToAnyAccount() && !b.diags.HasErrors() {
+			b.warnf(r.DefRange, "No accounts named", "dids and handles are empty, so any account that signs in gets in. Name the accounts, or remove the empty lists to say that any account is meant.")
+		}
+	}
+	if raw.Backend == nil && b.trustedProxies == 0 {
+		b.warnf(raw.DefRange, "Forward-auth without trusted proxies", "Host %q has no backend, so a proxy in front asks ioproxy about each request, but ingress { trusted_proxies } is empty: that proxy's X-Forwarded-For is not believed, so every visitor counts as the proxy for the wrong-key limit, and no Proxy-Session is given back. List the proxy's address in trusted_proxies.", raw.Hostname)
 	}
 	if k := raw.APIKeyAuth; k != nil {
 		a.APIKeys = b.apiKeys(k)
@@ -86,6 +104,9 @@ func (b *builder) apiKeys(raw *apikeyAuthSchema) []access.KeyEntry {
 			continue
 		}
 		seen[e.Name] = l.rng
+		if c := e.Cost(); e.Kind == access.HashBcrypt && c < 10 {
+			b.warnf(l.rng, "Cheap bcrypt hash", "The hash of %q has cost %d: a leaked file is cheap to brute-force. Make it again with `htpasswd -nbB -C 10 %s <key>` (ioproxy checks a good key once, then remembers it, so a high cost costs little).", e.Name, c, e.Name)
+		}
 		if e.Kind == access.HashSHA1 {
 			b.warnf(l.rng, "Weak API key hash", "The {SHA} hash of %q is a single unsalted SHA-1: anyone who reads this file can recover a short key. Replace it with a bcrypt hash from `htpasswd -nbB %s <key>`.", e.Name, e.Name)
 		}
@@ -156,4 +177,24 @@ func splitLines(s string, expr hcl.Expression) []listItem {
 		items = append(items, listItem{value: line, rng: r})
 	}
 	return items
+}
+
+// publicHandleDomain reports whether anyone can get a handle under the
+// domain: a rule for all of them admits strangers.
+func publicHandleDomain(d string) bool {
+	switch d {
+	case "bsky.social", "bsky.app", "bsky.network":
+		return true
+	}
+	return false
+}
+
+// written reports whether an optional attribute was written at all
+// (gohcl gives an absent one as a null expression).
+func (b *builder) written(expr hcl.Expression) bool {
+	if expr == nil {
+		return false
+	}
+	v, diags := expr.Value(evalContext(b.opts))
+	return !diags.HasErrors() && !v.IsNull()
 }

@@ -36,6 +36,8 @@ const (
 type builder struct {
 	diags hcl.Diagnostics
 	opts  Options
+	// trustedProxies counts ingress { trusted_proxies }, for host checks.
+	trustedProxies int
 }
 
 func (b *builder) errorf(rng hcl.Range, summary, detailFormat string, args ...any) {
@@ -80,6 +82,7 @@ func build(raw *fileSchema, opts Options) (*Config, hcl.Diagnostics) {
 		cfg.DataDir = *raw.DataDir
 	}
 	cfg.Ingress = b.ingress(raw.Ingress)
+	b.trustedProxies = len(cfg.Ingress.TrustedProxies)
 	cfg.Identity = b.identity(raw.Identity)
 	cfg.Nomad = b.nomad(raw.Nomad)
 	cfg.Admin = b.admin(raw.Admin)

@@ -406,3 +406,44 @@ func TestNormalizeHost(t *testing.T) {
 		}
 	}
 }
+
+// Settings that work but are seldom what was meant load with a warning
+// that says what to write instead.
+func TestAccessWarnings(t *testing.T) {
+	const backend = "  backend = \"localhost:1\"\n"
+	tests := []struct {
+		name, src, pos, want string
+	}{
+		{"empty allow lists", "host \"a.example.com\" {\n" + backend + "  require_atproto {\n    dids = []\n  }\n}", "3:3", `any account that signs in gets in`},
+		{"public server's handle domain", "host \"a.example.com\" {\n" + backend + "  require_atproto { handles = [\"*.bsky.social\"] }\n}", "3:32", `anyone can create`},
+		{"prefix without a slash", "host \"a.example.com\" {\n" + backend + "  require_atproto { public_paths = [\"/static*\"] }\n}", "3:37", `write "/static/*"`},
+		{"public paths on a forward-auth host", "ingress { trusted_proxies = [\"127.0.0.1\"] }\nhost \"a.example.com\" {\n  require_atproto { public_paths = [\"/healthz\"] }\n}", "3:37", `auth_request off`},
+		{"forward-auth without trusted proxies", "host \"a.example.com\" {\n  require_atproto {}\n}", "1:1", `List the proxy's address in trusted_proxies`},
+		{"cheap bcrypt", "host \"a.example.com\" {\n" + backend + "  apikey_auth { users = [\"ci:$2y$05$5Q/IvMRNNkd1Tuk2rBvZ5OF8eQK.gTYpvUAaN5gS0SrTqXMa6a1r.\"] }\n}", "3:26", `htpasswd -nbB -C 10 ci`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, diags := parse(t, tt.src)
+			if cfg == nil || diags.HasErrors() {
+				t.Fatalf("does not load: %v", diags)
+			}
+			var lines []string
+			for _, d := range diags {
+				lines = append(lines, FormatDiagnostic(d))
+			}
+			found := false
+			for _, l := range lines {
+				if strings.HasPrefix(l, "test.hcl:"+tt.pos+": warning: ") && strings.Contains(l, tt.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no warning at test.hcl:%s containing %q; got:\n%s", tt.pos, tt.want, strings.Join(lines, "\n"))
+			}
+		})
+	}
+	// Written out, any account is what was meant: no warning.
+	if _, diags := parse(t, "host \"a.example.com\" {\n"+backend+"  require_atproto {}\n}"); len(diags) != 0 {
+		t.Errorf("require_atproto {}: %v", diags)
+	}
+}
