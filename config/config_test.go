@@ -333,6 +333,7 @@ func TestBadConfigs(t *testing.T) {
 		{"env with too many arguments", "nomad { token = env(\"A\", \"b\", \"c\") }", "1:17", `at most one default`},
 		{"ACME CA that requires an email", "tls {\n  acme { directory = \"https://acme.zerossl.com/v2/DV90\" }\n}\nhost \"a.example.com\" { backend = \"localhost:1\" }", "2:22", `ZeroSSL issues certificates only to accounts with a contact email`},
 		{"client_uri on another host", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { client_uri = \"https://b.example.com/\" }\n}", "3:26", `client_uri must be on this host`},
+		{"attribute of another block", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  listen = \"x\"\n}", "4:3", `"listen" belongs in an admin block`},
 		{"syntax error", "host \"a\" {", "1:10", `Unclosed configuration block`},
 	}
 	for _, tt := range tests {

@@ -2,6 +2,8 @@ package config
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"reflect"
 	"regexp"
 	"strings"
@@ -21,7 +23,13 @@ func suggestNames(diags hcl.Diagnostics) {
 		if m == nil {
 			continue
 		}
-		if s := nearest(m[1], schemaNames()); s != "" {
+		names := schemaNames()
+		if blocks := names[m[1]]; len(blocks) > 0 {
+			// The name is right but the place is not.
+			d.Detail += fmt.Sprintf(" %q belongs in %s.", m[1], strings.Join(blocks, " or "))
+			continue
+		}
+		if s := nearest(m[1], names); s != "" {
 			d.Detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
 	}
@@ -29,12 +37,13 @@ func suggestNames(diags hcl.Diagnostics) {
 
 var quotedName = regexp.MustCompile(`named "([^"]+)"`)
 
-// schemaNames lists every attribute and block name of the schema structs.
-func schemaNames() []string {
-	var names []string
+// schemaNames maps every attribute and block name of the schema structs
+// to the blocks it may appear in ("the top level" for the file itself).
+func schemaNames() map[string][]string {
+	names := map[string][]string{}
 	seen := map[reflect.Type]bool{}
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
+	var walk func(t reflect.Type, in string)
+	walk = func(t reflect.Type, in string) {
 		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
 			t = t.Elem()
 		}
@@ -47,21 +56,26 @@ func schemaNames() []string {
 			name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
 			switch kind {
 			case "", "attr", "optional":
-				names = append(names, name)
+				names[name] = append(names[name], in)
 			case "block":
-				names = append(names, name)
-				walk(f.Type)
+				names[name] = append(names[name], in)
+				article := "a "
+				if strings.ContainsAny(name[:1], "aeiou") {
+					article = "an "
+				}
+				walk(f.Type, article+name+" block")
 			}
 		}
 	}
-	walk(reflect.TypeOf(fileSchema{}))
+	walk(reflect.TypeOf(fileSchema{}), "the top level")
 	return names
 }
 
 // nearest returns the candidate within edit distance 2 of s, if any.
-func nearest(s string, candidates []string) string {
+func nearest(s string, candidates map[string][]string) string {
 	best, bestDist := "", 3
-	for _, c := range candidates {
+	// In order, so that ties always suggest the same name.
+	for _, c := range slices.Sorted(maps.Keys(candidates)) {
 		if d := editDistance(s, c); d < bestDist {
 			best, bestDist = c, d
 		}
