@@ -3,9 +3,9 @@ package config
 import (
 	"fmt"
 	"maps"
-	"slices"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
