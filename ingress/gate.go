@@ -250,6 +250,12 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
 		} else if hr.host.ATProto != nil {
 			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(hr.rt.forwardedURI(r))}}.Encode()
+			if isNavigation(r) {
+				// A redirect would be a 500 in nginx (which drops this
+				// header anyway); Traefik and Caddy pass the answer on, and
+				// browsers follow Refresh as they would a redirect.
+				w.Header().Set("Refresh", "0; url="+p.Retry)
+			}
 		}
 		writeError(w, r, p)
 	}

@@ -701,6 +701,17 @@ func TestForwardAuthSignInLink(t *testing.T) {
 		if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), link) {
 			t.Errorf("%s: %d, page lacks %s:\n%s", hdr, rec.Code, link, rec.Body)
 		}
+		if r := rec.Header().Get("Refresh"); r != "" {
+			t.Errorf("%s: a program got Refresh %q", hdr, r)
+		}
+		// A browser loading the page is sent on, as by a redirect, while
+		// the status stays 401 for nginx.
+		req.header.Set("Sec-Fetch-Mode", "navigate")
+		rec, _ = req.serve(t, rt)
+		refresh := "0; url=/@/signin?" + (url.Values{"redirect": {want}}).Encode()
+		if rec.Code != http.StatusUnauthorized || rec.Header().Get("Refresh") != refresh {
+			t.Errorf("%s, navigation: %d Refresh %q, want %q", hdr, rec.Code, rec.Header().Get("Refresh"), refresh)
+		}
 	}
 }
 
