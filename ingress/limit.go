@@ -69,18 +69,6 @@ func (l *rateLimiter) refund(client string) {
 	}
 }
 
-// exhausted reports, without counting, whether the client has used up
-// this minute's budget.
-func (l *rateLimiter) exhausted(client string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.roll()
-	n, seen := l.counts[client]
-	if !seen && len(l.counts) >= maxLimitedClients {
-		return l.overflow >= overflowPerMinute
-	}
-	return n >= l.perMinute
-}
 
 func (l *rateLimiter) roll() {
 	if now := l.now(); now.Sub(l.window) >= time.Minute {
