@@ -69,7 +69,6 @@ func (l *rateLimiter) refund(client string) {
 	}
 }
 
-
 func (l *rateLimiter) roll() {
 	if now := l.now(); now.Sub(l.window) >= time.Minute {
 		l.window = now
