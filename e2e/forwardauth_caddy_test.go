@@ -186,6 +186,15 @@ host "other.example.com" {
 	if got := tool.lastSeen().Get("Authorization"); got != "" {
 		t.Errorf("the tool got the API key: Authorization %q", got)
 	}
+	// ioproxy's session cookie is ioproxy's: other cookies reach the tool.
+	cookies := basic("ci", "ci-key")
+	cookies.Set("Cookie", "theme=dark; __Host-ioproxy-session=SECRET; ioproxy-session=SECRET; lang=en")
+	if resp, _ := do("GET", "/report", cookies); resp.StatusCode != 200 {
+		t.Fatalf("a script with its key and cookies: %d", resp.StatusCode)
+	}
+	if got := tool.lastSeen().Get("Cookie"); strings.Contains(got, "SECRET") || !strings.Contains(got, "theme=dark") || !strings.Contains(got, "lang=en") {
+		t.Errorf("the tool got Cookie %q", got)
+	}
 	if resp, _ := do("GET", "/report", basic("ci", "wrong")); resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
 		t.Fatalf("a wrong key: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
@@ -193,7 +202,7 @@ host "other.example.com" {
 	// site answers any Host, and Caddy would pass the client's on.
 	hdr := basic("other", "other-key")
 	hdr.Set("Host", "other.example.com")
-	if resp, _ := do("GET", "/report", hdr); resp.StatusCode != http.StatusUnauthorized || tool.requests() != 1 {
+	if resp, _ := do("GET", "/report", hdr); resp.StatusCode != http.StatusUnauthorized || tool.requests() != 2 {
 		t.Fatalf("a script with another host's key, naming that Host: %d (tool reached %d times)", resp.StatusCode, tool.requests())
 	}
 	// A browser without a session gets ioproxy's 401 page, with a Refresh
@@ -223,6 +232,9 @@ host "other.example.com" {
 	}
 	if got := text(ctx, t, "#session"); got != "true" {
 		t.Errorf("Proxy-Session did not arrive through Caddy")
+	}
+	if got := text(ctx, t, "#cookie"); strings.Contains(got, "ioproxy-session") {
+		t.Errorf("the tool got ioproxy's session cookie through %s: %q", "Caddy", got)
 	}
 	noForgery("alice", map[string]string{"User-Did": alice.DID, "User-Handle": "alice.test", "Proxy-Session": tool.lastSeen().Get("Proxy-Session")})
 	// A page of the tool calling it with a token of its own: the

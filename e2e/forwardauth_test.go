@@ -129,13 +129,22 @@ host "other.example.com" {
 	if seen.Get("Apikey-User") != "ci" || seen.Get("Authorization") != "" || seen.Get("User-Did") != "" || len(seen.Values("User_Did")) != 0 {
 		t.Fatalf("the tool saw Apikey-User %q, Authorization %q, User-Did %q", seen.Get("Apikey-User"), seen.Get("Authorization"), seen.Get("User-Did"))
 	}
+	// ioproxy's session cookie is ioproxy's: other cookies reach the tool.
+	cookies := basic("ci", "ci-key")
+	cookies.Set("Cookie", "theme=dark; __Host-ioproxy-session=SECRET; ioproxy-session=SECRET; lang=en")
+	if resp, _ := do("GET", "/report", cookies); resp.StatusCode != 200 {
+		t.Fatalf("a script with its key and cookies: %d", resp.StatusCode)
+	}
+	if got := tool.lastSeen().Get("Cookie"); strings.Contains(got, "SECRET") || !strings.Contains(got, "theme=dark") || !strings.Contains(got, "lang=en") {
+		t.Errorf("the tool got Cookie %q", got)
+	}
 	if resp, _ := do("GET", "/report", basic("ci", "wrong")); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a wrong key: %d", resp.StatusCode)
 	}
 	// The client cannot pick the ioproxy host that nginx asks about.
 	hdr = basic("other", "other-key")
 	hdr.Set("Host", "other.example.com")
-	if resp, _ := do("GET", "/report", hdr); resp.StatusCode != http.StatusUnauthorized || tool.requests() != 1 {
+	if resp, _ := do("GET", "/report", hdr); resp.StatusCode != http.StatusUnauthorized || tool.requests() != 2 {
 		t.Fatalf("a script with another host's key, naming that Host: %d", resp.StatusCode)
 	}
 	// A browser without a session is sent to ioproxy's sign-in by way of
@@ -161,6 +170,9 @@ host "other.example.com" {
 	}
 	if got := text(ctx, t, "#session"); got != "true" {
 		t.Errorf("Proxy-Session did not arrive through nginx")
+	}
+	if got := text(ctx, t, "#cookie"); strings.Contains(got, "ioproxy-session") {
+		t.Errorf("the tool got ioproxy's session cookie through %s: %q", "nginx", got)
 	}
 
 	// Bob is refused with ioproxy's page naming him, served through nginx.
