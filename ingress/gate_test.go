@@ -278,10 +278,9 @@ host "open.example.com" { backend = %q }
 	})
 }
 
-// Wrong keys are limited per client address: after 30 in a minute, the
-// next attempt is refused even with the right key, and other clients are
-// not affected.
-func TestAPIKeyWrongKeyLimit(t *testing.T) {
+// apiKeyRouter serves one host that admits API keys only (gateUsers),
+// with the wrong-key limiter on a clock the test moves.
+func apiKeyRouter(t *testing.T) (*Router, *time.Time) {
 	a := echoBackend(t, "a")
 	cfg := mustConfig(t, fmt.Sprintf(`
 host "api.example.com" {
@@ -293,6 +292,14 @@ host "api.example.com" {
 	rt := newRouter(t, cfg, openStore(t))
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	rt.wrongKeys = newRateLimiter(func() time.Time { return now }, wrongKeysPerMinute)
+	return rt, &now
+}
+
+// Wrong keys are limited per client address: after 30 in a minute, the
+// next attempt is refused even with the right key, and other clients are
+// not affected.
+func TestAPIKeyWrongKeyLimit(t *testing.T) {
+	rt, clock := apiKeyRouter(t)
 
 	const guesser, other = "198.51.100.7:40000", "198.51.100.8:40000"
 	// Good keys do not count.
@@ -329,7 +336,7 @@ host "api.example.com" {
 		t.Errorf("another client's wrong key: %d", rec.Code)
 	}
 	// A minute later the guesser may try again.
-	now = now.Add(time.Minute)
+	*clock = clock.Add(time.Minute)
 	if rec, _ := (gateReq{host: "api.example.com", path: "/", remote: guesser, user: "ci", key: "ci-secret"}).serve(t, rt); rec.Code != http.StatusOK {
 		t.Errorf("a minute later: %d", rec.Code)
 	}
@@ -339,17 +346,7 @@ host "api.example.com" {
 // its (slow) check, not after, so a client sending many at once still gets
 // only wrongKeysPerMinute checks a minute.
 func TestAPIKeyWrongKeyLimitParallel(t *testing.T) {
-	a := echoBackend(t, "a")
-	cfg := mustConfig(t, fmt.Sprintf(`
-host "api.example.com" {
-  backend = %q
-  apikey_auth {
-    users = %s
-  }
-}`, a.URL, gateUsers(t)))
-	rt := newRouter(t, cfg, openStore(t))
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	rt.wrongKeys = newRateLimiter(func() time.Time { return now }, wrongKeysPerMinute)
+	rt, _ := apiKeyRouter(t)
 
 	const n = 200
 	var wg sync.WaitGroup
@@ -384,15 +381,7 @@ host "api.example.com" {
 // arrive at once, even before the key is remembered: they share one check,
 // which counts once, and is taken back as it was right.
 func TestAPIKeyGoodKeysParallel(t *testing.T) {
-	a := echoBackend(t, "a")
-	cfg := mustConfig(t, fmt.Sprintf(`
-host "api.example.com" {
-  backend = %q
-  apikey_auth {
-    users = %s
-  }
-}`, a.URL, gateUsers(t)))
-	rt := newRouter(t, cfg, openStore(t))
+	rt, _ := apiKeyRouter(t)
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	codes := make(chan int, 100)
