@@ -207,14 +207,7 @@ func acceptsHTML(r *http.Request) bool {
 // Traefik and Caddy show a refusal's body to the visitor, so it is the
 // same page ioproxy shows when it is the only proxy.
 func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
-	var sess *sessions.Session
-	if s, ok := lookupSession(hr.rt.store, r, hr.host.Name); ok {
-		sess = &s
-		if hr.rt.stale != nil && hr.rt.now().After(s.TokenExpiry) {
-			hr.rt.stale(s)
-		}
-	}
-	a := hr.admit(r, sess, false)
+	a := hr.admit(r, hr.session(r), false)
 	switch a.outcome {
 	case admitted:
 		h := w.Header()

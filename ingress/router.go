@@ -268,12 +268,9 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var st proxyState
-	if sess, ok := lookupSession(hr.rt.store, r, hr.host.Name); ok {
-		st.session = &sess
-		did = sess.DID
-		if hr.rt.stale != nil && hr.rt.now().After(sess.TokenExpiry) {
-			hr.rt.stale(sess)
-		}
+	st.session = hr.session(r)
+	if st.session != nil {
+		did = st.session.DID
 	}
 	adm := hr.admit(r, st.session, true)
 	if adm.outcome != admitted {
@@ -295,6 +292,21 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.target = target
 	upstream = target.Host
 	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, &st)))
+}
+
+// session returns the request's live session on this host, if any. A
+// session whose access token has expired is handed to the stale hook: the
+// app may make no calls, so nothing else would refresh it, and a refresh
+// is what re-checks the account (and its handle) with its server.
+func (hr *hostRoute) session(r *http.Request) *sessions.Session {
+	sess, ok := lookupSession(hr.rt.store, r, hr.host.Name)
+	if !ok {
+		return nil
+	}
+	if hr.rt.stale != nil && hr.rt.now().After(sess.TokenExpiry) {
+		hr.rt.stale(sess)
+	}
+	return &sess
 }
 
 // rewrite runs after ReverseProxy has removed hop-by-hop headers, so a
