@@ -12,7 +12,6 @@ package caddy
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ioproxy/ioproxy/e2e/internal/proc"
 	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 )
 
@@ -45,6 +45,8 @@ const (
 	// outputMax is how much of Caddy's log is kept: it logs at debug
 	// level, one JSON line per proxied round trip with its headers.
 	outputMax = 512 << 10
+	// debianBinary is where the Debian package puts caddy.
+	debianBinary = "/usr/bin/caddy"
 )
 
 // Server is a Caddy started by [Start]. It stops when the test ends.
@@ -58,11 +60,9 @@ type Server struct {
 	// accepting connections when Start returns.
 	Addrs []string
 
-	cmd     *exec.Cmd
-	env     []string
-	output  *tail.Buffer
-	exited  chan struct{}
-	waitErr error // set before exited is closed
+	proc   *proc.Process
+	env    []string
+	output *tail.Buffer
 }
 
 // Start runs "caddy run" with caddyfile and returns once Caddy serves it on
@@ -83,16 +83,10 @@ type Server struct {
 // stopped, and if the test failed its output is added to the test's.
 func Start(t testing.TB, caddyfile string) *Server {
 	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		if os.Getenv(requireEnv) != "" {
-			t.Fatalf("caddy: %v; install caddy: ./scripts/deps", err)
-		}
-		t.Skipf("caddy: %v (install caddy: ./scripts/deps); set %s=1 to make this a failure", err, requireEnv)
-	}
+	bin := proc.Binary(t, "caddy", debianBinary, requireEnv)
 
 	dir := t.TempDir()
-	s := &Server{Dir: dir, output: tail.New(outputMax), exited: make(chan struct{})}
+	s := &Server{Dir: dir, output: tail.New(outputMax)}
 	// Caddy keeps its data (certificates, locks) under XDG_DATA_HOME and
 	// an autosave of its config under XDG_CONFIG_HOME, falling back to
 	// HOME: all three point into dir, so parallel tests share nothing and
@@ -114,54 +108,31 @@ func Start(t testing.TB, caddyfile string) *Server {
 	// the modules, which catches bad values (a regexp, an upstream).
 	adapted, err := s.caddy(bin, append([]string{"adapt", "--validate"}, args...)...)
 	if err != nil {
-		t.Fatalf("caddy: config rejected: %v\nconfig:\n%s", err, numbered(config))
+		t.Fatalf("caddy: config rejected: %v\nconfig:\n%s", err, proc.Numbered(config))
 	}
 	s.Addrs, err = listenAddrs(adapted)
 	if err != nil {
-		t.Fatalf("caddy: %v\nconfig:\n%s", err, numbered(config))
+		t.Fatalf("caddy: %v\nconfig:\n%s", err, proc.Numbered(config))
 	}
 	if len(s.Addrs) == 0 {
-		t.Fatalf("caddy: the config has no HTTP listener to wait for\nconfig:\n%s", numbered(config))
+		t.Fatalf("caddy: the config has no HTTP listener to wait for\nconfig:\n%s", proc.Numbered(config))
 	}
 
-	s.cmd = exec.Command(bin, append([]string{"run"}, args...)...)
-	s.cmd.Dir = dir
-	s.cmd.Env = s.env
-	s.cmd.Stdout = s.output
-	s.cmd.Stderr = s.output
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own group, so that the kill after stopGrace reaches
-		// anything it started.
-		Setpgid: true,
-		// If the test binary dies without cleanup (a panic, a timeout),
-		// Caddy shuts down and frees the ports.
-		Pdeathsig: syscall.SIGTERM,
-	}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("caddy: start %s: %v", bin, err)
-	}
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
-	notReady := false
-	// Registered after t.TempDir, so it runs before the directory goes.
-	t.Cleanup(func() {
-		if killed, err := s.stop(); err != nil {
-			t.Errorf("caddy: %v", err)
-		} else if killed {
-			// Not a failure of the test: a request it left open (a
-			// long poll) keeps a graceful stop waiting.
-			t.Logf("caddy: not stopped %s after SIGTERM, killed", stopGrace)
-		}
-		if t.Failed() && !notReady {
-			t.Logf("caddy output (JSON log, debug level):\n%s", s.Output())
-		}
+	cmd := exec.Command(bin, append([]string{"run"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = s.env
+	cmd.Stdout, cmd.Stderr = s.output, s.output
+	// In a process group of its own (see proc.Start), so that the kill
+	// after stopGrace reaches anything it started.
+	s.proc = proc.Start(t, "caddy", cmd)
+	// Registered after t.TempDir, so that it runs before the directory
+	// goes.
+	s.proc.StopOnCleanup(t, syscall.SIGTERM, stopGrace, func() {
+		t.Logf("caddy output (JSON log, debug level):\n%s", s.Output())
 	})
 
 	if err := s.waitReady(); err != nil {
-		notReady = true // the output is in this message; once is enough
-		t.Fatalf("caddy: %v\noutput:\n%s\nconfig:\n%s", err, s.Output(), numbered(config))
+		t.Fatalf("caddy: %v\noutput:\n%s\nconfig:\n%s", err, s.Output(), proc.Numbered(config))
 	}
 	return s
 }
@@ -171,15 +142,7 @@ func Start(t testing.TB, caddyfile string) *Server {
 // binds it; Start then fails rather than talking to the wrong server.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("caddy: find a free port: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("caddy: find a free port: %v", err)
-	}
-	return addr
+	return proc.FreeAddr(t, "caddy")
 }
 
 // Output returns what Caddy has logged so far (the end of it, if it is
@@ -188,16 +151,7 @@ func FreeAddr(t testing.TB) string {
 func (s *Server) Output() string { return s.output.String() }
 
 // binary finds caddy on PATH, then where Debian puts it.
-func binary() (string, error) {
-	if p, err := exec.LookPath("caddy"); err == nil {
-		return p, nil
-	}
-	const debian = "/usr/bin/caddy"
-	if _, err := os.Stat(debian); err != nil {
-		return "", fmt.Errorf("not on PATH and not at %s: %w", debian, err)
-	}
-	return debian, nil
-}
+func binary() (string, error) { return proc.LookPath("caddy", debianBinary) }
 
 // caddy runs a caddy subcommand to completion in s's environment and
 // returns its standard output; an error carries its standard error.
@@ -304,59 +258,9 @@ func listenAddrs(adapted []byte) ([]string, error) {
 // listeners. A port that accepts is not enough on its own: another process
 // may hold it, in which case Caddy exits with "address already in use".
 func (s *Server) waitReady() error {
-	deadline := time.Now().Add(readyTimeout)
-	pending := append([]string(nil), s.Addrs...)
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("exited before it was ready: %v", s.waitErr)
-		default:
-		}
-		serving := strings.Contains(s.Output(), readyLog)
-		if serving {
-			for len(pending) > 0 {
-				c, err := net.DialTimeout("tcp", pending[0], 200*time.Millisecond)
-				if err != nil {
-					break
-				}
-				_ = c.Close()
-				pending = pending[1:]
-			}
-			if len(pending) == 0 {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			if !serving {
-				return fmt.Errorf("no %s in its log after %s", readyLog, readyTimeout)
-			}
-			return fmt.Errorf("%s not accepting connections after %s", strings.Join(pending, ", "), readyTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop asks Caddy to finish open requests and quit, and kills the whole
-// process group if it does not in time.
-func (s *Server) stop() (killed bool, err error) {
-	select {
-	case <-s.exited:
-		return false, nil // already gone; waitReady has reported why
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return false, fmt.Errorf("stop: send SIGTERM: %w", err)
-	}
-	select {
-	case <-s.exited:
-		return false, nil
-	case <-time.After(stopGrace):
-	}
-	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return false, fmt.Errorf("stop: kill process group after %s: %w", stopGrace, err)
-	}
-	<-s.exited
-	return true, nil
+	serving := func() bool { return strings.Contains(s.Output(), readyLog) }
+	unready := fmt.Sprintf("no %s in its log after %s", readyLog, readyTimeout)
+	return s.proc.WaitReady(serving, unready, s.Addrs, readyTimeout)
 }
 
 func portOf(t testing.TB, addr string) string {
@@ -366,13 +270,4 @@ func portOf(t testing.TB, addr string) string {
 		t.Fatalf("caddy: %v", err)
 	}
 	return port
-}
-
-// numbered prefixes line numbers, which Caddy's errors refer to.
-func numbered(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = fmt.Sprintf("%3d  %s", i+1, l)
-	}
-	return strings.Join(lines, "\n")
 }

@@ -3,64 +3,23 @@ package caddy
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"reflect"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
-	"time"
+
+	"github.com/ioproxy/ioproxy/e2e/internal/proc"
 )
-
-// seen is what a test server received for one request.
-type seen struct {
-	Method string
-	Host   string
-	Header http.Header
-	Body   string
-}
-
-// recorder keeps what a server saw, by key, so that each table case looks
-// only at its own request.
-type recorder struct {
-	mu   sync.Mutex
-	reqs map[string]seen
-}
-
-func (rec *recorder) record(key string, r *http.Request) error {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return fmt.Errorf("read body: %w", err)
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if rec.reqs == nil {
-		rec.reqs = map[string]seen{}
-	}
-	rec.reqs[key] = seen{Method: r.Method, Host: r.Host, Header: r.Header.Clone(), Body: string(body)}
-	return nil
-}
-
-func (rec *recorder) get(key string) (seen, bool) {
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	s, ok := rec.reqs[key]
-	return s, ok
-}
 
 // authServer stands in for ioproxy's /@/auth. It decides by the first
 // segment of the original URI, which forward_auth sends as X-Forwarded-Uri.
-func authServer(t *testing.T, rec *recorder) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		uri := r.Header.Get("X-Forwarded-Uri")
-		if err := rec.record(uri, r); err != nil {
-			t.Errorf("auth server: %s: %v", uri, err)
-		}
+func authServer(t *testing.T, rec *proc.Recorder) *httptest.Server {
+	originalURI := func(r *http.Request) string { return r.Header.Get("X-Forwarded-Uri") }
+	return proc.Backend(t, "auth server", rec, originalURI, func(w http.ResponseWriter, r *http.Request, uri string) {
 		switch strings.SplitN(strings.TrimPrefix(uri, "/"), "/", 3)[1] {
 		case "ok":
 			w.Header().Set("User-Did", "did:plc:abc")
@@ -78,20 +37,7 @@ func authServer(t *testing.T, rec *recorder) *httptest.Server {
 			t.Errorf("auth server: unexpected original URI %q", uri)
 			http.Error(w, "?", http.StatusTeapot)
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-func appServer(t *testing.T, rec *recorder) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := rec.record(r.RequestURI, r); err != nil {
-			t.Errorf("app: %s: %v", r.RequestURI, err)
-		}
-		io.WriteString(w, "from the app\n")
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	})
 }
 
 // forwardAuthConfig has two sites in front of app, asking auth. "raw" is
@@ -174,9 +120,9 @@ func caddyVersion(t *testing.T) (major, minor int) {
 func TestForwardAuth(t *testing.T) {
 	major, minor := caddyVersion(t)
 	pinned := major == 2 && minor >= 6 && minor <= 8
-	var authSeen, appSeen recorder
+	var authSeen, appSeen proc.Recorder
 	auth := authServer(t, &authSeen)
-	app := appServer(t, &appSeen)
+	app := proc.App(t, &appSeen)
 	raw, strict := FreeAddr(t), FreeAddr(t)
 	c := Start(t, forwardAuthConfig(raw, strict, app.URL, auth.URL))
 	want := []string{raw, strict}
@@ -189,12 +135,6 @@ func TestForwardAuth(t *testing.T) {
 
 	const placeholder = "{http.reverse_proxy.header.User-Did}"
 	forged := map[string]string{"User-Did": "did:plc:forged", "User_Did": "did:plc:forged_"}
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 	tests := []struct {
 		name   string
 		addr   string
@@ -258,22 +198,7 @@ func TestForwardAuth(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), tc.method, "http://"+tc.addr+tc.uri, strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k, v := range tc.header {
-				req.Header[k] = []string{v}
-			}
-			res, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(res.Body)
-			res.Body.Close()
-			if err != nil {
-				t.Fatalf("read response: %v", err)
-			}
+			res, body := proc.Send(t, tc.method, "http://"+tc.addr+tc.uri, tc.header, tc.body)
 			if res.StatusCode != tc.wantStatus {
 				t.Errorf("status = %d, want %d; body:\n%s", res.StatusCode, tc.wantStatus, body)
 			}
@@ -289,7 +214,7 @@ func TestForwardAuth(t *testing.T) {
 				t.Errorf("the auth server's body of a 200 reached the client:\n%s", body)
 			}
 
-			a, ok := authSeen.get(tc.uri)
+			a, ok := authSeen.Get(tc.uri)
 			if !ok {
 				t.Fatalf("the auth server did not see %s", tc.uri)
 			}
@@ -308,15 +233,9 @@ func TestForwardAuth(t *testing.T) {
 				t.Errorf("auth request Cookie = %q, want the client's %q", got, tc.header["Cookie"])
 			}
 
-			p, reached := appSeen.get(tc.uri)
-			if reached != tc.wantApp {
-				t.Fatalf("request reached the app: %v, want %v", reached, tc.wantApp)
-			}
+			p, reached := appSeen.CheckApp(t, tc.uri, tc.wantApp, tc.method, tc.body)
 			if !reached {
 				return
-			}
-			if p.Method != tc.method || p.Body != tc.body {
-				t.Errorf("app got %s with body %q, want %s with %q", p.Method, p.Body, tc.method, tc.body)
 			}
 			// Go keeps an underscore name as "User_did".
 			checkHeader(t, pinned, "User-Did", p.Header.Values("User-Did"), tc.wantUserDid, tc.mayUserDid)
@@ -394,69 +313,15 @@ func TestListenAddrs(t *testing.T) {
 	}
 }
 
-// fakeTB catches what Start reports, so that its failures can be tested.
-// Fatalf and Skipf end the goroutine, as they do in a test.
-type fakeTB struct {
-	testing.TB
-	mu       sync.Mutex
-	fatal    string
-	cleanups []func()
-}
-
-func (f *fakeTB) Helper() {}
-
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.mu.Lock()
-	f.fatal = fmt.Sprintf(format, args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (f *fakeTB) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
-
-func (f *fakeTB) Skipf(format string, args ...any) { f.Fatalf("skipped: "+format, args...) }
-
-func (f *fakeTB) Errorf(format string, args ...any) { f.TB.Logf("(fake) error: "+format, args...) }
-
-func (f *fakeTB) Failed() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.fatal != ""
-}
-
-func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
-
-// startFailure runs Start on a fakeTB and returns its fatal message.
-func startFailure(t *testing.T, caddyfile string) string {
-	t.Helper()
-	f := &fakeTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Start(f, caddyfile)
-	}()
-	<-done
-	for i := len(f.cleanups) - 1; i >= 0; i-- {
-		f.cleanups[i]()
-	}
-	if strings.HasPrefix(f.fatal, "skipped: ") {
-		t.Skip(f.fatal)
-	}
-	if f.fatal == "" {
-		t.Fatal("Start did not fail")
-	}
-	return f.fatal
-}
-
 func TestStartFailures(t *testing.T) {
 	t.Run("bad config names the line", func(t *testing.T) {
-		msg := startFailure(t, fmt.Sprintf("http://%s {\n\tno_such_directive on\n}\n", FreeAddr(t)))
+		msg := proc.StartFailure(t, Start, fmt.Sprintf("http://%s {\n\tno_such_directive on\n}\n", FreeAddr(t)))
 		if !strings.Contains(msg, "no_such_directive") || !strings.Contains(msg, "Caddyfile:") {
 			t.Errorf("message:\n%s", msg)
 		}
 	})
 	t.Run("no listener", func(t *testing.T) {
-		msg := startFailure(t, "# nothing\n")
+		msg := proc.StartFailure(t, Start, "# nothing\n")
 		if !strings.Contains(msg, "no HTTP listener") {
 			t.Errorf("message:\n%s", msg)
 		}
@@ -464,12 +329,7 @@ func TestStartFailures(t *testing.T) {
 	t.Run("port taken", func(t *testing.T) {
 		// Something else answers on the port; Start must not take it for
 		// Caddy.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		msg := startFailure(t, fmt.Sprintf("http://%s {\n\trespond hi\n}\n", ln.Addr()))
+		msg := proc.StartFailure(t, Start, fmt.Sprintf("http://%s {\n\trespond hi\n}\n", proc.TakenAddr(t)))
 		if !strings.Contains(msg, "exited before it was ready") || !strings.Contains(msg, "address already in use") {
 			t.Errorf("message:\n%s", msg)
 		}

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ioproxy/ioproxy/e2e/internal/proc"
 	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 )
 
@@ -53,10 +53,8 @@ type Server struct {
 	// the order they appear, each accepting connections when Start returns.
 	Addrs []string
 
-	cmd     *exec.Cmd
-	output  *tail.Buffer
-	exited  chan struct{}
-	waitErr error // set before exited is closed
+	proc   *proc.Process
+	output *tail.Buffer
 }
 
 // Start runs nginx with httpBlock inside its http block and returns once
@@ -73,20 +71,15 @@ type Server struct {
 // test's output.
 func Start(t testing.TB, httpBlock string) *Server {
 	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		if os.Getenv(requireEnv) != "" {
-			t.Fatalf("nginx: %v; install nginx: ./scripts/deps", err)
-		}
-		t.Skipf("nginx: %v (install nginx: ./scripts/deps); set %s=1 to make this a failure", err, requireEnv)
-	}
+	// /usr/sbin, where Debian puts it, is not on every PATH.
+	bin := proc.Binary(t, "nginx", "/usr/sbin/nginx", requireEnv)
 	addrs := listenAddrs(httpBlock)
 	if len(addrs) == 0 {
 		t.Fatal("nginx: the http block has no \"listen 127.0.0.1:PORT\" to wait for")
 	}
 
 	dir := t.TempDir()
-	s := &Server{Dir: dir, Addrs: addrs, output: tail.New(64 << 10), exited: make(chan struct{})}
+	s := &Server{Dir: dir, Addrs: addrs, output: tail.New(64 << 10)}
 	conf := filepath.Join(dir, "nginx.conf")
 	config := mainConfig(dir, httpBlock, os.Geteuid() == 0)
 	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
@@ -101,45 +94,22 @@ func Start(t testing.TB, httpBlock string) *Server {
 	// nginx -t names the file and line of a config mistake; without it a
 	// bad config shows only as "nginx exited".
 	if out, err := exec.Command(bin, append([]string{"-t", "-q"}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("nginx: config rejected (%v):\n%s\nconfig:\n%s", err, out, numbered(config))
+		t.Fatalf("nginx: config rejected (%v):\n%s\nconfig:\n%s", err, out, proc.Numbered(config))
 	}
 
-	s.cmd = exec.Command(bin, args...)
-	s.cmd.Stdout = s.output
-	s.cmd.Stderr = s.output
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own group, so that a kill reaches the workers too: they
-		// outlive a killed master.
-		Setpgid: true,
-		// If the test binary dies without cleanup (a panic, a timeout),
-		// the master shuts down its workers and frees the ports.
-		Pdeathsig: syscall.SIGTERM,
-	}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("nginx: start %s: %v", bin, err)
-	}
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.exited)
-	}()
-	notReady := false
-	// Registered after t.TempDir, so it runs before the directory goes.
-	t.Cleanup(func() {
-		if killed, err := s.stop(); err != nil {
-			t.Errorf("nginx: %v", err)
-		} else if killed {
-			// Not a failure of the test: a request it left open (a
-			// long poll) keeps a graceful stop waiting.
-			t.Logf("nginx: not stopped %s after SIGQUIT, killed", stopGrace)
-		}
-		if t.Failed() && !notReady {
-			t.Logf("nginx error.log:\n%s", s.ErrorLog())
-			t.Logf("nginx access.log:\n%s", s.AccessLog())
-		}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = s.output, s.output
+	// In a process group of its own (see proc.Start): the workers outlive
+	// a killed master.
+	s.proc = proc.Start(t, "nginx", cmd)
+	// Registered after t.TempDir, so that it runs before the directory
+	// goes.
+	s.proc.StopOnCleanup(t, syscall.SIGQUIT, stopGrace, func() {
+		t.Logf("nginx error.log:\n%s", s.ErrorLog())
+		t.Logf("nginx access.log:\n%s", s.AccessLog())
 	})
 
 	if err := s.waitReady(); err != nil {
-		notReady = true // the logs are in this message; once is enough
 		t.Fatalf("nginx: %v\noutput:\n%s\nerror.log:\n%s", err, s.output, s.ErrorLog())
 	}
 	return s
@@ -150,15 +120,7 @@ func Start(t testing.TB, httpBlock string) *Server {
 // nginx binds it; Start then fails rather than talking to the wrong server.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("nginx: find a free port: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("nginx: find a free port: %v", err)
-	}
-	return addr
+	return proc.FreeAddr(t, "nginx")
 }
 
 // ErrorLog returns the error log so far. It is written at level info, so
@@ -172,19 +134,6 @@ func (s *Server) ErrorLog() string { return readLog(s.errorLogPath()) }
 func (s *Server) AccessLog() string { return readLog(filepath.Join(s.Dir, "access.log")) }
 
 func (s *Server) errorLogPath() string { return filepath.Join(s.Dir, "error.log") }
-
-// binary finds nginx on PATH, then where Debian puts it: /usr/sbin is not
-// on the PATH of every user or CI runner.
-func binary() (string, error) {
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p, nil
-	}
-	const debian = "/usr/sbin/nginx"
-	if _, err := os.Stat(debian); err != nil {
-		return "", fmt.Errorf("not on PATH and not at %s: %w", debian, err)
-	}
-	return debian, nil
-}
 
 // mainConfig wraps httpBlock in a complete config. Every path nginx writes
 // is under dir, so parallel tests do not share files and none needs root.
@@ -251,65 +200,14 @@ func listenAddrs(httpBlock string) []string {
 // still retrying its bind. nginx writes the pid file only after it has bound
 // every listener, so the pid file comes first.
 func (s *Server) waitReady() error {
-	deadline := time.Now().Add(readyTimeout)
 	pidFile := filepath.Join(s.Dir, "nginx.pid")
-	want := strconv.Itoa(s.cmd.Process.Pid)
-	pending := append([]string(nil), s.Addrs...)
-	pidSeen := false
-	for {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("exited before it was ready: %v", s.waitErr)
-		default:
-		}
-		if !pidSeen {
-			b, err := os.ReadFile(pidFile)
-			pidSeen = err == nil && strings.TrimSpace(string(b)) == want
-		}
-		if pidSeen {
-			for len(pending) > 0 {
-				c, err := net.DialTimeout("tcp", pending[0], 200*time.Millisecond)
-				if err != nil {
-					break
-				}
-				_ = c.Close()
-				pending = pending[1:]
-			}
-			if len(pending) == 0 {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			if !pidSeen {
-				return fmt.Errorf("no pid file %s after %s: the listeners are not bound", pidFile, readyTimeout)
-			}
-			return fmt.Errorf("%s not accepting connections after %s", strings.Join(pending, ", "), readyTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	want := strconv.Itoa(s.proc.Pid())
+	pidWritten := func() bool {
+		b, err := os.ReadFile(pidFile)
+		return err == nil && strings.TrimSpace(string(b)) == want
 	}
-}
-
-// stop asks nginx to finish open requests and quit, and kills the whole
-// process group if it does not in time.
-func (s *Server) stop() (killed bool, err error) {
-	select {
-	case <-s.exited:
-		return false, nil // already gone; waitReady has reported why
-	default:
-	}
-	if err := s.cmd.Process.Signal(syscall.SIGQUIT); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return false, fmt.Errorf("stop: send SIGQUIT: %w", err)
-	}
-	select {
-	case <-s.exited:
-		return false, nil
-	case <-time.After(stopGrace):
-	}
-	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return false, fmt.Errorf("stop: kill process group after %s: %w", stopGrace, err)
-	}
-	<-s.exited
-	return true, nil
+	unready := fmt.Sprintf("no pid file %s after %s: the listeners are not bound", pidFile, readyTimeout)
+	return s.proc.WaitReady(pidWritten, unready, s.Addrs, readyTimeout)
 }
 
 // readLog returns a log's contents, or why it cannot. nginx creates its
@@ -323,13 +221,4 @@ func readLog(path string) string {
 		return fmt.Sprintf("(nginx: read %s: %v)", filepath.Base(path), err)
 	}
 	return string(b)
-}
-
-// numbered prefixes line numbers, which nginx -t refers to.
-func numbered(s string) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = fmt.Sprintf("%3d  %s", i+1, l)
-	}
-	return strings.Join(lines, "\n")
 }

@@ -3,62 +3,22 @@ package nginx
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/e2e/internal/proc"
 )
-
-// seen is what a test backend received for one request.
-type seen struct {
-	Method string
-	Host   string
-	Header http.Header
-	Body   string
-}
-
-// recorder keeps what a backend saw, by the original request URI, so that
-// each table case looks only at its own request.
-type recorder struct {
-	mu   sync.Mutex
-	reqs map[string]seen
-}
-
-func (rec *recorder) record(key string, r *http.Request) error {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return fmt.Errorf("read body: %w", err)
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if rec.reqs == nil {
-		rec.reqs = map[string]seen{}
-	}
-	rec.reqs[key] = seen{Method: r.Method, Host: r.Host, Header: r.Header.Clone(), Body: string(body)}
-	return nil
-}
-
-func (rec *recorder) get(key string) (seen, bool) {
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	s, ok := rec.reqs[key]
-	return s, ok
-}
 
 // authServer stands in for ioproxy's forward-auth endpoint. It decides by
 // the first segment of the original URI, which nginx passes in
 // X-Original-URI.
-func authServer(t *testing.T, rec *recorder) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		uri := r.Header.Get("X-Original-URI")
-		if err := rec.record(uri, r); err != nil {
-			t.Errorf("auth server: %s: %v", uri, err)
-		}
+func authServer(t *testing.T, rec *proc.Recorder) *httptest.Server {
+	originalURI := func(r *http.Request) string { return r.Header.Get("X-Original-URI") }
+	return proc.Backend(t, "auth server", rec, originalURI, func(w http.ResponseWriter, r *http.Request, uri string) {
 		// Neither reaches the client: nginx drops the headers of an auth
 		// response (except WWW-Authenticate on a 401) and its body.
 		w.Header().Set("Set-Cookie", "auth=1")
@@ -80,20 +40,7 @@ func authServer(t *testing.T, rec *recorder) *httptest.Server {
 			t.Errorf("auth server: unexpected original URI %q", uri)
 			http.Error(w, body, http.StatusTeapot)
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-func appServer(t *testing.T, rec *recorder) *httptest.Server {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := rec.record(r.RequestURI, r); err != nil {
-			t.Errorf("app: %s: %v", r.RequestURI, err)
-		}
-		io.WriteString(w, "from the app\n")
-	}))
-	t.Cleanup(srv.Close)
-	return srv
+	})
 }
 
 // authConfig is the forward-auth setup under test. The auth location is the
@@ -144,21 +91,15 @@ func authConfig(plain, signin, app, auth string) string {
 // to a sign-in page included, becomes a 500. The redirect has to come from
 // nginx (error_page 401).
 func TestAuthRequest(t *testing.T) {
-	var authSeen, appSeen recorder
+	var authSeen, appSeen proc.Recorder
 	auth := authServer(t, &authSeen)
-	app := appServer(t, &appSeen)
+	app := proc.App(t, &appSeen)
 	plain, signin := FreeAddr(t), FreeAddr(t)
 	ngx := Start(t, authConfig(plain, signin, app.URL, auth.URL))
 	if want := []string{plain, signin}; !reflect.DeepEqual(ngx.Addrs, want) {
 		t.Errorf("Addrs = %v, want %v", ngx.Addrs, want)
 	}
 
-	client := &http.Client{
-		Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 	tests := []struct {
 		name   string
 		addr   string
@@ -247,23 +188,7 @@ func TestAuthRequest(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := http.NewRequestWithContext(t.Context(), tc.method, "http://"+tc.addr+tc.uri, strings.NewReader(tc.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k, v := range tc.header {
-				req.Header[k] = []string{v}
-			}
-			res, err := client.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(res.Body)
-			res.Body.Close()
-			if err != nil {
-				t.Fatalf("read response: %v", err)
-			}
-
+			res, body := proc.Send(t, tc.method, "http://"+tc.addr+tc.uri, tc.header, tc.body)
 			if res.StatusCode != tc.wantStatus {
 				t.Errorf("status = %d, want %d; body:\n%s", res.StatusCode, tc.wantStatus, body)
 			}
@@ -280,7 +205,7 @@ func TestAuthRequest(t *testing.T) {
 				t.Errorf("the auth server's body reached the client:\n%s", body)
 			}
 
-			a, ok := authSeen.get(tc.uri)
+			a, ok := authSeen.Get(tc.uri)
 			if !ok {
 				t.Fatalf("the auth server did not see %s", tc.uri)
 			}
@@ -305,15 +230,9 @@ func TestAuthRequest(t *testing.T) {
 				t.Errorf("auth subrequest got User_Did %q", got)
 			}
 
-			p, reached := appSeen.get(tc.uri)
-			if reached != tc.wantApp {
-				t.Fatalf("request reached the app: %v, want %v", reached, tc.wantApp)
-			}
+			p, reached := appSeen.CheckApp(t, tc.uri, tc.wantApp, tc.method, tc.body)
 			if !reached {
 				return
-			}
-			if p.Method != tc.method || p.Body != tc.body {
-				t.Errorf("app got %s with body %q, want %s with %q", p.Method, p.Body, tc.method, tc.body)
 			}
 			if got := p.Header.Values("User-Did"); tc.wantUserDid == "" && len(got) != 0 ||
 				tc.wantUserDid != "" && !reflect.DeepEqual(got, []string{tc.wantUserDid}) {
@@ -367,69 +286,15 @@ func TestListenAddrs(t *testing.T) {
 	}
 }
 
-// fakeTB catches what Start reports, so that its failures can be tested.
-// Fatalf and Skipf end the goroutine, as they do in a test.
-type fakeTB struct {
-	testing.TB
-	mu       sync.Mutex
-	fatal    string
-	cleanups []func()
-}
-
-func (f *fakeTB) Helper() {}
-
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.mu.Lock()
-	f.fatal = fmt.Sprintf(format, args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (f *fakeTB) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
-
-func (f *fakeTB) Skipf(format string, args ...any) { f.Fatalf("skipped: "+format, args...) }
-
-func (f *fakeTB) Errorf(format string, args ...any) { f.TB.Logf("(fake) error: "+format, args...) }
-
-func (f *fakeTB) Failed() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.fatal != ""
-}
-
-func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
-
-// startFailure runs Start on a fakeTB and returns its fatal message.
-func startFailure(t *testing.T, httpBlock string) string {
-	t.Helper()
-	f := &fakeTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		Start(f, httpBlock)
-	}()
-	<-done
-	for i := len(f.cleanups) - 1; i >= 0; i-- {
-		f.cleanups[i]()
-	}
-	if strings.HasPrefix(f.fatal, "skipped: ") {
-		t.Skip(f.fatal)
-	}
-	if f.fatal == "" {
-		t.Fatal("Start did not fail")
-	}
-	return f.fatal
-}
-
 func TestStartFailures(t *testing.T) {
 	t.Run("no listen address", func(t *testing.T) {
-		msg := startFailure(t, "server { listen unix:/nowhere.sock; }")
+		msg := proc.StartFailure(t, Start, "server { listen unix:/nowhere.sock; }")
 		if !strings.Contains(msg, "no \"listen 127.0.0.1:PORT\"") {
 			t.Errorf("message:\n%s", msg)
 		}
 	})
 	t.Run("bad config shows nginx -t", func(t *testing.T) {
-		msg := startFailure(t, fmt.Sprintf("server { listen %s; no_such_directive on; }", FreeAddr(t)))
+		msg := proc.StartFailure(t, Start, fmt.Sprintf("server { listen %s; no_such_directive on; }", FreeAddr(t)))
 		if !strings.Contains(msg, `unknown directive "no_such_directive"`) || !strings.Contains(msg, "nginx.conf:") {
 			t.Errorf("message:\n%s", msg)
 		}
@@ -437,12 +302,7 @@ func TestStartFailures(t *testing.T) {
 	t.Run("port taken", func(t *testing.T) {
 		// Something else answers on the port; Start must not take it for
 		// nginx.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		msg := startFailure(t, fmt.Sprintf("server { listen %s; }", ln.Addr()))
+		msg := proc.StartFailure(t, Start, fmt.Sprintf("server { listen %s; }", proc.TakenAddr(t)))
 		if !strings.Contains(msg, "exited before it was ready") || !strings.Contains(msg, "Address already in use") {
 			t.Errorf("message:\n%s", msg)
 		}
