@@ -159,20 +159,7 @@ func pipeline(t *testing.T, js *jetstreamtest.Server, st *store.Store, logs *log
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sub.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return jetstreamtest.RunClient(t, sub.Run)
 }
 
 // snapshot renders the stored statuses, newest first, as "handle-ish:emoji" for comparison.

@@ -236,3 +236,23 @@ func Account(did string, timeUS int64) string {
 	return fmt.Sprintf(`{"did":%q,"time_us":%d,"kind":"account","account":{"active":true,"did":%q,"seq":1409753013,"time":"2024-09-05T06:11:04.870Z"}}`,
 		did, timeUS, did)
 }
+
+// RunClient runs a subscriber's Run loop until the returned stop is called
+// (or the test ends), and fails the test if Run returns an error. Stop may
+// be called more than once.
+func RunClient(t testing.TB, run func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
