@@ -39,56 +39,26 @@ func TestCheck(t *testing.T) {
 	}{
 		{
 			name: "good files",
-			hcl: fmt.Sprintf(`host "good.example" {
-  backend = "localhost:3000"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-}`, goodCert, goodKey),
+			hcl:  hostWithFiles(goodCert, goodKey),
 		},
 		{
 			name: "certificate for another host",
-			hcl: fmt.Sprintf(`host "good.example" {
-  backend = "localhost:3000"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-}`, wrongCert, wrongKey),
+			hcl:  hostWithFiles(wrongCert, wrongKey),
 			want: []string{"4:Certificate does not cover host"},
 		},
 		{
 			name: "key of another certificate",
-			hcl: fmt.Sprintf(`host "good.example" {
-  backend = "localhost:3000"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-}`, goodCert, strayKey),
+			hcl:  hostWithFiles(goodCert, strayKey),
 			want: []string{"5:Key does not match certificate"},
 		},
 		{
 			name: "key in the place of the certificate",
-			hcl: fmt.Sprintf(`host "good.example" {
-  backend = "localhost:3000"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-}`, goodKey, goodKey),
+			hcl:  hostWithFiles(goodKey, goodKey),
 			want: []string{"4:Invalid certificate file"},
 		},
 		{
 			name: "garbage key",
-			hcl: fmt.Sprintf(`host "good.example" {
-  backend = "localhost:3000"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-}`, goodCert, garbage),
+			hcl:  hostWithFiles(goodCert, garbage),
 			want: []string{"5:Invalid key file"},
 		},
 		{
@@ -209,4 +179,16 @@ host "b.example" {
 			t.Errorf("%s\nlacks %s", msg, want)
 		}
 	}
+}
+
+// hostWithFiles is a configuration whose one host names a certificate
+// and key file; the file's lines 4 and 5 are cert_file and key_file.
+func hostWithFiles(cert, key string) string {
+	return fmt.Sprintf(`host "good.example" {
+  backend = "localhost:3000"
+  tls {
+    cert_file = %q
+    key_file  = %q
+  }
+}`, cert, key)
 }
