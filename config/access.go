@@ -2,6 +2,7 @@ package config
 
 import (
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -56,6 +57,12 @@ func (b *builder) access(raw *hostSchema) *Access {
 				b.warnf(item.rng, "Public paths do nothing here", "Host %q has no backend: the proxy in front asks /@/auth, which ignores public paths. Make these paths public in that proxy (in nginx: auth_request off; in their location).", raw.Hostname)
 			}
 			a.Rules.Public = append(a.Rules.Public, p)
+		}
+		if r.HandleMaxAge != nil {
+			a.Rules.HandleMaxAge = b.duration(r.HandleMaxAgeRange, "handle_max_age", *r.HandleMaxAge, time.Minute, "2h")
+			if a.Rules.HandleMaxAge > longHandleMaxAge {
+				b.warnf(r.HandleMaxAgeRange, "Long handle_max_age", "A handle that moved to another account would still be admitted for up to %s after its checks started failing. Keep it to a few hours, such as handle_max_age = \"2h\" (the default).", shortDuration(a.Rules.HandleMaxAge))
+			}
 		}
 		if listsWritten && a.Rules.OpenToAnyAccount() && !b.diags.HasErrors() {
 			b.warnf(r.DefRange, "No accounts named", "dids and handles are empty, so any account that signs in gets in. Name the accounts, or remove the empty lists to say that any account is meant.")

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
@@ -30,7 +31,22 @@ const (
 	DefaultCallBind     = "127.0.0.1"
 	DefaultMaxBodyBytes = 16 << 20
 	DefaultCallTimeout  = 30 * time.Second
+
+	DefaultMaxConnections     = 10000
+	DefaultBodyIdleTimeout    = 20 * time.Second
+	DefaultBodyMinRate        = 256
+	DefaultCallMaxConnections = 1024
+	DefaultMaxSessions        = 100000
+	DefaultMaxPerAccount      = 10
 )
+
+// Below this many connections a listener turns away ordinary traffic: one
+// browser alone opens several.
+const lowMaxConnections = 16
+
+// A handle_max_age over this admits a handle that moved to another account
+// for that long after its checks started failing.
+const longHandleMaxAge = 24 * time.Hour
 
 // builder accumulates diagnostics while turning the schema into a Config.
 type builder struct {
@@ -38,6 +54,24 @@ type builder struct {
 	opts  Options
 	// trustedProxies counts ingress { trusted_proxies }, for host checks.
 	trustedProxies int
+	// hosts and calls are what Config.Hosts and Config.Calls are made of,
+	// each beside the block it came from. Duplicates are left out of both,
+	// so an index into Config never names the same block in fileSchema:
+	// checks across blocks must take their ranges from here.
+	hosts []builtHost
+	calls []builtCall
+}
+
+// builtHost is a host together with the block it was built from.
+type builtHost struct {
+	host Host
+	raw  *hostSchema
+}
+
+// builtCall is a call together with the block it was built from.
+type builtCall struct {
+	call Call
+	raw  *callSchema
 }
 
 func (b *builder) errorf(rng hcl.Range, summary, detailFormat string, args ...any) {
@@ -86,23 +120,37 @@ func build(raw *fileSchema, opts Options) (*Config, hcl.Diagnostics) {
 	cfg.Identity = b.identity(raw.Identity)
 	cfg.Nomad = b.nomad(raw.Nomad)
 	cfg.Admin = b.admin(raw.Admin)
+	cfg.Sessions = b.sessions(raw.Sessions)
 	cfg.Log = b.log(raw.Log)
 	cfg.TLS = b.tls(raw.TLS)
 	hostRanges := map[string]hcl.Range{}
 	for i := range raw.Hosts {
-		h := b.host(&raw.Hosts[i], cfg.TLS)
+		rh := &raw.Hosts[i]
+		h := b.host(rh, cfg.TLS)
 		if prev, dup := hostRanges[h.Name]; dup {
-			b.errorf(raw.Hosts[i].HostnameRange, "Duplicate host", "Host %q is already defined at %s. Each host name may appear once; merge the two blocks.", h.Name, at(prev))
+			b.errorf(rh.HostnameRange, "Duplicate host", "Host %q is already defined at %s. Each host name may appear once; merge the two blocks.", h.Name, at(prev))
 			continue
 		}
-		hostRanges[h.Name] = raw.Hosts[i].HostnameRange
+		hostRanges[h.Name] = rh.HostnameRange
+		b.hosts = append(b.hosts, builtHost{host: h, raw: rh})
 		cfg.Hosts = append(cfg.Hosts, h)
 	}
+	// The label names the calling port in logs, metrics and the traffic
+	// view, so two calls may not share one.
+	callRanges := map[string]hcl.Range{}
 	for i := range raw.Calls {
-		cfg.Calls = append(cfg.Calls, b.call(&raw.Calls[i], cfg))
+		rc := &raw.Calls[i]
+		c := b.call(rc, cfg)
+		if prev, dup := callRanges[c.Label]; dup {
+			b.errorf(rc.LabelRange, "Duplicate call", "Call %q is already defined at %s. Give each call block a label of its own.", c.Label, at(prev))
+			continue
+		}
+		callRanges[c.Label] = rc.LabelRange
+		b.calls = append(b.calls, builtCall{call: c, raw: rc})
+		cfg.Calls = append(cfg.Calls, c)
 	}
 	b.checkPorts(raw, cfg)
-	b.checkLocalClients(raw, cfg)
+	b.checkLocalClients(cfg)
 	b.checkACMEEmail(raw, cfg)
 	if b.diags.HasErrors() {
 		return nil, b.diags
@@ -111,9 +159,33 @@ func build(raw *fileSchema, opts Options) (*Config, hcl.Diagnostics) {
 }
 
 func (b *builder) ingress(raw *ingressSchema) Ingress {
-	in := Ingress{HTTPAddr: DefaultHTTPAddr, HTTPSAddr: DefaultHTTPSAddr}
+	in := Ingress{
+		HTTPAddr:        DefaultHTTPAddr,
+		HTTPSAddr:       DefaultHTTPSAddr,
+		MaxConnections:  DefaultMaxConnections,
+		BodyIdleTimeout: DefaultBodyIdleTimeout,
+		BodyMinRate:     DefaultBodyMinRate,
+	}
 	if raw == nil {
 		return in
+	}
+	if raw.MaxConnections != nil {
+		in.MaxConnections = *raw.MaxConnections
+		switch n := in.MaxConnections; {
+		case n < 1:
+			b.errorf(raw.MaxConnectionsRange, "Invalid max_connections", "%d is not a limit: max_connections is how many connections each ingress listener (http and https) holds open at once, past which ioproxy answers 503. Write a number of at least 1, such as max_connections = %d, or leave it out for that default.", n, DefaultMaxConnections)
+		case n < lowMaxConnections:
+			b.warnf(raw.MaxConnectionsRange, "Very few connections", "max_connections = %d lets only %d connections in at once on each listener, and one browser opens several: such a low limit answers most visitors with 503. Write a few thousand, such as max_connections = %d, unless a tiny limit is what was meant.", n, n, DefaultMaxConnections)
+		}
+	}
+	if raw.BodyIdleTimeout != nil {
+		in.BodyIdleTimeout = b.duration(raw.BodyIdleTimeoutRange, "body_idle_timeout", *raw.BodyIdleTimeout, time.Second, "20s")
+	}
+	if raw.BodyMinRate != nil {
+		in.BodyMinRate = *raw.BodyMinRate
+		if in.BodyMinRate < 0 {
+			b.errorf(raw.BodyMinRateRange, "Invalid body_min_rate", "%d is not a rate: body_min_rate is the slowest a request body may arrive, in bytes per second. Write a number such as body_min_rate = %d, or body_min_rate = 0 to turn the check off.", in.BodyMinRate, DefaultBodyMinRate)
+		}
 	}
 	in.HTTPAddr = b.listenAddr(raw.HTTP, "http", DefaultHTTPAddr)
 	in.HTTPSAddr = b.listenAddr(raw.HTTPS, "https", DefaultHTTPSAddr)
@@ -239,18 +311,33 @@ func (b *builder) nomad(raw *nomadSchema) Nomad {
 	}
 	n.Namespace, n.Region = raw.Namespace, raw.Region
 	if raw.Refresh != nil {
-		n.Refresh = b.duration(raw.RefreshRange, "refresh", *raw.Refresh, time.Second)
+		n.Refresh = b.duration(raw.RefreshRange, "refresh", *raw.Refresh, time.Second, "30s")
 	}
 	return n
 }
 
-func (b *builder) duration(rng hcl.Range, attr, s string, min time.Duration) time.Duration {
+// duration parses a duration attribute of at least min; example is a
+// good value to suggest, as "30s".
+func (b *builder) duration(rng hcl.Range, attr, s string, min time.Duration, example string) time.Duration {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < min {
-		b.errorf(rng, "Invalid "+attr, "%q is not a duration of at least %s; write, for example, %s = \"30s\" or \"2m\".", s, min, attr)
+		b.errorf(rng, "Invalid "+attr, "%q is not a duration of at least %s; write, for example, %s = %q.", s, shortDuration(min), attr, example)
 		return min
 	}
 	return d
+}
+
+// shortDuration writes d as a person would: "1m" and "24h" rather than
+// time.Duration's "1m0s" and "24h0m0s".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func (b *builder) admin(raw *adminSchema) Admin {
@@ -277,6 +364,34 @@ func (b *builder) admin(raw *adminSchema) Admin {
 		b.errorf(raw.ListenRange, "Invalid admin listen address", "%q: %v. Write an address and port such as listen = \"127.0.0.1:9901\", or listen = \"\" to turn the admin listener off.", a.Listen, err)
 	}
 	return a
+}
+
+func (b *builder) sessions(raw *sessionsSchema) Sessions {
+	s := Sessions{MaxSessions: DefaultMaxSessions, MaxPerAccount: DefaultMaxPerAccount}
+	if raw == nil {
+		return s
+	}
+	if raw.MaxSessions != nil {
+		s.MaxSessions = *raw.MaxSessions
+		if s.MaxSessions < 1 {
+			b.errorf(raw.MaxSessionsRange, "Invalid max_sessions", "%d is not a limit: max_sessions is how many sessions ioproxy stores at once, across all accounts. Write a number of at least 1, such as max_sessions = %d, or leave it out for that default.", s.MaxSessions, DefaultMaxSessions)
+			return s
+		}
+	}
+	if raw.MaxPerAccount == nil {
+		// The default per-account limit never exceeds a smaller total
+		// that was written: asking for both would be a chore, not a fix.
+		s.MaxPerAccount = min(s.MaxPerAccount, s.MaxSessions)
+		return s
+	}
+	s.MaxPerAccount = *raw.MaxPerAccount
+	switch {
+	case s.MaxPerAccount < 1:
+		b.errorf(raw.MaxPerAccountRange, "Invalid max_per_account", "%d is not a limit: max_per_account is how many sessions one account may hold at once (each sign-in from another browser is one). Write a number of at least 1, such as max_per_account = %d.", s.MaxPerAccount, DefaultMaxPerAccount)
+	case s.MaxPerAccount > s.MaxSessions:
+		b.errorf(raw.MaxPerAccountRange, "max_per_account over max_sessions", "One account may not hold more sessions (%d) than all accounts together (max_sessions = %d); write max_per_account = %d or less, or raise max_sessions.", s.MaxPerAccount, s.MaxSessions, s.MaxSessions)
+	}
+	return s
 }
 
 func (b *builder) log(raw *logSchema) Log {
@@ -534,6 +649,7 @@ func (b *builder) call(raw *callSchema, cfg *Config) Call {
 		OperationsOnly: raw.OperationsOnly,
 		MaxBodyBytes:   DefaultMaxBodyBytes,
 		Timeout:        DefaultCallTimeout,
+		MaxConnections: DefaultCallMaxConnections,
 	}
 	if c.Name == "" {
 		c.Name = c.Label
@@ -554,11 +670,25 @@ func (b *builder) call(raw *callSchema, cfg *Config) Call {
 		c.MaxBodyBytes = *raw.MaxBodyBytes
 	}
 	if raw.Timeout != nil {
-		c.Timeout = b.duration(raw.TimeoutRange, "timeout", *raw.Timeout, time.Second)
+		c.Timeout = b.duration(raw.TimeoutRange, "timeout", *raw.Timeout, time.Second, "30s")
 	}
+	if raw.MaxConnections != nil {
+		c.MaxConnections = *raw.MaxConnections
+		if c.MaxConnections < 1 {
+			b.errorf(raw.MaxConnectionsRange, "Invalid max_connections", "%d is not a limit: max_connections is how many connections the calling port holds open at once. Write a number of at least 1, such as max_connections = %d, or leave it out for that default.", c.MaxConnections, DefaultCallMaxConnections)
+		}
+	}
+	c.Hosts = b.callHosts(raw.Hosts)
 	c.Endpoint = b.endpoint(raw, cfg)
 	if c.Insecure && c.Endpoint.Kind == EndpointPDS {
 		b.warnf(raw.EndpointRange, "insecure has no effect", "insecure applies to endpoints that are URLs or host:port; calls to users' PDSs always verify certificates (or follow identity.allow_insecure).")
+	}
+	if b.written(raw.ServiceProxies) {
+		c.ServiceProxies, c.ServiceProxiesSet = b.serviceProxies(raw.ServiceProxies), true
+		// Kind 0 is an endpoint already refused above: one error is enough.
+		if c.Endpoint.Kind != EndpointPDS && c.Endpoint.Kind != 0 {
+			b.warnf(raw.ServiceProxies.Range(), "service_proxies has no effect", "service_proxies limits the Atproto-Proxy header of calls to the signed-in user's PDS (endpoint = \"@\"); this call's endpoint is %q. Remove service_proxies here.", raw.Endpoint)
+		}
 	}
 	names := map[string]hcl.Range{}
 	for i := range raw.Operations {
@@ -574,6 +704,73 @@ func (b *builder) call(raw *callSchema, cfg *Config) Call {
 		b.errorf(raw.DefRange, "No operations", "operations_only = true refuses every call that matches no operation, and this call block has none; add operation blocks or remove operations_only.")
 	}
 	return c
+}
+
+// serviceFragment is a service id in a DID document, the part of an
+// Atproto-Proxy value after "#".
+var serviceFragment = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// serviceProxies reads service_proxies: "<DID>#<service id>" values, as a
+// client sends them in Atproto-Proxy. It returns a non-nil slice, so that
+// an empty list written out stays apart from none written.
+func (b *builder) serviceProxies(expr hcl.Expression) []string {
+	const example = "did:web:api.bsky.app#bsky_appview"
+	out := []string{}
+	for _, item := range b.stringList(expr, "service_proxies") {
+		did, service, _ := strings.Cut(item.value, "#")
+		if _, err := syntax.ParseDID(did); err != nil {
+			b.errorf(item.rng, "Invalid service proxy", "%q does not start with a DID; write the service's DID, \"#\" and its service id, as in %q.", item.value, example)
+			continue
+		}
+		if service == "" {
+			b.errorf(item.rng, "Invalid service proxy", "%q names no service; write %q (the DID, \"#\" and the id of a service in its DID document, such as bsky_appview or atproto_labeler).", item.value, did+"#bsky_appview")
+			continue
+		}
+		if !serviceFragment.MatchString(service) {
+			b.errorf(item.rng, "Invalid service proxy", "%q is not a service id: it holds only letters, digits, \"_\" and \"-\", as in %q.", service, example)
+			continue
+		}
+		out = append(out, item.value)
+	}
+	return out
+}
+
+// callHosts reads a call's hosts: bare host names, which it lower-cases.
+func (b *builder) callHosts(expr hcl.Expression) []string {
+	var out []string
+	for _, item := range b.stringList(expr, "hosts") {
+		name, err := parseHostName(item.value)
+		if err != nil {
+			b.errorf(item.rng, "Invalid host name", "%v.", err)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// parseHostName accepts a bare host name as a Host header carries it
+// without port: lower-cased, without a trailing dot. Its errors say what
+// to write instead.
+func parseHostName(s string) (string, error) {
+	name := strings.ToLower(strings.TrimSuffix(s, "."))
+	if validHostname(name) {
+		return name, nil
+	}
+	const help = "write a bare host name such as \"ioproxy.service.consul\""
+	if strings.Contains(s, "://") {
+		if u, err := url.Parse(s); err == nil && validHostname(strings.ToLower(u.Hostname())) {
+			return "", fmt.Errorf("%q is a URL; write only its host name, %q", s, strings.ToLower(u.Hostname()))
+		}
+		return "", fmt.Errorf("%q is a URL; %s", s, help)
+	}
+	if host, _, err := net.SplitHostPort(s); err == nil && validHostname(strings.ToLower(host)) {
+		return "", fmt.Errorf("%q has a port, and any port is answered; write only the name, %q", s, strings.ToLower(host))
+	}
+	if host, _, ok := strings.Cut(s, "/"); ok && validHostname(strings.ToLower(host)) {
+		return "", fmt.Errorf("%q has a path; write only the name, %q", s, strings.ToLower(host))
+	}
+	return "", fmt.Errorf("%q is not a host name; %s", s, help)
 }
 
 func (b *builder) endpoint(raw *callSchema, cfg *Config) Endpoint {
@@ -669,9 +866,10 @@ func (b *builder) checkPorts(raw *fileSchema, cfg *Config) {
 	if cfg.Admin.Listen != "" {
 		add(cfg.Admin.Listen, "the admin listener")
 	}
-	for i, c := range cfg.Calls {
+	for _, bc := range b.calls {
+		c := bc.call
 		if prev, ok := taken[c.Port]; ok && overlaps(prev.host, c.Bind) {
-			b.errorf(raw.Calls[i].PortRange, "Port already in use", "Port %d is already used by %s; give call %q a port of its own.", c.Port, prev.what, c.Label)
+			b.errorf(bc.raw.PortRange, "Port already in use", "Port %d is already used by %s; give call %q a port of its own.", c.Port, prev.what, c.Label)
 			continue
 		}
 		taken[c.Port] = owner{what: fmt.Sprintf("call %q", c.Label), host: c.Bind}
@@ -713,8 +911,9 @@ func (c *Config) ServesHTTPS() bool { return c.servesHTTPS() }
 
 // checkLocalClients makes sure that a localhost OAuth client's redirect
 // (http://127.0.0.1:<local>/@/callback) reaches the host's sign-in routes.
-func (b *builder) checkLocalClients(raw *fileSchema, cfg *Config) {
-	for i, h := range cfg.Hosts {
+func (b *builder) checkLocalClients(cfg *Config) {
+	for _, bh := range b.hosts {
+		h := bh.host
 		if h.ATProto == nil || h.ATProto.Local == 0 {
 			continue
 		}
@@ -724,8 +923,8 @@ func (b *builder) checkLocalClients(raw *fileSchema, cfg *Config) {
 			continue
 		}
 		reached := false
-		for _, c := range cfg.Calls {
-			if c.Port == h.ATProto.Local && c.Endpoint.Kind == EndpointHost && c.Endpoint.Host == h.Name {
+		for _, bc := range b.calls {
+			if c := bc.call; c.Port == h.ATProto.Local && c.Endpoint.Kind == EndpointHost && c.Endpoint.Host == h.Name {
 				reached = true
 			}
 		}
@@ -733,7 +932,14 @@ func (b *builder) checkLocalClients(raw *fileSchema, cfg *Config) {
 			reached = true
 		}
 		if !reached {
-			b.errorf(raw.Hosts[i].ATProto.LocalRange, "Sign-in redirect goes nowhere", "The browser returns from sign-in to http://127.0.0.1:%d/@/callback, but nothing of ioproxy listens there for host %q. Add call %q { port = %d, endpoint = %q } or set ingress { http = %d }.", h.ATProto.Local, h.Name, h.Label, h.ATProto.Local, h.Name, h.ATProto.Local)
+			// A local port comes only from a written atproto block (the
+			// one require_atproto implies has none); should that change,
+			// the host's block is still the right place to point at.
+			rng := bh.raw.DefRange
+			if bh.raw.ATProto != nil {
+				rng = bh.raw.ATProto.LocalRange
+			}
+			b.errorf(rng, "Sign-in redirect goes nowhere", "The browser returns from sign-in to http://127.0.0.1:%d/@/callback, but nothing of ioproxy listens there for host %q. Add call %q { port = %d, endpoint = %q } or set ingress { http = %d }.", h.ATProto.Local, h.Name, h.Label, h.ATProto.Local, h.Name, h.ATProto.Local)
 		}
 	}
 }
@@ -771,10 +977,10 @@ func (b *builder) checkACMEEmail(raw *fileSchema, cfg *Config) {
 	if cfg.TLS.ACME.Email != "" {
 		return
 	}
-	var first *hostSchema
-	for i, h := range cfg.Hosts {
-		if h.TLS.Mode == TLSACME {
-			first = &raw.Hosts[i]
+	var first *builtHost
+	for i := range b.hosts {
+		if b.hosts[i].host.TLS.Mode == TLSACME {
+			first = &b.hosts[i]
 			break
 		}
 	}
@@ -789,9 +995,11 @@ func (b *builder) checkACMEEmail(raw *fileSchema, cfg *Config) {
 	if ca == "" {
 		return
 	}
-	rng := first.DefRange
+	// Only a written directory names such a CA, so the fallback to the
+	// host's block is for a default CA that one day needs an email.
+	rng := first.raw.DefRange
 	if raw.TLS != nil && raw.TLS.ACME != nil {
 		rng = raw.TLS.ACME.DirectoryRange
 	}
-	b.errorf(rng, "ACME email required", "%s issues certificates only to accounts with a contact email; write tls { acme { email = \"ops@example.com\" } }.", ca)
+	b.errorf(rng, "ACME email required", "%s issues certificates only to accounts with a contact email, and host %q (%s) gets its certificate from %s; write tls { acme { email = \"ops@example.com\" } }.", ca, first.host.Name, at(first.raw.HostnameRange), ca)
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,9 @@ type Config struct {
 	Identity Identity
 	Nomad    Nomad
 	Admin    Admin
+	// Sessions holds the limits of the session store; Parse fills in the
+	// defaults when the file has no sessions block.
+	Sessions Sessions
 	Log      Log
 	TLS      TLS
 	Hosts    []Host
@@ -48,6 +52,19 @@ type Ingress struct {
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept;
 	// from anyone else they are overwritten.
 	TrustedProxies []netip.Prefix
+	// MaxConnections caps the connections open at once on each listener
+	// (http and https alike), so that a flood cannot exhaust file
+	// descriptors; past it ioproxy answers 503. At least 1; default
+	// DefaultMaxConnections.
+	MaxConnections int
+	// BodyIdleTimeout cuts a request body that sends nothing for this
+	// long, so that a stalled upload does not hold a connection forever.
+	// At least a second; default DefaultBodyIdleTimeout.
+	BodyIdleTimeout time.Duration
+	// BodyMinRate is the slowest a request body may arrive, in bytes per
+	// second, against clients that trickle a body to hold connections
+	// open. Zero turns the check off; default DefaultBodyMinRate.
+	BodyMinRate int64
 }
 
 // Identity configures how handles and DIDs are resolved.
@@ -75,10 +92,22 @@ type Nomad struct {
 type Admin struct {
 	// Listen is empty when the admin listener is disabled.
 	Listen string
-	// Hosts are names (besides IP addresses and localhost) under which the
-	// traffic view may be opened; other names are refused, against DNS
-	// rebinding.
+	// Hosts are the names besides IP literals and localhost under which
+	// the admin listener answers (DNS rebinding defence): a request under
+	// any other Host is refused.
 	Hosts []string
+}
+
+// Sessions limits the session store, so that sign-ins cannot grow it
+// without bound.
+type Sessions struct {
+	// MaxSessions caps the sessions stored at once, across all accounts.
+	// At least 1; default DefaultMaxSessions.
+	MaxSessions int
+	// MaxPerAccount caps the sessions of one account (one DID). From 1 to
+	// MaxSessions; default DefaultMaxPerAccount, or MaxSessions when that
+	// is smaller and max_per_account is not written.
+	MaxPerAccount int
 }
 
 // Log configures ioproxy's own logs and access logs.
@@ -328,7 +357,29 @@ type Call struct {
 	OperationsOnly bool
 	MaxBodyBytes   int64
 	Timeout        time.Duration
-	Operations     []Operation
+	// MaxConnections caps the connections open at once on the calling
+	// port. At least 1; default DefaultCallMaxConnections.
+	MaxConnections int
+	// ServiceProxies are the Atproto-Proxy header values ("<DID>#<service
+	// id>", such as "did:web:api.bsky.app#bsky_appview") that calls to the
+	// user's PDS may carry. It means something only when ServiceProxiesSet:
+	// without service_proxies in the file any value is forwarded (it is
+	// nil, ServiceProxiesSet false); service_proxies = [] allows none (it
+	// is empty, ServiceProxiesSet true). AllowsServiceProxy applies both.
+	ServiceProxies    []string
+	ServiceProxiesSet bool
+	// Hosts are the names, besides IP literals and localhost, under which
+	// the calling port answers (DNS rebinding defence: a web page cannot
+	// reach the port through a name of its own that resolves to it). Lower
+	// case, without port.
+	Hosts      []string
+	Operations []Operation
+}
+
+// AllowsServiceProxy reports whether a call carrying the Atproto-Proxy
+// header value v may be forwarded.
+func (c Call) AllowsServiceProxy(v string) bool {
+	return !c.ServiceProxiesSet || slices.Contains(c.ServiceProxies, v)
 }
 
 // Addr is the listen address of the calling port.

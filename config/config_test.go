@@ -232,6 +232,96 @@ call "api" {
 			},
 		},
 		{
+			name: "connection limits, body timeouts, service proxies and call hosts",
+			src: `
+ingress {
+  max_connections   = 500
+  body_idle_timeout = "1m"
+  body_min_rate     = 1024
+}
+sessions {
+  max_sessions    = 2000
+  max_per_account = 3
+}
+host "a.example.com" {
+  backend = "localhost:1"
+  require_atproto {
+    handles        = ["alice.example.com"]
+    handle_max_age = "30m"
+  }
+}
+call "pds" {
+  port            = 7000
+  endpoint        = "@"
+  max_connections = 64
+  service_proxies = ["did:web:api.bsky.app#bsky_appview", "did:plc:ar7c4by46qjdydhdevvrndac#atproto_labeler"]
+  hosts           = ["IOProxy.Service.Consul.", "calls.internal"]
+}`,
+			check: func(t *testing.T, c *Config) {
+				if in := c.Ingress; in.MaxConnections != 500 || in.BodyIdleTimeout != time.Minute || in.BodyMinRate != 1024 {
+					t.Errorf("ingress = %+v", in)
+				}
+				if c.Sessions != (Sessions{MaxSessions: 2000, MaxPerAccount: 3}) {
+					t.Errorf("sessions = %+v", c.Sessions)
+				}
+				if got := c.Hosts[0].Access.Rules.HandleMaxAge; got != 30*time.Minute {
+					t.Errorf("handle_max_age = %s", got)
+				}
+				call := c.Calls[0]
+				if call.MaxConnections != 64 {
+					t.Errorf("call max_connections = %d", call.MaxConnections)
+				}
+				want := []string{"did:web:api.bsky.app#bsky_appview", "did:plc:ar7c4by46qjdydhdevvrndac#atproto_labeler"}
+				if !call.ServiceProxiesSet || !slices.Equal(call.ServiceProxies, want) {
+					t.Errorf("service_proxies = %q (set %v)", call.ServiceProxies, call.ServiceProxiesSet)
+				}
+				if !call.AllowsServiceProxy("did:web:api.bsky.app#bsky_appview") || call.AllowsServiceProxy("did:web:evil.example#bsky_appview") {
+					t.Error("AllowsServiceProxy does not follow service_proxies")
+				}
+				if !slices.Equal(call.Hosts, []string{"ioproxy.service.consul", "calls.internal"}) {
+					t.Errorf("call hosts = %q", call.Hosts)
+				}
+			},
+		},
+		{
+			name: "body_min_rate = 0 turns the check off",
+			src: `
+ingress { body_min_rate = 0 }
+host "a.example.com" { backend = "localhost:1" }`,
+			check: func(t *testing.T, c *Config) {
+				if c.Ingress.BodyMinRate != 0 {
+					t.Errorf("body_min_rate = %d, want 0", c.Ingress.BodyMinRate)
+				}
+			},
+		},
+		{
+			name: "an empty service_proxies allows no Atproto-Proxy",
+			src: `
+call "pds" {
+  port            = 7000
+  endpoint        = "@"
+  service_proxies = []
+}`,
+			check: func(t *testing.T, c *Config) {
+				call := c.Calls[0]
+				if !call.ServiceProxiesSet || call.ServiceProxies == nil || len(call.ServiceProxies) != 0 {
+					t.Errorf("service_proxies = %#v (set %v), want empty and set", call.ServiceProxies, call.ServiceProxiesSet)
+				}
+				if call.AllowsServiceProxy("did:web:api.bsky.app#bsky_appview") {
+					t.Error("an empty service_proxies allowed a value")
+				}
+			},
+		},
+		{
+			name: "a small max_sessions lowers the default per-account limit",
+			src:  `sessions { max_sessions = 5 }`,
+			check: func(t *testing.T, c *Config) {
+				if c.Sessions != (Sessions{MaxSessions: 5, MaxPerAccount: 5}) {
+					t.Errorf("sessions = %+v", c.Sessions)
+				}
+			},
+		},
+		{
 			name: "env reads the environment",
 			src: `
 nomad { token = env("IOPROXY_TEST_TOKEN") }
@@ -253,6 +343,60 @@ host "a.example.com" { backend = "nomad:web" }`,
 			}
 			tt.check(t, cfg)
 		})
+	}
+}
+
+// Settings left out get their documented defaults.
+func TestDefaults(t *testing.T) {
+	const src = `
+ingress {}
+sessions {}
+host "a.example.com" {
+  backend = "localhost:1"
+  require_atproto { handles = ["alice.example.com"] }
+}
+call "pds" {
+  port     = 7000
+  endpoint = "@"
+}`
+	withBlocks, diags := parse(t, src)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	// Without ingress and sessions blocks, the same defaults.
+	bare, diags := parse(t, `call "pds" {
+  port     = 7000
+  endpoint = "@"
+}`)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	tests := []struct {
+		name string
+		got  func(c *Config) any
+		want any
+	}{
+		{"ingress max_connections", func(c *Config) any { return c.Ingress.MaxConnections }, 10000},
+		{"ingress body_idle_timeout", func(c *Config) any { return c.Ingress.BodyIdleTimeout }, 20 * time.Second},
+		{"ingress body_min_rate", func(c *Config) any { return c.Ingress.BodyMinRate }, int64(256)},
+		{"sessions", func(c *Config) any { return c.Sessions }, Sessions{MaxSessions: 100000, MaxPerAccount: 10}},
+		{"call max_connections", func(c *Config) any { return c.Calls[0].MaxConnections }, 1024},
+		{"call service_proxies", func(c *Config) any { return c.Calls[0].ServiceProxies == nil && !c.Calls[0].ServiceProxiesSet }, true},
+		{"call forwards any Atproto-Proxy", func(c *Config) any { return c.Calls[0].AllowsServiceProxy("did:web:api.bsky.app#bsky_appview") }, true},
+		{"call hosts", func(c *Config) any { return c.Calls[0].Hosts == nil }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []*Config{withBlocks, bare} {
+				if got := tt.got(c); got != tt.want {
+					t.Errorf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+	// 0 leaves the access package's DefaultHandleMaxAge in force.
+	if got := withBlocks.Hosts[0].Access.Rules.HandleMaxAge; got != 0 {
+		t.Errorf("handle_max_age = %s, want 0", got)
 	}
 }
 
@@ -335,6 +479,32 @@ func TestBadConfigs(t *testing.T) {
 		{"client_uri on another host", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { client_uri = \"https://b.example.com/\" }\n}", "3:26", `client_uri must be on this host`},
 		{"attribute of another block", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  listen = \"x\"\n}", "4:3", `"listen" belongs in an admin block`},
 		{"syntax error", "host \"a\" {", "1:10", `Unclosed configuration block`},
+		{"ingress max_connections zero", "ingress { max_connections = 0 }", "1:29", `0 is not a limit: max_connections is how many connections each ingress listener (http and https) holds open at once, past which ioproxy answers 503. Write a number of at least 1, such as max_connections = 10000`},
+		{"ingress max_connections negative", "ingress { max_connections = -5 }", "1:29", `-5 is not a limit`},
+		{"body_idle_timeout under a second", "ingress { body_idle_timeout = \"500ms\" }", "1:31", `"500ms" is not a duration of at least 1s; write, for example, body_idle_timeout = "20s".`},
+		{"body_idle_timeout not a duration", "ingress { body_idle_timeout = \"soon\" }", "1:31", `"soon" is not a duration of at least 1s`},
+		{"negative body_min_rate", "ingress { body_min_rate = -1 }", "1:27", `-1 is not a rate: body_min_rate is the slowest a request body may arrive, in bytes per second. Write a number such as body_min_rate = 256, or body_min_rate = 0 to turn the check off.`},
+		{"call max_connections zero", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  max_connections = 0\n}", "4:21", `0 is not a limit: max_connections is how many connections the calling port holds open at once. Write a number of at least 1, such as max_connections = 1024`},
+		{"service proxy without service", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = [\"did:web:api.bsky.app#bsky_appview\", \"did:web:api.bsky.app\"]\n}", "4:59", `"did:web:api.bsky.app" names no service; write "did:web:api.bsky.app#bsky_appview"`},
+		{"service proxy with empty service", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = [\"did:web:api.bsky.app#\"]\n}", "4:22", `"did:web:api.bsky.app#" names no service; write "did:web:api.bsky.app#bsky_appview"`},
+		{"service proxy with bad service id", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = [\"did:web:api.bsky.app#bsky.appview\"]\n}", "4:22", `"bsky.appview" is not a service id: it holds only letters, digits, "_" and "-"`},
+		{"service proxy without DID", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = [\"bsky_appview\"]\n}", "4:22", `"bsky_appview" does not start with a DID; write the service's DID, "#" and its service id, as in "did:web:api.bsky.app#bsky_appview"`},
+		{"service proxy with bad DID", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = [\"did:web:#bsky_appview\"]\n}", "4:22", `"did:web:#bsky_appview" does not start with a DID`},
+		{"service_proxies not a list", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = \"did:web:api.bsky.app#bsky_appview\"\n}", "4:21", `service_proxies is a list of strings`},
+		{"call host with port", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  hosts = [\"calls.internal\", \"IOProxy.service.consul:7000\"]\n}", "4:30", `"IOProxy.service.consul:7000" has a port, and any port is answered; write only the name, "ioproxy.service.consul"`},
+		{"call host as URL", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  hosts = [\"http://ioproxy.service.consul/\"]\n}", "4:12", `"http://ioproxy.service.consul/" is a URL; write only its host name, "ioproxy.service.consul"`},
+		{"call host with path", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  hosts = [\"ioproxy.service.consul/x\"]\n}", "4:12", `"ioproxy.service.consul/x" has a path; write only the name, "ioproxy.service.consul"`},
+		{"call host not a name", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  hosts = [\"ioproxy service\"]\n}", "4:12", `"ioproxy service" is not a host name; write a bare host name such as "ioproxy.service.consul"`},
+		{"short handle_max_age", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  require_atproto { handle_max_age = \"30s\" }\n}", "3:38", `"30s" is not a duration of at least 1m; write, for example, handle_max_age = "2h".`},
+		{"zero max_sessions", "sessions { max_sessions = 0 }", "1:27", `0 is not a limit: max_sessions is how many sessions ioproxy stores at once, across all accounts. Write a number of at least 1, such as max_sessions = 100000`},
+		{"zero max_per_account", "sessions { max_per_account = 0 }", "1:30", `0 is not a limit: max_per_account is how many sessions one account may hold at once`},
+		{"max_per_account over max_sessions", "sessions {\n  max_sessions    = 5\n  max_per_account = 10\n}", "3:21", `One account may not hold more sessions (10) than all accounts together (max_sessions = 5); write max_per_account = 5 or less, or raise max_sessions.`},
+		{"misspelt max_connections", "ingress {\n  max_conections = 10\n}", "2:3", `Did you mean "max_connections"?`},
+		{"max_sessions outside sessions", "ingress {\n  max_sessions = 10\n}", "2:3", `"max_sessions" belongs in a sessions block.`},
+		{"body_min_rate in a call", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  body_min_rate = 10\n}", "4:3", `"body_min_rate" belongs in an ingress block.`},
+		{"handle_max_age in atproto", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  atproto { handle_max_age = \"2h\" }\n}", "3:13", `"handle_max_age" belongs in a require_atproto block.`},
+		{"misspelt service_proxies", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxys = []\n}", "4:3", `Did you mean "service_proxies"?`},
+		{"hosts in a host block", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  hosts = [\"b.example.com\"]\n}", "3:3", `"hosts" belongs in an admin block or a call block.`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,6 +522,137 @@ func TestBadConfigs(t *testing.T) {
 				}
 			}
 			t.Errorf("no diagnostic at test.hcl:%s containing %q; got:\n%s", tt.pos, tt.want, strings.Join(lines, "\n"))
+		})
+	}
+}
+
+// A block dropped as a duplicate must not shift the blocks after it: each
+// check across blocks reports at the block its value came from (this used
+// to pair built hosts and raw blocks by index, and panicked).
+func TestDiagnosticsAfterDuplicates(t *testing.T) {
+	type diag struct{ pos, want string }
+	tests := []struct {
+		name  string
+		src   string
+		diags []diag // each must appear at its "line:col"
+	}{
+		{
+			name: "duplicate host then a local host",
+			src: `host "a.example.com" { backend = "localhost:1" }
+host "a.example.com" { backend = "localhost:2" }
+host "localhost" {
+  backend = "localhost:3000"
+  atproto {
+    local = 9000
+  }
+}`,
+			diags: []diag{
+				{"2:6", `Host "a.example.com" is already defined at test.hcl:1`},
+				{"6:13", `http://127.0.0.1:9000/@/callback, but nothing of ioproxy listens there for host "localhost"`},
+			},
+		},
+		{
+			name: "duplicate local host then another local host",
+			src: `host "a.localhost" { backend = "localhost:1" }
+host "a.localhost" {
+  backend = "localhost:2"
+  atproto { local = 8000 }
+}
+host "b.localhost" {
+  backend = "localhost:3000"
+  atproto { local = 9000 }
+}`,
+			diags: []diag{
+				{"2:6", `already defined at test.hcl:1`},
+				{"8:21", `http://127.0.0.1:9000/@/callback, but nothing of ioproxy listens there for host "b.localhost"`},
+			},
+		},
+		{
+			name: "duplicate host then an ACME host at a CA that needs an email",
+			src: `tls {
+  acme { directory = "https://acme.zerossl.com/v2/DV90" }
+}
+host "localhost" { backend = "localhost:1" }
+host "localhost" { backend = "localhost:2" }
+host "a.example.com" { backend = "localhost:3" }`,
+			diags: []diag{
+				{"5:6", `Host "localhost" is already defined at test.hcl:4`},
+				{"2:22", `host "a.example.com" (test.hcl:6) gets its certificate from ZeroSSL`},
+			},
+		},
+		{
+			name: "duplicate call then a call whose port collides",
+			src: `call "a" {
+  port     = 7000
+  endpoint = "@"
+}
+call "a" {
+  port     = 7001
+  endpoint = "@"
+}
+call "b" {
+  port     = 7000
+  endpoint = "@"
+}`,
+			diags: []diag{
+				{"5:6", `Call "a" is already defined at test.hcl:1`},
+				{"10:14", `Port 7000 is already used by call "a"; give call "b" a port of its own`},
+			},
+		},
+		{
+			name: "duplicate host before a call whose port collides with the ingress",
+			src: `ingress { http = 8080 }
+host "localhost" { backend = "localhost:1" }
+host "localhost" { backend = "localhost:2" }
+call "a" {
+  port     = 7000
+  endpoint = "@"
+}
+call "b" {
+  port     = 8080
+  endpoint = "@"
+}`,
+			diags: []diag{
+				{"3:6", `already defined at test.hcl:2`},
+				{"9:14", `Port 8080 is already used by the ingress http listener; give call "b" a port of its own`},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var (
+				cfg   *Config
+				diags hcl.Diagnostics
+			)
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("Parse panicked: %v", p)
+					}
+				}()
+				cfg, diags = parse(t, tt.src)
+			}()
+			if !diags.HasErrors() || cfg != nil {
+				t.Fatalf("config loaded; want errors")
+			}
+			var lines []string
+			for _, d := range diags {
+				lines = append(lines, FormatDiagnostic(d))
+			}
+			for _, want := range tt.diags {
+				found := false
+				for _, l := range lines {
+					if strings.HasPrefix(l, "test.hcl:"+want.pos+": error: ") && strings.Contains(l, want.want) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no error at test.hcl:%s containing %q; got:\n%s", want.pos, want.want, strings.Join(lines, "\n"))
+				}
+			}
+			if len(lines) != len(tt.diags) {
+				t.Errorf("got %d diagnostics, want %d:\n%s", len(lines), len(tt.diags), strings.Join(lines, "\n"))
+			}
 		})
 	}
 }
@@ -410,7 +711,7 @@ func TestNormalizeHost(t *testing.T) {
 
 // Settings that work but are seldom what was meant load with a warning
 // that says what to write instead.
-func TestAccessWarnings(t *testing.T) {
+func TestWarnings(t *testing.T) {
 	const backend = "  backend = \"localhost:1\"\n"
 	tests := []struct {
 		name, src, pos, want string
@@ -421,6 +722,9 @@ func TestAccessWarnings(t *testing.T) {
 		{"public paths on a forward-auth host", "ingress { trusted_proxies = [\"127.0.0.1\"] }\nhost \"a.example.com\" {\n  require_atproto { public_paths = [\"/healthz\"] }\n}", "3:37", `auth_request off`},
 		{"forward-auth without trusted proxies", "host \"a.example.com\" {\n  require_atproto {}\n}", "1:1", `List the proxy's address in trusted_proxies`},
 		{"cheap bcrypt", "host \"a.example.com\" {\n" + backend + "  apikey_auth { users = [\"ci:$2y$05$5Q/IvMRNNkd1Tuk2rBvZ5OF8eQK.gTYpvUAaN5gS0SrTqXMa6a1r.\"] }\n}", "3:26", `htpasswd -nbB -C 10 ci`},
+		{"long handle_max_age", "host \"a.example.com\" {\n" + backend + "  require_atproto { handle_max_age = \"48h\" }\n}", "3:38", `would still be admitted for up to 48h after its checks started failing`},
+		{"very few ingress connections", "ingress { max_connections = 8 }", "1:29", `max_connections = 8 lets only 8 connections in at once on each listener, and one browser opens several: such a low limit answers most visitors with 503`},
+		{"service_proxies on a URL endpoint", "call \"a\" {\n  port = 7000\n  endpoint = \"https://api.example.net\"\n  service_proxies = [\"did:web:api.bsky.app#bsky_appview\"]\n}", "4:21", `this call's endpoint is "https://api.example.net". Remove service_proxies here.`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -443,8 +747,17 @@ func TestAccessWarnings(t *testing.T) {
 			}
 		})
 	}
-	// Written out, any account is what was meant: no warning.
-	if _, diags := parse(t, "host \"a.example.com\" {\n"+backend+"  require_atproto {}\n}"); len(diags) != 0 {
-		t.Errorf("require_atproto {}: %v", diags)
+	// Settings at the edge of a warning, or written out on purpose, load
+	// without any.
+	for _, src := range []string{
+		// Any account is what was meant.
+		"host \"a.example.com\" {\n" + backend + "  require_atproto {}\n}",
+		"host \"a.example.com\" {\n" + backend + "  require_atproto { handle_max_age = \"24h\" }\n}",
+		"ingress { max_connections = 16 }",
+		"call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  service_proxies = []\n}",
+	} {
+		if _, diags := parse(t, src); len(diags) != 0 {
+			t.Errorf("%s: %v", src, diags)
+		}
 	}
 }

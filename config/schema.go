@@ -13,6 +13,7 @@ type fileSchema struct {
 	Identity *identitySchema `hcl:"identity,block"`
 	Nomad    *nomadSchema    `hcl:"nomad,block"`
 	Admin    *adminSchema    `hcl:"admin,block"`
+	Sessions *sessionsSchema `hcl:"sessions,block"`
 	Log      *logSchema      `hcl:"log,block"`
 	TLS      *tlsSchema      `hcl:"tls,block"`
 	Hosts    []hostSchema    `hcl:"host,block"`
@@ -26,8 +27,15 @@ type ingressSchema struct {
 	HTTP           hcl.Expression `hcl:"http,optional"`
 	HTTPS          hcl.Expression `hcl:"https,optional"`
 	TrustedProxies []string       `hcl:"trusted_proxies,optional"`
+	MaxConnections *int           `hcl:"max_connections,optional"`
+	// BodyMinRate is a pointer because 0, written, turns the check off.
+	BodyMinRate     *int64  `hcl:"body_min_rate,optional"`
+	BodyIdleTimeout *string `hcl:"body_idle_timeout,optional"`
 
-	TrustedProxiesRange hcl.Range `hcl:"trusted_proxies,attr_value_range"`
+	TrustedProxiesRange  hcl.Range `hcl:"trusted_proxies,attr_value_range"`
+	MaxConnectionsRange  hcl.Range `hcl:"max_connections,attr_value_range"`
+	BodyMinRateRange     hcl.Range `hcl:"body_min_rate,attr_value_range"`
+	BodyIdleTimeoutRange hcl.Range `hcl:"body_idle_timeout,attr_value_range"`
 }
 
 type identitySchema struct {
@@ -55,6 +63,17 @@ type adminSchema struct {
 	Hosts  []string `hcl:"hosts,optional"`
 
 	ListenRange hcl.Range `hcl:"listen,attr_value_range"`
+}
+
+// sessionsSchema is the sessions block: limits now; where and how
+// sessions are stored will join them here.
+type sessionsSchema struct {
+	MaxSessions   *int `hcl:"max_sessions,optional"`
+	MaxPerAccount *int `hcl:"max_per_account,optional"`
+
+	DefRange           hcl.Range `hcl:",def_range"`
+	MaxSessionsRange   hcl.Range `hcl:"max_sessions,attr_value_range"`
+	MaxPerAccountRange hcl.Range `hcl:"max_per_account,attr_value_range"`
 }
 
 type logSchema struct {
@@ -129,8 +148,11 @@ type requireATProtoSchema struct {
 	DIDs        hcl.Expression `hcl:"dids,optional"`
 	Handles     hcl.Expression `hcl:"handles,optional"`
 	PublicPaths hcl.Expression `hcl:"public_paths,optional"`
+	// HandleMaxAge is a duration string such as "2h".
+	HandleMaxAge *string `hcl:"handle_max_age,optional"`
 
-	DefRange hcl.Range `hcl:",def_range"`
+	DefRange          hcl.Range `hcl:",def_range"`
+	HandleMaxAgeRange hcl.Range `hcl:"handle_max_age,attr_value_range"`
 }
 
 type apikeyAuthSchema struct {
@@ -153,24 +175,31 @@ type hostTLSSchema struct {
 }
 
 type callSchema struct {
-	Label          string            `hcl:"label,label"`
-	Name           string            `hcl:"name,optional"`
-	Port           int               `hcl:"port"`
-	Bind           *string           `hcl:"bind,optional"`
-	Endpoint       string            `hcl:"endpoint"`
-	Insecure       bool              `hcl:"insecure,optional"`
-	OperationsOnly bool              `hcl:"operations_only,optional"`
-	MaxBodyBytes   *int64            `hcl:"max_body_bytes,optional"`
-	Timeout        *string           `hcl:"timeout,optional"`
+	Label          string  `hcl:"label,label"`
+	Name           string  `hcl:"name,optional"`
+	Port           int     `hcl:"port"`
+	Bind           *string `hcl:"bind,optional"`
+	Endpoint       string  `hcl:"endpoint"`
+	Insecure       bool    `hcl:"insecure,optional"`
+	OperationsOnly bool    `hcl:"operations_only,optional"`
+	MaxBodyBytes   *int64  `hcl:"max_body_bytes,optional"`
+	Timeout        *string `hcl:"timeout,optional"`
+	MaxConnections *int    `hcl:"max_connections,optional"`
+	// ServiceProxies and Hosts stay expressions so that each diagnostic
+	// points at its element, and so that an empty service_proxies (no
+	// Atproto-Proxy allowed) differs from none written (any allowed).
+	ServiceProxies hcl.Expression    `hcl:"service_proxies,optional"`
+	Hosts          hcl.Expression    `hcl:"hosts,optional"`
 	Operations     []operationSchema `hcl:"operation,block"`
 
-	DefRange          hcl.Range `hcl:",def_range"`
-	LabelRange        hcl.Range `hcl:"label,label_range"`
-	PortRange         hcl.Range `hcl:"port,attr_value_range"`
-	BindRange         hcl.Range `hcl:"bind,attr_value_range"`
-	EndpointRange     hcl.Range `hcl:"endpoint,attr_value_range"`
-	MaxBodyBytesRange hcl.Range `hcl:"max_body_bytes,attr_value_range"`
-	TimeoutRange      hcl.Range `hcl:"timeout,attr_value_range"`
+	DefRange            hcl.Range `hcl:",def_range"`
+	LabelRange          hcl.Range `hcl:"label,label_range"`
+	PortRange           hcl.Range `hcl:"port,attr_value_range"`
+	BindRange           hcl.Range `hcl:"bind,attr_value_range"`
+	EndpointRange       hcl.Range `hcl:"endpoint,attr_value_range"`
+	MaxBodyBytesRange   hcl.Range `hcl:"max_body_bytes,attr_value_range"`
+	TimeoutRange        hcl.Range `hcl:"timeout,attr_value_range"`
+	MaxConnectionsRange hcl.Range `hcl:"max_connections,attr_value_range"`
 }
 
 type operationSchema struct {
