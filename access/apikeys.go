@@ -1,6 +1,7 @@
 package access
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha1"
@@ -114,13 +115,19 @@ type Keys struct {
 	// wrong keys from many addresses must not take every core, and keys
 	// already remembered as good never wait for a slot.
 	slots chan struct{}
+	// waiting counts the bcrypt comparisons running or waiting for a
+	// slot (under mu), at most maxWaiting.
+	waiting, maxWaiting int
 }
 
 // NewKeys returns a checker for the entries; names must be unique (config
 // validation makes sure of it).
 func NewKeys(entries []KeyEntry) *Keys {
+	slots := max(1, runtime.GOMAXPROCS(0)-1)
 	k := &Keys{entries: map[string]KeyEntry{}, good: map[string][]byte{}, flights: map[string]*flight{}, mac: make([]byte, 32),
-		slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)-1))}
+		// A queue of 8 per slot is under half a second of waiting at
+		// bcrypt cost 10.
+		slots: make(chan struct{}, slots), maxWaiting: 8 * slots}
 	_, _ = rand.Read(k.mac)
 	cost, anyBcrypt := bcrypt.DefaultCost, false
 	for _, e := range entries {
@@ -160,9 +167,15 @@ var ErrWrongKey = errors.New("unknown name or wrong key")
 // limit refused the attempt.
 var ErrTooMany = errors.New("too many attempts")
 
-// Check verifies a name and key.
+// ErrBusy means CheckLimited did not compare the key: as many comparisons
+// as may wait are waiting already. It is a passing overload (wrong keys
+// from many addresses at once); the client should try again shortly.
+var ErrBusy = errors.New("too many key checks at once")
+
+// Check verifies a name and key, waiting as long as it takes (for tools
+// and tests; requests use CheckLimited).
 func (k *Keys) Check(name, key string) error {
-	return k.CheckLimited(name, key, nil)
+	return k.CheckLimited(context.Background(), name, key, nil)
 }
 
 // CheckLimited is Check for a caller that limits attempts: unless the key
@@ -171,7 +184,13 @@ func (k *Keys) Check(name, key string) error {
 // comparing, when spend returns false. Counting an attempt before its
 // slow comparison rather than after is what keeps parallel guesses from
 // all passing a limit that none of them has yet been counted against.
-func (k *Keys) CheckLimited(name, key string, spend func() bool) error {
+//
+// Slow comparisons run a few at a time, and only so many may wait for
+// their turn: beyond that CheckLimited refuses with ErrBusy at once (after
+// spend, so a caller that counts attempts may take this one back), so
+// that a flood of wrong keys cannot build an unbounded queue that a good
+// key would wait behind. Waiting ends with ctx.
+func (k *Keys) CheckLimited(ctx context.Context, name, key string, spend func() bool) error {
 	e, known := k.entries[name]
 	if !known {
 		e = k.decoy
@@ -190,9 +209,21 @@ func (k *Keys) CheckLimited(name, key string, spend func() bool) error {
 		// its first requests in parallel costs one comparison, and one
 		// attempt against its limit.
 		k.mu.Unlock()
-		<-f.done
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return fmt.Errorf("check key of %q: %w", clip(name), ctx.Err())
+		}
 		if f.ok {
 			return nil
+		}
+		if f.wrong {
+			// The same key was just compared and is wrong: this attempt
+			// counts, but needs no comparison of its own.
+			if spend != nil && !spend() {
+				return ErrTooMany
+			}
+			return ErrWrongKey
 		}
 	default:
 		lead = &flight{done: make(chan struct{})}
@@ -209,10 +240,29 @@ func (k *Keys) CheckLimited(name, key string, spend func() bool) error {
 		return ErrTooMany
 	}
 	if e.Kind == HashBcrypt {
-		k.slots <- struct{}{}
+		k.mu.Lock()
+		if k.waiting >= k.maxWaiting {
+			k.mu.Unlock()
+			return ErrBusy
+		}
+		k.waiting++
+		k.mu.Unlock()
+		defer func() {
+			k.mu.Lock()
+			k.waiting--
+			k.mu.Unlock()
+		}()
+		select {
+		case k.slots <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("check key of %q: %w", clip(name), ctx.Err())
+		}
 		defer func() { <-k.slots }()
 	}
 	if !e.matches(key) || !known {
+		if lead != nil {
+			lead.wrong = true
+		}
 		return ErrWrongKey
 	}
 	k.mu.Lock()
@@ -228,7 +278,10 @@ func (k *Keys) CheckLimited(name, key string, spend func() bool) error {
 // and key to wait for.
 type flight struct {
 	done chan struct{}
-	ok   bool // set before done is closed
+	// ok and wrong are set before done is closed: the key matched, or it
+	// was compared and did not. Neither: the lead did not compare it (its
+	// request ended, or it was refused before).
+	ok, wrong bool
 }
 
 func (k *Keys) sum(name, key string) []byte {

@@ -1,6 +1,7 @@
 package access
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"errors"
@@ -328,7 +329,7 @@ func TestKeysCheckLimited(t *testing.T) {
 		{"ci", "other", nil, ErrWrongKey, 0},
 	} {
 		spent = 0
-		if err := k.CheckLimited(st.name, st.key, st.spend); err != st.want || spent != st.spent {
+		if err := k.CheckLimited(context.Background(), st.name, st.key, st.spend); err != st.want || spent != st.spent {
 			t.Errorf("CheckLimited(%q, %q) = %v with %d spent; want %v with %d", st.name, st.key, err, spent, st.want, st.spent)
 		}
 	}
@@ -341,7 +342,9 @@ func TestKeysCheckLimitedParallel(t *testing.T) {
 	var mu sync.Mutex
 	spent := 0
 	spend := func() bool { mu.Lock(); spent++; mu.Unlock(); return true }
-	run := func(key func(i int) string, want error) {
+	// run checks 50 keys at once; each must give want or, when the
+	// comparison queue is full, ErrBusy.
+	run := func(key func(i int) string, want error) (busy int) {
 		var wg sync.WaitGroup
 		start := make(chan struct{})
 		for i := range 50 {
@@ -349,25 +352,38 @@ func TestKeysCheckLimitedParallel(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				if err := k.CheckLimited("ci", key(i), spend); err != want {
+				err := k.CheckLimited(context.Background(), "ci", key(i), spend)
+				if err == ErrBusy {
+					mu.Lock()
+					busy++
+					mu.Unlock()
+				} else if err != want {
 					t.Errorf("CheckLimited(ci, %q) = %v, want %v", key(i), err, want)
 				}
 			}()
 		}
 		close(start)
 		wg.Wait()
+		return busy
 	}
-	run(func(int) string { return "ci-key" }, nil)
+	if busy := run(func(int) string { return "ci-key" }, nil); busy != 0 {
+		t.Errorf("one good key checked 50 times at once found the queue full %d times", busy)
+	}
 	if spent != 1 {
 		t.Errorf("50 parallel first checks of one good key spent %d, want 1", spent)
 	}
 	spent = 0
-	run(func(i int) string { return fmt.Sprint("guess", i) }, ErrWrongKey)
+	if busy := run(func(i int) string { return fmt.Sprint("guess", i) }, ErrWrongKey); busy > 50-k.maxWaiting {
+		t.Errorf("50 different wrong keys at once: %d found the queue full, but %d may wait", busy, k.maxWaiting)
+	}
 	if spent != 50 {
 		t.Errorf("50 parallel different wrong keys spent %d, want 50", spent)
 	}
 	spent = 0
-	run(func(int) string { return "same-guess" }, ErrWrongKey)
+	// One comparison answers them all: the queue is never full.
+	if busy := run(func(int) string { return "same-guess" }, ErrWrongKey); busy != 0 {
+		t.Errorf("one wrong key checked 50 times at once found the queue full %d times", busy)
+	}
 	if spent != 50 {
 		t.Errorf("50 parallel identical wrong keys spent %d, want 50", spent)
 	}

@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -28,21 +29,71 @@ type Rules struct {
 	Domains []string
 	// Public are paths that need no sign-in.
 	Public []PathPattern
+	// HandleMaxAge is how old the last successful check of a session's
+	// handle may be for Handles and Domains to admit it (DIDs need no
+	// check). Zero means DefaultHandleMaxAge.
+	HandleMaxAge time.Duration
 }
+
+// DefaultHandleMaxAge is the grace a verified handle has: twice the access
+// token's lifetime at the reference server, so one refresh may fail.
+const DefaultHandleMaxAge = 2 * time.Hour
 
 // OpenToAnyAccount reports whether any signed-in account is admitted.
 func (r *Rules) OpenToAnyAccount() bool {
 	return len(r.DIDs) == 0 && len(r.Handles) == 0 && len(r.Domains) == 0
 }
 
-// Admits reports whether the account with this DID and handle may pass.
-// The handle must be the one verified at sign-in or at the last refresh:
-// ioproxy stores "handle.invalid" for a handle that did not resolve back
-// to the DID, and that never matches.
-func (r *Rules) Admits(did, handle string) bool {
-	if r.OpenToAnyAccount() || slices.Contains(r.DIDs, did) {
-		return true
+// Account is a signed-in account as the rules see it.
+type Account struct {
+	DID string
+	// Handle is the handle verified at sign-in or at the last check:
+	// ioproxy stores "handle.invalid" for a handle that did not resolve
+	// back to the DID, and that never matches.
+	Handle string
+	// HandleChecked is when Handle was last verified.
+	HandleChecked time.Time
+}
+
+// Verdict is what the rules say of an account.
+type Verdict int
+
+const (
+	// Admitted: the account may pass.
+	Admitted Verdict = iota
+	// NotNamed: the rules name neither the account's DID nor its handle.
+	NotNamed
+	// HandleUnchecked: only the account's handle is named, and it was last
+	// verified longer ago than HandleMaxAge. A handle can move to another
+	// account at any time; a rule that names it can only trust a recent
+	// check.
+	HandleUnchecked
+)
+
+// Judge decides an account at now. DIDs need no recheck (they never
+// change hands); handles admit only while their last check is recent.
+func (r *Rules) Judge(a Account, now time.Time) Verdict {
+	if r.OpenToAnyAccount() || slices.Contains(r.DIDs, a.DID) {
+		return Admitted
 	}
+	if !r.namesHandle(a.Handle) {
+		return NotNamed
+	}
+	if now.Sub(a.HandleChecked) > r.handleMaxAge() {
+		return HandleUnchecked
+	}
+	return Admitted
+}
+
+func (r *Rules) handleMaxAge() time.Duration {
+	if r.HandleMaxAge > 0 {
+		return r.HandleMaxAge
+	}
+	return DefaultHandleMaxAge
+}
+
+// namesHandle reports whether a handle rule or domain names handle.
+func (r *Rules) namesHandle(handle string) bool {
 	h := strings.ToLower(handle)
 	if h == "" || h == syntax.HandleInvalid.String() {
 		return false
@@ -66,7 +117,7 @@ func (r *Rules) IsPublic(u *url.URL) bool {
 	if len(r.Public) == 0 {
 		return false
 	}
-	p, ok := plainPath(u)
+	p, ok := PlainPath(u)
 	if !ok {
 		return false
 	}
@@ -78,8 +129,11 @@ func (r *Rules) IsPublic(u *url.URL) bool {
 	return false
 }
 
-// plainPath returns the request's path when it has exactly one reading.
-func plainPath(u *url.URL) (string, bool) {
+// PlainPath returns the request's path when it has exactly one reading:
+// no backend, however lenient its decoding and normalization, could take
+// it for another path. Decisions by path (public paths, a calling port's
+// operations) are made only on such paths.
+func PlainPath(u *url.URL) (string, bool) {
 	raw := u.EscapedPath()
 	lower := strings.ToLower(raw)
 	// "%25" is an escaped "%": a backend that decodes twice reads

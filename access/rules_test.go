@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -12,6 +13,7 @@ const (
 )
 
 func TestRulesAdmits(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	rules := &Rules{
 		DIDs:    []string{didAlice},
 		Handles: []string{"bob.example.net"},
@@ -50,8 +52,45 @@ func TestRulesAdmits(t *testing.T) {
 		{"handle rule and handle.invalid", &Rules{Handles: []string{"handle.invalid"}}, didBob, "handle.invalid", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.rules.Admits(tt.did, tt.handle); got != tt.want {
-				t.Errorf("Admits(%q, %q) = %v, want %v", tt.did, tt.handle, got, tt.want)
+			if got := tt.rules.Judge(Account{DID: tt.did, Handle: tt.handle, HandleChecked: now}, now) == Admitted; got != tt.want {
+				t.Errorf("Judge(%q, %q) admits: %v, want %v", tt.did, tt.handle, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRulesHandleCheckAge: a handle admits only while its last check is
+// recent; a DID needs none.
+func TestRulesHandleCheckAge(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	rules := &Rules{DIDs: []string{didAlice}, Handles: []string{"bob.example.net"}, Domains: []string{".example.com"}}
+	custom := &Rules{Handles: []string{"bob.example.net"}, HandleMaxAge: 10 * time.Minute}
+	for _, tt := range []struct {
+		name    string
+		rules   *Rules
+		acct    Account
+		checked time.Duration // how long ago the handle was checked
+		want    Verdict
+	}{
+		{"handle checked just now", rules, Account{DID: didBob, Handle: "bob.example.net"}, 0, Admitted},
+		{"handle checked within the default grace", rules, Account{DID: didBob, Handle: "bob.example.net"}, DefaultHandleMaxAge, Admitted},
+		{"handle checked too long ago", rules, Account{DID: didBob, Handle: "bob.example.net"}, DefaultHandleMaxAge + time.Second, HandleUnchecked},
+		{"domain handle checked too long ago", rules, Account{DID: didBob, Handle: "x.example.com"}, 3 * time.Hour, HandleUnchecked},
+		{"never checked", rules, Account{DID: didBob, Handle: "bob.example.net"}, -1, HandleUnchecked},
+		{"DID rule needs no check", rules, Account{DID: didAlice, Handle: "bob.example.net"}, 30 * 24 * time.Hour, Admitted},
+		{"unnamed account is not named, however fresh", rules, Account{DID: didBob, Handle: "mallory.example.org"}, 0, NotNamed},
+		{"unnamed account checked long ago is still not named", rules, Account{DID: didBob, Handle: "mallory.example.org"}, 3 * time.Hour, NotNamed},
+		{"open rules need no check", &Rules{}, Account{DID: didBob, Handle: "bob.example.net"}, 30 * 24 * time.Hour, Admitted},
+		{"custom grace: inside", custom, Account{DID: didBob, Handle: "bob.example.net"}, 10 * time.Minute, Admitted},
+		{"custom grace: past", custom, Account{DID: didBob, Handle: "bob.example.net"}, 11 * time.Minute, HandleUnchecked},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := tt.acct
+			if tt.checked >= 0 {
+				a.HandleChecked = now.Add(-tt.checked)
+			}
+			if got := tt.rules.Judge(a, now); got != tt.want {
+				t.Errorf("Judge = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -82,8 +121,9 @@ func TestRulesAdmitsParsed(t *testing.T) {
 		"aexample.com":      false,
 		"bob.example.net":   false,
 	} {
-		if got := r.Admits(didBob, handle); got != want {
-			t.Errorf("Admits(%q) = %v, want %v", handle, got, want)
+		now := time.Now()
+		if got := r.Judge(Account{DID: didBob, Handle: handle, HandleChecked: now}, now) == Admitted; got != want {
+			t.Errorf("Judge(%q) admits: %v, want %v", handle, got, want)
 		}
 	}
 }
