@@ -18,7 +18,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -68,9 +70,78 @@ type Session struct {
 	PDSNonce        string    `json:"pds_nonce,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`
 	RefreshedAt     time.Time `json:"refreshed_at,omitzero"`
+	// HandleCheckedAt is when Handle was last verified against the DID
+	// (both ways): at sign-in, at each refresh, and at each recheck, even
+	// when the refresh that followed the check failed.
+	HandleCheckedAt time.Time `json:"handle_checked_at,omitzero"`
 	// Expiry ends the session even if its tokens could still be refreshed;
 	// each refresh extends it.
 	Expiry time.Time `json:"expiry"`
+}
+
+// HandleRecheck is how often a session in use has its handle checked
+// again: access rules that name handles admit a session only while its
+// last check is recent (access.DefaultHandleMaxAge, twice this).
+const HandleRecheck = time.Hour
+
+// HandleChecked is when the session's handle was last verified. Sessions
+// stored before HandleCheckedAt existed were verified at their last
+// refresh, or at sign-in.
+func (s Session) HandleChecked() time.Time {
+	switch {
+	case !s.HandleCheckedAt.IsZero():
+		return s.HandleCheckedAt
+	case !s.RefreshedAt.IsZero():
+		return s.RefreshedAt
+	}
+	return s.CreatedAt
+}
+
+// Stale reports whether the session needs a visit to its servers: its
+// access token has expired, or its handle is due for a recheck.
+func (s Session) Stale(now time.Time) bool {
+	return now.After(s.TokenExpiry) || now.Sub(s.HandleChecked()) >= HandleRecheck
+}
+
+// Size limits of what a session stores. Tokens and URLs come from servers
+// that anyone can run; without limits one sign-in could store megabytes
+// for a month. Real ones are far below: the reference server's access
+// tokens are about 1 KB, its refresh tokens 50 bytes.
+const (
+	MaxTokenBytes  = 8 << 10
+	MaxScopeBytes  = 4 << 10
+	MaxURLBytes    = 2 << 10
+	MaxDIDBytes    = 2 << 10 // the DID syntax's own limit
+	MaxHandleBytes = 253     // the handle syntax's own limit
+)
+
+// ErrTooLarge means a session field is over its limit.
+var ErrTooLarge = errors.New("too large")
+
+// CheckSizes reports the first field of the session over its limit.
+func (s Session) CheckSizes() error {
+	for _, f := range []struct {
+		name  string
+		value string
+		limit int
+	}{
+		{"access token", s.AccessToken, MaxTokenBytes},
+		{"refresh token", s.RefreshToken, MaxTokenBytes},
+		{"scope", s.Scope, MaxScopeBytes},
+		{"DID", s.DID, MaxDIDBytes},
+		{"handle", s.Handle, MaxHandleBytes},
+		{"PDS URL", s.PDS, MaxURLBytes},
+		{"issuer", s.Issuer, MaxURLBytes},
+		{"client id", s.ClientID, MaxURLBytes},
+		{"DPoP key", string(s.DPoPKey), MaxTokenBytes},
+		{"authorization server nonce", s.AuthServerNonce, MaxTokenBytes},
+		{"PDS nonce", s.PDSNonce, MaxTokenBytes},
+	} {
+		if len(f.value) > f.limit {
+			return fmt.Errorf("the session's %s is %d bytes, over the limit of %d: %w", f.name, len(f.value), f.limit, ErrTooLarge)
+		}
+	}
+	return nil
 }
 
 // Pending is an authorization request between /@/signin and /@/callback.
@@ -104,12 +175,40 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// MaxSessions bounds the sessions stored (DefaultMaxSessions when 0):
+	// sign-ins beyond it are refused with ErrFull.
+	MaxSessions int
+	// MaxPerAccount bounds the sessions of one account on one host
+	// (DefaultMaxPerAccount when 0): a new sign-in beyond it ends the
+	// oldest.
+	MaxPerAccount int
+	// MaxPending bounds the sign-ins in progress (DefaultMaxPending when
+	// 0): starts beyond it are refused with ErrFull.
+	MaxPending int
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxSessions   = 100000
+	DefaultMaxPerAccount = 10
+	DefaultMaxPending    = 10000
+)
+
+// ErrFull means the store holds as many sessions (or sign-ins in
+// progress) as it may.
+var ErrFull = errors.New("the session store is full")
 
 // Store is the session store. Its methods are safe for concurrent use.
 type Store struct {
-	db  *bolt.DB
-	now func() time.Time
+	db   *bolt.DB
+	now  func() time.Time
+	opts Options
+	// writes counts committed write transactions (each costs two
+	// fdatasyncs): for metrics, and for tests that prove a request cost
+	// none.
+	writes atomic.Uint64
+	// pending counts the pending sign-ins on disk, for MaxPending.
+	pending atomic.Int64
 
 	mu      sync.RWMutex
 	byID    map[string]*Session
@@ -125,8 +224,20 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultMaxSessions
+	}
+	if opts.MaxPerAccount <= 0 {
+		opts.MaxPerAccount = DefaultMaxPerAccount
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
+	}
+	if err := checkPrivate(filepath.Dir(path), path); err != nil {
+		return nil, err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
@@ -135,7 +246,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open session store %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, byID: map[string]*Session{}, byProxy: map[string]*Session{}}
+	s := &Store{db: db, now: opts.Now, opts: opts, byID: map[string]*Session{}, byProxy: map[string]*Session{}}
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -168,6 +279,7 @@ func (s *Store) load() error {
 		if err != nil {
 			return fmt.Errorf("load sessions: %w", err)
 		}
+		s.pending.Store(int64(tx.Bucket(bucketPending).Stats().KeyN))
 		for _, k := range expired {
 			if err := tx.Bucket(bucketSessions).Delete(k); err != nil {
 				return fmt.Errorf("delete expired session: %w", err)
@@ -188,31 +300,69 @@ func NewToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// PutPending stores an authorization request under its state.
+// PutPending stores an authorization request under its state. It fails
+// with ErrFull when MaxPending sign-ins are in progress.
 func (s *Store) PutPending(p Pending) error {
+	if !WellFormedToken(p.State) {
+		return fmt.Errorf("store pending sign-in: the state is not a token of NewToken's shape")
+	}
+	if s.pending.Load() >= int64(s.opts.MaxPending) {
+		return fmt.Errorf("store pending sign-in: %d sign-ins in progress: %w", s.opts.MaxPending, ErrFull)
+	}
 	v, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode pending sign-in: %w", err)
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error {
+	if err := s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPending).Put([]byte(p.State), v)
 	}); err != nil {
 		return fmt.Errorf("store pending sign-in: %w", err)
 	}
+	s.pending.Add(1)
 	return nil
+}
+
+// WellFormedToken reports whether s has the shape of NewToken's tokens
+// (43 base64url characters), so that junk costs no lookup at all.
+func WellFormedToken(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // TakePending deletes and returns the authorization request for state. It
 // is deleted before the caller does anything with it, so a replayed state
-// finds nothing.
+// finds nothing. A state ioproxy did not issue costs no write: anyone can
+// send one, and a write is two fdatasyncs that every sign-in, sign-out and
+// refresh would queue behind.
 func (s *Store) TakePending(state string) (Pending, error) {
+	if !WellFormedToken(state) {
+		return Pending{}, ErrNotFound
+	}
+	var exists bool
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		exists = tx.Bucket(bucketPending).Get([]byte(state)) != nil
+		return nil
+	}); err != nil {
+		return Pending{}, fmt.Errorf("look up pending sign-in: %w", err)
+	}
+	if !exists {
+		return Pending{}, ErrNotFound
+	}
 	var p Pending
 	var found bool
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPending)
 		v := b.Get([]byte(state))
 		if v == nil {
-			return nil
+			return nil // taken by a concurrent callback
 		}
 		found = true
 		if err := json.Unmarshal(v, &p); err != nil {
@@ -226,6 +376,7 @@ func (s *Store) TakePending(state string) (Pending, error) {
 	if !found {
 		return Pending{}, ErrNotFound
 	}
+	s.pending.Add(-1)
 	if s.now().After(p.Expiry) {
 		return Pending{}, ErrExpired
 	}
@@ -236,9 +387,21 @@ func (s *Store) TakePending(state string) (Pending, error) {
 // how many it removed.
 func (s *Store) DeleteExpired() (int, error) {
 	now := s.now()
-	var n int
+	var n, pendingLeft int
 	var gone []string
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	s.mu.RLock()
+	for id, sess := range s.byID {
+		if !sess.Expiry.IsZero() && now.After(sess.Expiry) {
+			gone = append(gone, id)
+		}
+	}
+	s.mu.RUnlock()
+	if len(gone) == 0 && !s.anyPendingExpired(now) {
+		// Nothing to do: the sweep runs every minute and must not cost
+		// a write each time.
+		return 0, nil
+	}
+	err := s.update(func(tx *bolt.Tx) error {
 		pb := tx.Bucket(bucketPending)
 		var keys [][]byte
 		err := pb.ForEach(func(k, v []byte) error {
@@ -257,13 +420,7 @@ func (s *Store) DeleteExpired() (int, error) {
 			}
 		}
 		n += len(keys)
-		s.mu.RLock()
-		for id, sess := range s.byID {
-			if !sess.Expiry.IsZero() && now.After(sess.Expiry) {
-				gone = append(gone, id)
-			}
-		}
-		s.mu.RUnlock()
+		pendingLeft = pb.Stats().KeyN - len(keys)
 		sb := tx.Bucket(bucketSessions)
 		for _, id := range gone {
 			if err := sb.Delete([]byte(id)); err != nil {
@@ -275,6 +432,7 @@ func (s *Store) DeleteExpired() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("delete expired sign-ins and sessions: %w", err)
 	}
+	s.pending.Store(int64(pendingLeft))
 	s.mu.Lock()
 	for _, id := range gone {
 		if sess, ok := s.byID[id]; ok {
@@ -286,29 +444,109 @@ func (s *Store) DeleteExpired() (int, error) {
 	return n + len(gone), nil
 }
 
-// Create stores a new session.
-func (s *Store) Create(sess Session) error {
+// Create stores a new session. Sessions over their size limits are
+// refused with ErrTooLarge, and a full store refuses with ErrFull. When
+// the account already has MaxPerAccount sessions on the host, the oldest
+// are deleted in the same write and returned, for the caller to revoke
+// their tokens.
+func (s *Store) Create(sess Session) (evicted []Session, err error) {
 	if sess.ID == "" || sess.ProxyKey == "" {
-		return fmt.Errorf("create session: id and proxy key are required")
+		return nil, fmt.Errorf("create session: id and proxy key are required")
 	}
-	if err := s.write(&sess); err != nil {
-		return fmt.Errorf("create session for %s: %w", sess.DID, err)
+	if err := sess.CheckSizes(); err != nil {
+		return nil, fmt.Errorf("create session for %s: %w", clip(sess.DID), err)
+	}
+	v, err := json.Marshal(&sess)
+	if err != nil {
+		return nil, fmt.Errorf("encode session: %w", err)
+	}
+	s.mu.RLock()
+	total := len(s.byID)
+	evicted = s.oldestBeyondLocked(sess.DID, sess.Host, s.opts.MaxPerAccount-1)
+	s.mu.RUnlock()
+	if total-len(evicted) >= s.opts.MaxSessions {
+		return nil, fmt.Errorf("create session for %s: %d sessions stored: %w", sess.DID, total, ErrFull)
+	}
+	err = s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSessions)
+		for _, old := range evicted {
+			if err := b.Delete([]byte(old.ID)); err != nil {
+				return err
+			}
+		}
+		return b.Put([]byte(sess.ID), v)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create session for %s: %w", sess.DID, err)
 	}
 	s.mu.Lock()
+	for _, old := range evicted {
+		s.forgetLocked(old.ID)
+	}
 	s.byID[sess.ID] = &sess
 	s.byProxy[sess.ProxyKey] = &sess
 	s.mu.Unlock()
-	return nil
+	return evicted, nil
 }
 
-func (s *Store) write(sess *Session) error {
-	v, err := json.Marshal(sess)
-	if err != nil {
-		return fmt.Errorf("encode session: %w", err)
+// oldestBeyondLocked returns the sessions of did on host beyond the keep
+// newest ones, oldest first.
+func (s *Store) oldestBeyondLocked(did, host string, keep int) []Session {
+	var mine []Session
+	for _, sess := range s.byID {
+		if sess.DID == did && sess.Host == host {
+			mine = append(mine, *sess)
+		}
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSessions).Put([]byte(sess.ID), v)
+	if len(mine) <= keep {
+		return nil
+	}
+	slices.SortFunc(mine, func(a, b Session) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return mine[:len(mine)-keep]
+}
+
+func (s *Store) forgetLocked(id string) {
+	if sess, ok := s.byID[id]; ok {
+		delete(s.byProxy, sess.ProxyKey)
+		delete(s.byID, id)
+	}
+}
+
+// update runs a write transaction and counts it.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	err := s.db.Update(fn)
+	if err == nil {
+		s.writes.Add(1)
+	}
+	return err
+}
+
+// Writes is the number of write transactions committed since Open.
+func (s *Store) Writes() uint64 { return s.writes.Load() }
+
+// anyPendingExpired reports whether a pending sign-in has expired.
+func (s *Store) anyPendingExpired(now time.Time) bool {
+	found := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPending).ForEach(func(_, v []byte) error {
+			var p Pending
+			if err := json.Unmarshal(v, &p); err != nil || now.After(p.Expiry) {
+				found = true
+				return errStop
+			}
+			return nil
+		})
 	})
+	return found
+}
+
+var errStop = errors.New("stop")
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }
 
 // Get returns the live session with the given id. It reads memory only.
@@ -357,7 +595,10 @@ func (s *Store) Update(id string, fn func(*Session) error) (Session, error) {
 	// Write only a session that is still on disk: a Delete (sign-out)
 	// that landed while fn ran must not be undone, or the session would
 	// come back at the next restart. bbolt serializes the two.
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	if err := next.CheckSizes(); err != nil {
+		return Session{}, fmt.Errorf("save session for %s: %w", next.DID, err)
+	}
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSessions)
 		if b.Get([]byte(id)) == nil {
 			return ErrNotFound
@@ -380,17 +621,21 @@ func (s *Store) Update(id string, fn func(*Session) error) (Session, error) {
 
 // Delete removes a session; deleting a missing session is not an error.
 func (s *Store) Delete(id string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	s.mu.RLock()
+	_, known := s.byID[id]
+	s.mu.RUnlock()
+	if !known {
+		// Every stored session is in memory: nothing to write.
+		return nil
+	}
+	err := s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSessions).Delete([]byte(id))
 	})
 	if err != nil {
 		return fmt.Errorf("delete session: %w", err)
 	}
 	s.mu.Lock()
-	if sess, ok := s.byID[id]; ok {
-		delete(s.byProxy, sess.ProxyKey)
-		delete(s.byID, id)
-	}
+	s.forgetLocked(id)
 	s.mu.Unlock()
 	return nil
 }
@@ -420,7 +665,7 @@ func (s *Store) Count() int {
 // published at /@/jwks.json survives restarts.
 func (s *Store) Key(name string, generate func() ([]byte, error)) ([]byte, error) {
 	var out []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKeys)
 		if v := b.Get([]byte(name)); v != nil {
 			out = append([]byte(nil), v...)

@@ -40,10 +40,10 @@ func newSession(c *clock) Session {
 
 func TestSessionsSurviveRestart(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	path := filepath.Join(t.TempDir(), "ioproxy.db")
+	path := filepath.Join(t.TempDir(), "data", "ioproxy.db")
 	s := open(t, path, c)
 	sess := newSession(c)
-	if err := s.Create(sess); err != nil {
+	if _, err := s.Create(sess); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Update(sess.ID, func(x *Session) error { x.AccessToken = "at2"; return nil }); err != nil {
@@ -65,10 +65,10 @@ func TestSessionsSurviveRestart(t *testing.T) {
 
 func TestExpiredSessionIsGone(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s := open(t, filepath.Join(t.TempDir(), "db"), c)
+	s := open(t, filepath.Join(t.TempDir(), "data", "db"), c)
 	defer s.Close()
 	sess := newSession(c)
-	if err := s.Create(sess); err != nil {
+	if _, err := s.Create(sess); err != nil {
 		t.Fatal(err)
 	}
 	c.Add(25 * time.Hour)
@@ -82,7 +82,7 @@ func TestExpiredSessionIsGone(t *testing.T) {
 
 func TestPendingIsSingleUseAndExpires(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-	s := open(t, filepath.Join(t.TempDir(), "db"), c)
+	s := open(t, filepath.Join(t.TempDir(), "data", "db"), c)
 	defer s.Close()
 	p := Pending{State: NewToken(), Host: "h", PKCEVerifier: "v", Expiry: c.Now().Add(10 * time.Minute)}
 	if err := s.PutPending(p); err != nil {
@@ -113,10 +113,10 @@ func TestPendingIsSingleUseAndExpires(t *testing.T) {
 
 func TestUpdateFailureKeepsOldValue(t *testing.T) {
 	c := &clock{now: time.Now()}
-	s := open(t, filepath.Join(t.TempDir(), "db"), c)
+	s := open(t, filepath.Join(t.TempDir(), "data", "db"), c)
 	defer s.Close()
 	sess := newSession(c)
-	_ = s.Create(sess)
+	_, _ = s.Create(sess)
 	boom := errors.New("boom")
 	if _, err := s.Update(sess.ID, func(x *Session) error { x.AccessToken = "bad"; return boom }); !errors.Is(err, boom) {
 		t.Fatalf("err = %v", err)
@@ -131,10 +131,10 @@ func TestUpdateFailureKeepsOldValue(t *testing.T) {
 
 func TestDelete(t *testing.T) {
 	c := &clock{now: time.Now()}
-	s := open(t, filepath.Join(t.TempDir(), "db"), c)
+	s := open(t, filepath.Join(t.TempDir(), "data", "db"), c)
 	defer s.Close()
 	sess := newSession(c)
-	_ = s.Create(sess)
+	_, _ = s.Create(sess)
 	if err := s.Delete(sess.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +147,7 @@ func TestDelete(t *testing.T) {
 }
 
 func TestKeyIsGeneratedOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "db")
+	path := filepath.Join(t.TempDir(), "data", "db")
 	c := &clock{now: time.Now()}
 	s := open(t, path, c)
 	calls := 0
@@ -166,7 +166,7 @@ func TestKeyIsGeneratedOnce(t *testing.T) {
 }
 
 func TestSecondProcessIsRefused(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "db")
+	path := filepath.Join(t.TempDir(), "data", "db")
 	c := &clock{now: time.Now()}
 	s := open(t, path, c)
 	defer s.Close()
@@ -183,7 +183,7 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func BenchmarkGet(b *testing.B) {
 	c := &clock{now: time.Now()}
-	s, err := Open(filepath.Join(b.TempDir(), "db"), Options{Now: c.Now})
+	s, err := Open(filepath.Join(b.TempDir(), "data", "db"), Options{Now: c.Now})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func BenchmarkGet(b *testing.B) {
 	for i := range ids {
 		sess := newSession(c)
 		ids[i] = sess.ID
-		_ = s.Create(sess)
+		_, _ = s.Create(sess)
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -211,10 +211,10 @@ func BenchmarkGet(b *testing.B) {
 // disk, where it would come back at the next restart.
 func TestUpdateRacingDeleteDoesNotResurrect(t *testing.T) {
 	c := &clock{now: time.Now()}
-	path := filepath.Join(t.TempDir(), "db")
+	path := filepath.Join(t.TempDir(), "data", "db")
 	s := open(t, path, c)
 	sess := newSession(c)
-	_ = s.Create(sess)
+	_, _ = s.Create(sess)
 	_, err := s.Update(sess.ID, func(x *Session) error {
 		// The sign-out lands while the refresh is between reading and
 		// saving the session.
