@@ -135,6 +135,8 @@ type Echo struct {
 	// DID is the account the access token belongs to; "" for a call
 	// without credentials.
 	DID string `json:"did"`
+	// ServiceProxy is the Atproto-Proxy header the call carried.
+	ServiceProxy string `json:"service_proxy,omitempty"`
 }
 
 // Assertion is a verified client assertion, as the server saw it.
@@ -177,6 +179,7 @@ type Server struct {
 	clients       map[string]registeredClient
 	editMeta      func(map[string]any)
 	editResource  func(map[string]any)
+	intercept     func(http.ResponseWriter, *http.Request) bool
 	tokenHook     func(*TokenResponse)
 	callbackIss   func(string) string
 	tokenDelay    time.Duration
@@ -367,6 +370,16 @@ func (s *Server) EditProtectedResource(f func(map[string]any)) {
 	s.mu.Unlock()
 }
 
+// SetIntercept sets f to see every request first: when it returns true it
+// has answered the request itself, as a failing server would (a 5xx from
+// the token endpoint, metadata that cannot be fetched, a PLC that is
+// down). Nil removes it. Intercepted requests are not counted.
+func (s *Server) SetIntercept(f func(w http.ResponseWriter, r *http.Request) bool) {
+	s.mu.Lock()
+	s.intercept = f
+	s.mu.Unlock()
+}
+
 // HandleXRPC serves one method (an NSID such as
 // com.atproto.repo.createRecord) with h instead of the echo, after the
 // credentials, if any, passed. DIDFromContext tells h whose they were.
@@ -444,6 +457,12 @@ func DIDFromContext(ctx context.Context) string {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	intercept := s.intercept
+	s.mu.Unlock()
+	if intercept != nil && intercept(w, r) {
+		return
+	}
 	p := r.URL.Path
 	switch {
 	case strings.HasPrefix(p, "/did:"):

@@ -79,7 +79,7 @@ func (s *Server) xrpc(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), didKey{}, rec.DID)))
 		return
 	}
-	writeJSON(w, http.StatusOK, Echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(body), DID: rec.DID})
+	writeJSON(w, http.StatusOK, Echo{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(body), DID: rec.DID, ServiceProxy: r.Header.Get("Atproto-Proxy")})
 }
 
 // challenge answers 401 the way the reference PDS does: a DPoP

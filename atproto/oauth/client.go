@@ -297,7 +297,8 @@ var errNotServed = errors.New("the account is not served by this authorization s
 // bindAccount resolves did afresh (a cached document could name a PDS the
 // account has since left) and requires that its PDS names issuer as its
 // authorization server. A definite mismatch wraps errNotServed; failures
-// to reach the directory or the PDS do not.
+// to reach the directory or the PDS do not. When the account resolved but
+// its PDS could not be asked, the identity is returned with the error.
 func (c *Client) bindAccount(ctx context.Context, did syntax.DID, issuer string) (*identity.Identity, error) {
 	id, err := c.cfg.Identity.LookupDIDFresh(ctx, did)
 	if err != nil {
@@ -308,7 +309,9 @@ func (c *Client) bindAccount(ctx context.Context, did syntax.DID, issuer string)
 	}
 	asIssuer, err := c.disc.authServerFor(ctx, id.PDS)
 	if err != nil {
-		return nil, fmt.Errorf("authorization server of %s: %w", did, err)
+		// The account resolved (and its handle was verified both ways),
+		// but its server could not say who issues its tokens.
+		return id, fmt.Errorf("authorization server of %s: %w", did, err)
 	}
 	if asIssuer != issuer {
 		return nil, fmt.Errorf("%s is served by %s, not by the issuer %s: %w", did, asIssuer, issuer, errNotServed)
@@ -317,15 +320,19 @@ func (c *Client) bindAccount(ctx context.Context, did syntax.DID, issuer string)
 }
 
 func (c *Client) newGrant(tok *tokenResponse, id *identity.Identity, issuer string) *Grant {
+	return c.grant(tok, &Account{DID: id.DID.String(), Handle: id.Handle.String(), PDS: id.PDS, Issuer: issuer})
+}
+
+func (c *Client) grant(tok *tokenResponse, acct *Account) *Grant {
 	expiresIn := tok.ExpiresIn
 	if expiresIn <= 0 {
 		expiresIn = 300
 	}
 	return &Grant{
-		DID:          id.DID.String(),
-		Handle:       id.Handle.String(),
-		PDS:          id.PDS,
-		Issuer:       issuer,
+		DID:          acct.DID,
+		Handle:       acct.Handle,
+		PDS:          acct.PDS,
+		Issuer:       acct.Issuer,
 		Scope:        tok.Scope,
 		AccessToken:  tok.AccessToken,
 		RefreshToken: tok.RefreshToken,
@@ -333,31 +340,53 @@ func (c *Client) newGrant(tok *tokenResponse, id *identity.Identity, issuer stri
 	}
 }
 
-// Refresh trades a refresh token for new tokens. Refresh tokens are
-// single use: callers must serialize refreshes of one session and save
-// the result before releasing other callers.
-//
-// Before the refresh token is spent, the account's issuer is verified
-// again: an account that moved away (or a DID that is gone) ends the
-// session with a *UserError, while a directory or PDS that cannot be
-// reached returns a plain error and leaves the refresh token unspent.
-func (c *Client) Refresh(ctx context.Context, did, issuer, refreshToken string, key *dpop.Key) (*Grant, error) {
-	if refreshToken == "" {
-		return nil, &ServerError{Code: "invalid_grant", Description: "the session has no refresh token"}
-	}
+// Account is an account whose authorization server has just been
+// verified, with its current handle (verified both ways, or
+// handle.invalid) and PDS.
+type Account struct {
+	DID    string
+	Handle string
+	PDS    string
+	Issuer string
+}
+
+// CheckAccount verifies that the account is still served by issuer,
+// resolving it afresh, and finds its current handle and PDS. It is done
+// before each refresh. An account that moved away (or a DID that is gone)
+// is a *UserError: the session must end. A directory or PDS that cannot be
+// reached is a plain error; when the account itself resolved and only its
+// PDS could not be asked, the Account is returned with the error, holding
+// the handle just verified (and no PDS, which is not bound to the issuer).
+func (c *Client) CheckAccount(ctx context.Context, did, issuer string) (*Account, error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
 		return nil, &UserError{Message: "The session names no valid account.", Err: err}
 	}
 	id, err := c.bindAccount(ctx, d, issuer)
-	if errors.Is(err, errNotServed) {
+	switch {
+	case errors.Is(err, errNotServed):
 		return nil, &UserError{Message: "Your account is no longer served by the server you signed in with; please sign in again.", Err: err}
-	} else if err != nil {
-		return nil, fmt.Errorf("refresh tokens of %s: %w", did, err)
+	case err != nil && id != nil:
+		return &Account{DID: id.DID.String(), Handle: id.Handle.String(), Issuer: issuer}, fmt.Errorf("check account %s: %w", did, err)
+	case err != nil:
+		return nil, fmt.Errorf("check account %s: %w", did, err)
 	}
+	return &Account{DID: id.DID.String(), Handle: id.Handle.String(), PDS: id.PDS, Issuer: issuer}, nil
+}
+
+// Refresh trades a refresh token for new tokens, for an account that
+// CheckAccount has just verified: the refresh token is spent only for an
+// account still served by its issuer. Refresh tokens are single use:
+// callers must serialize refreshes of one session and save the result
+// before releasing other callers.
+func (c *Client) Refresh(ctx context.Context, acct *Account, refreshToken string, key *dpop.Key) (*Grant, error) {
+	if refreshToken == "" {
+		return nil, &ServerError{Code: "invalid_grant", Description: "the session has no refresh token"}
+	}
+	did, issuer := acct.DID, acct.Issuer
 	meta, err := c.disc.server(ctx, issuer)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("refresh tokens of %s: %w", did, err)
 	}
 	form := url.Values{
 		"grant_type":    {"refresh_token"},
@@ -381,7 +410,7 @@ func (c *Client) Refresh(ctx context.Context, did, issuer, refreshToken string, 
 		c.revoke(ctx, meta, tok.RefreshToken, key)
 		return nil, &UserError{Message: "The authorization server's answer could not be trusted; please sign in again.", Err: fmt.Errorf("refresh tokens of %s: %w", did, err)}
 	}
-	return c.newGrant(&tok, id, issuer), nil
+	return c.grant(&tok, acct), nil
 }
 
 // Revoke asks the server to revoke a token (best effort: a server without a
@@ -482,10 +511,13 @@ func (e *ServerError) Error() string {
 }
 
 // IsInvalidGrant reports whether err means the refresh token is no longer
-// valid (used, revoked or expired): the session cannot be saved.
+// valid (used, revoked or expired): the session cannot be saved. Nothing
+// else is: invalid_client, in particular, says the server could not
+// check our client (fetching our metadata or key set failed, or the key
+// is new to it), which passes, and says nothing of this session.
 func IsInvalidGrant(err error) bool {
 	var se *ServerError
-	return errors.As(err, &se) && (se.Code == "invalid_grant" || se.Code == "invalid_client")
+	return errors.As(err, &se) && se.Code == "invalid_grant"
 }
 
 // UserError carries a message fit to show the person signing in; Err is

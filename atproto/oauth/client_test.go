@@ -451,7 +451,7 @@ func TestRefresh(t *testing.T) {
 	e := newEnv(t)
 	req, g := e.signIn(t, "alice.test", e.alice.DID)
 	e.clock.Add(30 * time.Minute)
-	g2, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, req.DPoPKey)
+	g2, err := refresh(context.Background(), e.client, g, g.RefreshToken, req.DPoPKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -477,7 +477,7 @@ func TestRefreshReverifiesIssuerFirst(t *testing.T) {
 	req, g := e.signIn(t, "alice.test", e.alice.DID)
 	// alice moves her account to server b.
 	e.srv.AddAccount(atprototest.Account{DID: e.alice.DID, Handle: e.alice.Handle, PDS: b.URL})
-	_, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, req.DPoPKey)
+	_, err := refresh(context.Background(), e.client, g, g.RefreshToken, req.DPoPKey)
 	var ue *UserError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "served by "+b.URL) {
 		t.Fatalf("Refresh after the account moved: %v, want a refusal", err)
@@ -492,7 +492,7 @@ func TestRefreshKeepsSessionWhenDirectoryIsDown(t *testing.T) {
 	req, g := e.signIn(t, "alice.test", e.alice.DID)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := e.client.Refresh(ctx, g.DID, g.Issuer, g.RefreshToken, req.DPoPKey)
+	_, err := refresh(ctx, e.client, g, g.RefreshToken, req.DPoPKey)
 	var ue *UserError
 	if err == nil || errors.As(err, &ue) || IsInvalidGrant(err) {
 		t.Fatalf("Refresh with the directory unreachable: %v, want a transient error", err)
@@ -505,11 +505,11 @@ func TestRefreshKeepsSessionWhenDirectoryIsDown(t *testing.T) {
 func TestReplayedRefreshTokenFails(t *testing.T) {
 	e := newEnv(t)
 	req, g := e.signIn(t, "alice.test", e.alice.DID)
-	g2, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, req.DPoPKey)
+	g2, err := refresh(context.Background(), e.client, g, g.RefreshToken, req.DPoPKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, req.DPoPKey)
+	_, err = refresh(context.Background(), e.client, g, g.RefreshToken, req.DPoPKey)
 	if !IsInvalidGrant(err) {
 		t.Fatalf("replayed refresh token: %v, want invalid_grant", err)
 	}
@@ -518,7 +518,7 @@ func TestReplayedRefreshTokenFails(t *testing.T) {
 	if e.srv.TokenValid(g2.AccessToken) {
 		t.Error("access token still valid after a refresh token replay")
 	}
-	if _, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g2.RefreshToken, req.DPoPKey); !IsInvalidGrant(err) {
+	if _, err := refresh(context.Background(), e.client, g, g2.RefreshToken, req.DPoPKey); !IsInvalidGrant(err) {
 		t.Errorf("newest refresh token after a replay: %v, want invalid_grant", err)
 	}
 }
@@ -530,7 +530,7 @@ func TestRefreshBoundToDPoPKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, other); err == nil {
+	if _, err := refresh(context.Background(), e.client, g, g.RefreshToken, other); err == nil {
 		t.Fatal("refreshed with another DPoP key")
 	}
 }
@@ -544,7 +544,7 @@ func TestRefreshAnswerForAnotherAccountRefused(t *testing.T) {
 			r.Sub = carol.DID
 		}
 	})
-	_, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, req.DPoPKey)
+	_, err := refresh(context.Background(), e.client, g, g.RefreshToken, req.DPoPKey)
 	var ue *UserError
 	if !errors.As(err, &ue) {
 		t.Fatalf("refresh answered for carol: %v, want a refusal that ends the session", err)
@@ -593,7 +593,7 @@ func TestConfidentialClientAssertions(t *testing.T) {
 		t.Fatal(err)
 	}
 	req, g := e.signIn(t, "alice.test", e.alice.DID)
-	if _, err := e.client.Refresh(context.Background(), g.DID, g.Issuer, g.RefreshToken, req.DPoPKey); err != nil {
+	if _, err := refresh(context.Background(), e.client, g, g.RefreshToken, req.DPoPKey); err != nil {
 		t.Fatal(err)
 	}
 	as := e.srv.Assertions()
@@ -740,4 +740,13 @@ func TestLocalhostClientID(t *testing.T) {
 	if q.Get("redirect_uri") != "http://127.0.0.1:9000/@/callback" || q.Get("scope") != "atproto transition:generic" || len(q) != 2 {
 		t.Errorf("client id %s: query %v", id, q)
 	}
+}
+
+// refresh checks the account of g and refreshes, as calling.Tokens does.
+func refresh(ctx context.Context, c *Client, g *Grant, refreshToken string, key *dpop.Key) (*Grant, error) {
+	acct, err := c.CheckAccount(ctx, g.DID, g.Issuer)
+	if err != nil {
+		return nil, err
+	}
+	return c.Refresh(ctx, acct, refreshToken, key)
 }

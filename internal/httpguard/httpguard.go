@@ -1,0 +1,97 @@
+// Package httpguard holds the checks a proxy applies to a request before
+// passing it on, shared by ingress and the calling ports: which Upgrade
+// requests may become tunnels, and which headers a client must not be able
+// to send to a backend that would trust them.
+package httpguard
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// ErrUpgradeMessage says why a request with a forbidden Upgrade is refused.
+const ErrUpgradeMessage = "Only WebSocket upgrades are passed on (Upgrade: websocket); this request asked for another protocol."
+
+// UpgradeAllowed reports whether a request's Upgrade header, if any, may
+// be passed to a backend. Only "websocket" may: any other upgrade that a
+// lenient backend accepts turns the client's connection into a tunnel
+// past every later check. Hypercorn, for one, answers 101 to "Upgrade:
+// h2c" without looking at Connection, after which the client speaks raw
+// HTTP/2 to the app, with whatever User-Did it likes. A header sent more
+// than once, or naming several protocols, is refused too: the proxy and
+// the backend could each read a different one.
+func UpgradeAllowed(h http.Header) bool {
+	vs, ok := h["Upgrade"]
+	if !ok {
+		return true
+	}
+	return len(vs) == 1 && strings.EqualFold(strings.TrimSpace(vs[0]), "websocket")
+}
+
+// StripOverrides removes, in every spelling, headers that some backend
+// frameworks trust to change what a request means: method overrides
+// (Express's method-override, Rails, Symfony, Laravel and others read
+// them, so a POST becomes a DELETE past a check on the method), and URL
+// or scheme overrides (X-Original-URL and X-Rewrite-URL in IIS and
+// Symfony, X-Override-URL, X-Scheme in Tornado). Ingress strips them from
+// clients other than its trusted proxies; calling ports from every call.
+func StripOverrides(h http.Header) {
+	for name := range h {
+		if n := fold(name); overrideNames[n] || n == "http2-settings" {
+			delete(h, name)
+		}
+	}
+}
+
+// StripHTTP2Settings removes HTTP2-Settings in every spelling: it only
+// means something with an h2c upgrade, which is never passed on, and a
+// backend that sees it may still try one.
+func StripHTTP2Settings(h http.Header) {
+	for name := range h {
+		if len(name) == len("http2-settings") && fold(name) == "http2-settings" {
+			delete(h, name)
+		}
+	}
+}
+
+// overrideNames are the headers StripOverrides removes, as fold spells them.
+var overrideNames = map[string]bool{
+	"x-http-method-override": true,
+	"x-http-method":          true,
+	"x-method-override":      true,
+	"x-original-method":      true,
+	"x-original-url":         true,
+	"x-rewrite-url":          true,
+	"x-override-url":         true,
+	"x-scheme":               true,
+}
+
+// fold spells a header name as CGI-style servers read it: case and "_"
+// versus "-" do not matter to them.
+func fold(name string) string {
+	return strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+}
+
+// HostAllowed reports whether a request's Host names a listener that is
+// meant to be reached only from this machine or a private network (the
+// admin listener, calling ports): an IP literal, localhost or a name
+// under .localhost (browsers resolve those to loopback themselves), or
+// one of names (lower case, no port). Any other name may be an
+// attacker's that resolves to 127.0.0.1 (DNS rebinding): a web page on it
+// could otherwise read metrics or make calls as any signed-in user.
+func HostAllowed(host string, names map[string]bool) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(strings.Trim(host, "[]"), "."))
+	if host == "" {
+		// HTTP/1.0 without Host: nobody's page made that request.
+		return true
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return host == "localhost" || strings.HasSuffix(host, ".localhost") || names[host]
+}
