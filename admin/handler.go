@@ -6,14 +6,15 @@ import (
 	"embed"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"path"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/httpguard"
 )
 
 //go:embed static
@@ -106,12 +107,12 @@ func (r *Recorder) Handler(health HealthFuncs) http.Handler {
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	mux.Handle("GET /{$}", serveFile("index.html"))
-	mux.Handle("GET /traffic", r.guardHost(serveFile("traffic.html")))
+	mux.Handle("GET /traffic", serveFile("traffic.html"))
 	mux.Handle("GET /traffic.js", serveFile("traffic.js"))
 	mux.Handle("GET /traffic.css", serveFile("traffic.css"))
-	mux.Handle("GET /traffic.json", r.guardHost(http.HandlerFunc(r.serveTrafficJSON)))
-	mux.Handle("GET /traffic/events", r.guardHost(http.HandlerFunc(r.serveTrafficEvents)))
-	return securityHeaders(mux)
+	mux.Handle("GET /traffic.json", http.HandlerFunc(r.serveTrafficJSON))
+	mux.Handle("GET /traffic/events", http.HandlerFunc(r.serveTrafficEvents))
+	return securityHeaders(r.guardHost(mux))
 }
 
 // runCheck answers a health probe in plain text.
@@ -143,19 +144,15 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-// guardHost refuses traffic-view requests whose Host is a name we were not
-// told about: the admin listener is usually on loopback, and a web page on
-// an attacker's name that resolves to 127.0.0.1 (DNS rebinding) would
-// otherwise be able to read who is signed in and what they do.
+// guardHost refuses requests whose Host is a name we were not told
+// about: the admin listener is usually on loopback, and a web page on an
+// attacker's name that resolves to 127.0.0.1 (DNS rebinding) would
+// otherwise be able to read who is signed in and what they do, from the
+// traffic view or the metrics.
 func (r *Recorder) guardHost(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		host := req.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		host = strings.ToLower(strings.Trim(host, "[]"))
-		if net.ParseIP(host) == nil && host != "localhost" && !r.trafficHosts[host] {
-			http.Error(w, fmt.Sprintf("The traffic view is not served under the name %q; open it by IP address (such as http://127.0.0.1:9901/traffic) or as localhost.", host), http.StatusForbidden)
+		if !httpguard.HostAllowed(req.Host, r.hosts) {
+			http.Error(w, fmt.Sprintf("The admin listener does not answer under the name %q; open it by IP address (such as http://127.0.0.1:9901/traffic) or as localhost, or add the name to admin { hosts = [...] }.", config.NormalizeHost(req.Host)), http.StatusForbidden)
 			return
 		}
 		next.ServeHTTP(w, req)

@@ -29,6 +29,9 @@ const (
 	SignInStarted   = "started"
 	SignInCompleted = "completed"
 	SignInFailed    = "failed"
+	// SignInStoreFull counts sign-ins refused because the session store
+	// holds as many sessions or sign-ins in progress as it may.
+	SignInStoreFull = "store_full"
 )
 
 // DefaultTrafficSize is how many recent requests the traffic view keeps
@@ -53,11 +56,11 @@ type RecorderConfig struct {
 	// TrafficSize is how many recent requests the traffic view keeps
 	// (DefaultTrafficSize when zero or less).
 	TrafficSize int
-	// TrafficHosts are extra Host header values (such as "admin.internal")
-	// under which the traffic view may be reached. IP addresses and
-	// "localhost" are always allowed; anything else is refused so that a
-	// web page cannot read the traffic view through DNS rebinding.
-	TrafficHosts []string
+	// Hosts are extra Host names (such as "admin.internal") under which
+	// the admin listener answers. IP addresses and localhost are always
+	// allowed; anything else is refused so that a web page cannot read
+	// the metrics or the traffic view through DNS rebinding.
+	Hosts []string
 }
 
 // Request is one finished ingress request or call, as reported by the
@@ -92,9 +95,9 @@ type Request struct {
 // Prometheus metrics and the traffic ring. It is safe for concurrent use,
 // and every method is a no-op on a nil *Recorder.
 type Recorder struct {
-	log          *slog.Logger
-	registry     *prometheus.Registry
-	trafficHosts map[string]bool
+	log      *slog.Logger
+	registry *prometheus.Registry
+	hosts    map[string]bool
 
 	ingressTotal     *prometheus.CounterVec
 	ingressDuration  *prometheus.HistogramVec
@@ -116,10 +119,10 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		size = DefaultTrafficSize
 	}
 	r := &Recorder{
-		log:          cfg.Logger,
-		registry:     prometheus.NewRegistry(),
-		trafficHosts: map[string]bool{},
-		traffic:      newRing(size),
+		log:      cfg.Logger,
+		registry: prometheus.NewRegistry(),
+		hosts:    map[string]bool{},
+		traffic:  newRing(size),
 		ingressTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "ingress", Name: "requests_total",
 			Help: "Ingress requests by host and response status.",
@@ -153,14 +156,14 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		}, []string{"result"}),
 		signIns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "oauth", Name: "signins_total",
-			Help: "Sign-ins by stage: started, completed or failed.",
+			Help: "Sign-ins by stage: started, completed, failed, or store_full (refused: the session store is full).",
 		}, []string{"stage"}),
 	}
-	for _, h := range cfg.TrafficHosts {
-		r.trafficHosts[strings.ToLower(h)] = true
+	for _, h := range cfg.Hosts {
+		r.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
 	}
 	// Series that dashboards divide by exist from the start, at zero.
-	for _, s := range []string{SignInStarted, SignInCompleted, SignInFailed} {
+	for _, s := range []string{SignInStarted, SignInCompleted, SignInFailed, SignInStoreFull} {
 		r.signIns.WithLabelValues(s)
 	}
 	r.tokenRefreshes.WithLabelValues("ok")
@@ -306,7 +309,7 @@ func (r *Recorder) SignIn(stage string) {
 		return
 	}
 	switch stage {
-	case SignInStarted, SignInCompleted, SignInFailed:
+	case SignInStarted, SignInCompleted, SignInFailed, SignInStoreFull:
 	default:
 		stage = "other"
 	}

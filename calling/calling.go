@@ -23,10 +23,12 @@ import (
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -85,19 +87,35 @@ func New(cfg Config) (http.Handler, error) {
 	default:
 		return nil, fmt.Errorf("call %q: no endpoint", cfg.Call.Label)
 	}
-	return &port{cfg: cfg, inner: inner}, nil
+	hosts := map[string]bool{}
+	for _, h := range cfg.Call.Hosts {
+		hosts[h] = true
+	}
+	return &port{cfg: cfg, inner: inner, hosts: hosts}, nil
 }
 
-// port applies what every calling port does whatever its endpoint:
-// operations, operations_only, the request record.
+// port applies what every calling port does whatever its endpoint: the
+// Host and Upgrade guards, operations, operations_only, the request
+// record.
 type port struct {
 	cfg   Config
 	inner http.Handler
+	// hosts are the names besides IP literals and localhost that the port
+	// answers under.
+	hosts map[string]bool
 }
 
 func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	op, matched := p.cfg.Call.Operation(r.Method, r.URL.Path)
+	// Operations are matched on the one reading of the path; a path with
+	// several ("/xrpc/allowed/..%2fother") matches none, since the
+	// upstream could serve the other reading.
+	var op config.Operation
+	path, plain := access.PlainPath(r.URL)
+	matched := false
+	if plain {
+		op, matched = p.cfg.Call.Operation(r.Method, path)
+	}
 	sw := admin.NewStatusWriter(w)
 	upstream := ""
 	did := ""
@@ -118,9 +136,28 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Upstream: upstream, DID: did, Remote: r.RemoteAddr,
 		})
 	}()
+	if !httpguard.HostAllowed(r.Host, p.hosts) {
+		// A web page on a name that resolves to this machine (DNS
+		// rebinding) must not make calls as whichever user it names.
+		record = true
+		writeXRPCError(sw, http.StatusForbidden, "HostNotAllowed", fmt.Sprintf("call %q does not answer under the name %q: call it by IP address or as localhost, or add the name to call %q { hosts = [...] }", p.cfg.Call.Label, config.NormalizeHost(r.Host), p.cfg.Call.Label))
+		return
+	}
+	if !httpguard.UpgradeAllowed(r.Header) {
+		record = true
+		// Whatever the client sent after this request was meant for a
+		// tunnel: drop it with the connection.
+		sw.Header().Set("Connection", "close")
+		writeXRPCError(sw, http.StatusBadRequest, "InvalidRequest", httpguard.ErrUpgradeMessage)
+		return
+	}
 	if !matched && p.cfg.Call.OperationsOnly {
 		// Refused before any credential is looked at: least privilege.
 		record = true
+		if !plain {
+			writeXRPCError(sw, http.StatusBadRequest, "InvalidPath", fmt.Sprintf("the path %q can be read as more than one path (dot segments, encoded or doubled slashes, backslashes, \";\" or non-ASCII characters); call %q allows only its operations, so write the path plainly", r.URL.EscapedPath(), p.cfg.Call.Label))
+			return
+		}
 		writeXRPCError(sw, http.StatusForbidden, "OperationNotAllowed", fmt.Sprintf("%s %s matches no operation of call %q, which allows only its operations", r.Method, r.URL.Path, p.cfg.Call.Label))
 		return
 	}
@@ -155,6 +192,7 @@ func urlProxy(cfg Config) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
 			pr.SetXForwarded()
+			httpguard.StripOverrides(pr.Out.Header)
 		},
 		Transport: timedTransport{next: tr, observe: func(d time.Duration) { cfg.Recorder.UpstreamDuration(admin.KindCall, cfg.Call.Label, d) }},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -44,10 +44,17 @@ type callEnv struct {
 
 func newCallEnv(t testing.TB) *callEnv {
 	t.Helper()
+	return newCallEnvAt(t, time.Now)
+}
+
+// newCallEnvAt is newCallEnv whose OAuth client and Tokens use now, so a
+// test can let cached server metadata expire.
+func newCallEnvAt(t testing.TB, now func() time.Time) *callEnv {
+	t.Helper()
 	e := &callEnv{srv: atprototest.New(t, atprototest.Options{}), nonces: &dpop.Nonces{}}
 	e.alice = e.srv.AddAccount(atprototest.Account{Handle: "alice.test"})
 	e.bob = e.srv.AddAccount(atprototest.Account{Handle: "bob.test"})
-	store, err := sessions.Open(filepath.Join(t.TempDir(), "db"), sessions.Options{})
+	store, err := sessions.Open(filepath.Join(t.TempDir(), "data", "db"), sessions.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,12 +66,12 @@ func newCallEnv(t testing.TB) *callEnv {
 	redirect := "http://127.0.0.1:9000/@/callback"
 	e.client, err = oauth.New(oauth.Config{
 		ClientID: oauth.LocalhostClientID(redirect, "atproto transition:generic"), RedirectURI: redirect, Scope: "atproto transition:generic",
-		HTTP: httpc, Identity: e.resolver, Nonces: e.nonces, AllowInsecure: true,
+		HTTP: httpc, Identity: e.resolver, Nonces: e.nonces, AllowInsecure: true, Now: now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.tokens = NewTokens(TokensConfig{Sessions: store, Clients: map[string]*oauth.Client{e.client.ClientID(): e.client}, Nonces: e.nonces})
+	e.tokens = NewTokens(TokensConfig{Sessions: store, Clients: map[string]*oauth.Client{e.client.ClientID(): e.client}, Nonces: e.nonces, Now: now})
 	return e
 }
 
@@ -94,7 +101,7 @@ func (e *callEnv) signIn(t testing.TB, acct atprototest.Account) sessions.Sessio
 		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry, DPoPKey: key,
 		CreatedAt: now, Expiry: now.Add(30 * 24 * time.Hour),
 	}
-	if err := e.store.Create(sess); err != nil {
+	if _, err := e.store.Create(sess); err != nil {
 		t.Fatal(err)
 	}
 	return sess
@@ -778,7 +785,7 @@ func TestTrickledBodyIsCutOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /xrpc/com.example.echo HTTP/1.1\r\nHost: x\r\nUser-Did: %s\r\nProxy-Session: %s\r\nContent-Length: 100\r\n\r\n{\"a\":", sess.DID, sess.ProxyKey)
+	fmt.Fprintf(conn, "POST /xrpc/com.example.echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Did: %s\r\nProxy-Session: %s\r\nContent-Length: 100\r\n\r\n{\"a\":", sess.DID, sess.ProxyKey)
 	start := time.Now()
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 512)

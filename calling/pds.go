@@ -56,6 +56,14 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.resolveHandle(ctx, w, r)
 		return
 	}
+	for _, v := range r.Header.Values("Atproto-Proxy") {
+		// The PDS mints a service token for whatever audience this names,
+		// on the user's behalf: only the services the call block lists.
+		if !h.cfg.Call.AllowsServiceProxy(v) {
+			writeXRPCError(w, http.StatusForbidden, "ServiceProxyNotAllowed", fmt.Sprintf("call %q does not proxy to %q; the services it allows are its service_proxies: %s", h.cfg.Call.Label, v, strings.Join(h.cfg.Call.ServiceProxies, ", ")))
+			return
+		}
+	}
 	did := strings.TrimSpace(r.Header.Get(headerUserDID))
 	key := strings.TrimSpace(r.Header.Get(headerProxySession))
 	if did == "" {

@@ -121,13 +121,15 @@ func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Ses
 	return next, err
 }
 
-// RefreshLater starts a refresh of an expired session in the background,
-// unless one is under way. Ingress calls it for signed-in browsers whose
-// app makes no calls: the refresh re-checks the account with its
-// authorization server, and a session that cannot be refreshed ends.
+// RefreshLater starts a refresh of a stale session (its access token has
+// expired, or its handle is due for a recheck) in the background, unless
+// one is under way. Ingress calls it for signed-in browsers whose app
+// makes no calls: the refresh re-checks the account and its handle, and a
+// session that cannot be refreshed ends. A refresh that failed for a
+// passing reason is tried again after a minute.
 func (t *Tokens) RefreshLater(sess sessions.Session) {
 	now := t.cfg.Now()
-	if now.Before(sess.TokenExpiry) {
+	if !sess.Stale(now) {
 		return
 	}
 	t.mu.Lock()
@@ -211,18 +213,41 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		t.end(cur, "its DPoP key is damaged")
 		return sessions.Session{}, ErrSessionEnded
 	}
-	grant, err := client.Refresh(ctx, cur.DID, cur.Issuer, cur.RefreshToken, key)
+	acct, err := client.CheckAccount(ctx, cur.DID, cur.Issuer)
+	checked := t.cfg.Now()
+	if err != nil {
+		t.cfg.Recorder.TokenRefresh(false)
+		var ue *oauth.UserError
+		if errors.As(err, &ue) {
+			// The account is no longer served by this issuer: the
+			// session cannot continue.
+			t.end(cur, err.Error())
+			return sessions.Session{}, ErrSessionEnded
+		}
+		if acct != nil {
+			// The account resolved and its handle was verified; only its
+			// PDS could not be asked.
+			t.saveHandle(cur, acct.Handle, checked)
+		}
+		// The refresh token is unspent. Without a verified handle, the
+		// one stored ages, and rules that name handles stop admitting it.
+		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
+	}
+	grant, err := client.Refresh(ctx, acct, cur.RefreshToken, key)
 	if err != nil {
 		t.cfg.Recorder.TokenRefresh(false)
 		var ue *oauth.UserError
 		if oauth.IsInvalidGrant(err) || errors.As(err, &ue) {
-			// The refresh token is dead, or the account is no longer
-			// served by this issuer: the session cannot continue.
+			// The refresh token is dead, or the answer could not be
+			// trusted: the session cannot continue.
 			t.end(cur, err.Error())
 			return sessions.Session{}, ErrSessionEnded
 		}
-		// A network failure leaves the refresh token unused (or unknown):
-		// keep the session, fail this call.
+		// A passing failure after the account check: keep what the check
+		// verified, so that access rules judge the handle as it is now,
+		// not as it was at the last refresh that went through (a server
+		// that keeps failing must not keep an old handle admitted).
+		t.saveHandle(cur, acct.Handle, checked)
 		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 	}
 	now := t.cfg.Now()
@@ -236,6 +261,7 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		s.Handle = grant.Handle
 		s.PDS = grant.PDS
 		s.RefreshedAt = now
+		s.HandleCheckedAt = checked
 		s.Expiry = now.Add(t.cfg.SessionLifetime)
 		if t.cfg.Nonces != nil {
 			s.AuthServerNonce = t.cfg.Nonces.Get(s.Issuer)
@@ -250,6 +276,14 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
 		return sessions.Session{}, ErrSessionEnded
 	}
+	if errors.Is(err, sessions.ErrTooLarge) {
+		// The server's new tokens are too large to keep, and the old
+		// refresh token is spent: the session cannot go on.
+		t.cfg.Recorder.TokenRefresh(false)
+		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
+		t.end(cur, err.Error())
+		return sessions.Session{}, ErrSessionEnded
+	}
 	if err != nil {
 		t.cfg.Recorder.TokenRefresh(false)
 		return sessions.Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)
@@ -261,6 +295,25 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		t.cfg.Logger.Info("handle changed", "did", next.DID, "from", cur.Handle, "to", next.Handle)
 	}
 	return next, nil
+}
+
+// saveHandle stores the handle that an account check verified, when the
+// refresh that followed failed. Only the handle: the tokens and the PDS
+// they are for stay as the last refresh that went through left them.
+func (t *Tokens) saveHandle(cur sessions.Session, handle string, checked time.Time) {
+	next, err := t.cfg.Sessions.Update(cur.ID, func(s *sessions.Session) error {
+		s.Handle, s.HandleCheckedAt = handle, checked
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, sessions.ErrNotFound) {
+			t.cfg.Logger.Warn("save checked handle", "did", cur.DID, "err", err)
+		}
+		return
+	}
+	if next.Handle != cur.Handle {
+		t.cfg.Logger.Info("handle changed", "did", next.DID, "from", cur.Handle, "to", next.Handle)
+	}
 }
 
 // RunPrune forgets the cached keys of ended sessions every interval until

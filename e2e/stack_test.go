@@ -57,7 +57,7 @@ identity {
   allow_insecure  = true
 }
 admin { listen = %q }
-`, t.TempDir(), httpPort, httpsPort, a.PLCURL, a.PDSURL, admin)
+`, filepath.Join(t.TempDir(), "data"), httpPort, httpsPort, a.PLCURL, a.PDSURL, admin)
 }
 
 // startProxy runs ioproxy in-process with the given HCL configuration.

@@ -27,7 +27,7 @@ func BenchmarkIngress(b *testing.B) {
 		_, _ = io.WriteString(w, "hello from the backend\n")
 	}))
 	defer backend.Close()
-	store, err := sessions.Open(b.TempDir()+"/db", sessions.Options{})
+	store, err := sessions.Open(b.TempDir()+"/data/db", sessions.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,7 +60,7 @@ host "tool.example.com" {
 	newSession := func(host string) sessions.Session {
 		s := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: host, DID: "did:plc:bench", Handle: "bench.example.test",
 			Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
-		if err := store.Create(s); err != nil {
+		if _, err := store.Create(s); err != nil {
 			b.Fatal(err)
 		}
 		return s

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -47,6 +48,7 @@ const (
 	wrongKey                  // credentials given but wrong: 401
 	tooMany                   // too many wrong keys from this client: 429
 	denied                    // signed in with an account the rules do not name: 403
+	busy                      // too many key checks waiting: 503, try again
 )
 
 // admission is who a request passes as.
@@ -59,6 +61,8 @@ type admission struct {
 	keyUser string
 	// account is the session of a denied request, for its 403 page.
 	account *sessions.Session
+	// verdict says why the account was denied.
+	verdict access.Verdict
 }
 
 // admit decides a request. sess is the request's session, if any; public
@@ -78,13 +82,19 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 			// remembered as good is not counted at all, so a neighbour
 			// behind the same address cannot lock it out by guessing.
 			spent := false
-			err := g.keys.CheckLimited(name, key, func() bool {
+			err := g.keys.CheckLimited(r.Context(), name, key, func() bool {
 				spent = true
 				return hr.rt.wrongKeys.allow(client)
 			})
 			switch {
 			case errors.Is(err, access.ErrTooMany):
 				return admission{outcome: tooMany}
+			case errors.Is(err, access.ErrBusy), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+				if spent {
+					// Not compared: not a wrong key.
+					hr.rt.wrongKeys.refund(client)
+				}
+				return admission{outcome: busy}
 			case err != nil:
 				hr.rt.log.Info("wrong API key", "host", hr.host.Name, "name", name, "remote", r.RemoteAddr)
 				return admission{outcome: wrongKey}
@@ -98,13 +108,14 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 	}
 	isPublic := public && g.rules != nil && g.rules.IsPublic(r.URL)
 	if sess != nil && g.rules != nil {
-		if g.rules.Admits(sess.DID, sess.Handle) {
+		verdict := g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.rt.now())
+		if verdict == access.Admitted {
 			return admission{session: sess}
 		}
 		if isPublic {
 			return admission{}
 		}
-		return admission{outcome: denied, account: sess}
+		return admission{outcome: denied, account: sess, verdict: verdict}
 	}
 	if isPublic {
 		return admission{}
@@ -115,6 +126,9 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 // refuse answers a request the gate did not admit.
 func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission) {
 	switch a.outcome {
+	case busy:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Busy", Message: "Too many API keys are being checked at once right now. Try again in a moment."})
 	case tooMany:
 		w.Header().Set("Retry-After", "60")
 		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
@@ -122,7 +136,7 @@ func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission)
 		hr.challenge(w, r)
 		writeError(w, r, errorPage{Status: http.StatusUnauthorized, Title: "Wrong API key", Message: "The name or key given is not one this site accepts."})
 	case denied:
-		hr.deniedPage(w, r, *a.account, r.URL.RequestURI())
+		hr.deniedPage(w, r, a, r.URL.RequestURI())
 	default:
 		hr.requireSignIn(w, r)
 	}
@@ -176,22 +190,32 @@ type deniedPageData struct {
 	DID      string
 	CSRF     string
 	Redirect string
+	// Unchecked: the handle is one the rules name, but it could not be
+	// verified again lately.
+	Unchecked bool
 }
 
 // deniedPage tells a signed-in person that their account may not use the
 // site, naming it (people often hold several) and offering to sign out.
 // After signing out, the browser returns to back.
-func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, sess sessions.Session, back string) {
+func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, a admission, back string) {
+	sess := *a.account
+	unchecked := a.verdict == access.HandleUnchecked
 	if wantsJSON(r) || !acceptsHTML(r) {
-		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + sess.DID + " may not use this site."})
+		msg := "The account " + sess.DID + " may not use this site."
+		if unchecked {
+			msg = "The handle of the account " + sess.DID + " could not be verified lately; sign in again."
+		}
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: msg})
 		return
 	}
 	render(w, http.StatusForbidden, "denied.html", deniedPageData{
-		AppName:  hr.host.Label,
-		Handle:   sess.Handle,
-		DID:      sess.DID,
-		CSRF:     csrfToken(sess.ID),
-		Redirect: SafeRedirect(back),
+		AppName:   hr.host.Label,
+		Handle:    sess.Handle,
+		DID:       sess.DID,
+		CSRF:      csrfToken(sess.ID),
+		Redirect:  SafeRedirect(back),
+		Unchecked: unchecked,
 	})
 }
 
@@ -232,10 +256,13 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)
 	case denied:
-		hr.deniedPage(w, r, *a.account, hr.rt.forwardedURI(r))
+		hr.deniedPage(w, r, a, hr.rt.forwardedURI(r))
 	case tooMany:
 		// 429 would become a 500 in nginx; 403 says as much.
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
+	case busy:
+		// 503 would become a 500 in nginx; 403 says as much.
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Busy", Message: "Too many API keys are being checked at once right now. Try again in a moment."})
 	default:
 		hr.challenge(w, r)
 		p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}

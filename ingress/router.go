@@ -21,6 +21,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -41,9 +42,10 @@ type Config struct {
 	// answer with headers.
 	Upstream func(host string, d time.Duration)
 	// StaleSession, when set, is called (and must not block) for a
-	// request whose session's access token has expired: the app makes no
-	// calls, so nothing else would refresh it, and a refresh is what
-	// re-checks the account with its authorization server.
+	// request whose session is stale (sessions.Session.Stale: its access
+	// token has expired, or its handle is due for a recheck): the app may
+	// make no calls, so nothing else would refresh it, and a refresh is
+	// what re-checks the account with its authorization server.
 	StaleSession func(sessions.Session)
 	Logger       *slog.Logger
 }
@@ -74,6 +76,8 @@ type Router struct {
 	log     *slog.Logger
 	buffers *bufferPool
 	limiter *rateLimiter
+	// callbacks counts sign-in callbacks per client.
+	callbacks *rateLimiter
 	// wrongKeys counts failed API key checks per client.
 	wrongKeys *rateLimiter
 	stale     func(sessions.Session)
@@ -118,6 +122,7 @@ func New(cfg Config) (*Router, error) {
 		log:       cfg.Logger,
 		buffers:   newBufferPool(),
 		limiter:   newRateLimiter(time.Now, signinStartsPerMinute),
+		callbacks: newRateLimiter(time.Now, signinStartsPerMinute),
 		wrongKeys: newRateLimiter(time.Now, wrongKeysPerMinute),
 		stale:     cfg.StaleSession,
 		now:       time.Now,
@@ -261,12 +266,27 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(sw, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were started from your address. Wait a minute and try again.", Retry: "/@/signin"})
 			return
 		}
+		// Each callback looks up the session store, and a real one makes
+		// ioproxy call the authorization server: as many as sign-ins.
+		if r.URL.Path == "/@/callback" && !hr.rt.callbacks.allow(hr.rt.clientKey(r)) {
+			sw.Header().Set("Retry-After", "60")
+			writeError(sw, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were finished from your address. Wait a minute and try again.", Retry: "/@/signin"})
+			return
+		}
 		upstream = "ioproxy"
 		operation = signInOperation(r.URL.Path)
 		hr.signIn.ServeHTTP(sw, r)
 		return
 	}
 
+	if !httpguard.UpgradeAllowed(r.Header) {
+		upstream = "ioproxy"
+		// Whatever the client sent after this request was meant for a
+		// tunnel: drop it with the connection.
+		sw.Header().Set("Connection", "close")
+		writeError(sw, r, errorPage{Status: http.StatusBadRequest, Title: "Upgrade refused", Message: httpguard.ErrUpgradeMessage})
+		return
+	}
 	var st proxyState
 	st.session = hr.session(r)
 	if st.session != nil {
@@ -295,15 +315,16 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // session returns the request's live session on this host, if any. A
-// session whose access token has expired is handed to the stale hook: the
-// app may make no calls, so nothing else would refresh it, and a refresh
-// is what re-checks the account (and its handle) with its server.
+// stale session (its access token has expired, or its handle is due for a
+// recheck) is handed to the stale hook: the app may make no calls, so
+// nothing else would refresh it, and a refresh is what re-checks the
+// account (and its handle) with its server.
 func (hr *hostRoute) session(r *http.Request) *sessions.Session {
 	sess, ok := lookupSession(hr.rt.store, r, hr.host.Name)
 	if !ok {
 		return nil
 	}
-	if hr.rt.stale != nil && hr.rt.now().After(sess.TokenExpiry) {
+	if hr.rt.stale != nil && sess.Stale(hr.rt.now()) {
 		hr.rt.stale(sess)
 	}
 	return &sess
@@ -318,6 +339,7 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Host = pr.In.Host
 	h := pr.Out.Header
 	StripIdentityHeaders(h)
+	httpguard.StripHTTP2Settings(h)
 	removeCookie(h, CookieName, SecureCookieName)
 	hr.rt.setForwarded(pr)
 	if s := st.session; s != nil {
@@ -365,6 +387,7 @@ func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 				delete(h, name)
 			}
 		}
+		httpguard.StripOverrides(h)
 	}
 	h.Set("X-Real-Ip", realIP)
 	h.Set("X-Forwarded-For", clientIP)

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +54,7 @@ func mustConfig(t *testing.T, src string) *config.Config {
 
 func openStore(t *testing.T) *sessions.Store {
 	t.Helper()
-	s, err := sessions.Open(filepath.Join(t.TempDir(), "db"), sessions.Options{})
+	s, err := sessions.Open(filepath.Join(t.TempDir(), "data", "db"), sessions.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ host "a.example.com" {
 }`, a.URL))
 	rt := newRouter(t, cfg, store)
 	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test", Expiry: time.Now().Add(time.Hour)}
-	if err := store.Create(sess); err != nil {
+	if _, err := store.Create(sess); err != nil {
 		t.Fatal(err)
 	}
 	hostile := http.Header{
@@ -185,7 +186,7 @@ host "a.example.com" {
 	t.Run("session of another host", func(t *testing.T) {
 		other := sess
 		other.ID, other.ProxyKey, other.Host = sessions.NewToken(), sessions.NewToken(), "b.example.com"
-		_ = store.Create(other)
+		_, _ = store.Create(other)
 		h := hostile.Clone()
 		h.Set("Cookie", CookieName+"="+other.ID)
 		_, s := get(t, rt, "a.example.com", "/", h)
@@ -490,8 +491,8 @@ host "tool.example.com" {
 		{"did:plc:dddddddddddddddddddddddd", "mallory.example.net", 403},
 	}
 	for _, tt := range tests {
-		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tool.example.com", DID: tt.did, Handle: tt.handle, Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
-		if err := store.Create(sess); err != nil {
+		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tool.example.com", DID: tt.did, Handle: tt.handle, CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
+		if _, err := store.Create(sess); err != nil {
 			t.Fatal(err)
 		}
 		cookie := http.Header{"Cookie": {CookieName + "=" + sess.ID}, "Accept": {"text/html"}}
@@ -602,8 +603,8 @@ func TestHTTPSBehindTrustedProxy(t *testing.T) {
 	}
 }
 
-// A request whose session's access token has expired asks for a
-// background refresh; a fresh one does not.
+// A request whose session's access token has expired, or whose handle is
+// due for a recheck, asks for a background refresh; a fresh one does not.
 func TestStaleSessionHook(t *testing.T) {
 	a := echoBackend(t, "a")
 	store := openStore(t)
@@ -618,16 +619,21 @@ host "a.example.com" {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for did, expiry := range map[string]time.Time{"did:plc:fresh": time.Now().Add(time.Hour), "did:plc:stale": time.Now().Add(-time.Minute)} {
-		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: did, TokenExpiry: expiry, Expiry: time.Now().Add(time.Hour)}
-		_ = store.Create(sess)
+	for did, st := range map[string]struct{ expiry, checked time.Time }{
+		"did:plc:fresh":      {time.Now().Add(time.Hour), time.Now()},
+		"did:plc:stale":      {time.Now().Add(-time.Minute), time.Now()},
+		"did:plc:handle-due": {time.Now().Add(time.Hour), time.Now().Add(-sessions.HandleRecheck - time.Minute)},
+	} {
+		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: did, TokenExpiry: st.expiry, CreatedAt: time.Now(), HandleCheckedAt: st.checked, Expiry: time.Now().Add(time.Hour)}
+		_, _ = store.Create(sess)
 		resp, s := get(t, rt, "a.example.com", "/", http.Header{"Cookie": {CookieName + "=" + sess.ID}})
 		if resp.StatusCode != 200 || s.Headers.Get("User-Did") != did {
 			t.Errorf("%s: %d %q", did, resp.StatusCode, s.Headers.Get("User-Did"))
 		}
 	}
-	if len(stale) != 1 || stale[0] != "did:plc:stale" {
-		t.Errorf("stale hook calls: %v", stale)
+	slices.Sort(stale)
+	if want := []string{"did:plc:handle-due", "did:plc:stale"}; !slices.Equal(stale, want) {
+		t.Errorf("stale hook calls: %v, want %v", stale, want)
 	}
 }
 

@@ -152,6 +152,13 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		Expiry:       req.Expiry,
 	}
 	if err := s.cfg.Sessions.PutPending(p); err != nil {
+		if errors.Is(err, sessions.ErrFull) {
+			s.cfg.Events("store_full")
+			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Name, "err", err)
+			w.Header().Set("Retry-After", "60")
+			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: "/@/signin"})
+			return
+		}
 		s.cfg.Logger.Error("store pending sign-in", "err", err)
 		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "Sign-in could not start: the session store failed."})
 		return
@@ -238,11 +245,35 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		TokenExpiry:  grant.Expiry,
 		DPoPKey:      p.DPoPKey,
 		CreatedAt:    now,
-		Expiry:       now.Add(s.cfg.SessionLifetime),
+		// Exchange has just verified the handle both ways.
+		HandleCheckedAt: now,
+		Expiry:          now.Add(s.cfg.SessionLifetime),
 	}
-	if err := s.cfg.Sessions.Create(sess); err != nil {
+	evicted, err := s.cfg.Sessions.Create(sess)
+	switch {
+	case errors.Is(err, sessions.ErrTooLarge):
+		// A server anyone can run chose these sizes; keeping them would
+		// let one sign-in cost megabytes for a month.
+		s.revoke(sess.Issuer, sess.RefreshToken, key)
+		fail(http.StatusBadGateway, "Your account's server sent an answer too large to keep, so you were not signed in. Its operators can make their tokens smaller.", err)
+		return
+	case errors.Is(err, sessions.ErrFull):
+		s.revoke(sess.Issuer, sess.RefreshToken, key)
+		s.cfg.Events("store_full")
+		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Name, "did", sess.DID, "err", err)
+		w.Header().Set("Retry-After", "300")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "This site holds as many sessions as it can right now, so you were not signed in. Please try again later.", Retry: "/@/signin"})
+		return
+	case err != nil:
 		fail(http.StatusInternalServerError, "The session store failed. Please try again.", err)
 		return
+	}
+	for _, old := range evicted {
+		// The account's oldest session on this host made room.
+		s.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", s.cfg.Host.Name, "did", old.DID)
+		if k, err := dpop.ParseKey(old.DPoPKey); err == nil {
+			s.revoke(old.Issuer, old.RefreshToken, k)
+		}
 	}
 	s.cfg.Events("completed")
 	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)

@@ -75,6 +75,8 @@ type signinEnv struct {
 	key     *oauth.ClientKey
 	clock   *testClock
 	logs    *syncBuffer
+	// events are the sign-in stages reported for metrics.
+	events *syncBuffer
 }
 
 // handlerTransport lets the fake server fetch the client metadata
@@ -97,16 +99,19 @@ func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 type envConfig struct {
 	local     bool   // the localhost client on host "localhost", plain HTTP
 	hostExtra string // HCL added to the host block, e.g. a require_atproto block
+	// store sets the session store's limits (Now is the env's clock).
+	store sessions.Options
 }
 
 func newSigninEnv(t *testing.T, ec envConfig) *signinEnv {
 	t.Helper()
-	e := &signinEnv{clock: &testClock{now: time.Now()}, logs: &syncBuffer{}}
+	e := &signinEnv{clock: &testClock{now: time.Now()}, logs: &syncBuffer{}, events: &syncBuffer{}}
 	var rt http.Handler // set below; the fake fetches client metadata through it
 	e.srv = atprototest.New(t, atprototest.Options{ClientHTTP: &http.Client{Transport: handlerTransport{h: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { rt.ServeHTTP(w, r) })}}})
 	e.alice = e.srv.AddAccount(atprototest.Account{Handle: "alice.test"})
 	e.backend = echoBackend(t, "app")
-	store, err := sessions.Open(filepath.Join(t.TempDir(), "db"), sessions.Options{Now: e.clock.Now})
+	ec.store.Now = e.clock.Now
+	store, err := sessions.Open(filepath.Join(t.TempDir(), "data", "db"), ec.store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +172,8 @@ host %q {
 			if err != nil {
 				return nil, err
 			}
-			return NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Logger: logger, Now: e.clock.Now}), nil
+			events := func(stage string) { _, _ = e.events.Write([]byte(stage + "\n")) }
+			return NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Events: events, Logger: logger, Now: e.clock.Now}), nil
 		},
 	})
 	if err != nil {

@@ -126,7 +126,7 @@ host "app.example.com" {
   backend = %q
   tls { mode = "off" }
 }
-`, t.TempDir(), httpPort, adminPort, backend.URL)), 0o600)
+`, filepath.Join(t.TempDir(), "data"), httpPort, adminPort, backend.URL)), 0o600)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
 	cmd.Stdout, cmd.Stderr = &logs, &logs

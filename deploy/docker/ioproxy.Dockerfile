@@ -10,8 +10,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ioproxy ./cmd/ioproxy
-# An empty /data for the runtime image, which has no shell to make one.
-RUN mkdir -p /out/data
+# An empty, private /data for the runtime image, which has no shell to
+# make one: ioproxy refuses a data dir that other users can read.
+RUN mkdir -m 700 -p /out/data
 
 # Distroless static: CA certificates and tzdata, no shell, no package manager.
 # It runs as root because ioproxy binds ports 80 and 443 (on the host's

@@ -82,8 +82,10 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		}
 	}()
 
-	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: log, TrafficHosts: cfg.Admin.Hosts})
-	s.store, err = sessions.Open(filepath.Join(cfg.DataDir, "ioproxy.db"), sessions.Options{})
+	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: log, Hosts: cfg.Admin.Hosts})
+	s.store, err = sessions.Open(filepath.Join(cfg.DataDir, "ioproxy.db"), sessions.Options{
+		MaxSessions: cfg.Sessions.MaxSessions, MaxPerAccount: cfg.Sessions.MaxPerAccount,
+	})
 	if err != nil {
 		return nil, err
 	}

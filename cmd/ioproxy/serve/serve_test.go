@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +71,7 @@ host "plain.example.com" {
   tls { mode = "off" }
 }
 host "localhost" { backend = %q }
-`, t.TempDir(), httpPort, httpsPort, backend.URL, backend.URL, backend.URL))
+`, filepath.Join(t.TempDir(), "data"), httpPort, httpsPort, backend.URL, backend.URL, backend.URL))
 
 	get := func(host, path string) *http.Response {
 		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, path), nil)
@@ -128,6 +130,37 @@ host "localhost" { backend = %q }
 	}
 }
 
+// A data dir that other users can read is refused at start, with the
+// command that fixes it: it holds every session's tokens and the keys.
+func TestStartRefusesOpenDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, diags := config.Parse([]byte(fmt.Sprintf(`
+data_dir = %q
+ingress { http = "127.0.0.1:%d" }
+admin { listen = "" }
+host "localhost" {
+  backend = "localhost:1"
+  tls { mode = "off" }
+}`, dir, freePort(t))), "t.hcl", config.Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	s, err := Start(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err == nil {
+		s.Close()
+		t.Fatal("started with a data dir others can read")
+	}
+	if !strings.Contains(err.Error(), "chmod 700 "+dir) {
+		t.Errorf("error %q does not say what to do", err)
+	}
+}
+
 // A taken port fails the start with a message naming the listener.
 func TestStartFailsOnTakenPort(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -142,7 +175,7 @@ admin { listen = "" }
 host "localhost" {
   backend = "localhost:1"
   tls { mode = "off" }
-}`, t.TempDir(), l.Addr().String())), "t.hcl", config.Options{})
+}`, filepath.Join(t.TempDir(), "data"), l.Addr().String())), "t.hcl", config.Options{})
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
@@ -154,7 +187,7 @@ host "localhost" {
 
 // The client key is made once and kept: a restart publishes the same key.
 func TestClientKeySurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
+	dir := filepath.Join(t.TempDir(), "data")
 	src := fmt.Sprintf(`
 data_dir = %q
 ingress {
