@@ -316,6 +316,31 @@ func (r *Recorder) SignIn(stage string) {
 	r.signIns.WithLabelValues(stage).Inc()
 }
 
+// Listener exports a listener's connection counts: open connections, and
+// those refused (answered 503, or closed at once) because the listener
+// held max_connections. role names the listener ("http", "https",
+// "admin", "call:<label>"), from the configuration only.
+func (r *Recorder) Listener(role string, open func() int, refused func() uint64) {
+	if r == nil {
+		return
+	}
+	labels := prometheus.Labels{"listener": role}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ioproxy", Name: "connections_open", ConstLabels: labels,
+			Help: "Connections open on a listener.",
+		}, func() float64 { return float64(open()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "ioproxy", Name: "connections_refused_total", ConstLabels: labels,
+			Help: "Connections refused because the listener held max_connections (answered 503, or closed at once).",
+		}, func() float64 { return float64(refused()) }),
+	} {
+		if err := r.registry.Register(c); err != nil {
+			r.log.Warn("listener metrics", "listener", role, "err", err)
+		}
+	}
+}
+
 // SetSessionCounter sets the function that reports the number of active
 // sessions for the ioproxy_sessions_active gauge; it is called at every
 // scrape. Until it is set (or after it is set to nil) the gauge is absent.

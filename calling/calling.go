@@ -29,6 +29,7 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
+	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -137,6 +138,7 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		})
 	}()
 	if !httpguard.HostAllowed(r.Host, p.hosts) {
+		httpguard.CloseIfBody(sw, r)
 		// A web page on a name that resolves to this machine (DNS
 		// rebinding) must not make calls as whichever user it names.
 		record = true
@@ -154,6 +156,7 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !matched && p.cfg.Call.OperationsOnly {
 		// Refused before any credential is looked at: least privilege.
 		record = true
+		httpguard.CloseIfBody(sw, r)
 		if !plain {
 			writeXRPCError(sw, http.StatusBadRequest, "InvalidPath", fmt.Sprintf("the path %q can be read as more than one path (dot segments, encoded or doubled slashes, backslashes, \";\" or non-ASCII characters); call %q allows only its operations, so write the path plainly", r.URL.EscapedPath(), p.cfg.Call.Label))
 			return
@@ -196,6 +199,10 @@ func urlProxy(cfg Config) http.Handler {
 		},
 		Transport: timedTransport{next: tr, observe: func(d time.Duration) { cfg.Recorder.UpstreamDuration(admin.KindCall, cfg.Call.Label, d) }},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, limits.ErrBodyTooSlow) || errors.Is(context.Cause(r.Context()), limits.ErrBodyTooSlow) {
+				writeXRPCError(w, http.StatusRequestTimeout, "BodyTooSlow", "the request body came too slowly and was cut off")
+				return
+			}
 			cfg.Logger.Warn("call upstream failed", "call", cfg.Call.Label, "upstream", target.Host, "err", err)
 			status, code := upstreamErrorStatus(err)
 			writeXRPCError(w, status, code, fmt.Sprintf("%s is not reachable: %s", target.Host, errorText(err)))

@@ -1,7 +1,10 @@
 package calling
 
 import (
+	"bytes"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -11,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ioproxy/ioproxy/admin"
+	"github.com/ioproxy/ioproxy/atproto/atprototest"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/internal/httpguard/guardtest"
+	"github.com/ioproxy/ioproxy/sessions"
 )
 
 func urlCall(t *testing.T, raw string) config.Call {
@@ -243,5 +249,45 @@ func TestServiceProxiesAllowList(t *testing.T) {
 	e.port(t, c).ServeHTTP(rec, req)
 	if rec.Code != http.StatusForbidden {
 		t.Errorf("a second, unlisted Atproto-Proxy: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestFailedCallsLogNoQueryOrToken: a call to a PDS that is down logs the
+// failure, but not the call's query (cursors, search terms, repo names)
+// nor any token, through the process logger.
+func TestFailedCallsLogNoQueryOrToken(t *testing.T) {
+	e := newCallEnv(t)
+	sess := e.signIn(t, e.alice)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	if _, err := e.store.Update(sess.ID, func(s *sessions.Session) error { s.PDS = dead; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	carol := e.srv.AddAccount(atprototest.Account{Handle: "carol.test", PDS: dead})
+	for _, format := range []string{"text", "json"} {
+		var logs bytes.Buffer
+		h, err := New(Config{Call: pdsCall(), Sessions: e.store, Tokens: e.tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: e.nonces,
+			Logger: admin.NewLogger(&logs, config.Log{Level: slog.LevelDebug, Format: format})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, who := range []as{who(sess), {did: carol.DID}} {
+			if rec := call(h, "GET", "/xrpc/com.atproto.repo.listRecords?repo=SECRETREPO&cursor=SECRETCURSOR", "", who); rec.Code != http.StatusBadGateway {
+				t.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+		}
+		out := logs.String()
+		if !strings.Contains(out, "PDS call failed") {
+			t.Fatalf("%s: the failure was not logged:\n%s", format, out)
+		}
+		for _, secret := range []string{"SECRETREPO", "SECRETCURSOR", sess.AccessToken, sess.RefreshToken} {
+			if strings.Contains(out, secret) {
+				t.Errorf("%s: the log shows %q:\n%s", format, secret, out)
+			}
+		}
 	}
 }

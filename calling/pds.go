@@ -15,6 +15,8 @@ import (
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
+	"github.com/ioproxy/ioproxy/internal/httpguard"
+	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -60,6 +62,7 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The PDS mints a service token for whatever audience this names,
 		// on the user's behalf: only the services the call block lists.
 		if !h.cfg.Call.AllowsServiceProxy(v) {
+			httpguard.CloseIfBody(w, r)
 			writeXRPCError(w, http.StatusForbidden, "ServiceProxyNotAllowed", fmt.Sprintf("call %q does not proxy to %q; the services it allows are its service_proxies: %s", h.cfg.Call.Label, v, strings.Join(h.cfg.Call.ServiceProxies, ", ")))
 			return
 		}
@@ -67,6 +70,7 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	did := strings.TrimSpace(r.Header.Get(headerUserDID))
 	key := strings.TrimSpace(r.Header.Get(headerProxySession))
 	if did == "" {
+		httpguard.CloseIfBody(w, r)
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the User-Did header is required: pass on the User-Did (and Proxy-Session) headers ioproxy gave your backend, or name the account whose PDS to call")
 		return
 	}
@@ -75,6 +79,9 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r, h.cfg.Call.MaxBodyBytes)
 	if errors.Is(err, errBodyTooLarge) {
 		writeXRPCError(w, http.StatusRequestEntityTooLarge, "PayloadTooLarge", fmt.Sprintf("request bodies through call %q are limited to %d bytes (max_body_bytes)", h.cfg.Call.Label, h.cfg.Call.MaxBodyBytes))
+		return
+	} else if errors.Is(err, limits.ErrBodyTooSlow) {
+		writeXRPCError(w, http.StatusRequestTimeout, "BodyTooSlow", "the request body came too slowly and was cut off")
 		return
 	} else if err != nil {
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the request body could not be read")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -125,6 +126,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 
 // refuse answers a request the gate did not admit.
 func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission) {
+	httpguard.CloseIfBody(w, r)
 	switch a.outcome {
 	case busy:
 		w.Header().Set("Retry-After", "1")

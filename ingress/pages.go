@@ -1,6 +1,8 @@
 package ingress
 
 import (
+	"github.com/ioproxy/ioproxy/internal/httpguard"
+
 	"bytes"
 	"embed"
 	"encoding/json"
@@ -34,6 +36,7 @@ func writeError(w http.ResponseWriter, r *http.Request, p errorPage) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
+	httpguard.CloseIfBody(w, r)
 	if wantsJSON(r) {
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(p.Status)

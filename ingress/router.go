@@ -22,6 +22,7 @@ import (
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
+	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -473,6 +474,10 @@ func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
 			hr.backend.failed(st.target)
 		}
+	}
+	if errors.Is(err, limits.ErrBodyTooSlow) || errors.Is(context.Cause(r.Context()), limits.ErrBodyTooSlow) {
+		writeError(w, r, errorPage{Status: http.StatusRequestTimeout, Title: "Upload too slow", Message: "Your browser sent the request's body too slowly, so it was cut off. Check your connection and try again."})
+		return
 	}
 	if errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads this answer.

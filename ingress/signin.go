@@ -74,9 +74,9 @@ func NewSignIn(cfg SignInConfig) *SignIn {
 }
 
 func (s *SignIn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// A sign-in form is a small thing; a huge or trickled body is an attack.
+	// A sign-in form is a small thing; a huge body is an attack (a
+	// trickled one is cut by the listener's body limits).
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Second))
 	s.mux.ServeHTTP(w, r)
 }
 

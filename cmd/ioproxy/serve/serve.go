@@ -27,6 +27,7 @@ import (
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/ingress/certs"
+	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -38,6 +39,10 @@ type Options struct {
 	// ShutdownTimeout bounds the wait for in-flight requests at Close.
 	ShutdownTimeout time.Duration
 }
+
+// adminMaxConnections bounds the admin listener's connections: scrapers,
+// probes and a few traffic views.
+const adminMaxConnections = 256
 
 // SessionLifetime is how long a session lives without a token refresh.
 const SessionLifetime = 30 * 24 * time.Hour
@@ -183,25 +188,34 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		tls bool
 	}
 	var toServe []pending
-	bind := func(role, addr string, h http.Handler, useTLS bool) error {
+	// Every listener bounds its connections (past the limit: 503) and
+	// the progress of request bodies (a trickle is cut with 408).
+	bodies := limits.BodyLimits{IdleTimeout: cfg.Ingress.BodyIdleTimeout, MinRate: cfg.Ingress.BodyMinRate}
+	bind := func(role, addr string, h http.Handler, useTLS bool, maxConns int) error {
+		conns, err := limits.NewConns(limits.ConnsConfig{Max: maxConns})
+		if err != nil {
+			return fmt.Errorf("%s listener: %w", role, err)
+		}
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("%s listener on %s: %w", role, addr, err)
 		}
-		srv := newHTTPServer(h, log)
+		srv := newHTTPServer(conns.Handler(bodies.Handler(h)), log)
+		srv.ConnContext = conns.ConnContext
 		if useTLS {
 			srv.TLSConfig = s.certs.TLSConfig()
 		}
 		s.servers = append(s.servers, srv)
 		s.Addrs[role] = ln.Addr().String()
-		toServe = append(toServe, pending{srv, ln, useTLS})
+		s.recorder.Listener(role, conns.Open, conns.Refused)
+		toServe = append(toServe, pending{srv, conns.Listener(ln), useTLS})
 		return nil
 	}
-	if err := bind("http", cfg.Ingress.HTTPAddr, s.certs.HTTPHandler(s.httpHandler()), false); err != nil {
+	if err := bind("http", cfg.Ingress.HTTPAddr, s.certs.HTTPHandler(s.httpHandler()), false, cfg.Ingress.MaxConnections); err != nil {
 		return nil, err
 	}
 	if cfg.ServesHTTPS() {
-		if err := bind("https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true); err != nil {
+		if err := bind("https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, cfg.Ingress.MaxConnections); err != nil {
 			return nil, err
 		}
 	}
@@ -213,13 +227,13 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		if err != nil {
 			return nil, err
 		}
-		if err := bind("call:"+c.Label, c.Addr(), h, false); err != nil {
+		if err := bind("call:"+c.Label, c.Addr(), h, false, c.MaxConnections); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Admin.Listen != "" {
 		h := s.recorder.Handler(admin.HealthFuncs{Ready: s.readyCheck})
-		if err := bind("admin", cfg.Admin.Listen, h, false); err != nil {
+		if err := bind("admin", cfg.Admin.Listen, h, false, adminMaxConnections); err != nil {
 			return nil, err
 		}
 	}
