@@ -15,6 +15,9 @@ call "atproto" {
   name     = "ATProto"
   port     = 7000
   endpoint = "@"
+  # Atproto-Proxy makes the PDS mint a token for another service in the
+  # user's name: allow only the ones the app calls.
+  service_proxies = ["did:web:api.bsky.app#bsky_appview"]
   operation "ListRecords" {
     method      = "GET"
     path        = "/xrpc/com.atproto.repo.listRecords"
