@@ -95,3 +95,14 @@ func HostAllowed(host string, names map[string]bool) bool {
 	}
 	return host == "localhost" || strings.HasSuffix(host, ".localhost") || names[host]
 }
+
+// CloseIfBody makes an answer given without reading the request's body
+// close the connection. Otherwise net/http reads up to 256 KiB of the
+// unread body before it sends the answer, at the client's pace and with
+// no deadline: a refusal would hold the connection as long as the client
+// trickles. Call it before writing the header.
+func CloseIfBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+		w.Header().Set("Connection", "close")
+	}
+}
