@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/internal/httpguard/guardtest"
 )
 
 // TestListenersBoundSlowBodiesAndConnections runs the assembly as
@@ -133,5 +135,35 @@ host "app.localhost" {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close {
 		t.Errorf("third connection: %d (close %v), want 503 and the connection closed", resp.StatusCode, resp.Close)
+	}
+}
+
+// TestH2CSmugglingRefused: the whole assembly, as `ioproxy serve` runs
+// it, refuses an h2c upgrade on the way to a backend that would accept
+// it, on the ingress listener and on a calling port to a URL endpoint.
+func TestH2CSmugglingRefused(t *testing.T) {
+	backend := guardtest.NewLenientUpgradeBackend(t)
+	s := start(t, fmt.Sprintf(`
+data_dir = %q
+ingress { http = "127.0.0.1:%d" }
+admin { listen = "" }
+host "app.localhost" {
+  backend = %q
+  tls { mode = "off" }
+}
+call "api" {
+  port     = %d
+  endpoint = "http://%s"
+}`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.Addr(), freePort(t), backend.Addr()))
+	for _, target := range []struct{ addr, host string }{{s.Addrs["http"], "app.localhost"}, {s.Addrs["call:api"], "127.0.0.1"}} {
+		for _, tc := range guardtest.SmuggleAttempts {
+			resp, body := guardtest.Send(t, target.addr, target.host, "/", tc.Headers)
+			if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+				t.Errorf("%s, %s: %d (close %v) %s", target.host, tc.Name, resp.StatusCode, resp.Close, body)
+			}
+		}
+	}
+	if got := backend.Received(); got != "" {
+		t.Errorf("the backend received:\n%s", got)
 	}
 }
