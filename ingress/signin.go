@@ -452,7 +452,10 @@ func SafeRedirect(target string) string {
 		return "/"
 	}
 	for _, r := range target {
-		if r < 0x20 || r == 0x7f || r == '\\' {
+		// Browsers drop leading and trailing spaces and controls, and tabs
+		// and newlines anywhere, before they read a Location: "/@ " is
+		// "/@" to them. A path written by an app has none of them raw.
+		if r <= 0x20 || r == 0x7f || r == '\\' {
 			return "/"
 		}
 	}

@@ -795,7 +795,7 @@ func TestSafeRedirect(t *testing.T) {
 		"https:evil.example.com", "https:/evil.example.com", "javascript:alert(1)", "JavaScript:alert(1)", "data:text/html,x",
 		"vbscript:x", "evil.example.com", "@evil.example.com", " //evil.example.com", "\t//evil.example.com", " /path",
 		"/path\x00", "/path\r\nSet-Cookie: x=1", "/path\x7f", "/\x01/evil", "/path\\x",
-		"/@/signout", "/@", "/@/signin?redirect=//evil", "/%40/signout",
+		"/@/signout", "/@", "/@/signin?redirect=//evil", "/%40/signout", "/@ ", "/@\t", "/@/signout ", "/path ",
 		"http://[::1]/", "//[::1]", "/\\[::1]",
 	}
 	for _, in := range bad {
