@@ -107,6 +107,24 @@ func (e *callEnv) signIn(t testing.TB, acct atprototest.Account) sessions.Sessio
 	return sess
 }
 
+// signInOnDeadPDS signs alice in, then moves her session to a PDS that is
+// gone (a port nothing listens on), whose URL it returns.
+func (e *callEnv) signInOnDeadPDS(t testing.TB) (sessions.Session, string) {
+	t.Helper()
+	sess := e.signIn(t, e.alice)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	sess, err = e.store.Update(sess.ID, func(s *sessions.Session) error { s.PDS = dead; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sess, dead
+}
+
 func pdsCall() config.Call {
 	return config.Call{Label: "atproto", Name: "atproto", Port: 7000, Endpoint: config.Endpoint{Kind: config.EndpointPDS, Raw: "@"},
 		MaxBodyBytes: 1 << 20, Timeout: 5 * time.Second}
@@ -546,18 +564,7 @@ func TestOperationsOnly(t *testing.T) {
 
 func TestPDSDownAndSlow(t *testing.T) {
 	e := newCallEnv(t)
-	sess := e.signIn(t, e.alice)
-
-	// A PDS that is gone: a port nothing listens on.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
-	if _, err := e.store.Update(sess.ID, func(s *sessions.Session) error { s.PDS = dead; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	sess, dead := e.signInOnDeadPDS(t)
 	h := e.port(t, pdsCall())
 	rec := call(h, "GET", "/xrpc/com.example.echo", "", who(sess))
 	if rec.Code != http.StatusBadGateway || xrpcError(t, rec) != "UpstreamFailure" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,7 +17,6 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/atprototest"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/internal/httpguard/guardtest"
-	"github.com/ioproxy/ioproxy/sessions"
 )
 
 func urlCall(t *testing.T, raw string) config.Call {
@@ -257,16 +255,7 @@ func TestServiceProxiesAllowList(t *testing.T) {
 // nor any token, through the process logger.
 func TestFailedCallsLogNoQueryOrToken(t *testing.T) {
 	e := newCallEnv(t)
-	sess := e.signIn(t, e.alice)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
-	if _, err := e.store.Update(sess.ID, func(s *sessions.Session) error { s.PDS = dead; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	sess, dead := e.signInOnDeadPDS(t)
 	carol := e.srv.AddAccount(atprototest.Account{Handle: "carol.test", PDS: dead})
 	for _, format := range []string{"text", "json"} {
 		var logs bytes.Buffer
