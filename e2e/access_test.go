@@ -157,20 +157,21 @@ call "web" {
 	if tool.requests() != before {
 		t.Fatalf("bob's requests reached the tool")
 	}
-	// His sign-out button ends his session and leads back to sign-in.
-	sctx, scancel := context.WithTimeout(bctx, 30*time.Second)
-	err = chromedp.Do(sctx, chromedp.Click(chromedp.CSS(`#signout`)), chromedp.WaitVisible(chromedp.CSS(`#handle`)))
-	scancel()
-	if err != nil {
-		t.Fatalf("bob signs out: %v", err)
-	}
-	if loc := location(bctx, t); !strings.HasPrefix(loc, base+"/@/signin?redirect=%2Freport") {
-		t.Errorf("after sign-out bob is on %s", loc)
-	}
+	// He got no session (he could do nothing with one), and the page
+	// leads back to sign-in, for another account.
 	for _, s := range srv.Store().List() {
 		if s.DID == bob.DID {
-			t.Fatal("bob's session outlived his sign-out")
+			t.Fatal("bob, whom the rules refuse, got a session")
 		}
+	}
+	sctx, scancel := context.WithTimeout(bctx, 30*time.Second)
+	err = chromedp.Do(sctx, chromedp.Click(chromedp.CSS(`#signin-again`)), chromedp.WaitVisible(chromedp.CSS(`#handle`)))
+	scancel()
+	if err != nil {
+		t.Fatalf("bob goes back to sign-in: %v", err)
+	}
+	if loc := location(bctx, t); !strings.HasPrefix(loc, base+"/@/signin?redirect=%2Freport") {
+		t.Errorf("after the refusal bob is on %s", loc)
 	}
 
 	// Alice's handle changes at her PDS. Her session is re-checked at its

@@ -145,7 +145,7 @@ func TestForwardAuthBehindCaddy(t *testing.T) {
 	// Bob is refused with ioproxy's page naming him, served through Caddy.
 	bctx := st.checkBobRefused(b)
 	if loc := location(bctx, t); !strings.HasPrefix(loc, base+"/@/signin") {
-		t.Errorf("bob signed out, landed on %s", loc)
+		t.Errorf("bob went back to sign-in, landed on %s", loc)
 	}
 
 	// The visitor cannot ask /@/auth itself through Caddy, in any

@@ -193,8 +193,9 @@ func (s *forwardAuthStack) checkAlice(ctx context.Context) {
 
 // checkBobRefused signs bob.test in through the proxy in a tab of his own
 // in b: he gets ioproxy's 403 page naming him, served through the proxy,
-// none of his requests reach the tool, and he signs out from the page.
-// His tab is returned, open until the test ends.
+// none of his requests reach the tool, and the page leads him back to
+// sign-in (he has no session to sign out of). His tab is returned, open
+// until the test ends.
 func (s *forwardAuthStack) checkBobRefused(b *browser.Browser) context.Context {
 	t := s.t
 	bctx, cancel, err := b.NewIsolatedTab()
@@ -214,10 +215,10 @@ func (s *forwardAuthStack) checkBobRefused(b *browser.Browser) context.Context {
 		t.Log(err)
 	}
 	sctx, scancel := context.WithTimeout(bctx, 30*time.Second)
-	err = chromedp.Do(sctx, chromedp.Click(chromedp.CSS(`#signout`)), chromedp.WaitVisible(chromedp.CSS(`#handle`)))
+	err = chromedp.Do(sctx, chromedp.Click(chromedp.CSS(`#signin-again`)), chromedp.WaitVisible(chromedp.CSS(`#handle`)))
 	scancel()
 	if err != nil {
-		t.Fatalf("bob signs out through %s: %v", s.proxy, err)
+		t.Fatalf("bob goes back to sign-in through %s: %v", s.proxy, err)
 	}
 	return bctx
 }

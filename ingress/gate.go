@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
@@ -124,6 +125,22 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 	return admission{outcome: needSignIn}
 }
 
+// shownHandle is the handle a backend is told: the session's, while its
+// last check is recent (the host's handle_max_age), handle.invalid after.
+// A handle can move to another account; one not verified for a month
+// must not be shown as this account's, wherever the account was admitted
+// from.
+func (hr *hostRoute) shownHandle(sess sessions.Session) string {
+	maxAge := access.DefaultHandleMaxAge
+	if hr.gate != nil && hr.gate.rules != nil && hr.gate.rules.HandleMaxAge > 0 {
+		maxAge = hr.gate.rules.HandleMaxAge
+	}
+	if hr.rt.now().Sub(sess.HandleChecked()) > maxAge {
+		return syntax.HandleInvalid.String()
+	}
+	return sess.Handle
+}
+
 // refuse answers a request the gate did not admit.
 func (hr *hostRoute) refuse(w http.ResponseWriter, r *http.Request, a admission) {
 	httpguard.CloseIfBody(w, r)
@@ -195,6 +212,9 @@ type deniedPageData struct {
 	// Unchecked: the handle is one the rules name, but it could not be
 	// verified again lately.
 	Unchecked bool
+	// SignInAgain, when set, replaces the sign-out form with a link to
+	// sign in with another account (the account has no session here).
+	SignInAgain string
 }
 
 // deniedPage tells a signed-in person that their account may not use the
@@ -242,14 +262,14 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		body := map[string]string{}
 		if a.session != nil {
 			h.Set(HeaderUserDID, a.session.DID)
-			h.Set(HeaderUserHandle, a.session.Handle)
+			h.Set(HeaderUserHandle, hr.shownHandle(*a.session))
 			// Proxy-Session is for backends, never for browsers (a script
 			// on the page could read it here): only a proxy listed in
 			// trusted_proxies gets it, to pass on.
-			if hr.rt.trustedPeer(peerIP(r)) {
+			if hr.rt.trusted(r) {
 				h.Set(HeaderProxySession, a.session.ProxyKey)
 			}
-			body["did"], body["handle"] = a.session.DID, a.session.Handle
+			body["did"], body["handle"] = a.session.DID, hr.shownHandle(*a.session)
 		}
 		if a.keyUser != "" {
 			h.Set(HeaderAPIKeyUser, a.keyUser)
@@ -288,7 +308,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 // example: X-Original-URI). It is only ever a same-site redirect target,
 // through SafeRedirect.
 func (rt *Router) forwardedURI(r *http.Request) string {
-	if !rt.trustedPeer(peerIP(r)) {
+	if !rt.trusted(r) {
 		return ""
 	}
 	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {

@@ -83,7 +83,7 @@ func (l *rateLimiter) roll() {
 // delegation to one customer, within which addresses rotate freely.
 func (rt *Router) clientKey(r *http.Request) string {
 	ip := peerIP(r)
-	if rt.trustedPeer(ip) {
+	if rt.trusted(r) {
 		var hops []string
 		for _, v := range r.Header.Values("X-Forwarded-For") {
 			hops = append(hops, strings.Split(v, ",")...)

@@ -70,13 +70,14 @@ type Record struct {
 
 // Router is the ingress handler for every configured host.
 type Router struct {
-	hosts   map[string]*hostRoute
-	trusted []netip.Prefix
-	store   *sessions.Store
-	observe func(Record)
-	log     *slog.Logger
-	buffers *bufferPool
-	limiter *rateLimiter
+	hosts map[string]*hostRoute
+	// trustedProxies are the addresses whose X-Forwarded-* are believed.
+	trustedProxies []netip.Prefix
+	store          *sessions.Store
+	observe        func(Record)
+	log            *slog.Logger
+	buffers        *bufferPool
+	limiter        *rateLimiter
 	// callbacks counts sign-in callbacks per client.
 	callbacks *rateLimiter
 	// wrongKeys counts failed API key checks per client.
@@ -116,17 +117,17 @@ func New(cfg Config) (*Router, error) {
 		cfg.Transport = NewBackendTransport()
 	}
 	rt := &Router{
-		hosts:     map[string]*hostRoute{},
-		trusted:   cfg.Config.Ingress.TrustedProxies,
-		store:     cfg.Sessions,
-		observe:   cfg.Observe,
-		log:       cfg.Logger,
-		buffers:   newBufferPool(),
-		limiter:   newRateLimiter(time.Now, signinStartsPerMinute),
-		callbacks: newRateLimiter(time.Now, signinStartsPerMinute),
-		wrongKeys: newRateLimiter(time.Now, wrongKeysPerMinute),
-		stale:     cfg.StaleSession,
-		now:       time.Now,
+		hosts:          map[string]*hostRoute{},
+		trustedProxies: cfg.Config.Ingress.TrustedProxies,
+		store:          cfg.Sessions,
+		observe:        cfg.Observe,
+		log:            cfg.Logger,
+		buffers:        newBufferPool(),
+		limiter:        newRateLimiter(time.Now, signinStartsPerMinute),
+		callbacks:      newRateLimiter(time.Now, signinStartsPerMinute),
+		wrongKeys:      newRateLimiter(time.Now, wrongKeysPerMinute),
+		stale:          cfg.StaleSession,
+		now:            time.Now,
 	}
 	for _, h := range cfg.Config.Hosts {
 		hr := &hostRoute{host: h, rt: rt, gate: newGate(h)}
@@ -194,10 +195,43 @@ func (t timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // HostHandler returns the handler of one configured host, for calling
-// ports whose endpoint names the host.
+// ports whose endpoint names the host. Requests through it never count
+// as coming from a trusted proxy, whatever their address: the calling
+// port's client is the app (or, in development, a browser), not a proxy
+// in front.
 func (rt *Router) HostHandler(name string) (http.Handler, bool) {
 	hr, ok := rt.hosts[config.NormalizeHost(name)]
-	return hr, ok
+	if !ok {
+		return nil, false
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hr.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), viaCallingPort{}, true)))
+	}), true
+}
+
+// clientCtxKey carries, to the sign-in routes, the address a request is
+// counted under (Router.clientKey).
+type clientCtxKey struct{}
+
+// clientOf is the address the request is counted under, as the router
+// saw it; the peer address without a router.
+func clientOf(r *http.Request) string {
+	if c, ok := r.Context().Value(clientCtxKey{}).(string); ok {
+		return c
+	}
+	return peerIP(r)
+}
+
+// viaCallingPort marks requests that reached a host through a calling port.
+type viaCallingPort struct{}
+
+// trusted reports whether the request comes from a configured trusted
+// proxy, whose X-Forwarded-* headers are believed.
+func (rt *Router) trusted(r *http.Request) bool {
+	if r.Context().Value(viaCallingPort{}) != nil {
+		return false
+	}
+	return rt.trustedPeer(peerIP(r))
 }
 
 // ServeHTTP routes by Host: port ignored, case-insensitive.
@@ -233,7 +267,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	)
 	defer func() { hr.rt.record(r, start, hr.host.Name, operation, sw.Status(), upstream, did) }()
 
-	r = withHTTPS(r, r.TLS != nil || (hr.rt.trustedPeer(peerIP(r)) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
+	r = withHTTPS(r, r.TLS != nil || (hr.rt.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
 
 	if clean := normalizePath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
 		// /@/ belongs to ioproxy, never to the backend, in any spelling
@@ -276,7 +310,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		upstream = "ioproxy"
 		operation = signInOperation(r.URL.Path)
-		hr.signIn.ServeHTTP(sw, r)
+		hr.signIn.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, hr.rt.clientKey(r))))
 		return
 	}
 
@@ -345,7 +379,7 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 	hr.rt.setForwarded(pr)
 	if s := st.session; s != nil {
 		h.Set(HeaderUserDID, s.DID)
-		h.Set(HeaderUserHandle, s.Handle)
+		h.Set(HeaderUserHandle, hr.shownHandle(*s))
 		h.Set(HeaderProxySession, s.ProxyKey)
 	}
 	if st.keyUser != "" {
@@ -367,7 +401,7 @@ func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 		proto = "https"
 	}
 	fwdHost := pr.In.Host
-	if rt.trustedPeer(clientIP) {
+	if rt.trusted(pr.In) {
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
@@ -388,8 +422,11 @@ func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 				delete(h, name)
 			}
 		}
-		httpguard.StripOverrides(h)
 	}
+	// Method and URL overrides are stripped from everyone: a proxy in
+	// front passes its clients' headers on as they came, so trusting the
+	// proxy's X-Forwarded-* does not make them the proxy's word.
+	httpguard.StripOverrides(h)
 	h.Set("X-Real-Ip", realIP)
 	h.Set("X-Forwarded-For", clientIP)
 	h.Set("X-Forwarded-Host", fwdHost)
@@ -452,7 +489,7 @@ func cleanPath(p string) string {
 }
 
 func (rt *Router) trustedPeer(ip string) bool {
-	if len(rt.trusted) == 0 {
+	if len(rt.trustedProxies) == 0 {
 		return false
 	}
 	a, err := netip.ParseAddr(ip)
@@ -460,7 +497,7 @@ func (rt *Router) trustedPeer(ip string) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, p := range rt.trusted {
+	for _, p := range rt.trustedProxies {
 		if p.Contains(a) {
 			return true
 		}

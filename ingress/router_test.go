@@ -139,7 +139,7 @@ host "a.example.com" {
   tls { mode = "off" }
 }`, a.URL))
 	rt := newRouter(t, cfg, store)
-	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test", Expiry: time.Now().Add(time.Hour)}
+	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test", CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
 	if _, err := store.Create(sess); err != nil {
 		t.Fatal(err)
 	}
@@ -587,7 +587,7 @@ func TestHTTPSBehindTrustedProxy(t *testing.T) {
 		req.RemoteAddr = tt.remote
 		req.Header.Set("X-Forwarded-Proto", "https")
 		var seen *http.Request
-		rt := &Router{trusted: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
+		rt := &Router{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
 		hr := &hostRoute{rt: rt, signIn: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })}
 		req.URL.Path = "/@/signin"
 		hr.ServeHTTP(httptest.NewRecorder(), req)

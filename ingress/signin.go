@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -14,7 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -126,7 +129,12 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	req, authURL, err := s.cfg.Client.Authorize(r.Context(), input)
 	if err != nil {
 		s.cfg.Events("failed")
-		s.cfg.Logger.Info("sign-in start failed", "host", s.cfg.Host.Name, "input", input, "err", err)
+		logged, why := loggableInput(input), error(err)
+		if _, perr := identity.ParseInput(input); perr != nil && !strings.HasPrefix(input, "http") {
+			// The error would quote the input.
+			why = errors.New("not a handle, DID or server URL")
+		}
+		s.cfg.Logger.Info("sign-in start failed", "host", s.cfg.Host.Name, "input", logged, "err", why)
 		page.Error = userMessage(err, "Sign-in could not start. Please try again.")
 		render(w, http.StatusBadGateway, "signin.html", page)
 		return
@@ -147,6 +155,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		PKCEVerifier: req.PKCEVerifier,
 		DPoPKey:      key,
 		Redirect:     redirect,
+		Client:       clientOf(r),
 		Binding:      sessions.NewToken(),
 		CreatedAt:    s.cfg.Now(),
 		Expiry:       req.Expiry,
@@ -230,6 +239,16 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.cfg.Now()
+	if rules := s.rules(); rules != nil && rules.Judge(access.Account{DID: grant.DID, Handle: grant.Handle, HandleChecked: now}, now) != access.Admitted {
+		// An account the host refuses gets no session: it could do
+		// nothing with one, and anyone can mint accounts to fill the
+		// store with.
+		s.revoke(grant.Issuer, grant.RefreshToken, key)
+		s.cfg.Events("failed")
+		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Name, "did", grant.DID, "handle", grant.Handle)
+		s.refusedPage(w, r, grant, p.Redirect)
+		return
+	}
 	sess := sessions.Session{
 		ID:           sessions.NewToken(),
 		ProxyKey:     sessions.NewToken(),
@@ -279,6 +298,33 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)
 	setSessionCookie(w, r, sess.ID, sess.Expiry)
 	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
+}
+
+// rules are the host's require_atproto rules, nil without them.
+func (s *SignIn) rules() *access.Rules {
+	if s.cfg.Host.Access == nil {
+		return nil
+	}
+	return s.cfg.Host.Access.Rules
+}
+
+// refusedPage tells a person who just signed in with an account the host
+// refuses which account it was, and offers to sign in with another: no
+// session was kept, so there is nothing to sign out of here.
+func (s *SignIn) refusedPage(w http.ResponseWriter, r *http.Request, g *oauth.Grant, back string) {
+	if wantsJSON(r) || !acceptsHTML(r) {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + g.DID + " may not use this site."})
+		return
+	}
+	render(w, http.StatusForbidden, "denied.html", deniedPageData{
+		AppName:  s.cfg.Host.Label,
+		Handle:   g.Handle,
+		DID:      g.DID,
+		Redirect: SafeRedirect(back),
+		// No session: the page offers another sign-in instead of a
+		// sign-out.
+		SignInAgain: "/@/signin?" + url.Values{"redirect": {SafeRedirect(back)}}.Encode(),
+	})
 }
 
 func (s *SignIn) clientMetadata(w http.ResponseWriter, r *http.Request) {
@@ -478,6 +524,19 @@ func SafeRedirect(target string) string {
 		return "/"
 	}
 	return target
+}
+
+// loggableInput is what the log may say of a sign-in form's input: the
+// input itself when it is a handle, a DID or a server URL, its length
+// otherwise (people type passwords into the handle box).
+func loggableInput(input string) string {
+	if _, err := identity.ParseInput(input); err == nil {
+		return input
+	}
+	if u, err := url.Parse(input); err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" && u.User == nil {
+		return u.Scheme + "://" + u.Host
+	}
+	return fmt.Sprintf("(%d characters that are not a handle, DID or URL)", len(input))
 }
 
 // userMessage picks the message to show a person for err.

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -137,5 +138,92 @@ func TestSessionStoreFull(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "the session store is full") {
 		t.Error("no log line")
+	}
+}
+
+// TestDeniedAccountsGetNoSession: anyone who runs a server can mint
+// accounts; on a host whose rules name one account, the others' sign-ins
+// must not fill the store and lock the owner out.
+func TestDeniedAccountsGetNoSession(t *testing.T) {
+	e := newSigninEnv(t, envConfig{
+		store:     sessions.Options{MaxSessions: 3},
+		hostExtra: `require_atproto { dids = ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"] }`,
+	})
+	owner := e.srv.AddAccount(atprototest.Account{DID: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", Handle: "owner.test"})
+	signIn := func(acct atprototest.Account) (*http.Response, string) {
+		b := e.browser(t)
+		loc := b.start(acct.Handle, "/")
+		cb, err := e.srv.ApproveURL(loc, acct.DID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.do("GET", b.callbackPath(cb), nil, nil)
+	}
+	for i := range 5 {
+		junk := e.srv.AddAccount(atprototest.Account{Handle: fmt.Sprintf("junk%d.test", i)})
+		if resp, body := signIn(junk); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, junk.DID) {
+			t.Fatalf("refused account %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if n := e.store.Count(); n != 0 {
+		t.Errorf("%d sessions stored for accounts the rules refuse", n)
+	}
+	if resp, body := signIn(owner); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the admitted account: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestPendingSharePerClient: one client cannot take every place for
+// sign-ins in progress (each costs it nothing but a form and a pushed
+// request to a server it may run itself); another client still signs in.
+func TestPendingSharePerClient(t *testing.T) {
+	e := newSigninEnv(t, envConfig{store: sessions.Options{MaxPending: 100, MaxPendingPerClient: 3}})
+	flood := func(remote string) *browser { b := e.browser(t); b.remote = remote; return b }
+	for range 3 {
+		flood("198.51.100.7:1234").start("alice.test", "/") // never finished
+	}
+	resp, body := flood("198.51.100.7:1234").do("POST", "/@/signin", url.Values{"handle": {"alice.test"}}, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "Too many sign-ins") {
+		t.Errorf("a fourth unfinished sign-in from one address: %d %s", resp.StatusCode, body)
+	}
+	// Another address (IPv6 clients count per /56) is not affected.
+	other := flood("[2001:db8:0:100::1]:1234")
+	loc := other.start("alice.test", "/")
+	cb, err := e.srv.ApproveURL(loc, e.alice.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := other.do("GET", other.callbackPath(cb), nil, nil); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("a sign-in from another address: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestLoggableInput(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice.bsky.social":                "alice.bsky.social",
+		"@alice.bsky.social":               "@alice.bsky.social",
+		"did:plc:ewvi7nxzyoun6zhxrhs64oiz": "did:plc:ewvi7nxzyoun6zhxrhs64oiz",
+		"https://bsky.social":              "https://bsky.social",
+		"https://bsky.social/x?token=abc":  "https://bsky.social",
+		"https://user:pass@bsky.social":    "(29 characters that are not a handle, DID or URL)",
+		"hunter2":                          "(7 characters that are not a handle, DID or URL)",
+		"correct horse battery staple":     "(28 characters that are not a handle, DID or URL)",
+	} {
+		if got := loggableInput(in); got != want {
+			t.Errorf("loggableInput(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestPasswordTypedAsHandleIsNotLogged: people type passwords into the
+// handle box; the log must not keep them.
+func TestPasswordTypedAsHandleIsNotLogged(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	resp, _ := e.browser(t).do("POST", "/@/signin", url.Values{"handle": {"Hunter2-secret!"}}, nil)
+	if resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("a password started a sign-in")
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "Hunter2-secret") || !strings.Contains(logs, "sign-in start failed") {
+		t.Errorf("logs:\n%s", logs)
 	}
 }

@@ -65,7 +65,8 @@ func TestHTTP2SettingsNeverForwarded(t *testing.T) {
 
 // TestMethodOverridesStrippedFromClients: frameworks that honour these
 // would let a client change a request's method or URL behind ioproxy's
-// back; a trusted proxy in front answers for its own clients.
+// back. A trusted proxy in front passes its clients' headers on as they
+// came, so they are stripped from it too.
 func TestMethodOverridesStrippedFromClients(t *testing.T) {
 	a := echoBackend(t, "a")
 	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`
@@ -74,13 +75,11 @@ host "a.example.com" { backend = %q }`, a.URL)), nil)
 	hdr := http.Header{
 		"X-Http-Method-Override": {"DELETE"}, "X-Http-Method": {"DELETE"}, "X_Method_Override": {"DELETE"},
 		"X-Original-Method": {"DELETE"}, "X-Override-Url": {"/admin"}, "X-Scheme": {"https"},
+		"X-Original-Url": {"/admin"}, "X-Rewrite-Url": {"/admin"},
 	}
-	for _, tc := range []struct {
-		remote string
-		kept   bool
-	}{{"192.0.2.1:1234", false}, {"10.1.2.3:1234", true}} {
+	for _, remote := range []string{"192.0.2.1:1234", "10.1.2.3:1234"} {
 		req := httptest.NewRequest(http.MethodPost, "http://a.example.com/", nil)
-		req.RemoteAddr = tc.remote
+		req.RemoteAddr = remote
 		for k, v := range hdr {
 			req.Header[k] = v
 		}
@@ -88,11 +87,11 @@ host "a.example.com" { backend = %q }`, a.URL)), nil)
 		rt.ServeHTTP(rec, req)
 		var s seen
 		if err := jsonDecode(rec.Body, &s); err != nil {
-			t.Fatalf("%s: %v (%d %s)", tc.remote, err, rec.Code, rec.Body)
+			t.Fatalf("%s: %v (%d %s)", remote, err, rec.Code, rec.Body)
 		}
 		for name := range hdr {
-			if got := hasFolded(s.Headers, name); got != tc.kept {
-				t.Errorf("from %s: backend saw %s: %v, want %v", tc.remote, name, got, tc.kept)
+			if hasFolded(s.Headers, name) {
+				t.Errorf("from %s: backend saw %s", remote, name)
 			}
 		}
 	}

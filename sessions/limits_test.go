@@ -72,6 +72,14 @@ func TestSessionSizeLimits(t *testing.T) {
 		{"DID", func(x *Session) { x.DID = "did:web:" + strings.Repeat("a", MaxDIDBytes) }},
 		{"PDS URL", func(x *Session) { x.PDS = "https://" + strings.Repeat("a", MaxURLBytes) }},
 		{"issuer", func(x *Session) { x.Issuer = "https://" + strings.Repeat("a", MaxURLBytes) }},
+		// JSON stores '<' as six bytes: fields under their limits must not
+		// add up to more than MaxRecordBytes on disk.
+		{"stored", func(x *Session) {
+			x.AccessToken, x.RefreshToken, x.Scope = strings.Repeat("<", MaxTokenBytes), strings.Repeat(">", MaxTokenBytes), strings.Repeat("&", MaxScopeBytes)
+		}},
+		{"access token", func(x *Session) { x.AccessToken = "tok\x00en" }},
+		{"refresh token", func(x *Session) { x.RefreshToken = "tokén" }},
+		{"scope", func(x *Session) { x.Scope = "atproto\nrepo:x" }},
 	} {
 		sess := newSession(c)
 		tc.edit(&sess)
@@ -158,7 +166,7 @@ func TestSessionCaps(t *testing.T) {
 func TestPendingCap(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	path := filepath.Join(t.TempDir(), "data", "db")
-	s, err := Open(path, Options{Now: c.Now, MaxPending: 3})
+	s, err := Open(path, Options{Now: c.Now, MaxPending: 3, MaxPendingPerIssuer: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +189,7 @@ func TestPendingCap(t *testing.T) {
 	}
 	// Counted again at start, and freed by the sweep.
 	_ = s.Close()
-	s, err = Open(path, Options{Now: c.Now, MaxPending: 3})
+	s, err = Open(path, Options{Now: c.Now, MaxPending: 3, MaxPendingPerIssuer: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,5 +255,133 @@ func TestDataDirMustBePrivate(t *testing.T) {
 				t.Errorf("error %q does not say what to do (%s)", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPendingShares: no one client and no one authorization server (its
+// subdomains together) can take every place for sign-ins in progress.
+func TestPendingShares(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s, err := Open(filepath.Join(t.TempDir(), "data", "db"), Options{Now: c.Now, MaxPending: 10, MaxPendingPerClient: 2, MaxPendingPerIssuer: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(client, issuer string) error {
+		return s.PutPending(Pending{State: NewToken(), Client: client, Issuer: issuer, Expiry: c.Now().Add(time.Minute)})
+	}
+	for _, tc := range []struct {
+		client, issuer string
+		full           bool
+	}{
+		{"192.0.2.1", "https://bsky.social", false},
+		{"192.0.2.1", "https://bsky.social", false},
+		{"192.0.2.1", "https://bsky.social", true}, // the client's share
+		{"192.0.2.2", "https://a.evil.example", false},
+		{"192.0.2.3", "https://b.evil.example", false},
+		{"192.0.2.4", "https://EVIL.example:8443", false},
+		{"192.0.2.5", "https://c.evil.example", true}, // evil.example's share, whatever the subdomain
+		{"192.0.2.5", "https://bsky.social", false},   // another server still has room
+		{"192.0.2.6", "https://pds.example.co.uk", false},
+		{"192.0.2.7", "https://other.example.co.uk", false}, // example.co.uk is not co.uk
+	} {
+		err := put(tc.client, tc.issuer)
+		if got := errors.Is(err, ErrFull); got != tc.full {
+			t.Errorf("%s with %s: %v, want full %v", tc.client, tc.issuer, err, tc.full)
+		}
+	}
+	// The shares free up as sign-ins finish or expire, and survive a restart.
+	path := s.db.Path()
+	_ = s.Close()
+	s, err = Open(path, Options{Now: c.Now, MaxPending: 10, MaxPendingPerClient: 2, MaxPendingPerIssuer: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := put("192.0.2.1", "https://bsky.social"); !errors.Is(err, ErrFull) {
+		t.Errorf("after restart the client's share is forgotten: %v", err)
+	}
+	c.Add(2 * time.Minute)
+	if _, err := s.DeleteExpired(); err != nil {
+		t.Fatal(err)
+	}
+	if err := put("192.0.2.1", "https://bsky.social"); err != nil {
+		t.Errorf("after the sweep: %v", err)
+	}
+	if err := put("192.0.2.9", "https://c.evil.example"); err != nil {
+		t.Errorf("after the sweep, evil.example: %v", err)
+	}
+}
+
+func TestIssuerGroup(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://bsky.social":          "bsky.social",
+		"https://auth.pds.example.com": "example.com",
+		"https://pds.example.co.uk":    "example.co.uk",
+		"https://EXAMPLE.com.:443":     "example.com",
+		"http://localhost:2583":        "localhost",
+		"http://127.0.0.1:2583":        "127.0.0.1",
+		"https://[2001:db8::1]":        "2001:db8::1",
+		"https://foo.github.io":        "foo.github.io",
+		"not a url":                    "not a url",
+	} {
+		if got := issuerGroup(in); got != want {
+			t.Errorf("issuerGroup(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDataDirOwnership: a data dir or store file that another user owns
+// is theirs to read and replace whatever its mode; a symlinked store file
+// could point anywhere.
+func TestDataDirOwnership(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	path := filepath.Join(dir, "ioproxy.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+
+	// A symlinked data dir is judged by what it points to: ours, fine.
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Open(filepath.Join(link, "ioproxy.db"), Options{}); err != nil {
+		t.Errorf("a symlink to our own private data dir: %v", err)
+	} else {
+		_ = s.Close()
+	}
+	// A symlinked store file is refused.
+	other := filepath.Join(t.TempDir(), "data2")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(path, filepath.Join(other, "ioproxy.db")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(filepath.Join(other, "ioproxy.db"), Options{}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("a symlinked store file: %v", err)
+	}
+
+	if os.Geteuid() != 0 {
+		t.Log("not root: the other-owner cases need chown")
+		return
+	}
+	const nobody = 65534
+	for _, p := range []string{dir, path} {
+		if err := os.Chown(p, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(path, Options{})
+		if err == nil || !strings.Contains(err.Error(), "belongs to user 65534") || !strings.Contains(err.Error(), "chown") {
+			t.Errorf("%s owned by another user: %v", p, err)
+		}
+		if _, err := Open(filepath.Join(link, "ioproxy.db"), Options{}); err == nil {
+			t.Errorf("a symlink to a data dir another user owns (%s): accepted", p)
+		}
+		if err := os.Chown(p, 0, 0); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,9 @@ const (
 	MaxURLBytes    = 2 << 10
 	MaxDIDBytes    = 2 << 10 // the DID syntax's own limit
 	MaxHandleBytes = 253     // the handle syntax's own limit
+	// MaxRecordBytes bounds a session as stored (JSON): every field at
+	// its limit fits, and escapes cannot multiply it.
+	MaxRecordBytes = 32 << 10
 )
 
 // ErrTooLarge means a session field is over its limit.
@@ -141,7 +145,28 @@ func (s Session) CheckSizes() error {
 			return fmt.Errorf("the session's %s is %d bytes, over the limit of %d: %w", f.name, len(f.value), f.limit, ErrTooLarge)
 		}
 	}
+	// Tokens and scope are printable ASCII (RFC 6749, appendix A): other
+	// bytes are stored as escapes six times their size.
+	for _, f := range []struct{ name, value string }{
+		{"access token", s.AccessToken}, {"refresh token", s.RefreshToken}, {"scope", s.Scope},
+	} {
+		if i := strings.IndexFunc(f.value, func(r rune) bool { return r < 0x20 || r > 0x7e }); i >= 0 {
+			return fmt.Errorf("the session's %s holds a byte that is not printable ASCII at %d: %w", f.name, i, ErrTooLarge)
+		}
+	}
 	return nil
+}
+
+// encodeSession is a session as stored, within MaxRecordBytes.
+func encodeSession(sess *Session) ([]byte, error) {
+	v, err := json.Marshal(sess)
+	if err != nil {
+		return nil, fmt.Errorf("encode session: %w", err)
+	}
+	if len(v) > MaxRecordBytes {
+		return nil, fmt.Errorf("the session is %d bytes stored, over the limit of %d: %w", len(v), MaxRecordBytes, ErrTooLarge)
+	}
+	return v, nil
 }
 
 // Pending is an authorization request between /@/signin and /@/callback.
@@ -161,6 +186,9 @@ type Pending struct {
 	DPoPKey      json.RawMessage `json:"dpop_key"`
 	// Redirect is the same-site path to return to after sign-in.
 	Redirect string `json:"redirect"`
+	// Client is the address the sign-in was started from (as the rate
+	// limits count it), for its share of the sign-ins in progress.
+	Client string `json:"client,omitempty"`
 	// Binding is the random value of the browser's state cookie: only the
 	// browser that started the sign-in can finish it.
 	Binding   string    `json:"binding"`
@@ -185,6 +213,13 @@ type Options struct {
 	// MaxPending bounds the sign-ins in progress (DefaultMaxPending when
 	// 0): starts beyond it are refused with ErrFull.
 	MaxPending int
+	// MaxPendingPerClient bounds the sign-ins in progress started by one
+	// client (Pending.Client; DefaultMaxPendingPerClient when 0).
+	MaxPendingPerClient int
+	// MaxPendingPerIssuer bounds the sign-ins in progress with one
+	// authorization server, its subdomains counted together (MaxPending/4
+	// when 0, at least 1).
+	MaxPendingPerIssuer int
 }
 
 // Defaults of Options.
@@ -192,6 +227,9 @@ const (
 	DefaultMaxSessions   = 100000
 	DefaultMaxPerAccount = 10
 	DefaultMaxPending    = 10000
+	// DefaultMaxPendingPerClient is a minute of sign-in starts: a person
+	// starts one at a time, an office behind one address a few.
+	DefaultMaxPendingPerClient = 30
 )
 
 // ErrFull means the store holds as many sessions (or sign-ins in
@@ -207,8 +245,9 @@ type Store struct {
 	// fdatasyncs): for metrics, and for tests that prove a request cost
 	// none.
 	writes atomic.Uint64
-	// pending counts the pending sign-ins on disk, for MaxPending.
-	pending atomic.Int64
+	// pending counts the pending sign-ins on disk, for the MaxPending
+	// limits.
+	pending *pendingCounts
 
 	mu      sync.RWMutex
 	byID    map[string]*Session
@@ -233,6 +272,12 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = DefaultMaxPending
 	}
+	if opts.MaxPendingPerClient <= 0 {
+		opts.MaxPendingPerClient = DefaultMaxPendingPerClient
+	}
+	if opts.MaxPendingPerIssuer <= 0 {
+		opts.MaxPendingPerIssuer = max(1, opts.MaxPending/4)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
 	}
@@ -246,7 +291,7 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open session store %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, opts: opts, byID: map[string]*Session{}, byProxy: map[string]*Session{}}
+	s := &Store{db: db, now: opts.Now, opts: opts, pending: newPendingCounts(), byID: map[string]*Session{}, byProxy: map[string]*Session{}}
 	if err := s.load(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -279,7 +324,14 @@ func (s *Store) load() error {
 		if err != nil {
 			return fmt.Errorf("load sessions: %w", err)
 		}
-		s.pending.Store(int64(tx.Bucket(bucketPending).Stats().KeyN))
+		var pending []Pending
+		_ = tx.Bucket(bucketPending).ForEach(func(_, v []byte) error {
+			var p Pending
+			_ = json.Unmarshal(v, &p) // a damaged one still takes a place until swept
+			pending = append(pending, p)
+			return nil
+		})
+		s.pending.reset(pending)
 		for _, k := range expired {
 			if err := tx.Bucket(bucketSessions).Delete(k); err != nil {
 				return fmt.Errorf("delete expired session: %w", err)
@@ -306,19 +358,19 @@ func (s *Store) PutPending(p Pending) error {
 	if !WellFormedToken(p.State) {
 		return fmt.Errorf("store pending sign-in: the state is not a token of NewToken's shape")
 	}
-	if s.pending.Load() >= int64(s.opts.MaxPending) {
-		return fmt.Errorf("store pending sign-in: %d sign-ins in progress: %w", s.opts.MaxPending, ErrFull)
-	}
 	v, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode pending sign-in: %w", err)
 	}
+	if err := s.pending.admit(p, s.opts); err != nil {
+		return fmt.Errorf("store pending sign-in: %w", err)
+	}
 	if err := s.update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketPending).Put([]byte(p.State), v)
 	}); err != nil {
+		s.pending.release(p)
 		return fmt.Errorf("store pending sign-in: %w", err)
 	}
-	s.pending.Add(1)
 	return nil
 }
 
@@ -376,7 +428,7 @@ func (s *Store) TakePending(state string) (Pending, error) {
 	if !found {
 		return Pending{}, ErrNotFound
 	}
-	s.pending.Add(-1)
+	s.pending.release(p)
 	if s.now().After(p.Expiry) {
 		return Pending{}, ErrExpired
 	}
@@ -387,8 +439,9 @@ func (s *Store) TakePending(state string) (Pending, error) {
 // how many it removed.
 func (s *Store) DeleteExpired() (int, error) {
 	now := s.now()
-	var n, pendingLeft int
+	var n int
 	var gone []string
+	var left []Pending // the pending sign-ins that stay
 	s.mu.RLock()
 	for id, sess := range s.byID {
 		if !sess.Expiry.IsZero() && now.After(sess.Expiry) {
@@ -408,6 +461,8 @@ func (s *Store) DeleteExpired() (int, error) {
 			var p Pending
 			if err := json.Unmarshal(v, &p); err != nil || now.After(p.Expiry) {
 				keys = append(keys, append([]byte(nil), k...))
+			} else {
+				left = append(left, p)
 			}
 			return nil
 		})
@@ -420,7 +475,6 @@ func (s *Store) DeleteExpired() (int, error) {
 			}
 		}
 		n += len(keys)
-		pendingLeft = pb.Stats().KeyN - len(keys)
 		sb := tx.Bucket(bucketSessions)
 		for _, id := range gone {
 			if err := sb.Delete([]byte(id)); err != nil {
@@ -432,7 +486,7 @@ func (s *Store) DeleteExpired() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("delete expired sign-ins and sessions: %w", err)
 	}
-	s.pending.Store(int64(pendingLeft))
+	s.pending.reset(left)
 	s.mu.Lock()
 	for _, id := range gone {
 		if sess, ok := s.byID[id]; ok {
@@ -456,9 +510,9 @@ func (s *Store) Create(sess Session) (evicted []Session, err error) {
 	if err := sess.CheckSizes(); err != nil {
 		return nil, fmt.Errorf("create session for %s: %w", clip(sess.DID), err)
 	}
-	v, err := json.Marshal(&sess)
+	v, err := encodeSession(&sess)
 	if err != nil {
-		return nil, fmt.Errorf("encode session: %w", err)
+		return nil, fmt.Errorf("create session for %s: %w", clip(sess.DID), err)
 	}
 	s.mu.RLock()
 	total := len(s.byID)
@@ -588,16 +642,16 @@ func (s *Store) Update(id string, fn func(*Session) error) (Session, error) {
 		return Session{}, err
 	}
 	next.ID, next.ProxyKey = cur.ID, cur.ProxyKey
-	v, err := json.Marshal(&next)
+	if err := next.CheckSizes(); err != nil {
+		return Session{}, fmt.Errorf("save session for %s: %w", next.DID, err)
+	}
+	v, err := encodeSession(&next)
 	if err != nil {
-		return Session{}, fmt.Errorf("encode session: %w", err)
+		return Session{}, fmt.Errorf("save session for %s: %w", next.DID, err)
 	}
 	// Write only a session that is still on disk: a Delete (sign-out)
 	// that landed while fn ran must not be undone, or the session would
 	// come back at the next restart. bbolt serializes the two.
-	if err := next.CheckSizes(); err != nil {
-		return Session{}, fmt.Errorf("save session for %s: %w", next.DID, err)
-	}
 	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSessions)
 		if b.Get([]byte(id)) == nil {
