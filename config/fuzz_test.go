@@ -1,0 +1,258 @@
+package config
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/ioproxy/ioproxy/access"
+)
+
+const fuzzFilename = "fuzz.hcl"
+
+// fuzzDeadline is far above what parsing a config file takes.
+const fuzzDeadline = 5 * time.Second
+
+// fuzzEnv is a fixed environment: env() must give the same answer on
+// every run, or the determinism property below would test the process's
+// environment rather than the parser.
+func fuzzEnv(name string) (string, bool) {
+	switch name {
+	case "NOMAD_TOKEN":
+		return "token-from-env", true
+	case "PORT":
+		return "8080", true
+	case "HOST":
+		return "app.example.com", true
+	case "API_KEYS", "GRAFANA_API_KEYS":
+		return "ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", true
+	case "EMPTY":
+		return "", true
+	}
+	return "", false
+}
+
+// FuzzParse feeds arbitrary HCL text to Parse, the code that reads every
+// operator's configuration file.
+//
+// Properties: Parse never panics; every diagnostic points into the file it
+// read (filename, line ≥ 1, a byte range inside the source), so an operator
+// can always find the mistake; a Config comes back exactly when there is
+// no error; parsing is deterministic; and a built Config survives being
+// validated again, piece by piece, by the same parsers that built it.
+func FuzzParse(f *testing.F) {
+	examples, err := filepath.Glob(filepath.Join("..", "examples", "*.hcl"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range examples {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(src)
+	}
+	// The configurations of the unit tests, good and bad, read from the
+	// test file itself so that new cases become seeds too.
+	for _, s := range testFileStrings(f, "config_test.go") {
+		f.Add([]byte(s))
+	}
+	f.Add([]byte(`host "a.example.com" { backend = "localhost:3000" }`))
+	f.Add([]byte("host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth {\n    users = <<EOT\nci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nEOT\n  }\n}"))
+	f.Add([]byte(`nomad { token = env("NOMAD_TOKEN") }` + "\n" + `host "a.example.com" { backend = "nomad:web" }`))
+
+	f.Fuzz(func(t *testing.T, src []byte) {
+		opts := Options{LookupEnv: fuzzEnv}
+		var (
+			cfg   *Config
+			diags hcl.Diagnostics
+		)
+		// A hung worker makes the fuzzer stall without naming the input;
+		// a deadline turns the hang into a failure that does.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			cfg, diags = Parse(src, fuzzFilename, opts)
+		}()
+		select {
+		case <-done:
+		case <-time.After(fuzzDeadline):
+			t.Fatalf("Parse did not return within %s", fuzzDeadline)
+		}
+		checkDiagnostics(t, src, diags)
+		if diags.HasErrors() != (cfg == nil) {
+			t.Fatalf("errors: %v, config nil: %v; want a config exactly when there is no error", diags.HasErrors(), cfg == nil)
+		}
+
+		cfg2, diags2 := Parse(src, fuzzFilename, opts)
+		// Compared as sets: gohcl reports unsupported attributes in map
+		// order, so the order of diagnostics changes from run to run.
+		if got, want := formatAll(diags2), formatAll(diags); got != want {
+			t.Fatalf("second parse gave other diagnostics:\n%s\nfirst:\n%s", got, want)
+		}
+		if !reflect.DeepEqual(cfg, cfg2) {
+			t.Fatalf("second parse gave another config:\n%+v\nfirst:\n%+v", cfg2, cfg)
+		}
+		if cfg != nil {
+			revalidate(t, cfg)
+		}
+	})
+}
+
+// checkDiagnostics asserts that each diagnostic can be shown as
+// file:line:col inside src.
+func checkDiagnostics(t *testing.T, src []byte, diags hcl.Diagnostics) {
+	t.Helper()
+	for _, d := range diags {
+		if d.Severity != hcl.DiagError && d.Severity != hcl.DiagWarning {
+			t.Errorf("diagnostic %q has severity %v", d.Summary, d.Severity)
+		}
+		if d.Summary == "" {
+			t.Errorf("diagnostic without summary: %+v", d)
+		}
+		s := d.Subject
+		if s == nil {
+			if d.Severity == hcl.DiagError {
+				t.Errorf("error %q (%s) has no subject: the operator cannot find it", d.Summary, d.Detail)
+			}
+			continue
+		}
+		if s.Filename != fuzzFilename || s.Start.Line < 1 || s.Start.Column < 1 {
+			t.Errorf("%s %q is at %q line %d col %d; want %s, line and column ≥ 1", severity(d), d.Summary, s.Filename, s.Start.Line, s.Start.Column, fuzzFilename)
+		}
+		if s.Start.Byte < 0 || s.Start.Byte > s.End.Byte || s.End.Byte > len(src) {
+			t.Errorf("%s %q has byte range %d-%d outside the %d-byte source", severity(d), d.Summary, s.Start.Byte, s.End.Byte, len(src))
+		}
+		if line := FormatDiagnostic(d); !strings.HasPrefix(line, fuzzFilename+":") {
+			t.Errorf("diagnostic formats as %q; want it to start with %s:", line, fuzzFilename)
+		}
+	}
+}
+
+func severity(d *hcl.Diagnostic) string {
+	if d.Severity == hcl.DiagError {
+		return "error"
+	}
+	return "warning"
+}
+
+// formatAll renders diagnostics sorted, for comparing two runs.
+func formatAll(diags hcl.Diagnostics) string {
+	lines := make([]string, 0, len(diags))
+	for _, d := range diags {
+		lines = append(lines, FormatDiagnostic(d))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// revalidate runs the values of a built Config through the parsers that
+// produced them: each must come back unchanged, or the Config holds a
+// value that its own validation would refuse.
+func revalidate(t *testing.T, cfg *Config) {
+	t.Helper()
+	if cfg.Filename != fuzzFilename {
+		t.Errorf("Filename = %q", cfg.Filename)
+	}
+	for _, h := range cfg.Hosts {
+		if h.Name != NormalizeHost(h.Name) || !validHostname(h.Name) {
+			t.Errorf("host name %q is not a normalized host name", h.Name)
+		}
+		if got, ok := cfg.Host(h.Name); !ok || got.Name != h.Name {
+			t.Errorf("cfg.Host(%q) does not find the host", h.Name)
+		}
+		if h.Backend.Kind != BackendNone {
+			be, err := ParseBackend(h.Backend.Raw)
+			if err != nil || !reflect.DeepEqual(be, h.Backend) {
+				t.Errorf("backend %q parses again as %+v, %v; want %+v", h.Backend.Raw, be, err, h.Backend)
+			}
+		}
+		if h.ATProto != nil && !strings.Contains(" "+h.ATProto.Scope()+" ", " atproto ") {
+			t.Errorf("host %q signs in without the atproto scope: %q", h.Name, h.ATProto.Scope())
+		}
+		if h.Access == nil {
+			continue
+		}
+		if r := h.Access.Rules; r != nil {
+			for _, d := range r.DIDs {
+				if got, err := access.ParseDID(d); err != nil || got != d {
+					t.Errorf("allowed DID %q re-validates as %q, %v", d, got, err)
+				}
+			}
+			for _, hd := range r.Handles {
+				if got, dom, err := access.ParseHandlePattern(hd); err != nil || got != hd || dom != "" {
+					t.Errorf("allowed handle %q re-validates as %q %q, %v", hd, got, dom, err)
+				}
+			}
+			for _, d := range r.Domains {
+				if got, dom, err := access.ParseHandlePattern("*" + d); err != nil || got != "" || dom != d {
+					t.Errorf("allowed domain %q re-validates as %q %q, %v", d, got, dom, err)
+				}
+			}
+			for _, p := range r.Public {
+				if got, err := access.ParsePathPattern(p.String()); err != nil || got != p {
+					t.Errorf("public path %q re-validates as %+v, %v", p, got, err)
+				}
+			}
+		}
+		seen := map[string]bool{}
+		for _, e := range h.Access.APIKeys {
+			if got, err := access.ParseKeyEntry(e.Name + ":" + e.Hash); err != nil || got != e {
+				t.Errorf("API key entry %q re-validates as %+v, %v", e.Name, got, err)
+			}
+			if seen[e.Name] {
+				t.Errorf("API key name %q appears twice", e.Name)
+			}
+			seen[e.Name] = true
+		}
+	}
+	labels := map[string]bool{}
+	for _, c := range cfg.Calls {
+		if c.Port < 1 || c.Port > 65535 {
+			t.Errorf("call %q has port %d", c.Label, c.Port)
+		}
+		if labels[c.Label] {
+			t.Errorf("call label %q appears twice", c.Label)
+		}
+		labels[c.Label] = true
+		for _, op := range c.Operations {
+			if !strings.HasPrefix(op.Path, "/") || !op.Matches(op.Method, op.Path) {
+				t.Errorf("call %q operation %+v does not match its own method and path", c.Label, op)
+			}
+		}
+	}
+}
+
+// testFileStrings returns the string literals of a test file in this
+// package that look like configuration (they hold a block or an
+// attribute).
+func testFileStrings(f *testing.F, name string) []string {
+	fset := token.NewFileSet()
+	file, err := parser.ParseFile(fset, name, nil, parser.SkipObjectResolution)
+	if err != nil {
+		f.Fatalf("read seeds from %s: %v", name, err)
+	}
+	var out []string
+	ast.Inspect(file, func(n ast.Node) bool {
+		lit, ok := n.(*ast.BasicLit)
+		if !ok || lit.Kind != token.STRING {
+			return true
+		}
+		s, err := strconv.Unquote(lit.Value)
+		if err == nil && (strings.Contains(s, "{") || strings.Contains(s, "=")) {
+			out = append(out, s)
+		}
+		return true
+	})
+	return out
+}
