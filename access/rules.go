@@ -228,6 +228,11 @@ func ParsePathPattern(s string) (PathPattern, error) {
 		}
 		return PathPattern{}, fmt.Errorf("%q is not a clean path (no \"//\", \".\" or \"..\" segments); write %q", s, want)
 	}
+	if _, ok := PlainPath(&url.URL{Path: p.Path}); !ok {
+		// Non-ASCII letters and segments of dots and spaces have more
+		// than one reading, so paths like these are never public.
+		return PathPattern{}, fmt.Errorf("%q would never match: paths with non-ASCII characters or segments made only of dots and spaces are never public (a backend could read them as another path); write the path in plain ASCII", s)
+	}
 	return p, nil
 }
 

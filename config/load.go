@@ -1,8 +1,10 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -43,6 +45,9 @@ func Parse(src []byte, filename string, opts Options) (*Config, hcl.Diagnostics)
 	}
 	var raw fileSchema
 	decodeDiags := gohcl.DecodeBody(file.Body, evalContext(opts), &raw)
+	// gohcl walks maps: without a sort, the same file's mistakes would be
+	// listed in a different order from one run to the next.
+	sortByPosition(decodeDiags)
 	suggestNames(decodeDiags)
 	diags = append(diags, decodeDiags...)
 	if diags.HasErrors() {
@@ -55,6 +60,25 @@ func Parse(src []byte, filename string, opts Options) (*Config, hcl.Diagnostics)
 	}
 	cfg.Filename = filename
 	return cfg, diags
+}
+
+// sortByPosition orders diagnostics by where they point (file, line,
+// column), keeping the order of those at the same place.
+func sortByPosition(diags hcl.Diagnostics) {
+	slices.SortStableFunc(diags, func(a, b *hcl.Diagnostic) int {
+		switch {
+		case a.Subject == nil && b.Subject == nil:
+			return 0
+		case a.Subject == nil:
+			return 1
+		case b.Subject == nil:
+			return -1
+		}
+		return cmp.Or(
+			cmp.Compare(a.Subject.Filename, b.Subject.Filename),
+			cmp.Compare(a.Subject.Start.Byte, b.Subject.Start.Byte),
+		)
+	})
 }
 
 // evalContext offers env("NAME") and env("NAME", "default") so that secrets

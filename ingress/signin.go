@@ -520,7 +520,9 @@ func SafeRedirect(target string) string {
 			return "/"
 		}
 	}
-	if u.Path == "/@" || strings.HasPrefix(u.Path, "/@/") {
+	// As the browser and the router read it: "/a/../@/signout" and
+	// "/@;x/signout" are /@/signout to them.
+	if p := normalizePath(u.Path); p == "/@" || strings.HasPrefix(p, "/@/") {
 		return "/"
 	}
 	return target

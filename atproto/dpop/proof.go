@@ -183,6 +183,11 @@ func normalHost(scheme, hostport string, withPort bool) (string, error) {
 	if host == "" || host == "[]" {
 		return "", errors.New("no host")
 	}
+	// Brackets belong only around an IPv6 address, as a pair: "evil]"
+	// would lose its bracket below and become another host.
+	if strings.ContainsAny(host, "[]") && !(strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") && strings.Count(host, "[") == 1 && strings.Count(host, "]") == 1) {
+		return "", fmt.Errorf("invalid host %q", host)
+	}
 	def := "443"
 	if scheme == "http" {
 		def = "80"

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -113,10 +114,20 @@ func serviceURL(raw string, allowInsecure bool) (string, error) {
 	default:
 		return "", fmt.Errorf("%q must be an absolute https URL", raw)
 	}
-	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+	if u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return "", fmt.Errorf("%q must be a plain https://host[:port][/path] URL", raw)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// validPort reports whether p is a port number from 1 to 65535, in
+// digits only.
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 || strings.Trim(p, "0123456789") != "" {
+		return false
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535
 }
 
 // Identity is a resolved account.
@@ -597,11 +608,15 @@ func (r *Resolver) didWebURL(did syntax.DID) (string, error) {
 		if !r.allowInsecure {
 			return "", newError(ErrUnsupportedDID, nil, "%s names localhost, allowed only with identity.allow_insecure", did)
 		}
-		u := "http://" + host
-		if port != "" {
-			u += ":" + port
+		if hostport != host && !validPort(port) {
+			// A port is digits and nothing else: "%3A80%40evil.example"
+			// would make the URL's host evil.example.
+			return "", newError(ErrUnsupportedDID, nil, "%s names localhost with a port that is not a number from 1 to 65535", did)
 		}
-		return u + "/.well-known/did.json", nil
+		if port == "" {
+			return "http://localhost/.well-known/did.json", nil
+		}
+		return "http://" + net.JoinHostPort(host, port) + "/.well-known/did.json", nil
 	}
 	if port != "" {
 		return "", newError(ErrUnsupportedDID, nil, "%s has a port number, allowed only for localhost in development", did)

@@ -507,14 +507,23 @@ func (f *file) record(name string, s *Schema) error {
 	for _, r := range s.Record.Required {
 		req = append(req, fmt.Sprintf("%q", r))
 	}
+	var fields []string
+	for _, prop := range s.Record.Properties.Keys {
+		fields = append(fields, fmt.Sprintf("%q", prop))
+	}
 	f.p("// Decode%s parses a %s record from its JSON and validates it: its \"$type\" must", name, id)
 	f.p("// be %sNSID, the required fields present and every field within the Lexicon's constraints.", name)
 	f.p("func Decode%s(data []byte) (*%s, error) {", name, name)
 	f.p("\tif err := lexutil.CheckRecordJSON(data, %sNSID%s); err != nil {", name, prefixed(", ", strings.Join(req, ", ")))
 	f.p("\t\treturn nil, err")
 	f.p("\t}")
+	f.p("\t// Only the exact names count, as for other AT Protocol apps.")
+	f.p("\texact, err := lexutil.ExactFields(data%s)", prefixed(", ", strings.Join(fields, ", ")))
+	f.p("\tif err != nil {")
+	f.p("\t\treturn nil, fmt.Errorf(\"%%s: %%w\", %sNSID, err)", name)
+	f.p("\t}")
 	f.p("\tvar r %s", name)
-	f.p("\tif err := json.Unmarshal(data, &r); err != nil {")
+	f.p("\tif err := json.Unmarshal(exact, &r); err != nil {")
 	f.p("\t\treturn nil, fmt.Errorf(\"%%s: %%w\", %sNSID, err)", name)
 	f.p("\t}")
 	f.p("\tif err := r.Validate(); err != nil {")

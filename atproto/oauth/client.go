@@ -530,8 +530,10 @@ type UserError struct {
 func (e *UserError) Error() string { return e.Message + ": " + e.Err.Error() }
 func (e *UserError) Unwrap() error { return e.Err }
 
+// hasScope reports whether want is one of scope's tokens, which RFC 6749
+// (3.3) separates with single spaces: "a\tatproto" is one token, not two.
 func hasScope(scope, want string) bool {
-	for _, s := range strings.Fields(scope) {
+	for _, s := range strings.Split(scope, " ") {
 		if s == want {
 			return true
 		}

@@ -87,8 +87,10 @@ type ProtectedResource struct {
 // checkURL requires an absolute https URL (http with allowHTTP).
 func checkURL(s string, allowHTTP bool) error {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", s)
+	if err != nil || u.Hostname() == "" {
+		// "https://:443/x" has a Host but names no host: it would be
+		// dialled on this machine.
+		return fmt.Errorf("%q is not an absolute URL with a host name", s)
 	}
 	if u.Scheme != "https" && !(allowHTTP && u.Scheme == "http") {
 		return fmt.Errorf("%q is not an https URL", s)
@@ -102,8 +104,8 @@ func checkURL(s string, allowHTTP bool) error {
 // origin returns scheme://host[:port] of an absolute URL, lower case.
 func origin(s string) (string, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", fmt.Errorf("%q is not an http(s) URL", s)
+	if err != nil || u.Hostname() == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", fmt.Errorf("%q is not an http(s) URL with a host name", s)
 	}
 	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
 		return "", fmt.Errorf("%q is not an origin (it has a path or query)", s)

@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
+
 	"unicode/utf8"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/rivo/uniseg"
 )
 
@@ -83,10 +84,9 @@ func CheckFormat(field, v, format string) error {
 
 // ValidDatetime reports whether s is a Lexicon datetime: RFC 3339 with a time zone.
 func ValidDatetime(s string) bool {
-	if len(s) > 64 {
-		return false
-	}
-	_, err := time.Parse(time.RFC3339Nano, s)
+	// The Lexicon datetime is stricter than RFC 3339: two-digit hours,
+	// no "-00:00" offset.
+	_, err := syntax.ParseDatetime(s)
 	return err == nil
 }
 
@@ -148,6 +148,29 @@ func CheckRecordJSON(data []byte, nsid string, required ...string) error {
 		}
 	}
 	return nil
+}
+
+// ExactFields returns the JSON object data with only the members named
+// exactly as fields. encoding/json matches keys regardless of case, the
+// last one winning: {"status":"x","Status":"y"} decodes as "y", where
+// other AT Protocol apps read "x". Decoding what ExactFields returns reads
+// the record as they do.
+func ExactFields(data []byte, fields ...string) ([]byte, error) {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return nil, fmt.Errorf("record is not a JSON object: %w", err)
+	}
+	exact := make(map[string]json.RawMessage, len(fields))
+	for _, f := range fields {
+		if v, ok := all[f]; ok {
+			exact[f] = v
+		}
+	}
+	out, err := json.Marshal(exact)
+	if err != nil {
+		return nil, fmt.Errorf("re-encode record: %w", err)
+	}
+	return out, nil
 }
 
 func orMissing(raw json.RawMessage) string {

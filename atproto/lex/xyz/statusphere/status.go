@@ -49,8 +49,13 @@ func DecodeStatus(data []byte) (*Status, error) {
 	if err := lexutil.CheckRecordJSON(data, StatusNSID, "status", "createdAt"); err != nil {
 		return nil, err
 	}
+	// Only the exact names count, as for other AT Protocol apps.
+	exact, err := lexutil.ExactFields(data, "status", "createdAt")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", StatusNSID, err)
+	}
 	var r Status
-	if err := json.Unmarshal(data, &r); err != nil {
+	if err := json.Unmarshal(exact, &r); err != nil {
 		return nil, fmt.Errorf("%s: %w", StatusNSID, err)
 	}
 	if err := r.Validate(); err != nil {

@@ -23,6 +23,9 @@ func TestDecodeStatus(t *testing.T) {
 		{"bad createdAt", `{"$type":"xyz.statusphere.status","status":"👍","createdAt":"now"}`, "not a valid datetime"},
 		{"wrong type", `{"$type":"app.bsky.feed.post","status":"👍","createdAt":"2025-01-02T03:04:05Z"}`, "$type"},
 		{"no type", `{"status":"👍","createdAt":"2025-01-02T03:04:05Z"}`, "$type is missing"},
+		{"one-digit hour", `{"$type":"xyz.statusphere.status","status":"👍","createdAt":"2025-01-02T3:04:05Z"}`, "not a valid datetime"},
+		{"-00:00 offset", `{"$type":"xyz.statusphere.status","status":"👍","createdAt":"2025-01-02T03:04:05-00:00"}`, "not a valid datetime"},
+		{"only a case twin of status", `{"$type":"xyz.statusphere.status","Status":"👍","createdAt":"2025-01-02T03:04:05Z"}`, `"status" is missing`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,6 +40,15 @@ func TestDecodeStatus(t *testing.T) {
 				t.Errorf("err = %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDecodeStatusReadsExactKeys: encoding/json matches keys regardless
+// of case, the last one winning; other apps read the exact key.
+func TestDecodeStatusReadsExactKeys(t *testing.T) {
+	rec, err := statusphere.DecodeStatus([]byte(`{"$type":"xyz.statusphere.status","status":"x","Status":"y","STATUS":"z","createdAt":"2025-01-02T03:04:05Z","CreatedAt":"now"}`))
+	if err != nil || rec.Status != "x" || rec.CreatedAt != "2025-01-02T03:04:05Z" {
+		t.Errorf("DecodeStatus = %+v, %v; want status x as other apps read it", rec, err)
 	}
 }
 
