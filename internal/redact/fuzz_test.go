@@ -18,8 +18,9 @@ const jwtPayload = "eyJzdWIiOiJkaWQ6cGxjOmFiYyJ9"
 //   - it never panics, and scrubbing twice is scrubbing once;
 //   - the quick reject never skips a string the full scan would change;
 //   - a secret directly after "scheme://host/path?", after
-//     "Authorization: Bearer " or as the value of a secret parameter
-//     never survives;
+//     "Authorization: Bearer " or "Basic user:", or as the value of a
+//     secret parameter (key=, Key:, "Name: " after a credential header,
+//     Key:[ as %v prints a header) never survives;
 //   - a JWT standing on its own (no base64url character before it, none
 //     or a "." after it) never keeps its payload.
 func FuzzString(f *testing.F) {
@@ -41,7 +42,7 @@ func FuzzString(f *testing.F) {
 				t.Errorf("String(%q) = %q keeps the query", in, out)
 			}
 		}
-		for _, auth := range []string{"Authorization: Bearer ", "Authorization: DPoP ", "authorization=basic "} {
+		for _, auth := range []string{"Authorization: Bearer ", "Authorization: DPoP ", "authorization=basic ", "Basic alice:"} {
 			in := auth + fuzzSecret + suffix
 			if out := check(t, in); strings.Contains(out, fuzzSecret) {
 				t.Errorf("String(%q) = %q keeps the credential", in, out)
@@ -51,7 +52,8 @@ func FuzzString(f *testing.F) {
 		// for before parameters, so the prefix must not end in a name
 		// character or start a JWT that would take the name with it.
 		if !strings.Contains(prefix, "eyJ") && (prefix == "" || !keyChar[prefix[len(prefix)-1]]) {
-			for _, key := range []string{"access_token=", "code=", "State=", "x_token="} {
+			for _, key := range []string{"access_token=", "code=", "State=", "x_token=", "accessToken=",
+				"RefreshToken:", "dpopKey:", "Proxy-Session: ", "Set-Cookie: ", "Cookie:["} {
 				in := prefix + key + fuzzSecret + suffix
 				if out := check(t, in); strings.Contains(out, fuzzSecret) {
 					t.Errorf("String(%q) = %q keeps the parameter", in, out)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 )
 
 // handler scrubs records on their way to next.
@@ -17,15 +18,18 @@ type handler struct {
 
 // NewHandler returns a handler that passes every record to next with
 // [String] applied to its message, to every string attribute, inside groups
-// and to attributes added with WithAttrs. Other values (error, fmt.Stringer,
-// structs, …) are formatted first, as the text handler prints them, and for
-// values the JSON handler encodes on its own also as JSON; when either
-// text has something to scrub, the attribute becomes the scrubbed text,
-// under the same key. A string or other value under a key that names a
-// secret (as for key=value text: "access_token", "password", …) becomes
-// "[redacted]" whole. LogValuers are resolved first. Keys and group names
-// are kept, and a record with nothing to scrub is passed on as it is,
-// without allocating.
+// and to attributes added with WithAttrs. A string or other value under a
+// key that names a secret (as for key=value text: "access_token",
+// "RefreshToken", "Cookie", …) becomes "[redacted]" whole. Other values
+// (structs, maps, error, fmt.Stringer, …) are first masked: a copy in which
+// the fields and map entries that hold credentials are masked, so that a
+// session struct or an http.Header keeps its shape and its ordinary fields
+// (see [maskValue]). Then the copy is formatted as the text handler prints
+// it and, for values the JSON handler encodes on its own, as JSON; when
+// either text still has something to scrub, the attribute becomes a
+// scrubbed text, under the same key (see [scrubAny]). LogValuers are
+// resolved first. Keys and group names are kept, and a record with nothing
+// to scrub is passed on as it is, without allocating.
 func NewHandler(next slog.Handler) slog.Handler {
 	if h, ok := next.(*handler); ok {
 		return h
@@ -113,8 +117,8 @@ func scrubValue(key string, v slog.Value) (slog.Value, bool) {
 		if isSecretKey(key) {
 			return slog.StringValue(mark), true
 		}
-		if s, changed := scrubAny(v.Any()); changed {
-			return slog.StringValue(s), true
+		if out, changed := scrubAny(v.Any()); changed {
+			return out, true
 		}
 	case slog.KindGroup:
 		group := v.Group()
@@ -136,43 +140,100 @@ func scrubValue(key string, v slog.Value) (slog.Value, bool) {
 	return v, resolved
 }
 
-// scrubAny scrubs what the text and JSON handlers would print for v, and
-// returns the scrubbed text when either printed something to scrub.
-func scrubAny(v any) (string, bool) {
+// scrubAny returns what v is to be logged as, and whether that is not v
+// itself. v is masked first (see [maskValue]); then what the text handler
+// and what the JSON handler would print for it are scrubbed. When neither
+// printed text has anything left to scrub, the masked copy goes on, and
+// each handler prints it its own way. Otherwise one scrubbed text goes on,
+// as a string, for both handlers: the text form when it needed scrubbing,
+// else the JSON form. When both did, whatever the JSON form lost is also
+// removed from the text form, as the two may name one secret differently
+// (RefreshToken in one, refresh_token in the other) and the rules may know
+// only one of the names.
+func scrubAny(v any) (out slog.Value, changed bool) {
 	_, jm := v.(json.Marshaler)
 	_, tm := v.(encoding.TextMarshaler)
 	_, fm := v.(fmt.Formatter)
 	if err, ok := v.(error); ok && !jm && !tm && !fm {
 		// Both handlers print just Error() for a plain error.
-		return scrub(err.Error())
+		s, changed := scrub(errorText(err))
+		return slog.StringValue(s), changed
 	}
-	text := textOf(v)
-	if s, changed := scrub(text); changed {
-		return s, true
+	v, changed = maskValue(v)
+	text, textChanged := scrub(textOf(v))
+	js, jsonRemoved := jsonForm(v)
+	jsChanged := jsonRemoved != nil
+	switch {
+	case textChanged && jsChanged:
+		for _, r := range jsonRemoved {
+			if len(r) >= minCrossRemoval {
+				text = strings.ReplaceAll(text, r, mark)
+			}
+		}
+		return slog.StringValue(text), true
+	case textChanged:
+		return slog.StringValue(text), true
+	case jsChanged:
+		return slog.StringValue(js), true
+	case changed:
+		return slog.AnyValue(v), true
 	}
-	if _, isErr := v.(error); isErr && !jm {
-		return text, false // the JSON handler prints Error() too
+	return slog.Value{}, false
+}
+
+// minCrossRemoval is the shortest text that, removed from the JSON form
+// of a value, is removed from its text form too: shorter ones would take
+// ordinary words with them.
+const minCrossRemoval = 6
+
+// jsonForm returns what the JSON handler prints for v, scrubbed, and the
+// texts scrubbing removed from it (nil when it removed none). For a
+// scalar the JSON shows nothing the text did not, and is not made.
+func jsonForm(v any) (string, []string) {
+	_, jm := v.(json.Marshaler)
+	if err, ok := v.(error); ok && !jm {
+		// The JSON handler prints Error(), which the text handler may not
+		// (an error that is also a TextMarshaler or Formatter).
+		return scrubRemoved(errorText(err))
 	}
 	if !composite(v) && !jm {
-		return text, false // JSON of a scalar shows nothing the text did not
+		return "", nil
 	}
 	// The JSON handler encodes v itself, which can show what the text did
 	// not: fields behind pointers, fields a String method leaves out.
+	js, ok := encodeJSON(v)
+	if !ok {
+		return "", nil // the JSON handler fails the same way
+	}
+	return scrubRemoved(js)
+}
+
+// encodeJSON encodes v as the JSON handler does. A MarshalJSON that
+// panics is an encoding that fails: the handler recovers from it, and so
+// must the scrubbing that runs before it.
+func encodeJSON(v any) (js string, ok bool) {
+	defer func() {
+		if recover() != nil {
+			js, ok = "", false
+		}
+	}()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		return text, false // the JSON handler fails the same way
+		return "", false
 	}
-	if _, changed := scrub(buf.String()); changed {
-		return String(text), true
-	}
-	return text, false
+	return strings.TrimSuffix(buf.String(), "\n"), true
 }
 
 // textOf renders v as slog's text handler does.
-func textOf(v any) string {
+func textOf(v any) (text string) {
 	if tm, ok := v.(encoding.TextMarshaler); ok {
+		defer func() {
+			if r := recover(); r != nil {
+				text = panicText(v, r)
+			}
+		}()
 		data, err := tm.MarshalText()
 		if err != nil {
 			return fmt.Sprintf("!ERROR:%v", err)
@@ -184,6 +245,27 @@ func textOf(v any) string {
 		return string(rv.Bytes())
 	}
 	return fmt.Sprintf("%+v", v)
+}
+
+// errorText returns err.Error(). The handlers recover from an Error that
+// panics (most often on a nil pointer: a typed nil logged as an error),
+// and so must the scrubbing that runs before them, or a log line would
+// take the process down.
+func errorText(err error) (text string) {
+	defer func() {
+		if r := recover(); r != nil {
+			text = panicText(err, r)
+		}
+	}()
+	return err.Error()
+}
+
+// panicText is what slog prints for a value whose method panicked with r.
+func panicText(v, r any) string {
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return "<nil>"
+	}
+	return fmt.Sprintf("!PANIC: %v", r)
 }
 
 // composite reports whether v is a value the JSON handler walks into.

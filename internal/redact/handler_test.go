@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -31,6 +33,89 @@ type inner struct{ Next string }
 type payload struct {
 	Name  string
 	Inner *inner // text prints its address, JSON its fields
+}
+
+// session has the shape of sessions.Session: ID is the cookie value,
+// ProxyKey the Proxy-Session key, DPoPKey a private JWK.
+type session struct {
+	ID           string          `json:"id"`
+	ProxyKey     string          `json:"proxy_key"`
+	Host         string          `json:"host"`
+	DID          string          `json:"did"`
+	ClientID     string          `json:"client_id"`
+	AccessToken  string          `json:"access_token"`
+	RefreshToken string          `json:"refresh_token"`
+	TokenExpiry  time.Time       `json:"token_expiry"`
+	DPoPKey      json.RawMessage `json:"dpop_key"`
+}
+
+// Every secret below holds "SECRET", which TestHandler looks for.
+func newSession() session {
+	return session{
+		ID:           "c00kieVALUESECRETc00kieVALUEc00kieVALUEc00k",
+		ProxyKey:     "pr0xyKEYSECRETpr0xyKEYpr0xyKEYpr0xyKEYpr0xy",
+		Host:         "statusphere",
+		DID:          "did:plc:abc",
+		ClientID:     "https://statusphere.example/@/client-metadata.json",
+		AccessToken:  "opaque-access-SECRET",
+		RefreshToken: "ref-5ecret-SECRET",
+		TokenExpiry:  time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
+		DPoPKey:      json.RawMessage(`{"kty":"EC","crv":"P-256","d":"SECRETd"}`),
+	}
+}
+
+func newHeader() http.Header {
+	return http.Header{
+		"Accept":        {"*/*"},
+		"User-Agent":    {"ioproxy-test"},
+		"Cookie":        {"__Host-ioproxy=c00kieVALUESECRET; theme=dark"},
+		"Set-Cookie":    {"__Host-ioproxy=c00kieVALUESECRET; Path=/; HttpOnly"},
+		"Proxy-Session": {"pr0xyKEYSECRET"},
+		"Authorization": {"DPoP SECRETTOKEN"},
+	}
+}
+
+// grantJSON shows its refresh token only in its JSON form, under a name
+// the text form does not use.
+type grantJSON struct{ refresh string }
+
+func (g grantJSON) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"refresh_token": g.refresh})
+}
+
+// grantBoth needs scrubbing in both forms, and names its token so that
+// only the JSON form's name is known for a secret one.
+type grantBoth struct {
+	tok  string
+	next string
+}
+
+func (g grantBoth) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"refresh_token": g.tok})
+}
+
+// textErr is an error whose text form (MarshalText) is clean, while the
+// JSON handler prints its Error().
+type textErr struct{}
+
+func (textErr) Error() string                { return "get " + secretURL }
+func (textErr) MarshalText() ([]byte, error) { return []byte("textErr"), nil }
+
+// panicky's methods panic, as the handlers allow.
+type panicky struct{ Token string }
+
+func (panicky) MarshalText() ([]byte, error) { panic("MarshalText") }
+func (panicky) MarshalJSON() ([]byte, error) { panic("MarshalJSON") }
+
+// anyValuer is a LogValuer that returns any value.
+type anyValuer struct{ v any }
+
+func (a anyValuer) LogValue() slog.Value { return slog.AnyValue(a.v) }
+
+type upstream struct {
+	Name string
+	URL  *url.URL
+	Next *upstream
 }
 
 func newLoggers(buf *bytes.Buffer) map[string]*slog.Logger {
@@ -80,6 +165,49 @@ func TestHandler(t *testing.T) {
 		{"with group", func(l *slog.Logger) {
 			l.WithGroup("g").With("url", secretURL).WithGroup("h").Info("m", "code", "SECRET")
 		}, []string{"listRecords?…", "[redacted]"}},
+
+		// Credentials in structs and headers; ordinary fields stay.
+		{"session", func(l *slog.Logger) { l.Info("session", "sess", newSession()) },
+			[]string{"statusphere", "did:plc:abc", "client-metadata.json", "2026-12-01", "[redacted]"}},
+		{"session pointer", func(l *slog.Logger) { s := newSession(); l.Info("session", "sess", &s) },
+			[]string{"statusphere", "did:plc:abc"}},
+		{"sessions in a slice and a map", func(l *slog.Logger) {
+			l.Info("m", "list", []session{newSession()}, "byHost", map[string]any{"statusphere": newSession(), "n": 2})
+		}, []string{"statusphere", "did:plc:abc"}},
+		{"header", func(l *slog.Logger) { l.Info("request", "headers", newHeader()) },
+			[]string{"Accept", "*/*", "ioproxy-test", "Cookie", "Proxy-Session", "[redacted]"}},
+		{"request", func(l *slog.Logger) {
+			r := httptest.NewRequest(http.MethodGet, secretURL, nil)
+			r.Header = newHeader()
+			l.Info("request", "method", r.Method, "url", r.URL, "headers", r.Header)
+		}, []string{"GET", "listRecords?…", "*/*"}},
+		{"url in a struct", func(l *slog.Logger) {
+			l.Info("m", "up", upstream{Name: "pds", Next: &upstream{Name: "next", URL: u}})
+		}, []string{"pds"}},
+		{"camel case and header keys", func(l *slog.Logger) {
+			l.Info("m", "accessToken", "SECRET", "RefreshToken", "SECRET", "dpop_key", "SECRET", "Proxy-Session", "SECRET",
+				"sessionId", "SECRET", "Cookie", "SECRET", "clientSecret", "SECRET", "codeVerifier", "SECRET", "did", "did:plc:abc")
+		}, []string{"[redacted]", "did:plc:abc"}},
+		{"go fields in message", func(l *slog.Logger) { l.Info("grant: RefreshToken:SECRET AccessToken:SECRET") },
+			[]string{"RefreshToken:[redacted]"}},
+		{"header map in message", func(l *slog.Logger) { l.Info(fmt.Sprint(newHeader())) },
+			[]string{"Cookie:[[redacted]]", "Accept:[*/*]"}},
+		{"secret only in json", func(l *slog.Logger) { l.Info("m", "grant", grantJSON{"ref-SECRET"}) },
+			[]string{"refresh_token", "[redacted]"}},
+		{"secret named differently in each form", func(l *slog.Logger) {
+			l.Info("m", "grant", grantBoth{tok: "ref-5ecret-SECRET", next: secretURL})
+		}, []string{"listRecords?…", "[redacted]"}},
+		{"error with a clean text form", func(l *slog.Logger) { l.Info("m", "err", textErr{}) },
+			[]string{"listRecords?…"}},
+		{"nil error pointer", func(l *slog.Logger) { l.Info("m", "err", (*url.Error)(nil), "status", 502) },
+			[]string{"<nil>", "502"}},
+		{"panicking methods", func(l *slog.Logger) { l.Info("m", "t", panicky{}, "status", 502) },
+			[]string{"PANIC", "502"}},
+		{"log valuer of a session", func(l *slog.Logger) { l.Info("m", "sess", anyValuer{newSession()}) },
+			[]string{"statusphere"}},
+		{"with session and header", func(l *slog.Logger) {
+			l.With("sess", newSession(), "headers", newHeader()).Info("m")
+		}, []string{"statusphere", "*/*"}},
 	}
 	for _, tt := range tests {
 		var buf bytes.Buffer
@@ -113,6 +241,8 @@ func TestHandlerKeepsStructure(t *testing.T) {
 		slog.Group("call", slog.String("url", secretURL), slog.Int("status", 200)),
 		slog.Any("p", payload{Name: "alice.test"}),
 		slog.Duration("duration", 15*time.Millisecond),
+		slog.Any("sess", newSession()),
+		slog.Any("headers", newHeader()),
 	)
 	var got map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
@@ -130,6 +260,15 @@ func TestHandlerKeepsStructure(t *testing.T) {
 		t.Errorf("req.p = %v, want the struct as an object", req["p"])
 	case req["duration"] != float64(15*time.Millisecond):
 		t.Errorf("req.duration = %v", req["duration"])
+	}
+	sess, _ := req["sess"].(map[string]any)
+	if sess["id"] != mark || sess["proxy_key"] != mark || sess["refresh_token"] != mark || sess["dpop_key"] != nil ||
+		sess["host"] != "statusphere" || sess["did"] != "did:plc:abc" || sess["token_expiry"] != "2026-12-01T10:00:00Z" {
+		t.Errorf("req.sess = %v, want an object with the credentials masked", req["sess"])
+	}
+	headers, _ := req["headers"].(map[string]any)
+	if fmt.Sprint(headers["Accept"]) != "[*/*]" || fmt.Sprint(headers["Cookie"]) != "["+mark+"]" || fmt.Sprint(headers["Authorization"]) != "["+mark+"]" {
+		t.Errorf("req.headers = %v, want an object with the credentials masked", req["headers"])
 	}
 }
 

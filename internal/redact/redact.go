@@ -26,28 +26,46 @@
 //     (not inside a longer run), followed by one or more ".segment"s of
 //     which at least one is not empty (two-part, JWS and JWE forms),
 //     becomes "[redacted-jwt]"; a trailing "." stays.
-//   - Authorization schemes: the credential (a token68, padding included)
-//     after "DPoP ", "Bearer " or "Basic " (any case, not inside a longer
-//     word) becomes "[redacted]"; the scheme stays. After "Authorization"
-//     (as in "Authorization: Bearer x", "authorization=Bearer x",
-//     "map[Authorization:[Bearer x]]") it is always redacted. Elsewhere two
-//     forms are prose, not credentials, and stay: a plain word ("DPoP
-//     proof", "Bearer token", "DPoP JWK": letters only, lower case after
-//     the first, or up to 5 upper-case letters) and an auth-param
-//     (`DPoP error="use_dpop_nonce"`, `Basic realm="x"`, realm=x).
-//   - Secret parameters: in key=value text and in JSON ("key":"value",
-//     also escaped as \"key\":\"value\"), the value of access_token,
-//     refresh_token, id_token, token, code, code_verifier,
-//     client_assertion, client_secret, assertion, password, passwd, secret,
-//     state, request_uri, dpop, authorization, api_key, apikey and of any
-//     key ending in _token, _secret or _password (any case) becomes
-//     "[redacted]". The key must not continue a longer word (auth_code is
-//     not code), though it may follow a percent-escape ("%26code=…", an
-//     encoded "&"). A key=value value ends at whitespace, a control
-//     character, one of &;,"'`<>\)]} or the end, except that a URL as the
-//     value goes to the URL's end; a quoted value (key="…", key=\"…\") is
-//     redacted inside its quotes. A code of one to three digits (code=404)
-//     is a status, not an OAuth code, and stays.
+//   - Authorization schemes: the credential (a token68, padding included,
+//     or an unencoded "user:password") after "DPoP ", "Bearer " or
+//     "Basic " (any case, not inside a longer word) becomes "[redacted]";
+//     the scheme stays. After "Authorization" (as in "Authorization:
+//     Bearer x", "authorization=Bearer x", "map[Authorization:[Bearer
+//     x]]") it is always redacted. Elsewhere two forms are prose, not
+//     credentials, and stay: a plain word ("DPoP proof", "Bearer token",
+//     "DPoP JWK": letters only, lower case after the first, or up to 5
+//     upper-case letters) and an auth-param (`DPoP error="use_dpop_nonce"`,
+//     `Basic realm="x"`, realm=x).
+//   - Secret names: access_token, refresh_token, id_token, token, code,
+//     code_verifier, pkce_verifier, client_assertion, client_secret,
+//     assertion, password, passwd, secret, state, request_uri, dpop,
+//     dpop_key, proxy_key, proxy_session, session_id, authorization,
+//     cookie, set_cookie, api_key, and any name ending in _token, _secret
+//     or _password, or in Token, Secret or Password after a letter or
+//     digit (csrfToken). Case, "_" and "-" do not matter, so that Go
+//     fields, JSON members, form parameters and headers match alike
+//     (AccessToken, accessToken, DPoPKey, Proxy-Session, Set-Cookie); a
+//     hyphenated name is also secret when its part after a hyphen is
+//     (X-Api-Key, x-access_token).
+//   - Secret parameters: the value after a secret name becomes
+//     "[redacted]" in key=value text, in JSON ("key":"value", also escaped
+//     as \"key\":\"value\"), in Go's printing of struct fields and map
+//     entries (Key:value, as %+v and %v print them: "{RefreshToken:abc}",
+//     "map[Cookie:[a=b]]"), and in a header line after Cookie, Set-Cookie,
+//     Proxy-Session and Authorization ("Cookie: a=b; c=d"; after other
+//     names, "Key: value" with a space is prose: "state: expired"). The
+//     name must not continue a longer word (auth_code is not code), though
+//     it may follow a percent-escape ("%26code=…", an encoded "&"). An
+//     unquoted value ends at whitespace, a control character, one of
+//     &;,"'`<>\)]} or the end, except that a URL as the value goes to the
+//     URL's end, and a cookie header's value goes to the end of the line
+//     (or a quote, a backslash, "]" or "}"). A quoted value (key="…",
+//     key=\"…\", Key:"…") is redacted inside its quotes, a bracketed one
+//     (Key:[…], Key:{…}, to the bracket that closes it and is followed by
+//     a delimiter) inside its brackets, and a JSON array or object after a
+//     secret name ("Cookie":["…"], "dpop_key":{…}) becomes ["[redacted]"].
+//     An authorization scheme at the start of a value stays. A code of one
+//     to three digits (code=404) is a status, not an OAuth code, and stays.
 //
 // Everything else (DIDs, handles, host names, paths without a query,
 // durations, status codes, addresses) passes through unchanged, and a string
@@ -100,6 +118,14 @@ var (
 	urlTrail = makeTable(".,;:!)]}'")
 	// valueEnd ends an unquoted key=value value.
 	valueEnd = makeTable("&;,\"'`<>\\)]} \x7f" + controls())
+	// cookieEnd ends a cookie header's value, which holds spaces and ";"
+	// ("a=1; b=2"): the end of the line, a quote or backslash (neither is
+	// in a cookie), or the bracket that closes a map entry or a struct.
+	cookieEnd = makeTable("\"\\]}\x7f" + controls())
+	// closeAfter may follow the bracket that closes a value %v printed
+	// ("map[Cookie:[a] Accept:[b]]", "{Key:[1 2]}"); a bracket followed by
+	// anything else is inside the value.
+	closeAfter = makeTable(" ]})>,;\"'`\\\x7f" + controls())
 )
 
 func controls() string {
@@ -140,11 +166,27 @@ func scrub(s string) (string, bool) {
 // scrubAll is scrub without the quick reject.
 func scrubAll(s string) (string, bool) {
 	sc := scrubber{s: s}
-	sc.region(0, len(s), true)
-	if !sc.edited {
-		return s, false
+	return sc.run()
+}
+
+// scrubRemoved is scrub that also returns the texts it replaced (nil when
+// it replaced none).
+func scrubRemoved(s string) (string, []string) {
+	if !mayNeedScrub(s) {
+		return s, nil
 	}
-	sc.b.WriteString(s[sc.last:])
+	sc := scrubber{s: s, collect: true}
+	out, _ := sc.run()
+	return out, sc.removed
+}
+
+// run scans all of s.
+func (sc *scrubber) run() (string, bool) {
+	sc.region(0, len(sc.s), true)
+	if !sc.edited {
+		return sc.s, false
+	}
+	sc.b.WriteString(sc.s[sc.last:])
 	return sc.b.String(), true
 }
 
@@ -162,6 +204,11 @@ func mayNeedScrub(s string) bool {
 		case ':':
 			if i+2 < len(s) && s[i+1] == '/' && s[i+2] == '/' || i > 0 && s[i-1] == '"' {
 				return true
+			}
+			if nameBefore(s, i, 0) {
+				if _, ok := keyBefore(s, i, 0); ok {
+					return true
+				}
 			}
 		case 'J':
 			if i >= 2 && s[i-1] == 'y' && s[i-2] == 'e' {
@@ -188,6 +235,11 @@ type scrubber struct {
 	b      strings.Builder
 	last   int
 	edited bool
+	// collect asks for the replaced texts in removed.
+	collect bool
+	removed []string
+	// cutEnd is where the last query or fragment cut ended.
+	cutEnd int
 }
 
 // replace writes s[last:from] and then with in place of s[from:to].
@@ -199,6 +251,9 @@ func (sc *scrubber) replace(from, to int, with string) {
 	sc.b.WriteString(sc.s[sc.last:from])
 	sc.b.WriteString(with)
 	sc.last = to
+	if sc.collect {
+		sc.removed = append(sc.removed, sc.s[from:to])
+	}
 }
 
 // region scans s[from:to]. URLs are looked for only outside URLs (urls),
@@ -220,13 +275,22 @@ func (sc *scrubber) region(from, to int, urls bool) {
 				if urls {
 					end = sc.url(i, lo, to)
 				}
-			} else {
+			} else if i > lo && s[i-1] == '"' {
 				end = sc.jsonParam(i, lo, to)
+			} else if nameBefore(s, i, from) {
+				end = sc.colonParam(i, from, to)
 			}
 		case '=':
-			end = sc.formParam(i, lo, to)
+			if nameBefore(s, i, lo) {
+				end = sc.formParam(i, lo, to)
+			}
 		case ' ':
-			end = sc.authScheme(i, lo, to)
+			if i > from && s[i-1] == ':' {
+				end = sc.headerLine(i, from, to)
+			}
+			if end < 0 {
+				end = sc.authScheme(i, lo, to)
+			}
 		case 'J':
 			end = sc.jwt(i, lo, to)
 		}
@@ -329,6 +393,7 @@ func (sc *scrubber) url(i, lo, to int) int {
 		}
 		if s[pathEnd:end] != cut {
 			sc.replace(pathEnd, end, cut)
+			sc.cutEnd = end
 		}
 	}
 	return end
@@ -418,7 +483,14 @@ func (sc *scrubber) authScheme(i, lo, to int) int {
 	for end < to && s[end] == '=' {
 		end++
 	}
-	if !afterAuthorization(s, start, lo) {
+	// "Basic alice:hunter2": unencoded user and password, one credential
+	// that goes on to the end of the password (a later ":" is another
+	// rule's: "x:https://…", "x:Cookie:[…]"); "Bearer https://h/p?q" is a
+	// URL, whose query the URL rule cuts.
+	if end == runEnd && end+1 < to && s[end] == ':' && token68[s[end+1]] &&
+		!(end+2 < to && s[end+1] == '/' && s[end+2] == '/') {
+		end++
+	} else if !afterAuthorization(s, start, lo) {
 		name := s[t:runEnd]
 		// An auth-param (error="use_dpop_nonce", realm=x), also once its
 		// value has been redacted (realm=[redacted-jwt]).
@@ -466,13 +538,85 @@ func (sc *scrubber) formParam(i, lo, to int) int {
 	if v < to && (s[v] == '"' || s[v] == '\\' && v+1 < to && s[v+1] == '"') {
 		return sc.quotedValue(v, to)
 	}
+	return sc.plainValue(key, v, to, &valueEnd)
+}
+
+// colonParam handles Key:value with the ":" at i, as Go prints fields
+// ({AccessToken:abc}, %+v) and map entries (map[Cookie:[a=b]], %v). The
+// name is read back past the last replacement, as another rule may have
+// taken it for part of a credential ("Bearer x+Cookie:[…]") and nothing
+// before i is replaced here, but not into a URL's cut query: the URL left
+// out the ":" as trailing punctuation, and would take it, and the value
+// redacted here, on the next pass.
+func (sc *scrubber) colonParam(i, from, to int) int {
+	s := sc.s
+	if i+1 < to && s[i+1] == ' ' {
+		return -1 // a header line, see headerLine
+	}
+	key, ok := keyBefore(s, i, max(from, sc.cutEnd))
+	if !ok {
+		return -1
+	}
+	return sc.colonValue(key, i+1, to)
+}
+
+// headerLine handles "Name: value" with the space at i, after a header
+// name whose values are all credentials (Cookie: a=b; c=d). It starts at
+// the space rather than at the ":" because the name may have ended a
+// region or a value of its own ("https://Proxy-Session: x", "code=Cookie:
+// x"); the name is read back in s as it is, as nothing before i is
+// replaced.
+func (sc *scrubber) headerLine(i, from, to int) int {
+	s := sc.s
+	// Every credential header name ends in "e" or "n"; most prose before
+	// ": " does not ("connect: connection refused").
+	if !nameBefore(s, i-1, from) {
+		return -1
+	}
+	if last := s[i-2] | 0x20; last != 'e' && last != 'n' {
+		return -1
+	}
+	key, ok := keyBefore(s, i-1, from)
+	if !ok || !isCredentialHeader(key) {
+		return -1
+	}
+	v := i
+	for v < to && s[v] == ' ' {
+		v++
+	}
+	return sc.colonValue(key, v, to)
+}
+
+// colonValue redacts the value of the secret parameter key that starts at
+// v, after Key: or Name: , and returns its end.
+func (sc *scrubber) colonValue(key string, v, to int) int {
+	s := sc.s
+	switch {
+	case v >= to:
+		return v
+	case redactedAt(s, v) > 0:
+		return min(v+redactedAt(s, v), to) // a mark's brackets are not a value's
+	case s[v] == '[' || s[v] == '{':
+		return sc.bracketValue(v, to)
+	case s[v] == '"' || s[v] == '\\' && v+1 < to && s[v+1] == '"':
+		return sc.quotedValue(v, to)
+	case isCookieHeader(key):
+		return sc.plainValue(key, v, to, &cookieEnd)
+	}
+	return sc.plainValue(key, v, to, &valueEnd)
+}
+
+// plainValue redacts the unquoted value of the secret parameter key that
+// starts at v and ends at one of ends, and returns its end.
+func (sc *scrubber) plainValue(key string, v, to int, ends *[256]bool) int {
+	s := sc.s
 	// Already redacted; not bounded by to, as an unquoted URL leaves out a
 	// trailing "]", the mark's own.
-	if strings.HasPrefix(s[v:], mark) {
-		return min(v+len(mark), to)
+	if n := redactedAt(s, v); n > 0 {
+		return min(v+n, to)
 	}
 	end := v
-	for end < to && !valueEnd[s[end]] {
+	for end < to && !ends[s[end]] {
 		end++
 	}
 	if end == v || strings.EqualFold(key, "code") && isStatusCode(s[v:end]) {
@@ -506,6 +650,72 @@ func (sc *scrubber) formParam(i, lo, to int) int {
 	return end
 }
 
+// bracketValue redacts the inside of the "[…]" or "{…}" that opens at v,
+// a slice, map or struct as %v prints it, and returns the end of its
+// closing bracket. The brackets stay, and so does an authorization scheme
+// at the start ("[Bearer [redacted]]", as in a header).
+func (sc *scrubber) bracketValue(v, to int) int {
+	s := sc.s
+	from := v + 1
+	if w := schemeWord(s[from:to]); w > 0 {
+		from += w
+	}
+	// Already redacted; not bounded by to, as an unquoted URL leaves out a
+	// trailing "]", the mark's own.
+	if n := redactedAt(s, from); n > 0 {
+		return min(from+n, to)
+	}
+	end := bracketEnd(s, v, to)
+	if end > from {
+		sc.replace(from, end, mark)
+	}
+	if end < to {
+		return end + 1
+	}
+	return end
+}
+
+// bracketEnd returns the index of the bracket that closes the one at v,
+// or to when none does. Nested pairs are skipped, and a closing bracket
+// counts only when a delimiter follows it, so that a "]" inside a value
+// ("[a]b]") does not end it early.
+func bracketEnd(s string, v, to int) int {
+	open, closing := s[v], byte(']')
+	if open == '{' {
+		closing = '}'
+	}
+	depth := 0
+	for k := v; k < to; k++ {
+		switch s[k] {
+		case open:
+			depth++
+		case closing:
+			if depth > 1 {
+				depth--
+			} else if k+1 == to || closeAfter[s[k+1]] {
+				return k
+			}
+		}
+	}
+	return to
+}
+
+// schemeWord returns the length of the authorization scheme and the
+// spaces after it at the start of s, or 0.
+func schemeWord(s string) int {
+	k := 0
+	for k < len(s) && k <= len("bearer") && isLetter(s[k]) {
+		k++
+	}
+	if k == len(s) || s[k] != ' ' || !isAuthScheme(s[:k]) {
+		return 0
+	}
+	for k < len(s) && s[k] == ' ' {
+		k++
+	}
+	return k
+}
+
 // jsonParam handles "key":"value" with the ":" at i, also when the JSON
 // is itself inside a quoted string (\"key\":\"value\").
 func (sc *scrubber) jsonParam(i, lo, to int) int {
@@ -533,7 +743,87 @@ func (sc *scrubber) jsonParam(i, lo, to int) int {
 	if v < to && (s[v] == '"' && !escaped || escaped && s[v] == '\\' && v+1 < to && s[v+1] == '"') {
 		return sc.quotedValue(v, to)
 	}
+	if v < to && (s[v] == '[' || s[v] == '{') && redactedAt(s, v) == 0 {
+		return sc.jsonComposite(v, to, escaped)
+	}
 	return -1
+}
+
+// redactedAt returns the length of the mark that starts at v, or 0; what
+// it stands for was redacted, and the brackets of a mark are not a
+// value's.
+func redactedAt(s string, v int) int {
+	switch {
+	case strings.HasPrefix(s[v:], mark):
+		return len(mark)
+	case strings.HasPrefix(s[v:], jwtMark):
+		return len(jwtMark)
+	}
+	return 0
+}
+
+// jsonComposite replaces the JSON array or object that opens at v (a
+// header's values, a private JWK) with ["[redacted]"], and returns its
+// end. That keeps the JSON valid, is what the handler makes of a header's
+// values, and ends in a character that cannot open a URL (a quote would,
+// on the next pass, and scrubbing would not be idempotent).
+func (sc *scrubber) jsonComposite(v, to int, escaped bool) int {
+	s := sc.s
+	with := `["` + mark + `"]`
+	if escaped {
+		with = `[\"` + mark + `\"]`
+	}
+	end := jsonEnd(s, v, to, escaped)
+	if s[v:end] != with {
+		sc.replace(v, end, with)
+	}
+	return end
+}
+
+// jsonEnd returns the end of the JSON array or object that opens at v,
+// or to when it does not close before to. Brackets inside strings do not
+// count. In escaped JSON (JSON inside a JSON string) a quote is \" and a
+// backslash \\.
+func jsonEnd(s string, v, to int, escaped bool) int {
+	depth, inString := 0, false
+	for k := v; k < to; k++ {
+		c := s[k]
+		if escaped && (c == '"' || c < 0x20 || c == 0x7f) {
+			return k // the end of the string that holds the JSON
+		}
+		if c == '\\' && k+1 < to {
+			k++
+			switch {
+			case !escaped:
+				continue // an escape inside a string
+			case s[k] == '"':
+				c = '"'
+			case s[k] == '\\' && inString:
+				// The inner string's own escape: skip the character it
+				// escapes, itself written \X or X.
+				if k+1 < to && s[k+1] == '\\' {
+					k++
+				}
+				k++
+				continue
+			default:
+				continue // \n, \t, \uXXXX of the outer string
+			}
+		}
+		switch {
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '[' || c == '{':
+			depth++
+		case c == ']' || c == '}':
+			depth--
+			if depth == 0 {
+				return k + 1
+			}
+		}
+	}
+	return to
 }
 
 // quotedValue redacts the inside of the quoted value that opens at v with
@@ -571,14 +861,41 @@ func (sc *scrubber) quotedValue(v, to int) int {
 	return k
 }
 
+// nameBefore reports whether the four characters before i, and after lo,
+// could end a secret name, none of which is shorter: a quick reject for
+// the ":" of "did:plc:…" and "host:443", and the "=" of "x=1", as the
+// look-back of keyBefore costs more.
+func nameBefore(s string, i, lo int) bool {
+	if i-4 < lo {
+		return false
+	}
+	for _, c := range []byte(s[i-4 : i]) {
+		if !keyChar[c] && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
 // keyBefore returns the parameter name that ends at end if it is a secret
-// one and does not continue a longer word.
+// one and does not continue a longer word. A name may hold hyphens, as
+// header names do ("Set-Cookie"); the part after a hyphen is a name of its
+// own too (x-access_token, auth-code), see [isSecretKey].
 func keyBefore(s string, end, lo int) (string, bool) {
 	start := end
-	for start > lo && end-start <= maxKeyLen && keyChar[s[start-1]] {
+	for start > lo && end-start <= maxKeyLen && (keyChar[s[start-1]] || s[start-1] == '-') {
 		start--
 	}
-	if start == end || end-start > maxKeyLen {
+	if end-start > maxKeyLen {
+		// The run goes on before the look-back: only a name after a hyphen
+		// inside it does not continue a longer word.
+		h := strings.IndexByte(s[start+1:end], '-')
+		if h < 0 {
+			return "", false
+		}
+		start += h + 2
+	}
+	if start == end {
 		return "", false
 	}
 	key := s[start:end]
@@ -591,38 +908,106 @@ func keyBefore(s string, end, lo int) (string, bool) {
 	return key, isSecretKey(key)
 }
 
-// isSecretKey reports whether a parameter or attribute named key holds a
-// credential or a one-time secret of the OAuth flow.
+// isSecretKey reports whether a parameter, attribute, field or header
+// named key holds a credential or a one-time secret of the OAuth flow. A
+// hyphenated name is secret when it or a part of it after a hyphen is
+// ("X-Api-Key", "x-access_token").
 func isSecretKey(key string) bool {
+	for len(key) >= len("code") {
+		if isSecretName(key) {
+			return true
+		}
+		// A loop, not strings.IndexByte: names are short, and this runs for
+		// every attribute and at every ":" and "=".
+		h := 0
+		for h < len(key) && key[h] != '-' {
+			h++
+		}
+		if h == len(key) {
+			return false
+		}
+		key = key[h+1:]
+	}
+	return false
+}
+
+// isSecretName is isSecretKey for one name. Case, "_" and "-" do not
+// matter (access_token, accessToken, AccessToken and ACCESS-TOKEN are one
+// name), as Go fields, JSON members, form parameters and headers spell
+// the same names differently.
+func isSecretName(key string) bool {
 	n := len(key)
 	if n < len("code") || n > maxKeyLen {
 		return false
 	}
-	if hasSuffixFold(key, "_token") || hasSuffixFold(key, "_secret") || hasSuffixFold(key, "_password") {
-		return true
+	switch key[n-1] | 0x20 {
+	case 'n', 't', 'd': // the last letters of token, secret, password
+		if hasSuffixFold(key, "_token") || hasSuffixFold(key, "_secret") || hasSuffixFold(key, "_password") ||
+			hasCamelSuffix(key, "Token") || hasCamelSuffix(key, "Secret") || hasCamelSuffix(key, "Password") {
+			return true
+		}
 	}
 	// A quick reject by the first letter, as this runs for every attribute
 	// of every record.
-	switch key[0] | 0x20 {
-	case 'a', 'c', 'd', 'i', 'p', 'r', 's', 't':
-	default:
-		return false
+	if c := key[0]; c != '_' && c != '-' {
+		switch c | 0x20 {
+		case 'a', 'c', 'd', 'i', 'p', 'r', 's', 't':
+		default:
+			return false
+		}
 	}
 	var buf [maxKeyLen]byte
+	k := 0
 	for i := 0; i < n; i++ {
 		c := key[i]
-		if 'A' <= c && c <= 'Z' {
+		switch {
+		case c == '_' || c == '-':
+			continue
+		case 'A' <= c && c <= 'Z':
 			c += 'a' - 'A'
 		}
-		buf[i] = c
+		buf[k] = c
+		k++
 	}
-	switch string(buf[:n]) {
-	case "access_token", "refresh_token", "id_token", "token", "code", "code_verifier",
-		"client_assertion", "client_secret", "assertion", "password", "passwd", "secret",
-		"state", "request_uri", "dpop", "authorization", "api_key", "apikey":
+	switch string(buf[:k]) {
+	case "accesstoken", "refreshtoken", "idtoken", "token", "code", "codeverifier", "pkceverifier",
+		"clientassertion", "clientsecret", "assertion", "password", "passwd", "secret",
+		"state", "requesturi", "dpop", "dpopkey", "proxykey", "proxysession", "sessionid",
+		"authorization", "cookie", "setcookie", "apikey":
 		return true
 	}
 	return false
+}
+
+// isCredentialHeader reports whether key names a header every value of
+// which is a credential, so that "Name: value" (with a space, as in a
+// header line) is one too; after other names ("state: expired",
+// "token: invalid_grant") the text is prose.
+func isCredentialHeader(key string) bool {
+	return isCookieHeader(key) || headerNamed(key, "proxy-session") || headerNamed(key, "authorization")
+}
+
+// isCookieHeader reports whether key names a cookie header (Cookie,
+// Set-Cookie), whose value holds spaces and ";" ("a=1; b=2") and so runs
+// to the end of the line.
+func isCookieHeader(key string) bool {
+	return headerNamed(key, "cookie")
+}
+
+// headerNamed reports whether key is name, in any case, or ends in
+// "-" and name (X-Proxy-Session), as [isSecretKey] takes the part after a
+// hyphen for a name.
+func headerNamed(key, name string) bool {
+	n := len(key) - len(name)
+	return n >= 0 && strings.EqualFold(key[n:], name) && (n == 0 || key[n-1] == '-')
+}
+
+// hasCamelSuffix reports whether s ends in suffix, a capitalised word,
+// after a letter or digit: "csrfToken", "IDToken", but not "Token" alone
+// (the list has the names that are secret on their own).
+func hasCamelSuffix(s, suffix string) bool {
+	n := len(s) - len(suffix)
+	return n > 0 && s[n:] == suffix && (isLetter(s[n-1]) || '0' <= s[n-1] && s[n-1] <= '9')
 }
 
 // hasSuffixFold reports whether s ends in suffix, a lower-case "_word",

@@ -41,6 +41,12 @@ func TestString(t *testing.T) {
 		{"token_type is not a token", `{"token_type":"DPoP","scope":"atproto"}`, `{"token_type":"DPoP","scope":"atproto"}`},
 		{"status code", "code=404", "code=404"},
 		{"not a jwt", "keyJar.x eyJ eyJabc eyJ.x", "keyJar.x eyJ eyJabc eyJ.x"},
+		{"colon at the start", ": x", ": x"},
+		{"colon prose", "refresh token: invalid_grant; state: expired; exchange code: 400", "refresh token: invalid_grant; state: expired; exchange code: 400"},
+		{"ordinary fields", "{Host:statusphere DID:did:plc:abc ClientID:https://app.example/meta.json TokenExpiry:2026-12-01 Code:404}",
+			"{Host:statusphere DID:did:plc:abc ClientID:https://app.example/meta.json TokenExpiry:2026-12-01 Code:404}"},
+		{"ordinary headers", "map[Accept:[*/*] User-Agent:[Go-http-client/1.1] Www-Authenticate:[DPoP error=\"use_dpop_nonce\"]]",
+			"map[Accept:[*/*] User-Agent:[Go-http-client/1.1] Www-Authenticate:[DPoP error=\"use_dpop_nonce\"]]"},
 
 		// URLs lose their queries and fragments.
 		{"url error", `Get "https://pds.example/xrpc/com.atproto.repo.listRecords?repo=did:plc:abc&cursor=SECRET": dial tcp 127.0.0.1:1: connect: connection refused`,
@@ -74,7 +80,8 @@ func TestString(t *testing.T) {
 		{"two-part jwt", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0", "[redacted-jwt]"},
 		{"unsigned jws keeps full stop", "got eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "got [redacted-jwt]."},
 		{"jwe", "eyJhbGciOiJkaXIifQ..aXY.Y3Q.dGFn", "[redacted-jwt]"},
-		{"jwt after colon", "dpop:" + jwt, "dpop:[redacted-jwt]"},
+		{"jwt after colon", "at:" + jwt, "at:[redacted-jwt]"},
+		{"jwt after secret key and colon", "dpop:" + jwt, "dpop:[redacted]"},
 
 		// Authorization credentials.
 		{"dpop header", "Authorization: DPoP " + jwt, "Authorization: DPoP [redacted]"},
@@ -85,6 +92,8 @@ func TestString(t *testing.T) {
 		{"word after authorization", "Authorization: Bearer secret", "Authorization: Bearer [redacted]"},
 		{"json authorization", `{"Authorization":"Bearer abc123"}`, `{"Authorization":"[redacted]"}`},
 		{"scheme inside a word", "xbasic dXNlcjpodW50ZXIy", "xbasic dXNlcjpodW50ZXIy"},
+		{"unencoded basic", "Basic alice:hunter2 sent", "Basic [redacted] sent"},
+		{"authorization without scheme", "Authorization: t00l-t0ken", "Authorization: [redacted]"},
 
 		// Secret parameters.
 		{"refresh grant", "grant_type=refresh_token&refresh_token=abc123&client_id=https%3A%2F%2Fapp.example%2Fmeta.json",
@@ -109,6 +118,33 @@ func TestString(t *testing.T) {
 		{"url as a value", "state=https://h.example/p?a=1&b=2 next", "state=[redacted] next"},
 		{"ambiguous escape", "%access_token=abc %26code=d", "%access_token=[redacted] %26code=[redacted]"},
 		{"auth-param with redacted value", "Bearer realm=" + jwt, "Bearer realm=[redacted-jwt]"},
+		// Names as Go, JSON and headers spell them.
+		{"camel case keys", "accessToken=a AccessToken=b refreshToken=c idToken=d IDToken=e clientSecret=f codeVerifier=g PKCEVerifier=h",
+			"accessToken=[redacted] AccessToken=[redacted] refreshToken=[redacted] idToken=[redacted] IDToken=[redacted] clientSecret=[redacted] codeVerifier=[redacted] PKCEVerifier=[redacted]"},
+		{"key names", "DPoPKey=a dpopKey=b dpop_key=c ProxyKey=d proxy_key=e sessionId=f session_id=g SessionID=h csrfToken=i",
+			"DPoPKey=[redacted] dpopKey=[redacted] dpop_key=[redacted] ProxyKey=[redacted] proxy_key=[redacted] sessionId=[redacted] session_id=[redacted] SessionID=[redacted] csrfToken=[redacted]"},
+		{"hyphenated keys", "X-Api-Key=a x-access_token=b auth-code=c", "X-Api-Key=[redacted] x-access_token=[redacted] auth-code=[redacted]"},
+		{"go field in message", "grant: RefreshToken:ref-5ecret5ecret", "grant: RefreshToken:[redacted]"},
+		{"go struct", "{ID:c00kie ProxyKey:pr0xy Host:statusphere AccessToken:opaque-123 RefreshToken:ref-5 DPoPKey:[123 34 100 34] Scope:atproto}",
+			"{ID:c00kie ProxyKey:[redacted] Host:statusphere AccessToken:[redacted] RefreshToken:[redacted] DPoPKey:[[redacted]] Scope:atproto}"},
+		{"go syntax struct", `redact.session{ID:"c00kie", ProxyKey:"pr0xy", Host:"statusphere"}`, `redact.session{ID:"c00kie", ProxyKey:"[redacted]", Host:"statusphere"}`},
+		{"nested struct field", "{DPoPKey:{Kty:EC D:pr1vate X:{A:1}} Host:h}", "{DPoPKey:{[redacted]} Host:h}"},
+		{"header map", "map[Accept:[*/*] Cookie:[__Host-ioproxy=c00kie; other=1] Proxy-Session:[pr0xy] Set-Cookie:[a=1; Path=/; HttpOnly]]",
+			"map[Accept:[*/*] Cookie:[[redacted]] Proxy-Session:[[redacted]] Set-Cookie:[[redacted]]]"},
+		{"bracket inside a value", "map[Cookie:[a]b; c=d] Accept:[x]]", "map[Cookie:[[redacted]] Accept:[x]]"},
+		{"unclosed bracket", "map[Cookie:[a=1; b=2", "map[Cookie:[[redacted]"},
+		{"header lines", "Cookie: __Host-ioproxy=c00kie; other=1\r\nProxy-Session: pr0xy\r\nSet-Cookie: a=1; Path=/\r\nAccept: */*",
+			"Cookie: [redacted]\r\nProxy-Session: [redacted]\r\nSet-Cookie: [redacted]\r\nAccept: */*"},
+		{"cookie map entry without brackets", "map[Cookie:a=1; b=2 Host:h]", "map[Cookie:[redacted]]"},
+		{"json camel case", `{"accessToken":"a","IdToken":"b","dpop_key":"c","sessionId":"d","clientSecret":"e","host":"h"}`,
+			`{"accessToken":"[redacted]","IdToken":"[redacted]","dpop_key":"[redacted]","sessionId":"[redacted]","clientSecret":"[redacted]","host":"h"}`},
+		{"json private jwk", `{"dpop_key":{"kty":"EC","d":"pr1vate","x":"a]}"},"host":"h"}`, `{"dpop_key":["[redacted]"],"host":"h"}`},
+		{"json header values", `{"Accept":["*/*"],"Cookie":["__Host-ioproxy=c00kie"],"Proxy-Session":["pr0xy"]}`,
+			`{"Accept":["*/*"],"Cookie":["[redacted]"],"Proxy-Session":["[redacted]"]}`},
+		{"json header values redacted", `{"Cookie":["[redacted]"]}`, `{"Cookie":["[redacted]"]}`},
+		{"pretty json", "{\n  \"dpop_key\": {\n    \"d\": \"pr1vate\"\n  },\n  \"host\": \"h\"\n}", "{\n  \"dpop_key\": [\"[redacted]\"],\n  \"host\": \"h\"\n}"},
+		{"escaped json object", `msg="{\"dpop_key\":{\"d\":\"pr\\\"1}vate\"},\"host\":\"h\"}"`, `msg="{\"dpop_key\":[\"[redacted]\"],\"host\":\"h\"}"`},
+		{"escaped json unclosed", `msg="{\"dpop_key\":{\"d\":\"x" then`, `msg="{\"dpop_key\":[\"[redacted]\"]" then`},
 		{"already redacted", "https://[redacted]@h/p?… code=[redacted] [redacted-jwt] Bearer [redacted]", "https://[redacted]@h/p?… code=[redacted] [redacted-jwt] Bearer [redacted]"},
 	}
 	for _, tt := range tests {
