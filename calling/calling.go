@@ -28,15 +28,10 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
-)
-
-// Headers a backend passes on from the ingress request.
-const (
-	headerUserDID      = "User-Did"
-	headerProxySession = "Proxy-Session"
 )
 
 // Resolver finds accounts; *identity.Resolver implements it.
@@ -122,7 +117,7 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	did := ""
 	if p.cfg.Call.Endpoint.Kind == config.EndpointPDS {
 		// Elsewhere User-Did is whatever a client sent: not worth logging.
-		did = r.Header.Get(headerUserDID)
+		did = r.Header.Get(contract.UserDID)
 	}
 	// A call to an ingress host is recorded by that host's handler, as an
 	// ingress request; recording it here too would count it twice.

@@ -15,6 +15,7 @@ import (
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -67,8 +68,8 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	did := strings.TrimSpace(r.Header.Get(headerUserDID))
-	key := strings.TrimSpace(r.Header.Get(headerProxySession))
+	did := strings.TrimSpace(r.Header.Get(contract.UserDID))
+	key := strings.TrimSpace(r.Header.Get(contract.ProxySession))
 	if did == "" {
 		httpguard.CloseIfBody(w, r)
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "the User-Did header is required: pass on the User-Did (and Proxy-Session) headers ioproxy gave your backend, or name the account whose PDS to call")

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ioproxy/ioproxy/sessions"
@@ -94,4 +95,38 @@ func setSessionCookie(w http.ResponseWriter, r *http.Request, id string, expiry 
 
 func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 	setCookie(w, r, cookieName(r), "", -1)
+}
+
+// removeCookie drops the named cookies from the Cookie header(s), so the
+// session cookie never reaches a backend (it would let the backend act as
+// the user's browser); the backend gets Proxy-Session instead.
+func removeCookie(h http.Header, names ...string) {
+	lines := h.Values("Cookie")
+	if len(lines) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range lines {
+		for _, part := range strings.Split(line, ";") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(part, "=")
+			drop := false
+			for _, n := range names {
+				if strings.TrimSpace(name) == n {
+					drop = true
+				}
+			}
+			if !drop {
+				kept = append(kept, part)
+			}
+		}
+	}
+	if len(kept) == 0 {
+		h.Del("Cookie")
+		return
+	}
+	h.Set("Cookie", strings.Join(kept, "; "))
 }

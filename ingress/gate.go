@@ -12,13 +12,10 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/sessions"
 )
-
-// HeaderAPIKeyUser names, to the backend, the apikey_auth entry a machine
-// client authenticated as. Like the identity headers, no client can set it.
-const HeaderAPIKeyUser = "Apikey-User"
 
 // gate applies a host's access block (require_atproto, apikey_auth) to
 // requests. A host without one has no gate: anyone passes, signed in or not.
@@ -261,18 +258,18 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Type", "application/json")
 		body := map[string]string{}
 		if a.session != nil {
-			h.Set(HeaderUserDID, a.session.DID)
-			h.Set(HeaderUserHandle, hr.shownHandle(*a.session))
+			h.Set(contract.UserDID, a.session.DID)
+			h.Set(contract.UserHandle, hr.shownHandle(*a.session))
 			// Proxy-Session is for backends, never for browsers (a script
 			// on the page could read it here): only a proxy listed in
 			// trusted_proxies gets it, to pass on.
 			if hr.rt.trusted(r) {
-				h.Set(HeaderProxySession, a.session.ProxyKey)
+				h.Set(contract.ProxySession, a.session.ProxyKey)
 			}
 			body["did"], body["handle"] = a.session.DID, hr.shownHandle(*a.session)
 		}
 		if a.keyUser != "" {
-			h.Set(HeaderAPIKeyUser, a.keyUser)
+			h.Set(contract.APIKeyUser, a.keyUser)
 			body["apikey_user"] = a.keyUser
 		}
 		w.WriteHeader(http.StatusOK)

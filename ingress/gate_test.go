@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/sessions"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -140,13 +141,13 @@ host "open.example.com" { backend = %q }
 				t.Errorf("%s: status %d, backend %q", name, rec.Code, rec.Header().Get("X-Backend"))
 				continue
 			}
-			if got := s.Headers.Values(HeaderAPIKeyUser); len(got) != 1 || got[0] != name {
+			if got := s.Headers.Values(contract.APIKeyUser); len(got) != 1 || got[0] != name {
 				t.Errorf("%s: backend saw Apikey-User %q", name, got)
 			}
 			if got := s.Headers.Get("Authorization"); got != "" {
 				t.Errorf("%s: backend saw the key: Authorization %q", name, got)
 			}
-			for _, h := range []string{HeaderUserDID, HeaderUserHandle, HeaderProxySession} {
+			for _, h := range []string{contract.UserDID, contract.UserHandle, contract.ProxySession} {
 				if s.Headers.Get(h) != "" {
 					t.Errorf("%s: backend saw %s", name, h)
 				}
@@ -222,11 +223,11 @@ host "open.example.com" { backend = %q }
 	forged := func(t *testing.T, s seen, want string) {
 		t.Helper()
 		for name, vals := range s.Headers {
-			if strings.EqualFold(strings.ReplaceAll(name, "_", "-"), HeaderAPIKeyUser) && (name != HeaderAPIKeyUser || len(vals) != 1 || vals[0] != want) {
+			if strings.EqualFold(strings.ReplaceAll(name, "_", "-"), contract.APIKeyUser) && (name != contract.APIKeyUser || len(vals) != 1 || vals[0] != want) {
 				t.Errorf("backend saw %s: %q", name, vals)
 			}
 		}
-		if got := s.Headers.Get(HeaderAPIKeyUser); got != want {
+		if got := s.Headers.Get(contract.APIKeyUser); got != want {
 			t.Errorf("backend saw Apikey-User %q, want %q", got, want)
 		}
 	}
@@ -273,8 +274,8 @@ host "open.example.com" { backend = %q }
 	// business and pass untouched.
 	t.Run("Basic auth on an open host", func(t *testing.T) {
 		rec, s := gateReq{host: "open.example.com", path: "/", user: "ci", key: "ci-secret"}.serve(t, rt)
-		if rec.Code != http.StatusOK || s.Headers.Get("Authorization") == "" || s.Headers.Get(HeaderAPIKeyUser) != "" {
-			t.Errorf("status %d, Authorization %q, Apikey-User %q", rec.Code, s.Headers.Get("Authorization"), s.Headers.Get(HeaderAPIKeyUser))
+		if rec.Code != http.StatusOK || s.Headers.Get("Authorization") == "" || s.Headers.Get(contract.APIKeyUser) != "" {
+			t.Errorf("status %d, Authorization %q, Apikey-User %q", rec.Code, s.Headers.Get("Authorization"), s.Headers.Get(contract.APIKeyUser))
 		}
 	})
 }
@@ -474,10 +475,10 @@ host "both.example.com" {
 				}
 				return
 			}
-			if got := s.Headers.Get(HeaderUserDID); got != tt.did {
+			if got := s.Headers.Get(contract.UserDID); got != tt.did {
 				t.Errorf("User-Did %q, want %q", got, tt.did)
 			}
-			if got := s.Headers.Get(HeaderAPIKeyUser); got != tt.user {
+			if got := s.Headers.Get(contract.APIKeyUser); got != tt.user {
 				t.Errorf("Apikey-User %q, want %q", got, tt.user)
 			}
 			if tt.user != "" && s.Headers.Get("Authorization") != "" {
@@ -613,13 +614,13 @@ func TestForwardAuth(t *testing.T) {
 			} else if rec.Code != 200 && tt.req.method != http.MethodHead && !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
 				t.Errorf("refusal Content-Type %q, want the HTML page", h.Get("Content-Type"))
 			}
-			if got := h.Get(HeaderUserDID); got != tt.did {
+			if got := h.Get(contract.UserDID); got != tt.did {
 				t.Errorf("User-Did %q, want %q", got, tt.did)
 			}
-			if got := h.Get(HeaderUserHandle); got != tt.handle {
+			if got := h.Get(contract.UserHandle); got != tt.handle {
 				t.Errorf("User-Handle %q, want %q", got, tt.handle)
 			}
-			if got := h.Get(HeaderAPIKeyUser); got != tt.user {
+			if got := h.Get(contract.APIKeyUser); got != tt.user {
 				t.Errorf("Apikey-User %q, want %q", got, tt.user)
 			}
 			if tt.did != "" {
@@ -632,13 +633,13 @@ func TestForwardAuth(t *testing.T) {
 				if tt.req.remote != "" && !strings.HasPrefix(tt.req.remote, "192.0.2.1:") {
 					want = "" // not from the trusted proxy
 				}
-				if got := h.Get(HeaderProxySession); got != want {
+				if got := h.Get(contract.ProxySession); got != want {
 					t.Errorf("Proxy-Session %q, want %q", got, want)
 				}
 				if body != nil && (body["did"] != tt.did || body["handle"] != tt.handle) {
 					t.Errorf("body %v", body)
 				}
-			} else if h.Get(HeaderProxySession) != "" {
+			} else if h.Get(contract.ProxySession) != "" {
 				t.Errorf("Proxy-Session without a session")
 			}
 			if body != nil && rec.Code == 200 && body["apikey_user"] != tt.user {
@@ -873,8 +874,8 @@ host "fa.example.com" {
 		if rec.Code != want {
 			t.Errorf("%s: %d, want %d", step, rec.Code, want)
 		}
-		if want == 200 && s.Headers.Get(HeaderUserHandle) != wantHandle {
-			t.Errorf("%s: backend saw User-Handle %q, want %q", step, s.Headers.Get(HeaderUserHandle), wantHandle)
+		if want == 200 && s.Headers.Get(contract.UserHandle) != wantHandle {
+			t.Errorf("%s: backend saw User-Handle %q, want %q", step, s.Headers.Get(contract.UserHandle), wantHandle)
 		}
 		fa := twin[sess.ID]
 		rec, _ = gateReq{host: "fa.example.com", path: "/@/auth", session: &fa}.serve(t, rt)
@@ -935,8 +936,8 @@ func TestForwardAuthProxySessionOnlyForTrustedProxies(t *testing.T) {
 	carol := newGateSession(t, store, "closed.example.com", gateCarol, "carol.team.example.com")
 	for remote, want := range map[string]string{"192.0.2.1:1234": carol.ProxyKey, "203.0.113.5:1234": ""} {
 		rec, _ := gateReq{host: "closed.example.com", path: "/@/auth", session: &carol, remote: remote}.serve(t, rt)
-		if rec.Code != 200 || rec.Header().Get(HeaderUserDID) != gateCarol || rec.Header().Get(HeaderProxySession) != want {
-			t.Errorf("from %s: %d User-Did %q Proxy-Session %q, want %q", remote, rec.Code, rec.Header().Get(HeaderUserDID), rec.Header().Get(HeaderProxySession), want)
+		if rec.Code != 200 || rec.Header().Get(contract.UserDID) != gateCarol || rec.Header().Get(contract.ProxySession) != want {
+			t.Errorf("from %s: %d User-Did %q Proxy-Session %q, want %q", remote, rec.Code, rec.Header().Get(contract.UserDID), rec.Header().Get(contract.ProxySession), want)
 		}
 		if strings.Contains(rec.Body.String(), carol.ProxyKey) {
 			t.Errorf("from %s: the body carries the Proxy-Session key", remote)
@@ -958,8 +959,8 @@ host "guarded.example.com" {
 	for _, host := range []string{"open.example.com", "guarded.example.com"} {
 		sess := newGateSession(t, store, host, gateAlice, "alice.example.com")
 		rec, _ := gateReq{host: host, path: "/@/auth", session: &sess}.serve(t, rt)
-		if rec.Code != http.StatusNotFound || rec.Header().Get(HeaderUserDID) != "" || rec.Header().Get(HeaderProxySession) != "" {
-			t.Errorf("%s: /@/auth %d (User-Did %q), want 404", host, rec.Code, rec.Header().Get(HeaderUserDID))
+		if rec.Code != http.StatusNotFound || rec.Header().Get(contract.UserDID) != "" || rec.Header().Get(contract.ProxySession) != "" {
+			t.Errorf("%s: /@/auth %d (User-Did %q), want 404", host, rec.Code, rec.Header().Get(contract.UserDID))
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
 	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -373,19 +374,19 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(st.target)
 	pr.Out.Host = pr.In.Host
 	h := pr.Out.Header
-	StripIdentityHeaders(h)
+	contract.StripIdentity(h)
 	httpguard.StripHTTP2Settings(h)
 	removeCookie(h, CookieName, SecureCookieName)
 	hr.rt.setForwarded(pr)
 	if s := st.session; s != nil {
-		h.Set(HeaderUserDID, s.DID)
-		h.Set(HeaderUserHandle, hr.shownHandle(*s))
-		h.Set(HeaderProxySession, s.ProxyKey)
+		h.Set(contract.UserDID, s.DID)
+		h.Set(contract.UserHandle, hr.shownHandle(*s))
+		h.Set(contract.ProxySession, s.ProxyKey)
 	}
 	if st.keyUser != "" {
 		// The key was for ioproxy; the backend gets the name only.
 		h.Del("Authorization")
-		h.Set(HeaderAPIKeyUser, st.keyUser)
+		h.Set(contract.APIKeyUser, st.keyUser)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -157,7 +158,7 @@ host "a.example.com" {
 	}
 	check := func(t *testing.T, s seen, want map[string]string) {
 		for name, vals := range s.Headers {
-			if isIdentityHeader(name) {
+			if contract.IsIdentity(name) {
 				w, ok := want[http.CanonicalHeaderKey(name)]
 				if !ok || len(vals) != 1 || vals[0] != w || name != http.CanonicalHeaderKey(name) {
 					t.Errorf("backend saw %s: %q", name, vals)
@@ -225,7 +226,7 @@ func TestHostileClientOverTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name := range s.Headers {
-		if isIdentityHeader(name) {
+		if contract.IsIdentity(name) {
 			t.Errorf("backend saw %s", name)
 		}
 	}

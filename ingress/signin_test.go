@@ -24,6 +24,7 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/atproto/safehttp"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -370,10 +371,10 @@ func TestSignInConfidentialClientOverTLS(t *testing.T) {
 	resp, body = b.do("GET", "/whoami", nil, http.Header{"User-Did": {"did:plc:forged"}})
 	var s seen
 	_ = json.Unmarshal([]byte(body), &s)
-	if s.Headers.Get(HeaderUserDID) != e.alice.DID || s.Headers.Get(HeaderUserHandle) != "alice.test" || s.Headers.Get(HeaderProxySession) != sess.ProxyKey {
+	if s.Headers.Get(contract.UserDID) != e.alice.DID || s.Headers.Get(contract.UserHandle) != "alice.test" || s.Headers.Get(contract.ProxySession) != sess.ProxyKey {
 		t.Errorf("backend saw %v", s.Headers)
 	}
-	if len(s.Headers.Values(HeaderUserDID)) != 1 || strings.Contains(s.Headers.Get("Cookie"), sc.Value) {
+	if len(s.Headers.Values(contract.UserDID)) != 1 || strings.Contains(s.Headers.Get("Cookie"), sc.Value) {
 		t.Errorf("backend saw a forged identity or the session cookie: %v", s.Headers)
 	}
 	_ = resp
@@ -399,7 +400,7 @@ func TestSignInLocalhostClient(t *testing.T) {
 	_, body = b.do("GET", "/", nil, nil)
 	var s seen
 	_ = json.Unmarshal([]byte(body), &s)
-	if s.Headers.Get(HeaderUserDID) != e.alice.DID {
+	if s.Headers.Get(contract.UserDID) != e.alice.DID {
 		t.Errorf("backend saw %v", s.Headers)
 	}
 	// The localhost client has no metadata document and no keys.
@@ -772,7 +773,7 @@ func TestSignOut(t *testing.T) {
 			_, body = b.do("GET", "/", nil, nil)
 			var s seen
 			_ = json.Unmarshal([]byte(body), &s)
-			if s.Headers.Get(HeaderUserDID) != "" {
+			if s.Headers.Get(contract.UserDID) != "" {
 				t.Error("the backend still sees the user after sign-out")
 			}
 			// Revocation runs in the background.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -37,7 +38,7 @@ host "bydid.example.com" {
 			t.Fatal(err)
 		}
 		rec, seen := gateReq{host: host, path: "/", session: &sess}.serve(t, rt)
-		if got := seen.Headers.Get(HeaderUserHandle); rec.Code != 200 || got != "handle.invalid" || seen.Headers.Get(HeaderUserDID) != did {
+		if got := seen.Headers.Get(contract.UserHandle); rec.Code != 200 || got != "handle.invalid" || seen.Headers.Get(contract.UserDID) != did {
 			t.Errorf("%s: %d, the backend is told User-Handle %q for a handle last verified 29 days ago, want handle.invalid with the DID", host, rec.Code, got)
 		}
 	}

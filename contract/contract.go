@@ -1,0 +1,53 @@
+// Package contract is ioproxy's header contract with the apps behind it:
+// the headers through which ioproxy tells a backend who is signed in, and
+// through which the backend names that user to a calling port. Backends
+// trust these headers, so ioproxy strips every spelling of them from what
+// clients send before it sets its own.
+//
+// An app written in Go may import this package; apps in other languages
+// read the same names from the README's contract table.
+package contract
+
+import (
+	"net/http"
+	"strings"
+)
+
+// The headers of the contract.
+const (
+	// UserDID is the signed-in account's DID, on every request of a
+	// signed-in browser; the backend passes it on to a calling port
+	// (alone, for a public call to that account's PDS).
+	UserDID = "User-Did"
+	// UserHandle is the account's handle, verified both ways
+	// ("handle.invalid" when the check fails or is too old).
+	UserHandle = "User-Handle"
+	// ProxySession is the opaque key a backend passes to a calling port
+	// to make calls as the user (never the session cookie).
+	ProxySession = "Proxy-Session"
+	// APIKeyUser names the apikey_auth entry a machine client
+	// authenticated as.
+	APIKeyUser = "Apikey-User"
+)
+
+// identityHeaders are the contract's headers as fold spells them.
+var identityHeaders = map[string]bool{"user-did": true, "user-handle": true, "proxy-session": true, "apikey-user": true}
+
+// IsIdentity reports whether a header name is, or could be read by some
+// backend as, one of the contract's headers: any case, and with "_" for
+// "-" (some servers fold the two, a real advisory of a popular proxy).
+func IsIdentity(name string) bool {
+	if len(name) < len("user-did") || len(name) > len("proxy-session") {
+		return false
+	}
+	return identityHeaders[strings.ToLower(strings.ReplaceAll(name, "_", "-"))]
+}
+
+// StripIdentity removes every spelling of the contract's headers.
+func StripIdentity(h http.Header) {
+	for name := range h {
+		if IsIdentity(name) {
+			delete(h, name)
+		}
+	}
+}

@@ -1,0 +1,28 @@
+package contract
+
+import (
+	"net/http"
+	"testing"
+)
+
+func TestIsIdentity(t *testing.T) {
+	for name, want := range map[string]bool{
+		"User-Did": true, "user-did": true, "USER-DID": true, "User_Did": true, "user_did": true,
+		"User-Handle": true, "user_handle": true, "Proxy-Session": true, "PROXY_SESSION": true,
+		"Apikey-User": true, "apikey_user": true,
+		"User-Didx": false, "X-User-Did": false, "User": false, "Proxy-Sessions": false, "": false,
+		"User--Did": false, "UserDid": false,
+	} {
+		if got := IsIdentity(name); got != want {
+			t.Errorf("IsIdentity(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestStripIdentity(t *testing.T) {
+	h := http.Header{"User-Did": {"a"}, "User_did": {"b"}, "Proxy-Session": {"c"}, "Apikey_user": {"d"}, "Accept": {"*/*"}}
+	StripIdentity(h)
+	if len(h) != 1 || h.Get("Accept") != "*/*" {
+		t.Errorf("after StripIdentity: %v", h)
+	}
+}
