@@ -16,22 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-)
 
-// The kinds of Request.
-const (
-	KindIngress = "ingress" // a request to one of the ingress hosts
-	KindCall    = "call"    // a request through a calling port
-)
-
-// The sign-in stages counted by SignIn.
-const (
-	SignInStarted   = "started"
-	SignInCompleted = "completed"
-	SignInFailed    = "failed"
-	// SignInStoreFull counts sign-ins refused because the session store
-	// holds as many sessions or sign-ins in progress as it may.
-	SignInStoreFull = "store_full"
+	"github.com/ioproxy/ioproxy/internal/observe"
 )
 
 // DefaultTrafficSize is how many recent requests the traffic view keeps
@@ -63,34 +49,6 @@ type RecorderConfig struct {
 	Hosts []string
 }
 
-// Request is one finished ingress request or call, as reported by the
-// ingress and calling packages.
-type Request struct {
-	Time time.Time
-	// Kind is KindIngress or KindCall.
-	Kind string
-	// Source is the host's name (label) for ingress, or the call block's
-	// label for calls. It becomes a metric label: pass configured names only.
-	Source string
-	// Operation is the configured operation (or sign-in route) the request
-	// matched, empty when none. It becomes a metric label: never pass a
-	// value taken from the request.
-	Operation string
-	Method    string
-	// Path is the request path. Anything after a "?" is dropped, since
-	// query strings may carry codes and tokens.
-	Path     string
-	Status   int
-	Duration time.Duration
-	// Upstream is where the request went: a backend address or a PDS URL.
-	Upstream string
-	// DID is the signed-in account, empty when there is none.
-	DID string
-	// Remote is the client address; it is logged but not shown in the
-	// traffic view.
-	Remote string
-}
-
 // Recorder turns reports from the rest of ioproxy into access logs,
 // Prometheus metrics and the traffic ring. It is safe for concurrent use,
 // and every method is a no-op on a nil *Recorder.
@@ -111,6 +69,8 @@ type Recorder struct {
 	sessions atomic.Pointer[func() int]
 	traffic  *ring
 }
+
+var _ observe.Recorder = (*Recorder)(nil)
 
 // NewRecorder returns a Recorder with its own Prometheus registry.
 func NewRecorder(cfg RecorderConfig) *Recorder {
@@ -163,7 +123,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		r.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
 	}
 	// Series that dashboards divide by exist from the start, at zero.
-	for _, s := range []string{SignInStarted, SignInCompleted, SignInFailed, SignInStoreFull} {
+	for _, s := range []string{observe.SignInStarted, observe.SignInCompleted, observe.SignInFailed, observe.SignInStoreFull} {
 		r.signIns.WithLabelValues(s)
 	}
 	r.tokenRefreshes.WithLabelValues("ok")
@@ -191,7 +151,7 @@ func (r *Recorder) Registry() *prometheus.Registry {
 
 // Request records one finished ingress request or call: an access-log
 // line, its metrics and an entry in the traffic view.
-func (r *Recorder) Request(req Request) {
+func (r *Recorder) Request(req observe.Request) {
 	if r == nil {
 		return
 	}
@@ -207,10 +167,10 @@ func (r *Recorder) Request(req Request) {
 	status := strconv.Itoa(req.Status)
 	secs := req.Duration.Seconds()
 	switch req.Kind {
-	case KindIngress:
+	case observe.KindIngress:
 		r.ingressTotal.WithLabelValues(req.Source, status).Inc()
 		r.ingressDuration.WithLabelValues(req.Source).Observe(secs)
-	case KindCall:
+	case observe.KindCall:
 		r.callTotal.WithLabelValues(req.Source, req.Operation, status).Inc()
 		r.callDuration.WithLabelValues(req.Source, req.Operation).Observe(secs)
 	}
@@ -218,7 +178,7 @@ func (r *Recorder) Request(req Request) {
 	r.traffic.add(req)
 }
 
-func (r *Recorder) accessLog(req Request) {
+func (r *Recorder) accessLog(req observe.Request) {
 	if r.log == nil {
 		return
 	}
@@ -227,7 +187,7 @@ func (r *Recorder) accessLog(req Request) {
 		level = slog.LevelWarn
 	}
 	sourceKey := "host"
-	if req.Kind == KindCall {
+	if req.Kind == observe.KindCall {
 		sourceKey = "call"
 	}
 	attrs := make([]slog.Attr, 0, 10)
@@ -266,22 +226,16 @@ func (r *Recorder) NonceRetry(server string) {
 	}
 	// Servers are chosen by users: the label is the kind of server only,
 	// so it cannot grow without bound.
-	if server != NonceServerPDS && server != NonceServerAuth {
+	if server != observe.NonceServerPDS && server != observe.NonceServerAuth {
 		server = "other"
 	}
 	r.nonceRetries.WithLabelValues(server).Inc()
 }
 
-// Kinds of server for NonceRetry.
-const (
-	NonceServerPDS  = "pds"
-	NonceServerAuth = "auth_server"
-)
-
 // UpstreamDuration observes how long an upstream took to answer with
 // headers: a backend for ingress (source: the host), a PDS or other
-// upstream for calls (source: the call block). Kind is KindIngress or
-// KindCall.
+// upstream for calls (source: the call block). Kind is observe.KindIngress or
+// observe.KindCall.
 func (r *Recorder) UpstreamDuration(kind, source string, d time.Duration) {
 	if r == nil {
 		return
@@ -301,15 +255,15 @@ func (r *Recorder) TokenRefresh(ok bool) {
 	r.tokenRefreshes.WithLabelValues(result).Inc()
 }
 
-// SignIn counts a sign-in reaching stage: SignInStarted, SignInCompleted
-// or SignInFailed. Other stages are counted as "other", so that a typo
+// SignIn counts a sign-in reaching stage: observe.SignInStarted, observe.SignInCompleted
+// or observe.SignInFailed. Other stages are counted as "other", so that a typo
 // cannot grow the metric.
 func (r *Recorder) SignIn(stage string) {
 	if r == nil {
 		return
 	}
 	switch stage {
-	case SignInStarted, SignInCompleted, SignInFailed, SignInStoreFull:
+	case observe.SignInStarted, observe.SignInCompleted, observe.SignInFailed, observe.SignInStoreFull:
 	default:
 		stage = "other"
 	}
@@ -424,14 +378,14 @@ type ring struct {
 
 type entry struct {
 	seq uint64
-	req Request
+	req observe.Request
 }
 
 func newRing(size int) *ring {
 	return &ring{size: size, entries: make([]entry, 0, size), changed: make(chan struct{})}
 }
 
-func (g *ring) add(req Request) {
+func (g *ring) add(req observe.Request) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.seq++

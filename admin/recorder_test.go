@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/observe"
 )
 
 // get fetches path from the test server and returns status and body.
@@ -47,24 +48,24 @@ func ready(context.Context) error { return nil }
 
 func TestMetricsExposition(t *testing.T) {
 	r := NewRecorder(RecorderConfig{})
-	for _, req := range []Request{
-		{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/", Status: 200, Duration: 20 * time.Millisecond},
-		{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/app.js", Status: 200, Duration: 3 * time.Millisecond},
-		{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/nope", Status: 404, Duration: time.Millisecond},
-		{Kind: KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 200, Duration: 120 * time.Millisecond},
-		{Kind: KindCall, Source: "atproto", Operation: "ListRecords", Method: "GET", Path: "/xrpc/com.atproto.repo.listRecords", Status: 502, Duration: 2 * time.Second},
+	for _, req := range []observe.Request{
+		{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/", Status: 200, Duration: 20 * time.Millisecond},
+		{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/app.js", Status: 200, Duration: 3 * time.Millisecond},
+		{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/nope", Status: 404, Duration: time.Millisecond},
+		{Kind: observe.KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 200, Duration: 120 * time.Millisecond},
+		{Kind: observe.KindCall, Source: "atproto", Operation: "ListRecords", Method: "GET", Path: "/xrpc/com.atproto.repo.listRecords", Status: 502, Duration: 2 * time.Second},
 	} {
 		r.Request(req)
 	}
-	r.NonceRetry(NonceServerPDS)
-	r.NonceRetry(NonceServerAuth)
+	r.NonceRetry(observe.NonceServerPDS)
+	r.NonceRetry(observe.NonceServerAuth)
 	r.NonceRetry("https://attacker-chosen.example.com")
 	r.TokenRefresh(true)
 	r.TokenRefresh(false)
 	r.TokenRefresh(true)
-	r.SignIn(SignInStarted)
-	r.SignIn(SignInStarted)
-	r.SignIn(SignInCompleted)
+	r.SignIn(observe.SignInStarted)
+	r.SignIn(observe.SignInStarted)
+	r.SignIn(observe.SignInCompleted)
 	r.SignIn("typo")
 	r.SetSessionCounter(func() int { return 7 })
 
@@ -151,10 +152,10 @@ func TestSessionGaugeAbsentUntilSet(t *testing.T) {
 
 func TestNilRecorderIsSafe(t *testing.T) {
 	var r *Recorder
-	r.Request(Request{Kind: KindIngress, Source: "x", Status: 200})
+	r.Request(observe.Request{Kind: observe.KindIngress, Source: "x", Status: 200})
 	r.NonceRetry("https://pds.example.com")
 	r.TokenRefresh(true)
-	r.SignIn(SignInStarted)
+	r.SignIn(observe.SignInStarted)
 	r.SetSessionCounter(func() int { return 1 })
 	if r.Registry() != nil {
 		t.Error("nil recorder has a registry")
@@ -215,13 +216,13 @@ func TestAccessLog(t *testing.T) {
 	var buf bytes.Buffer
 	logger := NewLogger(&buf, config.Log{Level: slog.LevelInfo, Format: "json"})
 	r := NewRecorder(RecorderConfig{Logger: logger})
-	r.Request(Request{
-		Time: time.Now(), Kind: KindIngress, Source: "statusphere", Operation: "callback",
+	r.Request(observe.Request{
+		Time: time.Now(), Kind: observe.KindIngress, Source: "statusphere", Operation: "callback",
 		Method: "GET", Path: "/@/callback?code=SECRETCODE&state=s", Status: 302,
 		Duration: 15 * time.Millisecond, Upstream: "https://user:hunter2@auth.example.com/token?x=SECRETQ",
 		DID: "did:plc:alice", Remote: "203.0.113.7:4711",
 	})
-	r.Request(Request{Kind: KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 502})
+	r.Request(observe.Request{Kind: observe.KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 502})
 
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
@@ -301,7 +302,7 @@ func TestTrafficJSON(t *testing.T) {
 		t.Fatalf("empty ring: %+v", p)
 	}
 	for i := range 5 {
-		r.Request(Request{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/p" + string(rune('a'+i)), Status: 200})
+		r.Request(observe.Request{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/p" + string(rune('a'+i)), Status: 200})
 	}
 	p := page("")
 	if got := ids(p); len(got) != 3 || got[0] != 3 || got[2] != 5 || p.Last != 5 {
@@ -324,13 +325,13 @@ func TestTrafficJSON(t *testing.T) {
 		t.Errorf("after=x: %d %s", resp.StatusCode, body)
 	}
 
-	r.Request(Request{
-		Kind: KindCall, Source: "atproto", Operation: "GetProfile", Method: "GET",
+	r.Request(observe.Request{
+		Kind: observe.KindCall, Source: "atproto", Operation: "GetProfile", Method: "GET",
 		Path:   "/xrpc/app.bsky.actor.getProfile?actor=SECRETACTOR",
 		Status: 200, Duration: 1500 * time.Microsecond, Upstream: "https://pds.example.com",
 		DID: "did:plc:alice", Remote: "198.51.100.9:1234",
 	})
-	r.Request(Request{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: `/<script>alert(1)</script>"'&`, Status: 404})
+	r.Request(observe.Request{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: `/<script>alert(1)</script>"'&`, Status: 404})
 	resp, body = get(t, srv, "/traffic.json?after=5", nil)
 	for _, bad := range []string{"SECRETACTOR", "198.51.100.9", "<script>", "remote"} {
 		if strings.Contains(body, bad) {
@@ -470,8 +471,8 @@ func TestTrafficEvents(t *testing.T) {
 	r := NewRecorder(RecorderConfig{})
 	srv := httptest.NewServer(r.Handler(HealthFuncs{Ready: ready}))
 	defer srv.Close()
-	r.Request(Request{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/first", Status: 200})
-	r.Request(Request{Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/second", Status: 200})
+	r.Request(observe.Request{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/first", Status: 200})
+	r.Request(observe.Request{Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/second", Status: 200})
 
 	open := func(lastID string) (<-chan sseEvent, func()) {
 		ctx, cancel := context.WithCancel(t.Context())
@@ -529,7 +530,7 @@ func TestTrafficEvents(t *testing.T) {
 	if e := next(ch); e.Path != "/second" {
 		t.Errorf("backlog continues with %q", e.Path)
 	}
-	r.Request(Request{Kind: KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 200})
+	r.Request(observe.Request{Kind: observe.KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 200})
 	if e := next(ch); e.ID != 3 || e.Kind != "call" || e.Operation != "CreateRecord" {
 		t.Errorf("live event = %+v", e)
 	}
@@ -564,9 +565,9 @@ func TestConcurrentUse(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			for i := range 200 {
-				r.Request(Request{Kind: []string{KindIngress, KindCall}[w%2], Source: "s", Operation: "op", Method: "GET", Path: "/", Status: 200 + i%3})
+				r.Request(observe.Request{Kind: []string{observe.KindIngress, observe.KindCall}[w%2], Source: "s", Operation: "op", Method: "GET", Path: "/", Status: 200 + i%3})
 				r.NonceRetry("https://pds.example.com")
-				r.SignIn(SignInStarted)
+				r.SignIn(observe.SignInStarted)
 			}
 		})
 	}
@@ -584,7 +585,7 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	})
 	wg.Wait()
-	if n := testutil.ToFloat64(r.signIns.WithLabelValues(SignInStarted)); n != 1600 {
+	if n := testutil.ToFloat64(r.signIns.WithLabelValues(observe.SignInStarted)); n != 1600 {
 		t.Errorf("sign-ins started = %v, want 1600", n)
 	}
 }
@@ -602,10 +603,10 @@ func TestClip(t *testing.T) {
 
 func TestUpstreamDuration(t *testing.T) {
 	r := NewRecorder(RecorderConfig{})
-	r.UpstreamDuration(KindIngress, "statusphere.example.com", 30*time.Millisecond)
-	r.UpstreamDuration(KindCall, "atproto", 2*time.Second)
+	r.UpstreamDuration(observe.KindIngress, "statusphere.example.com", 30*time.Millisecond)
+	r.UpstreamDuration(observe.KindCall, "atproto", 2*time.Second)
 	var nilRec *Recorder
-	nilRec.UpstreamDuration(KindCall, "x", time.Second)
+	nilRec.UpstreamDuration(observe.KindCall, "x", time.Second)
 	families, err := r.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

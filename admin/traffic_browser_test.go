@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/ioproxy/ioproxy/internal/observe"
 )
 
 // chromiumPath is where the development image keeps Chromium; CHROMIUM
@@ -94,9 +96,9 @@ func TestTrafficPageInChromium(t *testing.T) {
 
 	const xssPath = `/<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`
 	now := time.Now()
-	r.Request(Request{Time: now.Add(-3 * time.Second), Kind: KindIngress, Source: "statusphere", Method: "GET", Path: "/", Status: 200, Duration: 18 * time.Millisecond, Upstream: "10.0.0.5:24817", DID: "did:plc:ragtjsm2j2vknwkz3zp4oxrd"})
-	r.Request(Request{Time: now.Add(-2 * time.Second), Kind: KindIngress, Source: "statusphere", Operation: "signin", Method: "POST", Path: "/@/signin", Status: 303, Duration: 412 * time.Millisecond, Upstream: "https://bsky.social"})
-	r.Request(Request{Time: now.Add(-1 * time.Second), Kind: KindIngress, Source: "statusphere", Method: "GET", Path: xssPath + "?token=SECRET", Status: 404, Duration: 900 * time.Microsecond, Upstream: "10.0.0.5:24817"})
+	r.Request(observe.Request{Time: now.Add(-3 * time.Second), Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: "/", Status: 200, Duration: 18 * time.Millisecond, Upstream: "10.0.0.5:24817", DID: "did:plc:ragtjsm2j2vknwkz3zp4oxrd"})
+	r.Request(observe.Request{Time: now.Add(-2 * time.Second), Kind: observe.KindIngress, Source: "statusphere", Operation: "signin", Method: "POST", Path: "/@/signin", Status: 303, Duration: 412 * time.Millisecond, Upstream: "https://bsky.social"})
+	r.Request(observe.Request{Time: now.Add(-1 * time.Second), Kind: observe.KindIngress, Source: "statusphere", Method: "GET", Path: xssPath + "?token=SECRET", Status: 404, Duration: 900 * time.Microsecond, Upstream: "10.0.0.5:24817"})
 
 	ctx := newBrowser(t)
 
@@ -114,8 +116,8 @@ func TestTrafficPageInChromium(t *testing.T) {
 	}
 
 	// Rows that arrive after the page loaded appear at the top.
-	r.Request(Request{Kind: KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 200, Duration: 96 * time.Millisecond, Upstream: "https://morel.us-east.host.bsky.network", DID: "did:plc:ragtjsm2j2vknwkz3zp4oxrd"})
-	r.Request(Request{Kind: KindCall, Source: "atproto", Operation: "ListRecords", Method: "GET", Path: "/xrpc/com.atproto.repo.listRecords", Status: 502, Duration: 2300 * time.Millisecond, Upstream: "https://pds.example.com", DID: "did:plc:ewvi7nxzyoun6zhxrhs64oiz"})
+	r.Request(observe.Request{Kind: observe.KindCall, Source: "atproto", Operation: "CreateRecord", Method: "POST", Path: "/xrpc/com.atproto.repo.createRecord", Status: 200, Duration: 96 * time.Millisecond, Upstream: "https://morel.us-east.host.bsky.network", DID: "did:plc:ragtjsm2j2vknwkz3zp4oxrd"})
+	r.Request(observe.Request{Kind: observe.KindCall, Source: "atproto", Operation: "ListRecords", Method: "GET", Path: "/xrpc/com.atproto.repo.listRecords", Status: 502, Duration: 2300 * time.Millisecond, Upstream: "https://pds.example.com", DID: "did:plc:ewvi7nxzyoun6zhxrhs64oiz"})
 	if err := chromedp.Do(step, chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-id="5"]`))); err != nil {
 		t.Fatalf("live rows did not appear: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,18 +18,18 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ioproxy/ioproxy/access"
-	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
+	"github.com/ioproxy/ioproxy/internal/httpx"
 	"github.com/ioproxy/ioproxy/internal/limits"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -53,8 +52,10 @@ type Config struct {
 	Nonces *dpop.Nonces
 	// HostHandler serves calls whose endpoint names an ingress host.
 	HostHandler func(name string) (http.Handler, bool)
-	Recorder    *admin.Recorder
-	Logger      *slog.Logger
+	// Recorder receives a report of every call and of upstream answer
+	// times; observe.Discard when nil.
+	Recorder observe.Recorder
+	Logger   *slog.Logger
 }
 
 // New returns the handler of a calling port.
@@ -62,13 +63,16 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = observe.Discard{}
+	}
 	var inner http.Handler
 	switch cfg.Call.Endpoint.Kind {
 	case config.EndpointPDS:
 		if cfg.Sessions == nil || cfg.Tokens == nil || cfg.Identity == nil || cfg.PDSClient == nil || cfg.Nonces == nil {
 			return nil, fmt.Errorf("call %q: endpoint \"@\" needs sessions, tokens, identity, a PDS client and nonces", cfg.Call.Label)
 		}
-		inner = &pdsHandler{cfg: cfg, buffers: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+		inner = &pdsHandler{cfg: cfg, buffers: httpx.NewBufferPool()}
 	case config.EndpointHost:
 		if cfg.HostHandler == nil {
 			return nil, fmt.Errorf("call %q: endpoint %q names a host, but no ingress is given", cfg.Call.Label, cfg.Call.Endpoint.Host)
@@ -112,7 +116,7 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if plain {
 		op, matched = p.cfg.Call.Operation(r.Method, path)
 	}
-	sw := admin.NewStatusWriter(w)
+	sw := httpx.NewStatusWriter(w)
 	upstream := ""
 	did := ""
 	if p.cfg.Call.Endpoint.Kind == config.EndpointPDS {
@@ -126,8 +130,8 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !record {
 			return
 		}
-		p.cfg.Recorder.Request(admin.Request{
-			Time: start, Kind: admin.KindCall, Source: p.cfg.Call.Label, Operation: op.Name,
+		p.cfg.Recorder.Request(observe.Request{
+			Time: start, Kind: observe.KindCall, Source: p.cfg.Call.Label, Operation: op.Name,
 			Method: r.Method, Path: r.URL.Path, Status: sw.Status(), Duration: time.Since(start),
 			Upstream: upstream, DID: did, Remote: r.RemoteAddr,
 		})
@@ -192,7 +196,7 @@ func urlProxy(cfg Config) http.Handler {
 			pr.SetXForwarded()
 			httpguard.StripOverrides(pr.Out.Header)
 		},
-		Transport: timedTransport{next: tr, observe: func(d time.Duration) { cfg.Recorder.UpstreamDuration(admin.KindCall, cfg.Call.Label, d) }},
+		Transport: httpx.TimedTransport{Next: tr, Observe: func(d time.Duration) { cfg.Recorder.UpstreamDuration(observe.KindCall, cfg.Call.Label, d) }},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, limits.ErrBodyTooSlow) || errors.Is(context.Cause(r.Context()), limits.ErrBodyTooSlow) {
 				writeXRPCError(w, http.StatusRequestTimeout, "BodyTooSlow", "the request body came too slowly and was cut off")
@@ -210,24 +214,8 @@ func urlProxy(cfg Config) http.Handler {
 	})
 }
 
-// timedTransport reports how long each round trip took to answer.
-type timedTransport struct {
-	next    http.RoundTripper
-	observe func(time.Duration)
-}
-
-func (t timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	start := time.Now()
-	resp, err := t.next.RoundTrip(r)
-	if err == nil {
-		t.observe(time.Since(start))
-	}
-	return resp, err
-}
-
 func upstreamErrorStatus(err error) (int, string) {
-	var netErr net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) {
+	if httpx.IsTimeout(err) {
 		return http.StatusGatewayTimeout, "UpstreamTimeout"
 	}
 	return http.StatusBadGateway, "UpstreamFailure"
@@ -246,13 +234,7 @@ func errorText(err error) string {
 
 // writeXRPCError answers in the XRPC error shape, which XRPC clients parse.
 func writeXRPCError(w http.ResponseWriter, status int, code, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}{code, message})
+	httpx.WriteError(w, status, code, message)
 }
 
 // readBody buffers a request body up to limit so that it can be sent

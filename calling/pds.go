@@ -8,16 +8,16 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
+	"github.com/ioproxy/ioproxy/internal/httpx"
 	"github.com/ioproxy/ioproxy/internal/limits"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -25,7 +25,7 @@ import (
 type pdsHandler struct {
 	cfg Config
 	// buffers recycles the response copy buffers (32 KiB per call otherwise).
-	buffers sync.Pool
+	buffers *httpx.BufferPool
 }
 
 // forwardHeader reports whether a request header is passed to the PDS.
@@ -210,7 +210,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 		h.rememberNonce(sess.PDS, resp)
 		if nonce, ok := dpop.NonceChallenge(resp); ok && !nonceRetried && nonce != sent {
 			nonceRetried = true
-			h.cfg.Recorder.NonceRetry(admin.NonceServerPDS)
+			h.cfg.Recorder.NonceRetry(observe.NonceServerPDS)
 			drain(resp)
 			continue
 		}
@@ -264,7 +264,7 @@ func (h *pdsHandler) send(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := h.cfg.PDSClient.Do(req)
 	if err == nil {
-		h.cfg.Recorder.UpstreamDuration(admin.KindCall, h.cfg.Call.Label, time.Since(start))
+		h.cfg.Recorder.UpstreamDuration(observe.KindCall, h.cfg.Call.Label, time.Since(start))
 	}
 	return resp, err
 }
@@ -324,9 +324,8 @@ func (h *pdsHandler) copyResponse(w http.ResponseWriter, resp *http.Response) {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(resp.StatusCode)
-	bp := h.buffers.Get().(*[]byte)
-	defer h.buffers.Put(bp)
-	buf := *bp
+	buf := h.buffers.Get()
+	defer h.buffers.Put(buf)
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {

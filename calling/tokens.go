@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -33,8 +33,9 @@ type TokensConfig struct {
 	RefreshMargin time.Duration
 	// Nonces are the DPoP nonces per server; the latest are saved with the
 	// session at each refresh, so a restart starts from them.
-	Nonces   *dpop.Nonces
-	Recorder *admin.Recorder
+	Nonces *dpop.Nonces
+	// Recorder counts refreshes; observe.Discard when nil.
+	Recorder observe.Recorder
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
@@ -99,6 +100,9 @@ func NewTokens(cfg TokensConfig) *Tokens {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = observe.Discard{}
 	}
 	return &Tokens{cfg: cfg, inflight: map[string]*refreshCall{}, failedAt: map[string]time.Time{}}
 }

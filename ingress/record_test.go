@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"github.com/ioproxy/ioproxy/internal/observe"
 )
 
 // Records name configured hosts only, so that clients cannot mint metric
@@ -13,26 +15,22 @@ import (
 func TestRecordsNameConfiguredHostsOnly(t *testing.T) {
 	a := echoBackend(t, "a")
 	cfg := mustConfig(t, fmt.Sprintf(`host "a.example.com" { backend = %q }`, a.URL))
-	var mu sync.Mutex
-	var got []Record
-	rt, err := New(Config{Config: cfg, Observe: func(r Record) {
-		mu.Lock()
-		got = append(got, r)
-		mu.Unlock()
-	}})
+	rec := &requestLog{}
+	rt, err := New(Config{Config: cfg, Recorder: rec})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, host := range []string{"A.EXAMPLE.COM:8080", "random-1.evil.example", "random-2.evil.example"} {
 		rt.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "http://"+host+"/x?token=secret", nil))
 	}
+	got := rec.requests()
 	want := []string{"a.example.com", UnknownHost, UnknownHost}
 	if len(got) != len(want) {
 		t.Fatalf("got %d records, want %d", len(got), len(want))
 	}
 	for i, r := range got {
-		if r.Host != want[i] {
-			t.Errorf("record %d host %q, want %q", i, r.Host, want[i])
+		if r.Source != want[i] || r.Kind != observe.KindIngress {
+			t.Errorf("record %d: %s %q, want ingress %q", i, r.Kind, r.Source, want[i])
 		}
 		if r.Path != "/x" {
 			t.Errorf("record %d path %q: the query must not be recorded", i, r.Path)
@@ -41,4 +39,23 @@ func TestRecordsNameConfiguredHostsOnly(t *testing.T) {
 	if got[0].Status != 200 || got[1].Status != 404 || got[0].Upstream == "" {
 		t.Errorf("records %+v", got)
 	}
+}
+
+// requestLog keeps the requests reported to it.
+type requestLog struct {
+	observe.Discard
+	mu  sync.Mutex
+	got []observe.Request
+}
+
+func (l *requestLog) Request(r observe.Request) {
+	l.mu.Lock()
+	l.got = append(l.got, r)
+	l.mu.Unlock()
+}
+
+func (l *requestLog) requests() []observe.Request {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]observe.Request(nil), l.got...)
 }

@@ -16,14 +16,14 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/httpguard"
+	"github.com/ioproxy/ioproxy/internal/httpx"
 	"github.com/ioproxy/ioproxy/internal/limits"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -38,11 +38,9 @@ type Config struct {
 	// SignIn builds the handler of /@/ for a host with an atproto block.
 	// Without it, /@/ answers 404 on every host.
 	SignIn func(config.Host) (http.Handler, error)
-	// Observe, when set, receives one record per request.
-	Observe func(Record)
-	// Upstream, when set, receives how long a host's backend took to
-	// answer with headers.
-	Upstream func(host string, d time.Duration)
+	// Recorder receives a report of every request and of each backend's
+	// time to answer; observe.Discard when nil.
+	Recorder observe.Recorder
 	// StaleSession, when set, is called (and must not block) for a
 	// request whose session is stale (sessions.Session.Stale: its access
 	// token has expired, or its handle is due for a recheck): the app may
@@ -52,32 +50,15 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
-// Record describes one finished ingress request, for access logs,
-// metrics and the traffic view.
-type Record struct {
-	Time time.Time
-	// Host is the configured host name, or UnknownHost.
-	Host string
-	// Operation names the sign-in route for /@/ paths, empty otherwise.
-	Operation string
-	Method    string
-	Path      string
-	Status    int
-	Duration  time.Duration
-	Upstream  string
-	DID       string
-	Remote    string
-}
-
 // Router is the ingress handler for every configured host.
 type Router struct {
 	hosts map[string]*hostRoute
 	// trustedProxies are the addresses whose X-Forwarded-* are believed.
 	trustedProxies []netip.Prefix
 	store          *sessions.Store
-	observe        func(Record)
+	recorder       observe.Recorder
 	log            *slog.Logger
-	buffers        *bufferPool
+	buffers        *httpx.BufferPool
 	limiter        *rateLimiter
 	// callbacks counts sign-in callbacks per client.
 	callbacks *rateLimiter
@@ -86,17 +67,6 @@ type Router struct {
 	stale     func(sessions.Session)
 	now       func() time.Time
 }
-
-// bufferPool recycles the proxy's copy buffers: without it every request
-// allocates 32 KiB.
-type bufferPool struct{ p sync.Pool }
-
-func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-}
-
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
 
 type hostRoute struct {
 	host config.Host
@@ -117,13 +87,16 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Transport == nil {
 		cfg.Transport = NewBackendTransport()
 	}
+	if cfg.Recorder == nil {
+		cfg.Recorder = observe.Discard{}
+	}
 	rt := &Router{
 		hosts:          map[string]*hostRoute{},
 		trustedProxies: cfg.Config.Ingress.TrustedProxies,
 		store:          cfg.Sessions,
-		observe:        cfg.Observe,
+		recorder:       cfg.Recorder,
 		log:            cfg.Logger,
-		buffers:        newBufferPool(),
+		buffers:        httpx.NewBufferPool(),
 		limiter:        newRateLimiter(time.Now, signinStartsPerMinute),
 		callbacks:      newRateLimiter(time.Now, signinStartsPerMinute),
 		wrongKeys:      newRateLimiter(time.Now, wrongKeysPerMinute),
@@ -150,7 +123,7 @@ func New(cfg Config) (*Router, error) {
 		}
 		hr.proxy = &httputil.ReverseProxy{
 			Rewrite:      hr.rewrite,
-			Transport:    timedTransport{next: cfg.Transport, host: h.Name, observe: cfg.Upstream},
+			Transport:    httpx.TimedTransport{Next: cfg.Transport, Observe: rt.upstreamTimer(h.Name)},
 			ErrorHandler: hr.proxyError,
 			BufferPool:   rt.buffers,
 			ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -176,23 +149,9 @@ func NewBackendTransport() *http.Transport {
 	}
 }
 
-// timedTransport reports how long each backend round trip took to answer.
-type timedTransport struct {
-	next    http.RoundTripper
-	host    string
-	observe func(string, time.Duration)
-}
-
-func (t timedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if t.observe == nil {
-		return t.next.RoundTrip(r)
-	}
-	start := time.Now()
-	resp, err := t.next.RoundTrip(r)
-	if err == nil {
-		t.observe(t.host, time.Since(start))
-	}
-	return resp, err
+// upstreamTimer reports a host's backend answer times.
+func (rt *Router) upstreamTimer(host string) func(time.Duration) {
+	return func(d time.Duration) { rt.recorder.UpstreamDuration(observe.KindIngress, host, d) }
 }
 
 // HostHandler returns the handler of one configured host, for calling
@@ -260,7 +219,7 @@ type proxyState struct {
 
 func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := admin.NewStatusWriter(w)
+	sw := httpx.NewStatusWriter(w)
 	var (
 		upstream  string
 		did       string
@@ -523,8 +482,7 @@ func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	hr.rt.log.Warn("backend request failed", "host", hr.host.Name, "err", err)
-	var netErr net.Error
-	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &netErr) && netErr.Timeout()) {
+	if httpx.IsTimeout(err) {
 		writeError(w, r, errorPage{Status: http.StatusGatewayTimeout, Title: "The application is not answering", Message: "The application behind this site took too long to answer. Try again in a moment."})
 		return
 	}
@@ -544,12 +502,10 @@ func signInOperation(path string) string {
 }
 
 func (rt *Router) record(r *http.Request, start time.Time, host, operation string, status int, upstream, did string) {
-	if rt.observe == nil {
-		return
-	}
-	rt.observe(Record{
+	rt.recorder.Request(observe.Request{
 		Time:      start,
-		Host:      host,
+		Kind:      observe.KindIngress,
+		Source:    host,
 		Operation: operation,
 		Method:    r.Method,
 		Path:      r.URL.Path,

@@ -20,6 +20,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/contract"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -588,7 +589,7 @@ func TestHTTPSBehindTrustedProxy(t *testing.T) {
 		req.RemoteAddr = tt.remote
 		req.Header.Set("X-Forwarded-Proto", "https")
 		var seen *http.Request
-		rt := &Router{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
+		rt := &Router{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies, recorder: observe.Discard{}}
 		hr := &hostRoute{rt: rt, signIn: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })}
 		req.URL.Path = "/@/signin"
 		hr.ServeHTTP(httptest.NewRecorder(), req)

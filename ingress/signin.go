@@ -20,6 +20,7 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -34,11 +35,11 @@ type SignInConfig struct {
 	Sessions *sessions.Store
 	// SessionLifetime bounds a session without refreshes.
 	SessionLifetime time.Duration
-	// Events, when set, is told about sign-ins ("started", "completed",
-	// "failed") for metrics.
-	Events func(stage string)
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Recorder is told how sign-ins go (observe.SignInStarted, …), for
+	// metrics; observe.Discard when nil.
+	Recorder observe.Recorder
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // SignIn serves /@/signin, /@/callback, /@/client-metadata.json,
@@ -59,8 +60,8 @@ func NewSignIn(cfg SignInConfig) *SignIn {
 	if cfg.SessionLifetime == 0 {
 		cfg.SessionLifetime = 30 * 24 * time.Hour
 	}
-	if cfg.Events == nil {
-		cfg.Events = func(string) {}
+	if cfg.Recorder == nil {
+		cfg.Recorder = observe.Discard{}
 	}
 	s := &SignIn{cfg: cfg, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /@/signin", s.signinForm)
@@ -125,10 +126,10 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		s.end(old)
 	}
 	clearSessionCookie(w, r)
-	s.cfg.Events("started")
+	s.cfg.Recorder.SignIn(observe.SignInStarted)
 	req, authURL, err := s.cfg.Client.Authorize(r.Context(), input)
 	if err != nil {
-		s.cfg.Events("failed")
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
 		logged, why := loggableInput(input), error(err)
 		if _, perr := identity.ParseInput(input); perr != nil && !strings.HasPrefix(input, "http") {
 			// The error would quote the input.
@@ -162,7 +163,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.cfg.Sessions.PutPending(p); err != nil {
 		if errors.Is(err, sessions.ErrFull) {
-			s.cfg.Events("store_full")
+			s.cfg.Recorder.SignIn(observe.SignInStoreFull)
 			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Name, "err", err)
 			w.Header().Set("Retry-After", "60")
 			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: "/@/signin"})
@@ -180,7 +181,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	state := q.Get("state")
 	fail := func(status int, msg string, err error) {
-		s.cfg.Events("failed")
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
 		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
 		writeError(w, r, errorPage{Status: status, Title: "Sign-in failed", Message: msg, Retry: "/@/signin"})
 	}
@@ -244,7 +245,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		// nothing with one, and anyone can mint accounts to fill the
 		// store with.
 		s.revoke(grant.Issuer, grant.RefreshToken, key)
-		s.cfg.Events("failed")
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
 		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Name, "did", grant.DID, "handle", grant.Handle)
 		s.refusedPage(w, r, grant, p.Redirect)
 		return
@@ -278,7 +279,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, sessions.ErrFull):
 		s.revoke(sess.Issuer, sess.RefreshToken, key)
-		s.cfg.Events("store_full")
+		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
 		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Name, "did", sess.DID, "err", err)
 		w.Header().Set("Retry-After", "300")
 		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "This site holds as many sessions as it can right now, so you were not signed in. Please try again later.", Retry: "/@/signin"})
@@ -294,7 +295,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 			s.revoke(old.Issuer, old.RefreshToken, k)
 		}
 	}
-	s.cfg.Events("completed")
+	s.cfg.Recorder.SignIn(observe.SignInCompleted)
 	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)
 	setSessionCookie(w, r, sess.ID, sess.Expiry)
 	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)

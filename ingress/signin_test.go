@@ -25,6 +25,7 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/safehttp"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/contract"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -173,8 +174,7 @@ host %q {
 			if err != nil {
 				return nil, err
 			}
-			events := func(stage string) { _, _ = e.events.Write([]byte(stage + "\n")) }
-			return NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Events: events, Logger: logger, Now: e.clock.Now}), nil
+			return NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now}), nil
 		},
 	})
 	if err != nil {
@@ -184,6 +184,14 @@ host %q {
 	rt = router
 	return e
 }
+
+// stageLog records the sign-in stages reported, one a line.
+type stageLog struct {
+	observe.Discard
+	w *syncBuffer
+}
+
+func (l stageLog) SignIn(stage string) { _, _ = l.w.Write([]byte(stage + "\n")) }
 
 // browser is a cookie-keeping client of the router.
 type browser struct {

@@ -37,14 +37,12 @@ func check(cfg *config.Config, now time.Time) hcl.Diagnostics {
 		c.caFile(f, cfg.TLS.ACME.CAFileRange)
 	}
 	for _, h := range cfg.Hosts {
-		if effectiveMode(h) != config.TLSFiles {
+		if h.TLS.Mode != config.TLSFiles {
 			continue
 		}
+		// config gives a host without files of its own the top-level
+		// pair, with that pair's ranges.
 		t := h.TLS
-		if t.CertFile == "" {
-			t.CertFile, t.KeyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
-			t.CertFileRange, t.KeyFileRange = cfg.TLS.CertFileRange, cfg.TLS.KeyFileRange
-		}
 		if t.CertFile == "" || t.KeyFile == "" {
 			continue // config reports this
 		}
@@ -55,7 +53,7 @@ func check(cfg *config.Config, now time.Time) hcl.Diagnostics {
 		if err := p.leaf.VerifyHostname(h.Name); err != nil {
 			c.errorf(t.CertFileRange, "Certificate does not cover host",
 				"%s is for %s, not %q. Name a certificate for %q in host %q's tls block (cert_file and key_file), or let ioproxy get one: tls { mode = %q } without cert_file and key_file.",
-				t.CertFile, describeNames(p.leaf), h.Name, h.Name, h.Name, autoMode(h))
+				t.CertFile, describeNames(p.leaf), h.Name, h.Name, h.Name, h.AutoTLSMode())
 		}
 	}
 	if cfg.TLS.CertFile != "" && cfg.TLS.KeyFile != "" {
@@ -64,14 +62,6 @@ func check(cfg *config.Config, now time.Time) hcl.Diagnostics {
 			CertFileRange: cfg.TLS.CertFileRange, KeyFileRange: cfg.TLS.KeyFileRange})
 	}
 	return c.diags
-}
-
-// autoMode is the mode to suggest instead of files.
-func autoMode(h config.Host) config.TLSMode {
-	if h.IsLocal() {
-		return config.TLSSelfSigned
-	}
-	return config.TLSACME
 }
 
 type checker struct {

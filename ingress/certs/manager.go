@@ -102,45 +102,10 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		m.poll = DefaultPollInterval
 	}
 
-	var selfSigned, acmeHosts []string
-	pairByFiles := map[[2]string]*staticPair{}
-	for _, h := range cfg.Hosts {
-		name := config.NormalizeHost(h.Name)
-		mode := effectiveMode(h)
-		if mode == config.TLSOff {
-			continue
-		}
-		if _, dup := m.modes[name]; dup {
-			return nil, fmt.Errorf("certs: host %q is listed twice", name)
-		}
-		m.modes[name] = mode
-		switch mode {
-		case config.TLSFiles:
-			certFile, keyFile := h.TLS.CertFile, h.TLS.KeyFile
-			if certFile == "" {
-				certFile, keyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
-			}
-			if certFile == "" || keyFile == "" {
-				return nil, fmt.Errorf("certs: host %q uses mode \"files\" but names no cert_file and key_file", name)
-			}
-			key := [2]string{certFile, keyFile}
-			p := pairByFiles[key]
-			if p == nil {
-				p = &staticPair{certFile: certFile, keyFile: keyFile}
-				pairByFiles[key] = p
-				m.pairs = append(m.pairs, p)
-			}
-			p.hosts = append(p.hosts, name)
-			m.files[name] = p
-		case config.TLSSelfSigned:
-			selfSigned = append(selfSigned, name)
-		case config.TLSACME:
-			acmeHosts = append(acmeHosts, name)
-		default:
-			return nil, fmt.Errorf("certs: host %q has unknown TLS mode %q", name, mode)
-		}
+	selfSigned, acmeHosts, err := m.sortHosts(cfg)
+	if err != nil {
+		return nil, err
 	}
-
 	for _, p := range m.pairs {
 		if _, err := p.load(m.log, m.now()); err != nil {
 			return nil, fmt.Errorf("certs: %w", err)
@@ -173,19 +138,53 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	return m, nil
 }
 
-// effectiveMode resolves the automatic mode the way config does, so that a
-// Host built by hand behaves like one read from a file.
-func effectiveMode(h config.Host) config.TLSMode {
-	if h.TLS.Mode != config.TLSAuto {
-		return h.TLS.Mode
+// sortHosts records each HTTPS host's mode, as config decided it, and
+// sorts the hosts by where their certificates come from: files-mode hosts
+// get their pairs (one per pair of files), and the names of the
+// self-signed and ACME hosts are returned.
+func (m *Manager) sortHosts(cfg Config) (selfSigned, acmeHosts []string, err error) {
+	pairByFiles := map[[2]string]*staticPair{}
+	for _, h := range cfg.Hosts {
+		name := config.NormalizeHost(h.Name)
+		mode := h.TLS.Mode
+		if mode == config.TLSOff {
+			continue
+		}
+		if _, dup := m.modes[name]; dup {
+			return nil, nil, fmt.Errorf("certs: host %q is listed twice", name)
+		}
+		m.modes[name] = mode
+		switch mode {
+		case config.TLSFiles:
+			certFile, keyFile := h.TLS.CertFile, h.TLS.KeyFile
+			if certFile == "" {
+				certFile, keyFile = cfg.TLS.CertFile, cfg.TLS.KeyFile
+			}
+			if certFile == "" || keyFile == "" {
+				return nil, nil, fmt.Errorf("certs: host %q uses mode \"files\" but names no cert_file and key_file", name)
+			}
+			key := [2]string{certFile, keyFile}
+			p := pairByFiles[key]
+			if p == nil {
+				p = &staticPair{certFile: certFile, keyFile: keyFile}
+				pairByFiles[key] = p
+				m.pairs = append(m.pairs, p)
+			}
+			p.hosts = append(p.hosts, name)
+			m.files[name] = p
+		case config.TLSSelfSigned:
+			selfSigned = append(selfSigned, name)
+		case config.TLSACME:
+			acmeHosts = append(acmeHosts, name)
+		case config.TLSAuto:
+			// config resolves "auto"; deciding here again would be a
+			// second place that chooses a host's certificate.
+			return nil, nil, fmt.Errorf("certs: host %q has no TLS mode; give hosts as config.Parse builds them, with HostTLS.Mode set", name)
+		default:
+			return nil, nil, fmt.Errorf("certs: host %q has unknown TLS mode %q", name, mode)
+		}
 	}
-	if h.TLS.CertFile != "" {
-		return config.TLSFiles
-	}
-	if h.IsLocal() {
-		return config.TLSSelfSigned
-	}
-	return config.TLSACME
+	return selfSigned, acmeHosts, nil
 }
 
 // TLSConfig returns a server configuration for the HTTPS listener: a

@@ -3,6 +3,7 @@ package certs
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,6 +20,17 @@ func host(name string, mode config.TLSMode) config.Host {
 	return config.Host{Name: name, Label: name, TLS: config.HostTLS{Mode: mode}}
 }
 
+// parsedHost is a host as config builds it from a host block that says
+// nothing about TLS, so that config chooses its mode.
+func parsedHost(t *testing.T, name string) config.Host {
+	t.Helper()
+	cfg, diags := config.Parse([]byte(fmt.Sprintf("host %q { backend = \"localhost:3000\" }\n", name)), "test.hcl", config.Options{})
+	if diags.HasErrors() {
+		t.Fatalf("config: %v", diags)
+	}
+	return cfg.Hosts[0]
+}
+
 func filesHost(name, certFile, keyFile string) config.Host {
 	return config.Host{Name: name, Label: name, TLS: config.HostTLS{Mode: config.TLSFiles, CertFile: certFile, KeyFile: keyFile}}
 }
@@ -28,7 +40,7 @@ func TestSelfSigned(t *testing.T) {
 	dataDir := t.TempDir()
 	hosts := []config.Host{
 		host("localhost", config.TLSSelfSigned),
-		host("app.localhost", config.TLSAuto), // the default for local names
+		parsedHost(t, "app.localhost"), // the default for local names
 		host("192.0.2.10", config.TLSSelfSigned),
 		host("dev.internal", config.TLSSelfSigned),
 		host("plain.localhost", config.TLSOff),
@@ -187,7 +199,7 @@ func TestLocalCAWithoutProxy(t *testing.T) {
 		t.Fatalf("LocalCAFile holds %q, %v", onDisk, err)
 	}
 	// The Manager then uses that same CA.
-	m, err := New(t.Context(), Config{DataDir: dataDir, Hosts: []config.Host{host("localhost", "")}, Logger: testLogger(t)})
+	m, err := New(t.Context(), Config{DataDir: dataDir, Hosts: []config.Host{host("localhost", config.TLSSelfSigned)}, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +480,9 @@ func TestNewErrors(t *testing.T) {
 		want string
 	}{
 		{"no data dir", Config{}, "DataDir"},
-		{"duplicate host", Config{DataDir: t.TempDir(), Hosts: []config.Host{host("localhost", ""), host("LOCALHOST", "")}}, "twice"},
+		{"duplicate host", Config{DataDir: t.TempDir(), Hosts: []config.Host{host("localhost", config.TLSSelfSigned), host("LOCALHOST", config.TLSSelfSigned)}}, "twice"},
+		// config decides "auto"; certs does not decide it a second time.
+		{"mode auto", Config{DataDir: t.TempDir(), Hosts: []config.Host{host("localhost", config.TLSAuto)}}, "no TLS mode"},
 		{"files without files", Config{DataDir: t.TempDir(), Hosts: []config.Host{host("a.example", config.TLSFiles)}}, "cert_file"},
 		{"missing ca_file", Config{DataDir: t.TempDir(), TLS: config.TLS{ACME: config.ACME{CAFile: "/nonexistent/ca.pem"}}, Hosts: []config.Host{host("a.example", config.TLSACME)}}, "ca_file"},
 	} {

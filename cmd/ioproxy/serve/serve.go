@@ -28,6 +28,7 @@ import (
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/ingress/certs"
 	"github.com/ioproxy/ioproxy/internal/limits"
+	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -109,7 +110,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		nonces.Set(sess.PDS, sess.PDSNonce)
 	}
 
-	asRetry := func() { s.recorder.NonceRetry(admin.NonceServerAuth) }
+	asRetry := func() { s.recorder.NonceRetry(observe.NonceServerAuth) }
 	clients := map[string]*oauth.Client{}
 	signIns := map[string]http.Handler{}
 	var clientKey *oauth.ClientKey
@@ -144,7 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		clients[c.ClientID()] = c
 		signIns[h.Name] = ingress.NewSignIn(ingress.SignInConfig{
 			Host: h, Client: c, ClientKey: key, BaseURL: base, Sessions: s.store, SessionLifetime: SessionLifetime,
-			Events: s.recorder.SignIn, Logger: log,
+			Recorder: s.recorder, Logger: log,
 		})
 	}
 
@@ -164,10 +165,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		SignIn: func(h config.Host) (http.Handler, error) {
 			return signIns[h.Name], nil
 		},
-		Observe: func(rec ingress.Record) {
-			s.recorder.Request(admin.Request{Time: rec.Time, Kind: admin.KindIngress, Source: rec.Host, Operation: rec.Operation, Method: rec.Method, Path: rec.Path, Status: rec.Status, Duration: rec.Duration, Upstream: rec.Upstream, DID: rec.DID, Remote: rec.Remote})
-		},
-		Upstream:     func(host string, d time.Duration) { s.recorder.UpstreamDuration(admin.KindIngress, host, d) },
+		Recorder:     s.recorder,
 		StaleSession: s.tokens.RefreshLater,
 		Logger:       log,
 	})

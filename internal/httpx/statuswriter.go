@@ -1,4 +1,4 @@
-package admin
+package httpx
 
 import "net/http"
 
