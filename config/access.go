@@ -10,63 +10,18 @@ import (
 	"github.com/ioproxy/ioproxy/access"
 )
 
+// A handle_max_age over this admits a handle that moved to another account
+// for that long after its checks started failing.
+const longHandleMaxAge = 24 * time.Hour
+
 // access builds a host's require_atproto and apikey_auth blocks.
 func (b *builder) access(raw *hostSchema) *Access {
 	if raw.RequireATProto == nil && raw.APIKeyAuth == nil {
 		return nil
 	}
 	a := &Access{}
-	if r := raw.RequireATProto; r != nil {
-		a.Rules = &access.Rules{}
-		// Lists written but empty (often an env() that was not set) admit
-		// every account, which is seldom what was meant.
-		listsWritten := b.written(r.DIDs) || b.written(r.Handles)
-		for _, item := range b.stringList(r.DIDs, "dids") {
-			d, err := access.ParseDID(item.value)
-			if err != nil {
-				b.errorf(item.rng, "Invalid DID", "%v.", err)
-				continue
-			}
-			a.Rules.DIDs = append(a.Rules.DIDs, d)
-		}
-		for _, item := range b.stringList(r.Handles, "handles") {
-			h, domain, err := access.ParseHandlePattern(item.value)
-			if err != nil {
-				b.errorf(item.rng, "Invalid handle", "%v.", err)
-				continue
-			}
-			if domain != "" {
-				if publicHandleDomain(strings.TrimPrefix(domain, ".")) {
-					b.warnf(item.rng, "Handle domain of a public server", "%q admits every account whose handle is under %s, which anyone can create. Name the accounts instead (by DID, or by handle).", item.value, strings.TrimPrefix(domain, "."))
-				}
-				a.Rules.Domains = append(a.Rules.Domains, domain)
-			} else {
-				a.Rules.Handles = append(a.Rules.Handles, h)
-			}
-		}
-		for _, item := range b.stringList(r.PublicPaths, "public_paths") {
-			p, err := access.ParsePathPattern(item.value)
-			if err != nil {
-				b.errorf(item.rng, "Invalid public path", "%v.", err)
-				continue
-			}
-			if p.Prefix && !strings.HasSuffix(p.Path, "/") {
-				b.warnf(item.rng, "Prefix without a slash", "%q also makes public %q and the like; if a folder was meant, write %q.", item.value, p.Path+"-admin", p.Path+"/*")
-			}
-			if raw.Backend == nil {
-				b.warnf(item.rng, "Public paths do nothing here", "Host %q has no backend: the proxy in front asks /@/auth, which ignores public paths. Make these paths public in that proxy (in nginx: auth_request off; in their location).", raw.Hostname)
-			}
-			a.Rules.Public = append(a.Rules.Public, p)
-		}
-		if r.HandleMaxAge != nil {
-			a.Rules.HandleMaxAge = b.duration(r.HandleMaxAgeRange, "handle_max_age", *r.HandleMaxAge, time.Minute, "2h")
-			if a.Rules.HandleMaxAge > longHandleMaxAge {
-				b.warnf(r.HandleMaxAgeRange, "Long handle_max_age", "A handle that moved to another account would still be admitted for up to %s after its checks started failing. Keep it to a few hours, such as handle_max_age = \"2h\" (the default).", shortDuration(a.Rules.HandleMaxAge))
-			}
-		}
-		if listsWritten && a.Rules.OpenToAnyAccount() && !b.diags.HasErrors() {
-			b.warnf(r.DefRange, "No accounts named", "dids and handles are empty, so any account that signs in gets in. Name the accounts, or remove the empty lists to say that any account is meant.")
-		}
+	if raw.RequireATProto != nil {
+		a.Rules = b.rules(raw.RequireATProto, raw)
 	}
 	if raw.Backend == nil && b.trustedProxies == 0 {
 		b.warnf(raw.DefRange, "Forward-auth without trusted proxies", "Host %q has no backend, so a proxy in front asks ioproxy about each request, but ingress { trusted_proxies } is empty: that proxy's X-Forwarded-For is not believed, so every visitor counts as the proxy for the wrong-key limit, and no Proxy-Session is given back. List the proxy's address in trusted_proxies.", raw.Hostname)
@@ -80,6 +35,62 @@ func (b *builder) access(raw *hostSchema) *Access {
 		}
 	}
 	return a
+}
+
+// rules builds a host's require_atproto block: which accounts get in,
+// and which paths are open to all.
+func (b *builder) rules(r *requireATProtoSchema, raw *hostSchema) *access.Rules {
+	rules := &access.Rules{}
+	// Lists written but empty (often an env() that was not set) admit
+	// every account, which is seldom what was meant.
+	listsWritten := b.written(r.DIDs) || b.written(r.Handles)
+	for _, item := range b.stringList(r.DIDs, "dids") {
+		d, err := access.ParseDID(item.value)
+		if err != nil {
+			b.errorf(item.rng, "Invalid DID", "%v.", err)
+			continue
+		}
+		rules.DIDs = append(rules.DIDs, d)
+	}
+	for _, item := range b.stringList(r.Handles, "handles") {
+		h, domain, err := access.ParseHandlePattern(item.value)
+		if err != nil {
+			b.errorf(item.rng, "Invalid handle", "%v.", err)
+			continue
+		}
+		if domain != "" {
+			if publicHandleDomain(strings.TrimPrefix(domain, ".")) {
+				b.warnf(item.rng, "Handle domain of a public server", "%q admits every account whose handle is under %s, which anyone can create. Name the accounts instead (by DID, or by handle).", item.value, strings.TrimPrefix(domain, "."))
+			}
+			rules.Domains = append(rules.Domains, domain)
+		} else {
+			rules.Handles = append(rules.Handles, h)
+		}
+	}
+	for _, item := range b.stringList(r.PublicPaths, "public_paths") {
+		p, err := access.ParsePathPattern(item.value)
+		if err != nil {
+			b.errorf(item.rng, "Invalid public path", "%v.", err)
+			continue
+		}
+		if p.Prefix && !strings.HasSuffix(p.Path, "/") {
+			b.warnf(item.rng, "Prefix without a slash", "%q also makes public %q and the like; if a folder was meant, write %q.", item.value, p.Path+"-admin", p.Path+"/*")
+		}
+		if raw.Backend == nil {
+			b.warnf(item.rng, "Public paths do nothing here", "Host %q has no backend: the proxy in front asks /@/auth, which ignores public paths. Make these paths public in that proxy (in nginx: auth_request off; in their location).", raw.Hostname)
+		}
+		rules.Public = append(rules.Public, p)
+	}
+	if r.HandleMaxAge != nil {
+		rules.HandleMaxAge = b.duration(r.HandleMaxAgeRange, "handle_max_age", *r.HandleMaxAge, time.Minute, "2h")
+		if rules.HandleMaxAge > longHandleMaxAge {
+			b.warnf(r.HandleMaxAgeRange, "Long handle_max_age", "A handle that moved to another account would still be admitted for up to %s after its checks started failing. Keep it to a few hours, such as handle_max_age = \"2h\" (the default).", shortDuration(rules.HandleMaxAge))
+		}
+	}
+	if listsWritten && rules.OpenToAnyAccount() && !b.diags.HasErrors() {
+		b.warnf(r.DefRange, "No accounts named", "dids and handles are empty, so any account that signs in gets in. Name the accounts, or remove the empty lists to say that any account is meant.")
+	}
+	return rules
 }
 
 // apiKeys reads the users attribute: htpasswd lines in one string (blank

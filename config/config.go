@@ -4,8 +4,9 @@
 //
 // Decoding happens in two steps, as in HashiCorp's own tools: gohcl decodes
 // the file into the schema structs of schema.go (which catches unknown and
-// missing attributes), then build turns them into the typed Config below
-// (defaults, parsing of strings such as backends, cross-block checks).
+// missing attributes), then build (build.go, and a file per block beside
+// it) turns them into the typed Config below: defaults, parsing of strings
+// such as backends, and the cross-block checks of checks.go.
 // Everything else in ioproxy consumes only Config.
 package config
 
@@ -148,7 +149,7 @@ type TLSMode string
 
 // The TLS modes a host may use.
 const (
-	TLSAuto       TLSMode = ""            // not written: chosen by host name
+	TLSAuto       TLSMode = ""            // not written: config chooses (see Host.AutoTLSMode); never left in a Config
 	TLSACME       TLSMode = "acme"        // certificates from an ACME CA
 	TLSFiles      TLSMode = "files"       // certificate and key files on disk
 	TLSSelfSigned TLSMode = "self_signed" // a certificate ioproxy makes itself
@@ -206,6 +207,16 @@ func IsLocalName(name string) bool {
 	}
 	_, err := netip.ParseAddr(strings.Trim(name, "[]"))
 	return err == nil
+}
+
+// AutoTLSMode is the mode a host gets when its tls block names neither a
+// mode nor files: a self-signed certificate for a local host, since no
+// public CA issues one, and ACME for any other.
+func (h Host) AutoTLSMode() TLSMode {
+	if h.IsLocal() {
+		return TLSSelfSigned
+	}
+	return TLSACME
 }
 
 // ServesHTTP reports whether plain HTTP requests for the host reach its
@@ -424,6 +435,16 @@ func (c *Config) Host(name string) (Host, bool) {
 		}
 	}
 	return Host{}, false
+}
+
+// ServesHTTPS reports whether any host needs the HTTPS listener.
+func (c *Config) ServesHTTPS() bool {
+	for _, h := range c.Hosts {
+		if h.ServesHTTPS() {
+			return true
+		}
+	}
+	return false
 }
 
 // NormalizeHost lowercases a host name and removes a port and a trailing dot.

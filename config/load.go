@@ -20,6 +20,14 @@ type Options struct {
 	LookupEnv func(string) (string, bool)
 }
 
+// lookupEnv is LookupEnv, or os.LookupEnv when that is nil.
+func (o Options) lookupEnv(name string) (string, bool) {
+	if o.LookupEnv == nil {
+		return os.LookupEnv(name)
+	}
+	return o.LookupEnv(name)
+}
+
 // Load reads, decodes and validates the configuration file at path. The
 // returned diagnostics may hold warnings even when the Config is usable;
 // the Config is nil when they hold an error.
@@ -84,10 +92,6 @@ func sortByPosition(diags hcl.Diagnostics) {
 // evalContext offers env("NAME") and env("NAME", "default") so that secrets
 // come from the environment rather than the file.
 func evalContext(opts Options) *hcl.EvalContext {
-	lookup := opts.LookupEnv
-	if lookup == nil {
-		lookup = os.LookupEnv
-	}
 	envFunc := function.New(&function.Spec{
 		Description: "Returns the value of an environment variable, or the default (empty when not given) when it is unset.",
 		Params:      []function.Parameter{{Name: "name", Type: cty.String}},
@@ -97,7 +101,7 @@ func evalContext(opts Options) *hcl.EvalContext {
 			if len(args) > 2 {
 				return cty.NilVal, fmt.Errorf("env takes a name and at most one default, as in env(\"NOMAD_TOKEN\") or env(\"PORT\", \"8080\")")
 			}
-			if v, ok := lookup(args[0].AsString()); ok {
+			if v, ok := opts.lookupEnv(args[0].AsString()); ok {
 				return cty.StringVal(v), nil
 			}
 			if len(args) == 2 {
