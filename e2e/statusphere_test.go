@@ -2,24 +2,29 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/chromedp/chromedp"
-	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/repo"
-	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/e2e/browser"
 	"github.com/ioproxy/ioproxy/e2e/localjetstream"
 )
+
+// statusNSID is the record type and collection of a Statusphere status. The
+// app's Lexicon packages are internal to cmd/statusphere, so this test reads
+// the PDS as any other client would.
+const statusNSID = "xyz.statusphere.status"
 
 // TestStatusphere runs the Statusphere app behind ioproxy, configured as
 // in examples/local.hcl, against the real PDS: sign in through the app's
@@ -31,7 +36,7 @@ func TestStatusphere(t *testing.T) {
 		{Handle: "bob.test", Password: "bob-password-1"},
 	}})
 	alice, bob := a.Accounts[0], a.Accounts[1]
-	js := localjetstream.New(localjetstream.Config{PDSURL: a.PDSURL, Collections: []string{statusphere.StatusNSID}, Interval: 100 * time.Millisecond})
+	js := localjetstream.New(localjetstream.Config{PDSURL: a.PDSURL, Collections: []string{statusNSID}, Interval: 100 * time.Millisecond})
 	jsSrv := httptest.NewServer(js)
 	defer jsSrv.Close()
 
@@ -134,8 +139,8 @@ call "atproto" {
 		t.Fatal(err)
 	}
 	if err := a.Post(context.Background(), token, "com.atproto.repo.createRecord", map[string]any{
-		"repo": bob.DID, "collection": statusphere.StatusNSID,
-		"record": map[string]any{"$type": statusphere.StatusNSID, "status": "🚀", "createdAt": time.Now().UTC().Format(time.RFC3339Nano)},
+		"repo": bob.DID, "collection": statusNSID,
+		"record": map[string]any{"$type": statusNSID, "status": "🚀", "createdAt": time.Now().UTC().Format(time.RFC3339Nano)},
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -157,23 +162,33 @@ call "atproto" {
 		t.Logf("screenshot: %s", path)
 	}
 
-	// The record is in alice's repository on the PDS.
-	pds, err := xrpc.NewHTTPClient(xrpc.HTTPConfig{Host: a.PDSURL})
-	if err != nil {
-		t.Fatal(err)
+	// The record is in alice's repository on the PDS: a valid status record
+	// (its exact "$type", "status" and a Lexicon datetime "createdAt").
+	var out struct {
+		Records []struct {
+			URI   string          `json:"uri"`
+			Value json.RawMessage `json:"value"`
+		} `json:"records"`
 	}
-	out, err := repo.ListRecords(context.Background(), pds, repo.ListRecordsParams{Repo: alice.DID, Collection: statusphere.StatusNSID})
-	if err != nil {
-		t.Fatalf("listRecords on the PDS: %v", err)
+	q := url.Values{"repo": {alice.DID}, "collection": {statusNSID}}
+	if code := getJSON(t, a.PDSURL+"/xrpc/com.atproto.repo.listRecords?"+q.Encode(), &out); code != 200 {
+		t.Fatalf("listRecords on the PDS: status %d", code)
 	}
 	found := false
+	var seen []string
 	for _, r := range out.Records {
-		st, err := statusphere.DecodeStatus(r.Value)
-		if err == nil && st.Status == emoji && strings.HasPrefix(r.URI, "at://"+alice.DID+"/") {
+		seen = append(seen, r.URI+" "+string(r.Value))
+		var rec map[string]any
+		if err := json.Unmarshal(r.Value, &rec); err != nil {
+			continue
+		}
+		createdAt, _ := rec["createdAt"].(string)
+		_, err := syntax.ParseDatetime(createdAt)
+		if err == nil && rec["$type"] == statusNSID && rec["status"] == emoji && strings.HasPrefix(r.URI, "at://"+alice.DID+"/") {
 			found = true
 		}
 	}
 	if !found {
-		t.Fatalf("no %s status in alice's repo: %+v", emoji, out.Records)
+		t.Fatalf("no %s status in alice's repo: %q", emoji, seen)
 	}
 }

@@ -21,11 +21,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/repo"
-	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/handles"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/ingest"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/com/atproto/repo"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/xyz/statusphere"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/jetstream"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/store"
 )

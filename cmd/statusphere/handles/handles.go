@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/identity"
-	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/repo"
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/com/atproto/identity"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/com/atproto/repo"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // Config configures a Resolver.

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/handles"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // callingPort fakes ioproxy's calling port answering describeRepo per User-Did.

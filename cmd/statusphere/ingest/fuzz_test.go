@@ -12,8 +12,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/rivo/uniseg"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/ingest"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/xyz/statusphere"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/jetstream"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/store"
 )

@@ -8,8 +8,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/lexutil"
-	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/lexutil"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/xyz/statusphere"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/jetstream"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/store"
 )

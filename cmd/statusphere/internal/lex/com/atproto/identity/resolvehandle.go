@@ -6,7 +6,7 @@ import (
 	"context"
 	"net/url"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // ResolveHandleNSID is the NSID of the com.atproto.identity.resolveHandle query.

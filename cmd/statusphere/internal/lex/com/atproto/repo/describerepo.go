@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"net/url"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // DescribeRepoNSID is the NSID of the com.atproto.repo.describeRepo query.

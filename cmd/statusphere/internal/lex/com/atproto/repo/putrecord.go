@@ -6,7 +6,7 @@ import (
 	"context"
 	"encoding/json"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // PutRecordNSID is the NSID of the com.atproto.repo.putRecord procedure.

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // recorded is one request as a fake XRPC host saw it.

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // ListRecordsNSID is the NSID of the com.atproto.repo.listRecords query.

@@ -1,8 +1,9 @@
 // Package xrpc is a small client for AT Protocol XRPC calls over plain HTTP and JSON.
 //
-// Client is the one interface that Lexicon-generated call functions (atproto/lex/...) are
-// written against. HTTPClient calls a host directly; ProxyClient calls ioproxy's calling port on
-// behalf of a signed-in user by adding the Proxy-Session and User-Did headers.
+// Client is the one interface that Lexicon-generated call functions
+// (cmd/statusphere/internal/lex/...) are written against. HTTPClient calls a host directly;
+// ProxyClient calls ioproxy's calling port on behalf of a signed-in user by adding the
+// Proxy-Session and User-Did headers.
 package xrpc
 
 import (

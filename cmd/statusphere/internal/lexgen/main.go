@@ -2,7 +2,8 @@
 //
 // It supports only the parts of the Lexicon language that ioproxy's Lexicons use (records of
 // strings, integers and booleans; queries and procedures with JSON objects; refs within one Go
-// package) and fails on anything else. Run it through go generate in atproto/lex:
+// package) and fails on anything else. Run it through go generate in
+// cmd/statusphere/internal/lex:
 //
 //	go run ../lexgen -lexicons ../lexicons -out .
 package main
@@ -28,9 +29,9 @@ func main() {
 
 func defaultOptions() Options {
 	return Options{
-		ImportRoot:    "github.com/ioproxy/ioproxy/atproto/lex",
-		XRPCImport:    "github.com/ioproxy/ioproxy/atproto/xrpc",
-		LexutilImport: "github.com/ioproxy/ioproxy/atproto/lex/lexutil",
+		ImportRoot:    "github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex",
+		XRPCImport:    "github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc",
+		LexutilImport: "github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/lexutil",
 	}
 }
 

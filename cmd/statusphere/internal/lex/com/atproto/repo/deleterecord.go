@@ -5,7 +5,7 @@ package repo
 import (
 	"context"
 
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 // DeleteRecordNSID is the NSID of the com.atproto.repo.deleteRecord procedure.

@@ -10,8 +10,9 @@ import (
 	"testing/fstest"
 )
 
-// TestGeneratedCodeIsUpToDate fails when atproto/lex differs from what the Lexicons in
-// atproto/lexicons generate: run go generate ./atproto/lex/... and commit the result.
+// TestGeneratedCodeIsUpToDate fails when cmd/statusphere/internal/lex differs from what the
+// Lexicons in cmd/statusphere/internal/lexicons generate: run
+// go generate ./cmd/statusphere/internal/lex/... and commit the result.
 func TestGeneratedCodeIsUpToDate(t *testing.T) {
 	files, err := Generate(os.DirFS("../lexicons"), defaultOptions())
 	if err != nil {
@@ -30,15 +31,15 @@ func TestGeneratedCodeIsUpToDate(t *testing.T) {
 		delete(onDisk, name)
 		got, err := os.ReadFile(filepath.Join("../lex", name))
 		if err != nil {
-			t.Errorf("%s: %v (run go generate ./atproto/lex/...)", name, err)
+			t.Errorf("%s: %v (run go generate ./cmd/statusphere/internal/lex/...)", name, err)
 			continue
 		}
 		if !bytes.Equal(got, files[name]) {
-			t.Errorf("atproto/lex/%s is out of date: run go generate ./atproto/lex/...", name)
+			t.Errorf("cmd/statusphere/internal/lex/%s is out of date: run go generate ./cmd/statusphere/internal/lex/...", name)
 		}
 	}
 	for name := range onDisk {
-		t.Errorf("atproto/lex/%s was generated from a Lexicon that is gone: run go generate ./atproto/lex/...", name)
+		t.Errorf("cmd/statusphere/internal/lex/%s was generated from a Lexicon that is gone: run go generate ./cmd/statusphere/internal/lex/...", name)
 	}
 }
 

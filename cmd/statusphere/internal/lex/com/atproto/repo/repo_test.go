@@ -8,9 +8,9 @@ import (
 	"net/http/httptest"
 	"testing"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/com/atproto/repo"
-	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
-	"github.com/ioproxy/ioproxy/atproto/xrpc"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/com/atproto/repo"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/xyz/statusphere"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 )
 
 func TestCalls(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/lexutil"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/lexutil"
 )
 
 // StatusNSID is the NSID of the xyz.statusphere.status record type, its "$type" and collection.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ioproxy/ioproxy/atproto/lex/xyz/statusphere"
+	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/lex/xyz/statusphere"
 )
 
 func TestDecodeStatus(t *testing.T) {
