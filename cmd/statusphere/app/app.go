@@ -28,6 +28,7 @@ import (
 	"github.com/ioproxy/ioproxy/cmd/statusphere/internal/xrpc"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/jetstream"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/store"
+	"github.com/ioproxy/ioproxy/contract"
 )
 
 //go:embed templates/*.html
@@ -203,7 +204,7 @@ func (a *App) logRequests(h http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(rec, r)
 		a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.code,
-			"did", r.Header.Get(xrpc.HeaderUserDID), "duration", time.Since(start))
+			"did", r.Header.Get(contract.UserDID), "duration", time.Since(start))
 	})
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+
+	"github.com/ioproxy/ioproxy/contract"
 )
 
 // Identity is what ioproxy tells an app about the user behind a request.
@@ -20,9 +22,9 @@ type Identity struct {
 // ioproxy strips any such headers sent by the client, so they can be trusted behind it.
 func IdentityFrom(r *http.Request) Identity {
 	return Identity{
-		Session: r.Header.Get(HeaderProxySession),
-		DID:     r.Header.Get(HeaderUserDID),
-		Handle:  r.Header.Get(HeaderUserHandle),
+		Session: r.Header.Get(contract.ProxySession),
+		DID:     r.Header.Get(contract.UserDID),
+		Handle:  r.Header.Get(contract.UserHandle),
 	}
 }
 
@@ -44,10 +46,10 @@ var _ Client = (*ProxyClient)(nil)
 func NewProxyClient(base *HTTPClient, id Identity) *ProxyClient {
 	h := http.Header{}
 	if id.Session != "" {
-		h.Set(HeaderProxySession, id.Session)
+		h.Set(contract.ProxySession, id.Session)
 	}
 	if id.DID != "" {
-		h.Set(HeaderUserDID, id.DID)
+		h.Set(contract.UserDID, id.DID)
 	}
 	return &ProxyClient{base: base, header: h}
 }

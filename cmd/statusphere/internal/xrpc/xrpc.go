@@ -20,18 +20,6 @@ const (
 	Procedure = http.MethodPost
 )
 
-// Headers of the contract between ioproxy and the apps behind it.
-const (
-	// HeaderProxySession carries ioproxy's opaque session key for the signed-in user. Sent back
-	// to the calling port, it makes ioproxy call the user's PDS with the user's credentials.
-	HeaderProxySession = "Proxy-Session"
-	// HeaderUserDID carries the DID of the signed-in user (incoming), or the DID whose PDS a
-	// calling-port request goes to (outgoing).
-	HeaderUserDID = "User-Did"
-	// HeaderUserHandle carries the handle of the signed-in user on incoming requests.
-	HeaderUserHandle = "User-Handle"
-)
-
 // Client makes one XRPC call.
 //
 // method is Query or Procedure; nsid names the Lexicon method; params become the query string;
