@@ -31,13 +31,16 @@ const (
 )
 
 // identityHeaders are the contract's headers as fold spells them.
-var identityHeaders = map[string]bool{"user-did": true, "user-handle": true, "proxy-session": true, "apikey-user": true}
+var identityHeaders = map[string]bool{
+	strings.ToLower(UserDID): true, strings.ToLower(UserHandle): true,
+	strings.ToLower(ProxySession): true, strings.ToLower(APIKeyUser): true,
+}
 
 // IsIdentity reports whether a header name is, or could be read by some
 // backend as, one of the contract's headers: any case, and with "_" for
 // "-" (some servers fold the two, a real advisory of a popular proxy).
 func IsIdentity(name string) bool {
-	if len(name) < len("user-did") || len(name) > len("proxy-session") {
+	if len(name) < len(UserDID) || len(name) > len(ProxySession) {
 		return false
 	}
 	return identityHeaders[strings.ToLower(strings.ReplaceAll(name, "_", "-"))]
