@@ -66,6 +66,15 @@ type Ingress struct {
 	// second, against clients that trickle a body to hold connections
 	// open. Zero turns the check off; default DefaultBodyMinRate.
 	BodyMinRate int64
+	// MaxConnectionsPerClient caps the connections one client address (an
+	// IPv6 /56) holds on each listener, so that one client cannot take every
+	// place; trusted proxies are not limited. Zero turns the share off;
+	// default DefaultMaxConnectionsPerClient of MaxConnections.
+	MaxConnectionsPerClient int
+	// WriteIdleTimeout cuts an answer that the client has not taken a
+	// byte of for this long (it holds a backend connection meanwhile).
+	// At least a second; default DefaultWriteIdleTimeout.
+	WriteIdleTimeout time.Duration
 }
 
 // Identity configures how handles and DIDs are resolved.

@@ -15,13 +15,22 @@ import (
 
 // Defaults of the ingress and admin blocks.
 const (
-	DefaultHTTPAddr        = ":80"
-	DefaultHTTPSAddr       = ":443"
-	DefaultMaxConnections  = 10000
-	DefaultBodyIdleTimeout = 20 * time.Second
-	DefaultBodyMinRate     = 256
-	DefaultAdminListen     = "127.0.0.1:9901"
+	DefaultHTTPAddr         = ":80"
+	DefaultHTTPSAddr        = ":443"
+	DefaultMaxConnections   = 10000
+	DefaultBodyIdleTimeout  = 20 * time.Second
+	DefaultBodyMinRate      = 256
+	DefaultWriteIdleTimeout = time.Minute
+	DefaultAdminListen      = "127.0.0.1:9901"
 )
+
+// DefaultMaxConnectionsPerClient is a client's share of a listener's
+// connections when max_connections_per_client is left out: a twentieth
+// (so twenty addresses are needed to fill it), at least 16 (a browser
+// opens several, an office behind one address more).
+func DefaultMaxConnectionsPerClient(maxConnections int) int {
+	return max(16, maxConnections/20)
+}
 
 // Below this many connections a listener turns away ordinary traffic: one
 // browser alone opens several.
@@ -31,13 +40,15 @@ const lowMaxConnections = 16
 // on their connections and request bodies.
 func (b *builder) ingress(raw *ingressSchema) Ingress {
 	in := Ingress{
-		HTTPAddr:        DefaultHTTPAddr,
-		HTTPSAddr:       DefaultHTTPSAddr,
-		MaxConnections:  DefaultMaxConnections,
-		BodyIdleTimeout: DefaultBodyIdleTimeout,
-		BodyMinRate:     DefaultBodyMinRate,
+		HTTPAddr:         DefaultHTTPAddr,
+		HTTPSAddr:        DefaultHTTPSAddr,
+		MaxConnections:   DefaultMaxConnections,
+		BodyIdleTimeout:  DefaultBodyIdleTimeout,
+		BodyMinRate:      DefaultBodyMinRate,
+		WriteIdleTimeout: DefaultWriteIdleTimeout,
 	}
 	if raw == nil {
+		in.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient(in.MaxConnections)
 		return in
 	}
 	if raw.MaxConnections != nil {
@@ -54,6 +65,17 @@ func (b *builder) ingress(raw *ingressSchema) Ingress {
 		in.BodyMinRate = *raw.BodyMinRate
 		if in.BodyMinRate < 0 {
 			b.errorf(raw.BodyMinRateRange, "Invalid body_min_rate", "%d is not a rate: body_min_rate is the slowest a request body may arrive, in bytes per second. Write a number such as body_min_rate = %d, or body_min_rate = 0 to turn the check off.", in.BodyMinRate, DefaultBodyMinRate)
+		}
+	}
+	if raw.WriteIdleTimeout != nil {
+		in.WriteIdleTimeout = b.duration(raw.WriteIdleTimeoutRange, "write_idle_timeout", *raw.WriteIdleTimeout, time.Second, "1m")
+	}
+	in.MaxConnectionsPerClient = DefaultMaxConnectionsPerClient(in.MaxConnections)
+	if raw.MaxConnectionsPerClient != nil {
+		in.MaxConnectionsPerClient = *raw.MaxConnectionsPerClient
+		if in.MaxConnectionsPerClient < 0 {
+			b.errorf(raw.MaxConnectionsPerClientRange, "Invalid max_connections_per_client", "%d is not a limit: max_connections_per_client is how many connections one client address holds on each listener. Write a number such as max_connections_per_client = %d, or 0 to turn the share off.", in.MaxConnectionsPerClient, DefaultMaxConnectionsPerClient(DefaultMaxConnections))
+			in.MaxConnectionsPerClient = 0
 		}
 	}
 	in.HTTPAddr = b.listenAddr(raw.HTTP, "http", DefaultHTTPAddr)

@@ -31,11 +31,17 @@ type ingressSchema struct {
 	// BodyMinRate is a pointer because 0, written, turns the check off.
 	BodyMinRate     *int64  `hcl:"body_min_rate,optional"`
 	BodyIdleTimeout *string `hcl:"body_idle_timeout,optional"`
+	// MaxConnectionsPerClient is a pointer because 0, written, turns the
+	// share off.
+	MaxConnectionsPerClient *int    `hcl:"max_connections_per_client,optional"`
+	WriteIdleTimeout        *string `hcl:"write_idle_timeout,optional"`
 
-	TrustedProxiesRange  hcl.Range `hcl:"trusted_proxies,attr_value_range"`
-	MaxConnectionsRange  hcl.Range `hcl:"max_connections,attr_value_range"`
-	BodyMinRateRange     hcl.Range `hcl:"body_min_rate,attr_value_range"`
-	BodyIdleTimeoutRange hcl.Range `hcl:"body_idle_timeout,attr_value_range"`
+	MaxConnectionsPerClientRange hcl.Range `hcl:"max_connections_per_client,attr_value_range"`
+	WriteIdleTimeoutRange        hcl.Range `hcl:"write_idle_timeout,attr_value_range"`
+	TrustedProxiesRange          hcl.Range `hcl:"trusted_proxies,attr_value_range"`
+	MaxConnectionsRange          hcl.Range `hcl:"max_connections,attr_value_range"`
+	BodyMinRateRange             hcl.Range `hcl:"body_min_rate,attr_value_range"`
+	BodyIdleTimeoutRange         hcl.Range `hcl:"body_idle_timeout,attr_value_range"`
 }
 
 type identitySchema struct {

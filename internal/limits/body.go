@@ -17,23 +17,37 @@ import (
 // wrap it also wrap the cause (os.ErrDeadlineExceeded for a stall).
 var ErrBodyTooSlow = errors.New("request body too slow")
 
-// BodyLimits are the progress a request body must make.
+// BodyLimits are the progress a request body must make, and the progress
+// a client must let its answer make.
 type BodyLimits struct {
-	// IdleTimeout is how long one Read may wait for data, and the grace
-	// period of the rate check. Zero (or less) disables both limits.
+	// IdleTimeout is how long one Read may wait for data, and the window
+	// of the rate check. Zero (or less) disables both limits.
 	IdleTimeout time.Duration
-	// MinRate is the least average rate, in bytes a second, of a body,
-	// checked once its Reads have waited IdleTimeout in all. Zero (or
-	// less) disables the rate check.
+	// MinRate is the least rate, in bytes a second, of a body over each
+	// IdleTimeout its Reads spend waiting: the bytes of every such
+	// window must reach MinRate × IdleTimeout. A window's surplus is not
+	// carried over, so that a burst cannot buy a long trickle after it.
+	// Zero (or less) disables the rate check.
 	//
-	// The rate counts the time spent inside Read, not the time since the
-	// first Read: a proxy whose backend takes the body slowly reads it
+	// The windows count the time spent inside Read, not the time since
+	// the first Read: a proxy whose backend takes the body slowly reads it
 	// slowly, and that must not be blamed on the client.
 	MinRate int64
+	// WriteIdleTimeout is how long one Write or Flush of the answer may
+	// stay blocked because the client does not take the bytes (a full
+	// TCP window, an HTTP/2 flow-control window it never opens); then
+	// the Write fails (after at most a quarter more: it is checked four
+	// times a WriteIdleTimeout), and on HTTP/2 the stream is reset. It
+	// also bounds the flush net/http makes after the handler returns. An
+	// answer that goes quiet between writes (a stream of events, a long
+	// poll) is not affected, however long the quiet. On HTTP/1.x it
+	// replaces http.Server.WriteTimeout. Zero (or less) disables it.
+	WriteIdleTimeout time.Duration
 }
 
 // Handler passes next each request with a body that fails with
-// ErrBodyTooSlow when it stalls or trickles, so that next can answer 408.
+// ErrBodyTooSlow when it stalls or trickles, so that next can answer 408,
+// and a ResponseWriter that keeps the answer from holding the connection.
 //
 // A stalled Read is interrupted through http.ResponseController's
 // SetReadDeadline, set before each Read. Where the ResponseWriter does not
@@ -53,8 +67,36 @@ type BodyLimits struct {
 // of reading it at the client's pace before it sends next's answer, and
 // closes the connection after the answer.
 //
-// Requests without a body pass unchanged: net/http has that background
-// read pending from the start.
+// That reading is also why, on HTTP/1.x, an answer to a request whose
+// body has not been read to its end carries Connection: close (set when
+// next first writes, flushes or returns): otherwise net/http reads up to
+// 256 KiB of the body before it sends the answer, at the client's pace
+// and without a deadline, and ioproxy answers many requests (redirects,
+// refusals, errors) without reading their bodies. With the connection
+// closing, net/http still reads the body once the answer is sent, hoping
+// for a clean close; Handler gives that 500ms, then times the read out
+// (first ending any Read of the body still in progress, a Transport's,
+// which would make net/http read the rest without a deadline). This is
+// done even when IdleTimeout is zero. HTTP/2 needs none of it:
+// an unread body there is dropped with its stream, and Connection: close
+// would end every stream of the connection.
+//
+// Past WriteIdleTimeout, a Write or Flush that is blocked is failed by
+// setting the connection's (on HTTP/2 the stream's) write deadline in the
+// past, from a timer that watches the Writes in progress: a deadline
+// moved before each Write would cost a system call per Write, and on
+// HTTP/2 it would reset a stream that merely waits for its next event. On
+// HTTP/1.x the connection's write deadline is cleared when a request
+// starts, so WriteIdleTimeout replaces http.Server.WriteTimeout.
+//
+// The ResponseWriter keeps http.ResponseController working (Flush,
+// Hijack, deadlines, full duplex) through its Unwrap method, and is an
+// http.Flusher, and on HTTP/1.x an http.Hijacker; it is not an
+// io.ReaderFrom, so that every write of the answer passes the checks. A
+// hijacked connection is left alone.
+//
+// Requests without a body pass unchanged when WriteIdleTimeout is zero:
+// net/http has that background read pending from the start.
 //
 // next gets a shallow copy of the request, not the server's own with its
 // Body replaced, because net/http decides whether the connection can carry
@@ -69,38 +111,95 @@ type BodyLimits struct {
 // context.Canceled. Put Handler outside any middleware that sets a
 // deadline on the context: the copy's context does not report the
 // deadline, it is only cancelled when it passes.
+//
+// Nested Handlers keep the outer body limits and the outer ResponseWriter.
 func (l BodyLimits) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b := l.newBody(w, r)
-		if b == nil {
-			next.ServeHTTP(w, r)
-			return
-		}
-		defer b.release()
-		parent := r.Context()
-		ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
-		defer cancel(context.Canceled)
-		stop := context.AfterFunc(parent, func() { cancel(b.cause(context.Cause(parent))) })
-		defer stop()
-		r = r.WithContext(ctx)
-		r.Body = b
-		next.ServeHTTP(w, r)
+		l.serve(next, w, r)
 	})
 }
 
-func (l BodyLimits) newBody(w http.ResponseWriter, r *http.Request) *body {
-	if l.IdleTimeout <= 0 || r.Body == nil || r.Body == http.NoBody {
-		return nil
+func (l BodyLimits) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	hasBody := r.Body != nil && r.Body != http.NoBody
+	h1 := r.ProtoMajor == 1
+	// Only an HTTP/1.x body that net/http would read after the answer
+	// needs watching for Connection: close.
+	watchBody := h1 && hasBody && r.ContentLength != 0
+	watchAnswer := (watchBody || l.WriteIdleTimeout > 0) && !isOurs(w)
+	outer, _ := r.Body.(*body) // an outer Handler's: its limits stand, two would fight over the deadline
+	limitBody := l.IdleTimeout > 0 && hasBody && outer == nil
+	if !watchAnswer && !limitBody {
+		next.ServeHTTP(w, r)
+		return
 	}
-	if _, ok := r.Body.(*body); ok {
-		return nil // the outer limits stand; two would fight over the deadline
+	ctl := http.NewResponseController(w)
+	b := outer
+	switch {
+	case limitBody:
+		b = newBody(ctl, r.Body, l)
+	case watchAnswer && watchBody && outer == nil:
+		b = newBody(ctl, r.Body, BodyLimits{}) // only watched
 	}
-	return &body{rc: r.Body, ctl: http.NewResponseController(w), limits: l, deadlines: true}
+	var rw *responseWriter
+	if watchAnswer {
+		rw = &responseWriter{ResponseWriter: w, ctl: ctl, writeIdle: l.WriteIdleTimeout}
+		if watchBody {
+			rw.body = b
+		}
+		if h1 && rw.writeIdle > 0 {
+			rw.clearStaleDeadline()
+		}
+	}
+	defer func() {
+		if b != nil && b != outer {
+			b.release()
+		}
+		if rw != nil {
+			rw.finish() // after release, which would clear the deadline it sets
+		}
+	}()
+	if b != nil && b != outer {
+		if limitBody {
+			parent := r.Context()
+			ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+			defer cancel(context.Canceled)
+			stop := context.AfterFunc(parent, func() { cancel(b.cause(context.Cause(parent))) })
+			defer stop()
+			r = r.WithContext(ctx)
+		} else {
+			r = r.WithContext(r.Context())
+		}
+		r.Body = b
+	}
+	switch {
+	case rw == nil:
+		next.ServeHTTP(w, r)
+	case h1:
+		next.ServeHTTP(h1Writer{rw}, r)
+	default:
+		next.ServeHTTP(rw, r)
+	}
 }
 
-// body is a request body with limits. Read and Close may be called from
-// different goroutines (a Transport closes the body it is reading), hence
-// the mutex; it is never held during the underlying Read.
+// newBody wraps rc; with IdleTimeout zero, the body only tracks its state
+// for the answer's Connection: close.
+func newBody(ctl *http.ResponseController, rc io.ReadCloser, l BodyLimits) *body {
+	return &body{rc: rc, ctl: ctl, limits: l, deadlines: true, done: l.IdleTimeout <= 0}
+}
+
+// bodyState is how far a request body has been read.
+type bodyState uint8
+
+const (
+	bodyOpen   bodyState = iota // bytes of it may still be on the connection
+	bodyEOF                     // read to its end
+	bodyFailed                  // a Read failed: the connection is done with it
+)
+
+// body is a request body with limits, or (done from the start) one whose
+// state is only tracked. Read and Close may be called from different
+// goroutines (a Transport closes the body it is reading), hence the
+// mutex; it is never held during the underlying Read.
 type body struct {
 	rc     io.ReadCloser
 	ctl    *http.ResponseController
@@ -110,12 +209,22 @@ type body struct {
 	deadlines bool          // SetReadDeadline works on this connection
 	armed     bool          // a deadline of ours may be set on the connection
 	deadline  time.Time     // the last one set
-	inRead    bool          // a Read is waiting on the connection
+	inRead    bool          // a limited Read is waiting on the connection
 	done      bool          // never touch the connection's deadline again
-	waited    time.Duration // time spent in Read
 	n         int64         // bytes read
-	err       error         // the ErrBodyTooSlow returned, sticky
+	window    time.Duration // time spent in Read in the rate check's window
+	windowN   int64         // bytes read in that window
+	st        bodyState
+	err       error // the ErrBodyTooSlow returned, sticky
+
+	busy     int           // Reads and Closes of rc in progress
+	detached bool          // rc is the server's again: see detach
+	idle     chan struct{} // closed when busy drops to 0, for detach
 }
+
+// errDetached is what a Read gets once the handler has returned with the
+// body unread: the body is no longer the handler's to read.
+var errDetached = errors.New("request body read after the answer, which closes the connection")
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
@@ -123,9 +232,21 @@ func (b *body) Read(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, b.err
 	}
+	if b.detached {
+		b.mu.Unlock()
+		return 0, errDetached
+	}
+	b.busy++
 	if b.done {
 		b.mu.Unlock()
-		return b.rc.Read(p)
+		n, err := b.rc.Read(p)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.callEndedLocked()
+		if err != nil {
+			b.endLocked(err)
+		}
+		return n, err
 	}
 	start := time.Now()
 	if b.deadlines {
@@ -144,28 +265,58 @@ func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inRead = false
-	b.waited += time.Since(start)
+	b.callEndedLocked()
+	b.window += time.Since(start)
 	b.n += int64(n)
+	b.windowN += int64(n)
 	switch {
 	case err != nil && b.armed && errors.Is(err, os.ErrDeadlineExceeded):
 		// The connection's read side has timed out and stays so (see
 		// killLocked): nothing clears our deadline.
 		b.done = true
 		b.err = b.stalledLocked(err)
+		b.st = bodyFailed
 		return n, b.err
 	case err != nil:
 		// io.EOF above all, after which net/http starts its background
 		// read.
+		b.endLocked(err)
 		b.finishLocked()
 		return n, err
 	case b.tooSlowLocked():
-		b.err = fmt.Errorf("%w: %d bytes in %s, below %d bytes/s", ErrBodyTooSlow, b.n, b.waited.Round(time.Millisecond), b.limits.MinRate)
+		b.err = fmt.Errorf("%w: %d bytes in the last %s of %d, below %d bytes/s", ErrBodyTooSlow, b.windowN, b.window.Round(time.Millisecond), b.n, b.limits.MinRate)
+		b.st = bodyFailed
 		if !b.done {
 			b.killLocked()
 		}
 		return n, b.err
 	}
 	return n, nil
+}
+
+func (b *body) callEndedLocked() {
+	b.busy--
+	if b.busy == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
+}
+
+func (b *body) endLocked(err error) {
+	if b.st != bodyOpen {
+		return
+	}
+	if err == io.EOF {
+		b.st = bodyEOF
+	} else {
+		b.st = bodyFailed
+	}
+}
+
+func (b *body) state() bodyState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.st
 }
 
 func (b *body) stalledLocked(err error) error {
@@ -188,19 +339,38 @@ func (b *body) cause(parent error) error {
 	return parent
 }
 
+// tooSlowLocked checks the rate once a window of IdleTimeout spent in Read
+// is complete, and starts the next window empty: with an average over the
+// whole body, a burst would buy a trickle for as long as the burst would
+// last at MinRate (55 minutes for 1 MB against 300 bytes/s).
 func (b *body) tooSlowLocked() bool {
-	if b.limits.MinRate <= 0 || b.waited < b.limits.IdleTimeout {
+	if b.limits.MinRate <= 0 || b.window < b.limits.IdleTimeout {
 		return false
 	}
-	return float64(b.n) < float64(b.limits.MinRate)*b.waited.Seconds()
+	// The window as it was measured: a Read may overrun IdleTimeout.
+	if float64(b.windowN) < float64(b.limits.MinRate)*b.window.Seconds() {
+		return true
+	}
+	b.window, b.windowN = 0, 0
+	return false
 }
 
 // Close closes the underlying body first: net/http's Close waits for a
 // Read in flight and may read the rest of the body, both bounded by the
 // deadline still set.
 func (b *body) Close() error {
+	b.mu.Lock()
+	if b.detached {
+		b.mu.Unlock()
+		return nil // net/http closes the server's body itself
+	}
+	b.busy++
+	b.mu.Unlock()
 	err := b.rc.Close()
-	b.release()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.callEndedLocked()
+	b.finishLocked()
 	return err
 }
 
@@ -233,4 +403,34 @@ func (b *body) killLocked() {
 	if b.deadlines {
 		_ = b.ctl.SetReadDeadline(time.Unix(1, 0))
 	}
+}
+
+// detach hands the server's body back to net/http when the handler has
+// returned with it unread and the connection closing. net/http then reads
+// what is left of it, and a Read or Close of ours still in progress (a
+// Transport's, from its own goroutine) would spoil that: net/http aborts
+// a read in progress by timing the connection out, then clears the
+// deadline, and would read the rest of the body without one. So detach
+// ends those calls by timing the connection out itself, waits for them
+// (at most drainGrace), and makes later ones return at once without
+// touching the server's body. It reports whether the body was open.
+func (b *body) detach() (open bool) {
+	b.mu.Lock()
+	b.detached = true
+	open = b.st == bodyOpen
+	var idle chan struct{}
+	if b.busy > 0 && b.deadlines && b.ctl.SetReadDeadline(time.Unix(1, 0)) == nil {
+		idle = make(chan struct{})
+		b.idle = idle
+	}
+	b.mu.Unlock()
+	if idle != nil {
+		t := time.NewTimer(drainGrace)
+		defer t.Stop()
+		select {
+		case <-idle:
+		case <-t.C:
+		}
+	}
+	return open
 }

@@ -69,8 +69,9 @@ type trickle struct {
 	chunked bool
 	size    int           // declared Content-Length, when not chunked
 	first   int           // bytes sent with the headers
-	every   time.Duration // then one byte per every
-	upTo    int           // bytes sent in all, then silence
+	every   time.Duration // then chunk bytes (one if 0) per every
+	chunk   int
+	upTo    int // bytes sent in all, then silence
 }
 
 // send writes the request on c, the body in a goroutine that stops at the
@@ -102,13 +103,14 @@ func (tr trickle) send(t *testing.T, c *rawClient) {
 		defer close(done)
 		tick := time.NewTicker(tr.every)
 		defer tick.Stop()
-		for sent := tr.first; sent < tr.upTo; sent++ {
+		chunk := max(tr.chunk, 1)
+		for sent := tr.first; sent < tr.upTo; sent += chunk {
 			select {
 			case <-stop:
 				return
 			case <-tick.C:
 			}
-			if _, err := io.WriteString(c, piece(1)); err != nil {
+			if _, err := io.WriteString(c, piece(min(chunk, tr.upTo-sent))); err != nil {
 				return
 			}
 		}
@@ -122,7 +124,11 @@ func (tr trickle) send(t *testing.T, c *rawClient) {
 // below MinRate or stalls for IdleTimeout fails with ErrBodyTooSlow (the
 // handler answers 408 and the connection is closed, though the client
 // keeps sending), not before the grace period and within a bounded time;
-// a slow body that keeps making progress passes when the rate check is off.
+// a slow body that keeps making progress passes when the rate check is off,
+// and a steady body above MinRate passes with it on. A burst buys no
+// credit for a trickle after it: the trickle fails within about two
+// windows of IdleTimeout, where an average over the whole body would let
+// it go on for half a minute.
 //
 // Where a stall must not happen the client's pace is 40 times shorter than
 // IdleTimeout, so that a loaded machine (the tests run beside others under
@@ -136,16 +142,22 @@ func TestBodyProgress(t *testing.T) {
 		body     trickle
 		wantSlow bool
 		by       string // what fails it: "rate", "deadline", or "" for either
+		windows  int    // if not 0, it fails within this many IdleTimeouts (and a pace)
 	}{
-		{"trickle, 300ms and 100 B/s", BodyLimits{testIdle, 100}, trickle{size: 1000, every: slowPace, upTo: 1000}, true, ""},
-		{"trickle below MinRate", BodyLimits{paced, 100}, trickle{size: 1000, every: slowPace, upTo: 1000}, true, "rate"},
-		{"chunked trickle below MinRate", BodyLimits{paced, 100}, trickle{chunked: true, size: 1000, every: slowPace, upTo: 1000}, true, "rate"},
-		{"stall after some bytes", BodyLimits{testIdle, 100}, trickle{size: 1000, first: 10, every: time.Millisecond, upTo: 10}, true, "deadline"},
-		{"stall, no rate check", BodyLimits{testIdle, 0}, trickle{size: 1000, first: 10, every: time.Millisecond, upTo: 10}, true, "deadline"},
-		{"no byte at all", BodyLimits{testIdle, 100}, trickle{size: 1000, every: time.Millisecond}, true, "deadline"},
-		{"chunked stall", BodyLimits{testIdle, 0}, trickle{chunked: true, size: 1000, first: 10, every: time.Millisecond, upTo: 10}, true, "deadline"},
-		{"slow but steady, no rate check", BodyLimits{paced, 0}, trickle{size: 8, every: slowPace, upTo: 8}, false, ""},
-		{"chunked slow but steady, no rate check", BodyLimits{paced, 0}, trickle{chunked: true, size: 8, every: slowPace, upTo: 8}, false, ""},
+		{"trickle, 300ms and 100 B/s", BodyLimits{IdleTimeout: testIdle, MinRate: 100}, trickle{size: 1000, every: slowPace, upTo: 1000}, true, "", 0},
+		{"trickle below MinRate", BodyLimits{IdleTimeout: paced, MinRate: 100}, trickle{size: 1000, every: slowPace, upTo: 1000}, true, "rate", 0},
+		{"chunked trickle below MinRate", BodyLimits{IdleTimeout: paced, MinRate: 100}, trickle{chunked: true, size: 1000, every: slowPace, upTo: 1000}, true, "rate", 0},
+		{"stall after some bytes", BodyLimits{IdleTimeout: testIdle, MinRate: 100}, trickle{size: 1000, first: 10, every: time.Millisecond, upTo: 10}, true, "deadline", 0},
+		{"stall, no rate check", BodyLimits{IdleTimeout: testIdle}, trickle{size: 1000, first: 10, every: time.Millisecond, upTo: 10}, true, "deadline", 0},
+		{"no byte at all", BodyLimits{IdleTimeout: testIdle, MinRate: 100}, trickle{size: 1000, every: time.Millisecond}, true, "deadline", 0},
+		{"chunked stall", BodyLimits{IdleTimeout: testIdle}, trickle{chunked: true, size: 1000, first: 10, every: time.Millisecond, upTo: 10}, true, "deadline", 0},
+		// 3000 bytes pay for 30 s at 100 B/s: the old average let the
+		// trickle on for 31 s.
+		{"burst, then a trickle", BodyLimits{IdleTimeout: 500 * time.Millisecond, MinRate: 100}, trickle{size: 10000, first: 3000, every: 200 * time.Millisecond, upTo: 10000}, true, "", 3},
+		{"burst, then a trickle below MinRate", BodyLimits{IdleTimeout: paced, MinRate: 100}, trickle{size: 100000, first: 3000, every: slowPace, upTo: 100000}, true, "rate", 3},
+		{"steady 1 KB/s", BodyLimits{IdleTimeout: paced, MinRate: 100}, trickle{size: 3000, every: slowPace, chunk: 50, upTo: 3000}, false, "", 0},
+		{"slow but steady, no rate check", BodyLimits{IdleTimeout: paced}, trickle{size: 8, every: slowPace, upTo: 8}, false, "", 0},
+		{"chunked slow but steady, no rate check", BodyLimits{IdleTimeout: paced}, trickle{chunked: true, size: 8, every: slowPace, upTo: 8}, false, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -178,6 +190,9 @@ func TestBodyProgress(t *testing.T) {
 			if res.elapsed > idle+clientDeadline {
 				t.Errorf("failed only after %s, want about %s", res.elapsed, idle)
 			}
+			if w := time.Duration(tc.windows) * idle; tc.windows > 0 && res.elapsed > w+tc.body.every+time.Second {
+				t.Errorf("failed only after %s, want within %d windows of %s", res.elapsed, tc.windows, idle)
+			}
 			resp, _ := c.readResponse(t)
 			if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
 				t.Errorf("answer %d, close %v; want 408 and the connection closed", resp.StatusCode, resp.Close)
@@ -189,8 +204,10 @@ func TestBodyProgress(t *testing.T) {
 
 // TestBodyEOFKeepsContext: once the body has been read to its end (or
 // closed, or there is none), the handler may work longer than IdleTimeout:
-// its context is not cancelled, its answer reaches the client, and the
-// connection is reused for the next request.
+// its context is not cancelled and its answer reaches the client. The
+// connection is reused for the next request when the body was read to its
+// end; when it was not, the answer closes it (Connection: close), and the
+// next request gets a new one.
 func TestBodyEOFKeepsContext(t *testing.T) {
 	// Long enough that a fast body over loopback never stalls for it,
 	// even under -race on a loaded machine.
@@ -204,9 +221,9 @@ func TestBodyEOFKeepsContext(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		method  string
-		body    func() io.Reader
 		read    read
 		chunked bool
+		closes  bool // the body is left unread: the answer closes the connection
 	}{
 		{name: "Handler, Content-Length", method: http.MethodPost, read: toEOF},
 		{name: "Handler, chunked", method: http.MethodPost, read: toEOF, chunked: true},
@@ -225,12 +242,12 @@ func TestBodyEOFKeepsContext(t *testing.T) {
 			if err := r.Body.Close(); err != nil {
 				t.Errorf("close body: %v", err)
 			}
-		}},
+		}, closes: true},
 		{name: "read in part, then return", method: http.MethodPost, read: func(t *testing.T, r *http.Request) {
 			if _, err := io.ReadFull(r.Body, make([]byte, 10)); err != nil {
 				t.Errorf("read body: %v", err)
 			}
-		}},
+		}, closes: true},
 		{name: "no body", method: http.MethodGet, read: toEOF},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -276,8 +293,11 @@ func TestBodyEOFKeepsContext(t *testing.T) {
 				if err != nil || resp.StatusCode != http.StatusOK || string(got) != "answer" {
 					t.Fatalf("request %d: %d %q %v, want 200 answer", i, resp.StatusCode, got, err)
 				}
-				if i == 1 && !reused {
-					t.Error("the second request did not reuse the connection")
+				if resp.Close != tc.closes {
+					t.Errorf("request %d: Connection: close %v, want %v", i, resp.Close, tc.closes)
+				}
+				if i == 1 && reused == tc.closes {
+					t.Errorf("the second request reused the connection: %v, want %v", reused, !tc.closes)
 				}
 			}
 		})

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -20,6 +22,9 @@ const (
 	// write a 503 to a slow client, and short enough that a flood of
 	// over-limit connections turns over quickly.
 	defaultOverLimitLifetime = 10 * time.Second
+	// clientPrefix6 groups IPv6 clients: an ISP delegates a /56 (or a
+	// /48, or a /64) to one customer, who can pick any address in it.
+	clientPrefix6 = 56
 )
 
 // ConnsConfig sizes a Conns.
@@ -34,6 +39,22 @@ type ConnsConfig struct {
 	// OverLimitLifetime is the absolute deadline of an over-limit
 	// connection, from its accept. Zero means 10s.
 	OverLimitLifetime time.Duration
+	// PerClient is how many connections one client may have served at
+	// once, so that one client cannot hold every slot of Max. A
+	// connection beyond it is over the limit (answered 503, or closed
+	// beyond the overflow), whatever the total. A client is an IP
+	// address, IPv4-mapped IPv6 addresses as IPv4 and IPv6 addresses
+	// grouped by /56 (what one customer is delegated). Zero means no
+	// limit per client; connections without an IP address (Unix sockets)
+	// have none either.
+	PerClient int
+	// Exempt reports whether a client is exempt from PerClient: a load
+	// balancer or reverse proxy in front carries many clients'
+	// connections. It gets the connection's remote address, unmapped and
+	// without a zone (not its /56), and is called for every accepted
+	// connection, concurrently when listeners share the Conns. Nil
+	// exempts none.
+	Exempt func(netip.Addr) bool
 }
 
 // Conns bounds the open connections of one or more listeners (listeners
@@ -42,10 +63,15 @@ type ConnsConfig struct {
 type Conns struct {
 	max, overflow int64
 	lifetime      time.Duration
+	perClient     int
+	exempt        func(netip.Addr) bool
 
 	served  atomic.Int64 // open connections served normally
 	over    atomic.Int64 // open over-limit connections, answered 503
 	refused atomic.Uint64
+
+	mu      sync.Mutex
+	clients map[netip.Addr]int // served connections per client; no zero entries
 }
 
 // NewConns returns a Conns for cfg, or an error if cfg is not usable.
@@ -59,7 +85,13 @@ func NewConns(cfg ConnsConfig) (*Conns, error) {
 	if cfg.OverLimitLifetime < 0 {
 		return nil, fmt.Errorf("connection limit: OverLimitLifetime must not be negative, not %s (0 means the default, %s)", cfg.OverLimitLifetime, defaultOverLimitLifetime)
 	}
-	c := &Conns{max: int64(cfg.Max), overflow: int64(cfg.Overflow), lifetime: cfg.OverLimitLifetime}
+	if cfg.PerClient < 0 {
+		return nil, fmt.Errorf("connection limit: PerClient must not be negative, not %d (0 means no limit per client)", cfg.PerClient)
+	}
+	c := &Conns{
+		max: int64(cfg.Max), overflow: int64(cfg.Overflow), lifetime: cfg.OverLimitLifetime,
+		perClient: cfg.PerClient, exempt: cfg.Exempt, clients: make(map[netip.Addr]int),
+	}
 	if c.overflow == 0 {
 		c.overflow = max(minOverflow, c.max/8)
 	}
@@ -73,8 +105,9 @@ func NewConns(cfg ConnsConfig) (*Conns, error) {
 // the over-limit ones not yet closed.
 func (c *Conns) Open() int { return int(c.served.Load() + c.over.Load()) }
 
-// Refused is the number of connections accepted beyond Max since c was
-// made: the ones answered 503 and the ones closed at once.
+// Refused is the number of connections accepted beyond Max, or beyond
+// PerClient, since c was made: the ones answered 503 and the ones closed
+// at once.
 func (c *Conns) Refused() uint64 { return c.refused.Load() }
 
 // Listener wraps ln so that its connections are counted and, beyond Max,
@@ -106,17 +139,92 @@ func (l *listener) Accept() (net.Conn, error) {
 // admit wraps nc, or closes it and returns nil when even the overflow is
 // full.
 func (c *Conns) admit(nc net.Conn) net.Conn {
-	if acquire(&c.served, c.max) {
-		return &conn{Conn: nc, count: &c.served}
+	client, limited := c.clientOf(nc)
+	if !limited || c.takeClient(client) {
+		if acquire(&c.served, c.max) {
+			return &conn{Conn: nc, count: &c.served, owner: c, client: client, limited: limited}
+		}
+		if limited {
+			c.releaseClient(client)
+		}
 	}
 	c.refused.Add(1)
 	if !acquire(&c.over, c.overflow) {
 		_ = nc.Close()
 		return nil
 	}
-	oc := &overConn{conn: conn{Conn: nc, count: &c.over}, owner: c, deadline: time.Now().Add(c.lifetime)}
+	oc := &overConn{conn: conn{Conn: nc, count: &c.over, owner: c}, deadline: time.Now().Add(c.lifetime)}
 	_ = nc.SetDeadline(oc.deadline)
 	return oc
+}
+
+// clientOf is the client of nc for PerClient, if it is limited.
+func (c *Conns) clientOf(nc net.Conn) (netip.Addr, bool) {
+	if c.perClient == 0 {
+		return netip.Addr{}, false
+	}
+	ip, ok := remoteIP(nc.RemoteAddr())
+	if !ok || c.exempt != nil && c.exempt(ip) {
+		return netip.Addr{}, false
+	}
+	return clientKey(ip), true
+}
+
+// remoteIP is the IP address of a remote address, unmapped and without a
+// zone: the form netip.Prefix.Contains matches.
+func remoteIP(a net.Addr) (netip.Addr, bool) {
+	var ip netip.Addr
+	switch a := a.(type) {
+	case nil:
+		return ip, false
+	case *net.TCPAddr:
+		var ok bool
+		if ip, ok = netip.AddrFromSlice(a.IP); !ok {
+			return ip, false
+		}
+	default:
+		ap, err := netip.ParseAddrPort(a.String())
+		if err != nil {
+			return ip, false
+		}
+		ip = ap.Addr()
+	}
+	return ip.Unmap().WithZone(""), true
+}
+
+// clientKey is the client an address belongs to: itself for IPv4, its
+// /56 for IPv6.
+func clientKey(ip netip.Addr) netip.Addr {
+	if ip.Is4() {
+		return ip
+	}
+	p, err := ip.Prefix(clientPrefix6)
+	if err != nil {
+		return ip
+	}
+	return p.Addr()
+}
+
+func (c *Conns) takeClient(client netip.Addr) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.clients[client] >= c.perClient {
+		return false
+	}
+	c.clients[client]++
+	return true
+}
+
+// releaseClient gives back a client's slot, and forgets a client with
+// none left, so that the map holds only clients with open connections.
+func (c *Conns) releaseClient(client netip.Addr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := c.clients[client] - 1; n > 0 {
+		c.clients[client] = n
+	} else {
+		delete(c.clients, client)
+	}
 }
 
 // acquire takes one of limit slots, with compare-and-swap rather than an
@@ -133,18 +241,24 @@ func acquire(n *atomic.Int64, limit int64) bool {
 	}
 }
 
-// conn gives back its slot on the first Close: http.Server, a TLS conn
+// conn gives back its slots on the first Close: http.Server, a TLS conn
 // over it and a handler that hijacked it may each close it.
 type conn struct {
 	net.Conn
-	count  *atomic.Int64
-	closed atomic.Bool
+	count   *atomic.Int64
+	owner   *Conns
+	client  netip.Addr
+	limited bool // it holds one of client's PerClient slots
+	closed  atomic.Bool
 }
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {
 		c.count.Add(-1)
+		if c.limited {
+			c.owner.releaseClient(c.client)
+		}
 	}
 	return err
 }
@@ -154,7 +268,6 @@ func (c *conn) Close() error {
 // any of them would otherwise let the connection outlive it.
 type overConn struct {
 	conn
-	owner    *Conns
 	deadline time.Time
 }
 

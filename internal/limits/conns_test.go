@@ -9,9 +9,11 @@ import (
 	"errors"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,6 +411,7 @@ func TestNewConns(t *testing.T) {
 		{name: "negative max", cfg: ConnsConfig{Max: -3}, wantErr: "Max must be at least 1"},
 		{name: "negative overflow", cfg: ConnsConfig{Max: 2, Overflow: -1}, wantErr: "Overflow must not be negative"},
 		{name: "negative lifetime", cfg: ConnsConfig{Max: 2, OverLimitLifetime: -time.Second}, wantErr: "OverLimitLifetime must not be negative"},
+		{name: "negative per client", cfg: ConnsConfig{Max: 2, PerClient: -1}, wantErr: "PerClient must not be negative"},
 		{name: "small max", cfg: ConnsConfig{Max: 2}, wantOverflow: 16, wantLifetime: 10 * time.Second},
 		{name: "large max", cfg: ConnsConfig{Max: 1000}, wantOverflow: 125, wantLifetime: 10 * time.Second},
 		{name: "explicit", cfg: ConnsConfig{Max: 1000, Overflow: 3, OverLimitLifetime: time.Second}, wantOverflow: 3, wantLifetime: time.Second},
@@ -455,5 +458,213 @@ func TestWantsJSON(t *testing.T) {
 		if got := wantsJSON(r); got != tc.want {
 			t.Errorf("Accept %q: wantsJSON %v, want %v", tc.accept, got, tc.want)
 		}
+	}
+}
+
+// dialFrom opens one HTTP/1.1 client connection from a given loopback
+// address: Linux routes all of 127/8 to lo, so each is another client.
+func dialFrom(t *testing.T, addr, from string) *rawClient {
+	t.Helper()
+	d := net.Dialer{Timeout: clientDeadline, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, from, err)
+	}
+	return newRawClient(t, c)
+}
+
+// clientCounts is a copy of the per-client counts.
+func (c *Conns) clientCounts() map[netip.Addr]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.clients)
+}
+
+// TestConnsPerClient: with PerClient 2 and Max far above it, a client
+// holding two connections gets 503 (with Connection: close, counted in
+// Refused) on a third, while another client is served; an exempt client
+// is not limited; the counts go back to zero, with no client left in the
+// map, once every connection is closed.
+func TestConnsPerClient(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		exempt    func(netip.Addr) bool
+		wantThird int
+	}{
+		{"limited", nil, http.StatusServiceUnavailable},
+		{"another client exempt", func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.3") }, http.StatusServiceUnavailable},
+		{"exempt", func(a netip.Addr) bool { return a == netip.MustParseAddr("127.0.0.1") }, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startConns(t, ConnsConfig{Max: 100, PerClient: 2, Exempt: tc.exempt}, modeHTTP, nil, nil)
+			addr := s.Listener.Addr().String()
+			a, b := dialFrom(t, addr, "127.0.0.1"), dialFrom(t, addr, "127.0.0.1")
+			wantOK(t, a)
+			wantOK(t, b)
+
+			third := dialFrom(t, addr, "127.0.0.1")
+			resp, _ := third.get(t, "")
+			if resp.StatusCode != tc.wantThird {
+				t.Fatalf("third connection: status %d, want %d", resp.StatusCode, tc.wantThird)
+			}
+			if tc.wantThird == http.StatusServiceUnavailable {
+				wantOverloaded(t, resp)
+				third.closedByServer(t)
+				if got := s.conns.Refused(); got != 1 {
+					t.Errorf("Refused() = %d, want 1", got)
+				}
+			}
+			other := dialFrom(t, addr, "127.0.0.2")
+			wantOK(t, other)
+			wantOK(t, a) // the served connections never noticed
+
+			for _, c := range []*rawClient{a, b, third, other} {
+				_ = c.Close()
+			}
+			waitFor(t, "no connection open", func() bool { return s.conns.Open() == 0 })
+			waitFor(t, "no client counted", func() bool { return len(s.conns.clientCounts()) == 0 })
+		})
+	}
+}
+
+// TestConnsPerClientParallel: clients from two addresses connect at once,
+// 40 each, against PerClient 10 while their handlers hold the connections:
+// exactly 10 of each are served and the others answered 503 or closed
+// (none hangs); every count is given back. Run under -race.
+func TestConnsPerClientParallel(t *testing.T) {
+	const perAddr, limit = 40, 10
+	release := make(chan struct{})
+	s := startConns(t, ConnsConfig{Max: 1000, PerClient: limit}, modeHTTP, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		_, _ = io.WriteString(w, "ok")
+	}), nil)
+	addr := s.Listener.Addr().String()
+	froms := []string{"127.0.0.1", "127.0.0.2"}
+	served := make([]atomic.Int32, len(froms))
+	var refused atomic.Int32
+	var wg sync.WaitGroup
+	for i, from := range froms {
+		for range perAddr {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := net.Dialer{Timeout: clientDeadline, LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					t.Errorf("dial: %v", err)
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(2 * clientDeadline))
+				_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: limits.test\r\nConnection: close\r\n\r\n")
+				var resp *http.Response
+				if err == nil {
+					resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+				}
+				var ne net.Error
+				switch {
+				case errors.As(err, &ne) && ne.Timeout():
+					t.Errorf("client hung: %v", err)
+				case err != nil, resp.StatusCode == http.StatusServiceUnavailable:
+					refused.Add(1)
+				case resp.StatusCode == http.StatusOK:
+					served[i].Add(1)
+				default:
+					t.Errorf("status %d", resp.StatusCode)
+				}
+			}()
+		}
+	}
+	waitFor(t, "every client over its share answered", func() bool { return refused.Load() == int32(len(froms)*(perAddr-limit)) })
+	if got := s.conns.clientCounts(); len(got) != 2 || got[netip.MustParseAddr("127.0.0.1")] != limit || got[netip.MustParseAddr("127.0.0.2")] != limit {
+		t.Errorf("per-client counts %v, want %d each", got, limit)
+	}
+	close(release)
+	wg.Wait()
+	for i := range froms {
+		if got := served[i].Load(); got != limit {
+			t.Errorf("served %d from %s, want %d", got, froms[i], limit)
+		}
+	}
+	waitFor(t, "no connection open", func() bool { return s.conns.Open() == 0 })
+	if got := s.conns.clientCounts(); len(got) != 0 {
+		t.Errorf("clients left in the map: %v", got)
+	}
+}
+
+// TestClientKey: the client a remote address counts for.
+func TestClientKey(t *testing.T) {
+	for _, tc := range []struct {
+		remote net.Addr
+		want   string // "" for no client (no limit)
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}, "192.0.2.7"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:ff::1"), Port: 1}, "2001:db8:1::"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2a:ffff::9"), Port: 1}, "2001:db8:1::"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:100::1"), Port: 1}, "2001:db8:1:100::"},
+		{&net.TCPAddr{IP: net.ParseIP("fe80::1"), Port: 1, Zone: "eth0"}, "fe80::"},
+		{&net.TCPAddr{}, ""},
+		{&net.UnixAddr{Name: "/run/ioproxy.sock", Net: "unix"}, ""},
+		{nil, ""},
+	} {
+		ip, ok := remoteIP(tc.remote)
+		got := ""
+		if ok {
+			got = clientKey(ip).String()
+		}
+		if got != tc.want {
+			t.Errorf("%v: client %q, want %q", tc.remote, got, tc.want)
+		}
+	}
+}
+
+// remoteConn is a conn from a given remote address.
+type remoteConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c remoteConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestConnsPerClientCloseTwice: a connection gives back its client's slot
+// once, however often it is closed; an exempt client's connections and
+// over-limit connections take none.
+func TestConnsPerClientCloseTwice(t *testing.T) {
+	c, err := NewConns(ConnsConfig{Max: 10, PerClient: 2, Exempt: func(a netip.Addr) bool { return a == netip.MustParseAddr("192.0.2.9") }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []net.Conn
+	admit := func(ip string, wantServed bool) net.Conn {
+		t.Helper()
+		client, server := net.Pipe()
+		t.Cleanup(func() { _ = client.Close() })
+		nc := c.admit(remoteConn{server, &net.TCPAddr{IP: net.ParseIP(ip), Port: 1}})
+		if _, served := nc.(*conn); served != wantServed {
+			t.Fatalf("connection %d from %s: %T, want served %v", len(all), ip, nc, wantServed)
+		}
+		all = append(all, nc)
+		return nc
+	}
+	closeThrice := func(conns ...net.Conn) {
+		for range 3 {
+			for _, nc := range conns {
+				_ = nc.Close()
+			}
+		}
+	}
+	a, _ := admit("192.0.2.1", true), admit("192.0.2.1", true)
+	over := admit("192.0.2.1", false)
+	exempt1, exempt2, exempt3 := admit("192.0.2.9", true), admit("192.0.2.9", true), admit("192.0.2.9", true)
+	closeThrice(a, over, exempt1, exempt2, exempt3)
+	if got := c.clientCounts(); len(got) != 1 || got[netip.MustParseAddr("192.0.2.1")] != 1 {
+		t.Errorf("counts %v, want 192.0.2.1: 1", got)
+	}
+	admit("192.0.2.1", true)  // a's slot, given back once
+	admit("192.0.2.1", false) // not more
+	closeThrice(all...)
+	if got := c.clientCounts(); len(got) != 0 || c.Open() != 0 {
+		t.Errorf("counts %v, %d open, want none", got, c.Open())
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -188,9 +189,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	var toServe []pending
 	// Every listener bounds its connections (past the limit: 503) and
 	// the progress of request bodies (a trickle is cut with 408).
-	bodies := limits.BodyLimits{IdleTimeout: cfg.Ingress.BodyIdleTimeout, MinRate: cfg.Ingress.BodyMinRate}
-	bind := func(role, addr string, h http.Handler, useTLS bool, maxConns int) error {
-		conns, err := limits.NewConns(limits.ConnsConfig{Max: maxConns})
+	bodies := limits.BodyLimits{IdleTimeout: cfg.Ingress.BodyIdleTimeout, MinRate: cfg.Ingress.BodyMinRate, WriteIdleTimeout: cfg.Ingress.WriteIdleTimeout}
+	bind := func(role, addr string, h http.Handler, useTLS bool, connLimits limits.ConnsConfig) error {
+		conns, err := limits.NewConns(connLimits)
 		if err != nil {
 			return fmt.Errorf("%s listener: %w", role, err)
 		}
@@ -209,11 +210,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		toServe = append(toServe, pending{srv, conns.Listener(ln), useTLS})
 		return nil
 	}
-	if err := bind("http", cfg.Ingress.HTTPAddr, s.certs.HTTPHandler(s.httpHandler()), false, cfg.Ingress.MaxConnections); err != nil {
+	// A client's share of an ingress listener; a proxy in front holds
+	// the connections of all its clients, and is not limited.
+	ingressConns := limits.ConnsConfig{Max: cfg.Ingress.MaxConnections, PerClient: cfg.Ingress.MaxConnectionsPerClient, Exempt: trustedProxy(cfg.Ingress.TrustedProxies)}
+	if err := bind("http", cfg.Ingress.HTTPAddr, s.certs.HTTPHandler(s.httpHandler()), false, ingressConns); err != nil {
 		return nil, err
 	}
 	if cfg.ServesHTTPS() {
-		if err := bind("https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, cfg.Ingress.MaxConnections); err != nil {
+		if err := bind("https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, ingressConns); err != nil {
 			return nil, err
 		}
 	}
@@ -225,13 +229,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		if err != nil {
 			return nil, err
 		}
-		if err := bind("call:"+c.Label, c.Addr(), h, false, c.MaxConnections); err != nil {
+		// The app is a calling port's one client: no per-client share.
+		if err := bind("call:"+c.Label, c.Addr(), h, false, limits.ConnsConfig{Max: c.MaxConnections}); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Admin.Listen != "" {
 		h := s.recorder.Handler(admin.HealthFuncs{Ready: s.readyCheck})
-		if err := bind("admin", cfg.Admin.Listen, h, false, adminMaxConnections); err != nil {
+		if err := bind("admin", cfg.Admin.Listen, h, false, limits.ConnsConfig{Max: adminMaxConnections}); err != nil {
 			return nil, err
 		}
 	}
@@ -332,7 +337,26 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// One HTTP/2 connection is one of max_connections: bound the
+		// requests (and backend connections) it can hold at once.
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: maxStreamsPerConnection},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
+// maxStreamsPerConnection bounds the concurrent requests of one HTTP/2
+// connection (Go's default is 250); nginx's default is 128.
+const maxStreamsPerConnection = 100
+
+// trustedProxy reports whether an address is in one of the prefixes.
+func trustedProxy(prefixes []netip.Prefix) func(netip.Addr) bool {
+	return func(a netip.Addr) bool {
+		for _, p := range prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
 	}
 }
 
