@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,7 +97,8 @@ func Start(t testing.TB, caddyfile string) *Server {
 		"XDG_DATA_HOME="+filepath.Join(dir, "data"),
 		"XDG_CONFIG_HOME="+filepath.Join(dir, "config"),
 	)
-	config := withGlobalOptions(caddyfile, globalOptions(portOf(t, FreeAddr(t)), portOf(t, FreeAddr(t))))
+	ports := otherFreePorts(t, caddyfile, 2)
+	config := withGlobalOptions(caddyfile, globalOptions(ports[0], ports[1]))
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
 		t.Fatalf("caddy: write config: %v", err)
@@ -262,6 +264,31 @@ func (s *Server) waitReady() error {
 	unready := fmt.Sprintf("no %s in its log after %s", readyLog, readyTimeout)
 	return s.proc.WaitReady(serving, unready, s.Addrs, readyTimeout)
 }
+
+// otherFreePorts returns n ports, each free a moment ago, distinct from one
+// another and from every port the Caddyfile names: the kernel may hand out
+// a port just closed again, and Caddy refuses an http_port or https_port
+// that is also a site's port.
+func otherFreePorts(t testing.TB, caddyfile string, n int) []string {
+	t.Helper()
+	taken := map[string]bool{}
+	for _, m := range sitePort.FindAllStringSubmatch(caddyfile, -1) {
+		taken[m[1]] = true
+	}
+	var ports []string
+	for len(ports) < n {
+		p := portOf(t, FreeAddr(t))
+		if !taken[p] {
+			taken[p] = true
+			ports = append(ports, p)
+		}
+	}
+	return ports
+}
+
+// sitePort finds the ports a Caddyfile names, as in "http://:8080" or
+// "127.0.0.1:9000".
+var sitePort = regexp.MustCompile(`:(\d{2,5})\b`)
 
 func portOf(t testing.TB, addr string) string {
 	t.Helper()
