@@ -28,7 +28,7 @@ import (
 )
 
 // callEnv is a fake AT Protocol server, an OAuth client, a session store
-// and the pieces a calling port needs, wired as cmd/ioproxy/serve wires
+// and the pieces a calling port needs, wired as server wires
 // them.
 type callEnv struct {
 	srv       *atprototest.Server

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
+	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/e2e/browser"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -255,7 +255,7 @@ call "atproto" {
 
 // expireAndCall expires the one session's access token, makes a call
 // through the backend, and checks that the tokens were refreshed.
-func expireAndCall(ctx context.Context, t *testing.T, srv *serve.Server, base string) {
+func expireAndCall(ctx context.Context, t *testing.T, srv *server.Server, base string) {
 	t.Helper()
 	list := srv.Store().List()
 	if len(list) != 1 {

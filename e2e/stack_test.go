@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
+	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 )
@@ -61,7 +61,7 @@ admin { listen = %q }
 }
 
 // startProxy runs ioproxy in-process with the given HCL configuration.
-func startProxy(t *testing.T, src string) *serve.Server {
+func startProxy(t *testing.T, src string) *server.Server {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "io.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
@@ -74,7 +74,7 @@ func startProxy(t *testing.T, src string) *serve.Server {
 		t.Fatalf("config:\n%s\n%s", src, b.String())
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := serve.Start(context.Background(), cfg, serve.Options{Logger: log, ShutdownTimeout: 5 * time.Second})
+	srv, err := server.Start(context.Background(), cfg, server.Options{Logger: log, ShutdownTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatalf("start ioproxy: %v", err)
 	}

@@ -65,7 +65,7 @@ func (s *syncBuffer) String() string {
 }
 
 // signinEnv is an ingress Router with sign-in wired to a fake AT Protocol
-// server, as cmd/ioproxy/serve wires it.
+// server, as server wires it.
 type signinEnv struct {
 	srv     *atprototest.Server
 	alice   atprototest.Account

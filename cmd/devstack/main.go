@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
+	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
@@ -103,7 +103,7 @@ func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error 
 		_ = config.WriteDiagnostics(os.Stderr, diags)
 		return fmt.Errorf("%s has errors", configPath)
 	}
-	srv, err := serve.Start(ctx, cfg, serve.Options{Logger: log})
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
 		return fmt.Errorf("start ioproxy: %w", err)
 	}

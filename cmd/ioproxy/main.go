@@ -17,7 +17,7 @@ import (
 	"syscall"
 
 	"github.com/ioproxy/ioproxy/admin"
-	"github.com/ioproxy/ioproxy/cmd/ioproxy/serve"
+	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress/certs"
 )
@@ -140,7 +140,7 @@ func cmdServe(args []string, stderr io.Writer) int {
 	log := admin.NewLogger(stderr, cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := serve.Start(ctx, cfg, serve.Options{Logger: log})
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
 		log.Error("ioproxy could not start", "err", err)
 		return 1

@@ -1,0 +1,99 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/calling"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/ingress"
+	"github.com/ioproxy/ioproxy/internal/observe"
+)
+
+// newSignIns makes the OAuth client and the sign-in routes of every host
+// with an atproto block, and the Tokens that refresh their sessions.
+func (s *Server) newSignIns(out outbound) (map[string]http.Handler, error) {
+	clients := map[string]*oauth.Client{}
+	signIns := map[string]http.Handler{}
+	var clientKey *oauth.ClientKey // made once, shared by every public host
+	for _, h := range s.cfg.Hosts {
+		if h.ATProto == nil {
+			continue
+		}
+		base := s.publicBaseURL(h)
+		id := clientIdentity{
+			clientID: base + "/@/client-metadata.json",
+			redirect: base + "/@/callback",
+		}
+		if h.ATProto.Local != 0 {
+			// The localhost client exception: a public client, whose id
+			// names its redirect and scope.
+			id.redirect = "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local) + "/@/callback"
+			id.clientID = oauth.LocalhostClientID(id.redirect, h.ATProto.Scope())
+		} else {
+			if clientKey == nil {
+				key, err := s.loadClientKey()
+				if err != nil {
+					return nil, err
+				}
+				clientKey = key
+			}
+			id.key = clientKey
+		}
+		c, err := s.newOAuthClient(h, id, out)
+		if err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.Name, err)
+		}
+		clients[c.ClientID()] = c
+		signIns[h.Name] = ingress.NewSignIn(ingress.SignInConfig{
+			Host: h, Client: c, ClientKey: id.key, BaseURL: base, Sessions: s.store, SessionLifetime: SessionLifetime,
+			Recorder: s.recorder, Logger: s.log,
+		})
+	}
+	s.tokens = calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, SessionLifetime: SessionLifetime, Nonces: out.nonces, Recorder: s.recorder, Logger: s.log})
+	return signIns, nil
+}
+
+// clientIdentity is who a host's OAuth client is: a confidential client
+// (an https client id and a key) or the localhost client (no key).
+type clientIdentity struct {
+	clientID string
+	redirect string
+	key      *oauth.ClientKey
+}
+
+// newOAuthClient makes one host's OAuth client, of either kind.
+func (s *Server) newOAuthClient(h config.Host, id clientIdentity, out outbound) (*oauth.Client, error) {
+	return oauth.New(oauth.Config{
+		ClientID: id.clientID, RedirectURI: id.redirect, Scope: h.ATProto.Scope(), Key: id.key,
+		HTTP: out.http, Identity: out.resolver, Nonces: out.nonces, AllowInsecure: s.cfg.Identity.AllowInsecure,
+		OnNonceRetry: func() { s.recorder.NonceRetry(observe.NonceServerAuth) },
+	})
+}
+
+// loadClientKey returns the confidential client's key, made at the first
+// start and kept in the store: the key published at /@/jwks.json must
+// survive restarts, or servers that cached it refuse every sign-in.
+func (s *Server) loadClientKey() (*oauth.ClientKey, error) {
+	raw, err := s.store.Key("oauth-client-es256", oauth.GenerateClientKey)
+	if err != nil {
+		return nil, err
+	}
+	return oauth.ParseClientKey(raw)
+}
+
+// publicBaseURL is the origin a host is reached at: https, with the HTTPS
+// port when it is not 443, or the loopback origin of the localhost client.
+func (s *Server) publicBaseURL(h config.Host) string {
+	if h.IsLocal() && h.ATProto != nil && h.ATProto.Local != 0 {
+		return "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local)
+	}
+	_, port, _ := net.SplitHostPort(s.cfg.Ingress.HTTPSAddr)
+	if port == "" || port == "443" || !h.ServesHTTPS() {
+		return "https://" + h.Name
+	}
+	return "https://" + net.JoinHostPort(h.Name, port)
+}
