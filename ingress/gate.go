@@ -64,10 +64,17 @@ type admission struct {
 	verdict access.Verdict
 }
 
-// admit decides a request. sess is the request's session, if any; public
-// says whether the host's public paths apply (not for forward-auth,
-// whose requests carry no trustworthy path).
-func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool) admission {
+// publicPaths says whether a host's public paths apply to a request.
+type publicPaths bool
+
+const (
+	publicPathsApply publicPaths = true
+	// publicPathsIgnored: forward-auth requests carry no trustworthy path.
+	publicPathsIgnored publicPaths = false
+)
+
+// admit decides a request. sess is the request's session, if any.
+func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, paths publicPaths) admission {
 	g := hr.gate
 	if g == nil {
 		return admission{session: sess}
@@ -105,7 +112,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, public bool)
 			return admission{keyUser: name}
 		}
 	}
-	isPublic := public && g.rules != nil && g.rules.IsPublic(r.URL)
+	isPublic := paths == publicPathsApply && g.rules != nil && g.rules.IsPublic(r.URL)
 	if sess != nil && g.rules != nil {
 		verdict := g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.rt.now())
 		if verdict == access.Admitted {
@@ -250,7 +257,7 @@ func acceptsHTML(r *http.Request) bool {
 // Traefik and Caddy show a refusal's body to the visitor, so it is the
 // same page ioproxy shows when it is the only proxy.
 func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
-	a := hr.admit(r, hr.session(r), false)
+	a := hr.admit(r, hr.session(r), publicPathsIgnored)
 	switch a.outcome {
 	case admitted:
 		h := w.Header()

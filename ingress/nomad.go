@@ -21,20 +21,6 @@ import (
 // errNoInstances means a Nomad service has no instance we can send to.
 var errNoInstances = errors.New("no healthy instances")
 
-// backend picks where one request goes.
-type backend interface {
-	// pick returns the base URL for a request.
-	pick(ctx context.Context) (*url.URL, error)
-	// failed reports that a request to target could not connect, so the
-	// instance is avoided for a while (passive health checking).
-	failed(target *url.URL)
-}
-
-type staticBackend struct{ url *url.URL }
-
-func (b staticBackend) pick(context.Context) (*url.URL, error) { return b.url, nil }
-func (staticBackend) failed(*url.URL)                          {}
-
 // NomadConfig configures the Nomad service catalogue client.
 type NomadConfig struct {
 	Nomad  config.Nomad

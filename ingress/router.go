@@ -133,22 +133,6 @@ func New(cfg Config) (*Router, error) {
 	return rt, nil
 }
 
-// NewBackendTransport returns the transport used towards backends: bounded
-// dials, and enough idle connections per backend that throughput does not
-// collapse under load (the default keeps only 2).
-func NewBackendTransport() *http.Transport {
-	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     false,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ExpectContinueTimeout: time.Second,
-	}
-}
-
 // upstreamTimer reports a host's backend answer times.
 func (rt *Router) upstreamTimer(host string) func(time.Duration) {
 	return func(d time.Duration) { rt.recorder.UpstreamDuration(observe.KindIngress, host, d) }
@@ -217,96 +201,63 @@ type proxyState struct {
 	keyUser string
 }
 
+// trace is what a request's record will say, filled in as it is served.
+type trace struct {
+	upstream  string
+	did       string
+	operation string
+}
+
+// ServeHTTP serves one host's request: /@/ is ioproxy's own, anything
+// else goes through the gate to the backend.
 func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := httpx.NewStatusWriter(w)
-	var (
-		upstream  string
-		did       string
-		operation string
-	)
-	defer func() { hr.rt.record(r, start, hr.host.Name, operation, sw.Status(), upstream, did) }()
-
+	var tr trace
+	defer func() { hr.rt.record(r, start, hr.host.Name, tr.operation, sw.Status(), tr.upstream, tr.did) }()
 	r = withHTTPS(r, r.TLS != nil || (hr.rt.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
-
 	if clean := normalizePath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
-		// /@/ belongs to ioproxy, never to the backend, in any spelling
-		// ("//@/", "/./@/", "/x/../@/"): a backend that normalizes paths
-		// must not see one.
-		if clean != r.URL.Path {
-			u := *r.URL
-			u.Path, u.RawPath = clean, ""
-			http.Redirect(sw, r, u.RequestURI(), http.StatusPermanentRedirect)
-			return
-		}
-		switch r.URL.Path {
-		case "/@/auth":
-			upstream, operation = "ioproxy", "auth"
-			if hr.backend != nil {
-				// A host with a backend is guarded here; answering
-				// forward-auth for it too would only give a proxy in
-				// front, pointed at the wrong host, a way around it.
-				writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This host is not a forward-auth host (it has a backend); /@/auth answers only for hosts without one."})
-				return
-			}
-			hr.forwardAuth(sw, r)
-			return
-		}
-		if hr.signIn == nil {
-			writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "This site does not offer sign-in."})
-			return
-		}
-		if r.Method == http.MethodPost && r.URL.Path == "/@/signin" && !hr.rt.limiter.allow(hr.rt.clientKey(r)) {
-			sw.Header().Set("Retry-After", "60")
-			writeError(sw, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were started from your address. Wait a minute and try again.", Retry: "/@/signin"})
-			return
-		}
-		// Each callback looks up the session store, and a real one makes
-		// ioproxy call the authorization server: as many as sign-ins.
-		if r.URL.Path == "/@/callback" && !hr.rt.callbacks.allow(hr.rt.clientKey(r)) {
-			sw.Header().Set("Retry-After", "60")
-			writeError(sw, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were finished from your address. Wait a minute and try again.", Retry: "/@/signin"})
-			return
-		}
-		upstream = "ioproxy"
-		operation = signInOperation(r.URL.Path)
-		hr.signIn.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, hr.rt.clientKey(r))))
+		hr.serveOwn(sw, r, clean, &tr)
 		return
 	}
+	hr.serveBackend(sw, r, &tr)
+}
 
+// serveBackend takes a request through the guards and the gate to the
+// host's backend.
+func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *trace) {
 	if !httpguard.UpgradeAllowed(r.Header) {
-		upstream = "ioproxy"
+		tr.upstream = "ioproxy"
 		// Whatever the client sent after this request was meant for a
 		// tunnel: drop it with the connection.
-		sw.Header().Set("Connection", "close")
-		writeError(sw, r, errorPage{Status: http.StatusBadRequest, Title: "Upgrade refused", Message: httpguard.ErrUpgradeMessage})
+		w.Header().Set("Connection", "close")
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Upgrade refused", Message: httpguard.ErrUpgradeMessage})
 		return
 	}
-	var st proxyState
-	st.session = hr.session(r)
-	if st.session != nil {
-		did = st.session.DID
+	sess := hr.session(r)
+	if sess != nil {
+		tr.did = sess.DID
 	}
-	adm := hr.admit(r, st.session, true)
+	adm := hr.admit(r, sess, publicPathsApply)
 	if adm.outcome != admitted {
-		hr.refuse(sw, r, adm)
+		hr.refuse(w, r, adm)
 		return
 	}
-	// A denied account on a public path passes as nobody.
-	st.session, st.keyUser = adm.session, adm.keyUser
 	if hr.backend == nil {
-		writeError(sw, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "ioproxy only checks sign-ins for this site (at /@/auth); the site itself is served by another proxy."})
+		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "ioproxy only checks sign-ins for this site (at /@/auth); the site itself is served by another proxy."})
 		return
 	}
 	target, err := hr.backend.pick(r.Context())
 	if err != nil {
 		hr.rt.log.Warn("no backend instance", "host", hr.host.Name, "backend", hr.host.Backend.Raw, "err", err)
-		writeError(sw, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Service unavailable", Message: "The application behind this site has no running instance right now. Try again in a moment."})
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Service unavailable", Message: "The application behind this site has no running instance right now. Try again in a moment."})
 		return
 	}
-	st.target = target
-	upstream = target.Host
-	hr.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), ctxKey{}, &st)))
+	tr.upstream = target.Host
+	// A denied account on a public path passes as nobody: adm.session,
+	// not sess.
+	st := &proxyState{target: target, session: adm.session, keyUser: adm.keyUser}
+	hr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 }
 
 // session returns the request's live session on this host, if any. A
@@ -487,18 +438,6 @@ func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "The application is not reachable", Message: "The application behind this site is down or restarting. Try again in a moment."})
-}
-
-// UnknownHost is the Record.Host of requests for hosts not configured.
-const UnknownHost = "(unknown)"
-
-// signInOperation names the sign-in route of a path, from a fixed set.
-func signInOperation(path string) string {
-	switch path {
-	case "/@/signin", "/@/callback", "/@/signout", "/@/client-metadata.json", "/@/jwks.json", "/@/auth":
-		return strings.TrimSuffix(strings.TrimPrefix(path, "/@/"), ".json")
-	}
-	return ""
 }
 
 func (rt *Router) record(r *http.Request, start time.Time, host, operation string, status int, upstream, did string) {
