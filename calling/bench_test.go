@@ -27,13 +27,9 @@ func BenchmarkCallingPath(b *testing.B) {
 	e := newCallEnv(b)
 	sess := e.signIn(b, e.alice)
 	const path = "/xrpc/com.atproto.repo.getRecord?repo=did%3Aplc%3Aalice&collection=xyz.statusphere.status&rkey=3kabc"
-	key, err := dpop.ParseKey(sess.DPoPKey)
-	if err != nil {
-		b.Fatal(err)
-	}
 	// One prepared proof, reused: the fake is told to allow it.
 	e.srv.AllowProofReuse(true)
-	proof, err := key.Proof(dpop.ProofParams{Method: "GET", URL: e.srv.URL + path, Nonce: e.srv.Nonce(), AccessToken: sess.AccessToken})
+	proof, err := sess.DPoPKey.Proof(dpop.ProofParams{Method: "GET", URL: e.srv.URL + path, Nonce: e.srv.Nonce(), AccessToken: sess.AccessToken})
 	if err != nil {
 		b.Fatal(err)
 	}

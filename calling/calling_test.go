@@ -93,12 +93,11 @@ func (e *callEnv) signIn(t testing.TB, acct atprototest.Account) sessions.Sessio
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := json.Marshal(req.DPoPKey)
 	now := time.Now()
 	sess := sessions.Session{
 		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "app.example.com",
 		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: e.client.ClientID(), Scope: g.Scope,
-		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry, DPoPKey: key,
+		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry, DPoPKey: req.DPoPKey,
 		CreatedAt: now, Expiry: now.Add(30 * 24 * time.Hour),
 	}
 	if _, err := e.store.Create(sess); err != nil {

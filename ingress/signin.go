@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
@@ -24,16 +23,30 @@ import (
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
+// OAuthClient is what the sign-in routes need of a host's OAuth client;
+// *oauth.Client is one.
+type OAuthClient interface {
+	ClientID() string
+	Confidential() bool
+	Authorize(ctx context.Context, input string) (*oauth.Request, string, error)
+	Exchange(ctx context.Context, req *oauth.Request, code, iss string) (*oauth.Grant, error)
+	Revoke(ctx context.Context, issuer, token string, key *dpop.Key)
+	Metadata(info oauth.MetadataInfo) oauth.ClientMetadata
+}
+
+var _ OAuthClient = (*oauth.Client)(nil)
+
 // SignInConfig configures the sign-in routes of one host.
 type SignInConfig struct {
 	Host   config.Host
-	Client *oauth.Client
+	Client OAuthClient
 	// ClientKey is the confidential client's key (nil for the localhost client).
 	ClientKey *oauth.ClientKey
 	// BaseURL is the host's public origin, such as https://app.example.com.
 	BaseURL  string
 	Sessions *sessions.Store
-	// SessionLifetime bounds a session without refreshes.
+	// SessionLifetime bounds a session without refreshes;
+	// sessions.DefaultLifetime when zero.
 	SessionLifetime time.Duration
 	// Recorder is told how sign-ins go (observe.SignInStarted, …), for
 	// metrics; observe.Discard when nil.
@@ -58,7 +71,7 @@ func NewSignIn(cfg SignInConfig) *SignIn {
 		cfg.Now = time.Now
 	}
 	if cfg.SessionLifetime == 0 {
-		cfg.SessionLifetime = 30 * 24 * time.Hour
+		cfg.SessionLifetime = sessions.DefaultLifetime
 	}
 	if cfg.Recorder == nil {
 		cfg.Recorder = observe.Discard{}
@@ -140,27 +153,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusBadGateway, "signin.html", page)
 		return
 	}
-	key, err := json.Marshal(req.DPoPKey)
-	if err != nil {
-		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "Sign-in could not start."})
-		return
-	}
-	p := sessions.Pending{
-		State:        req.State,
-		Host:         s.cfg.Host.Name,
-		ClientID:     s.cfg.Client.ClientID(),
-		Issuer:       req.Issuer,
-		ExpectedDID:  req.ExpectedDID,
-		Handle:       req.Handle,
-		PDS:          req.PDS,
-		PKCEVerifier: req.PKCEVerifier,
-		DPoPKey:      key,
-		Redirect:     redirect,
-		Client:       clientOf(r),
-		Binding:      sessions.NewToken(),
-		CreatedAt:    s.cfg.Now(),
-		Expiry:       req.Expiry,
-	}
+	p := s.newPending(req, redirect, clientOf(r))
 	if err := s.cfg.Sessions.PutPending(p); err != nil {
 		if errors.Is(err, sessions.ErrFull) {
 			s.cfg.Recorder.SignIn(observe.SignInStoreFull)
@@ -175,157 +168,6 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	setCookie(w, r, stateCookie(r), p.Binding, time.Until(req.Expiry))
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
-}
-
-func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	state := q.Get("state")
-	fail := func(status int, msg string, err error) {
-		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
-		writeError(w, r, errorPage{Status: status, Title: "Sign-in failed", Message: msg, Retry: "/@/signin"})
-	}
-	if state == "" {
-		fail(http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without state"))
-		return
-	}
-	// The pending request is deleted before anything else, so a replayed
-	// callback (same state or code) finds nothing.
-	p, err := s.cfg.Sessions.TakePending(state)
-	switch {
-	case errors.Is(err, sessions.ErrNotFound):
-		fail(http.StatusBadRequest, "This sign-in link was already used or is unknown. Start again from the sign-in page.", err)
-		return
-	case errors.Is(err, sessions.ErrExpired):
-		fail(http.StatusBadRequest, "This sign-in took too long and expired. Please try again.", err)
-		return
-	case err != nil:
-		fail(http.StatusInternalServerError, "The session store failed. Please try again.", err)
-		return
-	}
-	setCookie(w, r, stateCookie(r), "", -1)
-	// The browser must hold the random binding set when this sign-in
-	// started, so a callback URL made by someone else (with their code)
-	// cannot sign this browser into their account.
-	if c, err := r.Cookie(stateCookie(r)); err != nil || p.Binding == "" || !hmac.Equal([]byte(c.Value), []byte(p.Binding)) {
-		fail(http.StatusBadRequest, "This sign-in was started in another browser. Start again from the sign-in page here.", errors.New("state cookie missing or different"))
-		return
-	}
-	if p.Host != s.cfg.Host.Name || p.ClientID != s.cfg.Client.ClientID() {
-		fail(http.StatusBadRequest, "This sign-in belongs to another site.", errors.New("pending sign-in of another host"))
-		return
-	}
-	if e := q.Get("error"); e != "" {
-		msg := "The sign-in was not completed."
-		if e == "access_denied" {
-			msg = "You declined the sign-in, so you are not signed in."
-		}
-		fail(http.StatusForbidden, msg, errors.New("authorization server: "+e+": "+q.Get("error_description")))
-		return
-	}
-	code := q.Get("code")
-	if code == "" {
-		fail(http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without code"))
-		return
-	}
-	key, err := dpop.ParseKey(p.DPoPKey)
-	if err != nil {
-		fail(http.StatusInternalServerError, "The stored sign-in is damaged. Please try again.", err)
-		return
-	}
-	req := &oauth.Request{State: p.State, Issuer: p.Issuer, ExpectedDID: p.ExpectedDID, Handle: p.Handle, PDS: p.PDS, PKCEVerifier: p.PKCEVerifier, DPoPKey: key, Expiry: p.Expiry}
-	grant, err := s.cfg.Client.Exchange(r.Context(), req, code, q.Get("iss"))
-	if err != nil {
-		fail(http.StatusBadGateway, userMessage(err, "The sign-in could not be completed. Please try again."), err)
-		return
-	}
-	now := s.cfg.Now()
-	if rules := s.rules(); rules != nil && rules.Judge(access.Account{DID: grant.DID, Handle: grant.Handle, HandleChecked: now}, now) != access.Admitted {
-		// An account the host refuses gets no session: it could do
-		// nothing with one, and anyone can mint accounts to fill the
-		// store with.
-		s.revoke(grant.Issuer, grant.RefreshToken, key)
-		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Name, "did", grant.DID, "handle", grant.Handle)
-		s.refusedPage(w, r, grant, p.Redirect)
-		return
-	}
-	sess := sessions.Session{
-		ID:           sessions.NewToken(),
-		ProxyKey:     sessions.NewToken(),
-		Host:         s.cfg.Host.Name,
-		DID:          grant.DID,
-		Handle:       grant.Handle,
-		PDS:          grant.PDS,
-		Issuer:       grant.Issuer,
-		ClientID:     s.cfg.Client.ClientID(),
-		Scope:        grant.Scope,
-		AccessToken:  grant.AccessToken,
-		RefreshToken: grant.RefreshToken,
-		TokenExpiry:  grant.Expiry,
-		DPoPKey:      p.DPoPKey,
-		CreatedAt:    now,
-		// Exchange has just verified the handle both ways.
-		HandleCheckedAt: now,
-		Expiry:          now.Add(s.cfg.SessionLifetime),
-	}
-	evicted, err := s.cfg.Sessions.Create(sess)
-	switch {
-	case errors.Is(err, sessions.ErrTooLarge):
-		// A server anyone can run chose these sizes; keeping them would
-		// let one sign-in cost megabytes for a month.
-		s.revoke(sess.Issuer, sess.RefreshToken, key)
-		fail(http.StatusBadGateway, "Your account's server sent an answer too large to keep, so you were not signed in. Its operators can make their tokens smaller.", err)
-		return
-	case errors.Is(err, sessions.ErrFull):
-		s.revoke(sess.Issuer, sess.RefreshToken, key)
-		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
-		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Name, "did", sess.DID, "err", err)
-		w.Header().Set("Retry-After", "300")
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "This site holds as many sessions as it can right now, so you were not signed in. Please try again later.", Retry: "/@/signin"})
-		return
-	case err != nil:
-		fail(http.StatusInternalServerError, "The session store failed. Please try again.", err)
-		return
-	}
-	for _, old := range evicted {
-		// The account's oldest session on this host made room.
-		s.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", s.cfg.Host.Name, "did", old.DID)
-		if k, err := dpop.ParseKey(old.DPoPKey); err == nil {
-			s.revoke(old.Issuer, old.RefreshToken, k)
-		}
-	}
-	s.cfg.Recorder.SignIn(observe.SignInCompleted)
-	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)
-	setSessionCookie(w, r, sess.ID, sess.Expiry)
-	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
-}
-
-// rules are the host's require_atproto rules, nil without them.
-func (s *SignIn) rules() *access.Rules {
-	if s.cfg.Host.Access == nil {
-		return nil
-	}
-	return s.cfg.Host.Access.Rules
-}
-
-// refusedPage tells a person who just signed in with an account the host
-// refuses which account it was, and offers to sign in with another: no
-// session was kept, so there is nothing to sign out of here.
-func (s *SignIn) refusedPage(w http.ResponseWriter, r *http.Request, g *oauth.Grant, back string) {
-	if wantsJSON(r) || !acceptsHTML(r) {
-		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + g.DID + " may not use this site."})
-		return
-	}
-	render(w, http.StatusForbidden, "denied.html", deniedPageData{
-		AppName:  s.cfg.Host.Label,
-		Handle:   g.Handle,
-		DID:      g.DID,
-		Redirect: SafeRedirect(back),
-		// No session: the page offers another sign-in instead of a
-		// sign-out.
-		SignInAgain: "/@/signin?" + url.Values{"redirect": {SafeRedirect(back)}}.Encode(),
-	})
 }
 
 func (s *SignIn) clientMetadata(w http.ResponseWriter, r *http.Request) {
@@ -420,9 +262,7 @@ func (s *SignIn) end(sess sessions.Session) error {
 		s.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 		return err
 	}
-	if key, err := dpop.ParseKey(sess.DPoPKey); err == nil {
-		s.revoke(sess.Issuer, sess.RefreshToken, key)
-	}
+	s.revoke(sess.Issuer, sess.RefreshToken, sess.DPoPKey)
 	s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Name, "did", sess.DID)
 	return nil
 }
@@ -430,6 +270,9 @@ func (s *SignIn) end(sess sessions.Session) error {
 // revoke revokes a refresh token in the background: nobody should wait
 // for the authorization server to agree to forget tokens we dropped.
 func (s *SignIn) revoke(issuer, token string, key *dpop.Key) {
+	if key == nil {
+		return
+	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -49,11 +49,11 @@ func (s *Server) newSignIns(out outbound) (map[string]http.Handler, error) {
 		}
 		clients[c.ClientID()] = c
 		signIns[h.Name] = ingress.NewSignIn(ingress.SignInConfig{
-			Host: h, Client: c, ClientKey: id.key, BaseURL: base, Sessions: s.store, SessionLifetime: SessionLifetime,
+			Host: h, Client: c, ClientKey: id.key, BaseURL: base, Sessions: s.store,
 			Recorder: s.recorder, Logger: s.log,
 		})
 	}
-	s.tokens = calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, SessionLifetime: SessionLifetime, Nonces: out.nonces, Recorder: s.recorder, Logger: s.log})
+	s.tokens = calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, Nonces: out.nonces, Recorder: s.recorder, Logger: s.log})
 	return signIns, nil
 }
 

@@ -31,9 +31,6 @@ type Options struct {
 	ShutdownTimeout time.Duration
 }
 
-// SessionLifetime is how long a session lives without a token refresh.
-const SessionLifetime = 30 * 24 * time.Hour
-
 // Server is a running ioproxy.
 type Server struct {
 	cfg      *config.Config

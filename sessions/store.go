@@ -26,6 +26,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/ioproxy/ioproxy/atproto/dpop"
 )
 
 // Errors returned by the store.
@@ -63,8 +65,9 @@ type Session struct {
 	RefreshToken string `json:"refresh_token"`
 	// TokenExpiry is when the access token expires.
 	TokenExpiry time.Time `json:"token_expiry"`
-	// DPoPKey is the session's private DPoP key as a JWK.
-	DPoPKey json.RawMessage `json:"dpop_key"`
+	// DPoPKey is the session's private DPoP key, stored as a JWK and
+	// parsed once, when the session is loaded or made.
+	DPoPKey *dpop.Key `json:"dpop_key"`
 	// AuthServerNonce and PDSNonce are the last DPoP nonces seen, so a
 	// restart does not cost a round trip per server.
 	AuthServerNonce string    `json:"as_nonce,omitempty"`
@@ -79,6 +82,10 @@ type Session struct {
 	// each refresh extends it.
 	Expiry time.Time `json:"expiry"`
 }
+
+// DefaultLifetime is how long a session lives without a token refresh;
+// each refresh extends it by as much.
+const DefaultLifetime = 30 * 24 * time.Hour
 
 // HandleRecheck is how often a session in use has its handle checked
 // again: access rules that name handles admit a session only while its
@@ -137,7 +144,6 @@ func (s Session) CheckSizes() error {
 		{"PDS URL", s.PDS, MaxURLBytes},
 		{"issuer", s.Issuer, MaxURLBytes},
 		{"client id", s.ClientID, MaxURLBytes},
-		{"DPoP key", string(s.DPoPKey), MaxTokenBytes},
 		{"authorization server nonce", s.AuthServerNonce, MaxTokenBytes},
 		{"PDS nonce", s.PDSNonce, MaxTokenBytes},
 	} {
@@ -181,9 +187,9 @@ type Pending struct {
 	// Handle is the verified handle for ExpectedDID.
 	Handle string `json:"handle,omitempty"`
 	// PDS is set when the user typed a handle or DID.
-	PDS          string          `json:"pds,omitempty"`
-	PKCEVerifier string          `json:"pkce_verifier"`
-	DPoPKey      json.RawMessage `json:"dpop_key"`
+	PDS          string    `json:"pds,omitempty"`
+	PKCEVerifier string    `json:"pkce_verifier"`
+	DPoPKey      *dpop.Key `json:"dpop_key"`
 	// Redirect is the same-site path to return to after sign-in.
 	Redirect string `json:"redirect"`
 	// Client is the address the sign-in was started from (as the rate

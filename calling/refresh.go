@@ -1,0 +1,151 @@
+package calling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// refresh is one refresh of a session: the account checked with its
+// issuer (and its handle verified), then the tokens traded and saved.
+func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Session, error) {
+	cur, ok := t.cfg.Sessions.Get(id)
+	if !ok {
+		return sessions.Session{}, ErrSessionEnded
+	}
+	if cur.AccessToken != stale && t.cfg.Now().Before(cur.TokenExpiry) {
+		return cur, nil // another request refreshed it already
+	}
+	client, ok := t.cfg.Clients[cur.ClientID]
+	if !ok {
+		return t.end(cur, "its OAuth client is no longer configured")
+	}
+	key, err := t.Key(cur)
+	if err != nil {
+		return t.end(cur, "its DPoP key is damaged")
+	}
+	acct, checked, err := t.checkAccount(ctx, client, cur)
+	if err != nil {
+		return sessions.Session{}, err
+	}
+	grant, err := client.Refresh(ctx, acct, cur.RefreshToken, key)
+	if err != nil {
+		t.cfg.Recorder.TokenRefresh(false)
+		var ue *oauth.UserError
+		if oauth.IsInvalidGrant(err) || errors.As(err, &ue) {
+			// The refresh token is dead, or the answer could not be
+			// trusted: the session cannot continue.
+			return t.end(cur, err.Error())
+		}
+		// A passing failure after the account check: keep what the check
+		// verified, so that access rules judge the handle as it is now,
+		// not as it was at the last refresh that went through (a server
+		// that keeps failing must not keep an old handle admitted).
+		t.saveHandle(cur, acct.Handle, checked)
+		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
+	}
+	return t.saveGrant(ctx, client, cur, key, grant, checked)
+}
+
+// checkAccount checks, before the refresh token is spent, that the
+// account is still served by the session's issuer. An account that left
+// ends the session; a passing failure leaves the refresh token unspent,
+// and keeps a handle verified on the way.
+func (t *Tokens) checkAccount(ctx context.Context, client *oauth.Client, cur sessions.Session) (*oauth.Account, time.Time, error) {
+	acct, err := client.CheckAccount(ctx, cur.DID, cur.Issuer)
+	checked := t.cfg.Now()
+	if err == nil {
+		return acct, checked, nil
+	}
+	t.cfg.Recorder.TokenRefresh(false)
+	var ue *oauth.UserError
+	if errors.As(err, &ue) {
+		_, err := t.end(cur, err.Error())
+		return nil, checked, err
+	}
+	if acct != nil {
+		// The account resolved and its handle was verified; only its PDS
+		// could not be asked.
+		t.saveHandle(cur, acct.Handle, checked)
+	}
+	// Without a verified handle, the one stored ages, and rules that name
+	// handles stop admitting it.
+	return nil, checked, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
+}
+
+// saveGrant stores a refresh's new tokens. A session signed out during
+// the refresh stays ended, its new tokens revoked.
+func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessions.Session, key *dpop.Key, grant *oauth.Grant, checked time.Time) (sessions.Session, error) {
+	now := t.cfg.Now()
+	next, err := t.cfg.Sessions.Update(cur.ID, func(s *sessions.Session) error {
+		s.AccessToken = grant.AccessToken
+		if grant.RefreshToken != "" {
+			s.RefreshToken = grant.RefreshToken
+		}
+		s.TokenExpiry, s.Scope, s.Handle, s.PDS = grant.Expiry, grant.Scope, grant.Handle, grant.PDS
+		s.RefreshedAt, s.HandleCheckedAt, s.Expiry = now, checked, now.Add(t.cfg.SessionLifetime)
+		if t.cfg.Nonces != nil {
+			s.AuthServerNonce = t.cfg.Nonces.Get(s.Issuer)
+			s.PDSNonce = t.cfg.Nonces.Get(s.PDS)
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		// Signed out while the refresh was under way: the new tokens
+		// belong to no session, so they must not stay live.
+		t.cfg.Recorder.TokenRefresh(true)
+		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
+		return sessions.Session{}, ErrSessionEnded
+	case errors.Is(err, sessions.ErrTooLarge):
+		// The server's new tokens are too large to keep, and the old
+		// refresh token is spent: the session cannot go on.
+		t.cfg.Recorder.TokenRefresh(false)
+		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
+		return t.end(cur, err.Error())
+	case err != nil:
+		t.cfg.Recorder.TokenRefresh(false)
+		return sessions.Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)
+	}
+	t.cfg.Recorder.TokenRefresh(true)
+	t.cfg.Logger.Debug("tokens refreshed", "did", next.DID)
+	if next.Handle != cur.Handle {
+		// Access rules that name handles apply the new one from now on.
+		t.cfg.Logger.Info("handle changed", "did", next.DID, "from", cur.Handle, "to", next.Handle)
+	}
+	return next, nil
+}
+
+// saveHandle stores the handle that an account check verified, when the
+// refresh that followed failed. Only the handle: the tokens and the PDS
+// they are for stay as the last refresh that went through left them.
+func (t *Tokens) saveHandle(cur sessions.Session, handle string, checked time.Time) {
+	next, err := t.cfg.Sessions.Update(cur.ID, func(s *sessions.Session) error {
+		s.Handle, s.HandleCheckedAt = handle, checked
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, sessions.ErrNotFound) {
+			t.cfg.Logger.Warn("save checked handle", "did", cur.DID, "err", err)
+		}
+		return
+	}
+	if next.Handle != cur.Handle {
+		t.cfg.Logger.Info("handle changed", "did", next.DID, "from", cur.Handle, "to", next.Handle)
+	}
+}
+
+// end deletes a session whose refresh failed for good, and says so to
+// the caller.
+func (t *Tokens) end(sess sessions.Session, why string) (sessions.Session, error) {
+	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "reason", why)
+	if err := t.cfg.Sessions.Delete(sess.ID); err != nil {
+		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
+	}
+	return sessions.Session{}, ErrSessionEnded
+}

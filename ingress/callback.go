@@ -1,0 +1,211 @@
+package ingress
+
+import (
+	"crypto/hmac"
+	"errors"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// signInFailure is why a callback could not sign the browser in: what the
+// person is shown, and what the log says.
+type signInFailure struct {
+	status int
+	msg    string
+	err    error
+}
+
+// callback finishes a sign-in: the pending request it belongs to, the code
+// exchange and its checks, the host's rules, then the session.
+func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
+	p, fail := s.takePending(w, r)
+	var grant *oauth.Grant
+	if fail == nil {
+		grant, fail = s.exchange(r, p)
+	}
+	if fail != nil {
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", fail.err)
+		writeError(w, r, errorPage{Status: fail.status, Title: "Sign-in failed", Message: fail.msg, Retry: "/@/signin"})
+		return
+	}
+	now := s.cfg.Now()
+	if rules := s.rules(); rules != nil && rules.Judge(access.Account{DID: grant.DID, Handle: grant.Handle, HandleChecked: now}, now) != access.Admitted {
+		// An account the host refuses gets no session: it could do
+		// nothing with one, and anyone can mint accounts to fill the
+		// store with.
+		s.revoke(grant.Issuer, grant.RefreshToken, p.DPoPKey)
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
+		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Name, "did", grant.DID, "handle", grant.Handle)
+		s.refusedPage(w, r, grant, p.Redirect)
+		return
+	}
+	sess, ok := s.storeSession(w, r, s.newSession(grant, p.DPoPKey, now))
+	if !ok {
+		return
+	}
+	s.cfg.Recorder.SignIn(observe.SignInCompleted)
+	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)
+	setSessionCookie(w, r, sess.ID, sess.Expiry)
+	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
+}
+
+// takePending finds the sign-in a callback belongs to, deleting it first,
+// so that a replayed callback (same state or code) finds nothing; and it
+// checks that this browser started it, on this host.
+func (s *SignIn) takePending(w http.ResponseWriter, r *http.Request) (sessions.Pending, *signInFailure) {
+	state := r.URL.Query().Get("state")
+	if state == "" {
+		return sessions.Pending{}, &signInFailure{http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without state")}
+	}
+	p, err := s.cfg.Sessions.TakePending(state)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in link was already used or is unknown. Start again from the sign-in page.", err}
+	case errors.Is(err, sessions.ErrExpired):
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in took too long and expired. Please try again.", err}
+	case err != nil:
+		return p, &signInFailure{http.StatusInternalServerError, "The session store failed. Please try again.", err}
+	}
+	setCookie(w, r, stateCookie(r), "", -1)
+	// The browser must hold the random binding set when this sign-in
+	// started, so a callback URL made by someone else (with their code)
+	// cannot sign this browser into their account.
+	if c, err := r.Cookie(stateCookie(r)); err != nil || p.Binding == "" || !hmac.Equal([]byte(c.Value), []byte(p.Binding)) {
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in was started in another browser. Start again from the sign-in page here.", errors.New("state cookie missing or different")}
+	}
+	if p.Host != s.cfg.Host.Name || p.ClientID != s.cfg.Client.ClientID() {
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in belongs to another site.", errors.New("pending sign-in of another host")}
+	}
+	if p.DPoPKey == nil {
+		return p, &signInFailure{http.StatusInternalServerError, "The stored sign-in is damaged. Please try again.", errors.New("pending sign-in without a DPoP key")}
+	}
+	return p, nil
+}
+
+// exchange trades the callback's code for tokens, which Exchange checks
+// (iss, the account, its issuer).
+func (s *SignIn) exchange(r *http.Request, p sessions.Pending) (*oauth.Grant, *signInFailure) {
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		msg := "The sign-in was not completed."
+		if e == "access_denied" {
+			msg = "You declined the sign-in, so you are not signed in."
+		}
+		return nil, &signInFailure{http.StatusForbidden, msg, errors.New("authorization server: " + e + ": " + q.Get("error_description"))}
+	}
+	code := q.Get("code")
+	if code == "" {
+		return nil, &signInFailure{http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without code")}
+	}
+	grant, err := s.cfg.Client.Exchange(r.Context(), requestOf(p), code, q.Get("iss"))
+	if err != nil {
+		return nil, &signInFailure{http.StatusBadGateway, userMessage(err, "The sign-in could not be completed. Please try again."), err}
+	}
+	return grant, nil
+}
+
+// storeSession keeps a new session, or answers why it cannot be kept.
+// The account's oldest sessions on this host may end to make room.
+func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessions.Session) (sessions.Session, bool) {
+	evicted, err := s.cfg.Sessions.Create(sess)
+	if err != nil {
+		s.revoke(sess.Issuer, sess.RefreshToken, sess.DPoPKey)
+	}
+	switch {
+	case errors.Is(err, sessions.ErrTooLarge):
+		// A server anyone can run chose these sizes; keeping them would
+		// let one sign-in cost megabytes for a month.
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
+		writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "Sign-in failed", Message: "Your account's server sent an answer too large to keep, so you were not signed in. Its operators can make their tokens smaller.", Retry: "/@/signin"})
+		return sess, false
+	case errors.Is(err, sessions.ErrFull):
+		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
+		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Name, "did", sess.DID, "err", err)
+		w.Header().Set("Retry-After", "300")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "This site holds as many sessions as it can right now, so you were not signed in. Please try again later.", Retry: "/@/signin"})
+		return sess, false
+	case err != nil:
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
+		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Title: "Sign-in failed", Message: "The session store failed. Please try again.", Retry: "/@/signin"})
+		return sess, false
+	}
+	for _, old := range evicted {
+		// The account's oldest session on this host made room.
+		s.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", s.cfg.Host.Name, "did", old.DID)
+		s.revoke(old.Issuer, old.RefreshToken, old.DPoPKey)
+	}
+	return sess, true
+}
+
+// newPending is what a sign-in in progress keeps of its authorization
+// request, until the callback.
+func (s *SignIn) newPending(req *oauth.Request, redirect, client string) sessions.Pending {
+	return sessions.Pending{
+		State: req.State, Host: s.cfg.Host.Name, ClientID: s.cfg.Client.ClientID(),
+		Issuer: req.Issuer, ExpectedDID: req.ExpectedDID, Handle: req.Handle, PDS: req.PDS,
+		PKCEVerifier: req.PKCEVerifier, DPoPKey: req.DPoPKey,
+		Redirect: redirect, Client: client, Binding: sessions.NewToken(),
+		CreatedAt: s.cfg.Now(), Expiry: req.Expiry,
+	}
+}
+
+// requestOf is the authorization request a pending sign-in keeps.
+func requestOf(p sessions.Pending) *oauth.Request {
+	return &oauth.Request{
+		State: p.State, Issuer: p.Issuer, ExpectedDID: p.ExpectedDID, Handle: p.Handle, PDS: p.PDS,
+		PKCEVerifier: p.PKCEVerifier, DPoPKey: p.DPoPKey, Expiry: p.Expiry,
+	}
+}
+
+// newSession is the session a grant makes on this host: fresh random ids
+// (never the pending state's), the tokens, and the DPoP key they are
+// bound to.
+func (s *SignIn) newSession(g *oauth.Grant, key *dpop.Key, now time.Time) sessions.Session {
+	return sessions.Session{
+		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: s.cfg.Host.Name,
+		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: s.cfg.Client.ClientID(),
+		Scope: g.Scope, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
+		DPoPKey:   key,
+		CreatedAt: now,
+		// Exchange has just verified the handle both ways.
+		HandleCheckedAt: now,
+		Expiry:          now.Add(s.cfg.SessionLifetime),
+	}
+}
+
+// rules are the host's require_atproto rules, nil without them.
+func (s *SignIn) rules() *access.Rules {
+	if s.cfg.Host.Access == nil {
+		return nil
+	}
+	return s.cfg.Host.Access.Rules
+}
+
+// refusedPage tells a person who just signed in with an account the host
+// refuses which account it was, and offers to sign in with another: no
+// session was kept, so there is nothing to sign out of here.
+func (s *SignIn) refusedPage(w http.ResponseWriter, r *http.Request, g *oauth.Grant, back string) {
+	if wantsJSON(r) || !acceptsHTML(r) {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + g.DID + " may not use this site."})
+		return
+	}
+	render(w, http.StatusForbidden, "denied.html", deniedPageData{
+		AppName:  s.cfg.Host.Label,
+		Handle:   g.Handle,
+		DID:      g.DID,
+		Redirect: SafeRedirect(back),
+		// No session: the page offers another sign-in instead of a
+		// sign-out.
+		SignInAgain: "/@/signin?" + url.Values{"redirect": {SafeRedirect(back)}}.Encode(),
+	})
+}
