@@ -196,28 +196,23 @@ func (k *Keys) CheckLimited(ctx context.Context, name, key string, spend func() 
 		e = k.decoy
 	}
 	sum := k.sum(name, key)
-	var lead *flight
-	k.mu.Lock()
-	if prev := k.good[name]; known && prev != nil && hmac.Equal(prev, sum) {
-		k.mu.Unlock()
+	if k.remembered(name, sum, known) {
 		return nil
 	}
-	id := string(sum)
-	switch f := k.flights[id]; {
-	case f != nil:
+	lead, twin := k.join(string(sum))
+	if twin != nil {
 		// The same name and key are being checked: a client that sends
 		// its first requests in parallel costs one comparison, and one
 		// attempt against its limit.
-		k.mu.Unlock()
 		select {
-		case <-f.done:
+		case <-twin.done:
 		case <-ctx.Done():
 			return fmt.Errorf("check key of %q: %w", clip(name), ctx.Err())
 		}
-		if f.ok {
+		if twin.ok {
 			return nil
 		}
-		if f.wrong {
+		if twin.wrong {
 			// The same key was just compared and is wrong: this attempt
 			// counts, but needs no comparison of its own.
 			if spend != nil && !spend() {
@@ -225,41 +220,19 @@ func (k *Keys) CheckLimited(ctx context.Context, name, key string, spend func() 
 			}
 			return ErrWrongKey
 		}
-	default:
-		lead = &flight{done: make(chan struct{})}
-		k.flights[id] = lead
-		k.mu.Unlock()
-		defer func() {
-			k.mu.Lock()
-			delete(k.flights, id)
-			k.mu.Unlock()
-			close(lead.done)
-		}()
+	} else {
+		defer k.land(string(sum), lead)
 	}
 	if spend != nil && !spend() {
 		return ErrTooMany
 	}
-	if e.Kind == HashBcrypt {
-		k.mu.Lock()
-		if k.waiting >= k.maxWaiting {
-			k.mu.Unlock()
-			return ErrBusy
-		}
-		k.waiting++
-		k.mu.Unlock()
-		defer func() {
-			k.mu.Lock()
-			k.waiting--
-			k.mu.Unlock()
-		}()
-		select {
-		case k.slots <- struct{}{}:
-		case <-ctx.Done():
-			return fmt.Errorf("check key of %q: %w", clip(name), ctx.Err())
-		}
-		defer func() { <-k.slots }()
+	ok, err := k.compare(ctx, e, key)
+	if errors.Is(err, ErrBusy) {
+		return ErrBusy
+	} else if err != nil {
+		return fmt.Errorf("check key of %q: %w", clip(name), err)
 	}
-	if !e.matches(key) || !known {
+	if !ok || !known {
 		if lead != nil {
 			lead.wrong = true
 		}
@@ -272,6 +245,63 @@ func (k *Keys) CheckLimited(ctx context.Context, name, key string, spend func() 
 		lead.ok = true
 	}
 	return nil
+}
+
+// remembered reports whether sum is the last good key of a known name.
+func (k *Keys) remembered(name string, sum []byte, known bool) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	prev := k.good[name]
+	return known && prev != nil && hmac.Equal(prev, sum)
+}
+
+// join returns the flight of the comparison of id under way (twin), or
+// starts one that the caller leads and must land.
+func (k *Keys) join(id string) (lead, twin *flight) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if f := k.flights[id]; f != nil {
+		return nil, f
+	}
+	lead = &flight{done: make(chan struct{})}
+	k.flights[id] = lead
+	return lead, nil
+}
+
+// land ends a flight the caller led: its twins learn the outcome.
+func (k *Keys) land(id string, f *flight) {
+	k.mu.Lock()
+	delete(k.flights, id)
+	k.mu.Unlock()
+	close(f.done)
+}
+
+// compare checks key against the entry. A bcrypt comparison waits for a
+// slot, in a queue of bounded length (ErrBusy past it), for as long as
+// ctx lasts.
+func (k *Keys) compare(ctx context.Context, e KeyEntry, key string) (bool, error) {
+	if e.Kind != HashBcrypt {
+		return e.matches(key), nil
+	}
+	k.mu.Lock()
+	if k.waiting >= k.maxWaiting {
+		k.mu.Unlock()
+		return false, ErrBusy
+	}
+	k.waiting++
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.waiting--
+		k.mu.Unlock()
+	}()
+	select {
+	case k.slots <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-k.slots }()
+	return e.matches(key), nil
 }
 
 // flight is a comparison in progress, for others checking the same name
