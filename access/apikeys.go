@@ -15,6 +15,8 @@ import (
 	"sync"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // HashKind is how an API key entry stores its secret.
@@ -42,10 +44,10 @@ type KeyEntry struct {
 func ParseKeyEntry(line string) (KeyEntry, error) {
 	name, hash, ok := strings.Cut(line, ":")
 	if !ok || name == "" || hash == "" {
-		return KeyEntry{}, fmt.Errorf("%q is not a \"name:hash\" entry; make one with `htpasswd -nbB name secret` (bcrypt)", clip(line))
+		return KeyEntry{}, fmt.Errorf("%q is not a \"name:hash\" entry; make one with `htpasswd -nbB name secret` (bcrypt)", textutil.Clip(line, 40))
 	}
 	if !validKeyName(name) {
-		return KeyEntry{}, fmt.Errorf("the name %q may hold only letters, digits and . _ @ -, up to 64 characters (it is passed to the backend in a header)", clip(name))
+		return KeyEntry{}, fmt.Errorf("the name %q may hold only letters, digits and . _ @ -, up to 64 characters (it is passed to the backend in a header)", textutil.Clip(name, 40))
 	}
 	switch {
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
@@ -81,13 +83,6 @@ func validKeyName(s string) bool {
 		}
 	}
 	return true
-}
-
-func clip(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "…"
-	}
-	return s
 }
 
 // Keys checks machine credentials against the entries of an apikey_auth
@@ -207,7 +202,7 @@ func (k *Keys) CheckLimited(ctx context.Context, name, key string, spend func() 
 		select {
 		case <-twin.done:
 		case <-ctx.Done():
-			return fmt.Errorf("check key of %q: %w", clip(name), ctx.Err())
+			return fmt.Errorf("check key of %q: %w", textutil.Clip(name, 40), ctx.Err())
 		}
 		if twin.ok {
 			return nil
@@ -230,7 +225,7 @@ func (k *Keys) CheckLimited(ctx context.Context, name, key string, spend func() 
 	if errors.Is(err, ErrBusy) {
 		return ErrBusy
 	} else if err != nil {
-		return fmt.Errorf("check key of %q: %w", clip(name), err)
+		return fmt.Errorf("check key of %q: %w", textutil.Clip(name, 40), err)
 	}
 	if !ok || !known {
 		if lead != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // DefaultTrafficSize is how many recent requests the traffic view keeps
@@ -160,9 +161,9 @@ func (r *Recorder) Request(req observe.Request) {
 	}
 	req.Path = cleanPath(req.Path)
 	req.Upstream = cleanUpstream(req.Upstream)
-	req.Method = clip(req.Method, 32)
-	req.Remote = clip(req.Remote, 128)
-	req.DID = clip(req.DID, 256)
+	req.Method = textutil.Clip(req.Method, 32)
+	req.Remote = textutil.Clip(req.Remote, 128)
+	req.DID = textutil.Clip(req.DID, 256)
 
 	status := strconv.Itoa(req.Status)
 	secs := req.Duration.Seconds()
@@ -240,7 +241,7 @@ func (r *Recorder) UpstreamDuration(kind, source string, d time.Duration) {
 	if r == nil {
 		return
 	}
-	r.upstreamDuration.WithLabelValues(clip(kind, 16), clip(source, 256)).Observe(d.Seconds())
+	r.upstreamDuration.WithLabelValues(textutil.Clip(kind, 16), textutil.Clip(source, 256)).Observe(d.Seconds())
 }
 
 // TokenRefresh counts an OAuth token refresh and whether it succeeded.
@@ -332,7 +333,7 @@ func cleanPath(p string) string {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
-	return clip(p, maxFieldLen)
+	return textutil.Clip(p, maxFieldLen)
 }
 
 // cleanUpstream drops user info, query and fragment from an upstream URL.
@@ -347,22 +348,8 @@ func cleanUpstream(u string) string {
 			u = cleanPath(u)
 		}
 	}
-	return clip(u, maxFieldLen)
+	return textutil.Clip(u, maxFieldLen)
 }
-
-// clip shortens s to at most n bytes without splitting a UTF-8 sequence.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8Start(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
-
-func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
 
 // ring keeps the most recent requests, each with a sequence number so that
 // the traffic view can ask for what came after the last one it has.

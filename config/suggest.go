@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/agext/levenshtein"
 )
 
 // gohcl reports unknown names without suggestions; suggestNames adds
@@ -76,29 +78,9 @@ func nearest(s string, candidates map[string][]string) string {
 	best, bestDist := "", 3
 	// In order, so that ties always suggest the same name.
 	for _, c := range slices.Sorted(maps.Keys(candidates)) {
-		if d := editDistance(s, c); d < bestDist {
+		if d := levenshtein.Distance(s, c, nil); d < bestDist {
 			best, bestDist = c, d
 		}
 	}
 	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/e2e/browser"
+	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 

@@ -24,9 +24,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
+	"github.com/ioproxy/ioproxy/server"
 )
 
 // freePort returns a loopback port that was free a moment ago.

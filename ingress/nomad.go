@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // errNoInstances means a Nomad service has no instance we can send to.
@@ -232,7 +233,7 @@ func (n *Nomad) fetch(ctx context.Context, service string) ([]*url.URL, error) {
 		return nil, fmt.Errorf("nomad service %q: read response: %w", service, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("nomad service %q: %s: %s", service, resp.Status, truncate(string(body), 200))
+		return nil, fmt.Errorf("nomad service %q: %s: %s", service, resp.Status, textutil.Clip(string(body), 200))
 	}
 	var regs []nomadRegistration
 	if err := json.Unmarshal(body, &regs); err != nil {
@@ -307,11 +308,4 @@ func (n *Nomad) allocHealthy(ctx context.Context, allocID, service string) bool 
 		}
 	}
 	return true
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -28,6 +28,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // Errors returned by the store.
@@ -514,11 +515,11 @@ func (s *Store) Create(sess Session) (evicted []Session, err error) {
 		return nil, fmt.Errorf("create session: id and proxy key are required")
 	}
 	if err := sess.CheckSizes(); err != nil {
-		return nil, fmt.Errorf("create session for %s: %w", clip(sess.DID), err)
+		return nil, fmt.Errorf("create session for %s: %w", textutil.Clip(sess.DID, 64), err)
 	}
 	v, err := encodeSession(&sess)
 	if err != nil {
-		return nil, fmt.Errorf("create session for %s: %w", clip(sess.DID), err)
+		return nil, fmt.Errorf("create session for %s: %w", textutil.Clip(sess.DID, 64), err)
 	}
 	s.mu.RLock()
 	total := len(s.byID)
@@ -601,13 +602,6 @@ func (s *Store) anyPendingExpired(now time.Time) bool {
 }
 
 var errStop = errors.New("stop")
-
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
-}
 
 // Get returns the live session with the given id. It reads memory only.
 func (s *Store) Get(id string) (Session, bool) {

@@ -17,9 +17,9 @@ import (
 	"syscall"
 
 	"github.com/ioproxy/ioproxy/admin"
-	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress/certs"
+	"github.com/ioproxy/ioproxy/server"
 )
 
 const usage = `ioproxy: AT Protocol sign-in and calling proxy

@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ioproxy/ioproxy/cmd/statusphere/handles"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/ingest"
@@ -29,6 +28,7 @@ import (
 	"github.com/ioproxy/ioproxy/cmd/statusphere/jetstream"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/store"
 	"github.com/ioproxy/ioproxy/contract"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 //go:embed templates/*.html
@@ -418,16 +418,5 @@ func writeFailure(err error) (int, string) {
 	if xe.Message != "" {
 		msg += ": " + xe.Message
 	}
-	return http.StatusBadGateway, truncate(msg, 300)
-}
-
-// truncate shortens s to at most n bytes without splitting a character.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
+	return http.StatusBadGateway, textutil.Clip(msg, 300)
 }

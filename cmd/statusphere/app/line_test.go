@@ -41,12 +41,3 @@ func TestLineDates(t *testing.T) {
 		})
 	}
 }
-
-func TestTruncate(t *testing.T) {
-	if got := truncate("héllo", 2); got != "h…" {
-		t.Errorf("truncate = %q", got)
-	}
-	if got := truncate("short", 10); got != "short" {
-		t.Errorf("truncate = %q", got)
-	}
-}
