@@ -41,36 +41,8 @@ host "app.localhost" {
 	addr := s.Addrs["http"]
 
 	// One byte every 200 ms: under 100 bytes a second.
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1000\r\n\r\n")
-	answered := make(chan string, 1)
-	go func() {
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			answered <- "error: " + err.Error()
-			return
-		}
-		answered <- resp.Status
-	}()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	var status string
-loop:
-	for {
-		select {
-		case status = <-answered:
-			break loop
-		case <-tick.C:
-			_, _ = conn.Write([]byte("x"))
-		case <-deadline:
-			t.Fatal("a trickled body held the request for 10 s")
-		}
-	}
+	dial := func() (net.Conn, error) { return net.Dial("tcp", addr) }
+	status := trickle(t, dial, "POST / HTTP/1.1\r\nHost: app.localhost\r\n", 10*time.Second)
 	if !strings.HasPrefix(status, "408") {
 		t.Errorf("trickled body: %s, want 408", status)
 	}
