@@ -22,11 +22,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/cmd/statusphere/app"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/e2e/localjetstream"
+	"github.com/ioproxy/ioproxy/server"
 )
 
 // The demo accounts. They exist only in the local PDS under .local.
@@ -65,43 +65,30 @@ type options struct {
 	ready chan<- struct{}
 }
 
+// run starts the atmosphere, ioproxy, a local Jetstream and the app, in
+// that order (each needs the one before), and stops them in reverse when
+// ctx ends or one of them fails.
 func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error {
-	state, configPath, plcPort, pdsPort := o.state, o.configPath, o.plcPort, o.pdsPort
-	state, err := filepath.Abs(state)
+	state, err := filepath.Abs(o.state)
 	if err != nil {
 		return err
 	}
-	for _, p := range []int{plcPort, pdsPort} {
+	// Checked before anything starts, so that a second devstack fails at
+	// once and says why.
+	for _, p := range []int{o.plcPort, o.pdsPort} {
 		if err := portFree(p); err != nil {
 			return err
 		}
 	}
-	fmt.Fprintf(out, "Starting the local atmosphere (PLC directory and PDS) in %s …\n", filepath.Join(state, "atmosphere"))
-	a, err := atmo.Run(ctx, atmo.Options{
-		Accounts: demoAccounts,
-		DataDir:  filepath.Join(state, "atmosphere"),
-		PLCPort:  plcPort,
-		PDSPort:  pdsPort,
-	})
+	a, err := startAtmosphere(ctx, state, o, out)
 	if err != nil {
-		return fmt.Errorf("start the local atmosphere: %w", err)
+		return err
 	}
 	defer a.Stop()
 
-	env := map[string]string{
-		"IOPROXY_DATA_DIR": filepath.Join(state, "ioproxy"),
-		"ATMO_PLC_URL":     a.PLCURL,
-		"ATMO_PDS_URL":     a.PDSURL,
-	}
-	cfg, diags := config.Load(configPath, config.Options{LookupEnv: func(k string) (string, bool) {
-		if v, ok := env[k]; ok {
-			return v, true
-		}
-		return os.LookupEnv(k)
-	}})
-	if diags.HasErrors() {
-		_ = config.WriteDiagnostics(os.Stderr, diags)
-		return fmt.Errorf("%s has errors", configPath)
+	cfg, err := loadConfig(o.configPath, state, a)
+	if err != nil {
+		return err
 	}
 	srv, err := server.Start(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
@@ -109,32 +96,13 @@ func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error 
 	}
 	defer srv.Close()
 
-	// The app listens where the config's sign-in host sends requests.
-	appAddr := ""
-	for _, h := range cfg.Hosts {
-		if h.ATProto != nil && h.ATProto.Local != 0 && h.Backend.Kind == config.BackendURL {
-			appAddr = h.Backend.URL.Host
-		}
-	}
-	if appAddr == "" {
-		return fmt.Errorf("%s has no host with atproto { local = … } and a host:port backend for the app", configPath)
-	}
-	if host, port, err := net.SplitHostPort(appAddr); err == nil && (host == "localhost" || host == "") {
-		appAddr = net.JoinHostPort("127.0.0.1", port)
-	}
-	l, err := net.Listen("tcp", appAddr)
+	appAddr, err := appAddress(cfg, o.configPath)
 	if err != nil {
-		return fmt.Errorf("the app's address %s is taken (is another devstack running?): %w", appAddr, err)
+		return err
 	}
-	l.Close()
-	callURL := ""
-	for _, c := range cfg.Calls {
-		if c.Endpoint.Kind == config.EndpointPDS {
-			callURL = "http://" + c.Addr()
-		}
-	}
-	if callURL == "" {
-		return fmt.Errorf("%s has no call block with endpoint = \"@\" for the app", configPath)
+	callURL, err := callingURL(cfg, o.configPath)
+	if err != nil {
+		return err
 	}
 	// The local atmosphere has no relay, hence no Jetstream: a small one
 	// polls the PDS, so the app's ingester runs here as in production.
@@ -144,21 +112,112 @@ func run(ctx context.Context, log *slog.Logger, o options, out io.Writer) error 
 	}
 	defer stopJetstream()
 
-	appErr := make(chan error, 1)
-	go func() {
-		appErr <- app.Run(ctx, app.Config{
-			Addr:         appAddr,
-			ProxyURL:     callURL,
-			JetstreamURL: jsURL,
-			DBPath:       filepath.Join(state, "statusphere.sqlite"),
-			Logger:       log,
-		})
-	}()
-
+	appErr := startApp(ctx, app.Config{
+		Addr:         appAddr,
+		ProxyURL:     callURL,
+		JetstreamURL: jsURL,
+		DBPath:       filepath.Join(state, "statusphere.sqlite"),
+		Logger:       log,
+	})
 	if err := waitListening(ctx, appAddr, appErr); err != nil {
 		return fmt.Errorf("statusphere did not start: %w", err)
 	}
 
+	printBanner(out, cfg, a, state)
+	if o.ready != nil {
+		close(o.ready)
+	}
+	return waitForStop(ctx, out, a, appErr)
+}
+
+// startAtmosphere runs the PLC directory and the PDS with the demo accounts
+// under state/atmosphere, so that the next run finds the same accounts.
+func startAtmosphere(ctx context.Context, state string, o options, out io.Writer) (*atmo.Atmosphere, error) {
+	dir := filepath.Join(state, "atmosphere")
+	fmt.Fprintf(out, "Starting the local atmosphere (PLC directory and PDS) in %s …\n", dir)
+	a, err := atmo.Run(ctx, atmo.Options{
+		Accounts: demoAccounts,
+		DataDir:  dir,
+		PLCPort:  o.plcPort,
+		PDSPort:  o.pdsPort,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start the local atmosphere: %w", err)
+	}
+	return a, nil
+}
+
+// loadConfig reads the ioproxy configuration with the variables that
+// examples/local.hcl expects set to this run's atmosphere and state; the
+// process environment supplies the rest.
+func loadConfig(path, state string, a *atmo.Atmosphere) (*config.Config, error) {
+	env := map[string]string{
+		"IOPROXY_DATA_DIR": filepath.Join(state, "ioproxy"),
+		"ATMO_PLC_URL":     a.PLCURL,
+		"ATMO_PDS_URL":     a.PDSURL,
+	}
+	cfg, diags := config.Load(path, config.Options{LookupEnv: func(k string) (string, bool) {
+		if v, ok := env[k]; ok {
+			return v, true
+		}
+		return os.LookupEnv(k)
+	}})
+	if diags.HasErrors() {
+		_ = config.WriteDiagnostics(os.Stderr, diags)
+		return nil, fmt.Errorf("%s has errors", path)
+	}
+	return cfg, nil
+}
+
+// appAddress is where the app must listen: the host:port backend of the
+// config's sign-in host (the last one, if there are several). It fails when
+// that address is taken, most likely by another devstack.
+func appAddress(cfg *config.Config, configPath string) (string, error) {
+	addr := ""
+	for _, h := range cfg.Hosts {
+		if h.ATProto != nil && h.ATProto.Local != 0 && h.Backend.Kind == config.BackendURL {
+			addr = h.Backend.URL.Host
+		}
+	}
+	if addr == "" {
+		return "", fmt.Errorf("%s has no host with atproto { local = … } and a host:port backend for the app", configPath)
+	}
+	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "localhost" || host == "") {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("the app's address %s is taken (is another devstack running?): %w", addr, err)
+	}
+	l.Close()
+	return addr, nil
+}
+
+// callingURL is the base URL of the config's calling port to the signed-in
+// user's PDS (endpoint = "@"), which the app writes through.
+func callingURL(cfg *config.Config, configPath string) (string, error) {
+	u := ""
+	for _, c := range cfg.Calls {
+		if c.Endpoint.Kind == config.EndpointPDS {
+			u = "http://" + c.Addr()
+		}
+	}
+	if u == "" {
+		return "", fmt.Errorf("%s has no call block with endpoint = \"@\" for the app", configPath)
+	}
+	return u, nil
+}
+
+// startApp runs the Statusphere app until ctx ends; the channel gets what
+// it returned.
+func startApp(ctx context.Context, c app.Config) <-chan error {
+	appErr := make(chan error, 1)
+	go func() { appErr <- app.Run(ctx, c) }()
+	return appErr
+}
+
+// printBanner tells the user where to go and how to sign in.
+func printBanner(out io.Writer, cfg *config.Config, a *atmo.Atmosphere, state string) {
 	open := "http://127.0.0.1:9000"
 	for _, h := range cfg.Hosts {
 		if h.ATProto != nil && h.ATProto.Local != 0 {
@@ -177,10 +236,13 @@ Statusphere is running. Open %s and sign in as:
 
 Press Ctrl-C to stop.
 `, open, demoAccounts[0].Password, demoAccounts[1].Password, a.PDSURL, cfg.Admin.Listen, state)
-	if o.ready != nil {
-		close(o.ready)
-	}
+}
 
+// waitForStop returns when ctx ends (nil: a normal stop) or when the app or
+// the PDS stops on its own (an error). After a normal stop it waits up to
+// ten seconds for the app, which ctx also stops, to finish, so that run's
+// deferred stops do not pull ioproxy and Jetstream from under it.
+func waitForStop(ctx context.Context, out io.Writer, a *atmo.Atmosphere, appErr <-chan error) error {
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(out, "\nStopping …")

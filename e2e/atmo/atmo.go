@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 	"io"
 	"net"
 	"net/http"
@@ -29,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/e2e/internal/tail"
 )
 
 // DefaultReadyTimeout bounds the wait for the ready line. A first start
@@ -212,24 +213,38 @@ func Run(ctx context.Context, opts Options) (*Atmosphere, error) {
 	}
 }
 
+// start runs node once with the given ports (0: free ones) and waits for
+// atmosphere.js to say it is ready.
 func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, error) {
-	plcPort, pdsPort := opts.PLCPort, opts.PDSPort
-	var err error
-	if plcPort == 0 {
-		if plcPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	if pdsPort == 0 {
-		if pdsPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	accounts, err := json.Marshal(append([]Account{}, opts.Accounts...))
+	cmd, err := command(node, dir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("atmo: encode accounts: %w", err)
+		return nil, err
 	}
+	a, ready, err := launch(cmd, opts.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.awaitReady(ctx, ready, opts.ReadyTimeout); err != nil {
+		return nil, err
+	}
+	a.ctxStop = context.AfterFunc(ctx, func() { _ = a.Stop() })
+	return a, nil
+}
 
+// command is the node command line and environment of atmosphere.js.
+func command(node, dir string, opts Options) (*exec.Cmd, error) {
+	plcPort, err := portOrFree(opts.PLCPort)
+	if err != nil {
+		return nil, err
+	}
+	pdsPort, err := portOrFree(opts.PDSPort)
+	if err != nil {
+		return nil, err
+	}
+	env, err := environment(opts)
+	if err != nil {
+		return nil, err
+	}
 	// Not exec.CommandContext: the context only bounds the start, and a
 	// plain kill would skip the clean shutdown of the SQLite databases.
 	cmd := exec.Command(node,
@@ -240,7 +255,31 @@ func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, er
 		"--data-dir", opts.DataDir,
 	)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = env
+	// Its own process group, so that a Ctrl-C in a terminal running
+	// ./run-local reaches only the Go program, which then stops node in
+	// order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+// portOrFree is port, or a free port when it is 0.
+func portOrFree(port int) (int, error) {
+	if port != 0 {
+		return port, nil
+	}
+	return freePort()
+}
+
+// environment is this process's environment plus what atmosphere.js and
+// node read: the accounts, the host aliases, the extra CA and the PDS's
+// logging switch.
+func environment(opts Options) ([]string, error) {
+	accounts, err := json.Marshal(append([]Account{}, opts.Accounts...))
+	if err != nil {
+		return nil, fmt.Errorf("atmo: encode accounts: %w", err)
+	}
+	env := append(os.Environ(),
 		"ATMO_ACCOUNTS="+string(accounts),
 		"ATMO_HOST_ALIASES="+strings.Join(opts.HostAliases, ","),
 	)
@@ -249,40 +288,47 @@ func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, er
 		if err != nil {
 			return nil, fmt.Errorf("atmo: extra CA file: %w", err)
 		}
-		cmd.Env = append(cmd.Env, "NODE_EXTRA_CA_CERTS="+ca)
+		env = append(env, "NODE_EXTRA_CA_CERTS="+ca)
 	}
 	if opts.Log {
-		cmd.Env = append(cmd.Env, "LOG_ENABLED=true")
+		env = append(env, "LOG_ENABLED=true")
 	}
-	// Its own process group, so that a Ctrl-C in a terminal running
-	// ./run-local reaches only the Go program, which then stops node in
-	// order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return env, nil
+}
 
+// launch starts cmd with its stderr kept in the tail (and copied to
+// stderr, if set) and its stdout read for the ready line, which the
+// returned channel delivers.
+func launch(cmd *exec.Cmd, stderr io.Writer) (*Atmosphere, <-chan readyLine, error) {
 	a := &Atmosphere{
 		cmd:    cmd,
 		tail:   tail.New(64 << 10),
 		exited: make(chan struct{}),
 	}
-	var stderr io.Writer = a.tail
-	if opts.Stderr != nil {
-		stderr = io.MultiWriter(a.tail, opts.Stderr)
+	cmd.Stderr = a.tail
+	if stderr != nil {
+		cmd.Stderr = io.MultiWriter(a.tail, stderr)
 	}
-	cmd.Stderr = stderr
 	// node stops when stdin ends. The write end stays open in this process
 	// until Stop, so if the test binary dies, the kernel closes it and node
 	// goes away too.
+	var err error
 	if a.stdin, err = cmd.StdinPipe(); err != nil {
-		return nil, fmt.Errorf("atmo: stdin pipe: %w", err)
+		return nil, nil, fmt.Errorf("atmo: stdin pipe: %w", err)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, fmt.Errorf("atmo: stdout pipe: %w", err)
+		return nil, nil, fmt.Errorf("atmo: stdout pipe: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("atmo: start node: %w", err)
+		return nil, nil, fmt.Errorf("atmo: start node: %w", err)
 	}
+	return a, a.watch(stdout), nil
+}
 
+// watch reads node's stdout until it ends, then waits for node and closes
+// a.exited. The returned channel gets the ready line, if node prints one.
+func (a *Atmosphere) watch(stdout io.Reader) <-chan readyLine {
 	ready := make(chan readyLine, 1)
 	stdoutDone := make(chan struct{})
 	go func() {
@@ -293,17 +339,24 @@ func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, er
 		// Wait closes the stdout pipe, so it must not run before everything
 		// node wrote (such as a last {"ready":false} line) has been read.
 		<-stdoutDone
-		err := cmd.Wait()
+		err := a.cmd.Wait()
 		a.waitErr = err
 		close(a.exited)
 	}()
+	return ready
+}
 
-	timer := time.NewTimer(opts.ReadyTimeout)
+// awaitReady waits for the ready line and takes the URLs, the admin
+// password and the accounts from it. On any failure (atmosphere.js says it
+// failed, node exits, the timeout passes, ctx ends) it stops node and
+// returns an error with the tail of node's stderr.
+func (a *Atmosphere) awaitReady(ctx context.Context, ready <-chan readyLine, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	fail := func(format string, args ...any) (*Atmosphere, error) {
+	fail := func(format string, args ...any) error {
 		_ = a.Stop()
 		msg := fmt.Sprintf(format, args...)
-		return nil, fmt.Errorf("atmo: %s\nnode stderr (tail):\n%s", msg, a.StderrTail())
+		return fmt.Errorf("atmo: %s\nnode stderr (tail):\n%s", msg, a.StderrTail())
 	}
 	select {
 	case line := <-ready:
@@ -313,6 +366,7 @@ func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, er
 		a.PLCURL, a.PDSURL = line.PLC, line.PDS
 		a.AdminPassword, a.DataDir = line.AdminPassword, line.DataDir
 		a.Accounts = line.Accounts
+		return nil
 	case <-a.exited:
 		select {
 		case line := <-ready: // sent before exited was closed
@@ -321,12 +375,10 @@ func start(ctx context.Context, node, dir string, opts Options) (*Atmosphere, er
 		}
 		return fail("node exited before it was ready: %v", a.waitErr)
 	case <-timer.C:
-		return fail("not ready after %s", opts.ReadyTimeout)
+		return fail("not ready after %s", timeout)
 	case <-ctx.Done():
 		return fail("canceled while starting: %v", ctx.Err())
 	}
-	a.ctxStop = context.AfterFunc(ctx, func() { _ = a.Stop() })
-	return a, nil
 }
 
 // readStdout hands the first JSON line with a "ready" key to ready and keeps

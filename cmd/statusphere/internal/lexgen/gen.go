@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"go/format"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
-	"sort"
 	"strings"
 	"unicode"
 )
@@ -30,6 +30,42 @@ type Options struct {
 // Generate reads every *.json Lexicon under lexicons and returns the generated Go files, keyed
 // by slash-separated path relative to the output directory.
 func Generate(lexicons fs.FS, opts Options) (map[string][]byte, error) {
+	docs, err := readDocs(lexicons)
+	if err != nil {
+		return nil, err
+	}
+
+	g := &generator{opts: opts, docs: docs, names: map[string]string{}}
+	out := map[string][]byte{}
+	packages := map[string]string{} // dir -> Lexicon group, e.g. "com/atproto/repo" -> "com.atproto.repo"
+	// In NSID order, so that errors (two defs that want one Go name) are the same on every run.
+	for _, id := range slices.Sorted(maps.Keys(docs)) {
+		doc := docs[id]
+		dir, _, err := split(id)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", doc.path, err)
+		}
+		src, err := g.file(doc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", doc.path, err)
+		}
+		name := path.Join(dir, strings.ToLower(lastSegment(id))+".go")
+		if out[name], err = format.Source(src); err != nil {
+			return nil, fmt.Errorf("%s: format generated code: %w\n%s", doc.path, err, src)
+		}
+		packages[dir] = strings.ReplaceAll(dir, "/", ".")
+	}
+	for dir, group := range packages {
+		src := fmt.Sprintf("%s from the %s Lexicons. DO NOT EDIT.\n\n"+
+			"// Package %s has Go types and XRPC calls for the %s Lexicons.\npackage %s\n",
+			header, group, path.Base(dir), group, path.Base(dir))
+		out[path.Join(dir, "doc.go")] = []byte(src)
+	}
+	return out, nil
+}
+
+// readDocs reads every *.json Lexicon under lexicons, keyed by NSID.
+func readDocs(lexicons fs.FS) (map[string]*Doc, error) {
 	docs := map[string]*Doc{}
 	err := fs.WalkDir(lexicons, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -59,39 +95,7 @@ func Generate(lexicons fs.FS, opts Options) (map[string][]byte, error) {
 	if len(docs) == 0 {
 		return nil, fmt.Errorf("read lexicons: no *.json files found")
 	}
-
-	g := &generator{opts: opts, docs: docs, names: map[string]string{}}
-	ids := make([]string, 0, len(docs))
-	for id := range docs {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-
-	out := map[string][]byte{}
-	packages := map[string]string{} // dir -> Lexicon group, e.g. "com/atproto/repo" -> "com.atproto.repo"
-	for _, id := range ids {
-		doc := docs[id]
-		dir, _, err := split(id)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", doc.path, err)
-		}
-		src, err := g.file(doc)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", doc.path, err)
-		}
-		name := path.Join(dir, strings.ToLower(lastSegment(id))+".go")
-		if out[name], err = format.Source(src); err != nil {
-			return nil, fmt.Errorf("%s: format generated code: %w\n%s", doc.path, err, src)
-		}
-		packages[dir] = strings.ReplaceAll(dir, "/", ".")
-	}
-	for dir, group := range packages {
-		src := fmt.Sprintf("%s from the %s Lexicons. DO NOT EDIT.\n\n"+
-			"// Package %s has Go types and XRPC calls for the %s Lexicons.\npackage %s\n",
-			header, group, path.Base(dir), group, path.Base(dir))
-		out[path.Join(dir, "doc.go")] = []byte(src)
-	}
-	return out, nil
+	return docs, nil
 }
 
 // split turns an NSID into its Go package directory and name: "com.atproto.repo.createRecord"
@@ -221,30 +225,38 @@ func (g *generator) file(doc *Doc) ([]byte, error) {
 
 	var src bytes.Buffer
 	fmt.Fprintf(&src, "%s from %s. DO NOT EDIT.\n\npackage %s\n\n", header, doc.path, pkg)
-	if len(f.imports) > 0 {
-		imps := make([]string, 0, len(f.imports))
-		for imp := range f.imports {
-			imps = append(imps, imp)
-		}
-		sort.Slice(imps, func(i, j int) bool {
-			si, sj := strings.Contains(imps[i], "."), strings.Contains(imps[j], ".")
-			if si != sj {
-				return !si
-			}
-			return imps[i] < imps[j]
-		})
-		// Standard library first, then the module's own packages, as goimports groups them.
-		src.WriteString("import (\n")
-		for i, imp := range imps {
-			if i > 0 && !strings.Contains(imps[i-1], ".") && strings.Contains(imp, ".") {
-				src.WriteString("\n")
-			}
-			fmt.Fprintf(&src, "\t%q\n", imp)
-		}
-		src.WriteString(")\n\n")
-	}
+	src.WriteString(importBlock(f.imports))
 	src.Write(f.body.Bytes())
 	return src.Bytes(), nil
+}
+
+// importBlock is the import declaration of a generated file, "" when it imports nothing:
+// standard library first, then the module's own packages, as goimports groups them, so that
+// gofmt leaves the file as it is.
+func importBlock(imports map[string]bool) string {
+	if len(imports) == 0 {
+		return ""
+	}
+	isStd := func(imp string) bool { return !strings.Contains(imp, ".") }
+	imps := slices.SortedFunc(maps.Keys(imports), func(a, b string) int {
+		if isStd(a) != isStd(b) {
+			if isStd(a) {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	var b strings.Builder
+	b.WriteString("import (\n")
+	for i, imp := range imps {
+		if i > 0 && isStd(imps[i-1]) && !isStd(imp) {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "\t%q\n", imp)
+	}
+	b.WriteString(")\n\n")
+	return b.String()
 }
 
 // comment writes a doc comment "// <name> <what>" followed by the Lexicon's description.
@@ -288,21 +300,19 @@ func (f *file) object(name string, s *Schema) error {
 		}
 	}
 	f.p("type %s struct {", name)
-	for _, prop := range s.Properties.Keys {
-		ps := s.Properties.Values[prop]
-		required := slices.Contains(s.Required, prop)
-		typ, err := f.goType(ps, required)
+	for _, prop := range s.props() {
+		typ, err := f.goType(prop.schema, prop.required)
 		if err != nil {
-			return fmt.Errorf("%s.%s: %w", name, prop, err)
+			return fmt.Errorf("%s.%s: %w", name, prop.name, err)
 		}
-		tag := prop
-		if !required {
+		tag := prop.name
+		if !prop.required {
 			tag += ",omitempty"
 		}
-		for _, line := range fieldDoc(ps, required) {
+		for _, line := range fieldDoc(prop.schema, prop.required) {
 			f.p("\t// %s", line)
 		}
-		f.p("\t%s %s `json:%q`", exported(prop), typ, tag)
+		f.p("\t%s %s `json:%q`", exported(prop.name), typ, tag)
 	}
 	f.p("}")
 	f.p("")
@@ -425,22 +435,38 @@ func (f *file) record(name string, s *Schema) error {
 	if s.Key == "" {
 		return fmt.Errorf("record without a key type")
 	}
-	id := f.doc.ID
 	f.use("encoding/json")
 	f.use("fmt")
 	f.use(f.g.opts.LexutilImport)
 
+	f.recordConsts(name, s.Key)
+	f.comment(name, fmt.Sprintf("is a %s record.", f.doc.ID), s.Description)
+	if err := f.object(name, s.Record); err != nil {
+		return err
+	}
+	f.recordMarshal(name)
+	if err := f.recordValidate(name, s.Record); err != nil {
+		return err
+	}
+	f.recordDecode(name, s.Record)
+	f.recordKeyCheck(name, s.Key)
+	return nil
+}
+
+// recordConsts writes the record's NSID and key type, which the generated functions and the
+// app refer to by name.
+func (f *file) recordConsts(name, key string) {
+	id := f.doc.ID
 	f.p("// %sNSID is the NSID of the %s record type, its \"$type\" and collection.", name, id)
 	f.p("const %sNSID = %q", name, id)
 	f.p("")
 	f.p("// %sKey is the Lexicon's record-key type for %s.", name, id)
-	f.p("const %sKey = %q", name, s.Key)
+	f.p("const %sKey = %q", name, key)
 	f.p("")
-	f.comment(name, fmt.Sprintf("is a %s record.", id), s.Description)
-	if err := f.object(name, s.Record); err != nil {
-		return err
-	}
+}
 
+// recordMarshal writes MarshalJSON, which adds the "$type" that the struct has no field for.
+func (f *file) recordMarshal(name string) {
 	f.p("// MarshalJSON writes the record with its \"$type\", which a repository requires.")
 	f.p("func (r %s) MarshalJSON() ([]byte, error) {", name)
 	f.p("\ttype fields %s", name)
@@ -450,75 +476,89 @@ func (f *file) record(name string, s *Schema) error {
 	f.p("\t}{%sNSID, fields(r)})", name)
 	f.p("}")
 	f.p("")
+}
 
-	f.p("// Validate checks r against the constraints of the %s Lexicon.", id)
+// recordValidate writes Validate, one check for each constrained field in the Lexicon's order,
+// so that the first error names the first field at fault.
+func (f *file) recordValidate(name string, rec *Schema) error {
+	f.p("// Validate checks r against the constraints of the %s Lexicon.", f.doc.ID)
 	f.p("func (r *%s) Validate() error {", name)
-	for _, prop := range s.Record.Properties.Keys {
-		ps := s.Record.Properties.Values[prop]
-		required := slices.Contains(s.Record.Required, prop)
-		field := "r." + exported(prop)
-		switch ps.Type {
+	for _, prop := range rec.props() {
+		var err error
+		switch prop.schema.Type {
 		case "string":
-			rules := stringRules(ps)
-			if rules == "" {
-				continue
-			}
-			if ps.Format != "" && !knownFormat(ps.Format) {
-				return fmt.Errorf("%s.%s: lexutil cannot check string format %q", name, prop, ps.Format)
-			}
-			cond := ""
-			if !required {
-				cond = field + ` != "" && `
-			}
-			f.p("\tif err := lexutil.CheckString(%q, %s, lexutil.StringRules{%s}); %serr != nil {", prop, field, rules, cond)
-			f.p("\t\treturn fmt.Errorf(\"%%s: %%w\", %sNSID, err)", name)
-			f.p("\t}")
+			err = f.validateString(name, prop)
 		case "integer":
-			v := field
-			if !required {
-				v = "*" + field
-			}
-			for _, c := range []struct {
-				bound *int64
-				op    string
-				word  string
-			}{{ps.Minimum, "<", "at least"}, {ps.Maximum, ">", "at most"}} {
-				if c.bound == nil {
-					continue
-				}
-				cond := ""
-				if !required {
-					cond = field + " != nil && "
-				}
-				f.p("\tif %s%s %s %d {", cond, v, c.op, *c.bound)
-				f.p("\t\treturn fmt.Errorf(\"%%s: %s: %%d, want %s %d\", %sNSID, %s)", prop, c.word, *c.bound, name, v)
-				f.p("\t}")
-			}
+			f.validateInteger(name, prop)
 		case "boolean", "unknown":
 		default:
-			return fmt.Errorf("%s.%s: lexgen cannot validate %q fields of records", name, prop, ps.Type)
+			err = fmt.Errorf("%s.%s: lexgen cannot validate %q fields of records", name, prop.name, prop.schema.Type)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	f.p("\treturn nil")
 	f.p("}")
 	f.p("")
+	return nil
+}
 
-	var req []string
-	for _, r := range s.Record.Required {
-		req = append(req, fmt.Sprintf("%q", r))
+// validateString writes the lexutil.CheckString call of a string field, none for an
+// unconstrained one; an optional field is checked only when set.
+func (f *file) validateString(name string, prop property) error {
+	rules := stringRules(prop.schema)
+	if rules == "" {
+		return nil
 	}
-	var fields []string
-	for _, prop := range s.Record.Properties.Keys {
-		fields = append(fields, fmt.Sprintf("%q", prop))
+	if prop.schema.Format != "" && !knownFormat(prop.schema.Format) {
+		return fmt.Errorf("%s.%s: lexutil cannot check string format %q", name, prop.name, prop.schema.Format)
 	}
-	f.p("// Decode%s parses a %s record from its JSON and validates it: its \"$type\" must", name, id)
+	field := "r." + exported(prop.name)
+	cond := ""
+	if !prop.required {
+		cond = field + ` != "" && `
+	}
+	f.p("\tif err := lexutil.CheckString(%q, %s, lexutil.StringRules{%s}); %serr != nil {", prop.name, field, rules, cond)
+	f.p("\t\treturn fmt.Errorf(\"%%s: %%w\", %sNSID, err)", name)
+	f.p("\t}")
+	return nil
+}
+
+// validateInteger writes the bound checks of an integer field; an optional field (a pointer)
+// is checked only when set.
+func (f *file) validateInteger(name string, prop property) {
+	field := "r." + exported(prop.name)
+	v, cond := field, ""
+	if !prop.required {
+		v, cond = "*"+field, field+" != nil && "
+	}
+	for _, c := range []struct {
+		bound *int64
+		op    string
+		word  string
+	}{{prop.schema.Minimum, "<", "at least"}, {prop.schema.Maximum, ">", "at most"}} {
+		if c.bound == nil {
+			continue
+		}
+		f.p("\tif %s%s %s %d {", cond, v, c.op, *c.bound)
+		f.p("\t\treturn fmt.Errorf(\"%%s: %s: %%d, want %s %d\", %sNSID, %s)", prop.name, c.word, *c.bound, name, v)
+		f.p("\t}")
+	}
+}
+
+// recordDecode writes Decode<name>, which checks the raw JSON first ("$type", required fields,
+// exact field names) because json.Unmarshal alone would accept a record of another type or one
+// with missing fields.
+func (f *file) recordDecode(name string, rec *Schema) {
+	f.p("// Decode%s parses a %s record from its JSON and validates it: its \"$type\" must", name, f.doc.ID)
 	f.p("// be %sNSID, the required fields present and every field within the Lexicon's constraints.", name)
 	f.p("func Decode%s(data []byte) (*%s, error) {", name, name)
-	f.p("\tif err := lexutil.CheckRecordJSON(data, %sNSID%s); err != nil {", name, prefixed(", ", strings.Join(req, ", ")))
+	f.p("\tif err := lexutil.CheckRecordJSON(data, %sNSID%s); err != nil {", name, quotedArgs(rec.Required))
 	f.p("\t\treturn nil, err")
 	f.p("\t}")
 	f.p("\t// Only the exact names count, as for other AT Protocol apps.")
-	f.p("\texact, err := lexutil.ExactFields(data%s)", prefixed(", ", strings.Join(fields, ", ")))
+	f.p("\texact, err := lexutil.ExactFields(data%s)", quotedArgs(rec.Properties.Keys))
 	f.p("\tif err != nil {")
 	f.p("\t\treturn nil, fmt.Errorf(\"%%s: %%w\", %sNSID, err)", name)
 	f.p("\t}")
@@ -532,20 +572,26 @@ func (f *file) record(name string, s *Schema) error {
 	f.p("\treturn &r, nil")
 	f.p("}")
 	f.p("")
+}
 
-	f.p("// Validate%sKey checks the key of a %s record against the Lexicon's key type %q.", name, id, s.Key)
+// recordKeyCheck writes Validate<name>Key, for record keys that come from elsewhere (a PDS's
+// answer, a Jetstream event).
+func (f *file) recordKeyCheck(name, key string) {
+	f.p("// Validate%sKey checks the key of a %s record against the Lexicon's key type %q.", name, f.doc.ID, key)
 	f.p("func Validate%sKey(rkey string) error {", name)
 	f.p("\treturn lexutil.CheckRecordKey(%sNSID, %sKey, rkey)", name, name)
 	f.p("}")
 	f.p("")
-	return nil
 }
 
-func prefixed(prefix, s string) string {
-	if s == "" {
-		return ""
+// quotedArgs is ", " followed by each name quoted, for the variadic tail of a call; "" for no
+// names.
+func quotedArgs(names []string) string {
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, ", %q", n)
 	}
-	return prefix + s
+	return b.String()
 }
 
 // knownFormat mirrors lexutil.KnownFormat, so that lexgen does not need to import the package
@@ -579,13 +625,8 @@ func (f *file) method(name string, s *Schema) error {
 	f.p("// %sNSID is the NSID of the %s %s.", name, id, s.Type)
 	f.p("const %sNSID = %q", name, id)
 	f.p("")
-	for _, e := range s.Errors {
-		if !isIdent(e.Name) {
-			return fmt.Errorf("error name %q is not an identifier", e.Name)
-		}
-		f.comment(name+"Err"+e.Name, fmt.Sprintf("is the %q error of %s.", e.Name, id), e.Description)
-		f.p("const %sErr%s = %q", name, e.Name, e.Name)
-		f.p("")
+	if err := f.methodErrors(name, s.Errors); err != nil {
+		return err
 	}
 
 	var args []string
@@ -602,35 +643,55 @@ func (f *file) method(name string, s *Schema) error {
 		if s.Type != "procedure" {
 			return fmt.Errorf("a query cannot have an input")
 		}
-		if s.Input.Encoding != "application/json" || s.Input.Schema == nil {
-			return fmt.Errorf("input encoding %q: lexgen supports only application/json objects", s.Input.Encoding)
-		}
-		f.comment(name+"Input", fmt.Sprintf("is the input of %s.", id), s.Input.Description)
-		if err := f.object(name+"Input", s.Input.Schema); err != nil {
+		if err := f.jsonBody(name, "input", s.Input); err != nil {
 			return err
 		}
 		args = append(args, "input "+name+"Input")
 		inputArg = "input"
 	}
-	hasOutput := false
 	if s.Output != nil {
-		if s.Output.Encoding != "application/json" || s.Output.Schema == nil {
-			return fmt.Errorf("output encoding %q: lexgen supports only application/json objects", s.Output.Encoding)
-		}
-		f.comment(name+"Output", fmt.Sprintf("is the output of %s.", id), s.Output.Description)
-		if err := f.object(name+"Output", s.Output.Schema); err != nil {
+		if err := f.jsonBody(name, "output", s.Output); err != nil {
 			return err
 		}
-		hasOutput = true
 	}
+	f.call(name, s, strings.Join(append([]string{"ctx context.Context", "c xrpc.Client"}, args...), ", "), paramsArg, inputArg)
+	return nil
+}
 
+// methodErrors writes a constant for each named error of a method, for callers to compare
+// with what the server answered.
+func (f *file) methodErrors(name string, errs []ErrorDef) error {
+	for _, e := range errs {
+		if !isIdent(e.Name) {
+			return fmt.Errorf("error name %q is not an identifier", e.Name)
+		}
+		f.comment(name+"Err"+e.Name, fmt.Sprintf("is the %q error of %s.", e.Name, f.doc.ID), e.Description)
+		f.p("const %sErr%s = %q", name, e.Name, e.Name)
+		f.p("")
+	}
+	return nil
+}
+
+// jsonBody writes the struct <name>Input or <name>Output (kind "input" or "output") of a
+// method's JSON body; other encodings have no Go type here.
+func (f *file) jsonBody(name, kind string, b *Body) error {
+	if b.Encoding != "application/json" || b.Schema == nil {
+		return fmt.Errorf("%s encoding %q: lexgen supports only application/json objects", kind, b.Encoding)
+	}
+	typ := name + strings.ToUpper(kind[:1]) + kind[1:]
+	f.comment(typ, fmt.Sprintf("is the %s of %s.", kind, f.doc.ID), b.Description)
+	return f.object(typ, b.Schema)
+}
+
+// call writes the function that calls method name through an xrpc.Client, returning its
+// decoded output when it has one.
+func (f *file) call(name string, s *Schema, sig, paramsArg, inputArg string) {
 	method := "xrpc.Query"
 	if s.Type == "procedure" {
 		method = "xrpc.Procedure"
 	}
-	sig := strings.Join(append([]string{"ctx context.Context", "c xrpc.Client"}, args...), ", ")
-	f.comment(name, fmt.Sprintf("calls %s.", id), s.Description)
-	if hasOutput {
+	f.comment(name, fmt.Sprintf("calls %s.", f.doc.ID), s.Description)
+	if s.Output != nil {
 		f.p("func %s(%s) (*%sOutput, error) {", name, sig, name)
 		f.p("\tvar out %sOutput", name)
 		f.p("\tif err := c.Do(ctx, %s, %sNSID, %s, %s, &out); err != nil {", method, name, paramsArg, inputArg)
@@ -643,7 +704,6 @@ func (f *file) method(name string, s *Schema) error {
 	}
 	f.p("}")
 	f.p("")
-	return nil
 }
 
 // params writes the struct of a query's parameters and its Values method.
@@ -654,53 +714,68 @@ func (f *file) params(name string, s *Schema) error {
 	f.use("net/url")
 	f.comment(name, fmt.Sprintf("are the query parameters of %s.", f.doc.ID), s.Description)
 	f.p("type %s struct {", name)
-	type setter struct{ cond, stmt string }
-	var sets []setter
-	for _, prop := range s.Properties.Keys {
-		ps := s.Properties.Values[prop]
-		required := slices.Contains(s.Required, prop)
-		field := "p." + exported(prop)
-		var typ string
-		var st setter
-		switch ps.Type {
-		case "string":
-			typ = "string"
-			st.stmt = fmt.Sprintf("v.Set(%q, %s)", prop, field)
-			if !required {
-				st.cond = field + ` != ""`
-			}
-		case "integer", "boolean":
-			typ = "int64"
-			conv := "strconv.FormatInt(%s, 10)"
-			if ps.Type == "boolean" {
-				typ = "bool"
-				conv = "strconv.FormatBool(%s)"
-			}
-			f.use("strconv")
-			v := field
-			if !required {
-				typ = "*" + typ
-				v = "*" + field
-				st.cond = field + " != nil"
-			}
-			st.stmt = fmt.Sprintf("v.Set(%q, "+conv+")", prop, v)
-		case "array":
-			if ps.Items == nil || ps.Items.Type != "string" {
-				return fmt.Errorf("%s.%s: only arrays of strings are supported as parameters", name, prop)
-			}
-			typ = "[]string"
-			st.stmt = fmt.Sprintf("for _, x := range %s {\n\t\tv.Add(%q, x)\n\t}", field, prop)
-		default:
-			return fmt.Errorf("%s.%s: parameter type %q is not supported by lexgen", name, prop, ps.Type)
+	var sets []querySetter
+	for _, prop := range s.props() {
+		typ, st, err := f.param(name, prop)
+		if err != nil {
+			return err
 		}
-		for _, line := range fieldDoc(ps, required) {
+		for _, line := range fieldDoc(prop.schema, prop.required) {
 			f.p("\t// %s", line)
 		}
-		f.p("\t%s %s", exported(prop), typ)
+		f.p("\t%s %s", exported(prop.name), typ)
 		sets = append(sets, st)
 	}
 	f.p("}")
 	f.p("")
+	f.paramsValues(name, sets)
+	return nil
+}
+
+// querySetter is the statement of a Values method that puts one parameter in the query; cond,
+// when set, guards it, so that an unset optional parameter is left out.
+type querySetter struct{ cond, stmt string }
+
+// param is the Go type of a parameter field of params struct name and its querySetter.
+// Optional integers and booleans are pointers, as in goType.
+func (f *file) param(name string, prop property) (string, querySetter, error) {
+	field := "p." + exported(prop.name)
+	var st querySetter
+	switch prop.schema.Type {
+	case "string":
+		st.stmt = fmt.Sprintf("v.Set(%q, %s)", prop.name, field)
+		if !prop.required {
+			st.cond = field + ` != ""`
+		}
+		return "string", st, nil
+	case "integer", "boolean":
+		typ := "int64"
+		conv := "strconv.FormatInt(%s, 10)"
+		if prop.schema.Type == "boolean" {
+			typ = "bool"
+			conv = "strconv.FormatBool(%s)"
+		}
+		f.use("strconv")
+		v := field
+		if !prop.required {
+			typ = "*" + typ
+			v = "*" + field
+			st.cond = field + " != nil"
+		}
+		st.stmt = fmt.Sprintf("v.Set(%q, "+conv+")", prop.name, v)
+		return typ, st, nil
+	case "array":
+		if prop.schema.Items == nil || prop.schema.Items.Type != "string" {
+			return "", st, fmt.Errorf("%s.%s: only arrays of strings are supported as parameters", name, prop.name)
+		}
+		st.stmt = fmt.Sprintf("for _, x := range %s {\n\t\tv.Add(%q, x)\n\t}", field, prop.name)
+		return "[]string", st, nil
+	}
+	return "", st, fmt.Errorf("%s.%s: parameter type %q is not supported by lexgen", name, prop.name, prop.schema.Type)
+}
+
+// paramsValues writes the Values method of params struct name.
+func (f *file) paramsValues(name string, sets []querySetter) {
 	f.p("// Values encodes p as a query string; unset optional parameters are left out.")
 	f.p("func (p %s) Values() url.Values {", name)
 	f.p("\tv := url.Values{}")
@@ -716,5 +791,4 @@ func (f *file) params(name string, s *Schema) error {
 	f.p("\treturn v")
 	f.p("}")
 	f.p("")
-	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Doc is one Lexicon file. Only the parts of the Lexicon language that ioproxy's Lexicons use
@@ -59,6 +60,23 @@ type Schema struct {
 
 	// ref
 	Ref string `json:"ref,omitempty"`
+}
+
+// property is one property of an object or params schema.
+type property struct {
+	name     string
+	schema   *Schema
+	required bool
+}
+
+// props lists the properties of an object or params schema in the Lexicon's order, which is
+// the order of the generated fields and checks.
+func (s *Schema) props() []property {
+	props := make([]property, 0, len(s.Properties.Keys))
+	for _, name := range s.Properties.Keys {
+		props = append(props, property{name, s.Properties.Values[name], slices.Contains(s.Required, name)})
+	}
+	return props
 }
 
 // Body is the input or output of a query or procedure.
