@@ -125,7 +125,7 @@ func (e *callEnv) signInOnDeadPDS(t testing.TB) (sessions.Session, string) {
 }
 
 func pdsCall() config.Call {
-	return config.Call{Label: "atproto", Name: "atproto", Port: 7000, Endpoint: config.Endpoint{Kind: config.EndpointPDS, Raw: "@"},
+	return config.Call{Label: "atproto", ShortName: "atproto", Port: 7000, Endpoint: config.Endpoint{Kind: config.EndpointPDS, Raw: "@"},
 		MaxBodyBytes: 1 << 20, Timeout: 5 * time.Second}
 }
 

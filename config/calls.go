@@ -35,7 +35,7 @@ func (b *builder) uniqueCalls(raws []callSchema, cfg *Config) []Call {
 func (b *builder) call(raw *callSchema, cfg *Config) Call {
 	c := Call{
 		Label:          raw.Label,
-		Name:           raw.Name,
+		ShortName:      raw.Name,
 		Port:           raw.Port,
 		Bind:           DefaultCallBind,
 		Insecure:       raw.Insecure,
@@ -44,8 +44,8 @@ func (b *builder) call(raw *callSchema, cfg *Config) Call {
 		Timeout:        DefaultCallTimeout,
 		MaxConnections: DefaultCallMaxConnections,
 	}
-	if c.Name == "" {
-		c.Name = c.Label
+	if c.ShortName == "" {
+		c.ShortName = c.Label
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		b.errorf(raw.PortRange, "Invalid port", "%d is not a port from 1 to 65535; write, for example, port = 7000.", c.Port)

@@ -80,7 +80,7 @@ func (b *builder) checkLocalClients(cfg *Config) {
 		}
 		reached := false
 		for _, bc := range b.calls {
-			if c := bc.value; c.Port == h.ATProto.Local && c.Endpoint.Kind == EndpointHost && c.Endpoint.Host == h.Name {
+			if c := bc.value; c.Port == h.ATProto.Local && c.Endpoint.Kind == EndpointHost && c.Endpoint.Host == h.Hostname {
 				reached = true
 			}
 		}
@@ -95,7 +95,7 @@ func (b *builder) checkLocalClients(cfg *Config) {
 			if bh.raw.ATProto != nil {
 				rng = bh.raw.ATProto.LocalRange
 			}
-			b.errorf(rng, "Sign-in redirect goes nowhere", "The browser returns from sign-in to http://127.0.0.1:%d/@/callback, but nothing of ioproxy listens there for host %q. Add call %q { port = %d, endpoint = %q } or set ingress { http = %d }.", h.ATProto.Local, h.Name, h.Label, h.ATProto.Local, h.Name, h.ATProto.Local)
+			b.errorf(rng, "Sign-in redirect goes nowhere", "The browser returns from sign-in to http://127.0.0.1:%d/@/callback, but nothing of ioproxy listens there for host %q. Add call %q { port = %d, endpoint = %q } or set ingress { http = %d }.", h.ATProto.Local, h.Hostname, h.ShortName, h.ATProto.Local, h.Hostname, h.ATProto.Local)
 		}
 	}
 }
@@ -130,5 +130,5 @@ func (b *builder) checkACMEEmail(raw *fileSchema, cfg *Config) {
 	if raw.TLS != nil && raw.TLS.ACME != nil {
 		rng = raw.TLS.ACME.DirectoryRange
 	}
-	b.errorf(rng, "ACME email required", "%s issues certificates only to accounts with a contact email, and host %q (%s) gets its certificate from %s; write tls { acme { email = \"ops@example.com\" } }.", ca, first.value.Name, at(first.raw.HostnameRange), ca)
+	b.errorf(rng, "ACME email required", "%s issues certificates only to accounts with a contact email, and host %q (%s) gets its certificate from %s; write tls { acme { email = \"ops@example.com\" } }.", ca, first.value.Hostname, at(first.raw.HostnameRange), ca)
 }

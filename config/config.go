@@ -167,10 +167,10 @@ const (
 
 // Host is one ingress host.
 type Host struct {
-	// Name is the host name matched against requests: lower case, no port.
-	Name string
-	// Label is the host's short name (the name attribute), for logs and metrics.
-	Label string
+	// Hostname is the host name matched against requests: lower case, no port.
+	Hostname string
+	// ShortName is the host's short name (the name attribute), for logs and metrics.
+	ShortName string
 	// Backend is of kind BackendNone for a forward-auth host, whose site
 	// sits behind another proxy that asks ioproxy's /@/auth.
 	Backend Backend
@@ -206,7 +206,7 @@ type HostTLS struct {
 // IsLocal reports whether the host is a development name: localhost, a
 // name under .localhost, or an IP address. Local hosts are served on plain
 // HTTP too, and default to a self-signed certificate on HTTPS.
-func (h Host) IsLocal() bool { return IsLocalName(h.Name) }
+func (h Host) IsLocal() bool { return IsLocalName(h.Hostname) }
 
 // IsLocalName reports whether name is localhost, under .localhost, or an IP.
 func IsLocalName(name string) bool {
@@ -367,11 +367,15 @@ type Endpoint struct {
 
 // Call is one calling port.
 type Call struct {
-	Label    string
-	Name     string
-	Port     int
-	Bind     string
-	Endpoint Endpoint
+	// Label is the block's label ("atproto" in call "atproto" {…}): it
+	// names the calling port in logs, metrics and the traffic view.
+	Label string
+	// ShortName is the name attribute, for people (the label when left
+	// out).
+	ShortName string
+	Port      int
+	Bind      string
+	Endpoint  Endpoint
 	// Insecure skips certificate verification towards an EndpointURL.
 	Insecure       bool
 	OperationsOnly bool
@@ -439,7 +443,7 @@ func (c Call) Operation(method, path string) (Operation, bool) {
 func (c *Config) Host(name string) (Host, bool) {
 	name = NormalizeHost(name)
 	for _, h := range c.Hosts {
-		if h.Name == name {
+		if h.Hostname == name {
 			return h, true
 		}
 	}

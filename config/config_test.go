@@ -131,7 +131,7 @@ call "@" {
 }`,
 			check: func(t *testing.T, c *Config) {
 				call := c.Calls[0]
-				if call.Label != "@" || call.Name != "@" {
+				if call.Label != "@" || call.ShortName != "@" {
 					t.Errorf("call = %+v", call)
 				}
 				if op, ok := call.Operation("POST", "/xrpc/com.atproto.repo.createRecord"); !ok || op.Name != "com.atproto.repo.createRecord" {

@@ -165,11 +165,11 @@ func revalidate(t *testing.T, cfg *Config) {
 		t.Errorf("Filename = %q", cfg.Filename)
 	}
 	for _, h := range cfg.Hosts {
-		if h.Name != NormalizeHost(h.Name) || !validHostname(h.Name) {
-			t.Errorf("host name %q is not a normalized host name", h.Name)
+		if h.Hostname != NormalizeHost(h.Hostname) || !validHostname(h.Hostname) {
+			t.Errorf("host name %q is not a normalized host name", h.Hostname)
 		}
-		if got, ok := cfg.Host(h.Name); !ok || got.Name != h.Name {
-			t.Errorf("cfg.Host(%q) does not find the host", h.Name)
+		if got, ok := cfg.Host(h.Hostname); !ok || got.Hostname != h.Hostname {
+			t.Errorf("cfg.Host(%q) does not find the host", h.Hostname)
 		}
 		if h.Backend.Kind != BackendNone {
 			be, err := ParseBackend(h.Backend.Raw)
@@ -178,7 +178,7 @@ func revalidate(t *testing.T, cfg *Config) {
 			}
 		}
 		if h.ATProto != nil && !strings.Contains(" "+h.ATProto.Scope()+" ", " atproto ") {
-			t.Errorf("host %q signs in without the atproto scope: %q", h.Name, h.ATProto.Scope())
+			t.Errorf("host %q signs in without the atproto scope: %q", h.Hostname, h.ATProto.Scope())
 		}
 		if h.Access == nil {
 			continue

@@ -14,7 +14,7 @@ func (b *builder) uniqueHosts(raws []hostSchema, globalTLS TLS) []Host {
 	dup := duplicate{"Duplicate host", "Host %q is already defined at %s. Each host name may appear once; merge the two blocks."}
 	b.hosts = uniqueBlocks(b, raws, dup, func(rh *hostSchema) (Host, string, hcl.Range) {
 		h := b.host(rh, globalTLS)
-		return h, h.Name, rh.HostnameRange
+		return h, h.Hostname, rh.HostnameRange
 	})
 	return values(b.hosts)
 }
@@ -26,9 +26,9 @@ func (b *builder) host(raw *hostSchema, globalTLS TLS) Host {
 	if !validHostname(name) {
 		b.errorf(raw.HostnameRange, "Invalid host name", "%q is not a host name. Write the bare name the browser uses, without scheme or port, as in host \"statusphere.example.com\" { … }.", raw.Hostname)
 	}
-	h := Host{Name: name, Label: raw.Name}
-	if h.Label == "" {
-		h.Label = name
+	h := Host{Hostname: name, ShortName: raw.Name}
+	if h.ShortName == "" {
+		h.ShortName = name
 	}
 	switch {
 	case raw.Backend != nil:
@@ -64,7 +64,7 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 		PolicyURI:  raw.PolicyURI,
 	}
 	if a.ClientName == "" {
-		a.ClientName = h.Label
+		a.ClientName = h.ShortName
 	}
 	if len(a.Scopes) == 0 {
 		a.Scopes = []string{"atproto"}
@@ -82,7 +82,7 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 		}
 		a.Local = *raw.Local
 	}
-	b.checkMetadataURIs(raw, a, h.Name)
+	b.checkMetadataURIs(raw, a, h.Hostname)
 	if raw.SigninRequired != nil {
 		b.errorf(raw.SigninRequiredRange, "signin_required has moved", "Access rules now have their own block beside atproto: remove signin_required and write require_atproto {} in the host block (every path then needs sign-in; public_paths lists exceptions).")
 	}

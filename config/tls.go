@@ -73,7 +73,7 @@ func (b *builder) hostTLS(raw *hostTLSSchema, h Host, global TLS) HostTLS {
 			if raw != nil {
 				r = raw.DefRange
 			}
-			b.errorf(r, "No certificate files", "Host %q uses mode = \"files\" but names no cert_file and key_file, here or in the top-level tls block.", h.Name)
+			b.errorf(r, "No certificate files", "Host %q uses mode = \"files\" but names no cert_file and key_file, here or in the top-level tls block.", h.Hostname)
 		}
 		t.CertFile, t.KeyFile = global.CertFile, global.KeyFile
 		t.CertFileRange, t.KeyFileRange = global.CertFileRange, global.KeyFileRange
@@ -83,7 +83,7 @@ func (b *builder) hostTLS(raw *hostTLSSchema, h Host, global TLS) HostTLS {
 		if raw != nil {
 			r = raw.ModeRange
 		}
-		b.errorf(r, "ACME for a local host", "No public CA issues certificates for %q; use mode = \"self_signed\" for local hosts.", h.Name)
+		b.errorf(r, "ACME for a local host", "No public CA issues certificates for %q; use mode = \"self_signed\" for local hosts.", h.Hostname)
 	}
 	return t
 }

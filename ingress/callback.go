@@ -32,7 +32,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	if fail != nil {
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", fail.err)
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", fail.err)
 		writeError(w, r, errorPage{Status: fail.status, Title: "Sign-in failed", Message: fail.msg, Retry: "/@/signin"})
 		return
 	}
@@ -43,7 +43,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		// store with.
 		s.revoke(grant.Issuer, grant.RefreshToken, p.DPoPKey)
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Name, "did", grant.DID, "handle", grant.Handle)
+		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Hostname, "did", grant.DID, "handle", grant.Handle)
 		s.refusedPage(w, r, grant, p.Redirect)
 		return
 	}
@@ -52,7 +52,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Recorder.SignIn(observe.SignInCompleted)
-	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Name, "did", sess.DID, "handle", sess.Handle)
+	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Hostname, "did", sess.DID, "handle", sess.Handle)
 	setSessionCookie(w, r, sess.ID, sess.Expiry)
 	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
 }
@@ -81,7 +81,7 @@ func (s *SignIn) takePending(w http.ResponseWriter, r *http.Request) (sessions.P
 	if c, err := r.Cookie(stateCookie(r)); err != nil || p.Binding == "" || !hmac.Equal([]byte(c.Value), []byte(p.Binding)) {
 		return p, &signInFailure{http.StatusBadRequest, "This sign-in was started in another browser. Start again from the sign-in page here.", errors.New("state cookie missing or different")}
 	}
-	if p.Host != s.cfg.Host.Name || p.ClientID != s.cfg.Client.ClientID() {
+	if p.Host != s.cfg.Host.Hostname || p.ClientID != s.cfg.Client.ClientID() {
 		return p, &signInFailure{http.StatusBadRequest, "This sign-in belongs to another site.", errors.New("pending sign-in of another host")}
 	}
 	if p.DPoPKey == nil {
@@ -124,24 +124,24 @@ func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessi
 		// A server anyone can run chose these sizes; keeping them would
 		// let one sign-in cost megabytes for a month.
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", err)
 		writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "Sign-in failed", Message: "Your account's server sent an answer too large to keep, so you were not signed in. Its operators can make their tokens smaller.", Retry: "/@/signin"})
 		return sess, false
 	case errors.Is(err, sessions.ErrFull):
 		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
-		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Name, "did", sess.DID, "err", err)
+		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Hostname, "did", sess.DID, "err", err)
 		w.Header().Set("Retry-After", "300")
 		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "This site holds as many sessions as it can right now, so you were not signed in. Please try again later.", Retry: "/@/signin"})
 		return sess, false
 	case err != nil:
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Name, "err", err)
+		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", err)
 		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Title: "Sign-in failed", Message: "The session store failed. Please try again.", Retry: "/@/signin"})
 		return sess, false
 	}
 	for _, old := range evicted {
 		// The account's oldest session on this host made room.
-		s.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", s.cfg.Host.Name, "did", old.DID)
+		s.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", s.cfg.Host.Hostname, "did", old.DID)
 		s.revoke(old.Issuer, old.RefreshToken, old.DPoPKey)
 	}
 	return sess, true
@@ -151,7 +151,7 @@ func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessi
 // request, until the callback.
 func (s *SignIn) newPending(req *oauth.Request, redirect, client string) sessions.Pending {
 	return sessions.Pending{
-		State: req.State, Host: s.cfg.Host.Name, ClientID: s.cfg.Client.ClientID(),
+		State: req.State, Host: s.cfg.Host.Hostname, ClientID: s.cfg.Client.ClientID(),
 		Issuer: req.Issuer, ExpectedDID: req.ExpectedDID, Handle: req.Handle, PDS: req.PDS,
 		PKCEVerifier: req.PKCEVerifier, DPoPKey: req.DPoPKey,
 		Redirect: redirect, Client: client, Binding: sessions.NewToken(),
@@ -172,7 +172,7 @@ func requestOf(p sessions.Pending) *oauth.Request {
 // bound to.
 func (s *SignIn) newSession(g *oauth.Grant, key *dpop.Key, now time.Time) sessions.Session {
 	return sessions.Session{
-		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: s.cfg.Host.Name,
+		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: s.cfg.Host.Hostname,
 		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: s.cfg.Client.ClientID(),
 		Scope: g.Scope, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
 		DPoPKey:   key,
@@ -200,7 +200,7 @@ func (s *SignIn) refusedPage(w http.ResponseWriter, r *http.Request, g *oauth.Gr
 		return
 	}
 	render(w, http.StatusForbidden, "denied.html", deniedPageData{
-		AppName:  s.cfg.Host.Label,
+		AppName:  s.cfg.Host.ShortName,
 		Handle:   g.Handle,
 		DID:      g.DID,
 		Redirect: SafeRedirect(back),

@@ -31,7 +31,7 @@ func newGate(h config.Host) *gate {
 	if h.Access == nil {
 		return nil
 	}
-	g := &gate{rules: h.Access.Rules, realm: h.Label}
+	g := &gate{rules: h.Access.Rules, realm: h.ShortName}
 	if len(h.Access.APIKeys) > 0 {
 		g.keys = access.NewKeys(h.Access.APIKeys)
 	}
@@ -81,7 +81,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, paths public
 	}
 	if g.keys != nil {
 		if name, key, ok := r.BasicAuth(); ok {
-			client := hr.rt.clientKey(r)
+			client := hr.router.clientKey(r)
 			// A key that is not remembered as good is counted before its
 			// check (tens of milliseconds of bcrypt), not after: counted
 			// after, parallel guesses would all pass the limit. A key
@@ -90,7 +90,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, paths public
 			spent := false
 			err := g.keys.CheckLimited(r.Context(), name, key, func() bool {
 				spent = true
-				return hr.rt.wrongKeys.allow(client)
+				return hr.router.wrongKeys.allow(client)
 			})
 			switch {
 			case errors.Is(err, access.ErrTooMany):
@@ -98,23 +98,23 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, paths public
 			case errors.Is(err, access.ErrBusy), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 				if spent {
 					// Not compared: not a wrong key.
-					hr.rt.wrongKeys.refund(client)
+					hr.router.wrongKeys.refund(client)
 				}
 				return admission{outcome: busy}
 			case err != nil:
-				hr.rt.log.Info("wrong API key", "host", hr.host.Name, "name", name, "remote", r.RemoteAddr)
+				hr.router.log.Info("wrong API key", "host", hr.host.Hostname, "name", name, "remote", r.RemoteAddr)
 				return admission{outcome: wrongKey}
 			}
 			if spent {
 				// Only wrong keys count against the client.
-				hr.rt.wrongKeys.refund(client)
+				hr.router.wrongKeys.refund(client)
 			}
 			return admission{keyUser: name}
 		}
 	}
 	isPublic := paths == publicPathsApply && g.rules != nil && g.rules.IsPublic(r.URL)
 	if sess != nil && g.rules != nil {
-		verdict := g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.rt.now())
+		verdict := g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.router.now())
 		if verdict == access.Admitted {
 			return admission{session: sess}
 		}
@@ -139,7 +139,7 @@ func (hr *hostRoute) shownHandle(sess sessions.Session) string {
 	if hr.gate != nil && hr.gate.rules != nil && hr.gate.rules.HandleMaxAge > 0 {
 		maxAge = hr.gate.rules.HandleMaxAge
 	}
-	if hr.rt.now().Sub(sess.HandleChecked()) > maxAge {
+	if hr.router.now().Sub(sess.HandleChecked()) > maxAge {
 		return syntax.HandleInvalid.String()
 	}
 	return sess.Handle
@@ -236,7 +236,7 @@ func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, a admiss
 		return
 	}
 	render(w, http.StatusForbidden, "denied.html", deniedPageData{
-		AppName:   hr.host.Label,
+		AppName:   hr.host.ShortName,
 		Handle:    sess.Handle,
 		DID:       sess.DID,
 		CSRF:      csrfToken(sess.ID),
@@ -270,7 +270,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 			// Proxy-Session is for backends, never for browsers (a script
 			// on the page could read it here): only a proxy listed in
 			// trusted_proxies gets it, to pass on.
-			if hr.rt.trusted(r) {
+			if hr.router.trusted(r) {
 				h.Set(contract.ProxySession, a.session.ProxyKey)
 			}
 			body["did"], body["handle"] = a.session.DID, hr.shownHandle(*a.session)
@@ -282,7 +282,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)
 	case denied:
-		hr.deniedPage(w, r, a, hr.rt.forwardedURI(r))
+		hr.deniedPage(w, r, a, hr.router.forwardedURI(r))
 	case tooMany:
 		// 429 would become a 500 in nginx; 403 says as much.
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
@@ -295,7 +295,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		if a.outcome == wrongKey {
 			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
 		} else if hr.host.ATProto != nil {
-			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(hr.rt.forwardedURI(r))}}.Encode()
+			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(hr.router.forwardedURI(r))}}.Encode()
 			if isNavigation(r) {
 				// A redirect would be a 500 in nginx (which drops this
 				// header anyway); Traefik and Caddy pass the answer on, and
@@ -311,8 +311,8 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 // proxy in front names it (Traefik and Caddy: X-Forwarded-Uri; the nginx
 // example: X-Original-URI). It is only ever a same-site redirect target,
 // through SafeRedirect.
-func (rt *Router) forwardedURI(r *http.Request) string {
-	if !rt.trusted(r) {
+func (router *Router) forwardedURI(r *http.Request) string {
+	if !router.trusted(r) {
 		return ""
 	}
 	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {

@@ -35,9 +35,9 @@ type Config struct {
 	Nomad *Nomad
 	// Transport carries requests to backends; a tuned default when nil.
 	Transport http.RoundTripper
-	// SignIn builds the handler of /@/ for a host with an atproto block.
-	// Without it, /@/ answers 404 on every host.
-	SignIn func(config.Host) (http.Handler, error)
+	// SignIns are the handlers of /@/ by host name, for hosts with an
+	// atproto block; /@/ answers 404 on a host without one.
+	SignIns map[string]http.Handler
 	// Recorder receives a report of every request and of each backend's
 	// time to answer; observe.Discard when nil.
 	Recorder observe.Recorder
@@ -76,7 +76,7 @@ type hostRoute struct {
 	gate   *gate
 	signIn http.Handler
 	proxy  *httputil.ReverseProxy
-	rt     *Router
+	router *Router
 }
 
 // New builds the router.
@@ -90,7 +90,7 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Recorder == nil {
 		cfg.Recorder = observe.Discard{}
 	}
-	rt := &Router{
+	router := &Router{
 		hosts:          map[string]*hostRoute{},
 		trustedProxies: cfg.Config.Ingress.TrustedProxies,
 		store:          cfg.Sessions,
@@ -104,38 +104,34 @@ func New(cfg Config) (*Router, error) {
 		now:            time.Now,
 	}
 	for _, h := range cfg.Config.Hosts {
-		hr := &hostRoute{host: h, rt: rt, gate: newGate(h)}
+		hr := &hostRoute{host: h, router: router, gate: newGate(h)}
 		switch h.Backend.Kind {
 		case config.BackendNomad:
 			if cfg.Nomad == nil {
-				return nil, fmt.Errorf("host %s: backend %s needs a Nomad resolver", h.Name, h.Backend.Raw)
+				return nil, fmt.Errorf("host %s: backend %s needs a Nomad resolver", h.Hostname, h.Backend.Raw)
 			}
 			hr.backend = cfg.Nomad.backend(h.Backend.Service)
 		case config.BackendURL:
 			hr.backend = staticBackend{url: h.Backend.URL}
 		}
-		if h.ATProto != nil && cfg.SignIn != nil {
-			si, err := cfg.SignIn(h)
-			if err != nil {
-				return nil, fmt.Errorf("host %s: sign-in: %w", h.Name, err)
-			}
-			hr.signIn = si
+		if h.ATProto != nil {
+			hr.signIn = cfg.SignIns[h.Hostname]
 		}
 		hr.proxy = &httputil.ReverseProxy{
 			Rewrite:      hr.rewrite,
-			Transport:    httpx.TimedTransport{Next: cfg.Transport, Observe: rt.upstreamTimer(h.Name)},
+			Transport:    httpx.TimedTransport{Next: cfg.Transport, Observe: router.upstreamTimer(h.Hostname)},
 			ErrorHandler: hr.proxyError,
-			BufferPool:   rt.buffers,
+			BufferPool:   router.buffers,
 			ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		}
-		rt.hosts[h.Name] = hr
+		router.hosts[h.Hostname] = hr
 	}
-	return rt, nil
+	return router, nil
 }
 
 // upstreamTimer reports a host's backend answer times.
-func (rt *Router) upstreamTimer(host string) func(time.Duration) {
-	return func(d time.Duration) { rt.recorder.UpstreamDuration(observe.KindIngress, host, d) }
+func (router *Router) upstreamTimer(host string) func(time.Duration) {
+	return func(d time.Duration) { router.recorder.UpstreamDuration(observe.KindIngress, host, d) }
 }
 
 // HostHandler returns the handler of one configured host, for calling
@@ -143,8 +139,8 @@ func (rt *Router) upstreamTimer(host string) func(time.Duration) {
 // as coming from a trusted proxy, whatever their address: the calling
 // port's client is the app (or, in development, a browser), not a proxy
 // in front.
-func (rt *Router) HostHandler(name string) (http.Handler, bool) {
-	hr, ok := rt.hosts[config.NormalizeHost(name)]
+func (router *Router) HostHandler(name string) (http.Handler, bool) {
+	hr, ok := router.hosts[config.NormalizeHost(name)]
 	if !ok {
 		return nil, false
 	}
@@ -171,21 +167,21 @@ type viaCallingPort struct{}
 
 // trusted reports whether the request comes from a configured trusted
 // proxy, whose X-Forwarded-* headers are believed.
-func (rt *Router) trusted(r *http.Request) bool {
+func (router *Router) trusted(r *http.Request) bool {
 	if r.Context().Value(viaCallingPort{}) != nil {
 		return false
 	}
-	return rt.trustedPeer(peerIP(r))
+	return router.trustedPeer(peerIP(r))
 }
 
 // ServeHTTP routes by Host: port ignored, case-insensitive.
-func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hr, ok := rt.hosts[config.NormalizeHost(r.Host)]
+func (router *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hr, ok := router.hosts[config.NormalizeHost(r.Host)]
 	if !ok {
 		start := time.Now()
 		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Unknown host", Message: "This server does not serve the site you asked for. Check the address."})
 		// Not the request's Host: that would let clients mint metric labels.
-		rt.record(r, start, UnknownHost, "", http.StatusNotFound, "", "")
+		router.record(r, start, UnknownHost, "", http.StatusNotFound, "", "")
 		return
 	}
 	hr.ServeHTTP(w, r)
@@ -214,8 +210,8 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := httpx.NewStatusWriter(w)
 	var tr trace
-	defer func() { hr.rt.record(r, start, hr.host.Name, tr.operation, sw.Status(), tr.upstream, tr.did) }()
-	r = withHTTPS(r, r.TLS != nil || (hr.rt.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
+	defer func() { hr.router.record(r, start, hr.host.Hostname, tr.operation, sw.Status(), tr.upstream, tr.did) }()
+	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
 	if clean := normalizePath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
 		hr.serveOwn(sw, r, clean, &tr)
 		return
@@ -249,7 +245,7 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 	}
 	target, err := hr.backend.pick(r.Context())
 	if err != nil {
-		hr.rt.log.Warn("no backend instance", "host", hr.host.Name, "backend", hr.host.Backend.Raw, "err", err)
+		hr.router.log.Warn("no backend instance", "host", hr.host.Hostname, "backend", hr.host.Backend.Raw, "err", err)
 		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Service unavailable", Message: "The application behind this site has no running instance right now. Try again in a moment."})
 		return
 	}
@@ -266,12 +262,12 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 // nothing else would refresh it, and a refresh is what re-checks the
 // account (and its handle) with its server.
 func (hr *hostRoute) session(r *http.Request) *sessions.Session {
-	sess, ok := lookupSession(hr.rt.store, r, hr.host.Name)
+	sess, ok := lookupSession(hr.router.store, r, hr.host.Hostname)
 	if !ok {
 		return nil
 	}
-	if hr.rt.stale != nil && sess.Stale(hr.rt.now()) {
-		hr.rt.stale(sess)
+	if hr.router.stale != nil && sess.Stale(hr.router.now()) {
+		hr.router.stale(sess)
 	}
 	return &sess
 }
@@ -287,7 +283,7 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 	contract.StripIdentity(h)
 	httpguard.StripHTTP2Settings(h)
 	removeCookie(h, CookieName, SecureCookieName)
-	hr.rt.setForwarded(pr)
+	hr.router.setForwarded(pr)
 	if s := st.session; s != nil {
 		h.Set(contract.UserDID, s.DID)
 		h.Set(contract.UserHandle, hr.shownHandle(*s))
@@ -303,7 +299,7 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 // setForwarded writes X-Forwarded-For/-Host/-Proto. Values a client sent
 // are kept only when it is a configured trusted proxy; otherwise they are
 // replaced, so a client cannot spoof its address to the backend.
-func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
+func (router *Router) setForwarded(pr *httputil.ProxyRequest) {
 	h := pr.Out.Header
 	clientIP := peerIP(pr.In)
 	realIP := clientIP
@@ -312,7 +308,7 @@ func (rt *Router) setForwarded(pr *httputil.ProxyRequest) {
 		proto = "https"
 	}
 	fwdHost := pr.In.Host
-	if rt.trusted(pr.In) {
+	if router.trusted(pr.In) {
 		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
@@ -399,8 +395,8 @@ func cleanPath(p string) string {
 	return c
 }
 
-func (rt *Router) trustedPeer(ip string) bool {
-	if len(rt.trustedProxies) == 0 {
+func (router *Router) trustedPeer(ip string) bool {
+	if len(router.trustedProxies) == 0 {
 		return false
 	}
 	a, err := netip.ParseAddr(ip)
@@ -408,7 +404,7 @@ func (rt *Router) trustedPeer(ip string) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, p := range rt.trustedProxies {
+	for _, p := range router.trustedProxies {
 		if p.Contains(a) {
 			return true
 		}
@@ -432,7 +428,7 @@ func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err erro
 		w.WriteHeader(499)
 		return
 	}
-	hr.rt.log.Warn("backend request failed", "host", hr.host.Name, "err", err)
+	hr.router.log.Warn("backend request failed", "host", hr.host.Hostname, "err", err)
 	if httpx.IsTimeout(err) {
 		writeError(w, r, errorPage{Status: http.StatusGatewayTimeout, Title: "The application is not answering", Message: "The application behind this site took too long to answer. Try again in a moment."})
 		return
@@ -440,8 +436,8 @@ func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err erro
 	writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "The application is not reachable", Message: "The application behind this site is down or restarting. Try again in a moment."})
 }
 
-func (rt *Router) record(r *http.Request, start time.Time, host, operation string, status int, upstream, did string) {
-	rt.recorder.Request(observe.Request{
+func (router *Router) record(r *http.Request, start time.Time, host, operation string, status int, upstream, did string) {
+	router.recorder.Request(observe.Request{
 		Time:      start,
 		Kind:      observe.KindIngress,
 		Source:    host,

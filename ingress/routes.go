@@ -38,7 +38,7 @@ func (hr *hostRoute) serveOwn(w http.ResponseWriter, r *http.Request, clean stri
 		return
 	}
 	tr.operation = signInOperation(r.URL.Path)
-	hr.signIn.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, hr.rt.clientKey(r))))
+	hr.signIn.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, hr.router.clientKey(r))))
 }
 
 // signInAllowed counts a sign-in start or callback against its client's
@@ -50,13 +50,13 @@ func (hr *hostRoute) signInAllowed(w http.ResponseWriter, r *http.Request) bool 
 	var what string
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/@/signin":
-		limiter, what = hr.rt.limiter, "started"
+		limiter, what = hr.router.limiter, "started"
 	case r.URL.Path == "/@/callback":
-		limiter, what = hr.rt.callbacks, "finished"
+		limiter, what = hr.router.callbacks, "finished"
 	default:
 		return true
 	}
-	if limiter.allow(hr.rt.clientKey(r)) {
+	if limiter.allow(hr.router.clientKey(r)) {
 		return true
 	}
 	w.Header().Set("Retry-After", "60")

@@ -135,7 +135,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	// A new sign-in always ends an old session in this browser (session
 	// fixation: the new session gets a fresh id at the callback).
-	if old, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Name); ok {
+	if old, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
 		s.end(old)
 	}
 	clearSessionCookie(w, r)
@@ -148,7 +148,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 			// The error would quote the input.
 			why = errors.New("not a handle, DID or server URL")
 		}
-		s.cfg.Logger.Info("sign-in start failed", "host", s.cfg.Host.Name, "input", logged, "err", why)
+		s.cfg.Logger.Info("sign-in start failed", "host", s.cfg.Host.Hostname, "input", logged, "err", why)
 		page.Error = userMessage(err, "Sign-in could not start. Please try again.")
 		render(w, http.StatusBadGateway, "signin.html", page)
 		return
@@ -157,7 +157,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	if err := s.cfg.Sessions.PutPending(p); err != nil {
 		if errors.Is(err, sessions.ErrFull) {
 			s.cfg.Recorder.SignIn(observe.SignInStoreFull)
-			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Name, "err", err)
+			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Hostname, "err", err)
 			w.Header().Set("Retry-After", "60")
 			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: "/@/signin"})
 			return
@@ -224,7 +224,7 @@ func csrfToken(sessionID string) string {
 
 func (s *SignIn) signoutForm(w http.ResponseWriter, r *http.Request) {
 	page := signoutPage{AppName: s.cfg.Host.ATProto.ClientName, Redirect: SafeRedirect(r.URL.Query().Get("redirect"))}
-	if sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Name); ok {
+	if sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
 		page.Handle, page.CSRF = sess.Handle, csrfToken(sess.ID)
 	}
 	render(w, http.StatusOK, "signout.html", page)
@@ -239,7 +239,7 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
 		return
 	}
-	sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Name)
+	sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname)
 	tokenOK := ok && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
 	if !tokenOK && !sameOrigin(r) {
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: "/@/signout"})
@@ -263,7 +263,7 @@ func (s *SignIn) end(sess sessions.Session) error {
 		return err
 	}
 	s.revoke(sess.Issuer, sess.RefreshToken, sess.DPoPKey)
-	s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Name, "did", sess.DID)
+	s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Hostname, "did", sess.DID)
 	return nil
 }
 

@@ -23,7 +23,6 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/atproto/safehttp"
-	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -149,34 +148,30 @@ host %q {
 	resolver := identity.New(identity.Config{PLCURL: e.srv.URL, HandleResolver: e.srv.URL, HTTPClient: httpc, AllowInsecure: true})
 	nonces := &dpop.Nonces{}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	router, err := New(Config{
-		Config: cfg, Sessions: store, Logger: logger,
-		SignIn: func(h config.Host) (http.Handler, error) {
-			var c *oauth.Client
-			var err error
-			if h.ATProto.Local != 0 {
-				redirect := fmt.Sprintf("http://127.0.0.1:%d/@/callback", h.ATProto.Local)
-				c, err = oauth.New(oauth.Config{
-					ClientID: oauth.LocalhostClientID(redirect, h.ATProto.Scope()), RedirectURI: redirect, Scope: h.ATProto.Scope(),
-					HTTP: httpc, Identity: resolver, Nonces: nonces, AllowInsecure: true, Now: e.clock.Now,
-				})
-			} else {
-				raw, _ := oauth.GenerateClientKey()
-				e.key, err = oauth.ParseClientKey(raw)
-				if err != nil {
-					return nil, err
-				}
-				c, err = oauth.New(oauth.Config{
-					ClientID: e.base + "/@/client-metadata.json", RedirectURI: e.base + "/@/callback", Scope: h.ATProto.Scope(), Key: e.key,
-					HTTP: httpc, Identity: resolver, Nonces: nonces, AllowInsecure: true, Now: e.clock.Now,
-				})
-			}
-			if err != nil {
-				return nil, err
-			}
-			return NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now}), nil
-		},
-	})
+	h := cfg.Hosts[0]
+	var c *oauth.Client
+
+	if h.ATProto.Local != 0 {
+		redirect := fmt.Sprintf("http://127.0.0.1:%d/@/callback", h.ATProto.Local)
+		c, err = oauth.New(oauth.Config{
+			ClientID: oauth.LocalhostClientID(redirect, h.ATProto.Scope()), RedirectURI: redirect, Scope: h.ATProto.Scope(),
+			HTTP: httpc, Identity: resolver, Nonces: nonces, AllowInsecure: true, Now: e.clock.Now,
+		})
+	} else {
+		raw, _ := oauth.GenerateClientKey()
+		if e.key, err = oauth.ParseClientKey(raw); err != nil {
+			t.Fatal(err)
+		}
+		c, err = oauth.New(oauth.Config{
+			ClientID: e.base + "/@/client-metadata.json", RedirectURI: e.base + "/@/callback", Scope: h.ATProto.Scope(), Key: e.key,
+			HTTP: httpc, Identity: resolver, Nonces: nonces, AllowInsecure: true, Now: e.clock.Now,
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	signIn := NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now})
+	router, err := New(Config{Config: cfg, Sessions: store, Logger: logger, SignIns: map[string]http.Handler{h.Hostname: signIn}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func (s *Server) httpHandler() http.Handler {
 			s.router.ServeHTTP(w, r)
 			return
 		}
-		host := h.Name
+		host := h.Hostname
 		if httpsPort != "" && httpsPort != "443" {
 			host = net.JoinHostPort(host, httpsPort)
 		}

@@ -45,10 +45,10 @@ func (s *Server) newSignIns(out outbound) (map[string]http.Handler, error) {
 		}
 		c, err := s.newOAuthClient(h, id, out)
 		if err != nil {
-			return nil, fmt.Errorf("host %s: %w", h.Name, err)
+			return nil, fmt.Errorf("host %s: %w", h.Hostname, err)
 		}
 		clients[c.ClientID()] = c
-		signIns[h.Name] = ingress.NewSignIn(ingress.SignInConfig{
+		signIns[h.Hostname] = ingress.NewSignIn(ingress.SignInConfig{
 			Host: h, Client: c, ClientKey: id.key, BaseURL: base, Sessions: s.store,
 			Recorder: s.recorder, Logger: s.log,
 		})
@@ -78,7 +78,7 @@ func (s *Server) newOAuthClient(h config.Host, id clientIdentity, out outbound) 
 // start and kept in the store: the key published at /@/jwks.json must
 // survive restarts, or servers that cached it refuse every sign-in.
 func (s *Server) loadClientKey() (*oauth.ClientKey, error) {
-	raw, err := s.store.Key("oauth-client-es256", oauth.GenerateClientKey)
+	raw, err := s.store.Secret("oauth-client-es256", oauth.GenerateClientKey)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +93,7 @@ func (s *Server) publicBaseURL(h config.Host) string {
 	}
 	_, port, _ := net.SplitHostPort(s.cfg.Ingress.HTTPSAddr)
 	if port == "" || port == "443" || !h.ServesHTTPS() {
-		return "https://" + h.Name
+		return "https://" + h.Hostname
 	}
-	return "https://" + net.JoinHostPort(h.Name, port)
+	return "https://" + net.JoinHostPort(h.Hostname, port)
 }

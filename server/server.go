@@ -123,12 +123,10 @@ func (s *Server) newIngress(signIns map[string]http.Handler) error {
 		}
 	}
 	router, err := ingress.New(ingress.Config{
-		Config:   s.cfg,
-		Sessions: s.store,
-		Nomad:    s.nomad,
-		SignIn: func(h config.Host) (http.Handler, error) {
-			return signIns[h.Name], nil
-		},
+		Config:       s.cfg,
+		Sessions:     s.store,
+		Nomad:        s.nomad,
+		SignIns:      signIns,
 		Recorder:     s.recorder,
 		StaleSession: s.tokens.RefreshLater,
 		Logger:       s.log,

@@ -714,10 +714,10 @@ func (s *Store) Count() int {
 	return len(s.byID)
 }
 
-// Key returns the stored key named name, creating it with generate the
+// Secret returns the stored secret named name, creating it with generate the
 // first time. ioproxy keeps its OAuth client key this way, so the key
 // published at /@/jwks.json survives restarts.
-func (s *Store) Key(name string, generate func() ([]byte, error)) ([]byte, error) {
+func (s *Store) Secret(name string, generate func() ([]byte, error)) ([]byte, error) {
 	var out []byte
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKeys)

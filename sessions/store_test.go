@@ -152,14 +152,14 @@ func TestKeyIsGeneratedOnce(t *testing.T) {
 	s := open(t, path, c)
 	calls := 0
 	gen := func() ([]byte, error) { calls++; return []byte("key-1"), nil }
-	k1, err := s.Key("client", gen)
+	k1, err := s.Secret("client", gen)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
 	s = open(t, path, c)
 	defer s.Close()
-	k2, _ := s.Key("client", gen)
+	k2, _ := s.Secret("client", gen)
 	if string(k1) != "key-1" || string(k2) != "key-1" || calls != 1 {
 		t.Fatalf("k1=%q k2=%q calls=%d", k1, k2, calls)
 	}

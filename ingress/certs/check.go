@@ -50,10 +50,10 @@ func check(cfg *config.Config, now time.Time) hcl.Diagnostics {
 		if p.leaf == nil {
 			continue
 		}
-		if err := p.leaf.VerifyHostname(h.Name); err != nil {
+		if err := p.leaf.VerifyHostname(h.Hostname); err != nil {
 			c.errorf(t.CertFileRange, "Certificate does not cover host",
 				"%s is for %s, not %q. Name a certificate for %q in host %q's tls block (cert_file and key_file), or let ioproxy get one: tls { mode = %q } without cert_file and key_file.",
-				t.CertFile, describeNames(p.leaf), h.Name, h.Name, h.Name, h.AutoTLSMode())
+				t.CertFile, describeNames(p.leaf), h.Hostname, h.Hostname, h.Hostname, h.AutoTLSMode())
 		}
 	}
 	if cfg.TLS.CertFile != "" && cfg.TLS.KeyFile != "" {

@@ -145,7 +145,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 func (m *Manager) sortHosts(cfg Config) (selfSigned, acmeHosts []string, err error) {
 	pairByFiles := map[[2]string]*staticPair{}
 	for _, h := range cfg.Hosts {
-		name := config.NormalizeHost(h.Name)
+		name := config.NormalizeHost(h.Hostname)
 		mode := h.TLS.Mode
 		if mode == config.TLSOff {
 			continue

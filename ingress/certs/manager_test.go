@@ -17,7 +17,7 @@ import (
 )
 
 func host(name string, mode config.TLSMode) config.Host {
-	return config.Host{Name: name, Label: name, TLS: config.HostTLS{Mode: mode}}
+	return config.Host{Hostname: name, ShortName: name, TLS: config.HostTLS{Mode: mode}}
 }
 
 // parsedHost is a host as config builds it from a host block that says
@@ -32,7 +32,7 @@ func parsedHost(t *testing.T, name string) config.Host {
 }
 
 func filesHost(name, certFile, keyFile string) config.Host {
-	return config.Host{Name: name, Label: name, TLS: config.HostTLS{Mode: config.TLSFiles, CertFile: certFile, KeyFile: keyFile}}
+	return config.Host{Hostname: name, ShortName: name, TLS: config.HostTLS{Mode: config.TLSFiles, CertFile: certFile, KeyFile: keyFile}}
 }
 
 func TestSelfSigned(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -630,33 +631,38 @@ func TestBodyEarlyClose(t *testing.T) {
 
 // TestErrBodyTooSlowWrapped: the error a Read returns is ErrBodyTooSlow
 // through any wrapping that keeps %w chains (net/http's Transport,
-// url.Error), and says what happened.
+// url.Error), and says what happened. It runs in a synctest bubble: the
+// client's pauses pass on the fake clock, so each Read takes exactly twice
+// IdleTimeout, at once.
 func TestErrBodyTooSlowWrapped(t *testing.T) {
-	l := BodyLimits{IdleTimeout: 10 * time.Millisecond, MinRate: 1 << 30}
-	r := httptest.NewRequest(http.MethodPost, "/", io.NopCloser(slowReader{wait: 20 * time.Millisecond}))
-	var err, again error
-	l.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, err = io.ReadAll(r.Body)
-		_, again = r.Body.Read(make([]byte, 1))
-	})).ServeHTTP(httptest.NewRecorder(), r)
-	for _, e := range []error{
-		err,
-		fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err),
-		&url.Error{Op: "Post", URL: "http://backend/", Err: err},
-	} {
-		if !errors.Is(e, ErrBodyTooSlow) {
-			t.Errorf("%v is not ErrBodyTooSlow", e)
+	synctest.Test(t, func(t *testing.T) {
+		l := BodyLimits{IdleTimeout: 10 * time.Millisecond, MinRate: 1 << 30}
+		r := httptest.NewRequest(http.MethodPost, "/", io.NopCloser(slowReader{wait: 20 * time.Millisecond}))
+		var err, again error
+		l.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, err = io.ReadAll(r.Body)
+			_, again = r.Body.Read(make([]byte, 1))
+		})).ServeHTTP(httptest.NewRecorder(), r)
+		for _, e := range []error{
+			err,
+			fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err),
+			&url.Error{Op: "Post", URL: "http://backend/", Err: err},
+		} {
+			if !errors.Is(e, ErrBodyTooSlow) {
+				t.Errorf("%v is not ErrBodyTooSlow", e)
+			}
 		}
-	}
-	if err == nil || !strings.Contains(err.Error(), "bytes/s") {
-		t.Errorf("error %v does not say the rate", err)
-	}
-	if again != err {
-		t.Errorf("read after the failure: %v, want the same error", again)
-	}
+		if err == nil || !strings.Contains(err.Error(), "bytes/s") {
+			t.Errorf("error %v does not say the rate", err)
+		}
+		if again != err {
+			t.Errorf("read after the failure: %v, want the same error", again)
+		}
+	})
 }
 
-// slowReader is a client that sends one byte per wait.
+// slowReader is a client that sends one byte per wait. Used inside a
+// synctest bubble, its sleep is on the fake clock.
 type slowReader struct{ wait time.Duration }
 
 func (s slowReader) Read(p []byte) (int, error) {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ioproxy/ioproxy/cmd/statusphere/jetstream/jetstreamtest"
@@ -212,21 +214,54 @@ func TestMalformedMessagesAreSkipped(t *testing.T) {
 	}
 }
 
+// TestServerDownKeepsRetrying: while Jetstream is down, Run dials again and again, each wait
+// drawn from the back-off (doubling from MinBackoff up to MaxBackoff, jittered down to half),
+// and returns nil when its context ends. It runs in a synctest bubble, so that the waits pass
+// on the fake clock, exactly and at once; the server that is down is a transport that refuses
+// every dial, since a real connection cannot be waited on inside a bubble (and a closed port
+// may be handed out again).
 func TestServerDownKeepsRetrying(t *testing.T) {
-	js := jetstreamtest.NewServer(t)
-	url := js.URL()
-	js.Close()
-	s, err := New(Config{URL: url, Handler: &recorder{}, Cursors: &memCursor{}, Logger: quiet(),
-		MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if err := s.Run(ctx); err != nil {
-		t.Errorf("Run = %v, want nil when its context ends", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const minBackoff, maxBackoff, runFor = time.Second, 8 * time.Second, time.Minute
+		var mu sync.Mutex
+		var dials []time.Time
+		down := &http.Client{Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			dials = append(dials, time.Now())
+			return nil, errors.New("connection refused")
+		})}
+		s, err := New(Config{URL: "ws://jetstream.test/subscribe", Handler: &recorder{}, Cursors: &memCursor{}, Logger: quiet(),
+			MinBackoff: minBackoff, MaxBackoff: maxBackoff, HTTPClient: down})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), runFor)
+		defer cancel()
+		if err := s.Run(ctx); err != nil {
+			t.Errorf("Run = %v, want nil when its context ends", err)
+		}
+
+		mu.Lock()
+		defer mu.Unlock()
+		// Even with every wait at its ceiling (1+2+4+8 s, then 8 s each), a minute holds
+		// ten dials.
+		if len(dials) < 10 {
+			t.Fatalf("%d dials in %s, want at least 10", len(dials), runFor)
+		}
+		ceil := minBackoff
+		for i := 1; i < len(dials); i++ {
+			if gap := dials[i].Sub(dials[i-1]); gap < ceil/2 || gap > ceil {
+				t.Errorf("wait before dial %d = %v, want within [%v, %v]", i+1, gap, ceil/2, ceil)
+			}
+			ceil = min(2*ceil, maxBackoff)
+		}
+	})
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	for _, cfg := range []Config{
