@@ -31,9 +31,7 @@ const maxFieldLen = 1024
 
 // durationBuckets reach past the default call timeout (30s), so that slow
 // upstreams land in a bucket rather than only in +Inf.
-func durationBuckets() []float64 {
-	return []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
-}
+var durationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
 // RecorderConfig configures a Recorder.
 type RecorderConfig struct {
@@ -91,7 +89,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		ingressDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ioproxy", Subsystem: "ingress", Name: "request_duration_seconds",
 			Help:    "Time to answer ingress requests, backend included, by host.",
-			Buckets: durationBuckets(),
+			Buckets: durationBuckets,
 		}, []string{"host"}),
 		callTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "calls", Name: "total",
@@ -100,7 +98,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ioproxy", Subsystem: "call", Name: "duration_seconds",
 			Help:    "Time to answer calls, upstream retries included, by call block and operation.",
-			Buckets: durationBuckets(),
+			Buckets: durationBuckets,
 		}, []string{"call", "operation"}),
 		nonceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "dpop", Name: "nonce_retries_total",
@@ -109,7 +107,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ioproxy", Name: "upstream_response_seconds",
 			Help:    "Time from sending a request upstream to its response headers, by kind (ingress or call) and host or call block.",
-			Buckets: durationBuckets(),
+			Buckets: durationBuckets,
 		}, []string{"kind", "source"}),
 		tokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "oauth", Name: "token_refreshes_total",

@@ -202,19 +202,17 @@ var (
 )
 
 // knownMethods are the methods an operation is expected to name.
-func knownMethods() []string {
-	return []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-}
+var knownMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 // operation builds one operation block: a kind of call by method and path.
 func (b *builder) operation(raw *operationSchema) Operation {
 	op := Operation{Name: raw.Name, Method: raw.Method, Description: raw.Description}
-	if up := strings.ToUpper(op.Method); up != op.Method && slices.Contains(knownMethods(), up) {
+	if up := strings.ToUpper(op.Method); up != op.Method && slices.Contains(knownMethods, up) {
 		b.errorf(raw.MethodRange, "Invalid method", "Methods are upper case; write method = %q.", up)
 	} else if !methodToken.MatchString(op.Method) {
-		b.errorf(raw.MethodRange, "Invalid method", "%q is not an HTTP method; write one of %s.", op.Method, quoteList(knownMethods()))
-	} else if !slices.Contains(knownMethods(), op.Method) {
-		b.warnf(raw.MethodRange, "Unusual method", "%q is not one of %s; check the spelling.", op.Method, quoteList(knownMethods()))
+		b.errorf(raw.MethodRange, "Invalid method", "%q is not an HTTP method; write one of %s.", op.Method, quoteList(knownMethods))
+	} else if !slices.Contains(knownMethods, op.Method) {
+		b.warnf(raw.MethodRange, "Unusual method", "%q is not one of %s; check the spelling.", op.Method, quoteList(knownMethods))
 	}
 	switch {
 	case raw.Path != nil:

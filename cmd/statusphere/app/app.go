@@ -277,7 +277,7 @@ func (a *App) renderHome(w http.ResponseWriter, r *http.Request, code int, errMs
 			mine = st.Status
 		}
 	}
-	for _, e := range statusOptions() {
+	for _, e := range statusOptions {
 		p.Options = append(p.Options, option{Emoji: e, Selected: e == mine})
 	}
 

@@ -1,10 +1,8 @@
 package app
 
-// statusOptions returns the emoji of the picker: the original Statusphere's set, in its order
+// statusOptions are the emoji of the picker: the original Statusphere's set, in its order
 // (which lists 😤 twice; once is enough here).
-func statusOptions() []string {
-	return []string{
-		"👍", "👎", "💙", "🥹", "😧", "😤", "🙃", "😉", "😎", "🤓", "🤨", "🥳", "😭",
-		"🤯", "🫡", "💀", "✊", "🤘", "👀", "🧠", "👩‍💻", "🧑‍💻", "🥷", "🧌", "🦋", "🚀",
-	}
+var statusOptions = []string{
+	"👍", "👎", "💙", "🥹", "😧", "😤", "🙃", "😉", "😎", "🤓", "🤨", "🥳", "😭",
+	"🤯", "🫡", "💀", "✊", "🤘", "👀", "🧠", "👩‍💻", "🧑‍💻", "🥷", "🧌", "🦋", "🚀",
 }

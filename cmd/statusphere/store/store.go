@@ -34,22 +34,20 @@ type Store struct {
 }
 
 // schema is applied on every Open; each statement is idempotent.
-func schema() []string {
-	return []string{
-		`CREATE TABLE IF NOT EXISTS status (
-		uri        TEXT PRIMARY KEY,
-		author_did TEXT NOT NULL,
-		status     TEXT NOT NULL,
-		created_at TEXT NOT NULL,
-		indexed_at INTEGER NOT NULL -- unix microseconds
-	)`,
-		`CREATE INDEX IF NOT EXISTS status_indexed_at ON status (indexed_at DESC)`,
-		`CREATE INDEX IF NOT EXISTS status_author ON status (author_did, indexed_at DESC)`,
-		`CREATE TABLE IF NOT EXISTS cursor (
-		id      INTEGER PRIMARY KEY CHECK (id = 1),
-		time_us INTEGER NOT NULL
-	)`,
-	}
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS status (
+	uri        TEXT PRIMARY KEY,
+	author_did TEXT NOT NULL,
+	status     TEXT NOT NULL,
+	created_at TEXT NOT NULL,
+	indexed_at INTEGER NOT NULL -- unix microseconds
+)`,
+	`CREATE INDEX IF NOT EXISTS status_indexed_at ON status (indexed_at DESC)`,
+	`CREATE INDEX IF NOT EXISTS status_author ON status (author_did, indexed_at DESC)`,
+	`CREATE TABLE IF NOT EXISTS cursor (
+	id      INTEGER PRIMARY KEY CHECK (id = 1),
+	time_us INTEGER NOT NULL
+)`,
 }
 
 // Open opens (creating if needed) the database file at path.
@@ -67,7 +65,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %q: %w", path, err)
 	}
-	for _, stmt := range schema() {
+	for _, stmt := range schema {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("open store %q: create schema: %w", path, err)
