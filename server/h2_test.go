@@ -65,6 +65,7 @@ host "app.example.com" {
 	_, _ = conn.Write([]byte(http2.ClientPreface))
 	fr := http2.NewFramer(conn, conn)
 	var writing sync.Mutex // a Framer's writes are not safe for concurrent use
+	var maxStreams atomic.Int64
 	writing.Lock()
 	err = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	writing.Unlock()
@@ -78,6 +79,9 @@ host "app.example.com" {
 				return
 			}
 			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+				if v, ok := sf.Value(http2.SettingMaxConcurrentStreams); ok {
+					maxStreams.Store(int64(v))
+				}
 				writing.Lock()
 				_ = fr.WriteSettingsAck()
 				writing.Unlock()
@@ -112,5 +116,8 @@ host "app.example.com" {
 			t.Fatalf("10 s on, one client connection that never reads holds %d backend connections open", backendConns.Load())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if n := maxStreams.Load(); n != maxStreamsPerConnection {
+		t.Errorf("the server allows %d concurrent streams per connection, want %d", n, maxStreamsPerConnection)
 	}
 }
