@@ -72,7 +72,11 @@
 // with nothing to scrub is returned as is, without allocating.
 package redact
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/ioproxy/ioproxy/contract"
+)
 
 const (
 	// mark replaces a redacted credential or parameter value. It holds no
@@ -984,7 +988,7 @@ func isSecretName(key string) bool {
 // header line) is one too; after other names ("state: expired",
 // "token: invalid_grant") the text is prose.
 func isCredentialHeader(key string) bool {
-	return isCookieHeader(key) || headerNamed(key, "proxy-session") || headerNamed(key, "authorization")
+	return isCookieHeader(key) || headerNamed(key, strings.ToLower(contract.ProxySession)) || headerNamed(key, "authorization")
 }
 
 // isCookieHeader reports whether key names a cookie header (Cookie,
