@@ -109,8 +109,10 @@ func TestServeProcess(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
 			<-release
 		}
 		fmt.Fprintf(w, "host=%s did=%q handle=%q session=%q", r.Host, r.Header.Get("User-Did"), r.Header.Get("User-Handle"), r.Header.Get("Proxy-Session"))
@@ -180,7 +182,11 @@ host "app.example.com" {
 		_, body := get("app.example.com", "/slow", nil)
 		slow <- body
 	}()
-	time.Sleep(200 * time.Millisecond) // let the slow request reach the backend
+	select {
+	case <-arrived: // the slow request is in flight
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request did not reach the backend")
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
