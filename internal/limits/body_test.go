@@ -311,7 +311,10 @@ func TestBodyEOFKeepsContext(t *testing.T) {
 // fails the proxied request with an error that errors.Is ErrBodyTooSlow
 // in the ErrorHandler, which answers 408.
 func TestBodyReverseProxy(t *testing.T) {
-	const idle = 500 * time.Millisecond
+	// A second, not less: on a loaded CI machine one Read of a fast body
+	// can wait half a second for the CPU, which the proxy rightly counts
+	// as a stall.
+	const idle = time.Second
 	backend := serve(t, &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
@@ -320,7 +323,7 @@ func TestBodyReverseProxy(t *testing.T) {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-time.After(2 * idle):
+		case <-time.After(idle + idle/2):
 		}
 		_, _ = fmt.Fprintf(w, "backend read %d", n)
 	})})
