@@ -42,7 +42,7 @@ type Resolver interface {
 // Config configures one calling port.
 type Config struct {
 	Call     config.Call
-	Sessions *sessions.Store
+	Sessions sessions.Store
 	Tokens   *Tokens
 	Identity Resolver
 	// PDSClient carries calls to PDSs. PDS addresses come from DID

@@ -92,13 +92,13 @@ func TestHandleCheckSurvivesAFailedRefresh(t *testing.T) {
 			if tc.staleMetadata {
 				clock.Add(10 * time.Minute)
 			}
-			before, _ := e.store.Get(sess.ID)
+			before, _ := getSession(e.store, sess.ID)
 			e.srv.SetIntercept(tc.fail(e))
 			_, err := e.tokens.Refresh(context.Background(), sess.ID, sess.AccessToken)
 			if err == nil || errors.Is(err, ErrSessionEnded) {
 				t.Fatalf("Refresh = %v, want a passing failure", err)
 			}
-			after, ok := e.store.Get(sess.ID)
+			after, ok := getSession(e.store, sess.ID)
 			if !ok {
 				t.Fatal("a passing failure ended the session")
 			}
@@ -139,7 +139,7 @@ func TestOnlyInvalidGrantEndsASession(t *testing.T) {
 	if rec.Code != http.StatusBadGateway || xrpcError(t, rec) != "UpstreamFailure" {
 		t.Errorf("call while the server refuses our client: %d %s", rec.Code, rec.Body)
 	}
-	if _, ok := e.store.Get(sess.ID); !ok {
+	if _, ok := getSession(e.store, sess.ID); !ok {
 		t.Fatal("invalid_client ended the session")
 	}
 	e.srv.SetIntercept(failWith("/oauth/token", 400, "invalid_grant"))
@@ -147,7 +147,7 @@ func TestOnlyInvalidGrantEndsASession(t *testing.T) {
 	if rec.Code != http.StatusUnauthorized || xrpcError(t, rec) != "AuthRequired" {
 		t.Errorf("call with a dead refresh token: %d %s", rec.Code, rec.Body)
 	}
-	if _, ok := e.store.Get(sess.ID); ok {
+	if _, ok := getSession(e.store, sess.ID); ok {
 		t.Error("invalid_grant left the session alive")
 	}
 }
@@ -159,7 +159,7 @@ func TestOnlyInvalidGrantEndsASession(t *testing.T) {
 func TestRefreshLaterRechecksHandle(t *testing.T) {
 	e := newCallEnv(t)
 	sess := e.signIn(t, e.alice)
-	due, err := e.store.Update(sess.ID, func(s *sessions.Session) error {
+	due, err := e.store.Update(context.Background(), sess.ID, func(s *sessions.Session) error {
 		s.HandleCheckedAt = time.Now().Add(-sessions.HandleRecheck - time.Minute)
 		return nil
 	})
@@ -169,7 +169,7 @@ func TestRefreshLaterRechecksHandle(t *testing.T) {
 	e.srv.AddAccount(atprototest.Account{DID: e.alice.DID, Handle: "alice2.test"})
 	e.tokens.RefreshLater(due)
 	e.tokens.Wait()
-	got, _ := e.store.Get(sess.ID)
+	got, _ := getSession(e.store, sess.ID)
 	if got.Handle != "alice2.test" || time.Since(got.HandleChecked()) > time.Minute {
 		t.Errorf("after RefreshLater: handle %q checked at %v", got.Handle, got.HandleChecked())
 	}

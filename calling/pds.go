@@ -92,9 +92,13 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.public(ctx, w, r, did, body)
 		return
 	}
-	sess, ok := h.cfg.Sessions.ByProxyKey(key)
-	if !ok {
+	sess, err := h.cfg.Sessions.ByProxyKey(ctx, key)
+	if errors.Is(err, sessions.ErrNotFound) {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "no session for this Proxy-Session: the user signed out or the session expired; sign in again")
+		return
+	} else if err != nil {
+		h.cfg.Logger.Error("session store failed", "call", h.cfg.Call.Label, "err", err)
+		writeXRPCError(w, http.StatusServiceUnavailable, "SessionStoreUnavailable", "the session store is not reachable; try again in a moment")
 		return
 	}
 	if sess.DID != did {

@@ -14,20 +14,22 @@ import (
 // refresh is one refresh of a session: the account checked with its
 // issuer (and its handle verified), then the tokens traded and saved.
 func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Session, error) {
-	cur, ok := t.cfg.Sessions.Get(id)
-	if !ok {
+	cur, err := t.cfg.Sessions.Get(ctx, id)
+	if errors.Is(err, sessions.ErrNotFound) {
 		return sessions.Session{}, ErrSessionEnded
+	} else if err != nil {
+		return sessions.Session{}, fmt.Errorf("refresh tokens: %w", err)
 	}
 	if cur.AccessToken != stale && t.cfg.Now().Before(cur.TokenExpiry) {
 		return cur, nil // another request refreshed it already
 	}
 	client, ok := t.cfg.Clients[cur.ClientID]
 	if !ok {
-		return t.end(cur, "its OAuth client is no longer configured")
+		return t.end(ctx, cur, "its OAuth client is no longer configured")
 	}
 	key, err := t.Key(cur)
 	if err != nil {
-		return t.end(cur, "its DPoP key is damaged")
+		return t.end(ctx, cur, "its DPoP key is damaged")
 	}
 	acct, checked, err := t.checkAccount(ctx, client, cur)
 	if err != nil {
@@ -40,13 +42,13 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		if oauth.IsInvalidGrant(err) || errors.As(err, &ue) {
 			// The refresh token is dead, or the answer could not be
 			// trusted: the session cannot continue.
-			return t.end(cur, err.Error())
+			return t.end(ctx, cur, err.Error())
 		}
 		// A passing failure after the account check: keep what the check
 		// verified, so that access rules judge the handle as it is now,
 		// not as it was at the last refresh that went through (a server
 		// that keeps failing must not keep an old handle admitted).
-		t.saveHandle(cur, acct.Handle, checked)
+		t.saveHandle(ctx, cur, acct.Handle, checked)
 		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 	}
 	return t.saveGrant(ctx, client, cur, key, grant, checked)
@@ -65,13 +67,13 @@ func (t *Tokens) checkAccount(ctx context.Context, client *oauth.Client, cur ses
 	t.cfg.Recorder.TokenRefresh(false)
 	var ue *oauth.UserError
 	if errors.As(err, &ue) {
-		_, err := t.end(cur, err.Error())
+		_, err := t.end(ctx, cur, err.Error())
 		return nil, checked, err
 	}
 	if acct != nil {
 		// The account resolved and its handle was verified; only its PDS
 		// could not be asked.
-		t.saveHandle(cur, acct.Handle, checked)
+		t.saveHandle(ctx, cur, acct.Handle, checked)
 	}
 	// Without a verified handle, the one stored ages, and rules that name
 	// handles stop admitting it.
@@ -82,7 +84,7 @@ func (t *Tokens) checkAccount(ctx context.Context, client *oauth.Client, cur ses
 // the refresh stays ended, its new tokens revoked.
 func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessions.Session, key *dpop.Key, grant *oauth.Grant, checked time.Time) (sessions.Session, error) {
 	now := t.cfg.Now()
-	next, err := t.cfg.Sessions.Update(cur.ID, func(s *sessions.Session) error {
+	next, err := t.cfg.Sessions.Update(ctx, cur.ID, func(s *sessions.Session) error {
 		s.AccessToken = grant.AccessToken
 		if grant.RefreshToken != "" {
 			s.RefreshToken = grant.RefreshToken
@@ -107,7 +109,7 @@ func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessio
 		// refresh token is spent: the session cannot go on.
 		t.cfg.Recorder.TokenRefresh(false)
 		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
-		return t.end(cur, err.Error())
+		return t.end(ctx, cur, err.Error())
 	case err != nil:
 		t.cfg.Recorder.TokenRefresh(false)
 		return sessions.Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)
@@ -124,8 +126,8 @@ func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessio
 // saveHandle stores the handle that an account check verified, when the
 // refresh that followed failed. Only the handle: the tokens and the PDS
 // they are for stay as the last refresh that went through left them.
-func (t *Tokens) saveHandle(cur sessions.Session, handle string, checked time.Time) {
-	next, err := t.cfg.Sessions.Update(cur.ID, func(s *sessions.Session) error {
+func (t *Tokens) saveHandle(ctx context.Context, cur sessions.Session, handle string, checked time.Time) {
+	next, err := t.cfg.Sessions.Update(ctx, cur.ID, func(s *sessions.Session) error {
 		s.Handle, s.HandleCheckedAt = handle, checked
 		return nil
 	})
@@ -142,9 +144,9 @@ func (t *Tokens) saveHandle(cur sessions.Session, handle string, checked time.Ti
 
 // end deletes a session whose refresh failed for good, and says so to
 // the caller.
-func (t *Tokens) end(sess sessions.Session, why string) (sessions.Session, error) {
+func (t *Tokens) end(ctx context.Context, sess sessions.Session, why string) (sessions.Session, error) {
 	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "reason", why)
-	if err := t.cfg.Sessions.Delete(sess.ID); err != nil {
+	if err := t.cfg.Sessions.Delete(ctx, sess.ID); err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 	}
 	return sessions.Session{}, ErrSessionEnded

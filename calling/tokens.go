@@ -25,7 +25,7 @@ const refreshTimeout = 30 * time.Second
 
 // TokensConfig configures Tokens.
 type TokensConfig struct {
-	Sessions *sessions.Store
+	Sessions sessions.Store
 	// Clients are the OAuth clients by client id; a session is refreshed
 	// by the client that signed it in.
 	Clients map[string]*oauth.Client
@@ -189,7 +189,7 @@ func (t *Tokens) RunPrune(ctx context.Context, interval time.Duration) {
 		case <-tick.C:
 			t.mu.Lock()
 			for id := range t.failedAt {
-				if _, ok := t.cfg.Sessions.Get(id); !ok {
+				if _, err := t.cfg.Sessions.Get(ctx, id); errors.Is(err, sessions.ErrNotFound) {
 					delete(t.failedAt, id)
 				}
 			}

@@ -159,7 +159,7 @@ call "web" {
 	}
 	// He got no session (he could do nothing with one), and the page
 	// leads back to sign-in, for another account.
-	for _, s := range srv.Store().List() {
+	for _, s := range listSessions(srv.Store()) {
 		if s.DID == bob.DID {
 			t.Fatal("bob, whom the rules refuse, got a session")
 		}
@@ -185,12 +185,12 @@ call "web" {
 		t.Fatal(err)
 	}
 	var sess sessions.Session
-	for _, s := range srv.Store().List() {
+	for _, s := range listSessions(srv.Store()) {
 		if s.DID == alice.DID {
 			sess = s
 		}
 	}
-	if _, err := srv.Store().Update(sess.ID, func(s *sessions.Session) error {
+	if _, err := srv.Store().Update(context.Background(), sess.ID, func(s *sessions.Session) error {
 		s.TokenExpiry = time.Now().Add(-time.Second)
 		return nil
 	}); err != nil {
@@ -199,7 +199,7 @@ call "web" {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		navigate(ctx, t, base+"/report")
-		cur, _ := srv.Store().Get(sess.ID)
+		cur, _ := getSession(srv.Store(), sess.ID)
 		if cur.Handle == "alice2.test" {
 			break
 		}

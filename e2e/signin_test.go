@@ -257,12 +257,12 @@ call "atproto" {
 // through the backend, and checks that the tokens were refreshed.
 func expireAndCall(ctx context.Context, t *testing.T, srv *server.Server, base string) {
 	t.Helper()
-	list := srv.Store().List()
+	list := listSessions(srv.Store())
 	if len(list) != 1 {
 		t.Fatalf("%d sessions, want 1", len(list))
 	}
 	before := list[0]
-	if _, err := srv.Store().Update(before.ID, func(s *sessions.Session) error {
+	if _, err := srv.Store().Update(context.Background(), before.ID, func(s *sessions.Session) error {
 		s.TokenExpiry = time.Now().Add(-time.Second)
 		return nil
 	}); err != nil {
@@ -272,7 +272,7 @@ func expireAndCall(ctx context.Context, t *testing.T, srv *server.Server, base s
 	if got := text(ctx, t, "#status"); got != "200" {
 		t.Fatalf("createRecord after expiry: status %s: %s", got, text(ctx, t, "#result"))
 	}
-	after, ok := srv.Store().Get(before.ID)
+	after, ok := getSession(srv.Store(), before.ID)
 	if !ok || after.AccessToken == before.AccessToken || after.RefreshToken == before.RefreshToken || after.RefreshedAt.IsZero() || !after.TokenExpiry.After(time.Now().Add(30*time.Minute)) {
 		t.Fatalf("session after refresh: ok=%v refreshed=%v expiry=%v new access token=%v new refresh token=%v", ok, after.RefreshedAt, after.TokenExpiry, after.AccessToken != before.AccessToken, after.RefreshToken != before.RefreshToken)
 	}

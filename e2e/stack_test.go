@@ -27,6 +27,7 @@ import (
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
 	"github.com/ioproxy/ioproxy/server"
+	"github.com/ioproxy/ioproxy/sessions"
 )
 
 // freePort returns a loopback port that was free a moment ago.
@@ -200,4 +201,16 @@ func getJSON(t *testing.T, url string, out any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// getSession is a store lookup as the tests read it: found or not.
+func getSession(store sessions.Store, id string) (sessions.Session, bool) {
+	sess, err := store.Get(context.Background(), id)
+	return sess, err == nil
+}
+
+// listSessions is every live session.
+func listSessions(store sessions.Store) []sessions.Session {
+	all, _ := store.List(context.Background())
+	return all
 }

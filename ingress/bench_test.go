@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
 
 // BenchmarkIngress measures the ingress path against calling the same
@@ -27,7 +29,7 @@ func BenchmarkIngress(b *testing.B) {
 		_, _ = io.WriteString(w, "hello from the backend\n")
 	}))
 	defer backend.Close()
-	store, err := sessions.Open(b.TempDir()+"/data/db", sessions.Options{})
+	store, err := boltstore.Open(b.TempDir()+"/data/db", sessions.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -60,7 +62,7 @@ host "tool.example.com" {
 	newSession := func(host string) sessions.Session {
 		s := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: host, DID: "did:plc:bench", Handle: "bench.example.test",
 			Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
-		if _, err := store.Create(s); err != nil {
+		if _, err := store.Create(context.Background(), s); err != nil {
 			b.Fatal(err)
 		}
 		return s

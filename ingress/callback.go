@@ -65,14 +65,14 @@ func (s *SignIn) takePending(w http.ResponseWriter, r *http.Request) (sessions.P
 	if state == "" {
 		return sessions.Pending{}, &signInFailure{http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without state")}
 	}
-	p, err := s.cfg.Sessions.TakePending(state)
+	p, err := s.cfg.Sessions.TakePending(r.Context(), state)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return p, &signInFailure{http.StatusBadRequest, "This sign-in link was already used or is unknown. Start again from the sign-in page.", err}
 	case errors.Is(err, sessions.ErrExpired):
 		return p, &signInFailure{http.StatusBadRequest, "This sign-in took too long and expired. Please try again.", err}
 	case err != nil:
-		return p, &signInFailure{http.StatusInternalServerError, "The session store failed. Please try again.", err}
+		return p, &signInFailure{http.StatusServiceUnavailable, "The session store is not reachable. Please try again in a moment.", err}
 	}
 	setCookie(w, r, stateCookie(r), "", -1)
 	// The browser must hold the random binding set when this sign-in
@@ -115,7 +115,7 @@ func (s *SignIn) exchange(r *http.Request, p sessions.Pending) (*oauth.Grant, *s
 // storeSession keeps a new session, or answers why it cannot be kept.
 // The account's oldest sessions on this host may end to make room.
 func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessions.Session) (sessions.Session, bool) {
-	evicted, err := s.cfg.Sessions.Create(sess)
+	evicted, err := s.cfg.Sessions.Create(r.Context(), sess)
 	if err != nil {
 		s.revoke(sess.Issuer, sess.RefreshToken, sess.DPoPKey)
 	}
@@ -136,7 +136,7 @@ func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessi
 	case err != nil:
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
 		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", err)
-		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Title: "Sign-in failed", Message: "The session store failed. Please try again.", Retry: "/@/signin"})
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in failed", Message: "The session store is not reachable. Please try again in a moment.", Retry: "/@/signin"})
 		return sess, false
 	}
 	for _, old := range evicted {

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -52,20 +53,27 @@ func stateCookie(r *http.Request) string {
 }
 
 // lookupSession returns the live session of the request's cookie, if it
-// belongs to host. It reads memory only: it runs on every ingress request.
-func lookupSession(store *sessions.Store, r *http.Request, host string) (sessions.Session, bool) {
+// belongs to host: ok is false without one. err is a store that could not
+// answer (a shared store out of reach), not a missing session. It runs on
+// every ingress request; stores answer it from memory.
+func lookupSession(store sessions.Store, r *http.Request, host string) (sess sessions.Session, ok bool, err error) {
 	if store == nil {
-		return sessions.Session{}, false
+		return sessions.Session{}, false, nil
 	}
-	c, err := r.Cookie(cookieName(r))
-	if err != nil || c.Value == "" {
-		return sessions.Session{}, false
+	c, cerr := r.Cookie(cookieName(r))
+	if cerr != nil || c.Value == "" {
+		return sessions.Session{}, false, nil
 	}
-	sess, ok := store.Get(c.Value)
-	if !ok || sess.Host != host {
-		return sessions.Session{}, false
+	sess, err = store.Get(r.Context(), c.Value)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return sessions.Session{}, false, nil
+	case err != nil:
+		return sessions.Session{}, false, err
+	case sess.Host != host:
+		return sessions.Session{}, false, nil
 	}
-	return sess, true
+	return sess, true, nil
 }
 
 // setCookie sets one of ioproxy's cookies: scoped to the host (no Domain),

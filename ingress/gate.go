@@ -257,7 +257,14 @@ func acceptsHTML(r *http.Request) bool {
 // Traefik and Caddy show a refusal's body to the visitor, so it is the
 // same page ioproxy shows when it is the only proxy.
 func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
-	a := hr.admit(r, hr.session(r), publicPathsIgnored)
+	sess, err := hr.session(r)
+	if err != nil {
+		// A 503 would be a 500 in nginx; a 401 would send people to a
+		// sign-in that cannot work either. 403 says "not now".
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
+		return
+	}
+	a := hr.admit(r, sess, publicPathsIgnored)
 	switch a.outcome {
 	case admitted:
 		h := w.Header()

@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
@@ -57,10 +58,10 @@ func gateUsers(t *testing.T) string {
 }
 
 // newGateSession stores a live session of host and returns it.
-func newGateSession(t *testing.T, store *sessions.Store, host, did, handle string) sessions.Session {
+func newGateSession(t *testing.T, store sessions.Store, host, did, handle string) sessions.Session {
 	t.Helper()
 	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: host, DID: did, Handle: handle, CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
-	if _, err := store.Create(sess); err != nil {
+	if _, err := store.Create(context.Background(), sess); err != nil {
 		t.Fatal(err)
 	}
 	return sess
@@ -863,7 +864,7 @@ host "fa.example.com" {
 	setHandle := func(id, handle string) {
 		t.Helper()
 		for _, id := range []string{id, twin[id].ID} {
-			if _, err := store.Update(id, func(s *sessions.Session) error { s.Handle = handle; return nil }); err != nil {
+			if _, err := store.Update(context.Background(), id, func(s *sessions.Session) error { s.Handle = handle; return nil }); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -901,7 +902,7 @@ host "fa.example.com" {
 	setChecked := func(id string, ago time.Duration) {
 		t.Helper()
 		for _, id := range []string{id, twin[id].ID} {
-			if _, err := store.Update(id, func(s *sessions.Session) error { s.HandleCheckedAt = time.Now().Add(-ago); return nil }); err != nil {
+			if _, err := store.Update(context.Background(), id, func(s *sessions.Session) error { s.HandleCheckedAt = time.Now().Add(-ago); return nil }); err != nil {
 				t.Fatal(err)
 			}
 		}

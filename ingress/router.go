@@ -30,7 +30,7 @@ import (
 // Config configures a Router.
 type Config struct {
 	Config   *config.Config
-	Sessions *sessions.Store
+	Sessions sessions.Store
 	// Nomad resolves nomad:<service> backends; required when a host uses one.
 	Nomad *Nomad
 	// Transport carries requests to backends; a tuned default when nil.
@@ -55,7 +55,7 @@ type Router struct {
 	hosts map[string]*hostRoute
 	// trustedProxies are the addresses whose X-Forwarded-* are believed.
 	trustedProxies []netip.Prefix
-	store          *sessions.Store
+	store          sessions.Store
 	recorder       observe.Recorder
 	log            *slog.Logger
 	buffers        *httpx.BufferPool
@@ -230,7 +230,11 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Upgrade refused", Message: httpguard.ErrUpgradeMessage})
 		return
 	}
-	sess := hr.session(r)
+	sess, err := hr.session(r)
+	if err != nil {
+		storeDown(w, r)
+		return
+	}
 	if sess != nil {
 		tr.did = sess.DID
 	}
@@ -260,16 +264,27 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 // stale session (its access token has expired, or its handle is due for a
 // recheck) is handed to the stale hook: the app may make no calls, so
 // nothing else would refresh it, and a refresh is what re-checks the
-// account (and its handle) with its server.
-func (hr *hostRoute) session(r *http.Request) *sessions.Session {
-	sess, ok := lookupSession(hr.router.store, r, hr.host.Hostname)
+// account (and its handle) with its server. An error is a store that
+// could not answer.
+func (hr *hostRoute) session(r *http.Request) (*sessions.Session, error) {
+	sess, ok, err := lookupSession(hr.router.store, r, hr.host.Hostname)
+	if err != nil {
+		hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
+		return nil, err
+	}
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	if hr.router.stale != nil && sess.Stale(hr.router.now()) {
 		hr.router.stale(sess)
 	}
-	return &sess
+	return &sess, nil
+}
+
+// storeDown answers a request whose session the store could not look up.
+func storeDown(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
 }
 
 // rewrite runs after ReverseProxy has removed hop-by-hop headers, so a

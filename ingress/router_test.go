@@ -22,6 +22,7 @@ import (
 	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
 
 // echoBackend answers with what it received, as JSON.
@@ -54,9 +55,9 @@ func mustConfig(t *testing.T, src string) *config.Config {
 	return cfg
 }
 
-func openStore(t *testing.T) *sessions.Store {
+func openStore(t *testing.T) sessions.Store {
 	t.Helper()
-	s, err := sessions.Open(filepath.Join(t.TempDir(), "data", "db"), sessions.Options{})
+	s, err := boltstore.Open(filepath.Join(t.TempDir(), "data", "db"), sessions.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +65,7 @@ func openStore(t *testing.T) *sessions.Store {
 	return s
 }
 
-func newRouter(t *testing.T, cfg *config.Config, store *sessions.Store) *Router {
+func newRouter(t *testing.T, cfg *config.Config, store sessions.Store) *Router {
 	t.Helper()
 	rt, err := New(Config{Config: cfg, Sessions: store, Nomad: NewNomad(NomadConfig{Nomad: cfg.Nomad})})
 	if err != nil {
@@ -142,7 +143,7 @@ host "a.example.com" {
 }`, a.URL))
 	rt := newRouter(t, cfg, store)
 	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test", CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
-	if _, err := store.Create(sess); err != nil {
+	if _, err := store.Create(context.Background(), sess); err != nil {
 		t.Fatal(err)
 	}
 	hostile := http.Header{
@@ -188,7 +189,7 @@ host "a.example.com" {
 	t.Run("session of another host", func(t *testing.T) {
 		other := sess
 		other.ID, other.ProxyKey, other.Host = sessions.NewToken(), sessions.NewToken(), "b.example.com"
-		_, _ = store.Create(other)
+		_, _ = store.Create(context.Background(), other)
 		h := hostile.Clone()
 		h.Set("Cookie", CookieName+"="+other.ID)
 		_, s := get(t, rt, "a.example.com", "/", h)
@@ -494,7 +495,7 @@ host "tool.example.com" {
 	}
 	for _, tt := range tests {
 		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tool.example.com", DID: tt.did, Handle: tt.handle, CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour), TokenExpiry: time.Now().Add(time.Hour)}
-		if _, err := store.Create(sess); err != nil {
+		if _, err := store.Create(context.Background(), sess); err != nil {
 			t.Fatal(err)
 		}
 		cookie := http.Header{"Cookie": {CookieName + "=" + sess.ID}, "Accept": {"text/html"}}
@@ -627,7 +628,7 @@ host "a.example.com" {
 		"did:plc:handle-due": {time.Now().Add(time.Hour), time.Now().Add(-sessions.HandleRecheck - time.Minute)},
 	} {
 		sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: did, TokenExpiry: st.expiry, CreatedAt: time.Now(), HandleCheckedAt: st.checked, Expiry: time.Now().Add(time.Hour)}
-		_, _ = store.Create(sess)
+		_, _ = store.Create(context.Background(), sess)
 		resp, s := get(t, rt, "a.example.com", "/", http.Header{"Cookie": {CookieName + "=" + sess.ID}})
 		if resp.StatusCode != 200 || s.Headers.Get("User-Did") != did {
 			t.Errorf("%s: %d %q", did, resp.StatusCode, s.Headers.Get("User-Did"))
@@ -664,4 +665,16 @@ host "a.example.com" { backend = "nomad:web" }`, nomad.URL)), nil)
 			t.Fatalf("request %d went to %q; b fails its checks", i, resp.Header.Get("X-Backend"))
 		}
 	}
+}
+
+// getSession is a store lookup as the tests read it: found or not.
+func getSession(store sessions.Store, id string) (sessions.Session, bool) {
+	sess, err := store.Get(context.Background(), id)
+	return sess, err == nil
+}
+
+// countSessions is the number of sessions stored.
+func countSessions(store sessions.Store) int {
+	n, _ := store.Count(context.Background())
+	return n
 }

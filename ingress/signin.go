@@ -44,7 +44,7 @@ type SignInConfig struct {
 	ClientKey *oauth.ClientKey
 	// BaseURL is the host's public origin, such as https://app.example.com.
 	BaseURL  string
-	Sessions *sessions.Store
+	Sessions sessions.Store
 	// SessionLifetime bounds a session without refreshes;
 	// sessions.DefaultLifetime when zero.
 	SessionLifetime time.Duration
@@ -135,8 +135,8 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	// A new sign-in always ends an old session in this browser (session
 	// fixation: the new session gets a fresh id at the callback).
-	if old, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
-		s.end(old)
+	if old, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
+		_ = s.end(r.Context(), old)
 	}
 	clearSessionCookie(w, r)
 	s.cfg.Recorder.SignIn(observe.SignInStarted)
@@ -154,7 +154,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.newPending(req, redirect, clientOf(r))
-	if err := s.cfg.Sessions.PutPending(p); err != nil {
+	if err := s.cfg.Sessions.PutPending(r.Context(), p); err != nil {
 		if errors.Is(err, sessions.ErrFull) {
 			s.cfg.Recorder.SignIn(observe.SignInStoreFull)
 			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Hostname, "err", err)
@@ -163,7 +163,8 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.cfg.Logger.Error("store pending sign-in", "err", err)
-		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "Sign-in could not start: the session store failed."})
+		w.Header().Set("Retry-After", "5")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start: the session store is not reachable. Please try again in a moment.", Retry: "/@/signin"})
 		return
 	}
 	setCookie(w, r, stateCookie(r), p.Binding, time.Until(req.Expiry))
@@ -224,7 +225,7 @@ func csrfToken(sessionID string) string {
 
 func (s *SignIn) signoutForm(w http.ResponseWriter, r *http.Request) {
 	page := signoutPage{AppName: s.cfg.Host.ATProto.ClientName, Redirect: SafeRedirect(r.URL.Query().Get("redirect"))}
-	if sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
+	if sess, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
 		page.Handle, page.CSRF = sess.Handle, csrfToken(sess.ID)
 	}
 	render(w, http.StatusOK, "signout.html", page)
@@ -239,14 +240,18 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
 		return
 	}
-	sess, ok := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname)
+	sess, ok, err := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname)
+	if err != nil {
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you may still be signed in. Please try again in a moment."})
+		return
+	}
 	tokenOK := ok && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
 	if !tokenOK && !sameOrigin(r) {
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: "/@/signout"})
 		return
 	}
 	if ok {
-		if err := s.end(sess); err != nil {
+		if err := s.end(r.Context(), sess); err != nil {
 			writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The session store failed; you may still be signed in. Please try again."})
 			return
 		}
@@ -257,8 +262,8 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 
 // end deletes a session and revokes its tokens in the background: the
 // user is signed out here whatever the server says, and should not wait.
-func (s *SignIn) end(sess sessions.Session) error {
-	if err := s.cfg.Sessions.Delete(sess.ID); err != nil {
+func (s *SignIn) end(ctx context.Context, sess sessions.Session) error {
+	if err := s.cfg.Sessions.Delete(ctx, sess.ID); err != nil {
 		s.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/ioproxy/ioproxy/contract"
 	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
 
 type testClock struct {
@@ -68,7 +69,7 @@ func (s *syncBuffer) String() string {
 type signinEnv struct {
 	srv     *atprototest.Server
 	alice   atprototest.Account
-	store   *sessions.Store
+	store   *boltstore.Store
 	router  *Router
 	backend *httptest.Server
 	host    string
@@ -112,7 +113,7 @@ func newSigninEnv(t *testing.T, ec envConfig) *signinEnv {
 	e.alice = e.srv.AddAccount(atprototest.Account{Handle: "alice.test"})
 	e.backend = echoBackend(t, "app")
 	ec.store.Now = e.clock.Now
-	store, err := sessions.Open(filepath.Join(t.TempDir(), "data", "db"), ec.store)
+	store, err := boltstore.Open(filepath.Join(t.TempDir(), "data", "db"), ec.store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +359,7 @@ func TestSignInConfidentialClientOverTLS(t *testing.T) {
 	if st := b.stateCookie(); st == nil || st.MaxAge >= 0 {
 		t.Error("the state cookie is not cleared at the callback")
 	}
-	sess, ok := e.store.Get(sc.Value)
+	sess, ok := getSession(e.store, sc.Value)
 	if !ok || sess.DID != e.alice.DID || sess.Handle != "alice.test" || sess.PDS != e.srv.URL || sess.Issuer != e.srv.Issuer() ||
 		sess.ClientID != "https://app.example.com/@/client-metadata.json" || sess.ProxyKey == "" || sess.ProxyKey == sess.ID {
 		t.Fatalf("stored session %+v", sess)
@@ -432,11 +433,11 @@ func TestSignInGivesANewSessionEachTime(t *testing.T) {
 		t.Error("a second sign-in reused the session id")
 	}
 	// The old session is gone from the store, not only from the browser.
-	if _, ok := e.store.Get(first); ok {
+	if _, ok := getSession(e.store, first); ok {
 		t.Error("the first session outlived the second sign-in")
 	}
-	if _, ok := e.store.Get(second); !ok || e.store.Count() != 1 {
-		t.Errorf("sessions after two sign-ins: %d", e.store.Count())
+	if _, ok := getSession(e.store, second); !ok || countSessions(e.store) != 1 {
+		t.Errorf("sessions after two sign-ins: %d", countSessions(e.store))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.srv.Revoked()) == 0 && time.Now().Before(deadline) {
@@ -463,7 +464,7 @@ func TestCallbackReplayedStateFails(t *testing.T) {
 			t.Errorf("replayed callback: %d\n%s", resp.StatusCode, body)
 		}
 	}
-	if e.srv.Counts().Token != tokens || e.store.Count() != 1 {
+	if e.srv.Counts().Token != tokens || countSessions(e.store) != 1 {
 		t.Error("a replayed callback reached the token endpoint or made a session")
 	}
 }
@@ -481,14 +482,14 @@ func TestCallbackInAnotherBrowserFails(t *testing.T) {
 	if victim.cookie(SecureCookieName) != nil && victim.cookie(SecureCookieName).Value != "" {
 		t.Error("a session cookie was set in the other browser")
 	}
-	if e.srv.Counts().Token != 0 || e.store.Count() != 0 {
+	if e.srv.Counts().Token != 0 || countSessions(e.store) != 0 {
 		t.Error("a callback from another browser was exchanged")
 	}
 	// A state cookie of another sign-in does not help either.
 	b := e.browser(t)
 	b.start("alice.test", "/")
 	resp, _ = b.do("GET", b.callbackPath(cb), nil, nil)
-	if resp.StatusCode != http.StatusBadRequest || e.store.Count() != 0 {
+	if resp.StatusCode != http.StatusBadRequest || countSessions(e.store) != 0 {
 		t.Errorf("callback with another sign-in's state cookie: %d", resp.StatusCode)
 	}
 }
@@ -503,7 +504,7 @@ func TestCallbackExpiredStateFails(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "expired") {
 		t.Errorf("expired state: %d\n%s", resp.StatusCode, body)
 	}
-	if e.srv.Counts().Token != 0 || e.store.Count() != 0 {
+	if e.srv.Counts().Token != 0 || countSessions(e.store) != 0 {
 		t.Error("an expired sign-in was exchanged")
 	}
 }
@@ -545,7 +546,7 @@ func TestCallbackChecks(t *testing.T) {
 			if resp.StatusCode != tt.status || !strings.Contains(body, tt.message) {
 				t.Errorf("callback: %d, want %d with %q\n%s", resp.StatusCode, tt.status, tt.message, body)
 			}
-			if e.store.Count() != 0 {
+			if countSessions(e.store) != 0 {
 				t.Error("a session was created")
 			}
 		})
@@ -574,8 +575,8 @@ func TestSignInOfAccountNotAllowed(t *testing.T) {
 	if strings.Contains(body, `action="/@/signout"`) {
 		t.Error("the 403 page offers a sign-out, but there is no session")
 	}
-	if e.store.Count() != 0 || b.cookie(SecureCookieName) != nil {
-		t.Fatalf("a refused account got a session: %d stored", e.store.Count())
+	if countSessions(e.store) != 0 || b.cookie(SecureCookieName) != nil {
+		t.Fatalf("a refused account got a session: %d stored", countSessions(e.store))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for (e.srv.ActiveGrants() != 0 || len(e.srv.Revoked()) != 1) && time.Now().Before(deadline) {
@@ -609,8 +610,8 @@ func TestErrorsNeverShowTokens(t *testing.T) {
 	q, _ := url.Parse(cb)
 	secrets = append(secrets, q.Query().Get("code"), q.Query().Get("state"))
 	resp, body := b.do("GET", b.callbackPath(cb), nil, nil)
-	if resp.StatusCode != http.StatusBadGateway || e.store.Count() != 0 {
-		t.Fatalf("sub of another issuer: %d, %d sessions", resp.StatusCode, e.store.Count())
+	if resp.StatusCode != http.StatusBadGateway || countSessions(e.store) != 0 {
+		t.Fatalf("sub of another issuer: %d, %d sessions", resp.StatusCode, countSessions(e.store))
 	}
 	// The same failure as JSON, for an app's fetch.
 	_, jsonBody := b.do("GET", b.callbackPath(cb), nil, http.Header{"Accept": {"application/json"}})
@@ -697,7 +698,7 @@ func TestSignOut(t *testing.T) {
 		e := newSigninEnv(t, envConfig{})
 		b := e.browser(t)
 		b.signIn("/")
-		sess, ok := e.store.Get(b.cookie(SecureCookieName).Value)
+		sess, ok := getSession(e.store, b.cookie(SecureCookieName).Value)
 		if !ok {
 			t.Fatal("not signed in")
 		}
@@ -715,7 +716,7 @@ func TestSignOut(t *testing.T) {
 	t.Run("GET only shows the page", func(t *testing.T) {
 		e, b, sess := signedIn(t)
 		page(t, b)
-		if _, ok := e.store.Get(sess.ID); !ok {
+		if _, ok := getSession(e.store, sess.ID); !ok {
 			t.Error("GET /@/signout signed out")
 		}
 	})
@@ -740,7 +741,7 @@ func TestSignOut(t *testing.T) {
 			if resp.StatusCode != http.StatusForbidden {
 				t.Errorf("cross-site sign-out: %d\n%s", resp.StatusCode, body)
 			}
-			if _, ok := e.store.Get(sess.ID); !ok {
+			if _, ok := getSession(e.store, sess.ID); !ok {
 				t.Error("the session was deleted by a cross-site request")
 			}
 		})
@@ -766,7 +767,7 @@ func TestSignOut(t *testing.T) {
 			if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/bye" {
 				t.Fatalf("sign-out: %d %q\n%s", resp.StatusCode, resp.Header.Get("Location"), body)
 			}
-			if _, ok := e.store.Get(sess.ID); ok {
+			if _, ok := getSession(e.store, sess.ID); ok {
 				t.Error("the session survived sign-out")
 			}
 			if c := b.cookie(SecureCookieName); c == nil || c.MaxAge >= 0 {
@@ -876,7 +877,7 @@ func TestSignInFromAnotherSiteRefused(t *testing.T) {
 			t.Errorf("%v: cookies set: %v", hdr, resp.Cookies())
 		}
 	}
-	if _, ok := e.store.Get(session); !ok {
+	if _, ok := getSession(e.store, session); !ok {
 		t.Error("a cross-site sign-in attempt ended the session")
 	}
 	if n := e.srv.Counts().PAR; n != pars {

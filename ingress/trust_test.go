@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ host "bydid.example.com" {
 }`, a.URL, a.URL, did)), store)
 	for _, host := range []string{"open.example.com", "bydid.example.com"} {
 		sess := newGateSession(t, store, host, did, "bob.example.com")
-		if _, err := store.Update(sess.ID, func(s *sessions.Session) error {
+		if _, err := store.Update(context.Background(), sess.ID, func(s *sessions.Session) error {
 			s.HandleCheckedAt = time.Now().Add(-29 * 24 * time.Hour)
 			return nil
 		}); err != nil {

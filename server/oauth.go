@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,7 +16,7 @@ import (
 
 // newSignIns makes the OAuth client and the sign-in routes of every host
 // with an atproto block, and the Tokens that refresh their sessions.
-func (s *Server) newSignIns(out outbound) (map[string]http.Handler, error) {
+func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.Handler, error) {
 	clients := map[string]*oauth.Client{}
 	signIns := map[string]http.Handler{}
 	var clientKey *oauth.ClientKey // made once, shared by every public host
@@ -35,7 +36,7 @@ func (s *Server) newSignIns(out outbound) (map[string]http.Handler, error) {
 			id.clientID = oauth.LocalhostClientID(id.redirect, h.ATProto.Scope())
 		} else {
 			if clientKey == nil {
-				key, err := s.loadClientKey()
+				key, err := s.loadClientKey(ctx)
 				if err != nil {
 					return nil, err
 				}
@@ -77,8 +78,8 @@ func (s *Server) newOAuthClient(h config.Host, id clientIdentity, out outbound) 
 // loadClientKey returns the confidential client's key, made at the first
 // start and kept in the store: the key published at /@/jwks.json must
 // survive restarts, or servers that cached it refuse every sign-in.
-func (s *Server) loadClientKey() (*oauth.ClientKey, error) {
-	raw, err := s.store.Secret("oauth-client-es256", oauth.GenerateClientKey)
+func (s *Server) loadClientKey(ctx context.Context) (*oauth.ClientKey, error) {
+	raw, err := s.store.Secret(ctx, "oauth-client-es256", oauth.GenerateClientKey)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -25,7 +27,7 @@ type outbound struct {
 	nonces *dpop.Nonces
 }
 
-func (s *Server) newOutbound(roots *x509.CertPool) outbound {
+func (s *Server) newOutbound(ctx context.Context, roots *x509.CertPool) (outbound, error) {
 	insecure := s.cfg.Identity.AllowInsecure
 	httpClient := safehttp.NewClient(safehttp.Options{AllowInsecure: insecure, RootCAs: roots, UserAgent: "ioproxy"})
 	out := outbound{
@@ -37,9 +39,13 @@ func (s *Server) newOutbound(roots *x509.CertPool) outbound {
 	}
 	// Start from the nonces saved with the sessions, so the first call
 	// after a restart does not cost a use_dpop_nonce round trip.
-	for _, sess := range s.store.List() {
+	all, err := s.store.List(ctx)
+	if err != nil {
+		return out, fmt.Errorf("read the sessions' DPoP nonces: %w", err)
+	}
+	for _, sess := range all {
 		out.nonces.Set(sess.Issuer, sess.AuthServerNonce)
 		out.nonces.Set(sess.PDS, sess.PDSNonce)
 	}
-	return out
+	return out, nil
 }

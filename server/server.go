@@ -20,6 +20,7 @@ import (
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/ingress/certs"
 	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
 
 // Options are what a Server needs besides its configuration.
@@ -35,7 +36,7 @@ type Options struct {
 type Server struct {
 	cfg      *config.Config
 	log      *slog.Logger
-	store    *sessions.Store
+	store    sessions.Store
 	tokens   *calling.Tokens
 	certs    *certs.Manager
 	router   *ingress.Router
@@ -74,8 +75,11 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	if err := s.openStore(); err != nil {
 		return nil, err
 	}
-	out := s.newOutbound(opts.RootCAs)
-	signIns, err := s.newSignIns(out)
+	out, err := s.newOutbound(ctx, opts.RootCAs)
+	if err != nil {
+		return nil, err
+	}
+	signIns, err := s.newSignIns(ctx, out)
 	if err != nil {
 		return nil, err
 	}
@@ -102,14 +106,17 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 
 // openStore opens the session store in the data dir.
 func (s *Server) openStore() error {
-	store, err := sessions.Open(filepath.Join(s.cfg.DataDir, "ioproxy.db"), sessions.Options{
+	store, err := boltstore.Open(filepath.Join(s.cfg.DataDir, "ioproxy.db"), sessions.Options{
 		MaxSessions: s.cfg.Sessions.MaxSessions, MaxPerAccount: s.cfg.Sessions.MaxPerAccount,
 	})
 	if err != nil {
 		return err
 	}
 	s.store = store
-	s.recorder.SetSessionCounter(store.Count)
+	s.recorder.SetSessionCounter(func() int {
+		n, _ := store.Count(context.Background())
+		return n
+	})
 	return nil
 }
 
@@ -144,7 +151,7 @@ func (s *Server) background(ctx context.Context) {
 			f(ctx)
 		}()
 	}
-	run(func(ctx context.Context) { s.store.RunCleanup(ctx, time.Minute, s.log) })
+	run(func(ctx context.Context) { sessions.RunCleanup(ctx, s.store, time.Minute, s.log) })
 	run(func(ctx context.Context) { s.tokens.RunPrune(ctx, 10*time.Minute) })
 	run(s.certs.Watch)
 	// The listeners are up, so ACME validations can reach us now.
@@ -158,7 +165,7 @@ func (s *Server) background(ctx context.Context) {
 func (s *Server) Reload() error { return s.certs.Reload() }
 
 // Store returns the session store (tests inspect it).
-func (s *Server) Store() *sessions.Store { return s.store }
+func (s *Server) Store() sessions.Store { return s.store }
 
 // LocalCAPEM returns the local CA that signs self-signed certificates.
 func (s *Server) LocalCAPEM() []byte { return s.certs.LocalCAPEM() }

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package sessions
+package boltstore
 
 import "io/fs"
 

@@ -1,13 +1,10 @@
-package sessions
+package boltstore
 
 import (
 	"fmt"
-	"net"
-	"net/url"
-	"strings"
 	"sync"
 
-	"golang.org/x/net/publicsuffix"
+	"github.com/ioproxy/ioproxy/sessions"
 )
 
 // pendingCounts are the pending sign-ins on disk: in all, per client and
@@ -29,17 +26,17 @@ func newPendingCounts() *pendingCounts {
 }
 
 // admit counts p in, or says which limit it is over.
-func (c *pendingCounts) admit(p Pending, o Options) error {
+func (c *pendingCounts) admit(p sessions.Pending, o sessions.Options) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	issuer := issuerGroup(p.Issuer)
+	issuer := sessions.IssuerGroup(p.Issuer)
 	switch {
 	case c.total >= o.MaxPending:
-		return fmt.Errorf("%d sign-ins in progress: %w", c.total, ErrFull)
+		return fmt.Errorf("%d sign-ins in progress: %w", c.total, sessions.ErrFull)
 	case p.Client != "" && c.byClient[p.Client] >= o.MaxPendingPerClient:
-		return fmt.Errorf("%d sign-ins in progress from %s: %w", c.byClient[p.Client], p.Client, ErrFull)
+		return fmt.Errorf("%d sign-ins in progress from %s: %w", c.byClient[p.Client], p.Client, sessions.ErrFull)
 	case c.byIssuer[issuer] >= o.MaxPendingPerIssuer:
-		return fmt.Errorf("%d sign-ins in progress with %s: %w", c.byIssuer[issuer], issuer, ErrFull)
+		return fmt.Errorf("%d sign-ins in progress with %s: %w", c.byIssuer[issuer], issuer, sessions.ErrFull)
 	}
 	c.total++
 	if p.Client != "" {
@@ -50,16 +47,16 @@ func (c *pendingCounts) admit(p Pending, o Options) error {
 }
 
 // release counts p out.
-func (c *pendingCounts) release(p Pending) {
+func (c *pendingCounts) release(p sessions.Pending) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.total--
 	decrement(c.byClient, p.Client)
-	decrement(c.byIssuer, issuerGroup(p.Issuer))
+	decrement(c.byIssuer, sessions.IssuerGroup(p.Issuer))
 }
 
 // reset counts exactly ps.
-func (c *pendingCounts) reset(ps []Pending) {
+func (c *pendingCounts) reset(ps []sessions.Pending) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.total = len(ps)
@@ -69,7 +66,7 @@ func (c *pendingCounts) reset(ps []Pending) {
 		if p.Client != "" {
 			c.byClient[p.Client]++
 		}
-		c.byIssuer[issuerGroup(p.Issuer)]++
+		c.byIssuer[sessions.IssuerGroup(p.Issuer)]++
 	}
 }
 
@@ -82,23 +79,4 @@ func decrement(m map[string]int, k string) {
 		return
 	}
 	m[k]--
-}
-
-// issuerGroup is the registrable domain of an issuer URL's host
-// ("https://auth.pds.example.com" → "example.com"), so that one party's
-// subdomains share one place; an IP address or a name without a public
-// suffix stands for itself.
-func issuerGroup(issuer string) string {
-	u, err := url.Parse(issuer)
-	if err != nil || u.Hostname() == "" {
-		return strings.ToLower(issuer)
-	}
-	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
-	if net.ParseIP(host) != nil {
-		return host
-	}
-	if d, err := publicsuffix.EffectiveTLDPlusOne(host); err == nil {
-		return d
-	}
-	return host
 }
