@@ -29,7 +29,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ioproxy/ioproxy/e2e/internal/tail"
+	"github.com/ioproxy/ioproxy/internal/tail"
 )
 
 // DefaultReadyTimeout bounds the wait for the ready line. A first start

@@ -12,7 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/ioproxy/ioproxy/e2e/internal/tail"
+	"github.com/ioproxy/ioproxy/internal/tail"
 	"maps"
 	"os"
 	"path/filepath"

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ioproxy/ioproxy/e2e/internal/proc"
+	"github.com/ioproxy/ioproxy/internal/proc"
 )
 
 // authServer stands in for ioproxy's /@/auth. It decides by the first

@@ -23,8 +23,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ioproxy/ioproxy/e2e/internal/proc"
-	"github.com/ioproxy/ioproxy/e2e/internal/tail"
+	"github.com/ioproxy/ioproxy/internal/proc"
+	"github.com/ioproxy/ioproxy/internal/tail"
 )
 
 const (

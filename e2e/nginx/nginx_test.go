@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ioproxy/ioproxy/e2e/internal/proc"
+	"github.com/ioproxy/ioproxy/internal/proc"
 )
 
 // authServer stands in for ioproxy's forward-auth endpoint. It decides by

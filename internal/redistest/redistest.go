@@ -10,22 +10,27 @@
 // IOPROXY_REQUIRE_REDIS=1, which ./scripts/test sets so that CI cannot pass
 // by skipping.
 //
-// The harness of e2e/nginx and e2e/caddy shares its process handling in
-// e2e/internal/proc, which Go's internal rule keeps from this package; the
-// few lines of it that Redis needs are in process.go.
+// The handling of the process (its own process group, the wait until it
+// is ready, stop then kill, skip or fail when redis-server is missing) is
+// internal/proc's, shared with the nginx and Caddy harnesses; what is
+// Redis's own is here: the command line, and the readiness probe (PING,
+// then INFO's process_id) in probe.go.
 package redistest
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/internal/proc"
+	"github.com/ioproxy/ioproxy/internal/tail"
 )
 
 const (
@@ -79,10 +84,10 @@ type Server struct {
 	dir  string
 	bin  string
 	args []string
-	logs *logBuffer
+	logs *tail.Buffer
 
 	mu   sync.Mutex
-	proc *process // nil once stopped by Stop, Kill or a failed start
+	proc *proc.Process // nil once stopped by Stop, Kill or a failed start
 	// shown is set once a failure's message has carried the logs, so that
 	// the cleanup does not add them a second time.
 	shown bool
@@ -100,7 +105,7 @@ func Start(t testing.TB, opts Options) *Server {
 	if name == "" {
 		name, fallback = binaryName, debianBinary
 	}
-	bin := binary(t, name, fallback)
+	bin := proc.Binary(t, name, fallback, requireEnv)
 	if err := checkArgs(opts.Args); err != nil {
 		t.Fatalf("redistest: %v", err)
 	}
@@ -111,7 +116,7 @@ func Start(t testing.TB, opts Options) *Server {
 
 	// Before the cleanup below, which then runs first: the server stops
 	// before its directory goes.
-	s := &Server{dir: t.TempDir(), bin: bin, logs: newLogBuffer(logsMax)}
+	s := &Server{dir: t.TempDir(), bin: bin, logs: tail.New(logsMax)}
 	s.args = append(baseArgs(s.dir, opts.AOF), opts.Args...)
 	t.Cleanup(func() { s.cleanup(t) })
 
@@ -119,7 +124,7 @@ func Start(t testing.TB, opts Options) *Server {
 	defer s.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		s.addr = pick(t)
-		err := s.startLocked()
+		err := s.startLocked(t)
 		if err == nil {
 			return s
 		}
@@ -203,7 +208,7 @@ func (s *Server) Restart(t testing.TB) {
 		t.Fatalf("redis-server: restart: %v", err)
 	}
 	fmt.Fprintf(s.logs, "--- redistest: restarting on %s ---\n", s.addr)
-	if err := s.startLocked(); err != nil {
+	if err := s.startLocked(t); err != nil {
 		s.shown = true
 		t.Fatalf("redis-server: restart on %s: %v\ncommand: %s\noutput:\n%s", s.addr, err, s.commandLine(), s.Logs())
 	}
@@ -235,16 +240,23 @@ func (s *Server) Kill(t testing.TB) {
 }
 
 // startLocked starts redis-server on s.addr and waits until it is ready.
-// On failure nothing is left running.
-func (s *Server) startLocked() error {
-	attempt := newLogBuffer(64 << 10)
-	p, err := startProcess(s.bin, s.commandArgs(), s.dir, s.logs, attempt)
-	if err != nil {
-		return err
-	}
-	if err := p.waitReady(s.addr, readyTimeout); err != nil {
+// On failure nothing is left running. A failure to start the binary at all
+// fails t.
+func (s *Server) startLocked(t testing.TB) error {
+	attempt := tail.New(64 << 10)
+	cmd := exec.Command(s.bin, s.commandArgs()...)
+	cmd.Dir = s.dir
+	out := io.MultiWriter(s.logs, attempt)
+	cmd.Stdout, cmd.Stderr = out, out
+	// A child Redis forked (an AOF rewrite) holds the output pipe too;
+	// once the server has exited, Wait must not wait for it.
+	cmd.WaitDelay = time.Second
+	// In a process group of its own (see proc.Start), so that a kill
+	// reaches the children Redis forks (an AOF rewrite, a snapshot).
+	p := proc.Start(t, binaryName, cmd)
+	if err := p.WaitProbe(readiness(s.addr, p), nil, readyTimeout); err != nil {
 		// Not ready yet, or never: either way it must not linger.
-		_, _ = p.stop(syscall.SIGKILL, 0)
+		_, _ = p.Stop(syscall.SIGKILL, 0)
 		if strings.Contains(attempt.String(), "Address already in use") {
 			return fmt.Errorf("%s: %w: %v", s.addr, errAddrInUse, err)
 		}
@@ -262,24 +274,29 @@ func (s *Server) stopLocked(t testing.TB, sig syscall.Signal) error {
 		return nil
 	}
 	s.proc = nil
-	if p.hasExited() {
+	select {
+	case <-p.Exited():
 		how := "status 0"
-		if err := p.err(); err != nil {
+		if err := p.Err(); err != nil {
 			how = err.Error()
 		}
 		t.Logf("redis-server had exited by itself (%s): a crash, or a SHUTDOWN the test sent", how)
 		return nil
+	default:
 	}
-	killed, err := p.stop(sig, stopGrace)
+	killed, err := p.Stop(sig, stopGrace)
 	if err != nil {
 		return err
 	}
 	if killed {
-		t.Logf("redis-server: not stopped %s after %s, killed", stopGrace, signalName(sig))
+		t.Logf("redis-server: not stopped %s after %s, killed", stopGrace, proc.SignalName(sig))
 	}
 	return nil
 }
 
+// cleanup stops the server at the end of the test. Not with
+// proc.StopOnCleanup: the process changes with each Restart, and the logs
+// of a failed test span them all.
 func (s *Server) cleanup(t testing.TB) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,44 +327,4 @@ func (s *Server) commandLine() string {
 // freeAddr returns a loopback address with a port that was free a moment
 // ago. Another process may take it before redis-server binds it; Start
 // then tries another.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("redis-server: find a free port: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("redis-server: find a free port: %v", err)
-	}
-	return addr
-}
-
-// lookPath finds name on PATH, then at fallback, where the Debian package
-// puts it.
-func lookPath(name, fallback string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat(fallback); err != nil {
-		return "", fmt.Errorf("not on PATH and not at %s: %w", fallback, err)
-	}
-	return fallback, nil
-}
-
-// binary is lookPath for Start, as e2e/internal/proc's Binary is for the
-// nginx and Caddy harnesses: a missing redis-server skips the test, so
-// that a developer without it can still run the rest, unless
-// IOPROXY_REQUIRE_REDIS is set: ./scripts/test sets it, so that CI cannot
-// pass by skipping.
-func binary(t testing.TB, name, fallback string) string {
-	t.Helper()
-	bin, err := lookPath(name, fallback)
-	if err != nil {
-		if os.Getenv(requireEnv) != "" {
-			t.Fatalf("%s: %v; install redis-server: ./scripts/deps (or apt-get install redis-server)", name, err)
-		}
-		t.Skipf("%s: %v (install redis-server: ./scripts/deps, or apt-get install redis-server); set %s=1 to make this a failure", name, err, requireEnv)
-	}
-	return bin
-}
+func freeAddr(t testing.TB) string { return proc.FreeAddr(t, binaryName) }

@@ -3,16 +3,14 @@ package redistest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ioproxy/ioproxy/internal/proc"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
@@ -70,7 +68,7 @@ func TestStart(t *testing.T) {
 
 	// As readiness asks, by hand: it is our process that answers. Again,
 	// since one probe may time out on a loaded machine.
-	if err := s.proc.waitReady(s.Addr(), readyTimeout); err != nil {
+	if err := s.proc.WaitProbe(readiness(s.Addr(), s.proc), nil, readyTimeout); err != nil {
 		t.Errorf("readiness once ready: %v", err)
 	}
 
@@ -202,7 +200,7 @@ func TestStopAndKill(t *testing.T) {
 			if err := c.Ping(timeout(t)).Err(); err != nil {
 				t.Fatalf("PING: %v", err)
 			}
-			pid := s.proc.pid()
+			pid := s.proc.Pid()
 			tc.down(s, t)
 			if conn, err := net.DialTimeout("tcp", s.Addr(), time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
 				if conn != nil {
@@ -228,73 +226,14 @@ func TestStopAndKill(t *testing.T) {
 	}
 }
 
-// fakeTB catches what Start reports. Fatalf and Skipf end the goroutine,
-// as they do in a test; cleanups are kept for the caller to run.
-type fakeTB struct {
-	testing.TB
-	mu       sync.Mutex
-	fatal    string
-	logged   []string
-	cleanups []func()
-}
-
-func (f *fakeTB) Helper() {}
-
-func (f *fakeTB) Fatalf(format string, args ...any) {
-	f.mu.Lock()
-	f.fatal = fmt.Sprintf(format, args...)
-	f.mu.Unlock()
-	runtime.Goexit()
-}
-
-func (f *fakeTB) Skipf(format string, args ...any) { f.Fatalf("skipped: "+format, args...) }
-
-func (f *fakeTB) Errorf(format string, args ...any) { f.Logf("(fake) error: "+format, args...) }
-
-func (f *fakeTB) Logf(format string, args ...any) {
-	f.mu.Lock()
-	f.logged = append(f.logged, fmt.Sprintf(format, args...))
-	f.mu.Unlock()
-	f.TB.Logf("(fake) "+format, args...)
-}
-
-func (f *fakeTB) Failed() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.fatal != ""
-}
-
-func (f *fakeTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
-
-// runCleanups runs the cleanups as a test's end would, last first.
-func (f *fakeTB) runCleanups() {
-	for i := len(f.cleanups) - 1; i >= 0; i-- {
-		f.cleanups[i]()
-	}
-}
-
-// onFake runs start with a fakeTB, in a goroutine of its own, which its
-// Fatalf may end.
-func onFake[S any](t *testing.T, start func(testing.TB) S) (*fakeTB, S) {
-	f := &fakeTB{TB: t}
-	var s S
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s = start(f)
-	}()
-	<-done
-	return f, s
-}
-
-// startFailure runs Start with opts on a fakeTB, runs its cleanups as a
-// test would, and returns what it failed or skipped with ("" if it
+// startFailure runs Start with opts on a proc.FakeTB, runs its cleanups as
+// a test would, and returns what it failed or skipped with ("" if it
 // started).
 func startFailure(t *testing.T, opts Options) string {
 	t.Helper()
-	f, _ := onFake(t, func(tb testing.TB) *Server { return Start(tb, opts) })
-	f.runCleanups()
-	return f.fatal
+	f, _ := proc.OnFake(t, func(tb testing.TB) *Server { return Start(tb, opts) })
+	f.RunCleanups()
+	return f.Message()
 }
 
 func TestCleanup(t *testing.T) {
@@ -309,32 +248,34 @@ func TestCleanup(t *testing.T) {
 		{"exited by itself", false, true, "redis-server had exited by itself"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f, s := onFake(t, func(tb testing.TB) *Server { return Start(tb, Options{}) })
+			f, s := proc.OnFake(t, func(tb testing.TB) *Server { return Start(tb, Options{}) })
 			if s == nil {
-				if strings.HasPrefix(f.fatal, "skipped: ") {
-					t.Skip(f.fatal)
+				if strings.HasPrefix(f.Message(), "skipped: ") {
+					t.Skip(f.Message())
 				}
-				t.Fatalf("Start: %s", f.fatal)
+				t.Fatalf("Start: %s", f.Message())
 			}
 			p := s.proc
 			if tc.shutdown {
 				// SHUTDOWN closes the connection instead of answering.
 				_ = client(t, s).ShutdownNoSave(timeout(t)).Err()
 				select {
-				case <-p.exited:
+				case <-p.Exited():
 				case <-time.After(5 * time.Second):
 					t.Fatal("SHUTDOWN NOSAVE: still running")
 				}
 			}
 			if tc.failed {
-				f.fatal = "failed"
+				f.Fail()
 			}
-			f.runCleanups()
-			if !p.hasExited() {
+			f.RunCleanups()
+			select {
+			case <-p.Exited():
+			default:
 				t.Error("still running after the cleanup")
 			}
 			var found bool
-			for _, l := range f.logged {
+			for _, l := range f.Logged() {
 				found = found || tc.want != "" && strings.Contains(l, tc.want)
 				if tc.want == "" || !strings.Contains(l, tc.want) {
 					t.Errorf("logged %q", l)
@@ -353,28 +294,15 @@ func TestMissingBinary(t *testing.T) {
 	t.Setenv(requireEnv, "")
 	msg := startFailure(t, missing)
 	if !strings.HasPrefix(msg, "skipped: no-such-redis-server: not on PATH and not at /nonexistent/redis-server") ||
-		!strings.Contains(msg, "apt-get install redis-server") || !strings.Contains(msg, "set "+requireEnv+"=1") {
+		!strings.Contains(msg, "install no-such-redis-server: ./scripts/deps") || !strings.Contains(msg, "set "+requireEnv+"=1") {
 		t.Errorf("without %s: %q, want a skip", requireEnv, msg)
 	}
 
 	t.Setenv(requireEnv, "1")
 	msg = startFailure(t, missing)
-	if msg == "" || strings.HasPrefix(msg, "skipped") || !strings.Contains(msg, "apt-get install redis-server") ||
-		!strings.Contains(msg, "./scripts/deps") {
+	if msg == "" || strings.HasPrefix(msg, "skipped") || !strings.Contains(msg, "install no-such-redis-server: ./scripts/deps") {
 		t.Errorf("with %s=1: %q, want a failure", requireEnv, msg)
 	}
-}
-
-// takenAddr returns a loopback address that something other than Redis
-// listens on until the test ends.
-func takenAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln.Addr().String()
 }
 
 func TestStartFails(t *testing.T) {
@@ -396,7 +324,7 @@ func TestStartFails(t *testing.T) {
 		{
 			"every port taken",
 			func(t *testing.T) Options {
-				taken := takenAddr(t)
+				taken := proc.TakenAddr(t)
 				return Options{pickAddr: func(testing.TB) string { return taken }}
 			},
 			[]string{"address already in use", "Address already in use"},
@@ -421,7 +349,7 @@ func TestStartFails(t *testing.T) {
 }
 
 func TestStartRetriesATakenPort(t *testing.T) {
-	taken := takenAddr(t)
+	taken := proc.TakenAddr(t)
 	var picked []string
 	s := Start(t, Options{pickAddr: func(tb testing.TB) string {
 		a := taken

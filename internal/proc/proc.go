@@ -1,7 +1,8 @@
-// Package proc runs the server binaries of the end-to-end harnesses for
-// real reverse proxies (e2e/nginx, e2e/caddy), and holds what their own
-// tests share. Each harness knows its server: how to configure it and how
-// it says it is ready. What is left is the same for any server that a test
+// Package proc runs the server binaries that tests start: the end-to-end
+// harnesses for real reverse proxies (e2e/nginx, e2e/caddy) and the Redis
+// harness (internal/redistest), and holds what the proxies' own tests
+// share. Each harness knows its server: how to configure it and how it
+// says it is ready. What is left is the same for any server that a test
 // starts and must be sure to stop, and it lives here so that a fix to it
 // (a leaked process, a hung run) reaches every harness at once.
 package proc
@@ -77,22 +78,42 @@ func (p *Process) Err() error {
 // and after timeout with unready (the caller's words for what ready did
 // not see) or with the addresses that still refuse.
 func (p *Process) WaitReady(ready func() bool, unready string, addrs []string, timeout time.Duration) error {
-	err := p.waitReady(ready, unready, addrs, timeout)
+	probe := func() error {
+		if ready() {
+			return nil
+		}
+		return errors.New(unready)
+	}
+	return p.WaitProbe(probe, addrs, timeout)
+}
+
+// WaitProbe is [Process.WaitReady] for a sign of readiness that can say
+// why it is not there yet: probe returns nil once the server is ready, and
+// otherwise what it saw (a server that answers, but not yet, or not this
+// one). After timeout, without a nil from probe, WaitProbe fails with the
+// last of these errors, unwrapped: they are the caller's words, and
+// should say how long it waited.
+func (p *Process) WaitProbe(probe func() error, addrs []string, timeout time.Duration) error {
+	err := p.waitReady(probe, addrs, timeout)
 	p.notReady = err != nil
 	return err
 }
 
-func (p *Process) waitReady(ready func() bool, unready string, addrs []string, timeout time.Duration) error {
+func (p *Process) waitReady(probe func() error, addrs []string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	pending := append([]string(nil), addrs...)
 	isReady := false
+	var unready error
 	for {
 		select {
 		case <-p.exited:
 			return fmt.Errorf("exited before it was ready: %v", p.waitErr)
 		default:
 		}
-		isReady = isReady || ready()
+		if !isReady {
+			unready = probe()
+			isReady = unready == nil
+		}
 		if isReady {
 			for len(pending) > 0 {
 				c, err := net.DialTimeout("tcp", pending[0], 200*time.Millisecond)
@@ -108,7 +129,7 @@ func (p *Process) waitReady(ready func() bool, unready string, addrs []string, t
 		}
 		if time.Now().After(deadline) {
 			if !isReady {
-				return errors.New(unready)
+				return unready
 			}
 			return fmt.Errorf("%s not accepting connections after %s", strings.Join(pending, ", "), timeout)
 		}
@@ -120,28 +141,46 @@ func (p *Process) waitReady(ready func() bool, unready string, addrs []string, t
 // if the process has not exited after grace: a graceful stop waits for open
 // requests, and a test that leaves a long poll hanging must not hang the
 // run. killed says the kill was needed, which is not the test's failure.
-// A process that has already exited is left as it is: whoever waited for
-// it has reported why.
+// A sig of SIGKILL (a crash, which a test may want) goes to the whole
+// group at once, so that no child the server forked outlives it; that
+// kill was asked for, not needed. A process that has already exited is
+// left as it is: whoever waited for it has reported why.
 func (p *Process) Stop(sig syscall.Signal, grace time.Duration) (killed bool, err error) {
 	select {
 	case <-p.exited:
 		return false, nil
 	default:
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return false, fmt.Errorf("stop: send %s: %w", SignalName(sig), err)
+	if sig != syscall.SIGKILL {
+		if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			return false, fmt.Errorf("stop: send %s: %w", SignalName(sig), err)
+		}
+		select {
+		case <-p.exited:
+			return false, nil
+		case <-time.After(grace):
+		}
+		killed = true
+	}
+	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		if killed {
+			return false, fmt.Errorf("stop: kill process group after %s: %w", grace, err)
+		}
+		return false, fmt.Errorf("stop: kill process group: %w", err)
 	}
 	select {
 	case <-p.exited:
-		return false, nil
-	case <-time.After(grace):
+	case <-time.After(killWait):
+		return killed, fmt.Errorf("stop: process %d still there %s after SIGKILL", p.Pid(), killWait)
 	}
-	if err := syscall.Kill(-p.Pid(), syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return false, fmt.Errorf("stop: kill process group after %s: %w", grace, err)
-	}
-	<-p.exited
-	return true, nil
+	return killed, nil
 }
+
+// killWait bounds the wait for a process to be gone once its group got
+// SIGKILL. That takes milliseconds, unless the process is stuck in the
+// kernel or something outside the group still holds its output pipe (the
+// command's WaitDelay, if the caller set one, bounds that wait too).
+const killWait = 10 * time.Second
 
 // StopOnCleanup stops the process with [Process.Stop] when the test ends.
 // A stop that fails is the test's error; a kill is only logged, since a

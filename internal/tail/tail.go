@@ -1,5 +1,6 @@
-// Package tail keeps the end of a process's output, for error messages of
-// the end-to-end harness (the node and chromium processes).
+// Package tail keeps the end of a process's output, for the error messages
+// of the harnesses that run one for a test (the node and chromium
+// processes of e2e, nginx, Caddy, redis-server).
 package tail
 
 import "sync"

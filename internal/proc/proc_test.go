@@ -2,6 +2,7 @@ package proc
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -21,16 +22,10 @@ func start(t *testing.T, script string) *Process {
 	return p
 }
 
-// fatalOf runs fn on a fakeTB and returns what it failed or skipped with.
+// fatalOf runs fn on a FakeTB and returns what it failed or skipped with.
 func fatalOf(t *testing.T, fn func(testing.TB)) string {
-	f := &fakeTB{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn(f)
-	}()
-	<-done
-	return f.fatal
+	f, _ := OnFake(t, func(tb testing.TB) struct{} { fn(tb); return struct{}{} })
+	return f.Message()
 }
 
 func fileExists(name string) func() bool {
@@ -60,6 +55,27 @@ func TestWaitReady(t *testing.T) {
 		err := p.WaitReady(func() bool { return false }, "no flag after 200ms", []string{TakenAddr(t)}, 200*time.Millisecond)
 		if err == nil || err.Error() != "no flag after 200ms" {
 			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("never ready: the probe's last error", func(t *testing.T) {
+		p := start(t, "exec sleep 60")
+		n := 0
+		err := p.WaitProbe(func() error { n++; return fmt.Errorf("probe %d saw nothing", n) }, nil, 200*time.Millisecond)
+		if n < 2 || err == nil || err.Error() != fmt.Sprintf("probe %d saw nothing", n) {
+			t.Errorf("after %d probes: err = %v", n, err)
+		}
+	})
+	t.Run("a probe, then the addresses", func(t *testing.T) {
+		p := start(t, "exec sleep 60")
+		n := 0
+		probe := func() error {
+			if n++; n < 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		}
+		if err := p.WaitProbe(probe, []string{TakenAddr(t)}, 10*time.Second); err != nil || n != 3 {
+			t.Errorf("after %d probes: err = %v", n, err)
 		}
 	})
 	t.Run("ready, but an address refuses", func(t *testing.T) {
@@ -117,13 +133,25 @@ func TestStop(t *testing.T) {
 		if d := time.Since(begin); d < 300*time.Millisecond {
 			t.Errorf("killed after %s, before the grace period", d)
 		}
-		b, err := os.ReadFile(pidFile)
-		if err != nil {
+		waitGone(t, readPid(t, pidFile))
+	})
+	t.Run("SIGKILL: the group at once", func(t *testing.T) {
+		pidFile := filepath.Join(t.TempDir(), "child")
+		p := start(t, `sleep 60 & echo $! > `+pidFile+`; wait`)
+		if err := p.WaitReady(fileExists(pidFile), "no child", nil, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		child, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil {
-			t.Fatal(err)
+		child := readPid(t, pidFile)
+		begin := time.Now()
+		killed, err := p.Stop(syscall.SIGKILL, time.Hour)
+		if killed || err != nil {
+			t.Fatalf("Stop = %v, %v, want not killed: the kill was asked for", killed, err)
+		}
+		if d := time.Since(begin); d > 5*time.Second {
+			t.Errorf("stopped after %s: waited for the grace period", d)
+		}
+		if p.Err() == nil || !strings.Contains(p.Err().Error(), "killed") {
+			t.Errorf("Err() = %v, want killed", p.Err())
 		}
 		waitGone(t, child)
 	})
@@ -149,9 +177,9 @@ func TestStop(t *testing.T) {
 				if tc.notReady {
 					p.WaitReady(func() bool { return false }, "no flag", nil, 0)
 				}
-				f := &fakeTB{TB: t}
+				f := &FakeTB{TB: t}
 				if tc.failed {
-					f.fatal = "failed"
+					f.Fail()
 				}
 				var stopped, logged bool
 				p.StopOnCleanup(f, syscall.SIGTERM, 10*time.Second, func() {
@@ -177,6 +205,20 @@ func TestStop(t *testing.T) {
 			})
 		}
 	})
+}
+
+// readPid reads the process id a test's shell wrote to name.
+func readPid(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
 }
 
 // waitGone waits for pid to be gone or a zombie: the child a killed shell
