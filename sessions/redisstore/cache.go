@@ -1,0 +1,214 @@
+package redisstore
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// cache is a replica's copy of the sessions it has seen, kept true by
+// the invalidation channel. While the channel is down (Redis out of
+// reach), what is cached stays and serves; when it is back, the cache
+// starts empty.
+//
+// A lookup that misses reads Redis, then caches what it read only if no
+// invalidation arrived meanwhile (gen unchanged): a write on another
+// replica between the read and the caching would otherwise leave the
+// older value cached for good.
+type cache struct {
+	max    int
+	maxAge time.Duration
+
+	mu      sync.Mutex
+	byID    map[string]cached
+	byProxy map[string]string // proxy key → id
+	gen     uint64            // bumped by every invalidation
+	live    bool              // subscribed: only then is anything cached
+}
+
+type cached struct {
+	sess sessions.Session
+	at   time.Time
+}
+
+func newCache(max int, maxAge time.Duration) *cache {
+	return &cache{max: max, maxAge: maxAge, byID: map[string]cached{}, byProxy: map[string]string{}}
+}
+
+// get returns the cached session with the given id, and whether it is
+// fresh: younger than maxAge, or cached while invalidations are down
+// (Redis is most likely out of reach, and a request must not wait for
+// it). A stale one is asked of Redis again, and used only when Redis
+// cannot answer.
+func (c *cache) get(id string) (sess sessions.Session, fresh, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byID[id]
+	if !ok {
+		return sessions.Session{}, false, false
+	}
+	return e.sess, !c.live || time.Since(e.at) <= c.maxAge, true
+}
+
+// idOfProxy returns the id of the cached session with proxy key key.
+func (c *cache) idOfProxy(key string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.byProxy[key]
+	return id, ok
+}
+
+// generation is the count of invalidations so far: pass it to put.
+func (c *cache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// put caches sess, read from Redis at generation gen, unless an
+// invalidation came since or the subscription is down.
+func (c *cache) put(sess sessions.Session, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.live || c.gen != gen {
+		return
+	}
+	if _, known := c.byID[sess.ID]; !known && len(c.byID) >= c.max {
+		c.evictOneLocked()
+	}
+	c.byID[sess.ID] = cached{sess: sess, at: time.Now()}
+	c.byProxy[sess.ProxyKey] = sess.ID
+}
+
+// evictOneLocked drops one entry, any: the cache is at most as large as
+// the store may be, so this happens only with entries of sessions gone.
+func (c *cache) evictOneLocked() {
+	for id := range c.byID {
+		c.dropLocked(id)
+		return
+	}
+}
+
+// invalidate drops what is cached for id.
+func (c *cache) invalidate(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.dropLocked(id)
+}
+
+func (c *cache) dropLocked(id string) {
+	if e, ok := c.byID[id]; ok {
+		delete(c.byProxy, e.sess.ProxyKey)
+		delete(c.byID, id)
+	}
+}
+
+// wrote records this replica's own write of the session id: sess is its
+// new value, nil when it was deleted. The write counts as an
+// invalidation for lookups under way here, which may have read the older
+// value; sess is cached only if no other invalidation came since gen,
+// read before the write.
+func (c *cache) wrote(id string, sess *sessions.Session, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	unchanged := c.gen == gen
+	c.gen++
+	c.dropLocked(id)
+	if sess != nil && unchanged && c.live {
+		if len(c.byID) >= c.max {
+			c.evictOneLocked()
+		}
+		c.byID[id] = cached{sess: *sess, at: time.Now()}
+		c.byProxy[sess.ProxyKey] = id
+	}
+}
+
+// lost records that invalidations may be missed from now on: nothing
+// new is cached, and what is cached stays, so that signed-in users keep
+// working while Redis is out of reach.
+func (c *cache) lost() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.live = false
+}
+
+// subscribed records that invalidations arrive (again): the cache is
+// emptied, as messages may have been missed while they did not.
+func (c *cache) subscribed() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	c.live = true
+	clear(c.byID)
+	clear(c.byProxy)
+}
+
+// listen applies invalidations until ctx ends. go-redis reconnects a
+// dropped subscription and subscribes again, which arrives as a
+// *redis.Subscription: only then does the cache come back.
+// Close ends it by closing ps: a Receive under way does not watch ctx.
+func (s *Store) listen(ctx context.Context, ps *redis.PubSub) {
+	defer close(s.done)
+	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
+	for {
+		msg, err := ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.cache.lost()
+			s.log.Warn("redis session store: invalidations not received; cached sessions are served as they are until Redis is back", "err", err)
+			if !backoff.wait(ctx) {
+				return
+			}
+			continue
+		}
+		backoff.reset()
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				s.cache.subscribed()
+			}
+		case *redis.Message:
+			from, id, _ := strings.Cut(m.Payload, " ")
+			if from != s.instance {
+				s.cache.invalidate(id)
+			}
+		}
+	}
+}
+
+// invalidation is the message that drops id from every other replica's
+// cache.
+func (s *Store) invalidation(id string) string { return s.instance + " " + id }
+
+// backoff is a growing wait between attempts.
+type backoff struct {
+	first, max, next time.Duration
+}
+
+func newBackoff(first, max time.Duration) *backoff {
+	return &backoff{first: first, max: max, next: first}
+}
+
+func (b *backoff) reset() { b.next = b.first }
+
+// wait sleeps for the next wait, and says false if ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	b.next = min(2*b.next, b.max)
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,326 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// Create stores a new session; see sessions.Store. Its id and proxy key
+// must be tokens of sessions.NewToken's shape, as lookups of anything
+// else answer ErrNotFound without asking Redis.
+func (s *Store) Create(ctx context.Context, sess sessions.Session) ([]sessions.Session, error) {
+	if !sessions.WellFormedToken(sess.ID) || !sessions.WellFormedToken(sess.ProxyKey) {
+		return nil, errors.New("create session: the id and the proxy key must be tokens of sessions.NewToken's shape")
+	}
+	v, err := s.encodeSession(&sess)
+	if err != nil {
+		return nil, fmt.Errorf("create session for %s: %w", sess.DID, err)
+	}
+	acct := digest(sess.Host, sess.DID)
+	gen := s.cache.generation()
+	res, err := createScript.Run(ctx, s.rdb,
+		[]string{s.keys.session(sess.ID), s.keys.proxy(sess.ProxyKey), s.keys.account(acct), s.keys.all()},
+		string(s.keys), s.keys.channel(), s.instance, sess.ID, v, sess.ProxyKey, acct,
+		micros(sess.CreatedAt), expireAtMillis(sess.Expiry), expiryScore(sess.Expiry),
+		s.opts.MaxPerAccount, s.opts.MaxSessions).StringSlice()
+	if err != nil {
+		return nil, storeError("create session", err)
+	}
+	switch res[0] {
+	case "exists":
+		return nil, errors.New("create session: a session with this id or proxy key exists")
+	case "full":
+		return nil, fmt.Errorf("create session for %s: %s sessions stored: %w", sess.DID, res[1], sessions.ErrFull)
+	}
+	var evicted []sessions.Session
+	for i := 1; i+1 < len(res); i += 2 {
+		id := res[i]
+		s.cache.wrote(id, nil, s.cache.generation())
+		e, err := s.decodeSession([]byte(res[i+1]), id)
+		if err != nil {
+			// Deleted all the same; only its tokens cannot be revoked.
+			s.log.Warn("redis session store: a session evicted for a new sign-in does not open", "err", err)
+			continue
+		}
+		evicted = append(evicted, e)
+	}
+	s.cache.wrote(sess.ID, &sess, gen)
+	return evicted, nil
+}
+
+// Get returns the live session with the given id: from the cache when
+// it is there, else from Redis.
+func (s *Store) Get(ctx context.Context, id string) (sessions.Session, error) {
+	if !sessions.WellFormedToken(id) {
+		return sessions.Session{}, sessions.ErrNotFound
+	}
+	return s.lookup(ctx, id)
+}
+
+// lookup returns the live session id: a fresh cached one, else Redis's,
+// else, when Redis cannot answer, a stale cached one.
+func (s *Store) lookup(ctx context.Context, id string) (sessions.Session, error) {
+	cached, fresh, ok := s.cache.get(id)
+	if ok && fresh {
+		return s.live(cached)
+	}
+	sess, err := s.fetch(ctx, id)
+	if err != nil && !errors.Is(err, sessions.ErrNotFound) && ok {
+		return s.live(cached)
+	}
+	if err != nil {
+		return sessions.Session{}, err
+	}
+	return s.live(sess)
+}
+
+// ByProxyKey returns the live session whose proxy key is key.
+func (s *Store) ByProxyKey(ctx context.Context, key string) (sessions.Session, error) {
+	if !sessions.WellFormedToken(key) {
+		return sessions.Session{}, sessions.ErrNotFound
+	}
+	if id, ok := s.cache.idOfProxy(key); ok {
+		if sess, err := s.lookup(ctx, id); err != nil || sess.ProxyKey == key {
+			return sess, err
+		}
+	}
+	id, err := s.rdb.Get(ctx, s.keys.proxy(key)).Result()
+	if errors.Is(err, redis.Nil) {
+		return sessions.Session{}, sessions.ErrNotFound
+	} else if err != nil {
+		return sessions.Session{}, storeError("look up proxy key", err)
+	}
+	sess, err := s.lookup(ctx, id)
+	if err != nil {
+		return sessions.Session{}, err
+	}
+	if sess.ProxyKey != key {
+		return sessions.Session{}, sessions.ErrNotFound
+	}
+	return sess, nil
+}
+
+// fetch reads the session id from Redis and caches it.
+func (s *Store) fetch(ctx context.Context, id string) (sessions.Session, error) {
+	gen := s.cache.generation()
+	v, err := s.rdb.HGet(ctx, s.keys.session(id), "v").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return sessions.Session{}, sessions.ErrNotFound
+	} else if err != nil {
+		return sessions.Session{}, storeError("get session", err)
+	}
+	sess, err := s.decodeSession(v, id)
+	if err != nil {
+		return sessions.Session{}, storeError("get session", err)
+	}
+	s.cache.put(sess, gen)
+	return sess, nil
+}
+
+func (s *Store) live(sess sessions.Session) (sessions.Session, error) {
+	if !sess.Expiry.IsZero() && s.now().After(sess.Expiry) {
+		return sessions.Session{}, sessions.ErrNotFound
+	}
+	return sess, nil
+}
+
+// maxUpdateAttempts bounds how often Update runs fn again because
+// another writer changed the session first.
+const maxUpdateAttempts = 100
+
+// Update applies fn to the session and saves the result; see
+// sessions.Store. It reads and writes in one WATCH/MULTI transaction: a
+// write by anyone else in between aborts it, and fn runs again on what
+// they wrote.
+func (s *Store) Update(ctx context.Context, id string, fn func(*sessions.Session) error) (sessions.Session, error) {
+	if !sessions.WellFormedToken(id) {
+		return sessions.Session{}, sessions.ErrNotFound
+	}
+	for range maxUpdateAttempts {
+		next, err := s.updateOnce(ctx, id, fn)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		return next, err
+	}
+	return sessions.Session{}, fmt.Errorf("update session: other writers changed it %d times in a row", maxUpdateAttempts)
+}
+
+// fnError carries an error of Update's fn out of the transaction as it is.
+type fnError struct{ err error }
+
+func (e fnError) Error() string { return e.err.Error() }
+
+func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Session) error) (sessions.Session, error) {
+	key := s.keys.session(id)
+	var next sessions.Session
+	gen := s.cache.generation()
+	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+		v, err := tx.HGet(ctx, key, "v").Bytes()
+		if errors.Is(err, redis.Nil) {
+			return sessions.ErrNotFound
+		} else if err != nil {
+			return storeError("update session", err)
+		}
+		cur, err := s.decodeSession(v, id)
+		if err != nil {
+			return storeError("update session", err)
+		}
+		next = cur
+		if err := fn(&next); err != nil {
+			return fnError{err}
+		}
+		next.ID, next.ProxyKey = cur.ID, cur.ProxyKey
+		sealed, err := s.encodeSession(&next)
+		if err != nil {
+			return fmt.Errorf("save session for %s: %w", next.DID, err)
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, "v", sealed)
+			s.expireAt(ctx, p, key, next)
+			s.expireAt(ctx, p, s.keys.proxy(next.ProxyKey), next)
+			p.ZAdd(ctx, s.keys.all(), redis.Z{Score: expiryFloat(next.Expiry), Member: id})
+			p.Publish(ctx, s.keys.channel(), s.invalidation(id))
+			return nil
+		})
+		return err
+	}, key)
+	var fe fnError
+	switch {
+	case errors.As(err, &fe):
+		return sessions.Session{}, fe.err
+	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, redis.TxFailedErr):
+		return sessions.Session{}, err
+	case err != nil:
+		return sessions.Session{}, storeError("update session", err)
+	}
+	s.cache.wrote(id, &next, gen)
+	return next, nil
+}
+
+// expireAt gives key the TTL of sess (none when it does not expire).
+func (s *Store) expireAt(ctx context.Context, p redis.Pipeliner, key string, sess sessions.Session) {
+	if sess.Expiry.IsZero() {
+		p.Persist(ctx, key)
+		return
+	}
+	// A millisecond after: Redis keeps the session as long as it is live.
+	p.PExpireAt(ctx, key, sess.Expiry.Add(time.Millisecond))
+}
+
+// Delete removes a session; deleting a missing session is not an error.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if !sessions.WellFormedToken(id) {
+		return nil
+	}
+	gen := s.cache.generation()
+	err := deleteScript.Run(ctx, s.rdb, []string{s.keys.session(id), s.keys.all()},
+		string(s.keys), s.keys.channel(), s.instance, id).Err()
+	if err != nil {
+		return storeError("delete session", err)
+	}
+	s.cache.wrote(id, nil, gen)
+	return nil
+}
+
+// Count is the number of sessions stored, expired ones included until
+// the sweep deletes them.
+func (s *Store) Count(ctx context.Context) (int, error) {
+	n, err := s.rdb.ZCard(ctx, s.keys.all()).Result()
+	if err != nil {
+		return 0, storeError("count sessions", err)
+	}
+	return int(n), nil
+}
+
+// listBatch is how many sessions List reads per round trip.
+const listBatch = 500
+
+// List returns every live session. It reads them all from Redis: it is
+// for the admin pages, not for requests.
+func (s *Store) List(ctx context.Context) ([]sessions.Session, error) {
+	ids, err := s.rdb.ZRange(ctx, s.keys.all(), 0, -1).Result()
+	if err != nil {
+		return nil, storeError("list sessions", err)
+	}
+	var out []sessions.Session
+	for len(ids) > 0 {
+		batch := ids[:min(listBatch, len(ids))]
+		ids = ids[len(batch):]
+		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, id := range batch {
+				p.HGet(ctx, s.keys.session(id), "v")
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, storeError("list sessions", err)
+		}
+		for i, c := range cmds {
+			v, err := c.(*redis.StringCmd).Bytes()
+			if err != nil {
+				continue // expired by Redis since ZRANGE
+			}
+			sess, err := s.decodeSession(v, batch[i])
+			if err != nil {
+				return nil, storeError("list sessions", err)
+			}
+			if live, err := s.live(sess); err == nil {
+				out = append(out, live)
+			}
+		}
+	}
+	return out, nil
+}
+
+// sweepBatch is how many records one sweep script deletes: each script
+// holds Redis for its whole run.
+const sweepBatch = 500
+
+// DeleteExpired removes expired sessions and pending sign-ins, and says
+// how many.
+func (s *Store) DeleteExpired(ctx context.Context) (int, error) {
+	now := micros(s.now())
+	total := 0
+	for {
+		ids, err := expireSessionsScript.Run(ctx, s.rdb, []string{s.keys.all()},
+			string(s.keys), s.keys.channel(), s.instance, now, sweepBatch).StringSlice()
+		if err != nil {
+			return total, storeError("delete expired sessions", err)
+		}
+		for _, id := range ids {
+			s.cache.wrote(id, nil, s.cache.generation())
+		}
+		total += len(ids)
+		if len(ids) < sweepBatch {
+			break
+		}
+	}
+	for {
+		n, err := expirePendingScript.Run(ctx, s.rdb, []string{s.keys.pendingAll()},
+			string(s.keys), now, sweepBatch).Int()
+		if err != nil {
+			return total, storeError("delete expired sign-ins", err)
+		}
+		total += n
+		if n < sweepBatch {
+			break
+		}
+	}
+	return total, nil
+}
+
+// expiryFloat is expiryScore as go-redis takes it.
+func expiryFloat(t time.Time) float64 {
+	if t.IsZero() {
+		return math.Inf(1)
+	}
+	return float64(t.UnixMicro())
+}
