@@ -202,7 +202,7 @@ func expireAtMillis(t time.Time) string {
 
 // Record ids that seal the records: a value copied into another record
 // does not open.
-func sessionRecord(id string) string   { return "session:" + id }
+func sessionRecord(id string) string    { return "session:" + id }
 func pendingRecord(state string) string { return "pending:" + state }
 func secretRecord(name string) string   { return "secret:" + name }
 
