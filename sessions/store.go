@@ -33,6 +33,12 @@ type Store interface {
 	// Get returns the live session with the given id (the cookie value),
 	// or ErrNotFound.
 	Get(ctx context.Context, id string) (Session, error)
+	// Latest returns the live session with the given id as the store
+	// itself holds it, not as a cache remembers it: what the last writer
+	// saved, on any replica. A lock holder reads with it what the
+	// previous holder wrote (a refresh must spend the newest refresh
+	// token). It may cost a network round trip.
+	Latest(ctx context.Context, id string) (Session, error)
 	// ByProxyKey returns the live session whose proxy key is key, or
 	// ErrNotFound.
 	ByProxyKey(ctx context.Context, key string) (Session, error)
@@ -65,6 +71,14 @@ type Store interface {
 
 	// Close releases the store.
 	Close() error
+}
+
+// Checker is a Store that can say whether it can serve now: a shared
+// store a network away. /readyz asks it, so that a load balancer sends
+// traffic elsewhere while the store is out of reach.
+type Checker interface {
+	// Check returns nil when the store answers, else why not.
+	Check(ctx context.Context) error
 }
 
 // Options are the limits every store applies, and its clock.

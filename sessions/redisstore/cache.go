@@ -24,9 +24,10 @@ type cache struct {
 	max    int
 	maxAge time.Duration
 
+	// Entries are by ref (see ref), as invalidations name sessions.
 	mu      sync.Mutex
-	byID    map[string]cached
-	byProxy map[string]string // proxy key → id
+	byRef   map[string]cached
+	byProxy map[string]string // proxy key's ref → session's ref
 	gen     uint64            // bumped by every invalidation
 	live    bool              // subscribed: only then is anything cached
 }
@@ -37,30 +38,31 @@ type cached struct {
 }
 
 func newCache(max int, maxAge time.Duration) *cache {
-	return &cache{max: max, maxAge: maxAge, byID: map[string]cached{}, byProxy: map[string]string{}}
+	return &cache{max: max, maxAge: maxAge, byRef: map[string]cached{}, byProxy: map[string]string{}}
 }
 
-// get returns the cached session with the given id, and whether it is
+// get returns the cached session of ref r, and whether it is
 // fresh: younger than maxAge, or cached while invalidations are down
 // (Redis is most likely out of reach, and a request must not wait for
 // it). A stale one is asked of Redis again, and used only when Redis
 // cannot answer.
-func (c *cache) get(id string) (sess sessions.Session, fresh, ok bool) {
+func (c *cache) get(r string) (sess sessions.Session, fresh, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.byID[id]
+	e, ok := c.byRef[r]
 	if !ok {
 		return sessions.Session{}, false, false
 	}
 	return e.sess, !c.live || time.Since(e.at) <= c.maxAge, true
 }
 
-// idOfProxy returns the id of the cached session with proxy key key.
-func (c *cache) idOfProxy(key string) (string, bool) {
+// refOfProxy returns the ref of the cached session whose proxy key's
+// ref is pr.
+func (c *cache) refOfProxy(pr string) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	id, ok := c.byProxy[key]
-	return id, ok
+	r, ok := c.byProxy[pr]
+	return r, ok
 }
 
 // generation is the count of invalidations so far: pass it to put.
@@ -78,54 +80,55 @@ func (c *cache) put(sess sessions.Session, gen uint64) {
 	if !c.live || c.gen != gen {
 		return
 	}
-	if _, known := c.byID[sess.ID]; !known && len(c.byID) >= c.max {
+	c.storeLocked(ref(sess.ID), sess)
+}
+
+// storeLocked caches sess under its ref r.
+func (c *cache) storeLocked(r string, sess sessions.Session) {
+	if _, known := c.byRef[r]; !known && len(c.byRef) >= c.max {
 		c.evictOneLocked()
 	}
-	c.byID[sess.ID] = cached{sess: sess, at: time.Now()}
-	c.byProxy[sess.ProxyKey] = sess.ID
+	c.byRef[r] = cached{sess: sess, at: time.Now()}
+	c.byProxy[ref(sess.ProxyKey)] = r
 }
 
 // evictOneLocked drops one entry, any: the cache is at most as large as
 // the store may be, so this happens only with entries of sessions gone.
 func (c *cache) evictOneLocked() {
-	for id := range c.byID {
-		c.dropLocked(id)
+	for r := range c.byRef {
+		c.dropLocked(r)
 		return
 	}
 }
 
-// invalidate drops what is cached for id.
-func (c *cache) invalidate(id string) {
+// invalidate drops what is cached for ref r.
+func (c *cache) invalidate(r string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	c.dropLocked(id)
+	c.dropLocked(r)
 }
 
-func (c *cache) dropLocked(id string) {
-	if e, ok := c.byID[id]; ok {
-		delete(c.byProxy, e.sess.ProxyKey)
-		delete(c.byID, id)
+func (c *cache) dropLocked(r string) {
+	if e, ok := c.byRef[r]; ok {
+		delete(c.byProxy, ref(e.sess.ProxyKey))
+		delete(c.byRef, r)
 	}
 }
 
-// wrote records this replica's own write of the session id: sess is its
+// wrote records this replica's own write of the session of ref r: sess is its
 // new value, nil when it was deleted. The write counts as an
 // invalidation for lookups under way here, which may have read the older
 // value; sess is cached only if no other invalidation came since gen,
 // read before the write.
-func (c *cache) wrote(id string, sess *sessions.Session, gen uint64) {
+func (c *cache) wrote(r string, sess *sessions.Session, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	unchanged := c.gen == gen
 	c.gen++
-	c.dropLocked(id)
+	c.dropLocked(r)
 	if sess != nil && unchanged && c.live {
-		if len(c.byID) >= c.max {
-			c.evictOneLocked()
-		}
-		c.byID[id] = cached{sess: *sess, at: time.Now()}
-		c.byProxy[sess.ProxyKey] = id
+		c.storeLocked(r, *sess)
 	}
 }
 
@@ -146,7 +149,7 @@ func (c *cache) subscribed() {
 	defer c.mu.Unlock()
 	c.gen++
 	c.live = true
-	clear(c.byID)
+	clear(c.byRef)
 	clear(c.byProxy)
 }
 
@@ -177,17 +180,17 @@ func (s *Store) listen(ctx context.Context, ps *redis.PubSub) {
 				s.cache.subscribed()
 			}
 		case *redis.Message:
-			from, id, _ := strings.Cut(m.Payload, " ")
+			from, r, _ := strings.Cut(m.Payload, " ")
 			if from != s.instance {
-				s.cache.invalidate(id)
+				s.cache.invalidate(r)
 			}
 		}
 	}
 }
 
-// invalidation is the message that drops id from every other replica's
-// cache.
-func (s *Store) invalidation(id string) string { return s.instance + " " + id }
+// invalidation is the message that drops the session of ref r from every
+// other replica's cache.
+func (s *Store) invalidation(r string) string { return s.instance + " " + r }
 
 // backoff is a growing wait between attempts.
 type backoff struct {

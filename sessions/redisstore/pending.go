@@ -28,7 +28,8 @@ func (s *Store) PutPending(ctx context.Context, p sessions.Pending) error {
 	if err != nil {
 		return fmt.Errorf("encode pending sign-in: %w", err)
 	}
-	v := s.seal.Seal(plain, pendingRecord(p.State))
+	r := ref(p.State)
+	v := s.seal.Seal(plain, pendingRecord(r))
 	client, clientKey := "", ""
 	if p.Client != "" {
 		client = digest(p.Client)
@@ -36,8 +37,8 @@ func (s *Store) PutPending(ctx context.Context, p sessions.Pending) error {
 	}
 	issuer := digest(sessions.IssuerGroup(p.Issuer))
 	res, err := putPendingScript.Run(ctx, s.rdb,
-		[]string{s.keys.pending(p.State), s.keys.pendingAll(), clientKey, s.keys.issuer(issuer)},
-		string(s.keys), p.State, v, client, issuer, micros(s.now()), micros(p.Expiry),
+		[]string{s.keys.pending(r), s.keys.pendingAll(), clientKey, s.keys.issuer(issuer)},
+		string(s.keys), r, v, client, issuer, micros(s.now()), micros(p.Expiry),
 		expireAtMillis(p.Expiry.Add(pendingGrace)),
 		s.opts.MaxPending, s.opts.MaxPendingPerClient, s.opts.MaxPendingPerIssuer).StringSlice()
 	if err != nil {
@@ -65,19 +66,23 @@ func (s *Store) TakePending(ctx context.Context, state string) (sessions.Pending
 	if !sessions.WellFormedToken(state) {
 		return sessions.Pending{}, sessions.ErrNotFound
 	}
-	v, err := takePendingScript.Run(ctx, s.rdb, nil, string(s.keys), state).Text()
+	r := ref(state)
+	v, err := takePendingScript.Run(ctx, s.rdb, nil, string(s.keys), r).Text()
 	if errors.Is(err, redis.Nil) {
 		return sessions.Pending{}, sessions.ErrNotFound
 	} else if err != nil {
 		return sessions.Pending{}, storeError("take pending sign-in", err)
 	}
-	plain, err := s.open([]byte(v), pendingRecord(state))
+	plain, err := s.open([]byte(v), pendingRecord(r))
 	if err != nil {
 		return sessions.Pending{}, storeError("take pending sign-in", err)
 	}
 	var p sessions.Pending
 	if err := json.Unmarshal(plain, &p); err != nil {
 		return sessions.Pending{}, fmt.Errorf("decode pending sign-in: %w", err)
+	}
+	if p.State != state {
+		return sessions.Pending{}, storeError("take pending sign-in", errors.New("the stored sign-in is not the one its key names"))
 	}
 	if s.now().After(p.Expiry) {
 		return sessions.Pending{}, sessions.ErrExpired

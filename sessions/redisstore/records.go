@@ -23,11 +23,11 @@ func (s *Store) Create(ctx context.Context, sess sessions.Session) ([]sessions.S
 	if err != nil {
 		return nil, fmt.Errorf("create session for %s: %w", sess.DID, err)
 	}
-	acct := digest(sess.Host, sess.DID)
+	r, pr, acct := ref(sess.ID), ref(sess.ProxyKey), digest(sess.Host, sess.DID)
 	gen := s.cache.generation()
 	res, err := createScript.Run(ctx, s.rdb,
-		[]string{s.keys.session(sess.ID), s.keys.proxy(sess.ProxyKey), s.keys.account(acct), s.keys.all()},
-		string(s.keys), s.keys.channel(), s.instance, sess.ID, v, sess.ProxyKey, acct,
+		[]string{s.keys.session(r), s.keys.proxy(pr), s.keys.account(acct), s.keys.all()},
+		string(s.keys), s.keys.channel(), s.instance, r, v, pr, acct,
 		micros(sess.CreatedAt), expireAtMillis(sess.Expiry), expiryScore(sess.Expiry),
 		s.opts.MaxPerAccount, s.opts.MaxSessions).StringSlice()
 	if err != nil {
@@ -41,9 +41,9 @@ func (s *Store) Create(ctx context.Context, sess sessions.Session) ([]sessions.S
 	}
 	var evicted []sessions.Session
 	for i := 1; i+1 < len(res); i += 2 {
-		id := res[i]
-		s.cache.wrote(id, nil, s.cache.generation())
-		e, err := s.decodeSession([]byte(res[i+1]), id)
+		old := res[i]
+		s.cache.wrote(old, nil, s.cache.generation())
+		e, err := s.decodeSession([]byte(res[i+1]), old)
 		if err != nil {
 			// Deleted all the same; only its tokens cannot be revoked.
 			s.log.Warn("redis session store: a session evicted for a new sign-in does not open", "err", err)
@@ -51,7 +51,7 @@ func (s *Store) Create(ctx context.Context, sess sessions.Session) ([]sessions.S
 		}
 		evicted = append(evicted, e)
 	}
-	s.cache.wrote(sess.ID, &sess, gen)
+	s.cache.wrote(r, &sess, gen)
 	return evicted, nil
 }
 
@@ -61,17 +61,19 @@ func (s *Store) Get(ctx context.Context, id string) (sessions.Session, error) {
 	if !sessions.WellFormedToken(id) {
 		return sessions.Session{}, sessions.ErrNotFound
 	}
-	return s.lookup(ctx, id)
+	return s.lookup(ctx, id, ref(id))
 }
 
-// lookup returns the live session id: a fresh cached one, else Redis's,
-// else, when Redis cannot answer, a stale cached one.
-func (s *Store) lookup(ctx context.Context, id string) (sessions.Session, error) {
-	cached, fresh, ok := s.cache.get(id)
+// lookup returns the live session of ref r (whose id is id, when the
+// caller knows it): a fresh cached one, else Redis's, else, when Redis
+// cannot answer, a stale cached one.
+func (s *Store) lookup(ctx context.Context, id, r string) (sessions.Session, error) {
+	cached, fresh, ok := s.cache.get(r)
+	ok = ok && (id == "" || cached.ID == id)
 	if ok && fresh {
 		return s.live(cached)
 	}
-	sess, err := s.fetch(ctx, id)
+	sess, err := s.fetch(ctx, id, r)
 	if err != nil && !errors.Is(err, sessions.ErrNotFound) && ok {
 		return s.live(cached)
 	}
@@ -86,18 +88,20 @@ func (s *Store) ByProxyKey(ctx context.Context, key string) (sessions.Session, e
 	if !sessions.WellFormedToken(key) {
 		return sessions.Session{}, sessions.ErrNotFound
 	}
-	if id, ok := s.cache.idOfProxy(key); ok {
-		if sess, err := s.lookup(ctx, id); err != nil || sess.ProxyKey == key {
-			return sess, err
+	pr := ref(key)
+	r, ok := s.cache.refOfProxy(pr)
+	if !ok {
+		var err error
+		r, err = s.rdb.Get(ctx, s.keys.proxy(pr)).Result()
+		if errors.Is(err, redis.Nil) {
+			return sessions.Session{}, sessions.ErrNotFound
+		} else if err != nil {
+			return sessions.Session{}, storeError("look up proxy key", err)
 		}
 	}
-	id, err := s.rdb.Get(ctx, s.keys.proxy(key)).Result()
-	if errors.Is(err, redis.Nil) {
-		return sessions.Session{}, sessions.ErrNotFound
-	} else if err != nil {
-		return sessions.Session{}, storeError("look up proxy key", err)
-	}
-	sess, err := s.lookup(ctx, id)
+	// The caller knows the proxy key, not the id: the session's proxy
+	// key is checked instead.
+	sess, err := s.lookup(ctx, "", r)
 	if err != nil {
 		return sessions.Session{}, err
 	}
@@ -107,18 +111,22 @@ func (s *Store) ByProxyKey(ctx context.Context, key string) (sessions.Session, e
 	return sess, nil
 }
 
-// fetch reads the session id from Redis and caches it.
-func (s *Store) fetch(ctx context.Context, id string) (sessions.Session, error) {
+// fetch reads the session of ref r from Redis and caches it. id, when
+// known, must be the session's.
+func (s *Store) fetch(ctx context.Context, id, r string) (sessions.Session, error) {
 	gen := s.cache.generation()
-	v, err := s.rdb.HGet(ctx, s.keys.session(id), "v").Bytes()
+	v, err := s.rdb.HGet(ctx, s.keys.session(r), "v").Bytes()
 	if errors.Is(err, redis.Nil) {
 		return sessions.Session{}, sessions.ErrNotFound
 	} else if err != nil {
 		return sessions.Session{}, storeError("get session", err)
 	}
-	sess, err := s.decodeSession(v, id)
+	sess, err := s.decodeSession(v, r)
 	if err != nil {
 		return sessions.Session{}, storeError("get session", err)
+	}
+	if ref(sess.ID) != r || id != "" && sess.ID != id {
+		return sessions.Session{}, storeError("get session", errors.New("the stored session is not the one its key names"))
 	}
 	s.cache.put(sess, gen)
 	return sess, nil
@@ -159,7 +167,8 @@ type fnError struct{ err error }
 func (e fnError) Error() string { return e.err.Error() }
 
 func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Session) error) (sessions.Session, error) {
-	key := s.keys.session(id)
+	r := ref(id)
+	key := s.keys.session(r)
 	var next sessions.Session
 	gen := s.cache.generation()
 	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
@@ -169,9 +178,12 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Ses
 		} else if err != nil {
 			return storeError("update session", err)
 		}
-		cur, err := s.decodeSession(v, id)
+		cur, err := s.decodeSession(v, r)
 		if err != nil {
 			return storeError("update session", err)
+		}
+		if cur.ID != id {
+			return storeError("update session", errors.New("the stored session is not the one its key names"))
 		}
 		next = cur
 		if err := fn(&next); err != nil {
@@ -185,9 +197,9 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Ses
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, key, "v", sealed)
 			s.expireAt(ctx, p, key, next)
-			s.expireAt(ctx, p, s.keys.proxy(next.ProxyKey), next)
-			p.ZAdd(ctx, s.keys.all(), redis.Z{Score: expiryFloat(next.Expiry), Member: id})
-			p.Publish(ctx, s.keys.channel(), s.invalidation(id))
+			s.expireAt(ctx, p, s.keys.proxy(ref(next.ProxyKey)), next)
+			p.ZAdd(ctx, s.keys.all(), redis.Z{Score: expiryFloat(next.Expiry), Member: r})
+			p.Publish(ctx, s.keys.channel(), s.invalidation(r))
 			return nil
 		})
 		return err
@@ -201,7 +213,7 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Ses
 	case err != nil:
 		return sessions.Session{}, storeError("update session", err)
 	}
-	s.cache.wrote(id, &next, gen)
+	s.cache.wrote(r, &next, gen)
 	return next, nil
 }
 
@@ -220,13 +232,14 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if !sessions.WellFormedToken(id) {
 		return nil
 	}
+	r := ref(id)
 	gen := s.cache.generation()
-	err := deleteScript.Run(ctx, s.rdb, []string{s.keys.session(id), s.keys.all()},
-		string(s.keys), s.keys.channel(), s.instance, id).Err()
+	err := deleteScript.Run(ctx, s.rdb, []string{s.keys.session(r), s.keys.all()},
+		string(s.keys), s.keys.channel(), s.instance, r).Err()
 	if err != nil {
 		return storeError("delete session", err)
 	}
-	s.cache.wrote(id, nil, gen)
+	s.cache.wrote(r, nil, gen)
 	return nil
 }
 
@@ -246,17 +259,17 @@ const listBatch = 500
 // List returns every live session. It reads them all from Redis: it is
 // for the admin pages, not for requests.
 func (s *Store) List(ctx context.Context) ([]sessions.Session, error) {
-	ids, err := s.rdb.ZRange(ctx, s.keys.all(), 0, -1).Result()
+	refs, err := s.rdb.ZRange(ctx, s.keys.all(), 0, -1).Result()
 	if err != nil {
 		return nil, storeError("list sessions", err)
 	}
 	var out []sessions.Session
-	for len(ids) > 0 {
-		batch := ids[:min(listBatch, len(ids))]
-		ids = ids[len(batch):]
+	for len(refs) > 0 {
+		batch := refs[:min(listBatch, len(refs))]
+		refs = refs[len(batch):]
 		cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, id := range batch {
-				p.HGet(ctx, s.keys.session(id), "v")
+			for _, r := range batch {
+				p.HGet(ctx, s.keys.session(r), "v")
 			}
 			return nil
 		})
@@ -290,16 +303,16 @@ func (s *Store) DeleteExpired(ctx context.Context) (int, error) {
 	now := micros(s.now())
 	total := 0
 	for {
-		ids, err := expireSessionsScript.Run(ctx, s.rdb, []string{s.keys.all()},
+		refs, err := expireSessionsScript.Run(ctx, s.rdb, []string{s.keys.all()},
 			string(s.keys), s.keys.channel(), s.instance, now, sweepBatch).StringSlice()
 		if err != nil {
 			return total, storeError("delete expired sessions", err)
 		}
-		for _, id := range ids {
-			s.cache.wrote(id, nil, s.cache.generation())
+		for _, r := range refs {
+			s.cache.wrote(r, nil, s.cache.generation())
 		}
-		total += len(ids)
-		if len(ids) < sweepBatch {
+		total += len(refs)
+		if len(refs) < sweepBatch {
 			break
 		}
 	}

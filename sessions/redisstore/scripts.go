@@ -7,8 +7,9 @@ import "github.com/redis/go-redis/v9"
 // script takes the prefix as ARGV[1], and the invalidation channel and
 // this replica's instance name where it deletes sessions.
 
-// dropSession deletes the session id with its proxy key and its places
-// in the sets, and tells the other replicas.
+// dropSession deletes the session of ref id with its proxy key and its
+// places in the sets, and tells the other replicas. (Every "id" and
+// "state" in the scripts is a ref.)
 const dropSession = `
 local function drop(prefix, id, channel, instance)
   local skey = prefix .. 's:' .. id

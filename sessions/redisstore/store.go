@@ -10,19 +10,22 @@
 // and asks Redis every time; it empties its cache when the subscription
 // comes back, as it may have missed messages meanwhile.
 //
-// The keys, under Config.Prefix (P):
+// Session ids (the cookies), proxy keys and states are credentials, so
+// Redis never holds them: it holds their refs, 128 bits of their SHA-256
+// (see ref), in key names, set members and invalidations, so that a dump
+// of Redis does not sign anyone in. The keys, under Config.Prefix (P):
 //
-//	P s:<id>        hash: v (the sealed session), p (its proxy key), a (its account key)
-//	P p:<proxy key> the session id of a proxy key
-//	P a:<hash>      sorted set: the session ids of one account on one host, by creation
-//	P all           sorted set: every session id, by expiry
-//	P q:<state>     hash: v (the sealed pending sign-in), c, i (its client and issuer keys)
-//	P qall          sorted set: every pending state, by expiry
-//	P qc:<hash>     sorted set: the pending states of one client, by expiry
-//	P qi:<hash>     sorted set: the pending states of one issuer group, by expiry
-//	P l:<name>      a lock: the holder's random token, with the lease as its TTL
+//	P s:<ref>       hash: v (the sealed session), p (its proxy key's ref), a (its account's digest)
+//	P p:<ref>       the session's ref, under the ref of its proxy key
+//	P a:<digest>    sorted set: the session refs of one account on one host, by creation
+//	P all           sorted set: every session ref, by expiry
+//	P q:<ref>       hash: v (the sealed pending sign-in), c, i (its client's and issuer's digests)
+//	P qall          sorted set: every pending state's ref, by expiry
+//	P qc:<digest>   sorted set: the pending refs of one client, by expiry
+//	P qi:<digest>   sorted set: the pending refs of one issuer group, by expiry
+//	P l:<digest>    a lock: the holder's random token, with the lease as its TTL
 //	P k:<name>      a sealed secret
-//	P invalidate    the channel of cache invalidations
+//	P invalidate    the channel of cache invalidations (session refs)
 //
 // Writes that touch several keys run as Lua scripts or WATCH/MULTI
 // transactions, so that caps and counts hold across replicas. The scripts
@@ -91,7 +94,10 @@ type Store struct {
 	done chan struct{}
 }
 
-var _ sessions.Store = (*Store)(nil)
+var (
+	_ sessions.Store   = (*Store)(nil)
+	_ sessions.Checker = (*Store)(nil)
+)
 
 // Open connects to the Redis server of cfg.URL, checks that it answers,
 // and starts listening for invalidations. Close releases it.
@@ -153,23 +159,37 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// Check says whether Redis answers; see sessions.Checker.
+func (s *Store) Check(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return storeError("ping", err)
+	}
+	return nil
+}
+
 // now is the store's clock.
 func (s *Store) now() time.Time { return s.opts.Now() }
 
 // keyspace names the keys under one prefix.
 type keyspace string
 
-func (k keyspace) session(id string) string    { return string(k) + "s:" + id }
-func (k keyspace) proxy(key string) string     { return string(k) + "p:" + key }
-func (k keyspace) account(hash string) string  { return string(k) + "a:" + hash }
-func (k keyspace) all() string                 { return string(k) + "all" }
-func (k keyspace) pending(state string) string { return string(k) + "q:" + state }
-func (k keyspace) pendingAll() string          { return string(k) + "qall" }
-func (k keyspace) client(hash string) string   { return string(k) + "qc:" + hash }
-func (k keyspace) issuer(hash string) string   { return string(k) + "qi:" + hash }
-func (k keyspace) lock(name string) string     { return string(k) + "l:" + name }
-func (k keyspace) secret(name string) string   { return string(k) + "k:" + name }
-func (k keyspace) channel() string             { return string(k) + "invalidate" }
+func (k keyspace) session(ref string) string  { return string(k) + "s:" + ref }
+func (k keyspace) proxy(ref string) string    { return string(k) + "p:" + ref }
+func (k keyspace) account(hash string) string { return string(k) + "a:" + hash }
+func (k keyspace) all() string                { return string(k) + "all" }
+func (k keyspace) pending(ref string) string  { return string(k) + "q:" + ref }
+func (k keyspace) pendingAll() string         { return string(k) + "qall" }
+func (k keyspace) client(hash string) string  { return string(k) + "qc:" + hash }
+func (k keyspace) issuer(hash string) string  { return string(k) + "qi:" + hash }
+func (k keyspace) lock(name string) string    { return string(k) + "l:" + digest(name) }
+func (k keyspace) secret(name string) string  { return string(k) + "k:" + name }
+func (k keyspace) channel() string            { return string(k) + "invalidate" }
+
+// ref is what Redis holds in place of a credential (a session id, a
+// proxy key, a state): 128 bits of its SHA-256, which names it without
+// giving it away. The credentials are 256 random bits, so refs do not
+// collide.
+func ref(credential string) string { return digest(credential) }
 
 // digest names a set by a value that may be long or hold any byte (a DID
 // and a host, a client address, an issuer): 128 bits of its SHA-256.
@@ -200,11 +220,11 @@ func expireAtMillis(t time.Time) string {
 	return strconv.FormatInt(t.UnixMilli()+1, 10)
 }
 
-// Record ids that seal the records: a value copied into another record
-// does not open.
-func sessionRecord(id string) string    { return "session:" + id }
-func pendingRecord(state string) string { return "pending:" + state }
-func secretRecord(name string) string   { return "secret:" + name }
+// Record ids that seal the records, by ref: a value copied into another
+// record does not open.
+func sessionRecord(r string) string   { return "session:" + r }
+func pendingRecord(r string) string   { return "pending:" + r }
+func secretRecord(name string) string { return "secret:" + name }
 
 // open opens a sealed value of the record named id.
 func (s *Store) open(v []byte, id string) ([]byte, error) {
@@ -215,9 +235,9 @@ func (s *Store) open(v []byte, id string) ([]byte, error) {
 	return plain, nil
 }
 
-// decodeSession opens and decodes a stored session.
-func (s *Store) decodeSession(v []byte, id string) (sessions.Session, error) {
-	plain, err := s.open(v, sessionRecord(id))
+// decodeSession opens and decodes the stored session of ref r.
+func (s *Store) decodeSession(v []byte, r string) (sessions.Session, error) {
+	plain, err := s.open(v, sessionRecord(r))
 	if err != nil {
 		return sessions.Session{}, err
 	}
@@ -230,7 +250,7 @@ func (s *Store) encodeSession(sess *sessions.Session) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.seal.Seal(v, sessionRecord(sess.ID)), nil
+	return s.seal.Seal(v, sessionRecord(ref(sess.ID))), nil
 }
 
 // storeError wraps an error from Redis with what the store was doing.

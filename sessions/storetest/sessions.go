@@ -74,6 +74,9 @@ func testUnknownSessionNotFound(t *testing.T, e *env) {
 		if _, err := s.Get(ctx, id); !errors.Is(err, sessions.ErrNotFound) {
 			t.Errorf("Get(%q) = %v, want ErrNotFound", id, err)
 		}
+		if _, err := s.Latest(ctx, id); !errors.Is(err, sessions.ErrNotFound) {
+			t.Errorf("Latest(%q) = %v, want ErrNotFound", id, err)
+		}
 	}
 	for _, key := range []string{"", "x", sessions.NewToken(), sess.ID} {
 		if _, err := s.ByProxyKey(ctx, key); !errors.Is(err, sessions.ErrNotFound) {
@@ -95,6 +98,9 @@ func testExpiredSessionsAreGone(t *testing.T, e *env) {
 	}
 	if _, err := s.ByProxyKey(ctx, sess.ProxyKey); !errors.Is(err, sessions.ErrNotFound) {
 		t.Errorf("ByProxyKey of an expired session = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Latest(ctx, sess.ID); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("Latest of an expired session = %v, want ErrNotFound", err)
 	}
 	if list, err := s.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("List = %d sessions, %v; want none live", len(list), err)

@@ -22,6 +22,7 @@ var sharedTests = []test{
 		a, b := e.openPair(sessions.Options{})
 		updatesAreNotLost(t, e, a, b)
 	}},
+	{name: "Shared/LatestSeesOtherWrites", shared: true, run: testSharedLatest},
 	{name: "Shared/SessionCapsAtOnce", shared: true, run: testSharedCapsAtOnce},
 	{name: "Shared/PendingTakenOnce", shared: true, run: testSharedPendingTakenOnce},
 	{name: "Shared/PendingCap", shared: true, run: testSharedPendingCap},
@@ -264,5 +265,38 @@ func testSharedSecret(t *testing.T, e *env) {
 	k2, err := b.Secret(t.Context(), "later", func() ([]byte, error) { called = true; return []byte("key-b"), nil })
 	if err != nil || string(k2) != string(k) || called {
 		t.Errorf("a secret made through the other store: %q, %v (generate called %v); want %q", k2, err, called, k)
+	}
+}
+
+// testSharedLatest: what one replica wrote, the other's Latest returns at
+// once, although its lookups had cached the older session: the holder of
+// a refresh lock must spend the refresh token the previous holder saved.
+func testSharedLatest(t *testing.T, e *env) {
+	ctx := t.Context()
+	a, b := e.openPair(sessions.Options{})
+	sess := e.newSession()
+	create(t, a, sess)
+	eventuallySame(t, b, sess, "a session made through the other store")
+	for i := range 3 {
+		want, err := a.Update(ctx, sess.ID, func(x *sessions.Session) error {
+			x.RefreshToken = fmt.Sprintf("rt-%d", i)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Latest(ctx, sess.ID)
+		if err != nil {
+			t.Fatalf("Latest after an update through the other store: %v", err)
+		}
+		if f := diff(got, want); f != "" {
+			t.Fatalf("Latest right after an update through the other store: the session's %s differs", f)
+		}
+	}
+	if err := a.Delete(ctx, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Latest(ctx, sess.ID); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("Latest right after a delete through the other store = %v, want ErrNotFound", err)
 	}
 }
