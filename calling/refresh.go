@@ -13,8 +13,21 @@ import (
 
 // refresh is one refresh of a session: the account checked with its
 // issuer (and its handle verified), then the tokens traded and saved.
+//
+// It runs under the session's refresh lock in the store, so that of the
+// replicas sharing a store one refreshes at a time: the authorization
+// server rotates the refresh token, and a second refresh with the spent
+// one would end the session. The holder reads the session past any
+// cache (Latest), and a refresh that another replica just finished is
+// used as it is. A replica that dies holding the lock holds it no longer
+// than the lease, and the next refresh starts from what is stored.
 func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Session, error) {
-	cur, err := t.cfg.Sessions.Get(ctx, id)
+	release, err := t.cfg.Sessions.Lock(ctx, refreshLock(id), refreshTimeout)
+	if err != nil {
+		return sessions.Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
+	}
+	defer release()
+	cur, err := t.cfg.Sessions.Latest(ctx, id)
 	if errors.Is(err, sessions.ErrNotFound) {
 		return sessions.Session{}, ErrSessionEnded
 	} else if err != nil {
@@ -151,3 +164,6 @@ func (t *Tokens) end(ctx context.Context, sess sessions.Session, why string) (se
 	}
 	return sessions.Session{}, ErrSessionEnded
 }
+
+// refreshLock names the lock of a session's refreshes.
+func refreshLock(id string) string { return "refresh:" + id }
