@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/sessions/sealed"
 )
 
 // Config is a validated ioproxy configuration.
@@ -108,9 +109,21 @@ type Admin struct {
 	Hosts []string
 }
 
-// Sessions limits the session store, so that sign-ins cannot grow it
-// without bound.
+// Sessions says where sessions are stored and how they are sealed, and
+// limits the store, so that sign-ins cannot grow it without bound.
 type Sessions struct {
+	// Store is StoreBolt (one file in DataDir, the default) or StoreRedis
+	// (shared by replicas).
+	Store string
+	// URL is the Redis server (StoreRedis): redis://, rediss:// or
+	// unix://. It may hold a password: never log it whole.
+	URL string
+	// KeyPrefix starts every Redis key (StoreRedis; default
+	// DefaultKeyPrefix).
+	KeyPrefix string
+	// EncryptionKey seals what the store keeps (tokens, DPoP keys, the
+	// client key); nil when not written (allowed with StoreBolt only).
+	EncryptionKey *sealed.Keys
 	// MaxSessions caps the sessions stored at once, across all accounts.
 	// At least 1; default DefaultMaxSessions.
 	MaxSessions int

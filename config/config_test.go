@@ -261,7 +261,7 @@ call "pds" {
 				if in := c.Ingress; in.MaxConnections != 500 || in.BodyIdleTimeout != time.Minute || in.BodyMinRate != 1024 {
 					t.Errorf("ingress = %+v", in)
 				}
-				if c.Sessions != (Sessions{MaxSessions: 2000, MaxPerAccount: 3}) {
+				if c.Sessions != (Sessions{Store: StoreBolt, KeyPrefix: DefaultKeyPrefix, MaxSessions: 2000, MaxPerAccount: 3}) {
 					t.Errorf("sessions = %+v", c.Sessions)
 				}
 				if got := c.Hosts[0].Access.Rules.HandleMaxAge; got != 30*time.Minute {
@@ -316,7 +316,35 @@ call "pds" {
 			name: "a small max_sessions lowers the default per-account limit",
 			src:  `sessions { max_sessions = 5 }`,
 			check: func(t *testing.T, c *Config) {
-				if c.Sessions != (Sessions{MaxSessions: 5, MaxPerAccount: 5}) {
+				if c.Sessions != (Sessions{Store: StoreBolt, KeyPrefix: DefaultKeyPrefix, MaxSessions: 5, MaxPerAccount: 5}) {
+					t.Errorf("sessions = %+v", c.Sessions)
+				}
+			},
+		},
+		{
+			name: "a Redis store with a key to rotate to",
+			src: `
+sessions {
+  store          = "redis"
+  url            = "rediss://:s3cret@redis.service.consul:6380/2"
+  key_prefix     = "app1:"
+  encryption_key = ["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "HxceHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE="]
+}`,
+			check: func(t *testing.T, c *Config) {
+				s := c.Sessions
+				if s.Store != StoreRedis || s.URL != "rediss://:s3cret@redis.service.consul:6380/2" || s.KeyPrefix != "app1:" {
+					t.Errorf("sessions = %+v", s)
+				}
+				if s.EncryptionKey == nil || s.EncryptionKey.Len() != 2 {
+					t.Fatalf("encryption_key = %v, want two keys", s.EncryptionKey)
+				}
+			},
+		},
+		{
+			name: "one encryption_key seals the bbolt store",
+			src:  `sessions { encryption_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=" }`,
+			check: func(t *testing.T, c *Config) {
+				if c.Sessions.Store != StoreBolt || c.Sessions.EncryptionKey == nil || c.Sessions.EncryptionKey.Len() != 1 {
 					t.Errorf("sessions = %+v", c.Sessions)
 				}
 			},
@@ -381,7 +409,7 @@ call "pds" {
 		{"ingress body_min_rate", func(c *Config) any { return c.Ingress.BodyMinRate }, int64(256)},
 		{"ingress write_idle_timeout", func(c *Config) any { return c.Ingress.WriteIdleTimeout }, time.Minute},
 		{"ingress max_connections_per_client", func(c *Config) any { return c.Ingress.MaxConnectionsPerClient }, 500},
-		{"sessions", func(c *Config) any { return c.Sessions }, Sessions{MaxSessions: 100000, MaxPerAccount: 10}},
+		{"sessions", func(c *Config) any { return c.Sessions }, Sessions{Store: StoreBolt, KeyPrefix: DefaultKeyPrefix, MaxSessions: 100000, MaxPerAccount: 10}},
 		{"call max_connections", func(c *Config) any { return c.Calls[0].MaxConnections }, 1024},
 		{"call service_proxies", func(c *Config) any { return c.Calls[0].ServiceProxies == nil && !c.Calls[0].ServiceProxiesSet }, true},
 		{"call forwards any Atproto-Proxy", func(c *Config) any { return c.Calls[0].AllowsServiceProxy("did:web:api.bsky.app#bsky_appview") }, true},
@@ -503,6 +531,16 @@ func TestBadConfigs(t *testing.T) {
 		{"zero max_sessions", "sessions { max_sessions = 0 }", "1:27", `0 is not a limit: max_sessions is how many sessions ioproxy stores at once, across all accounts. Write a number of at least 1, such as max_sessions = 100000`},
 		{"zero max_per_account", "sessions { max_per_account = 0 }", "1:30", `0 is not a limit: max_per_account is how many sessions one account may hold at once`},
 		{"max_per_account over max_sessions", "sessions {\n  max_sessions    = 5\n  max_per_account = 10\n}", "3:21", `One account may not hold more sessions (10) than all accounts together (max_sessions = 5); write max_per_account = 5 or less, or raise max_sessions.`},
+		{"unknown session store", "sessions { store = \"postgres\" }", "1:20", `"postgres" is not a session store; write store = "bbolt" (one file in data_dir, the default) or store = "redis"`},
+		{"redis without url", "sessions {\n  store = \"redis\"\n  encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n}", "1:1", `store = "redis" needs the server: write url = env("IOPROXY_REDIS_URL")`},
+		{"redis with an empty url", "sessions {\n  store = \"redis\"\n  url = env(\"IOPROXY_REDIS_URL\")\n  encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n}", "3:9", `the url is empty (an env() that is not set?)`},
+		{"redis url with another scheme", "sessions {\n  store = \"redis\"\n  url = \"http://redis:6379\"\n  encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n}", "3:9", `the url's scheme is "http", not redis, rediss or unix`},
+		{"redis url without host", "sessions {\n  store = \"redis\"\n  url = \"redis:///0\"\n  encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n}", "3:9", `the url names no host`},
+		{"redis without encryption_key", "sessions {\n  store = \"redis\"\n  url = \"redis://127.0.0.1:6379/0\"\n}", "1:1", `write encryption_key = env("IOPROXY_SESSION_KEY")`},
+		{"short encryption_key", "sessions {\n  store = \"redis\"\n  url = \"redis://127.0.0.1:6379/0\"\n  encryption_key = \"c2hvcnQ=\"\n}", "4:20", `encryption key 1 is 5 bytes`},
+		{"same key twice", "sessions {\n  encryption_key = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\", \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]\n}", "2:20", `are the same key`},
+		{"url without redis", "sessions {\n  url = \"redis://127.0.0.1:6379/0\"\n}", "2:9", `url is a setting of the Redis store; write store = "redis" in this block too`},
+		{"empty key_prefix", "sessions {\n  store = \"redis\"\n  url = \"redis://127.0.0.1:6379/0\"\n  key_prefix = \"\"\n  encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n}", "4:16", `write a word without spaces, such as key_prefix = "ioproxy:"`},
 		{"misspelt max_connections", "ingress {\n  max_conections = 10\n}", "2:3", `Did you mean "max_connections"?`},
 		{"max_sessions outside sessions", "ingress {\n  max_sessions = 10\n}", "2:3", `"max_sessions" belongs in a sessions block.`},
 		{"body_min_rate in a call", "call \"a\" {\n  port = 7000\n  endpoint = \"@\"\n  body_min_rate = 10\n}", "4:3", `"body_min_rate" belongs in an ingress block.`},
@@ -762,6 +800,27 @@ func TestWarnings(t *testing.T) {
 	} {
 		if _, diags := parse(t, src); len(diags) != 0 {
 			t.Errorf("%s: %v", src, diags)
+		}
+	}
+}
+
+// A Redis url may hold a password and encryption_key holds keys: no
+// diagnostic quotes either.
+func TestSessionDiagnosticsHideSecrets(t *testing.T) {
+	for _, src := range []string{
+		"sessions {\n  store = \"redis\"\n  url = \"http://:s3cretpw@redis:6379\"\n  encryption_key = \"c2VjcmV0a2V5c2VjcmV0a2V5\"\n}",
+		"sessions {\n  store = \"redis\"\n  url = \"redis://:s3cretpw@\"\n  encryption_key = [\"c2VjcmV0a2V5c2VjcmV0a2V5\"]\n}",
+	} {
+		_, diags := parse(t, src)
+		if !diags.HasErrors() {
+			t.Fatalf("no error for:\n%s", src)
+		}
+		var buf bytes.Buffer
+		_ = WriteDiagnostics(&buf, diags)
+		for _, secret := range []string{"s3cretpw", "c2VjcmV0a2V5c2VjcmV0a2V5"} {
+			if strings.Contains(buf.String(), secret) {
+				t.Errorf("a diagnostic quotes %q:\n%s", secret, buf.String())
+			}
 		}
 	}
 }

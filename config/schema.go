@@ -71,13 +71,20 @@ type adminSchema struct {
 	ListenRange hcl.Range `hcl:"listen,attr_value_range"`
 }
 
-// sessionsSchema is the sessions block: limits now; where and how
-// sessions are stored will join them here.
+// sessionsSchema is the sessions block: where sessions are stored, how
+// they are sealed, and their limits.
 type sessionsSchema struct {
-	MaxSessions   *int `hcl:"max_sessions,optional"`
-	MaxPerAccount *int `hcl:"max_per_account,optional"`
+	Store         *string        `hcl:"store,optional"`
+	URL           *string        `hcl:"url,optional"`
+	KeyPrefix     *string        `hcl:"key_prefix,optional"`
+	EncryptionKey hcl.Expression `hcl:"encryption_key,optional"`
+	MaxSessions   *int           `hcl:"max_sessions,optional"`
+	MaxPerAccount *int           `hcl:"max_per_account,optional"`
 
 	DefRange           hcl.Range `hcl:",def_range"`
+	StoreRange         hcl.Range `hcl:"store,attr_value_range"`
+	URLRange           hcl.Range `hcl:"url,attr_value_range"`
+	KeyPrefixRange     hcl.Range `hcl:"key_prefix,attr_value_range"`
 	MaxSessionsRange   hcl.Range `hcl:"max_sessions,attr_value_range"`
 	MaxPerAccountRange hcl.Range `hcl:"max_per_account,attr_value_range"`
 }
