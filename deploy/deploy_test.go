@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
 
 	"github.com/ioproxy/ioproxy/config"
 )
@@ -77,13 +78,23 @@ func hclFiles(t *testing.T) (jobs, configs []string) {
 // noEnv makes config.Load ignore the environment of whoever runs the test.
 func noEnv(string) (string, bool) { return "", false }
 
+// configEnv is the environment of the configurations that do not load
+// without one: those whose secrets have no default, on purpose.
+var configEnv = map[string]map[string]string{
+	"deploy/ioproxy-replicas.hcl": {
+		"IOPROXY_REDIS_URL":       testRedisURL,
+		"IOPROXY_SESSION_KEY":     testSessionKey,
+		"IOPROXY_TRUSTED_PROXIES": testTrustedProxies,
+	},
+}
+
 func envOf(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
 
 func TestIoproxyConfigsLoad(t *testing.T) {
 	_, configs := hclFiles(t)
-	for _, want := range []string{"deploy/ioproxy.hcl", "examples/io.hcl", "examples/local.hcl"} {
+	for _, want := range []string{"deploy/ioproxy.hcl", "deploy/ioproxy-replicas.hcl", "examples/io.hcl", "examples/local.hcl"} {
 		if !slices.Contains(configs, want) {
 			t.Errorf("%s is missing", want)
 		}
@@ -91,7 +102,11 @@ func TestIoproxyConfigsLoad(t *testing.T) {
 	base := root(t)
 	for _, name := range configs {
 		t.Run(name, func(t *testing.T) {
-			cfg, diags := config.Load(filepath.Join(base, name), config.Options{LookupEnv: noEnv})
+			lookup := noEnv
+			if env, ok := configEnv[name]; ok {
+				lookup = envOf(env)
+			}
+			cfg, diags := config.Load(filepath.Join(base, name), config.Options{LookupEnv: lookup})
 			for _, d := range diags {
 				if d.Severity == hcl.DiagError {
 					t.Errorf("%s", diagString(d))
@@ -167,6 +182,8 @@ type job struct {
 	// when static is 0 in the file.
 	ports map[string]int
 	env   []string
+	// stateless jobs mount no volume; the others mount theirs at /data.
+	stateless bool
 }
 
 func TestNomadJobs(t *testing.T) {
@@ -182,6 +199,22 @@ func TestNomadJobs(t *testing.T) {
 			services: []string{"ioproxy", "ioproxy-calling"},
 			ports:    map[string]int{"http": 80, "https": 443, "calling": 7000, "admin": 9901},
 			env:      []string{"IOPROXY_CALL_BIND", "IOPROXY_ADMIN_LISTEN", "NOMAD_ADDR"},
+		},
+		// The same job as ioproxy.nomad.hcl (the Nomad variable
+		// nomad/jobs/ioproxy belongs to the job named ioproxy), in
+		// replicas that keep nothing on their nodes: TLS ends at the load
+		// balancer, so no 443 either. TestReplicasJob checks the rest.
+		"deploy/nomad/ioproxy-replicas.nomad.hcl": {
+			name: "ioproxy", group: "ioproxy", task: "ioproxy",
+			services:  []string{"ioproxy", "ioproxy-calling"},
+			ports:     map[string]int{"http": 80, "calling": 7000, "admin": 9901},
+			env:       []string{"IOPROXY_CALL_BIND", "IOPROXY_ADMIN_LISTEN", "NOMAD_ADDR", "IOPROXY_TRUSTED_PROXIES"},
+			stateless: true,
+		},
+		"deploy/nomad/redis.nomad.hcl": {
+			name: "redis", group: "redis", task: "redis",
+			services: []string{"redis"},
+			ports:    map[string]int{"redis": 6379},
 		},
 	}
 	jobs, _ := hclFiles(t)
@@ -216,33 +249,43 @@ func TestNomadJobs(t *testing.T) {
 	} else if h := u.Hostname(); h == "127.0.0.1" || h == "localhost" {
 		t.Errorf("ATPROTO_PROXY = %q: inside the app's container, loopback is the container itself", proxy)
 	}
-	io := parsed["deploy/nomad/ioproxy.nomad.hcl"]
-	if got := io.ports["calling"]; got != callPort {
-		t.Errorf("ioproxy job reserves calling port %d; deploy/ioproxy.hcl listens on %d", got, callPort)
+	for _, name := range []string{"deploy/nomad/ioproxy.nomad.hcl", "deploy/nomad/ioproxy-replicas.nomad.hcl"} {
+		io := parsed[name]
+		if got := io.ports["calling"]; got != callPort {
+			t.Errorf("%s reserves calling port %d; deploy/ioproxy.hcl listens on %d", name, got, callPort)
+		}
+		if _, port, _ := net.SplitHostPort(config.DefaultAdminListen); port != strconv.Itoa(io.ports["admin"]) {
+			t.Errorf("%s reserves admin port %d; ioproxy's admin listener uses %s", name, io.ports["admin"], port)
+		}
+		checkConfigTemplate(t, base, name, io)
 	}
-	if _, port, _ := net.SplitHostPort(config.DefaultAdminListen); port != strconv.Itoa(io.ports["admin"]) {
-		t.Errorf("ioproxy job reserves admin port %d; ioproxy's admin listener uses %s", io.ports["admin"], port)
-	}
+}
 
-	// The job's configuration file exists and reaches the path the image
-	// reads it from.
+// checkConfigTemplate requires an ioproxy job to render its configuration
+// file, which exists, to the path the image reads it from, and returns
+// that file relative to the repository root.
+func checkConfigTemplate(t *testing.T, base, name string, io *jobFile) string {
+	t.Helper()
 	cfgFile := io.variables["config_file"]
 	if _, err := os.Stat(filepath.Join(base, cfgFile)); err != nil {
-		t.Errorf("variable config_file = %q: %v", cfgFile, err)
+		t.Errorf("%s: variable config_file = %q: %v", name, cfgFile, err)
 	}
-	if !strings.Contains(io.templateData, "file(var.config_file)") {
-		t.Errorf("ioproxy job template data = %s; want file(var.config_file)", io.templateData)
+	tpl, ok := io.configTemplate()
+	if !ok {
+		t.Errorf("%s: no template with data = file(var.config_file)", name)
+		return cfgFile
 	}
 	mounted := ""
 	for _, v := range io.dockerVolumes {
 		src, dst, _ := strings.Cut(strings.TrimSuffix(v, ":ro"), ":")
-		if rest, ok := strings.CutPrefix(io.templateDest, src+"/"); ok {
+		if rest, ok := strings.CutPrefix(tpl.dest, src+"/"); ok {
 			mounted = path.Join(dst, rest)
 		}
 	}
 	if mounted != "/etc/ioproxy/io.hcl" {
-		t.Errorf("the template %s is mounted at %q; the image reads /etc/ioproxy/io.hcl", io.templateDest, mounted)
+		t.Errorf("%s: the template %s is mounted at %q; the image reads /etc/ioproxy/io.hcl", name, tpl.dest, mounted)
 	}
+	return cfgFile
 }
 
 // jobFile is what the tests read from a Nomad job file.
@@ -252,11 +295,49 @@ type jobFile struct {
 	ports                         map[string]int
 	volumeMounts                  []string
 	env                           map[string]string
-	variables                     map[string]string
-	templateData                  string
-	templateDest                  string
-	dockerVolumes                 []string
-	src                           []byte
+	// envExprs are the env block's values as written, to evaluate with
+	// the values Nomad would give them.
+	envExprs      map[string]hcl.Expression
+	variables     map[string]string
+	templates     []jobTemplate
+	dockerVolumes []string
+	// dockerArgs are the args of the tasks' docker config, and images the
+	// source text of their image attributes (such as var.image).
+	dockerArgs []string
+	images     []string
+	// counts, updates, constraints and checks are by group label (updates
+	// and constraints written in the job block count for each group).
+	counts      map[string]int
+	updates     map[string]map[string]cty.Value
+	constraints map[string][]map[string]string
+	// checks are the check blocks of each service, by service name.
+	checks map[string][]map[string]string
+	// servicePorts are the port labels of the services, by name.
+	servicePorts map[string]string
+	// identityEnv says whether a task's identity block sets env = true,
+	// which gives it NOMAD_TOKEN.
+	identityEnv bool
+	src         []byte
+}
+
+// jobTemplate is one template block of a task.
+type jobTemplate struct {
+	// source is the data attribute as written; data is its value when it
+	// is a string (a heredoc), "" when it calls a function (file()).
+	source, data string
+	dest         string
+	env          bool
+	changeMode   string
+}
+
+// configTemplate is the template that renders ioproxy's configuration.
+func (jf *jobFile) configTemplate() (jobTemplate, bool) {
+	for _, tpl := range jf.templates {
+		if strings.Contains(tpl.source, "file(var.config_file)") {
+			return tpl, true
+		}
+	}
+	return jobTemplate{}, false
 }
 
 func parseJob(t *testing.T, filename string) *jobFile {
@@ -270,7 +351,12 @@ func parseJob(t *testing.T, filename string) *jobFile {
 	if !ok {
 		t.Fatalf("%s is not native HCL syntax", filename)
 	}
-	jf := &jobFile{ports: map[string]int{}, env: map[string]string{}, variables: map[string]string{}, src: f.Bytes}
+	jf := &jobFile{
+		ports: map[string]int{}, env: map[string]string{}, envExprs: map[string]hcl.Expression{}, variables: map[string]string{},
+		counts: map[string]int{}, updates: map[string]map[string]cty.Value{}, constraints: map[string][]map[string]string{},
+		checks: map[string][]map[string]string{}, servicePorts: map[string]string{},
+		src: f.Bytes,
+	}
 	for _, b := range body.Blocks {
 		switch b.Type {
 		case "job":
@@ -299,17 +385,33 @@ func (jf *jobFile) walk(t *testing.T, body *hclsyntax.Body, parent string) {
 		switch {
 		case b.Type == "group" && parent == "job":
 			jf.groups = append(jf.groups, label(b))
+			jf.counts[label(b)] = 1 // Nomad's default
+			if a, ok := b.Body.Attributes["count"]; ok {
+				jf.counts[label(b)] = evalInt(t, a.Expr)
+			}
+			jf.groupBlocks(t, label(b), body) // the job's update and constraints
+			jf.groupBlocks(t, label(b), b.Body)
 		case b.Type == "task" && parent == "group":
 			jf.tasks = append(jf.tasks, label(b))
 			if a, ok := b.Body.Attributes["driver"]; ok {
 				jf.drivers = append(jf.drivers, evalString(t, a.Expr))
 			}
 		case b.Type == "service":
+			name := ""
 			if a, ok := b.Body.Attributes["name"]; ok {
-				jf.services = append(jf.services, evalString(t, a.Expr))
+				name = evalString(t, a.Expr)
+				jf.services = append(jf.services, name)
+			}
+			if a, ok := b.Body.Attributes["port"]; ok {
+				jf.servicePorts[name] = evalString(t, a.Expr)
 			}
 			if a, ok := b.Body.Attributes["provider"]; !ok || evalString(t, a.Expr) != "nomad" {
 				t.Errorf("service at %s: want provider = \"nomad\" (ioproxy resolves nomad:<service> through Nomad's own service API)", b.DefRange())
+			}
+			for _, c := range b.Body.Blocks {
+				if c.Type == "check" {
+					jf.checks[name] = append(jf.checks[name], stringAttrs(t, c.Body))
+				}
 			}
 		case b.Type == "port" && parent == "network":
 			port := 0
@@ -326,29 +428,122 @@ func (jf *jobFile) walk(t *testing.T, body *hclsyntax.Body, parent string) {
 		case b.Type == "env" && parent == "task":
 			for name, a := range b.Body.Attributes {
 				jf.env[name] = evalString(t, a.Expr)
+				jf.envExprs[name] = a.Expr
+			}
+		case b.Type == "identity" && parent == "task":
+			if a, ok := b.Body.Attributes["env"]; ok {
+				v, diags := a.Expr.Value(nil)
+				jf.identityEnv = !diags.HasErrors() && v.Type() == cty.Bool && v.True()
 			}
 		case b.Type == "template" && parent == "task":
-			if a, ok := b.Body.Attributes["data"]; ok {
-				jf.templateData = string(a.Expr.Range().SliceBytes(jf.src))
-			}
-			if a, ok := b.Body.Attributes["destination"]; ok {
-				jf.templateDest = evalString(t, a.Expr)
-			}
+			jf.templates = append(jf.templates, jf.template(t, b.Body))
 		case b.Type == "config" && parent == "task":
 			if a, ok := b.Body.Attributes["volumes"]; ok {
-				v, diags := a.Expr.Value(stubContext(a.Expr))
-				if diags.HasErrors() {
-					t.Errorf("%s", diags.Error())
-				} else {
-					for it := v.ElementIterator(); it.Next(); {
-						_, e := it.Element()
-						jf.dockerVolumes = append(jf.dockerVolumes, e.AsString())
-					}
-				}
+				jf.dockerVolumes = append(jf.dockerVolumes, evalStrings(t, a.Expr)...)
+			}
+			if a, ok := b.Body.Attributes["args"]; ok {
+				jf.dockerArgs = append(jf.dockerArgs, evalStrings(t, a.Expr)...)
+			}
+			if a, ok := b.Body.Attributes["image"]; ok {
+				jf.images = append(jf.images, strings.TrimSpace(string(a.Expr.Range().SliceBytes(jf.src))))
 			}
 		}
 		jf.walk(t, b.Body, b.Type)
 	}
+}
+
+// groupBlocks records the update and constraint blocks of body (a job's
+// or a group's) for the group called group.
+func (jf *jobFile) groupBlocks(t *testing.T, group string, body *hclsyntax.Body) {
+	for _, b := range body.Blocks {
+		switch b.Type {
+		case "update":
+			if jf.updates[group] == nil {
+				jf.updates[group] = map[string]cty.Value{}
+			}
+			for name, a := range b.Body.Attributes {
+				v, diags := a.Expr.Value(nil)
+				if diags.HasErrors() {
+					t.Errorf("%s", diags.Error())
+					continue
+				}
+				jf.updates[group][name] = v
+			}
+		case "constraint":
+			jf.constraints[group] = append(jf.constraints[group], stringAttrs(t, b.Body))
+		}
+	}
+}
+
+// template reads a template block.
+func (jf *jobFile) template(t *testing.T, body *hclsyntax.Body) jobTemplate {
+	var tpl jobTemplate
+	if a, ok := body.Attributes["data"]; ok {
+		tpl.source = string(a.Expr.Range().SliceBytes(jf.src))
+		if v, diags := a.Expr.Value(stubContext(a.Expr)); !diags.HasErrors() && v.Type() == cty.String {
+			tpl.data = v.AsString()
+		}
+	}
+	if a, ok := body.Attributes["destination"]; ok {
+		tpl.dest = evalString(t, a.Expr)
+	}
+	if a, ok := body.Attributes["change_mode"]; ok {
+		tpl.changeMode = evalString(t, a.Expr)
+	}
+	if a, ok := body.Attributes["env"]; ok {
+		v, diags := a.Expr.Value(nil)
+		if diags.HasErrors() || v.Type() != cty.Bool {
+			t.Errorf("%s: env is true or false", a.Expr.Range())
+		} else {
+			tpl.env = v.True()
+		}
+	}
+	return tpl
+}
+
+// stringAttrs reads the attributes of a block whose values are strings
+// (a check, a constraint), rendering numbers and booleans as Nomad reads
+// them ("true", "10").
+func stringAttrs(t *testing.T, body *hclsyntax.Body) map[string]string {
+	out := map[string]string{}
+	for name, a := range body.Attributes {
+		v, diags := a.Expr.Value(stubContext(a.Expr))
+		if diags.HasErrors() {
+			t.Errorf("%s", diags.Error())
+			continue
+		}
+		s, err := convert.Convert(v, cty.String)
+		if err != nil || s.IsNull() {
+			t.Errorf("%s: want a string, a number or a bool", a.Expr.Range())
+			continue
+		}
+		out[name] = s.AsString()
+	}
+	return out
+}
+
+// evalStrings evaluates a list of strings.
+func evalStrings(t *testing.T, expr hcl.Expression) []string {
+	t.Helper()
+	v, diags := expr.Value(stubContext(expr))
+	if diags.HasErrors() {
+		t.Errorf("%s", diags.Error())
+		return nil
+	}
+	if !v.Type().IsListType() && !v.Type().IsTupleType() {
+		t.Errorf("%s: want a list of strings", expr.Range())
+		return nil
+	}
+	var out []string
+	for it := v.ElementIterator(); it.Next(); {
+		_, e := it.Element()
+		if e.Type() != cty.String {
+			t.Errorf("%s: want a list of strings", expr.Range())
+			return nil
+		}
+		out = append(out, e.AsString())
+	}
+	return out
 }
 
 func (w job) check(t *testing.T, jf *jobFile) {
@@ -375,12 +570,20 @@ func (w job) check(t *testing.T, jf *jobFile) {
 			t.Errorf("port %q = %d, want %d", label, jf.ports[label], port)
 		}
 	}
-	if !slices.Contains(jf.volumeMounts, "/data") {
+	switch {
+	case w.stateless && len(jf.volumeMounts) > 0:
+		t.Errorf("volume mounts %q; this job keeps no state on its nodes, and a host volume would tie it to the nodes that have one", jf.volumeMounts)
+	case !w.stateless && !slices.Contains(jf.volumeMounts, "/data"):
 		t.Errorf("volume mounts %q; want the data volume at /data", jf.volumeMounts)
 	}
 	for _, k := range w.env {
 		if jf.env[k] == "" {
 			t.Errorf("env %s is not set", k)
+		}
+	}
+	for _, tpl := range jf.templates {
+		if tpl.source == "" || tpl.dest == "" {
+			t.Errorf("template %+v: want data and destination", tpl)
 		}
 	}
 }
