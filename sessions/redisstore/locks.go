@@ -104,5 +104,15 @@ func (s *Store) readSecret(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, storeError(fmt.Sprintf("load secret %q", name), err)
 	}
+	if s.seal.NeedsReseal(v) {
+		// Sealed with a key that is not the first: seal it with the
+		// first, so that the old key can go after a rotation. Only if
+		// the value is still the one read (XX and a compare would need
+		// a script; a secret never changes once made, so SET XX does).
+		resealed := s.seal.Seal(plain, secretRecord(name))
+		if err := s.rdb.SetXX(ctx, s.keys.secret(name), resealed, redis.KeepTTL).Err(); err != nil {
+			s.log.Warn("redis session store: a secret sealed with an older key was not sealed again; keep that key in encryption_key", "secret", name, "err", err)
+		}
+	}
 	return plain, nil
 }

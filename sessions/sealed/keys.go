@@ -155,8 +155,14 @@ func Generate() string {
 	return base64.StdEncoding.EncodeToString(raw)
 }
 
-// Len returns the number of keys in the ring.
-func (k *Keys) Len() int { return len(k.ring) }
+// Len returns the number of keys in the ring; 0 for a nil ring (no
+// encryption_key).
+func (k *Keys) Len() int {
+	if k == nil {
+		return 0
+	}
+	return len(k.ring)
+}
 
 // String describes the ring by its key identifiers, so that printing a *Keys
 // by mistake (%v in a log line) shows which keys are loaded and never the
