@@ -55,7 +55,7 @@ func newCallEnvAt(t testing.TB, now func() time.Time) *callEnv {
 	e := &callEnv{srv: atprototest.New(t, atprototest.Options{}), nonces: &dpop.Nonces{}}
 	e.alice = e.srv.AddAccount(atprototest.Account{Handle: "alice.test"})
 	e.bob = e.srv.AddAccount(atprototest.Account{Handle: "bob.test"})
-	store, err := boltstore.Open(filepath.Join(t.TempDir(), "data", "db"), sessions.Options{})
+	store, err := boltstore.Open(boltstore.Config{Path: filepath.Join(t.TempDir(), "data", "db")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func BenchmarkIngress(b *testing.B) {
 		_, _ = io.WriteString(w, "hello from the backend\n")
 	}))
 	defer backend.Close()
-	store, err := boltstore.Open(b.TempDir()+"/data/db", sessions.Options{})
+	store, err := boltstore.Open(boltstore.Config{Path: b.TempDir() + "/data/db"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func mustConfig(t *testing.T, src string) *config.Config {
 
 func openStore(t *testing.T) sessions.Store {
 	t.Helper()
-	s, err := boltstore.Open(filepath.Join(t.TempDir(), "data", "db"), sessions.Options{})
+	s, err := boltstore.Open(boltstore.Config{Path: filepath.Join(t.TempDir(), "data", "db")})
 	if err != nil {
 		t.Fatal(err)
 	}

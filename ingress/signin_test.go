@@ -113,7 +113,7 @@ func newSigninEnv(t *testing.T, ec envConfig) *signinEnv {
 	e.alice = e.srv.AddAccount(atprototest.Account{Handle: "alice.test"})
 	e.backend = echoBackend(t, "app")
 	ec.store.Now = e.clock.Now
-	store, err := boltstore.Open(filepath.Join(t.TempDir(), "data", "db"), ec.store)
+	store, err := boltstore.Open(boltstore.Config{Path: filepath.Join(t.TempDir(), "data", "db"), Options: ec.store})
 	if err != nil {
 		t.Fatal(err)
 	}

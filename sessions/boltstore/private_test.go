@@ -5,8 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/ioproxy/ioproxy/sessions"
 )
 
 // TestDataDirMustBePrivate: the store holds every session's tokens and the
@@ -27,7 +25,7 @@ func TestDataDirMustBePrivate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
 			path := filepath.Join(dir, "ioproxy.db")
-			s, err := Open(path, sessions.Options{})
+			s, err := Open(Config{Path: path})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -42,7 +40,7 @@ func TestDataDirMustBePrivate(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s, err = Open(path, sessions.Options{})
+			s, err = Open(Config{Path: path})
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("Open: %v", err)
@@ -67,7 +65,7 @@ func TestDataDirMustBePrivate(t *testing.T) {
 func TestDataDirOwnership(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	path := filepath.Join(dir, "ioproxy.db")
-	s, err := Open(path, sessions.Options{})
+	s, err := Open(Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +76,7 @@ func TestDataDirOwnership(t *testing.T) {
 	if err := os.Symlink(dir, link); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := Open(filepath.Join(link, "ioproxy.db"), sessions.Options{}); err != nil {
+	if s, err := Open(Config{Path: filepath.Join(link, "ioproxy.db")}); err != nil {
 		t.Errorf("a symlink to our own private data dir: %v", err)
 	} else {
 		_ = s.Close()
@@ -91,7 +89,7 @@ func TestDataDirOwnership(t *testing.T) {
 	if err := os.Symlink(path, filepath.Join(other, "ioproxy.db")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(filepath.Join(other, "ioproxy.db"), sessions.Options{}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+	if _, err := Open(Config{Path: filepath.Join(other, "ioproxy.db")}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
 		t.Errorf("a symlinked store file: %v", err)
 	}
 
@@ -104,11 +102,11 @@ func TestDataDirOwnership(t *testing.T) {
 		if err := os.Chown(p, nobody, nobody); err != nil {
 			t.Fatal(err)
 		}
-		_, err := Open(path, sessions.Options{})
+		_, err := Open(Config{Path: path})
 		if err == nil || !strings.Contains(err.Error(), "belongs to user 65534") || !strings.Contains(err.Error(), "chown") {
 			t.Errorf("%s owned by another user: %v", p, err)
 		}
-		if _, err := Open(filepath.Join(link, "ioproxy.db"), sessions.Options{}); err == nil {
+		if _, err := Open(Config{Path: filepath.Join(link, "ioproxy.db")}); err == nil {
 			t.Errorf("a symlink to a data dir another user owns (%s): accepted", p)
 		}
 		if err := os.Chown(p, 0, 0); err != nil {

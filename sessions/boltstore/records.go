@@ -38,7 +38,7 @@ func (s *Store) Create(_ context.Context, sess sessions.Session) (evicted []sess
 				return err
 			}
 		}
-		return b.Put([]byte(sess.ID), v)
+		return b.Put([]byte(sess.ID), s.seal(sessionKind, sess.ID, v))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create session for %s: %w", sess.DID, err)
@@ -154,7 +154,7 @@ func (s *Store) replace(cur, next *sessions.Session) (sessions.Session, error) {
 		return sessions.Session{}, errChanged
 	}
 	err = s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSessions).Put([]byte(cur.ID), v)
+		return tx.Bucket(bucketSessions).Put([]byte(cur.ID), s.seal(sessionKind, cur.ID, v))
 	})
 	if err != nil {
 		return sessions.Session{}, fmt.Errorf("save session for %s: %w", next.DID, err)
@@ -231,7 +231,7 @@ func (s *Store) DeleteExpired(_ context.Context) (int, error) {
 	var left []sessions.Pending // the pending sign-ins that stay
 	err := s.update(func(tx *bolt.Tx) error {
 		var err error
-		if n, left, err = deleteExpiredPending(tx.Bucket(bucketPending), now); err != nil {
+		if n, left, err = s.deleteExpiredPending(tx.Bucket(bucketPending), now); err != nil {
 			return err
 		}
 		sb := tx.Bucket(bucketSessions)
@@ -256,12 +256,12 @@ func (s *Store) DeleteExpired(_ context.Context) (int, error) {
 
 // deleteExpiredPending removes the expired (or damaged) pending sign-ins
 // of pb, and returns how many, and those that stay.
-func deleteExpiredPending(pb *bolt.Bucket, now time.Time) (int, []sessions.Pending, error) {
+func (s *Store) deleteExpiredPending(pb *bolt.Bucket, now time.Time) (int, []sessions.Pending, error) {
 	var keys [][]byte
 	var left []sessions.Pending
 	err := pb.ForEach(func(k, v []byte) error {
-		var p sessions.Pending
-		if err := json.Unmarshal(v, &p); err != nil || now.After(p.Expiry) {
+		p, err := s.decodePending(k, v)
+		if err != nil || now.After(p.Expiry) {
 			keys = append(keys, append([]byte(nil), k...))
 		} else {
 			left = append(left, p)
@@ -283,9 +283,8 @@ func deleteExpiredPending(pb *bolt.Bucket, now time.Time) (int, []sessions.Pendi
 func (s *Store) anyPendingExpired(now time.Time) bool {
 	found := false
 	_ = s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPending).ForEach(func(_, v []byte) error {
-			var p sessions.Pending
-			if err := json.Unmarshal(v, &p); err != nil || now.After(p.Expiry) {
+		return tx.Bucket(bucketPending).ForEach(func(k, v []byte) error {
+			if p, err := s.decodePending(k, v); err != nil || now.After(p.Expiry) {
 				found = true
 				return errStop
 			}
@@ -297,16 +296,30 @@ func (s *Store) anyPendingExpired(now time.Time) bool {
 
 var errStop = errors.New("stop")
 
+// decodePending opens and decodes the pending sign-in stored under state.
+func (s *Store) decodePending(state, v []byte) (sessions.Pending, error) {
+	plain, err := s.open(pendingKind, state, v)
+	if err != nil {
+		return sessions.Pending{}, err
+	}
+	var p sessions.Pending
+	if err := json.Unmarshal(plain, &p); err != nil {
+		return sessions.Pending{}, fmt.Errorf("decode pending sign-in: %w", err)
+	}
+	return p, nil
+}
+
 // PutPending stores an authorization request under its state; see
 // sessions.Store.
 func (s *Store) PutPending(_ context.Context, p sessions.Pending) error {
 	if !sessions.WellFormedToken(p.State) {
 		return errors.New("store pending sign-in: the state is not a token of NewToken's shape")
 	}
-	v, err := json.Marshal(p)
+	plain, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("encode pending sign-in: %w", err)
 	}
+	v := s.seal(pendingKind, p.State, plain)
 	s.writing.Lock()
 	defer s.writing.Unlock()
 	if err := s.pending.admit(p, s.opts); err != nil {
@@ -350,8 +363,9 @@ func (s *Store) TakePending(_ context.Context, state string) (sessions.Pending, 
 			return nil // taken by a concurrent callback
 		}
 		found = true
-		if err := json.Unmarshal(v, &p); err != nil {
-			return fmt.Errorf("decode pending sign-in: %w", err)
+		var err error
+		if p, err = s.decodePending([]byte(state), v); err != nil {
+			return err
 		}
 		return b.Delete([]byte(state))
 	})

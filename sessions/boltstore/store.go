@@ -6,9 +6,17 @@
 // written only at sign-in, sign-out and token refresh, in short
 // transactions (bbolt has one writer at a time). bbolt takes an exclusive
 // lock on its file: one data dir belongs to one ioproxy process.
+//
+// With Config.Keys (encryption_key), every record is sealed (package
+// sealed) for a record id that names its kind and key, as redisstore's:
+// "session:<id>", "pending:<state>", "secret:<name>". Open seals the
+// plaintext records an ioproxy without encryption_key wrote, reseals those
+// of an older key, and compacts the file, so that a copy of it holds no
+// token, DPoP key, PKCE verifier or client key in the clear.
 package boltstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,12 +32,18 @@ import (
 
 	"github.com/ioproxy/ioproxy/internal/textutil"
 	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/sealed"
 )
 
 var (
 	bucketPending  = []byte("pending")
 	bucketSessions = []byte("sessions")
 	bucketKeys     = []byte("keys")
+	// bucketMeta holds keySealedBy: a value sealed with the first key of
+	// the last compaction, present while no plaintext or older key's
+	// bytes can be left in the file's free pages.
+	bucketMeta  = []byte("meta")
+	keySealedBy = []byte("sealed-by")
 )
 
 // lockTimeout bounds the wait for bbolt's file lock (another ioproxy
@@ -41,6 +55,10 @@ type Store struct {
 	db   *bolt.DB
 	now  func() time.Time
 	opts sessions.Options
+	// keys seal every record; nil keeps them plain.
+	keys *sealed.Keys
+	// resealed counts the records Open sealed or resealed.
+	resealed int
 	// writes counts committed write transactions (each costs two
 	// fdatasyncs): for metrics, and for tests that prove a request cost
 	// none.
@@ -63,75 +81,142 @@ type Store struct {
 
 var _ sessions.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the store file at path, refusing one
-// that other users can read, and loads every live session into memory.
-func Open(path string, opts sessions.Options) (*Store, error) {
-	opts = opts.WithDefaults()
+// Config configures a Store.
+type Config struct {
+	Path    string           // the bbolt file; its directory is created 0700
+	Options sessions.Options // limits and clock
+	// Keys seal every record: sessions, pending sign-ins and secrets (the
+	// OAuth client key). nil keeps them as plain JSON.
+	Keys *sealed.Keys
+}
+
+// Open opens (creating if needed) the store file at cfg.Path, refusing
+// one that other users can read, and loads every live session into
+// memory.
+//
+// With Keys, Open also rewrites, in the transaction that loads them, the
+// records that are plaintext (written without encryption_key) and those
+// sealed with a key other than the first (a rotation), then compacts the
+// file so that no freed page keeps their old bytes (nor those of records
+// deleted before: the first Open with Keys, or with a new first key,
+// compacts even with nothing to reseal); Resealed counts them.
+// So turning encryption on, or putting a new key first, needs a restart,
+// and the old key may go after it. A record that does not open (a key
+// that is not in Keys, damage), or a sealed record when Keys is nil
+// (ErrSealed), fails Open: nothing is dropped.
+func Open(cfg Config) (*Store, error) {
+	path, opts := cfg.Path, cfg.Options.WithDefaults()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
 	}
 	if err := checkPrivate(filepath.Dir(path), path); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open session store %s: the file is locked; another ioproxy is using this data dir (one data dir belongs to one process)", path)
-	}
+	db, err := openDB(path)
 	if err != nil {
 		return nil, fmt.Errorf("open session store %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, opts: opts, pending: newPendingCounts(), locks: sessions.NewLocalLocks(opts.Now),
+	s := &Store{db: db, now: opts.Now, opts: opts, keys: cfg.Keys, pending: newPendingCounts(), locks: sessions.NewLocalLocks(opts.Now),
 		byID: map[string]*sessions.Session{}, byProxy: map[string]*sessions.Session{}}
-	if err := s.load(); err != nil {
-		_ = db.Close()
-		return nil, err
+	compact, err := s.load()
+	if err == nil && compact {
+		err = s.compact(path)
+	}
+	if err != nil {
+		_ = s.db.Close()
+		return nil, fmt.Errorf("open session store %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// load reads every session and pending sign-in at Open, dropping the
-// expired sessions.
-func (s *Store) load() error {
-	now := s.now()
-	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketPending, bucketSessions, bucketKeys} {
+// openDB opens the bbolt file, waiting lockTimeout for its lock.
+func openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, errors.New("the file is locked; another ioproxy is using this data dir (one data dir belongs to one process)")
+	}
+	return db, err
+}
+
+// load reads every session, pending sign-in and secret at Open, dropping
+// the expired sessions and sealing or resealing what needs it. It reports
+// whether the file needs compacting: with Keys, unless the last
+// compaction was under the same first key and nothing has needed sealing
+// since (a compaction that did not finish leaves the need).
+func (s *Store) load() (compact bool, err error) {
+	l, err := newLoader(s.keys)
+	if err != nil {
+		return false, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketPending, bucketSessions, bucketKeys, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("create bucket %s: %w", b, err)
 			}
 		}
-		var expired [][]byte
-		err := tx.Bucket(bucketSessions).ForEach(func(k, v []byte) error {
-			sess, err := sessions.DecodeSession(v)
-			if err != nil {
-				return err
-			}
-			if !sess.Expiry.IsZero() && now.After(sess.Expiry) {
-				expired = append(expired, append([]byte(nil), k...))
-				return nil
-			}
-			s.byID[sess.ID] = &sess
-			s.byProxy[sess.ProxyKey] = &sess
-			return nil
-		})
-		if err != nil {
+		if err := s.loadSessions(tx, l); err != nil {
 			return fmt.Errorf("load sessions: %w", err)
 		}
-		var pending []sessions.Pending
-		_ = tx.Bucket(bucketPending).ForEach(func(_, v []byte) error {
-			var p sessions.Pending
-			_ = json.Unmarshal(v, &p) // a damaged one still takes a place until swept
-			pending = append(pending, p)
-			return nil
-		})
-		s.pending.reset(pending)
-		for _, k := range expired {
-			if err := tx.Bucket(bucketSessions).Delete(k); err != nil {
-				return fmt.Errorf("delete expired session: %w", err)
+		if err := s.loadPending(tx, l); err != nil {
+			return fmt.Errorf("load pending sign-ins: %w", err)
+		}
+		if err := l.walk(tx, secretKind, func([]byte) (bool, error) { return true, nil }); err != nil {
+			return fmt.Errorf("load secrets: %w", err)
+		}
+		meta := tx.Bucket(bucketMeta)
+		if s.keys == nil || l.dirty {
+			// Plaintext is, or may be, written now: kept until compacted.
+			if err := meta.Delete(keySealedBy); err != nil {
+				return fmt.Errorf("clear the compaction mark: %w", err)
 			}
 		}
+		compact = s.keys != nil && !s.compactedUnderFirstKey(meta.Get(keySealedBy))
 		return nil
 	})
+	s.resealed = l.resealed
+	return compact, err
 }
+
+// loadSessions puts every live session in memory and deletes the expired
+// ones.
+func (s *Store) loadSessions(tx *bolt.Tx, l *loader) error {
+	now := s.now()
+	return l.walk(tx, sessionKind, func(plain []byte) (bool, error) {
+		sess, err := sessions.DecodeSession(plain)
+		if err != nil {
+			return false, err
+		}
+		if !sess.Expiry.IsZero() && now.After(sess.Expiry) {
+			return false, nil
+		}
+		s.byID[sess.ID] = &sess
+		s.byProxy[sess.ProxyKey] = &sess
+		return true, nil
+	})
+}
+
+// loadPending counts the pending sign-ins.
+func (s *Store) loadPending(tx *bolt.Tx, l *loader) error {
+	var pending []sessions.Pending
+	err := l.walk(tx, pendingKind, func(plain []byte) (bool, error) {
+		var p sessions.Pending
+		_ = json.Unmarshal(plain, &p) // a damaged one still takes a place until swept
+		pending = append(pending, p)
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.pending.reset(pending)
+	return nil
+}
+
+// Resealed is the number of records (sessions, pending sign-ins, secrets)
+// that Open rewrote sealed with the first key: plaintext ones when
+// encryption was just turned on, and those of an older key after a
+// rotation. 0 without Keys, and once every record is sealed with the
+// first key. For the caller to log.
+func (s *Store) Resealed() int { return s.resealed }
 
 // Close closes the bbolt file.
 func (s *Store) Close() error { return s.db.Close() }
@@ -161,7 +246,11 @@ func (s *Store) Secret(_ context.Context, name string, generate func() ([]byte, 
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketKeys)
 		if v := b.Get([]byte(name)); v != nil {
-			out = append([]byte(nil), v...)
+			plain, err := s.open(secretKind, []byte(name), v)
+			if err != nil {
+				return err
+			}
+			out = bytes.Clone(plain)
 			return nil
 		}
 		v, err := generate()
@@ -169,7 +258,7 @@ func (s *Store) Secret(_ context.Context, name string, generate func() ([]byte, 
 			return err
 		}
 		out = v
-		return b.Put([]byte(name), v)
+		return b.Put([]byte(name), s.seal(secretKind, name, v))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load secret %q: %w", name, err)

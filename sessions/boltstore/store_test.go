@@ -11,32 +11,43 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/sealed"
 	"github.com/ioproxy/ioproxy/sessions/storetest"
 )
 
 // TestConformance runs the suite every store passes, a bbolt file per
-// subtest. Two stores never share a file (bbolt locks it), so the suite's
-// shared-store tests are skipped.
+// subtest, with records kept plain and sealed. Two stores never share a
+// file (bbolt locks it), so the suite's shared-store tests are skipped.
 func TestConformance(t *testing.T) {
-	var mu sync.Mutex
-	paths := map[string]string{}
-	storetest.Run(t, storetest.Harness{Open: func(t *testing.T, opts sessions.Options) sessions.Store {
-		t.Helper()
-		mu.Lock()
-		path, ok := paths[t.Name()]
-		if !ok {
-			// A fresh subdirectory: t.TempDir's are 0755, and the store
-			// refuses a data dir that others can read.
-			path = filepath.Join(t.TempDir(), "data", "ioproxy.db")
-			paths[t.Name()] = path
-		}
-		mu.Unlock()
-		s, err := Open(path, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}})
+	for _, tc := range []struct {
+		name string
+		keys *sealed.Keys
+	}{
+		{"plain", nil},
+		{"sealed", mustKeys(t, sealed.Generate())},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			paths := map[string]string{}
+			storetest.Run(t, storetest.Harness{Open: func(t *testing.T, opts sessions.Options) sessions.Store {
+				t.Helper()
+				mu.Lock()
+				path, ok := paths[t.Name()]
+				if !ok {
+					// A fresh subdirectory: t.TempDir's are 0755, and the
+					// store refuses a data dir that others can read.
+					path = filepath.Join(t.TempDir(), "data", "ioproxy.db")
+					paths[t.Name()] = path
+				}
+				mu.Unlock()
+				s, err := Open(Config{Path: path, Options: opts, Keys: tc.keys})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}})
+		})
+	}
 }
 
 type clock struct {
@@ -53,7 +64,7 @@ func (c *clock) Add(d time.Duration) {
 
 func open(t *testing.T, path string, c *clock) *Store {
 	t.Helper()
-	s, err := Open(path, sessions.Options{Now: c.Now})
+	s, err := Open(Config{Path: path, Options: sessions.Options{Now: c.Now}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +87,7 @@ func TestSecondProcessIsRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data", "db")
 	c := &clock{now: time.Now()}
 	open(t, path, c)
-	s, err := Open(path, sessions.Options{})
+	s, err := Open(Config{Path: path, Options: sessions.Options{}})
 	if err == nil {
 		_ = s.Close()
 		t.Fatal("second open succeeded")
@@ -207,7 +218,7 @@ func TestDamagedPendingIsSwept(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = db.Close()
-	s, err := Open(path, sessions.Options{Now: c.Now, MaxPending: 1})
+	s, err := Open(Config{Path: path, Options: sessions.Options{Now: c.Now, MaxPending: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +238,7 @@ func TestDamagedPendingIsSwept(t *testing.T) {
 func BenchmarkGet(b *testing.B) {
 	ctx := b.Context()
 	c := &clock{now: time.Now()}
-	s, err := Open(filepath.Join(b.TempDir(), "data", "db"), sessions.Options{Now: c.Now})
+	s, err := Open(Config{Path: filepath.Join(b.TempDir(), "data", "db"), Options: sessions.Options{Now: c.Now}})
 	if err != nil {
 		b.Fatal(err)
 	}
