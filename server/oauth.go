@@ -75,11 +75,19 @@ func (s *Server) newOAuthClient(h config.Host, id clientIdentity, out outbound) 
 	})
 }
 
+// ClientKeySecret names the confidential OAuth client's key among the
+// store's secrets.
+const ClientKeySecret = "oauth-client-es256"
+
+// Secrets are the names of every secret ioproxy keeps in its store: what
+// a move to another store must take along.
+var Secrets = []string{ClientKeySecret}
+
 // loadClientKey returns the confidential client's key, made at the first
 // start and kept in the store: the key published at /@/jwks.json must
 // survive restarts, or servers that cached it refuse every sign-in.
 func (s *Server) loadClientKey(ctx context.Context) (*oauth.ClientKey, error) {
-	raw, err := s.store.Secret(ctx, "oauth-client-es256", oauth.GenerateClientKey)
+	raw, err := s.store.Secret(ctx, ClientKeySecret, oauth.GenerateClientKey)
 	if err != nil {
 		return nil, err
 	}

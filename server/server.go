@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/ioproxy/ioproxy/ingress/certs"
 	"github.com/ioproxy/ioproxy/sessions"
 	"github.com/ioproxy/ioproxy/sessions/boltstore"
+	"github.com/ioproxy/ioproxy/sessions/redisstore"
 )
 
 // Options are what a Server needs besides its configuration.
@@ -72,7 +75,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		}
 	}()
 	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: s.log, Hosts: cfg.Admin.Hosts})
-	if err := s.openStore(); err != nil {
+	if err := s.openStore(ctx); err != nil {
 		return nil, err
 	}
 	out, err := s.newOutbound(ctx, opts.RootCAs)
@@ -104,20 +107,50 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	return s, nil
 }
 
-// openStore opens the session store in the data dir.
-func (s *Server) openStore() error {
-	store, err := boltstore.Open(filepath.Join(s.cfg.DataDir, "ioproxy.db"), sessions.Options{
-		MaxSessions: s.cfg.Sessions.MaxSessions, MaxPerAccount: s.cfg.Sessions.MaxPerAccount,
-	})
-	if err != nil {
-		return err
+// openStore opens the session store the configuration names: bbolt in
+// the data dir, or the Redis server that replicas share.
+func (s *Server) openStore(ctx context.Context) error {
+	c := s.cfg.Sessions
+	opts := sessions.Options{MaxSessions: c.MaxSessions, MaxPerAccount: c.MaxPerAccount}
+	var store sessions.Store
+	switch c.Store {
+	case config.StoreRedis:
+		rs, err := redisstore.Open(ctx, redisstore.Config{URL: c.URL, Prefix: c.KeyPrefix, Keys: c.EncryptionKey, Options: opts, Logger: s.log})
+		if err != nil {
+			return err
+		}
+		store = rs
+		s.log.Info("session store", "store", "redis", "server", redisServer(c.URL), "key_prefix", c.KeyPrefix)
+	default:
+		path := filepath.Join(s.cfg.DataDir, "ioproxy.db")
+		bs, err := boltstore.Open(boltstore.Config{Path: path, Options: opts, Keys: c.EncryptionKey})
+		if err != nil {
+			return err
+		}
+		store = bs
+		s.log.Info("session store", "store", "bbolt", "path", path, "sealed", c.EncryptionKey != nil)
 	}
 	s.store = store
 	s.recorder.SetSessionCounter(func() int {
-		n, _ := store.Count(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		n, _ := store.Count(ctx)
 		return n
 	})
 	return nil
+}
+
+// redisServer is the host of a Redis url, for logs: the url may hold a
+// password.
+func redisServer(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "?"
+	}
+	if u.Scheme == "unix" {
+		return u.Path
+	}
+	return u.Host
 }
 
 // newIngress builds the router of every host, and the Nomad resolver when
@@ -159,6 +192,26 @@ func (s *Server) background(ctx context.Context) {
 	if s.nomad != nil {
 		run(s.nomad.Run)
 	}
+	if r, ok := s.store.(resealer); ok && s.cfg.Sessions.EncryptionKey.Len() > 1 {
+		run(func(ctx context.Context) { s.reseal(ctx, r) })
+	}
+}
+
+// resealer is a store that seals its records again with the first key
+// on demand (redisstore; boltstore does it at Open).
+type resealer interface {
+	Reseal(ctx context.Context) (int, error)
+}
+
+// reseal seals again what older keys sealed, after a key rotation, and
+// says when the old keys may go.
+func (s *Server) reseal(ctx context.Context, r resealer) {
+	n, err := r.Reseal(ctx)
+	if err != nil {
+		s.log.Error("sessions sealed with an older encryption_key were not all sealed again; keep the older keys", "resealed", n, "err", err)
+		return
+	}
+	s.log.Info("every session is sealed with the first encryption_key; the others may go once every replica has it first", "resealed", n)
 }
 
 // Reload re-reads certificate files (on SIGHUP).
@@ -170,13 +223,18 @@ func (s *Server) Store() sessions.Store { return s.store }
 // LocalCAPEM returns the local CA that signs self-signed certificates.
 func (s *Server) LocalCAPEM() []byte { return s.certs.LocalCAPEM() }
 
-func (s *Server) readyCheck(context.Context) error {
+func (s *Server) readyCheck(ctx context.Context) error {
 	select {
 	case <-s.ready:
-		return nil
 	default:
 		return errors.New("starting")
 	}
+	if c, ok := s.store.(sessions.Checker); ok {
+		if err := c.Check(ctx); err != nil {
+			return fmt.Errorf("session store: %w", err)
+		}
+	}
+	return nil
 }
 
 // Close shuts down gracefully: listeners stop accepting, in-flight

@@ -3,6 +3,8 @@
 //	ioproxy serve    -config io.hcl   run it
 //	ioproxy validate -config io.hcl   check a configuration and exit
 //	ioproxy cert     -config io.hcl   print (or -out write) the local CA to trust
+//	ioproxy sessions migrate -config io.hcl -from data/ioproxy.db
+//	                                  copy sessions from bbolt into Redis
 //	ioproxy version
 package main
 
@@ -30,6 +32,9 @@ Usage:
   ioproxy cert     -config FILE [-out FILE]
                                   print or write the local CA certificate that
                                   signs self-signed host certificates, to trust it
+  ioproxy sessions migrate -config FILE -from PATH/ioproxy.db
+                                  copy every session and the client key from
+                                  a bbolt file into the configured Redis store
   ioproxy version                 print the version
 `
 
@@ -50,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args, stdout, stderr)
 	case "cert":
 		return cmdCert(args, stdout, stderr)
+	case "sessions":
+		return cmdSessions(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "ioproxy", version())
 		return 0

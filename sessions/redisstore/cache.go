@@ -160,6 +160,7 @@ func (c *cache) subscribed() {
 func (s *Store) listen(ctx context.Context, ps *redis.PubSub) {
 	defer close(s.done)
 	backoff := newBackoff(50*time.Millisecond, 2*time.Second)
+	down := false // logged once per outage, not per retry
 	for {
 		msg, err := ps.Receive(ctx)
 		if ctx.Err() != nil {
@@ -167,7 +168,10 @@ func (s *Store) listen(ctx context.Context, ps *redis.PubSub) {
 		}
 		if err != nil {
 			s.cache.lost()
-			s.log.Warn("redis session store: invalidations not received; cached sessions are served as they are until Redis is back", "err", err)
+			if !down {
+				s.log.Warn("redis session store: invalidations not received; cached sessions are served as they are until Redis is back", "err", err)
+				down = true
+			}
 			if !backoff.wait(ctx) {
 				return
 			}
@@ -178,6 +182,10 @@ func (s *Store) listen(ctx context.Context, ps *redis.PubSub) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				s.cache.subscribed()
+				if down {
+					s.log.Info("redis session store: invalidations received again; the cache starts empty")
+					down = false
+				}
 			}
 		case *redis.Message:
 			from, r, _ := strings.Cut(m.Payload, " ")
