@@ -253,17 +253,36 @@ func (s *Store) Count(ctx context.Context) (int, error) {
 	return int(n), nil
 }
 
-// listBatch is how many sessions List reads per round trip.
+// listBatch is how many sessions List and Reseal read per round trip.
 const listBatch = 500
 
 // List returns every live session. It reads them all from Redis: it is
 // for the admin pages, not for requests.
 func (s *Store) List(ctx context.Context) ([]sessions.Session, error) {
-	refs, err := s.rdb.ZRange(ctx, s.keys.all(), 0, -1).Result()
+	var out []sessions.Session
+	err := s.eachStored(ctx, func(r string, v []byte) error {
+		sess, err := s.decodeSession(v, r)
+		if err != nil {
+			return err
+		}
+		if live, err := s.live(sess); err == nil {
+			out = append(out, live)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, storeError("list sessions", err)
 	}
-	var out []sessions.Session
+	return out, nil
+}
+
+// eachStored calls fn with the ref and the sealed value of every stored
+// session, reading them in batches, until fn fails.
+func (s *Store) eachStored(ctx context.Context, fn func(r string, v []byte) error) error {
+	refs, err := s.rdb.ZRange(ctx, s.keys.all(), 0, -1).Result()
+	if err != nil {
+		return err
+	}
 	for len(refs) > 0 {
 		batch := refs[:min(listBatch, len(refs))]
 		refs = refs[len(batch):]
@@ -274,23 +293,19 @@ func (s *Store) List(ctx context.Context) ([]sessions.Session, error) {
 			return nil
 		})
 		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, storeError("list sessions", err)
+			return err
 		}
 		for i, c := range cmds {
 			v, err := c.(*redis.StringCmd).Bytes()
 			if err != nil {
 				continue // expired by Redis since ZRANGE
 			}
-			sess, err := s.decodeSession(v, batch[i])
-			if err != nil {
-				return nil, storeError("list sessions", err)
-			}
-			if live, err := s.live(sess); err == nil {
-				out = append(out, live)
+			if err := fn(batch[i], v); err != nil {
+				return err
 			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // sweepBatch is how many records one sweep script deletes: each script
