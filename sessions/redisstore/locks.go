@@ -27,6 +27,15 @@ func (s *Store) Lock(ctx context.Context, name string, lease time.Duration) (fun
 		}
 		ok, err := s.rdb.SetNX(ctx, key, token, lease).Result()
 		if ctx.Err() != nil {
+			// Redis may have given us the lock as ctx ended (ok), or
+			// after it (the reply is lost): free it, or no one could
+			// until the lease lapses. By the token, so only ours.
+			switch release := s.releaser(key, token); {
+			case ok:
+				release()
+			case err != nil:
+				go release()
+			}
 			return nil, fmt.Errorf("lock %s: %w", name, ctx.Err())
 		} else if err != nil {
 			return nil, storeError("lock "+name, err)

@@ -77,6 +77,12 @@ func (s *Store) lookup(ctx context.Context, id, r string) (sessions.Session, err
 	if err != nil && !errors.Is(err, sessions.ErrNotFound) && ok {
 		return s.live(cached)
 	}
+	if ok && errors.Is(err, sessions.ErrNotFound) {
+		// Gone without an invalidation (deleted by hand, evicted by
+		// Redis's maxmemory, or the message was lost): kept, it would be
+		// served again the next time Redis is out of reach.
+		s.cache.invalidate(r)
+	}
 	if err != nil {
 		return sessions.Session{}, err
 	}
@@ -172,13 +178,16 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Ses
 	var next sessions.Session
 	gen := s.cache.generation()
 	err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		v, err := tx.HGet(ctx, key, "v").Bytes()
-		if errors.Is(err, redis.Nil) {
-			return sessions.ErrNotFound
-		} else if err != nil {
+		fields, err := tx.HMGet(ctx, key, "v", "a").Result()
+		if err != nil {
 			return storeError("update session", err)
 		}
-		cur, err := s.decodeSession(v, r)
+		v, ok := fields[0].(string)
+		if !ok {
+			return sessions.ErrNotFound
+		}
+		acct, _ := fields[1].(string)
+		cur, err := s.decodeSession([]byte(v), r)
 		if err != nil {
 			return storeError("update session", err)
 		}
@@ -199,6 +208,9 @@ func (s *Store) updateOnce(ctx context.Context, id string, fn func(*sessions.Ses
 			s.expireAt(ctx, p, key, next)
 			s.expireAt(ctx, p, s.keys.proxy(ref(next.ProxyKey)), next)
 			p.ZAdd(ctx, s.keys.all(), redis.Z{Score: expiryFloat(next.Expiry), Member: r})
+			if acct != "" {
+				s.extendAccount(ctx, p, s.keys.account(acct), next)
+			}
 			p.Publish(ctx, s.keys.channel(), s.invalidation(r))
 			return nil
 		})
@@ -225,6 +237,17 @@ func (s *Store) expireAt(ctx context.Context, p redis.Pipeliner, key string, ses
 	}
 	// A millisecond after: Redis keeps the session as long as it is live.
 	p.PExpireAt(ctx, key, sess.Expiry.Add(time.Millisecond))
+}
+
+// extendAccount makes the account set key live at least as long as
+// sess (see createScript): GT leaves a later expiry, and a set without
+// one, as they are.
+func (s *Store) extendAccount(ctx context.Context, p redis.Pipeliner, key string, sess sessions.Session) {
+	if sess.Expiry.IsZero() {
+		p.Persist(ctx, key)
+		return
+	}
+	p.Do(ctx, "PEXPIREAT", key, sess.Expiry.Add(time.Millisecond).UnixMilli(), "GT")
 }
 
 // Delete removes a session; deleting a missing session is not an error.
@@ -297,8 +320,13 @@ func (s *Store) eachStored(ctx context.Context, fn func(r string, v []byte) erro
 		}
 		for i, c := range cmds {
 			v, err := c.(*redis.StringCmd).Bytes()
-			if err != nil {
+			if errors.Is(err, redis.Nil) {
 				continue // expired by Redis since ZRANGE
+			} else if err != nil {
+				// Pipelined says only the first error, which may be an
+				// expired session's Nil: a session skipped here would be
+				// missing from List, and left under an old key by Reseal.
+				return err
 			}
 			if err := fn(batch[i], v); err != nil {
 				return err

@@ -24,9 +24,9 @@ end
 
 // createScript stores a new session, after deleting the oldest sessions
 // of its account on its host beyond the per-account limit, unless the
-// store is full. It returns {"ok", then the id and the sealed value of
-// each evicted session},
-// {"full", count} or {"exists"}.
+// store is full. The account's set gets the TTL of its longest-lived
+// session (PEXPIRETIME: Redis 7). It returns {"ok", then the id and the
+// sealed value of each evicted session}, {"full", count} or {"exists"}.
 //
 // KEYS: session, proxy, account, all.
 // ARGV: prefix, channel, instance, id, sealed session, proxy key,
@@ -60,6 +60,14 @@ for i = 1, evict do
   table.insert(out, redis.call('HGET', prefix .. 's:' .. mine[i], 'v'))
   drop(prefix, mine[i], channel, instance)
 end
+-- The account's set expires with the last of its sessions: Redis
+-- expires a session's hash before the sweep comes, and the sweep, which
+-- learns the account from the hash, cannot clean the set then.
+local forever, last = ARGV[9] == '', tonumber(ARGV[9]) or 0
+for i = evict + 1, #mine do
+  local at = redis.call('PEXPIRETIME', prefix .. 's:' .. mine[i])
+  if at < 0 then forever = true elseif at > last then last = at end
+end
 redis.call('HSET', KEYS[1], 'v', ARGV[5], 'p', ARGV[6], 'a', ARGV[7])
 redis.call('SET', KEYS[2], ARGV[4])
 if ARGV[9] ~= '' then
@@ -67,6 +75,11 @@ if ARGV[9] ~= '' then
   redis.call('PEXPIREAT', KEYS[2], ARGV[9])
 end
 redis.call('ZADD', KEYS[3], ARGV[8], ARGV[4])
+if forever then
+  redis.call('PERSIST', KEYS[3])
+else
+  redis.call('PEXPIREAT', KEYS[3], last)
+end
 redis.call('ZADD', KEYS[4], ARGV[10], ARGV[4])
 return out
 `)

@@ -17,7 +17,7 @@
 //
 //	P s:<ref>       hash: v (the sealed session), p (its proxy key's ref), a (its account's digest)
 //	P p:<ref>       the session's ref, under the ref of its proxy key
-//	P a:<digest>    sorted set: the session refs of one account on one host, by creation
+//	P a:<digest>    sorted set: the session refs of one account on one host, by creation; it expires with the last
 //	P all           sorted set: every session ref, by expiry
 //	P q:<ref>       hash: v (the sealed pending sign-in), c, i (its client's and issuer's digests)
 //	P qall          sorted set: every pending state's ref, by expiry
