@@ -300,6 +300,11 @@ func (h *pdsHandler) tokenError(w http.ResponseWriter, err error) {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the session ended because its tokens could not be refreshed; sign in again")
 		return
 	}
+	if errors.Is(err, sessions.ErrUnavailable) {
+		h.cfg.Logger.Error("session store failed", "call", h.cfg.Call.Label, "err", err)
+		writeXRPCError(w, http.StatusServiceUnavailable, "SessionStoreUnavailable", "the session's tokens are due for a refresh and the session store is not reachable; try again in a moment")
+		return
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		writeXRPCError(w, http.StatusGatewayTimeout, "UpstreamTimeout", "refreshing the session's tokens took too long")
 		return

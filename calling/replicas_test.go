@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -25,9 +26,9 @@ type replica struct {
 }
 
 // newReplicas starts n replicas over one Redis, beside e's fake servers.
-func newReplicas(t *testing.T, e *callEnv, n int) []replica {
+func newReplicas(t *testing.T, e *callEnv, n int) ([]replica, *redistest.Server) {
 	t.Helper()
-	srv := redistest.Start(t, redistest.Options{})
+	srv := redistest.Start(t, redistest.Options{AOF: true}) // TestCallsWhileRedisIsDown restarts it
 	keys, err := sealed.ParseKeys([]string{sealed.Generate()})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +57,7 @@ func newReplicas(t *testing.T, e *callEnv, n int) []replica {
 		}
 		out = append(out, replica{store: store, port: port})
 	}
-	return out
+	return out, srv
 }
 
 // signInOn signs alice in and stores her session through r, as the
@@ -75,7 +76,7 @@ func signInOn(t *testing.T, e *callEnv, r replica) sessions.Session {
 // for it use the tokens the first one saved.
 func TestReplicasRefreshOnce(t *testing.T) {
 	e := newCallEnv(t)
-	rs := newReplicas(t, e, 3)
+	rs, _ := newReplicas(t, e, 3)
 	sess := signInOn(t, e, rs[0])
 	for _, r := range rs { // every replica has the session cached
 		if rec := call(r.port, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != 200 {
@@ -116,7 +117,7 @@ func TestReplicasRefreshOnce(t *testing.T) {
 // the stored tokens.
 func TestReplicaDiesHoldingRefreshLock(t *testing.T) {
 	e := newCallEnv(t)
-	rs := newReplicas(t, e, 2)
+	rs, _ := newReplicas(t, e, 2)
 	sess := signInOn(t, e, rs[0])
 	// The dead replica's lock: taken, never released.
 	if _, err := rs[0].store.Lock(t.Context(), refreshLock(sess.ID), 500*time.Millisecond); err != nil {
@@ -136,7 +137,7 @@ func TestReplicaDiesHoldingRefreshLock(t *testing.T) {
 // although they had the session cached.
 func TestSignOutReachesEveryReplica(t *testing.T) {
 	e := newCallEnv(t)
-	rs := newReplicas(t, e, 3)
+	rs, _ := newReplicas(t, e, 3)
 	sess := signInOn(t, e, rs[0])
 	for _, r := range rs {
 		if rec := call(r.port, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != 200 {
@@ -158,5 +159,45 @@ func TestSignOutReachesEveryReplica(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// With Redis out of reach, a cached session whose token is still good
+// keeps calling, and one whose token is due gets a 503 that names the
+// session store, not the authorization server.
+func TestCallsWhileRedisIsDown(t *testing.T) {
+	e := newCallEnv(t)
+	rs, srv := newReplicas(t, e, 1)
+	sess := signInOn(t, e, rs[0])
+	if rec := call(rs[0].port, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != 200 {
+		t.Fatalf("call before Redis went away: %d %s", rec.Code, rec.Body)
+	}
+	srv.Stop(t)
+	if rec := call(rs[0].port, "GET", "/xrpc/com.example.echo", "", who(sess)); rec.Code != 200 {
+		t.Errorf("a cached session while Redis is down: %d %s", rec.Code, rec.Body)
+	}
+	// The PDS now refuses the token: the refresh needs the store's lock.
+	e.srv.ExpireAccessTokens()
+	rec := call(rs[0].port, "GET", "/xrpc/com.example.echo", "", who(sess))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "SessionStoreUnavailable") {
+		t.Errorf("a due refresh while Redis is down: %d %s, want 503 SessionStoreUnavailable", rec.Code, rec.Body)
+	}
+	srv.Restart(t)
+	waitCall(t, rs[0].port, sess, http.StatusOK, "once Redis is back")
+}
+
+// waitCall calls through port until it answers want, for up to 10 s.
+func waitCall(t *testing.T, port http.Handler, sess sessions.Session, want int, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec := call(port, "GET", "/xrpc/com.example.echo", "", who(sess))
+		if rec.Code == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d %s, want %d", what, rec.Code, rec.Body, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

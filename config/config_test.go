@@ -539,6 +539,7 @@ func TestBadConfigs(t *testing.T) {
 		{"redis without encryption_key", "sessions {\n  store = \"redis\"\n  url = \"redis://127.0.0.1:6379/0\"\n}", "1:1", `write encryption_key = env("IOPROXY_SESSION_KEY")`},
 		{"short encryption_key", "sessions {\n  store = \"redis\"\n  url = \"redis://127.0.0.1:6379/0\"\n  encryption_key = \"c2hvcnQ=\"\n}", "4:20", `encryption key 1 is 5 bytes`},
 		{"same key twice", "sessions {\n  encryption_key = [\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\", \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]\n}", "2:20", `are the same key`},
+		{"encryption_key with a misspelt function", "sessions {\n  encryption_key = envv(\"K\")\n}", "2:20", `There is no function named "envv"`},
 		{"url without redis", "sessions {\n  url = \"redis://127.0.0.1:6379/0\"\n}", "2:9", `url is a setting of the Redis store; write store = "redis" in this block too`},
 		{"empty key_prefix", "sessions {\n  store = \"redis\"\n  url = \"redis://127.0.0.1:6379/0\"\n  key_prefix = \"\"\n  encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n}", "4:16", `write a word without spaces, such as key_prefix = "ioproxy:"`},
 		{"misspelt max_connections", "ingress {\n  max_conections = 10\n}", "2:3", `Did you mean "max_connections"?`},

@@ -107,6 +107,14 @@ func redisURLProblem(raw string) string {
 // seals, all open). Required with the Redis store.
 func (b *builder) encryptionKey(raw *sessionsSchema, store string) *sealed.Keys {
 	const how = "openssl rand -base64 32"
+	if raw.EncryptionKey != nil {
+		// A mistake in the expression (envv(…)) must not read as "no
+		// key", which would leave the store unsealed without a word.
+		if _, diags := raw.EncryptionKey.Value(evalContext(b.opts)); diags.HasErrors() {
+			b.diags = append(b.diags, diags...)
+			return nil
+		}
+	}
 	if !b.written(raw.EncryptionKey) {
 		if store == StoreRedis {
 			b.errorf(raw.DefRange, "Redis store without encryption_key", "A shared store keeps the users' tokens on another machine, so ioproxy seals them: write encryption_key = env(\"IOPROXY_SESSION_KEY\") and set that variable to 32 random bytes in base64 (`%s`), the same on every replica.", how)

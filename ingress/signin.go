@@ -251,7 +251,10 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok {
-		if err := s.end(r.Context(), sess); err != nil {
+		if err := s.end(r.Context(), sess); errors.Is(err, sessions.ErrUnavailable) {
+			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you are still signed in. Please try again in a moment.", Retry: "/@/signout"})
+			return
+		} else if err != nil {
 			writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The session store failed; you may still be signed in. Please try again."})
 			return
 		}

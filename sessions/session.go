@@ -27,6 +27,9 @@ var (
 	// ErrFull means the store holds as many sessions (or sign-ins in
 	// progress) as it may.
 	ErrFull = errors.New("the session store is full")
+	// ErrUnavailable means a shared store could not be reached: the
+	// request may succeed in a moment (a 503, not a 500).
+	ErrUnavailable = errors.New("the session store is not reachable")
 )
 
 // Session is one signed-in browser. It holds the user's tokens, so it never

@@ -40,9 +40,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -253,7 +256,19 @@ func (s *Store) encodeSession(sess *sessions.Session) ([]byte, error) {
 	return s.seal.Seal(v, sessionRecord(ref(sess.ID))), nil
 }
 
-// storeError wraps an error from Redis with what the store was doing.
+// storeError wraps an error from Redis with what the store was doing,
+// and with sessions.ErrUnavailable when Redis could not be reached.
 func storeError(what string, err error) error {
+	if unreachable(err) {
+		return fmt.Errorf("redis session store: %s: %w: %w", what, sessions.ErrUnavailable, err)
+	}
 	return fmt.Errorf("redis session store: %s: %w", what, err)
+}
+
+// unreachable reports whether err says Redis was out of reach (refused,
+// timed out, cut off), as opposed to an answer it gave.
+func unreachable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
