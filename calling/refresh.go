@@ -2,6 +2,8 @@ package calling
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -165,5 +167,9 @@ func (t *Tokens) end(ctx context.Context, sess sessions.Session, why string) (se
 	return sessions.Session{}, ErrSessionEnded
 }
 
-// refreshLock names the lock of a session's refreshes.
-func refreshLock(id string) string { return "refresh:" + id }
+// refreshLock names the lock of a session's refreshes by a digest of
+// its id: lock names appear in errors and logs, and the id is the cookie.
+func refreshLock(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return "refresh:" + hex.EncodeToString(h[:16])
+}

@@ -96,8 +96,10 @@ func (k *Keys) Open(sealed []byte, id string) ([]byte, error) {
 
 // NeedsReseal reports whether sealed was sealed with a key other than the
 // first, so a store can rewrite it with the current key during rotation.
-// It reads only the key identifier; Open is what authenticates. Plaintext
-// and damaged values report false: Open's error already says what to do.
+// It reads only the key identifier; Open is what authenticates, so a
+// caller opens the value first. Plaintext and values too short to be
+// sealed report false; other damage may report either, and Open's error
+// says what it is.
 func (k *Keys) NeedsReseal(sealed []byte) bool {
 	if len(sealed) < Overhead || sealed[0] != version1 {
 		return false

@@ -188,7 +188,10 @@ func TestTruncated(t *testing.T) {
 				t.Fatalf("%d bytes left after cutting the %s: Open = %q, want an error", n, cut.end, pt)
 			}
 			assertOneSentinel(t, err)
-			if k.NeedsReseal(cut.v) {
+			// A cut tail keeps the first key's identifier. (What is left
+			// of a cut head is random bytes that may look like any key's
+			// header: NeedsReseal is a hint that only Open confirms.)
+			if cut.end == "tail" && k.NeedsReseal(cut.v) {
 				t.Errorf("NeedsReseal of %d bytes", n)
 			}
 		}
