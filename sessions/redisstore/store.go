@@ -4,11 +4,12 @@
 //
 // Every ingress request looks a session up, so each replica keeps the
 // sessions it has seen in memory and answers lookups from there. A write
-// (sign-in, refresh, sign-out) publishes the session's id on a channel
+// (sign-in, refresh, sign-out) publishes the session's ref on a channel
 // in the same atomic step, and every replica drops what it had cached
-// for that id. While a replica's subscription is down it caches nothing
-// and asks Redis every time; it empties its cache when the subscription
-// comes back, as it may have missed messages meanwhile.
+// for that id. While a replica's subscription is down (Redis out of
+// reach, most likely) it serves what it has cached as it is and caches
+// nothing new; it empties its cache when the subscription comes back, as
+// it may have missed messages meanwhile.
 //
 // Session ids (the cookies), proxy keys and states are credentials, so
 // Redis never holds them: it holds their refs, 128 bits of their SHA-256
@@ -30,8 +31,8 @@
 // Writes that touch several keys run as Lua scripts or WATCH/MULTI
 // transactions, so that caps and counts hold across replicas. The scripts
 // name keys they derive from the prefix, which Redis Cluster does not
-// allow: use one Redis server (with replicas and Sentinel for failover if
-// needed), not a cluster.
+// allow: use one Redis server, not a cluster. The store dials the one
+// address of its URL; for failover that address must follow the primary.
 package redisstore
 
 import (
