@@ -140,6 +140,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		_ = rdb.Close()
 		return nil, fmt.Errorf("redis session store: %s does not answer: %w", ropts.Addr, err)
 	}
+	if err := checkVersion(ctx, rdb); err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
 	listenCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Store{
 		rdb: rdb, keys: keyspace(cfg.Prefix), seal: cfg.Keys, opts: opts, log: cfg.Logger,
