@@ -212,7 +212,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tr trace
 	defer func() { hr.router.record(r, start, hr.host.Hostname, tr.operation, sw.Status(), tr.upstream, tr.did) }()
 	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
-	if clean := normalizePath(r.URL.Path); clean == "/@" || strings.HasPrefix(clean, "/@/") {
+	if clean := normalizePath(r.URL.Path); ownPath(clean) {
 		hr.serveOwn(sw, r, clean, &tr)
 		return
 	}

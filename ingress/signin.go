@@ -372,13 +372,17 @@ func SafeRedirect(target string) string {
 			return "/"
 		}
 	}
-	// As the browser and the router read it: "/a/../@/signout" and
-	// "/@;x/signout" are /@/signout to them.
-	if p := normalizePath(u.Path); p == "/@" || strings.HasPrefix(p, "/@/") {
+	// As the browser sends it and as the router reads it: "/@/..;" is
+	// /@/… on the wire though the router reads "/", and "/a/../@/signout"
+	// and "/@;x/signout" are /@/signout to the router.
+	if ownPath(u.Path) || ownPath(normalizePath(u.Path)) {
 		return "/"
 	}
 	return target
 }
+
+// ownPath reports whether p is under ioproxy's own /@/ routes.
+func ownPath(p string) bool { return p == "/@" || strings.HasPrefix(p, "/@/") }
 
 // loggableInput is what the log may say of a sign-in form's input: the
 // input itself when it is a handle, a DID or a server URL, its length
