@@ -12,9 +12,9 @@ import (
 )
 
 // cache is a replica's copy of the sessions it has seen, kept true by
-// the invalidation channel. While the channel is down (Redis out of
-// reach), what is cached stays and serves; when it is back, the cache
-// starts empty.
+// the invalidation channel. While the channel is down, what is cached
+// stays and serves, read again from Redis every maxAge when Redis
+// answers; when the channel is back, the cache starts empty.
 //
 // A lookup that misses reads Redis, then caches what it read only if no
 // invalidation arrived meanwhile (gen unchanged): a write on another
@@ -41,11 +41,11 @@ func newCache(max int, maxAge time.Duration) *cache {
 	return &cache{max: max, maxAge: maxAge, byRef: map[string]cached{}, byProxy: map[string]string{}}
 }
 
-// get returns the cached session of ref r, and whether it is
-// fresh: younger than maxAge, or cached while invalidations are down
-// (Redis is most likely out of reach, and a request must not wait for
-// it). A stale one is asked of Redis again, and used only when Redis
-// cannot answer.
+// get returns the cached session of ref r, and whether it is fresh
+// (younger than maxAge). A stale one is asked of Redis again, and used
+// only when Redis cannot answer: so even while invalidations are down,
+// what a replica serves is at most maxAge older than Redis, whenever
+// Redis answers.
 func (c *cache) get(r string) (sess sessions.Session, fresh, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -53,7 +53,19 @@ func (c *cache) get(r string) (sess sessions.Session, fresh, ok bool) {
 	if !ok {
 		return sessions.Session{}, false, false
 	}
-	return e.sess, !c.live || time.Since(e.at) <= c.maxAge, true
+	return e.sess, time.Since(e.at) <= c.maxAge, true
+}
+
+// touch makes the cached session of ref r fresh again: Redis could not
+// be asked, and the next request should not wait to find that out again
+// before maxAge has passed.
+func (c *cache) touch(r string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byRef[r]; ok {
+		e.at = time.Now()
+		c.byRef[r] = e
+	}
 }
 
 // refOfProxy returns the ref of the cached session whose proxy key's
@@ -77,10 +89,17 @@ func (c *cache) generation() uint64 {
 func (c *cache) put(sess sessions.Session, gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.live || c.gen != gen {
+	if c.gen != gen {
 		return
 	}
-	c.storeLocked(ref(sess.ID), sess)
+	r := ref(sess.ID)
+	if _, known := c.byRef[r]; !c.live && !known {
+		// While invalidations are down, only what is cached already is
+		// brought up to date (it is read again every maxAge); nothing new
+		// is cached, as nothing would say when it changes.
+		return
+	}
+	c.storeLocked(r, sess)
 }
 
 // storeLocked caches sess under its ref r.

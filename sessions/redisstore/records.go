@@ -64,6 +64,11 @@ func (s *Store) Get(ctx context.Context, id string) (sessions.Session, error) {
 	return s.lookup(ctx, id, ref(id))
 }
 
+// staleWait bounds the wait for Redis when a stale cached copy could
+// answer instead: a request pays it at most once per session per
+// CacheMaxAge while Redis is out of reach.
+const staleWait = 250 * time.Millisecond
+
 // lookup returns the live session of ref r (whose id is id, when the
 // caller knows it): a fresh cached one, else Redis's, else, when Redis
 // cannot answer, a stale cached one.
@@ -73,8 +78,16 @@ func (s *Store) lookup(ctx context.Context, id, r string) (sessions.Session, err
 	if ok && fresh {
 		return s.live(cached)
 	}
-	sess, err := s.fetch(ctx, id, r)
+	fetchCtx := ctx
+	if ok {
+		// A stale copy is at hand: wait for Redis only briefly.
+		var cancel context.CancelFunc
+		fetchCtx, cancel = context.WithTimeout(ctx, staleWait)
+		defer cancel()
+	}
+	sess, err := s.fetch(fetchCtx, id, r)
 	if err != nil && !errors.Is(err, sessions.ErrNotFound) && ok {
+		s.cache.touch(r)
 		return s.live(cached)
 	}
 	if ok && errors.Is(err, sessions.ErrNotFound) {
