@@ -148,6 +148,10 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 			// The error would quote the input.
 			why = errors.New("not a handle, DID or server URL")
 		}
+		if oauth.IsUnknownClientKey(err) {
+			s.unknownClientKey(w, page, err)
+			return
+		}
 		s.cfg.Logger.Info("sign-in start failed", "host", s.cfg.Host.Hostname, "input", logged, "err", why)
 		page.Error = userMessage(err, "Sign-in could not start. Please try again.")
 		render(w, http.StatusBadGateway, "signin.html", page)
@@ -379,6 +383,20 @@ func SafeRedirect(target string) string {
 		return "/"
 	}
 	return target
+}
+
+// unknownClientKey answers a sign-in that the authorization server
+// refused because it does not know the key our client signs with: an
+// operator's problem, which the log says plainly, and which the person
+// signing in can only wait out.
+func (s *SignIn) unknownClientKey(w http.ResponseWriter, page signinPage, err error) {
+	s.cfg.Logger.Error("sign-in refused: the authorization server holds an older key set of this client; "+
+		"it refuses every sign-in until its cache of /@/jwks.json expires. "+
+		"Was the OAuth client key replaced (a new data dir, a replica with its own key, a store moved without ioproxy sessions migrate)?",
+		"host", s.cfg.Host.Hostname, "err", err)
+	page.Error = "This site's sign-in key changed recently, and your account's server has not picked up the new one yet. Please try again later."
+	w.Header().Set("Retry-After", "600")
+	render(w, http.StatusServiceUnavailable, "signin.html", page)
 }
 
 // ownPath reports whether p is under ioproxy's own /@/ routes.

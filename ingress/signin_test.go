@@ -896,3 +896,27 @@ func TestSignInFromAnotherSiteRefused(t *testing.T) {
 		}
 	}
 }
+
+// An authorization server that cached an older key set of this client
+// refuses the pushed request ("no applicable key"): the person signing in
+// is told to wait, not that something is broken on their side.
+func TestSignInRefusedForAnUnknownClientKey(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	e.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/oauth/par" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"error":"invalid_client","error_description":"Validation of \"client_assertion\" failed: no applicable key found in the JSON Web Key Set"}`)
+		return true
+	})
+	b := e.browser(t)
+	resp, body := b.do("POST", "/@/signin", url.Values{"handle": {"alice.test"}}, nil)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "sign-in key changed recently") {
+		t.Errorf("PAR refused for an unknown client key: %d Retry-After %q\n%s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	if b.stateCookie() != nil {
+		t.Error("a refused start set the state cookie")
+	}
+}

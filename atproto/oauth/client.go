@@ -520,6 +520,18 @@ func IsInvalidGrant(err error) bool {
 	return errors.As(err, &se) && se.Code == "invalid_grant"
 }
 
+// IsUnknownClientKey reports whether err is an authorization server
+// refusing our client assertion because the key that signed it is not in
+// the key set it holds for us: it cached an older /@/jwks.json (a lost
+// data dir, a replica that made its own key, a careless migration), and
+// refuses every sign-in until its cache expires. The reference server
+// says "invalid_client" with "no applicable key found in the JSON Web Key
+// Set".
+func IsUnknownClientKey(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) && se.Code == "invalid_client" && strings.Contains(strings.ToLower(se.Description), "no applicable key")
+}
+
 // UserError carries a message fit to show the person signing in; Err is
 // for the logs.
 type UserError struct {
