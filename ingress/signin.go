@@ -377,10 +377,21 @@ func SafeRedirect(target string) string {
 		}
 	}
 	// As the browser sends it and as the router reads it: "/@/..;" is
-	// /@/… on the wire though the router reads "/", and "/a/../@/signout"
-	// and "/@;x/signout" are /@/signout to the router.
-	if ownPath(u.Path) || ownPath(normalizePath(u.Path)) {
+	// /@/… on the wire though the router reads "/"; "/@;//.." is "/@;/"
+	// once the browser removed its dot segments (keeping empty ones), and
+	// "/@/" to the router; "/@;x/signout" is /@/signout to the router.
+	// http.Redirect cleans everything before "?" as a path, a fragment
+	// included: "/0#0/../@" would leave as "/@".
+	if _, frag, ok := strings.Cut(target, "#"); ok && hasDotSegment(frag) {
 		return "/"
+	}
+	// ResolveReference removes dot segments as RFC 3986 says, as browsers do.
+	root := url.URL{Scheme: "https", Host: "site.invalid", Path: "/"}
+	sent := root.ResolveReference(&url.URL{Path: u.Path}).Path
+	for _, p := range []string{u.Path, sent} {
+		if ownPath(p) || ownPath(normalizePath(p)) {
+			return "/"
+		}
 	}
 	return target
 }
@@ -397,6 +408,16 @@ func (s *SignIn) unknownClientKey(w http.ResponseWriter, page signinPage, err er
 	page.Error = "This site's sign-in key changed recently, and your account's server has not picked up the new one yet. Please try again later."
 	w.Header().Set("Retry-After", "600")
 	render(w, http.StatusServiceUnavailable, "signin.html", page)
+}
+
+// hasDotSegment reports whether s has a "." or ".." between slashes.
+func hasDotSegment(s string) bool {
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // ownPath reports whether p is under ioproxy's own /@/ routes.
