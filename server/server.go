@@ -89,7 +89,13 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	if err := s.newIngress(signIns); err != nil {
 		return nil, err
 	}
-	if s.certs, err = certs.New(ctx, certs.Config{DataDir: cfg.DataDir, TLS: cfg.TLS, Hosts: cfg.Hosts, Logger: s.log}); err != nil {
+	certsCfg := certs.Config{DataDir: cfg.DataDir, TLS: cfg.TLS, Hosts: cfg.Hosts, Logger: s.log}
+	if cfg.Sessions.Store == config.StoreRedis {
+		// Replicas share their ACME certificates and order each once.
+		// One process on bbolt keeps them as files in the data dir.
+		certsCfg.Store = s.store
+	}
+	if s.certs, err = certs.New(ctx, certsCfg); err != nil {
 		return nil, err
 	}
 	// Bind everything before serving anything, so a taken port fails the

@@ -16,9 +16,6 @@ type CopyResult struct {
 	Secrets int
 }
 
-// errNoSecret stops Secret from making a secret that the source lacks.
-var errNoSecret = errors.New("no such secret")
-
 // Copy copies every live session and the named secrets from one store to
 // another, so that moving a deployment to another store (bbolt to Redis)
 // signs nobody out. Sign-ins in progress are not copied: they last
@@ -29,8 +26,8 @@ var errNoSecret = errors.New("no such secret")
 func Copy(ctx context.Context, from, to Store, secrets []string) (CopyResult, error) {
 	var res CopyResult
 	for _, name := range secrets {
-		v, err := from.Secret(ctx, name, func() ([]byte, error) { return nil, errNoSecret })
-		if errors.Is(err, errNoSecret) {
+		v, err := from.LoadSecret(ctx, name)
+		if errors.Is(err, ErrNotFound) {
 			continue
 		} else if err != nil {
 			return res, fmt.Errorf("read secret %q: %w", name, err)

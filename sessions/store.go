@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -68,6 +69,16 @@ type Store interface {
 	// Secret returns the secret called name, creating it with generate
 	// the first time (once, whoever asks at once).
 	Secret(ctx context.Context, name string, generate func() ([]byte, error)) ([]byte, error)
+	// LoadSecret returns the secret called name, or ErrNotFound.
+	LoadSecret(ctx context.Context, name string) ([]byte, error)
+	// StoreSecret saves value as the secret called name, replacing what
+	// was there: a rotated key, a renewed certificate. A value over
+	// MaxSecretBytes is refused (ErrTooLarge). Writers that read, change
+	// and store a secret take a Lock around it.
+	StoreSecret(ctx context.Context, name string, value []byte) error
+	// DeleteSecret removes the secret called name; a missing one is not
+	// an error.
+	DeleteSecret(ctx context.Context, name string) error
 
 	// Close releases the store.
 	Close() error
@@ -102,6 +113,18 @@ type Options struct {
 	// authorization server, its subdomains counted together (MaxPending/4
 	// when 0, at least 1).
 	MaxPendingPerIssuer int
+}
+
+// MaxSecretBytes bounds one secret: a key set, or a certificate chain
+// with its key, is a few kilobytes.
+const MaxSecretBytes = 64 << 10
+
+// CheckSecret refuses a secret value that no store keeps.
+func CheckSecret(name string, value []byte) error {
+	if len(value) > MaxSecretBytes {
+		return fmt.Errorf("secret %q is %d bytes, over the limit of %d: %w", name, len(value), MaxSecretBytes, ErrTooLarge)
+	}
+	return nil
 }
 
 // Defaults of Options.

@@ -45,9 +45,17 @@ func newAutocert(cfg Config, names []string) (*autocert.Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cache autocert.Cache = autocert.DirCache(cacheDir)
+	if cfg.Store != nil {
+		now := cfg.Now
+		if now == nil {
+			now = time.Now
+		}
+		cache = newStoreCache(cfg.Store, dir, now)
+	}
 	return &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
-		Cache:      autocert.DirCache(cacheDir),
+		Cache:      cache,
 		HostPolicy: autocert.HostWhitelist(names...),
 		Email:      cfg.TLS.ACME.Email,
 		Client: &acme.Client{
@@ -112,6 +120,12 @@ func (m *Manager) acmeCertificate(name string, hello *tls.ClientHelloInfo) (*tls
 	cert, err := m.acme.GetCertificate(hello)
 	if err == nil {
 		return cert, nil
+	}
+	if m.acmeStore != nil {
+		// The order failed (or never began): let another replica try.
+		// (Challenge handshakes do not come here.)
+		m.acmeStore.abandon(name)
+		m.acmeStore.abandon(name + "+rsa")
 	}
 	now := m.now()
 	m.acmeLog.mu.Lock()

@@ -30,12 +30,7 @@ import (
 // Then Pebble is stopped and a new Manager on the same data dir serves the
 // same certificates from its cache.
 func TestACMEPebble(t *testing.T) {
-	if _, err := exec.LookPath("pebble"); err != nil {
-		if os.Getenv("IOPROXY_REQUIRE_PEBBLE") != "" {
-			t.Fatal("pebble is not installed: apt-get install pebble")
-		}
-		t.Skip("pebble is not installed (apt-get install pebble); set IOPROXY_REQUIRE_PEBBLE=1 to make this a failure")
-	}
+	requirePebble(t)
 	ctx := t.Context()
 	const (
 		alpnHost = "alpn.ioproxy.test"
@@ -175,6 +170,18 @@ func TestACMEPebble(t *testing.T) {
 	}
 	peb.stop()
 	restart("with Pebble stopped")
+}
+
+// requirePebble skips the test when Pebble is not installed, or fails it
+// under IOPROXY_REQUIRE_PEBBLE (./scripts/test).
+func requirePebble(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("pebble"); err != nil {
+		if os.Getenv("IOPROXY_REQUIRE_PEBBLE") != "" {
+			t.Fatal("pebble is not installed: apt-get install pebble")
+		}
+		t.Skip("pebble is not installed (apt-get install pebble); set IOPROXY_REQUIRE_PEBBLE=1 to make this a failure")
+	}
 }
 
 func count(m *sync.Map, host string) int32 {
@@ -405,6 +412,12 @@ func (p *pebble) output() string { return p.out.String() }
 // "POST /order-plz -> calling handler()".
 func (p *pebble) requests() int {
 	return strings.Count(p.output(), "-> calling handler()")
+}
+
+// calls counts the requests to one ACME endpoint, such as
+// "POST /order-plz" (new orders) or "POST /sign-me-up" (new accounts).
+func (p *pebble) calls(endpoint string) int {
+	return strings.Count(p.output(), endpoint+" -> calling handler()")
 }
 
 // settled waits until Pebble has seen no request for half a second and

@@ -10,7 +10,8 @@
 //	certs/local/<host>.pem        a self-signed host's certificate chain
 //	certs/local/<host>-key.pem    its key (0600)
 //	certs/acme/<directory>/       autocert's cache: account key and certificates,
-//	                              one folder per ACME directory URL
+//	                              one folder per ACME directory URL (unless
+//	                              Config.Store keeps them for replicas)
 package certs
 
 import (
@@ -46,11 +47,17 @@ type Config struct {
 	// DefaultPollInterval when zero.
 	PollInterval time.Duration
 	// Now returns the current time, for the self-signed certificates'
-	// expiry; time.Now when nil. (autocert keeps its own clock.)
+	// expiry and for when a shared ACME certificate is due for renewal;
+	// time.Now when nil. (autocert keeps its own clock.)
 	Now func() time.Time
 	// ACMEHTTPClient, when set, is used to talk to the ACME server instead
 	// of the client built from TLS.ACME.CAFile.
 	ACMEHTTPClient *http.Client
+	// Store, when set, keeps the ACME account, certificates and challenge
+	// answers for every replica that shares it, and lets one replica at a
+	// time order a certificate. When nil they are files under DataDir,
+	// for the one process that owns it.
+	Store Store
 }
 
 // Manager hands out certificates by server name. Its methods are safe for
@@ -69,9 +76,10 @@ type Manager struct {
 
 	local *localIssuer // nil when no host is self-signed
 
-	acme     *autocert.Manager // nil when no host uses ACME
-	acmeHTTP http.Handler      // autocert's HTTP-01 responder
-	acmeLog  acmeLogThrottle
+	acme      *autocert.Manager // nil when no host uses ACME
+	acmeStore *storeCache       // nil unless Config.Store is set
+	acmeHTTP  http.Handler      // autocert's HTTP-01 responder
+	acmeLog   acmeLogThrottle
 }
 
 // New loads the static certificates, creates or loads the local CA and the
@@ -129,6 +137,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 			return nil, fmt.Errorf("certs: %w", err)
 		}
 		m.acme = am
+		m.acmeStore, _ = am.Cache.(*storeCache)
 		m.acmeLog.last = map[string]time.Time{}
 		// Calling autocert's HTTPHandler is what enables http-01 as a
 		// fallback after tls-alpn-01.

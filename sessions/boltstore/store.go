@@ -16,7 +16,6 @@
 package boltstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -236,34 +235,6 @@ func (s *Store) Writes() uint64 { return s.writes.Load() }
 // Lock takes an in-process lock: one process owns the file.
 func (s *Store) Lock(ctx context.Context, name string, lease time.Duration) (func(), error) {
 	return s.locks.Lock(ctx, name, lease)
-}
-
-// Secret returns the stored secret named name, creating it with generate
-// the first time. ioproxy keeps its OAuth client key this way, so the key
-// published at /@/jwks.json survives restarts.
-func (s *Store) Secret(_ context.Context, name string, generate func() ([]byte, error)) ([]byte, error) {
-	var out []byte
-	err := s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
-		if v := b.Get([]byte(name)); v != nil {
-			plain, err := s.open(secretKind, []byte(name), v)
-			if err != nil {
-				return err
-			}
-			out = bytes.Clone(plain)
-			return nil
-		}
-		v, err := generate()
-		if err != nil {
-			return err
-		}
-		out = v
-		return b.Put([]byte(name), s.seal(secretKind, name, v))
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load secret %q: %w", name, err)
-	}
-	return out, nil
 }
 
 func clipDID(did string) string { return textutil.Clip(did, 64) }

@@ -183,3 +183,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `)
+
+// resealSecretScript replaces a secret's sealed value (ARGV[1]) with the
+// same secret sealed anew (ARGV[2]), unless it changed meanwhile.
+var resealSecretScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 0
+`)

@@ -23,6 +23,8 @@ var lockTests = []test{
 var secretTests = []test{
 	{name: "SecretGeneratedOnce", run: testSecretGeneratedOnce},
 	{name: "SecretGeneratedOnceAtOnce", run: testSecretGeneratedOnceAtOnce},
+	{name: "SecretReplacedAndDeleted", run: testSecretReplacedAndDeleted},
+	{name: "SecretTooLarge", run: testSecretTooLarge},
 }
 
 const (

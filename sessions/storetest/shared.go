@@ -28,6 +28,7 @@ var sharedTests = []test{
 	{name: "Shared/PendingCap", shared: true, run: testSharedPendingCap},
 	{name: "Shared/LockExcludes", shared: true, run: testSharedLockExcludes},
 	{name: "Shared/SecretGeneratedOnce", shared: true, run: testSharedSecret},
+	{name: "Shared/SecretReplacedSeenByOther", shared: true, run: testSharedSecretReplaced},
 }
 
 // openPair opens two stores over the subtest's data.
