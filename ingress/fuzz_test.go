@@ -34,6 +34,11 @@ func openRedirectPayloads() []string {
 		"/@/signout", "/@", "/@/", "/%40/signout", "/./@/signout", "/@./signout", "/a#//evil.example", "/a?//evil.example", "/a?\\evil.example",
 		"//[::1]/", "/\\[::1]", "//0x7f.1/", "//2130706433/", "//localhost", "/\\localhost", "/%252f%252fevil.example",
 		"/after", "/after?x=1", "/a/b/c?next=//evil.example", "/search?q=a%2Fb", "/café", "/a//b", "/a/./b",
+		// An escaped separator before dot segments: the decoded path has
+		// more segments than the raw one that browsers and http.Redirect
+		// clean (found by review, not by the fuzzer).
+		"/x/b%2Fc/../../@/signout", "/x/b%2fc/%2e%2e/%2e%2e/@/signout", "/x/b%5Cc/../../@/signin?handle=evil.example",
+		"/a/../%2F/evil.example", "/x/b%2Fc/../../@/callback?code=x", "/files/a%2Fb",
 	}
 }
 
@@ -86,6 +91,11 @@ func checkStaysOnSite(t *testing.T, base *url.URL, what, ref string) {
 	}
 	if n := normalizePath(u.Path); ownRoute(n) {
 		t.Fatalf("%s %q leads to %q, which the router reads as ioproxy's route %q", what, ref, u.Path, n)
+	}
+	// A backend that redirects again on the decoded path must not read
+	// another host in it.
+	if redirectTrick.MatchString(u.Path) {
+		t.Fatalf("%s %q leads to the path %q, which reads as another host once decoded", what, ref, u.Path)
 	}
 }
 

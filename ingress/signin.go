@@ -341,15 +341,25 @@ func originIsHost(r *http.Request, origin string) bool {
 	return u.Scheme == scheme && strings.EqualFold(u.Host, r.Host)
 }
 
+// maxRedirectLen bounds a return path; browsers and servers alike handle
+// URLs of a few kilobytes.
+const maxRedirectLen = 2048
+
 // redirectTrick matches path starts that browsers read as another host:
 // "//evil", "/\evil", "/ /evil", "/./\evil" and the like.
 var redirectTrick = regexp.MustCompile(`^[/\\](?:[\s\v]*|\.{1,2})[/\\]`)
 
 // SafeRedirect returns target if it is a same-site relative path, and "/"
 // otherwise. Absolute URLs, scheme-relative URLs and backslash tricks are
-// all refused; paths under /@/ are refused so that a redirect cannot
-// bounce into sign-out.
+// all refused, and so are paths with an escaped "/", "\" or "." (they
+// read differently raw and decoded); paths under /@/ are refused so that
+// a redirect cannot bounce into sign-out.
 func SafeRedirect(target string) string {
+	if len(target) > maxRedirectLen {
+		// Kept with every sign-in in progress: 10,000 of them at the
+		// form's 16 KB would be 160 MB of store.
+		return "/"
+	}
 	if target == "" || !strings.HasPrefix(target, "/") || redirectTrick.MatchString(target) {
 		return "/"
 	}
@@ -360,6 +370,9 @@ func SafeRedirect(target string) string {
 		if r <= 0x20 || r == 0x7f || r == '\\' {
 			return "/"
 		}
+	}
+	if escapesSeparator(target) {
+		return "/"
 	}
 	u, err := url.Parse(target)
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
@@ -389,11 +402,23 @@ func SafeRedirect(target string) string {
 	root := url.URL{Scheme: "https", Host: "site.invalid", Path: "/"}
 	sent := root.ResolveReference(&url.URL{Path: u.Path}).Path
 	for _, p := range []string{u.Path, sent} {
-		if ownPath(p) || ownPath(normalizePath(p)) {
+		if ownPath(p) || ownPath(normalizePath(p)) || redirectTrick.MatchString(p) {
 			return "/"
 		}
 	}
 	return target
+}
+
+// escapesSeparator reports whether the path of target (before "?" or
+// "#") holds an escaped "/", "" or ".". Without them the path has the
+// same segments and dot segments raw and decoded: http.Redirect and the
+// browser clean the raw one, where "/x/b%2Fc/../../@/" is "/@/", while
+// the decoded one reads "/x/@/".
+func escapesSeparator(target string) bool {
+	p, _, _ := strings.Cut(target, "?")
+	p, _, _ = strings.Cut(p, "#")
+	p = strings.ToLower(p)
+	return strings.Contains(p, "%2f") || strings.Contains(p, "%5c") || strings.Contains(p, "%2e")
 }
 
 // unknownClientKey answers a sign-in that the authorization server

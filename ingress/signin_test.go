@@ -806,6 +806,9 @@ func TestSafeRedirect(t *testing.T) {
 		"/path\x00", "/path\r\nSet-Cookie: x=1", "/path\x7f", "/\x01/evil", "/path\\x",
 		"/@/signout", "/@", "/@/signin?redirect=//evil", "/%40/signout", "/@ ", "/@\t", "/@/signout ", "/path ",
 		"http://[::1]/", "//[::1]", "/\\[::1]",
+		// An escaped separator in the path: its decoded segments are not
+		// the ones that http.Redirect and the browser clean.
+		"/x/b%2Fc/../../@/signout", "/x/b%2fc/%2e%2e/%2e%2e/@/signout", "/a/../%2F/evil.example.com", "/files/a%2Fb", "/a%5Cb", "/a%2Eb",
 	}
 	for _, in := range bad {
 		if got := SafeRedirect(in); got != "/" {
@@ -815,8 +818,15 @@ func TestSafeRedirect(t *testing.T) {
 	// Unicode spaces and look-alike slashes are percent-encoded by browsers
 	// and by http.Redirect, so they stay same-site paths.
 	good := []string{
-		"/", "/after", "/after?x=1", "/a/b/c?next=//evil.example.com", "/a#frag", "/search?q=a%2Fb", "/%E2%9C%93",
+		"/", "/after", "/after?x=1", "/a/b/c?next=//evil.example.com", "/a#frag", "/search?q=a%2Fb", "/a#x%2F", "/%E2%9C%93",
 		"/café", "/\u3000/evil.example.com", "/\uff0f\uff0fevil.example.com", "/\u2215evil.example.com", "/javascript:alert(1)", "/@alice.test", "/a//b", "/a/./b",
+	}
+	long := "/" + strings.Repeat("a", maxRedirectLen-1)
+	if got := SafeRedirect(long); got != long {
+		t.Errorf("a path of %d bytes became %q, want it kept", len(long), got)
+	}
+	if got := SafeRedirect(long + "a"); got != "/" {
+		t.Errorf("a path of %d bytes was kept, want /", len(long)+1)
 	}
 	for _, in := range good {
 		if got := SafeRedirect(in); got != in {
