@@ -99,7 +99,7 @@ func (e *callEnv) signIn(t testing.TB, acct atprototest.Account) sessions.Sessio
 		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "app.example.com",
 		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: e.client.ClientID(), Scope: g.Scope,
 		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry, DPoPKey: req.DPoPKey,
-		CreatedAt: now, Expiry: now.Add(30 * 24 * time.Hour),
+		AuthServerNonce: g.AuthServerNonce, CreatedAt: now, Expiry: now.Add(30 * 24 * time.Hour),
 	}
 	if _, err := e.store.Create(context.Background(), sess); err != nil {
 		t.Fatal(err)

@@ -199,6 +199,11 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 			return
 		}
 		sent := h.cfg.Nonces.Get(sess.PDS)
+		if sent == "" && sess.PDSNonce != "" {
+			// Another replica talked to this PDS last: its nonce, kept
+			// with the session, spares one refused request.
+			sent = sess.PDSNonce
+		}
 		proof, err := dpopKey.Proof(dpop.ProofParams{Method: r.Method, URL: target, Nonce: sent, AccessToken: sess.AccessToken})
 		if err != nil {
 			writeXRPCError(w, http.StatusInternalServerError, "InternalError", "could not make a DPoP proof")

@@ -23,21 +23,38 @@ import (
 // cache (Latest), and a refresh that another replica just finished is
 // used as it is. A replica that dies holding the lock holds it no longer
 // than the lease, and the next refresh starts from what is stored.
+//
+// ctx bounds the wait for the lock. The holder then has refreshTimeout
+// for the work and saveTimeout for the save, both within the lease: an
+// answer that came late must still be saved, or its rotated refresh
+// token is lost, and with it the session.
 func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Session, error) {
-	release, err := t.cfg.Sessions.Lock(ctx, refreshLock(id), refreshTimeout)
+	release, err := t.cfg.Sessions.Lock(ctx, refreshLock(id), refreshLease)
 	if err != nil {
 		return sessions.Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
 	}
 	defer release()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	defer cancel()
 	cur, err := t.cfg.Sessions.Latest(ctx, id)
 	if errors.Is(err, sessions.ErrNotFound) {
 		return sessions.Session{}, ErrSessionEnded
 	} else if err != nil {
 		return sessions.Session{}, fmt.Errorf("refresh tokens: %w", err)
 	}
-	if cur.AccessToken != stale && t.cfg.Now().Before(cur.TokenExpiry) {
+	now := t.cfg.Now()
+	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
 		return cur, nil // another request refreshed it already
 	}
+	if refreshedRecently(cur, now) {
+		// A server that rejects every token, or grants tokens that live
+		// a second, must not make each request a refresh: an account
+		// check, a token request and a store write. The caller goes on
+		// with the tokens it has.
+		t.cfg.Logger.Debug("token refresh skipped: the session was refreshed under a minute ago", "did", cur.DID)
+		return cur, nil
+	}
+	t.seedNonce(cur.Issuer, cur.AuthServerNonce)
 	client, ok := t.cfg.Clients[cur.ClientID]
 	if !ok {
 		return t.end(ctx, cur, "its OAuth client is no longer configured")
@@ -66,7 +83,26 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		t.saveHandle(ctx, cur, acct.Handle, checked)
 		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 	}
-	return t.saveGrant(ctx, client, cur, key, grant, checked)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
+	defer cancel()
+	return t.saveGrant(sctx, client, cur, key, grant, checked)
+}
+
+// refreshedRecently says whether a session's tokens were refreshed less
+// than minRefreshInterval ago; the first refresh after sign-in is never
+// held back.
+func refreshedRecently(s sessions.Session, now time.Time) bool {
+	return !s.RefreshedAt.IsZero() && now.Sub(s.RefreshedAt) < minRefreshInterval
+}
+
+// seedNonce gives this replica the DPoP nonce stored with the session
+// when it has none of its own for the server: another replica signed
+// the session in or refreshed it last, and without the nonce the first
+// request would be refused once for want of it.
+func (t *Tokens) seedNonce(server, nonce string) {
+	if t.cfg.Nonces != nil && nonce != "" && t.cfg.Nonces.Get(server) == "" {
+		t.cfg.Nonces.Set(server, nonce)
+	}
 }
 
 // checkAccount checks, before the refresh token is spent, that the

@@ -20,8 +20,19 @@ import (
 // the session was deleted: the user must sign in again.
 var ErrSessionEnded = errors.New("the session ended; sign in again")
 
-// refreshTimeout bounds one refresh, account check included.
-const refreshTimeout = 30 * time.Second
+const (
+	// refreshTimeout bounds the wait for a session's refresh lock, and
+	// then the refresh, account check included.
+	refreshTimeout = 30 * time.Second
+	// saveTimeout bounds saving a refresh's tokens.
+	saveTimeout = 5 * time.Second
+	// refreshLease outlasts the holder's refresh and save: another
+	// replica must not refresh with the token this one is spending.
+	refreshLease = refreshTimeout + saveTimeout + 5*time.Second
+	// minRefreshInterval is the least time between two refreshes of one
+	// session that another replica did not already do.
+	minRefreshInterval = time.Minute
+)
 
 // TokensConfig configures Tokens.
 type TokensConfig struct {
@@ -120,7 +131,7 @@ func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Ses
 // passing reason is tried again after a minute.
 func (t *Tokens) RefreshLater(sess sessions.Session) {
 	now := t.cfg.Now()
-	if !sess.Stale(now) {
+	if !sess.Stale(now) || refreshedRecently(sess, now) {
 		return
 	}
 	t.mu.Lock()

@@ -175,8 +175,9 @@ func (s *SignIn) newSession(g *oauth.Grant, key *dpop.Key, now time.Time) sessio
 		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: s.cfg.Host.Hostname,
 		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: s.cfg.Client.ClientID(),
 		Scope: g.Scope, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
-		DPoPKey:   key,
-		CreatedAt: now,
+		DPoPKey:         key,
+		AuthServerNonce: g.AuthServerNonce,
+		CreatedAt:       now,
 		// Exchange has just verified the handle both ways.
 		HandleCheckedAt: now,
 		Expiry:          now.Add(s.cfg.SessionLifetime),

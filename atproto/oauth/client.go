@@ -209,7 +209,16 @@ type Grant struct {
 	AccessToken  string
 	RefreshToken string
 	Expiry       time.Time
+	// AuthServerNonce is the authorization server's DPoP nonce as the
+	// grant came: kept with the session, it spares the replica that
+	// refreshes next a refused first request.
+	AuthServerNonce string
 }
+
+// maxTokenLifetime bounds the lifetime a server may give an access
+// token: past it the token is refreshed anyway, and a huge expires_in
+// would overflow a time.Duration.
+const maxTokenLifetime = 24 * time.Hour
 
 type tokenResponse struct {
 	AccessToken  string `json:"access_token"`
@@ -324,19 +333,20 @@ func (c *Client) newGrant(tok *tokenResponse, id *identity.Identity, issuer stri
 }
 
 func (c *Client) grant(tok *tokenResponse, acct *Account) *Grant {
-	expiresIn := tok.ExpiresIn
-	if expiresIn <= 0 {
-		expiresIn = 300
+	lifetime := 300 * time.Second
+	if tok.ExpiresIn > 0 {
+		lifetime = time.Duration(min(tok.ExpiresIn, int64(maxTokenLifetime/time.Second))) * time.Second
 	}
 	return &Grant{
-		DID:          acct.DID,
-		Handle:       acct.Handle,
-		PDS:          acct.PDS,
-		Issuer:       acct.Issuer,
-		Scope:        tok.Scope,
-		AccessToken:  tok.AccessToken,
-		RefreshToken: tok.RefreshToken,
-		Expiry:       c.cfg.Now().Add(time.Duration(expiresIn) * time.Second),
+		DID:             acct.DID,
+		Handle:          acct.Handle,
+		PDS:             acct.PDS,
+		Issuer:          acct.Issuer,
+		Scope:           tok.Scope,
+		AccessToken:     tok.AccessToken,
+		RefreshToken:    tok.RefreshToken,
+		Expiry:          c.cfg.Now().Add(lifetime),
+		AuthServerNonce: c.cfg.Nonces.Get(acct.Issuer),
 	}
 }
 

@@ -750,3 +750,35 @@ func refresh(ctx context.Context, c *Client, g *Grant, refreshToken string, key 
 	}
 	return c.Refresh(ctx, acct, refreshToken, key)
 }
+
+// TestTokenLifetimeBounded: a server's expires_in is kept between a
+// default for none and a day for huge ones (which would overflow a
+// time.Duration into a token that expired long ago), and the grant
+// carries the server's nonce for the session to keep.
+func TestTokenLifetimeBounded(t *testing.T) {
+	for _, tc := range []struct {
+		expiresIn int64
+		want      time.Duration
+	}{
+		{0, 300 * time.Second},
+		{-5, 300 * time.Second},
+		{60, time.Minute},
+		{1 << 62, maxTokenLifetime},
+		{int64(maxTokenLifetime/time.Second) + 1, maxTokenLifetime},
+	} {
+		e := newEnv(t)
+		e.srv.SetTokenHook(func(r *atprototest.TokenResponse) { r.ExpiresIn = tc.expiresIn })
+		req, code, iss := e.authorize(t, e.srv.URL, e.alice.DID)
+		start := time.Now()
+		g, err := e.client.Exchange(context.Background(), req, code, iss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := g.Expiry.Sub(start); got < tc.want-5*time.Second || got > tc.want+5*time.Second {
+			t.Errorf("expires_in %d: the token lives %v, want %v", tc.expiresIn, got, tc.want)
+		}
+		if g.AuthServerNonce == "" || g.AuthServerNonce != e.cfg.Nonces.Get(g.Issuer) {
+			t.Errorf("the grant's nonce %q, the server's latest %q", g.AuthServerNonce, e.cfg.Nonces.Get(g.Issuer))
+		}
+	}
+}
