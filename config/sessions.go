@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/ioproxy/ioproxy/sessions/sealed"
@@ -68,6 +71,11 @@ func (b *builder) sessionStore(raw *sessionsSchema, s *Sessions) {
 		s.URL = strings.TrimSpace(*raw.URL)
 		if problem := redisURLProblem(s.URL); problem != "" {
 			b.errorf(raw.URLRange, "Invalid Redis url", "%s; write a url such as redis://redis.service.consul:6379/0, redis://:PASSWORD@host:6379/0 or rediss://host:6380/0 (TLS).", problem)
+		} else if host, plain := plainRedisHost(s.URL); plain {
+			// A warning, not an error: plain redis:// inside a private
+			// network (redis.service.consul in Nomad) is common and may be
+			// what was meant.
+			b.warnf(raw.URLRange, "Redis url without TLS", "redis:// to %q is not encrypted: the AUTH password and the sealed records cross the network in plain text, for anyone on the way to read. Write rediss:// in its place (TLS) if the server offers it; keep redis:// only on a network you trust.", host)
 		}
 	}
 	if raw.KeyPrefix != nil {
@@ -100,17 +108,60 @@ func redisURLProblem(raw string) string {
 	case u.Scheme != "unix" && u.Host == "":
 		return "the url names no host"
 	}
+	// What serve refuses, validate must refuse too, so go-redis reads the
+	// url here as well. Its errors quote parts of the url: given none of
+	// the user and password, they cannot quote the password.
+	bare := *u
+	bare.User = nil
+	opts, err := redis.ParseURL(bare.String())
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			return "the url does not parse"
+		}
+		msg := strings.TrimPrefix(err.Error(), "redis: ")
+		if pw, _ := u.User.Password(); pw != "" && strings.Contains(msg, pw) {
+			msg = "its path or its options"
+		}
+		if u.Scheme == "unix" {
+			return fmt.Sprintf("go-redis refuses the url (%s): the query holds only go-redis's options, such as ?db=0&dial_timeout=2s", msg)
+		}
+		return fmt.Sprintf("go-redis refuses the url (%s): the path is a database number such as /0, and the query holds only go-redis's options, such as ?dial_timeout=2s", msg)
+	}
+	if opts.DB < 0 {
+		return "the database number is negative; Redis numbers its databases from 0"
+	}
 	return ""
+}
+
+// plainRedisHost reports whether a valid Redis url reaches its server over
+// the network without TLS, and the host it reaches. Loopback addresses and
+// unix sockets never leave the machine.
+func plainRedisHost(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "redis" {
+		return "", false
+	}
+	host := u.Hostname()
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return "", false
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return "", false
+	}
+	return host, true
 }
 
 // encryptionKey reads encryption_key: one key, or a list (the first
 // seals, all open). Required with the Redis store.
 func (b *builder) encryptionKey(raw *sessionsSchema, store string) *sealed.Keys {
 	const how = "openssl rand -base64 32"
+	var v cty.Value
 	if raw.EncryptionKey != nil {
 		// A mistake in the expression (envv(…)) must not read as "no
 		// key", which would leave the store unsealed without a word.
-		if _, diags := raw.EncryptionKey.Value(evalContext(b.opts)); diags.HasErrors() {
+		var diags hcl.Diagnostics
+		if v, diags = raw.EncryptionKey.Value(evalContext(b.opts)); diags.HasErrors() {
 			b.diags = append(b.diags, diags...)
 			return nil
 		}
@@ -121,13 +172,32 @@ func (b *builder) encryptionKey(raw *sessionsSchema, store string) *sealed.Keys 
 		}
 		return nil
 	}
+	// Nor may an empty list (a template that rendered no keys).
+	if t := v.Type(); (t.IsListType() || t.IsTupleType()) && v.IsKnown() && v.LengthInt() == 0 {
+		if store == StoreRedis {
+			b.errorf(raw.EncryptionKey.Range(), "Empty encryption_key", "encryption_key is empty (a template that rendered no keys?), and a shared store seals every record: write encryption_key = env(\"IOPROXY_SESSION_KEY\") and set that variable to 32 random bytes in base64 (`%s`), the same on every replica.", how)
+		} else {
+			b.errorf(raw.EncryptionKey.Range(), "Empty encryption_key", "encryption_key is empty (a template that rendered no keys?), which would leave the store unsealed: write encryption_key = env(\"IOPROXY_SESSION_KEY\") and set that variable to 32 random bytes in base64 (`%s`), or remove encryption_key to keep the store unsealed.", how)
+		}
+		return nil
+	}
 	items := b.stringOrList(raw.EncryptionKey, "encryption_key")
 	if items == nil {
 		return nil
 	}
 	encoded := make([]string, len(items))
+	empty := false
 	for i, it := range items {
 		encoded[i] = it.value
+		// An empty key in a list is reported at its element, the one to
+		// fix; a single key that is empty gets sealed's error below.
+		if it.value == "" && v.Type() != cty.String {
+			empty = true
+			b.errorf(it.rng, "Empty encryption_key", "A key in encryption_key is empty (an env() that is not set?); give it 32 random bytes in base64 (`%s`), or take it out of the list.", how)
+		}
+	}
+	if empty {
+		return nil
 	}
 	keys, err := sealed.ParseKeys(encoded)
 	if err != nil {
