@@ -2,12 +2,17 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,14 +99,22 @@ func (r *replicaProxy) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// admin fetches path from the replica's admin listener, within 10 s.
+func (r *replicaProxy) admin(t *testing.T, path string) *http.Response {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", r.adminPort, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
 // metric sums the samples of the admin listener's metrics that start
 // with prefix.
 func (r *replicaProxy) metric(t *testing.T, prefix string) float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", r.adminPort))
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := r.admin(t, "/metrics")
 	defer resp.Body.Close()
 	var sum float64
 	sc := bufio.NewScanner(resp.Body)
@@ -118,10 +131,7 @@ func (r *replicaProxy) metric(t *testing.T, prefix string) float64 {
 // readyz is the status of the replica's /readyz.
 func (r *replicaProxy) readyz(t *testing.T) int {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", r.adminPort))
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := r.admin(t, "/readyz")
 	resp.Body.Close()
 	return resp.StatusCode
 }
@@ -135,11 +145,13 @@ func (r *replicaProxy) readyz(t *testing.T) int {
 func TestReplicasShareOneRedis(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := testCA(t, dir, confHost)
-	a := atmo.Start(t, atmo.Options{
+	opts, asLog := countPDSRequests(t, atmo.Options{
 		Accounts:    []atmo.Account{{Handle: "alice.test", Password: alicePassword}},
 		HostAliases: []string{confHost},
 		ExtraCAFile: caFile,
 	})
+	a := atmo.Start(t, opts)
+	asLog.pds = a.PDSURL
 	alice := a.Accounts[0]
 	redis := redistest.Start(t, redistest.Options{AOF: true})
 	lb := startSwitchboard(t)
@@ -186,7 +198,7 @@ func TestReplicasShareOneRedis(t *testing.T) {
 	}
 
 	sess := onlySession(t, rs[0].srv.Store())
-	callsOnExpiredToken(t, rs, sess)
+	callsOnExpiredToken(t, rs, sess, asLog)
 
 	// A Redis restart (AOF) loses no session; /readyz says when Redis
 	// is away.
@@ -228,57 +240,265 @@ func onlySession(t *testing.T, store sessions.Store) sessions.Session {
 
 // callsOnExpiredToken expires the session's access token and sends
 // calls through every replica's calling port at once: all succeed, and
-// the replicas refresh once in all.
-func callsOnExpiredToken(t *testing.T, rs []*replicaProxy, sess sessions.Session) {
+// the replicas refresh once in all, as both our metric and the
+// authorization server's own request log tell.
+//
+// Three calls in four are reads (getSession, whose answer names the
+// account, so each proves the call went out as the user), one in four a
+// createRecord: the PDS commits one repo's writes one after another, so
+// a hundred writes mostly time its commit queue (twice as long here),
+// while the race for the refresh is over in the first milliseconds; the
+// writes keep a POST with a body in that race.
+func callsOnExpiredToken(t *testing.T, rs []*replicaProxy, sess sessions.Session, as *pdsRequests) {
 	t.Helper()
-	const n = 30
-	before := 0.0
-	for _, r := range rs {
-		before += r.metric(t, `ioproxy_oauth_token_refreshes_total{result="ok"}`)
+	const n = 100
+	const refreshes = `ioproxy_oauth_token_refreshes_total{result="ok"}`
+	const asNonceRetries = `ioproxy_dpop_nonce_retries_total{server="auth_server"}`
+	sum := func(prefix string) float64 {
+		var v float64
+		for _, r := range rs {
+			v += r.metric(t, prefix)
+		}
+		return v
 	}
+	refreshesBefore, retriesBefore := sum(refreshes), sum(asNonceRetries)
+	from := as.mark(t)
 	if _, err := rs[0].srv.Store().Update(context.Background(), sess.ID, func(s *sessions.Session) error {
 		s.TokenExpiry = time.Now().Add(-time.Second)
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
+
+	// Every call is bounded by ctx and the client's timeout, so the
+	// wait below ends even if a replica hangs.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	defer client.CloseIdleConnections()
+	start := make(chan struct{}) // released at once, so that the calls race for the refresh
 	codes := make([]string, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			r := rs[i%len(rs)]
-			body := fmt.Sprintf(`{"repo":%q,"collection":"xyz.statusphere.status","record":{"$type":"xyz.statusphere.status","status":"🦋","createdAt":%q}}`,
-				sess.DID, time.Now().UTC().Format(time.RFC3339Nano))
-			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/xrpc/com.atproto.repo.createRecord", r.callPort), strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("User-Did", sess.DID)
-			req.Header.Set("Proxy-Session", sess.ProxyKey)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				codes[i] = err.Error()
-				return
-			}
-			out, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			codes[i] = strconv.Itoa(resp.StatusCode)
-			if resp.StatusCode != 200 {
-				codes[i] += " " + string(out)
-			}
+			codes[i] = call(ctx, client, rs[i%len(rs)], sess, i%4 == 0, start)
 		})
 	}
+	began := time.Now()
+	close(start)
 	wg.Wait()
+	t.Logf("%d calls on an expired token over %d replicas in %v", n, len(rs), time.Since(began).Round(time.Millisecond))
 	for i, c := range codes {
-		if c != "200" {
+		if c != "" {
 			t.Errorf("call %d through replica %d: %s", i, i%len(rs), c)
 		}
 	}
-	after := 0.0
-	for _, r := range rs {
-		after += r.metric(t, `ioproxy_oauth_token_refreshes_total{result="ok"}`)
+
+	if got := sum(refreshes) - refreshesBefore; got != 1 {
+		t.Errorf("our metric: %v token refreshes over %d replicas for %d calls, want exactly 1", got, len(rs), n)
 	}
-	if after-before != 1 {
-		t.Errorf("%v token refreshes over %d replicas for %d calls, want exactly 1", after-before, len(rs), n)
+	// What the authorization server saw: one token request, granted. The
+	// replica that refreshes may never have talked to the server, and
+	// takes its DPoP nonce from the session (kept there at sign-in), so
+	// it is not refused once for want of one.
+	var seen []string
+	for _, r := range as.since(t, from) {
+		if r.method == http.MethodPost && r.path == "/oauth/token" {
+			seen = append(seen, fmt.Sprintf("%d (proof with nonce: %t)", r.status, r.proofNonce))
+		}
 	}
+	t.Logf("POST /oauth/token at the PDS during the calls: %v", seen)
+	if len(seen) != 1 || !strings.HasPrefix(seen[0], "200 ") {
+		t.Errorf("the PDS answered POST /oauth/token %d times during %d calls: %v; want exactly 1, granted (200)", len(seen), n, seen)
+	}
+	if retries := sum(asNonceRetries) - retriesBefore; retries != 0 {
+		t.Errorf("%v DPoP nonce retries at the authorization server, want none", retries)
+	}
+}
+
+// call sends one call on the session through r's calling port once start
+// is closed: a createRecord if write, else a getSession, which must name
+// the session's account. It returns "" on success, else what went wrong.
+func call(ctx context.Context, client *http.Client, r *replicaProxy, sess sessions.Session, write bool, start <-chan struct{}) string {
+	base := fmt.Sprintf("http://127.0.0.1:%d/xrpc/", r.callPort)
+	var req *http.Request
+	if write {
+		body := fmt.Sprintf(`{"repo":%q,"collection":"xyz.statusphere.status","record":{"$type":"xyz.statusphere.status","status":"🦋","createdAt":%q}}`,
+			sess.DID, time.Now().UTC().Format(time.RFC3339Nano))
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, base+"com.atproto.repo.createRecord", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+	} else {
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+"com.atproto.server.getSession", nil)
+	}
+	req.Header.Set("User-Did", sess.DID)
+	req.Header.Set("Proxy-Session", sess.ProxyKey)
+	<-start
+	resp, err := client.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return fmt.Sprintf("%s %s: read the answer: %v", req.Method, req.URL.Path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Sprintf("%s %s: %d %s", req.Method, req.URL.Path, resp.StatusCode, out)
+	}
+	if !write {
+		var who struct {
+			DID string `json:"did"`
+		}
+		if err := json.Unmarshal(out, &who); err != nil || who.DID != sess.DID {
+			return fmt.Sprintf("getSession answered %s, want did %s", out, sess.DID)
+		}
+	}
+	return ""
+}
+
+// pdsRequests counts what the PDS was asked, from the PDS's own request
+// log: with LOG_ENABLED, its pino-http middleware, mounted before the
+// OAuth routes, writes one JSON line (with responseTime) per request it
+// answered. ioproxy's outbound clients have no hook for a counting
+// transport, and the token endpoint is on the PDS's own address (its
+// OAuth issuer, named by the sessions and the server metadata), so no
+// proxy can stand in front of it; the server's log is what came over
+// the wire, refused requests included.
+type pdsRequests struct {
+	pds     string
+	forward func(line string) // the lines for the test log, under ATMO_LOG
+
+	mu      sync.Mutex
+	partial []byte
+	seen    []pdsRequest
+	arrived chan struct{} // closed, and replaced, at each request logged
+	marks   int
+}
+
+// pdsRequest is one request that the PDS answered.
+type pdsRequest struct {
+	method, path, query string
+	status              int
+	proofNonce          bool // its DPoP proof carried a nonce
+}
+
+// countPDSRequests returns the atmo.Options that make the PDS log its
+// requests into a pdsRequests; set its pds field once the PDS is up.
+// Under ATMO_LOG the log is written to the test log too (atmo.Start
+// would otherwise take the PDS's stderr for that).
+func countPDSRequests(t *testing.T, opts atmo.Options) (atmo.Options, *pdsRequests) {
+	p := &pdsRequests{arrived: make(chan struct{})}
+	if os.Getenv("ATMO_LOG") != "" {
+		t.Setenv("ATMO_LOG", "")
+		p.forward = func(line string) { t.Logf("atmosphere: %s", line) }
+	}
+	opts.Log, opts.Stderr = true, p
+	return opts, p
+}
+
+func (p *pdsRequests) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexByte(p.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(p.partial[:i])
+		p.partial = p.partial[i+1:]
+		if p.forward != nil {
+			p.forward(line)
+		}
+		if r, ok := parsePDSRequest(line); ok {
+			p.seen = append(p.seen, r)
+			close(p.arrived)
+			p.arrived = make(chan struct{})
+		}
+	}
+	if len(p.partial) > 1<<20 {
+		p.partial = p.partial[:0] // no line is that long; drop what cannot be one
+	}
+	return len(b), nil
+}
+
+// parsePDSRequest reads a pino-http line; other lines are not requests.
+func parsePDSRequest(line string) (pdsRequest, bool) {
+	var rec struct {
+		Req *struct {
+			Method  string `json:"method"`
+			URL     string `json:"url"`
+			Headers struct {
+				DPoP string `json:"dpop"`
+			} `json:"headers"`
+		} `json:"req"`
+		Res *struct {
+			StatusCode int `json:"statusCode"`
+		} `json:"res"`
+		ResponseTime *float64 `json:"responseTime"`
+	}
+	if json.Unmarshal([]byte(line), &rec) != nil || rec.Req == nil || rec.Res == nil || rec.ResponseTime == nil {
+		return pdsRequest{}, false
+	}
+	path, query, _ := strings.Cut(rec.Req.URL, "?")
+	r := pdsRequest{method: rec.Req.Method, path: path, query: query, status: rec.Res.StatusCode}
+	// The log keeps a proof's header and claims and obfuscates its
+	// signature.
+	if parts := strings.Split(rec.Req.Headers.DPoP, "."); len(parts) == 3 {
+		if raw, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			var claims struct {
+				Nonce string `json:"nonce"`
+			}
+			r.proofNonce = json.Unmarshal(raw, &claims) == nil && claims.Nonce != ""
+		}
+	}
+	return r, true
+}
+
+// mark sends the PDS a request of its own and waits until the PDS has
+// logged it. It returns how many requests were logged before it: node
+// writes its log lines in the order it answers, so every request answered
+// before the mark was sent is counted by then.
+func (p *pdsRequests) mark(t *testing.T) int {
+	t.Helper()
+	p.mu.Lock()
+	p.marks++
+	query := fmt.Sprintf("ioproxy-test-mark=%d", p.marks)
+	p.mu.Unlock()
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(p.pds + "/xrpc/_health?" + query)
+	if err != nil {
+		t.Fatalf("mark the PDS's request log: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		p.mu.Lock()
+		arrived := p.arrived
+		for i := len(p.seen) - 1; i >= 0; i-- {
+			if p.seen[i].path == "/xrpc/_health" && p.seen[i].query == query {
+				p.mu.Unlock()
+				return i
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-arrived:
+		case <-timeout.C:
+			t.Fatalf("the PDS did not log GET /xrpc/_health?%s within 10 s: is LOG_ENABLED honoured?", query)
+		}
+	}
+}
+
+// since is what the PDS answered between from (a mark) and a new mark.
+func (p *pdsRequests) since(t *testing.T, from int) []pdsRequest {
+	t.Helper()
+	to := p.mark(t)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.seen[from+1 : to])
 }
 
 // waitFor polls cond for up to 10 s.
