@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ioproxy/ioproxy/atproto/dpop"
@@ -60,7 +61,17 @@ type SignInConfig struct {
 type SignIn struct {
 	cfg SignInConfig
 	mux *http.ServeMux
+
+	// keyAlarmAt is when the unknown-client-key error was last logged
+	// as an error: any authorization server can say it, so it must not
+	// flood the log.
+	keyAlarmMu sync.Mutex
+	keyAlarmAt time.Time
 }
+
+// keyAlarmEvery bounds the unknown-client-key error lines; the others
+// in between are warnings.
+const keyAlarmEvery = 10 * time.Minute
 
 // NewSignIn returns the sign-in handler of a host.
 func NewSignIn(cfg SignInConfig) *SignIn {
@@ -426,10 +437,22 @@ func escapesSeparator(target string) bool {
 // operator's problem, which the log says plainly, and which the person
 // signing in can only wait out.
 func (s *SignIn) unknownClientKey(w http.ResponseWriter, page signinPage, err error) {
-	s.cfg.Logger.Error("sign-in refused: the authorization server holds an older key set of this client; "+
-		"it refuses every sign-in until its cache of /@/jwks.json expires. "+
-		"Was the OAuth client key replaced (a new data dir, a replica with its own key, a store moved without ioproxy sessions migrate)?",
-		"host", s.cfg.Host.Hostname, "err", err)
+	now := s.cfg.Now()
+	s.keyAlarmMu.Lock()
+	alarm := now.Sub(s.keyAlarmAt) >= keyAlarmEvery
+	if alarm {
+		s.keyAlarmAt = now
+	}
+	s.keyAlarmMu.Unlock()
+	if alarm {
+		s.cfg.Logger.Error("sign-in refused: the authorization server holds an older key set of this client; "+
+			"it refuses every sign-in until its cache of /@/jwks.json expires. "+
+			"Was the OAuth client key replaced (a new data dir, a replica with its own key, a store moved without ioproxy sessions migrate)? "+
+			"If the server named is not one your users sign in with, someone's own server may be saying so; further refusals within 10 minutes are warnings",
+			"host", s.cfg.Host.Hostname, "err", err)
+	} else {
+		s.cfg.Logger.Warn("sign-in refused again: the authorization server does not know this client's key", "host", s.cfg.Host.Hostname, "err", err)
+	}
 	page.Error = "This site's sign-in key changed recently, and your account's server has not picked up the new one yet. Please try again later."
 	w.Header().Set("Retry-After", "600")
 	render(w, http.StatusServiceUnavailable, "signin.html", page)

@@ -918,15 +918,43 @@ func TestSignInRefusedForAnUnknownClientKey(t *testing.T) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
-		_, _ = io.WriteString(w, `{"error":"invalid_client","error_description":"Validation of \"client_assertion\" failed: no applicable key found in the JSON Web Key Set"}`)
+		// Any server can say this, at any length: what we log of it is
+		// bounded, and the alarm is raised once in ten minutes.
+		_, _ = io.WriteString(w, `{"error":"invalid_client","error_description":"Validation of \"client_assertion\" failed: no applicable key found in the JSON Web Key Set`+
+			strings.Repeat(" qqfillqq", 25000)+`"}`)
 		return true
 	})
 	b := e.browser(t)
-	resp, body := b.do("POST", "/@/signin", url.Values{"handle": {"alice.test"}}, nil)
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "sign-in key changed recently") {
-		t.Errorf("PAR refused for an unknown client key: %d Retry-After %q\n%s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	attempt := func() {
+		t.Helper()
+		resp, body := b.do("POST", "/@/signin", url.Values{"handle": {"alice.test"}}, nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(body, "sign-in key changed recently") {
+			t.Errorf("PAR refused for an unknown client key: %d Retry-After %q\n%s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		}
+		if strings.Contains(body, "qqfillqq") {
+			t.Error("the page quotes the server's error")
+		}
+		if b.stateCookie() != nil {
+			t.Error("a refused start set the state cookie")
+		}
 	}
-	if b.stateCookie() != nil {
-		t.Error("a refused start set the state cookie")
+	attempt()
+	attempt()
+	e.clock.Add(keyAlarmEvery)
+	attempt()
+	logs := e.logs.String()
+	if n := strings.Count(logs, "level=ERROR msg=\"sign-in refused: the authorization server holds an older key set"); n != 2 {
+		t.Errorf("%d error lines for three refusals, the third ten minutes later; want 2:\n%.3000s", n, logs)
+	}
+	if n := strings.Count(logs, "level=WARN msg=\"sign-in refused again"); n != 1 {
+		t.Errorf("%d warnings for the refusal within ten minutes, want 1", n)
+	}
+	if !strings.Contains(logs, e.srv.URL) {
+		t.Error("the log does not name the authorization server")
+	}
+	for line := range strings.SplitSeq(logs, "\n") {
+		if len(line) > 2000 {
+			t.Errorf("a log line of %d bytes: %.300s…", len(line), line)
+		}
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/safehttp"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // Resolver is the identity lookup the client needs; *identity.Resolver
@@ -162,7 +163,7 @@ func (c *Client) Authorize(ctx context.Context, input string) (*Request, string,
 		ExpiresIn  int    `json:"expires_in"`
 	}
 	if err := c.post(ctx, meta, meta.PushedAuthorizationRequestEndpoint, form, key, &par); err != nil {
-		return nil, "", &UserError{Message: "The authorization server refused to start the sign-in.", Err: fmt.Errorf("pushed authorization request: %w", err)}
+		return nil, "", &UserError{Message: "The authorization server refused to start the sign-in.", Err: fmt.Errorf("pushed authorization request to %s: %w", req.Issuer, err)}
 	}
 	if par.RequestURI == "" {
 		return nil, "", &UserError{Message: "The authorization server refused to start the sign-in.", Err: errors.New("pushed authorization request: no request_uri in response")}
@@ -491,6 +492,10 @@ func (c *Client) post(ctx context.Context, meta *ServerMetadata, endpoint string
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			se := &ServerError{Status: resp.StatusCode}
 			_ = json.Unmarshal(body, se)
+			// The server is anyone's: what it says goes to our logs and
+			// pages, so only so much of it.
+			se.Code = textutil.Clip(se.Code, maxErrorCodeBytes)
+			se.Description = textutil.Clip(se.Description, maxErrorDescriptionBytes)
 			if se.Code == "" {
 				se.Code = "server_error"
 			}
@@ -506,7 +511,14 @@ func (c *Client) post(ctx context.Context, meta *ServerMetadata, endpoint string
 	}
 }
 
-// ServerError is an OAuth error answer ({"error", "error_description"}).
+// Bounds of what a ServerError keeps of the server's answer.
+const (
+	maxErrorCodeBytes        = 64
+	maxErrorDescriptionBytes = 300
+)
+
+// ServerError is an OAuth error answer ({"error", "error_description"}),
+// its fields clipped to the bounds above.
 type ServerError struct {
 	Status      int    `json:"-"`
 	Code        string `json:"error"`
