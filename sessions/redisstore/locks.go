@@ -2,9 +2,12 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ioproxy/ioproxy/sessions"
 )
@@ -22,7 +25,7 @@ func (s *Store) Lock(ctx context.Context, name string, lease time.Duration) (fun
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("lock %s: %w", name, err)
 		}
-		ok, err := s.rdb.SetNX(ctx, key, token, lease).Result()
+		ok, err := s.setNX(ctx, key, token, lease)
 		if ctx.Err() != nil {
 			// Redis may have given us the lock as ctx ended (ok), or
 			// after it (the reply is lost): free it, or no one could
@@ -44,6 +47,22 @@ func (s *Store) Lock(ctx context.Context, name string, lease time.Duration) (fun
 			return nil, fmt.Errorf("lock %s: %w", name, ctx.Err())
 		}
 	}
+}
+
+// setNX sets key to token unless it is set, and says whether key holds
+// token now. SET NX GET answers what key held: if go-redis sent the
+// command again after a reply was lost, the first one's token is ours,
+// and the lock too (a plain SETNX would say false, and we would wait out
+// our own lease).
+func (s *Store) setNX(ctx context.Context, key, token string, lease time.Duration) (bool, error) {
+	old, err := s.rdb.SetArgs(ctx, key, token, redis.SetArgs{Mode: "NX", TTL: lease, Get: true}).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return true, nil // key was not set; it is ours now
+	case err != nil:
+		return false, err
+	}
+	return old == token, nil
 }
 
 // releaseTimeout bounds a release, which has no context of its own.
