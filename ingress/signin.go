@@ -41,8 +41,10 @@ var _ OAuthClient = (*oauth.Client)(nil)
 type SignInConfig struct {
 	Host   config.Host
 	Client OAuthClient
-	// ClientKey is the confidential client's key (nil for the localhost client).
-	ClientKey *oauth.ClientKey
+	// ClientKeys are the confidential client's keys, published at
+	// /@/jwks.json (nil for the localhost client). A rotation stored
+	// while the server runs shows there once ClientKeys holds it.
+	ClientKeys *oauth.ClientKeys
 	// BaseURL is the host's public origin, such as https://app.example.com.
 	BaseURL  string
 	Sessions sessions.Store
@@ -204,11 +206,11 @@ func (s *SignIn) clientMetadata(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *SignIn) jwks(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.ClientKey == nil {
+	if s.cfg.ClientKeys == nil {
 		writeJSON(w, map[string]any{"keys": []any{}})
 		return
 	}
-	b, err := s.cfg.ClientKey.JWKS()
+	b, err := s.cfg.ClientKeys.Ring().JWKS(s.cfg.Now())
 	if err != nil {
 		writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The key set could not be built."})
 		return
@@ -448,6 +450,7 @@ func (s *SignIn) unknownClientKey(w http.ResponseWriter, page signinPage, err er
 		s.cfg.Logger.Error("sign-in refused: the authorization server holds an older key set of this client; "+
 			"it refuses every sign-in until its cache of /@/jwks.json expires. "+
 			"Was the OAuth client key replaced (a new data dir, a replica with its own key, a store moved without ioproxy sessions migrate)? "+
+			"To change it on purpose, ioproxy key rotate publishes the next key a day before it signs. "+
 			"If the server named is not one your users sign in with, someone's own server may be saying so; further refusals within 10 minutes are warnings",
 			"host", s.cfg.Host.Hostname, "err", err)
 	} else {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,7 @@ type signinEnv struct {
 	host    string
 	base    string // the host's public origin
 	key     *oauth.ClientKey
+	ckeys   *oauth.ClientKeys // holds key; nil for the localhost client
 	clock   *testClock
 	logs    *syncBuffer
 	// events are the sign-in stages reported for metrics.
@@ -163,15 +165,16 @@ host %q {
 		if e.key, err = oauth.ParseClientKey(raw); err != nil {
 			t.Fatal(err)
 		}
+		e.ckeys = oauth.NewClientKeys(oauth.NewKeyRing(e.key))
 		c, err = oauth.New(oauth.Config{
-			ClientID: e.base + "/@/client-metadata.json", RedirectURI: e.base + "/@/callback", Scope: h.ATProto.Scope(), Key: e.key,
+			ClientID: e.base + "/@/client-metadata.json", RedirectURI: e.base + "/@/callback", Scope: h.ATProto.Scope(), Keys: e.ckeys,
 			HTTP: httpc, Identity: resolver, Nonces: nonces, AllowInsecure: true, Now: e.clock.Now,
 		})
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	signIn := NewSignIn(SignInConfig{Host: h, Client: c, ClientKey: e.key, BaseURL: e.base, Sessions: store, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now})
+	signIn := NewSignIn(SignInConfig{Host: h, Client: c, ClientKeys: e.ckeys, BaseURL: e.base, Sessions: store, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now})
 	router, err := New(Config{Config: cfg, Sessions: store, Logger: logger, SignIns: map[string]http.Handler{h.Hostname: signIn}})
 	if err != nil {
 		t.Fatal(err)
@@ -955,6 +958,72 @@ func TestSignInRefusedForAnUnknownClientKey(t *testing.T) {
 	for line := range strings.SplitSeq(logs, "\n") {
 		if len(line) > 2000 {
 			t.Errorf("a log line of %d bytes: %.300s…", len(line), line)
+		}
+	}
+}
+
+// TestClientKeyRotation: a rotation held by ClientKeys shows at
+// /@/jwks.json at once (both keys), and sign-ins sign with the old key
+// until the next one's time, then with the next; its drop time takes the
+// old key out of the set. (The fake checks assertion times on the real
+// clock, so each stage is a rotation started that long ago.)
+func TestClientKeyRotation(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	b := e.browser(t)
+	kids := func() []string {
+		t.Helper()
+		_, body := b.do("GET", "/@/jwks.json", nil, nil)
+		var set struct {
+			Keys []struct {
+				KID string `json:"kid"`
+			} `json:"keys"`
+		}
+		if err := json.Unmarshal([]byte(body), &set); err != nil {
+			t.Fatalf("jwks.json %s: %v", body, err)
+		}
+		var out []string
+		for _, k := range set.Keys {
+			out = append(out, k.KID)
+		}
+		return out
+	}
+	for _, stage := range []struct {
+		name      string
+		started   time.Duration // before now
+		signsNext bool
+		both      bool
+	}{
+		{"before the next key's time", 0, false, true},
+		{"after the next key's time", 90 * time.Minute, true, true},
+		{"after the old key's drop time", 3 * time.Hour, true, false},
+	} {
+		rotated, err := oauth.NewKeyRing(e.key).Rotate(e.clock.Now().Add(-stage.started), time.Hour, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := rotated.Keys()[1].Key
+		e.ckeys.Set(rotated)
+		want := []string{next.KeyID()}
+		if stage.both {
+			want = []string{e.key.KeyID(), next.KeyID()}
+		}
+		if got := kids(); !slices.Equal(got, want) {
+			t.Errorf("%s: the key set is %v, want %v", stage.name, got, want)
+		}
+		signer := e.key
+		if stage.signsNext {
+			signer = next
+		}
+		before := len(e.srv.Assertions())
+		b.signIn("/")
+		as := e.srv.Assertions()[before:]
+		if len(as) == 0 {
+			t.Fatalf("%s: no assertion verified", stage.name)
+		}
+		for _, a := range as {
+			if a.KeyID != signer.KeyID() {
+				t.Errorf("%s: an assertion at %s signed with %s, want %s", stage.name, a.Endpoint, a.KeyID, signer.KeyID())
+			}
 		}
 	}
 }

@@ -19,7 +19,7 @@ import (
 func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.Handler, error) {
 	clients := map[string]*oauth.Client{}
 	signIns := map[string]http.Handler{}
-	var clientKey *oauth.ClientKey // made once, shared by every public host
+	var clientKeys *oauth.ClientKeys // loaded once, shared by every public host
 	for _, h := range s.cfg.Hosts {
 		if h.ATProto == nil {
 			continue
@@ -35,14 +35,15 @@ func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.
 			id.redirect = "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local) + "/@/callback"
 			id.clientID = oauth.LocalhostClientID(id.redirect, h.ATProto.Scope())
 		} else {
-			if clientKey == nil {
-				key, err := s.loadClientKey(ctx)
+			if clientKeys == nil {
+				ring, err := LoadClientKeys(ctx, s.store)
 				if err != nil {
 					return nil, err
 				}
-				clientKey = key
+				clientKeys = oauth.NewClientKeys(ring)
+				s.clientKeys = clientKeys
 			}
-			id.key = clientKey
+			id.keys = clientKeys
 		}
 		c, err := s.newOAuthClient(h, id, out)
 		if err != nil {
@@ -50,7 +51,7 @@ func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.
 		}
 		clients[c.ClientID()] = c
 		signIns[h.Hostname] = ingress.NewSignIn(ingress.SignInConfig{
-			Host: h, Client: c, ClientKey: id.key, BaseURL: base, Sessions: s.store,
+			Host: h, Client: c, ClientKeys: id.keys, BaseURL: base, Sessions: s.store,
 			Recorder: s.recorder, Logger: s.log,
 		})
 	}
@@ -59,39 +60,20 @@ func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.
 }
 
 // clientIdentity is who a host's OAuth client is: a confidential client
-// (an https client id and a key) or the localhost client (no key).
+// (an https client id and keys) or the localhost client (no key).
 type clientIdentity struct {
 	clientID string
 	redirect string
-	key      *oauth.ClientKey
+	keys     *oauth.ClientKeys
 }
 
 // newOAuthClient makes one host's OAuth client, of either kind.
 func (s *Server) newOAuthClient(h config.Host, id clientIdentity, out outbound) (*oauth.Client, error) {
 	return oauth.New(oauth.Config{
-		ClientID: id.clientID, RedirectURI: id.redirect, Scope: h.ATProto.Scope(), Key: id.key,
+		ClientID: id.clientID, RedirectURI: id.redirect, Scope: h.ATProto.Scope(), Keys: id.keys,
 		HTTP: out.http, Identity: out.resolver, Nonces: out.nonces, AllowInsecure: s.cfg.Identity.AllowInsecure,
 		OnNonceRetry: func() { s.recorder.NonceRetry(observe.NonceServerAuth) },
 	})
-}
-
-// ClientKeySecret names the confidential OAuth client's key among the
-// store's secrets.
-const ClientKeySecret = "oauth-client-es256"
-
-// Secrets are the names of every secret ioproxy keeps in its store: what
-// a move to another store must take along.
-var Secrets = []string{ClientKeySecret}
-
-// loadClientKey returns the confidential client's key, made at the first
-// start and kept in the store: the key published at /@/jwks.json must
-// survive restarts, or servers that cached it refuse every sign-in.
-func (s *Server) loadClientKey(ctx context.Context) (*oauth.ClientKey, error) {
-	raw, err := s.store.Secret(ctx, ClientKeySecret, oauth.GenerateClientKey)
-	if err != nil {
-		return nil, err
-	}
-	return oauth.ParseClientKey(raw)
 }
 
 // publicBaseURL is the origin a host is reached at: https, with the HTTPS

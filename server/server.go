@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/admin"
+	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/calling"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
@@ -33,19 +35,27 @@ type Options struct {
 	RootCAs *x509.CertPool
 	// ShutdownTimeout bounds the wait for in-flight requests at Close.
 	ShutdownTimeout time.Duration
+	// KeyRefresh is how often the OAuth client key ring is read again
+	// from the store (DefaultKeyRefresh when zero), so that a rotation
+	// stored by `ioproxy key rotate` or another replica is published.
+	KeyRefresh time.Duration
 }
 
 // Server is a running ioproxy.
 type Server struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	store    sessions.Store
-	tokens   *calling.Tokens
-	certs    *certs.Manager
-	router   *ingress.Router
-	nomad    *ingress.Nomad // nil without nomad:<service> backends
-	recorder *admin.Recorder
-	servers  []*http.Server
+	cfg    *config.Config
+	log    *slog.Logger
+	store  sessions.Store
+	tokens *calling.Tokens
+	// clientKeys are the confidential client's keys; nil when every
+	// host uses the localhost client.
+	clientKeys *oauth.ClientKeys
+	keyRefresh time.Duration
+	certs      *certs.Manager
+	router     *ingress.Router
+	nomad      *ingress.Nomad // nil without nomad:<service> backends
+	recorder   *admin.Recorder
+	servers    []*http.Server
 	// Addrs are the bound listen addresses by role ("http", "https",
 	// "admin", "call:<label>"), useful when a port was 0.
 	Addrs map[string]string
@@ -68,7 +78,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		opts.ShutdownTimeout = 15 * time.Second
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Server{cfg: cfg, log: opts.Logger, cancel: cancel, shutdown: opts.ShutdownTimeout, Addrs: map[string]string{}, ready: make(chan struct{})}
+	s := &Server{cfg: cfg, log: opts.Logger, cancel: cancel, shutdown: opts.ShutdownTimeout, keyRefresh: cmp.Or(opts.KeyRefresh, DefaultKeyRefresh), Addrs: map[string]string{}, ready: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -113,28 +123,12 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	return s, nil
 }
 
-// openStore opens the session store the configuration names: bbolt in
-// the data dir, or the Redis server that replicas share.
+// openStore opens the session store the configuration names, and counts
+// its sessions for the metrics.
 func (s *Server) openStore(ctx context.Context) error {
-	c := s.cfg.Sessions
-	opts := sessions.Options{MaxSessions: c.MaxSessions, MaxPerAccount: c.MaxPerAccount}
-	var store sessions.Store
-	switch c.Store {
-	case config.StoreRedis:
-		rs, err := redisstore.Open(ctx, redisstore.Config{URL: c.URL, Prefix: c.KeyPrefix, Keys: c.EncryptionKey, Options: opts, Logger: s.log})
-		if err != nil {
-			return err
-		}
-		store = rs
-		s.log.Info("session store", "store", "redis", "server", redisServer(c.URL), "key_prefix", c.KeyPrefix)
-	default:
-		path := filepath.Join(s.cfg.DataDir, "ioproxy.db")
-		bs, err := boltstore.Open(boltstore.Config{Path: path, Options: opts, Keys: c.EncryptionKey})
-		if err != nil {
-			return err
-		}
-		store = bs
-		s.log.Info("session store", "store", "bbolt", "path", path, "sealed", c.EncryptionKey != nil)
+	store, err := OpenStore(ctx, s.cfg, s.log)
+	if err != nil {
+		return err
 	}
 	s.store = store
 	s.recorder.SetSessionCounter(func() int {
@@ -144,6 +138,31 @@ func (s *Server) openStore(ctx context.Context) error {
 		return n
 	})
 	return nil
+}
+
+// OpenStore opens the session store that cfg names: bbolt in the data
+// dir, or the Redis server that replicas share. The commands that work
+// on a deployment's store (ioproxy key rotate) open it so too.
+func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger) (sessions.Store, error) {
+	c := cfg.Sessions
+	opts := sessions.Options{MaxSessions: c.MaxSessions, MaxPerAccount: c.MaxPerAccount}
+	switch c.Store {
+	case config.StoreRedis:
+		rs, err := redisstore.Open(ctx, redisstore.Config{URL: c.URL, Prefix: c.KeyPrefix, Keys: c.EncryptionKey, Options: opts, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("session store", "store", "redis", "server", redisServer(c.URL), "key_prefix", c.KeyPrefix)
+		return rs, nil
+	default:
+		path := filepath.Join(cfg.DataDir, "ioproxy.db")
+		bs, err := boltstore.Open(boltstore.Config{Path: path, Options: opts, Keys: c.EncryptionKey})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("session store", "store", "bbolt", "path", path, "sealed", c.EncryptionKey != nil)
+		return bs, nil
+	}
 }
 
 // redisServer is the host of a Redis url, for logs: the url may hold a
@@ -197,6 +216,10 @@ func (s *Server) background(ctx context.Context) {
 	run(s.certs.Prefetch)
 	if s.nomad != nil {
 		run(s.nomad.Run)
+	}
+	if s.clientKeys != nil {
+		w := newKeyWatch(s.store, s.clientKeys, s.log)
+		run(func(ctx context.Context) { w.run(ctx, s.keyRefresh) })
 	}
 	if r, ok := s.store.(resealer); ok && s.cfg.Sessions.EncryptionKey.Len() > 1 {
 		run(func(ctx context.Context) { s.reseal(ctx, r) })

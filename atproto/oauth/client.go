@@ -41,8 +41,9 @@ type Config struct {
 	ClientID    string
 	RedirectURI string
 	Scope       string
-	// Key signs client assertions (private_key_jwt). Nil for a public client.
-	Key *ClientKey
+	// Keys sign client assertions (private_key_jwt): the ring's signer
+	// at the time of each request. Nil for a public client.
+	Keys *ClientKeys
 	// HTTP is the SSRF-guarded client for every request to servers.
 	HTTP     *http.Client
 	Identity Resolver
@@ -85,7 +86,7 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) ClientID() string { return c.cfg.ClientID }
 
 // Confidential reports whether the client authenticates with a key.
-func (c *Client) Confidential() bool { return c.cfg.Key != nil }
+func (c *Client) Confidential() bool { return c.cfg.Keys != nil }
 
 // LocalhostClientID builds the client id of the localhost client exception
 // for a loopback redirect URI.
@@ -446,8 +447,9 @@ func (c *Client) revoke(ctx context.Context, meta *ServerMetadata, token string,
 // answer is retried once, and only when the nonce changed.
 func (c *Client) post(ctx context.Context, meta *ServerMetadata, endpoint string, form url.Values, key *dpop.Key, out any) error {
 	for attempt := 0; ; attempt++ {
-		if c.cfg.Key != nil {
-			assertion, err := c.cfg.Key.Assertion(c.cfg.ClientID, meta.Issuer, c.cfg.Now())
+		if c.cfg.Keys != nil {
+			now := c.cfg.Now()
+			assertion, err := c.cfg.Keys.Ring().Signer(now).Assertion(c.cfg.ClientID, meta.Issuer, now)
 			if err != nil {
 				return err
 			}

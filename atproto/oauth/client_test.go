@@ -576,7 +576,7 @@ func confidential(t *testing.T, clientID, redirect string) (*ClientKey, func(*Co
 		t.Fatal(err)
 	}
 	return key, func(c *Config) {
-		c.ClientID, c.RedirectURI, c.Key = clientID, redirect, key
+		c.ClientID, c.RedirectURI, c.Keys = clientID, redirect, NewClientKeys(NewKeyRing(key))
 	}
 }
 
@@ -585,7 +585,7 @@ func TestConfidentialClientAssertions(t *testing.T) {
 	key, opt := confidential(t, clientID, "https://app.example.com/@/callback")
 	e := newEnv(t, opt)
 	meta, _ := json.Marshal(e.client.Metadata(MetadataInfo{JWKSURI: "https://app.example.com/@/jwks.json"}))
-	jwks, err := key.JWKS()
+	jwks, err := NewKeyRing(key).JWKS(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,7 +622,7 @@ func TestConfidentialClientWithUnknownKeyRefused(t *testing.T) {
 	meta, _ := json.Marshal(e.client.Metadata(MetadataInfo{JWKSURI: "https://app.example.com/@/jwks.json"}))
 	otherRaw, _ := GenerateClientKey()
 	other, _ := ParseClientKey(otherRaw)
-	jwks, _ := other.JWKS()
+	jwks, _ := NewKeyRing(other).JWKS(time.Now())
 	if err := e.srv.RegisterClient(meta, jwks); err != nil {
 		t.Fatal(err)
 	}
@@ -646,7 +646,7 @@ func TestConfidentialClientMetadataFetched(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(client.Metadata(MetadataInfo{ClientName: "Test", ClientURI: app.URL, JWKSURI: app.URL + "/jwks.json"}))
 	})
 	mux.HandleFunc("GET /jwks.json", func(w http.ResponseWriter, r *http.Request) {
-		b, _ := key.JWKS()
+		b, _ := NewKeyRing(key).JWKS(time.Now())
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(b)
 	})

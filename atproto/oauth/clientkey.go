@@ -77,15 +77,6 @@ func ParseClientKey(data []byte) (*ClientKey, error) {
 // KeyID returns the kid published in the JWKS.
 func (k *ClientKey) KeyID() string { return k.private.KeyID() }
 
-// JWKS returns the public key set document.
-func (k *ClientKey) JWKS() ([]byte, error) {
-	set := jwk.NewSet()
-	if err := set.AddKey(k.public); err != nil {
-		return nil, fmt.Errorf("client JWKS: %w", err)
-	}
-	return json.Marshal(set)
-}
-
 // Assertion returns a fresh client assertion JWT (RFC 7523) for audience,
 // the authorization server's issuer.
 func (k *ClientKey) Assertion(clientID, audience string, now time.Time) (string, error) {

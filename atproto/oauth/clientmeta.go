@@ -42,7 +42,7 @@ func (c *Client) Metadata(info MetadataInfo) ClientMetadata {
 		Scope:                 c.cfg.Scope,
 		DPoPBoundAccessTokens: true,
 	}
-	if c.cfg.Key != nil {
+	if c.cfg.Keys != nil {
 		m.TokenEndpointAuthMethod = "private_key_jwt"
 		m.TokenEndpointAuthSigningAlg = "ES256"
 		m.JWKSURI = info.JWKSURI

@@ -5,6 +5,8 @@
 //	ioproxy cert     -config io.hcl   print (or -out write) the local CA to trust
 //	ioproxy sessions migrate -config io.hcl -from data/ioproxy.db
 //	                                  copy sessions from bbolt into Redis
+//	ioproxy key rotate -config io.hcl  replace the OAuth client key, without refusals
+//	ioproxy key status -config io.hcl  show the client keys and their times
 //	ioproxy version
 package main
 
@@ -35,6 +37,10 @@ Usage:
   ioproxy sessions migrate -config FILE -from PATH/ioproxy.db
                                   copy every session and the client key from
                                   a bbolt file into the configured Redis store
+  ioproxy key rotate -config FILE [-sign-after 24h] [-drop-after 24h]
+                                  publish a new OAuth client key now, sign with
+                                  it after a day, drop the old one a day later
+  ioproxy key status -config FILE show the client keys and when they change
   ioproxy version                 print the version
 `
 
@@ -57,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCert(args, stdout, stderr)
 	case "sessions":
 		return cmdSessions(args, stdout, stderr)
+	case "key":
+		return cmdKey(args, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "ioproxy", version())
 		return 0

@@ -1,0 +1,151 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+const (
+	// ClientKeySecret names the confidential OAuth client's first key
+	// among the store's secrets: made at the first start, and the whole
+	// key set until a rotation.
+	ClientKeySecret = "oauth-client-es256"
+	// ClientKeyRingSecret names the key ring that a rotation stores: the
+	// keys with their times. Once there, it is the key set.
+	ClientKeyRingSecret = "oauth-client-keyring"
+	// clientKeysLock serializes rotations, which read, change and store
+	// the ring.
+	clientKeysLock = "oauth-client-keys"
+	// DefaultKeyRefresh is how often a running server reads the key ring
+	// again, to publish a rotation stored elsewhere.
+	DefaultKeyRefresh = time.Minute
+)
+
+// Secrets are the names of every secret ioproxy keeps in its store: what
+// a move to another store must take along.
+var Secrets = []string{ClientKeySecret, ClientKeyRingSecret}
+
+// LoadClientKeys returns the confidential client's key ring from store:
+// the stored ring of a rotation, or else the one key, made at the first
+// start (the key published at /@/jwks.json must survive restarts, or
+// servers that cached it refuse every sign-in).
+func LoadClientKeys(ctx context.Context, store sessions.Store) (*oauth.KeyRing, error) {
+	raw, err := store.LoadSecret(ctx, ClientKeyRingSecret)
+	if err == nil {
+		return oauth.ParseKeyRing(raw)
+	} else if !errors.Is(err, sessions.ErrNotFound) {
+		return nil, fmt.Errorf("load the OAuth client key ring: %w", err)
+	}
+	raw, err = store.Secret(ctx, ClientKeySecret, oauth.GenerateClientKey)
+	if err != nil {
+		return nil, fmt.Errorf("load the OAuth client key: %w", err)
+	}
+	key, err := oauth.ParseClientKey(raw)
+	if err != nil {
+		return nil, err
+	}
+	return oauth.NewKeyRing(key), nil
+}
+
+// RotateClientKey stores a rotation of the client key ring (see
+// oauth.KeyRing.Rotate): the next key is published as soon as servers
+// read the ring, and signs from now+signAfter.
+func RotateClientKey(ctx context.Context, store sessions.Store, now time.Time, signAfter, dropAfter time.Duration) (*oauth.KeyRing, error) {
+	release, err := store.Lock(ctx, clientKeysLock, 30*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("rotate the OAuth client key: %w", err)
+	}
+	defer release()
+	ring, err := LoadClientKeys(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	next, err := ring.Rotate(now, signAfter, dropAfter)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := oauth.MarshalKeyRing(next)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.StoreSecret(ctx, ClientKeyRingSecret, raw); err != nil {
+		return nil, fmt.Errorf("store the OAuth client key ring: %w", err)
+	}
+	return next, nil
+}
+
+// keyWatch keeps a server's ClientKeys true to the store, and says in
+// the log when the key set or the signing key changes.
+type keyWatch struct {
+	store  sessions.Store
+	keys   *oauth.ClientKeys
+	log    *slog.Logger
+	now    func() time.Time
+	stored []byte // the ring as last read
+	signer string // the kid that signed at the last look
+}
+
+func newKeyWatch(store sessions.Store, keys *oauth.ClientKeys, log *slog.Logger) *keyWatch {
+	w := &keyWatch{store: store, keys: keys, log: log, now: time.Now}
+	w.stored, _ = oauth.MarshalKeyRing(keys.Ring())
+	w.signer = keys.Ring().Signer(w.now()).KeyID()
+	return w
+}
+
+// run reads the ring every interval until ctx ends.
+func (w *keyWatch) run(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			w.check(ctx)
+		}
+	}
+}
+
+// check reads the ring once. A store out of reach keeps the ring held.
+func (w *keyWatch) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ring, err := LoadClientKeys(ctx, w.store)
+	if err != nil {
+		w.log.Warn("OAuth client keys not read again; keeping those held", "err", err)
+		return
+	}
+	raw, err := oauth.MarshalKeyRing(ring)
+	if err == nil && !bytes.Equal(raw, w.stored) {
+		w.stored = raw
+		w.keys.Set(ring)
+		w.log.Info("OAuth client key set changed", describeRing(ring)...)
+	}
+	if kid := w.keys.Ring().Signer(w.now()).KeyID(); kid != w.signer {
+		w.log.Info("OAuth client assertions are signed with another key now", "from", w.signer, "to", kid)
+		w.signer = kid
+	}
+}
+
+// describeRing is a ring's keys as log attributes.
+func describeRing(r *oauth.KeyRing) []any {
+	var out []any
+	for i, k := range r.Keys() {
+		v := []any{"kid", k.Key.KeyID()}
+		if !k.SignFrom.IsZero() {
+			v = append(v, "signs_from", k.SignFrom.UTC().Format(time.RFC3339))
+		}
+		if !k.DropAt.IsZero() {
+			v = append(v, "leaves_at", k.DropAt.UTC().Format(time.RFC3339))
+		}
+		out = append(out, slog.Group(fmt.Sprintf("key%d", i+1), v...))
+	}
+	return out
+}
