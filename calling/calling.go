@@ -41,9 +41,10 @@ type Resolver interface {
 
 // Config configures one calling port.
 type Config struct {
-	Call     config.Call
-	Sessions sessions.Store
-	Tokens   *Tokens
+	Call config.Call
+	// Sessions finds a call's session by its Proxy-Session key and keeps
+	// its tokens fresh.
+	Sessions *sessions.Lifecycle
 	Identity Resolver
 	// PDSClient carries calls to PDSs. PDS addresses come from DID
 	// documents, which users control, so it must be SSRF-guarded.
@@ -69,8 +70,8 @@ func New(cfg Config) (http.Handler, error) {
 	var inner http.Handler
 	switch cfg.Call.Endpoint.Kind {
 	case config.EndpointPDS:
-		if cfg.Sessions == nil || cfg.Tokens == nil || cfg.Identity == nil || cfg.PDSClient == nil || cfg.Nonces == nil {
-			return nil, fmt.Errorf("call %q: endpoint \"@\" needs sessions, tokens, identity, a PDS client and nonces", cfg.Call.Label)
+		if cfg.Sessions == nil || cfg.Identity == nil || cfg.PDSClient == nil || cfg.Nonces == nil {
+			return nil, fmt.Errorf("call %q: endpoint \"@\" needs sessions, identity, a PDS client and nonces", cfg.Call.Label)
 		}
 		inner = &pdsHandler{cfg: cfg, buffers: httpx.NewBufferPool()}
 	case config.EndpointHost:

@@ -37,7 +37,7 @@ type callEnv struct {
 	bob       atprototest.Account
 	store     sessions.Store
 	client    *oauth.Client
-	tokens    *Tokens
+	tokens    *sessions.Lifecycle
 	resolver  *identity.Resolver
 	nonces    *dpop.Nonces
 	pdsClient *http.Client
@@ -72,7 +72,7 @@ func newCallEnvAt(t testing.TB, now func() time.Time) *callEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.tokens = NewTokens(TokensConfig{Sessions: store, Clients: map[string]*oauth.Client{e.client.ClientID(): e.client}, Nonces: e.nonces, Now: now})
+	e.tokens = sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Clients: map[string]*oauth.Client{e.client.ClientID(): e.client}, Nonces: e.nonces, Now: now})
 	return e
 }
 
@@ -132,7 +132,7 @@ func pdsCall() config.Call {
 
 func (e *callEnv) port(t testing.TB, c config.Call) http.Handler {
 	t.Helper()
-	h, err := New(Config{Call: c, Sessions: e.store, Tokens: e.tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: e.nonces})
+	h, err := New(Config{Call: c, Sessions: e.tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: e.nonces})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +387,7 @@ func TestEarlyRefreshFailureUsesCurrentToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.tokens = NewTokens(TokensConfig{Sessions: e.store, Clients: map[string]*oauth.Client{e.client.ClientID(): unreachable}})
+	e.tokens = sessions.NewLifecycle(sessions.LifecycleConfig{Store: e.store, Clients: map[string]*oauth.Client{e.client.ClientID(): unreachable}})
 	h := e.port(t, pdsCall())
 	if _, err := e.store.Update(context.Background(), sess.ID, func(s *sessions.Session) error { s.TokenExpiry = time.Now().Add(10 * time.Second); return nil }); err != nil {
 		t.Fatal(err)
@@ -833,7 +833,7 @@ func TestRefreshLaterBacksOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := NewTokens(TokensConfig{Sessions: e.store, Clients: map[string]*oauth.Client{e.client.ClientID(): unreachable}, Now: clock})
+	tok := sessions.NewLifecycle(sessions.LifecycleConfig{Store: e.store, Clients: map[string]*oauth.Client{e.client.ClientID(): unreachable}, Now: clock})
 	sess.TokenExpiry = now.Add(-time.Second)
 	tok.RefreshLater(sess)
 	tok.Wait()

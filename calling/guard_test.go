@@ -259,7 +259,7 @@ func TestFailedCallsLogNoQueryOrToken(t *testing.T) {
 	carol := e.srv.AddAccount(atprototest.Account{Handle: "carol.test", PDS: dead})
 	for _, format := range []string{"text", "json"} {
 		var logs bytes.Buffer
-		h, err := New(Config{Call: pdsCall(), Sessions: e.store, Tokens: e.tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: e.nonces,
+		h, err := New(Config{Call: pdsCall(), Sessions: e.tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: e.nonces,
 			Logger: admin.NewLogger(&logs, config.Log{Level: slog.LevelDebug, Format: format})})
 		if err != nil {
 			t.Fatal(err)

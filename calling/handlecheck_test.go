@@ -95,7 +95,7 @@ func TestHandleCheckSurvivesAFailedRefresh(t *testing.T) {
 			before, _ := getSession(e.store, sess.ID)
 			e.srv.SetIntercept(tc.fail(e))
 			_, err := e.tokens.Refresh(context.Background(), sess.ID, sess.AccessToken)
-			if err == nil || errors.Is(err, ErrSessionEnded) {
+			if err == nil || errors.Is(err, sessions.ErrEnded) {
 				t.Fatalf("Refresh = %v, want a passing failure", err)
 			}
 			after, ok := getSession(e.store, sess.ID)

@@ -178,12 +178,12 @@ func (h *pdsHandler) public(ctx context.Context, w http.ResponseWriter, r *http.
 // token, a DPoP proof with the server's nonce, one retry on a nonce
 // change, one refresh and retry on a rejected token.
 func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r *http.Request, sess sessions.Session, body []byte) {
-	sess, err := h.cfg.Tokens.Fresh(ctx, sess)
+	sess, err := h.cfg.Sessions.Fresh(ctx, sess)
 	if err != nil {
 		h.tokenError(w, err)
 		return
 	}
-	dpopKey, err := h.cfg.Tokens.Key(sess)
+	dpopKey, err := h.cfg.Sessions.Key(sess)
 	if err != nil {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the session is damaged; sign in again")
 		return
@@ -226,7 +226,7 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 		if resp.StatusCode == http.StatusUnauthorized && !refreshed && tokenRejected(resp) {
 			refreshed = true
 			drain(resp)
-			sess, err = h.cfg.Tokens.Refresh(ctx, sess.ID, sess.AccessToken)
+			sess, err = h.cfg.Sessions.Refresh(ctx, sess.ID, sess.AccessToken)
 			if err != nil {
 				h.tokenError(w, err)
 				return
@@ -301,7 +301,7 @@ func (h *pdsHandler) rememberNonce(pds string, resp *http.Response) {
 }
 
 func (h *pdsHandler) tokenError(w http.ResponseWriter, err error) {
-	if errors.Is(err, ErrSessionEnded) {
+	if errors.Is(err, sessions.ErrEnded) {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the session ended because its tokens could not be refreshed; sign in again")
 		return
 	}

@@ -56,7 +56,7 @@ func TestRejectedTokensRefreshOncePerMinute(t *testing.T) {
 	if n := e.srv.Counts().Refresh - before.Refresh; n != 1 {
 		t.Errorf("20 rejected calls in a minute caused %d refreshes, want 1", n)
 	}
-	clk.Add(minRefreshInterval + time.Second)
+	clk.Add(sessions.MinRefreshInterval + time.Second)
 	calls(5)
 	if n := e.srv.Counts().Refresh - before.Refresh; n != 2 {
 		t.Errorf("after a minute: %d refreshes in all, want 2", n)
@@ -90,7 +90,7 @@ func TestShortLivedTokensRefreshOncePerMinute(t *testing.T) {
 	if n := e.srv.Counts().Refresh - before; n != 1 {
 		t.Errorf("%d refreshes in 20 s of one-second tokens, want 1", n)
 	}
-	clk.Add(minRefreshInterval)
+	clk.Add(sessions.MinRefreshInterval)
 	page()
 	if n := e.srv.Counts().Refresh - before; n != 2 {
 		t.Errorf("after a minute: %d refreshes, want 2", n)
@@ -125,7 +125,7 @@ func TestNoncesKeptWithTheSession(t *testing.T) {
 	// A replica that has never talked to either: its own nonces, empty.
 	// (The fake serves the PDS and the authorization server on one
 	// origin, so each replica is used for one of them only.)
-	newReplica := func() (*Tokens, http.Handler) {
+	newReplica := func() (*sessions.Lifecycle, http.Handler) {
 		nonces := &dpop.Nonces{}
 		client, err := oauth.New(oauth.Config{
 			ClientID: e.client.ClientID(), RedirectURI: "http://127.0.0.1:9000/@/callback", Scope: "atproto transition:generic",
@@ -134,8 +134,8 @@ func TestNoncesKeptWithTheSession(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tokens := NewTokens(TokensConfig{Sessions: e.store, Clients: map[string]*oauth.Client{client.ClientID(): client}, Nonces: nonces})
-		h, err := New(Config{Call: pdsCall(), Sessions: e.store, Tokens: tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: nonces})
+		tokens := sessions.NewLifecycle(sessions.LifecycleConfig{Store: e.store, Clients: map[string]*oauth.Client{client.ClientID(): client}, Nonces: nonces})
+		h, err := New(Config{Call: pdsCall(), Sessions: tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: nonces})
 		if err != nil {
 			t.Fatal(err)
 		}

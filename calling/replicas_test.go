@@ -48,10 +48,10 @@ func newReplicas(t *testing.T, e *callEnv, n int) ([]replica, *redistest.Server)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tokens := NewTokens(TokensConfig{Sessions: store, Clients: map[string]*oauth.Client{client.ClientID(): client}, Nonces: nonces})
+		tokens := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Clients: map[string]*oauth.Client{client.ClientID(): client}, Nonces: nonces})
 		c := pdsCall()
 		c.Timeout = time.Minute // a hundred calls under -race on a busy machine
-		port, err := New(Config{Call: c, Sessions: store, Tokens: tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: nonces})
+		port, err := New(Config{Call: c, Sessions: tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: nonces})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestReplicaDiesHoldingRefreshLock(t *testing.T) {
 	rs, _ := newReplicas(t, e, 2)
 	sess := signInOn(t, e, rs[0])
 	// The dead replica's lock: taken, never released.
-	if _, err := rs[0].store.Lock(t.Context(), refreshLock(sess.ID), 500*time.Millisecond); err != nil {
+	if _, err := rs[0].store.Lock(t.Context(), sessions.RefreshLock(sess.ID), 500*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	e.srv.ExpireAccessTokens()

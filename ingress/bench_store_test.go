@@ -63,7 +63,7 @@ host "app.example.com" {
 	if diags.HasErrors() {
 		b.Fatal(diags)
 	}
-	rt, err := New(Config{Config: cfg, Sessions: store})
+	rt, err := New(Config{Config: cfg, Sessions: sessions.NewLifecycle(sessions.LifecycleConfig{Store: store})})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/ioproxy/ioproxy/access"
-	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/internal/observe"
 	"github.com/ioproxy/ioproxy/sessions"
@@ -41,13 +39,13 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		// An account the host refuses gets no session: it could do
 		// nothing with one, and anyone can mint accounts to fill the
 		// store with.
-		s.revoke(grant.Issuer, grant.RefreshToken, p.DPoPKey)
+		s.cfg.Sessions.Discard(s.grantOf(grant, p))
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
 		s.cfg.Logger.Info("sign-in refused: the account may not use this host", "host", s.cfg.Host.Hostname, "did", grant.DID, "handle", grant.Handle)
 		s.refusedPage(w, r, grant, p.Redirect)
 		return
 	}
-	sess, ok := s.storeSession(w, r, s.newSession(grant, p.DPoPKey, now))
+	sess, ok := s.storeSession(w, r, s.grantOf(grant, p))
 	if !ok {
 		return
 	}
@@ -65,7 +63,7 @@ func (s *SignIn) takePending(w http.ResponseWriter, r *http.Request) (sessions.P
 	if state == "" {
 		return sessions.Pending{}, &signInFailure{http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without state")}
 	}
-	p, err := s.cfg.Sessions.TakePending(r.Context(), state)
+	p, err := s.cfg.Sessions.FinishSignIn(r.Context(), state)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return p, &signInFailure{http.StatusBadRequest, "This sign-in link was already used or is unknown. Start again from the sign-in page.", err}
@@ -112,13 +110,10 @@ func (s *SignIn) exchange(r *http.Request, p sessions.Pending) (*oauth.Grant, *s
 	return grant, nil
 }
 
-// storeSession keeps a new session, or answers why it cannot be kept.
-// The account's oldest sessions on this host may end to make room.
-func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessions.Session) (sessions.Session, bool) {
-	evicted, err := s.cfg.Sessions.Create(r.Context(), sess)
-	if err != nil {
-		s.revoke(sess.Issuer, sess.RefreshToken, sess.DPoPKey)
-	}
+// storeSession makes the grant a session, or answers why it cannot be
+// kept. The account's oldest sessions on this host may end to make room.
+func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, g sessions.Grant) (sessions.Session, bool) {
+	sess, err := s.cfg.Sessions.Create(r.Context(), g)
 	switch {
 	case errors.Is(err, sessions.ErrTooLarge):
 		// A server anyone can run chose these sizes; keeping them would
@@ -129,7 +124,7 @@ func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessi
 		return sess, false
 	case errors.Is(err, sessions.ErrFull):
 		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
-		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Hostname, "did", sess.DID, "err", err)
+		s.cfg.Logger.Error("sign-in refused: the session store is full", "host", s.cfg.Host.Hostname, "did", g.DID, "err", err)
 		w.Header().Set("Retry-After", "300")
 		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "This site holds as many sessions as it can right now, so you were not signed in. Please try again later.", Retry: "/@/signin"})
 		return sess, false
@@ -138,11 +133,6 @@ func (s *SignIn) storeSession(w http.ResponseWriter, r *http.Request, sess sessi
 		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", err)
 		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in failed", Message: "The session store is not reachable. Please try again in a moment.", Retry: "/@/signin"})
 		return sess, false
-	}
-	for _, old := range evicted {
-		// The account's oldest session on this host made room.
-		s.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", s.cfg.Host.Hostname, "did", old.DID)
-		s.revoke(old.Issuer, old.RefreshToken, old.DPoPKey)
 	}
 	return sess, true
 }
@@ -167,21 +157,9 @@ func requestOf(p sessions.Pending) *oauth.Request {
 	}
 }
 
-// newSession is the session a grant makes on this host: fresh random ids
-// (never the pending state's), the tokens, and the DPoP key they are
-// bound to.
-func (s *SignIn) newSession(g *oauth.Grant, key *dpop.Key, now time.Time) sessions.Session {
-	return sessions.Session{
-		ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: s.cfg.Host.Hostname,
-		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: s.cfg.Client.ClientID(),
-		Scope: g.Scope, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
-		DPoPKey:         key,
-		AuthServerNonce: g.AuthServerNonce,
-		CreatedAt:       now,
-		// Exchange has just verified the handle both ways.
-		HandleCheckedAt: now,
-		Expiry:          now.Add(s.cfg.SessionLifetime),
-	}
+// grantOf is what the callback's grant makes a session of, on this host.
+func (s *SignIn) grantOf(g *oauth.Grant, p sessions.Pending) sessions.Grant {
+	return sessions.Grant{Grant: g, Host: s.cfg.Host.Hostname, ClientID: s.cfg.Client.ClientID(), DPoPKey: p.DPoPKey}
 }
 
 // rules are the host's require_atproto rules, nil without them.

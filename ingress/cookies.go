@@ -56,7 +56,7 @@ func stateCookie(r *http.Request) string {
 // belongs to host: ok is false without one. err is a store that could not
 // answer (a shared store out of reach), not a missing session. It runs on
 // every ingress request; stores answer it from memory.
-func lookupSession(store sessions.Store, r *http.Request, host string) (sess sessions.Session, ok bool, err error) {
+func lookupSession(store *sessions.Lifecycle, r *http.Request, host string) (sess sessions.Session, ok bool, err error) {
 	if store == nil {
 		return sessions.Session{}, false, nil
 	}

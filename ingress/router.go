@@ -29,8 +29,10 @@ import (
 
 // Config configures a Router.
 type Config struct {
-	Config   *config.Config
-	Sessions sessions.Store
+	Config *config.Config
+	// Sessions finds the session of a request's cookie; nil when no host
+	// signs in.
+	Sessions *sessions.Lifecycle
 	// Nomad resolves nomad:<service> backends; required when a host uses one.
 	Nomad *Nomad
 	// Transport carries requests to backends; a tuned default when nil.
@@ -55,7 +57,7 @@ type Router struct {
 	hosts map[string]*hostRoute
 	// trustedProxies are the addresses whose X-Forwarded-* are believed.
 	trustedProxies []netip.Prefix
-	store          sessions.Store
+	store          *sessions.Lifecycle
 	recorder       observe.Recorder
 	log            *slog.Logger
 	buffers        *httpx.BufferPool

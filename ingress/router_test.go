@@ -67,7 +67,7 @@ func openStore(t *testing.T) sessions.Store {
 
 func newRouter(t *testing.T, cfg *config.Config, store sessions.Store) *Router {
 	t.Helper()
-	rt, err := New(Config{Config: cfg, Sessions: store, Nomad: NewNomad(NomadConfig{Nomad: cfg.Nomad})})
+	rt, err := New(Config{Config: cfg, Sessions: sessions.NewLifecycle(sessions.LifecycleConfig{Store: store}), Nomad: NewNomad(NomadConfig{Nomad: cfg.Nomad})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +618,7 @@ host "a.example.com" {
   tls { mode = "off" }
 }`, a.URL))
 	var stale []string
-	rt, err := New(Config{Config: cfg, Sessions: store, StaleSession: func(s sessions.Session) { stale = append(stale, s.DID) }})
+	rt, err := New(Config{Config: cfg, Sessions: sessions.NewLifecycle(sessions.LifecycleConfig{Store: store}), StaleSession: func(s sessions.Session) { stale = append(stale, s.DID) }})
 	if err != nil {
 		t.Fatal(err)
 	}

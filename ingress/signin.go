@@ -46,11 +46,9 @@ type SignInConfig struct {
 	// while the server runs shows there once ClientKeys holds it.
 	ClientKeys *oauth.ClientKeys
 	// BaseURL is the host's public origin, such as https://app.example.com.
-	BaseURL  string
-	Sessions sessions.Store
-	// SessionLifetime bounds a session without refreshes;
-	// sessions.DefaultLifetime when zero.
-	SessionLifetime time.Duration
+	BaseURL string
+	// Sessions keeps the sign-ins in progress and makes and ends sessions.
+	Sessions *sessions.Lifecycle
 	// Recorder is told how sign-ins go (observe.SignInStarted, …), for
 	// metrics; observe.Discard when nil.
 	Recorder observe.Recorder
@@ -82,9 +80,6 @@ func NewSignIn(cfg SignInConfig) *SignIn {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.SessionLifetime == 0 {
-		cfg.SessionLifetime = sessions.DefaultLifetime
 	}
 	if cfg.Recorder == nil {
 		cfg.Recorder = observe.Discard{}
@@ -149,7 +144,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	// A new sign-in always ends an old session in this browser (session
 	// fixation: the new session gets a fresh id at the callback).
 	if old, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
-		_ = s.end(r.Context(), old)
+		_ = s.cfg.Sessions.End(r.Context(), old)
 	}
 	clearSessionCookie(w, r)
 	s.cfg.Recorder.SignIn(observe.SignInStarted)
@@ -171,7 +166,7 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.newPending(req, redirect, clientOf(r))
-	if err := s.cfg.Sessions.PutPending(r.Context(), p); err != nil {
+	if err := s.cfg.Sessions.BeginSignIn(r.Context(), p); err != nil {
 		if errors.Is(err, sessions.ErrFull) {
 			s.cfg.Recorder.SignIn(observe.SignInStoreFull)
 			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Hostname, "err", err)
@@ -268,7 +263,7 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ok {
-		if err := s.end(r.Context(), sess); errors.Is(err, sessions.ErrUnavailable) {
+		if err := s.cfg.Sessions.End(r.Context(), sess); errors.Is(err, sessions.ErrUnavailable) {
 			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you are still signed in. Please try again in a moment.", Retry: "/@/signout"})
 			return
 		} else if err != nil {
@@ -278,31 +273,6 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 	}
 	clearSessionCookie(w, r)
 	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
-}
-
-// end deletes a session and revokes its tokens in the background: the
-// user is signed out here whatever the server says, and should not wait.
-func (s *SignIn) end(ctx context.Context, sess sessions.Session) error {
-	if err := s.cfg.Sessions.Delete(ctx, sess.ID); err != nil {
-		s.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
-		return err
-	}
-	s.revoke(sess.Issuer, sess.RefreshToken, sess.DPoPKey)
-	s.cfg.Logger.Info("signed out", "host", s.cfg.Host.Hostname, "did", sess.DID)
-	return nil
-}
-
-// revoke revokes a refresh token in the background: nobody should wait
-// for the authorization server to agree to forget tokens we dropped.
-func (s *SignIn) revoke(issuer, token string, key *dpop.Key) {
-	if key == nil {
-		return
-	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.cfg.Client.Revoke(ctx, issuer, token, key)
-	}()
 }
 
 // sameOrigin reports whether the browser says the request comes from this

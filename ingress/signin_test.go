@@ -174,8 +174,10 @@ host %q {
 	if err != nil {
 		t.Fatal(err)
 	}
-	signIn := NewSignIn(SignInConfig{Host: h, Client: c, ClientKeys: e.ckeys, BaseURL: e.base, Sessions: store, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now})
-	router, err := New(Config{Config: cfg, Sessions: store, Logger: logger, SignIns: map[string]http.Handler{h.Hostname: signIn}})
+	life := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Clients: map[string]*oauth.Client{c.ClientID(): c}, Nonces: nonces, Logger: logger, Now: e.clock.Now})
+	t.Cleanup(life.Wait)
+	signIn := NewSignIn(SignInConfig{Host: h, Client: c, ClientKeys: e.ckeys, BaseURL: e.base, Sessions: life, Recorder: stageLog{w: e.events}, Logger: logger, Now: e.clock.Now})
+	router, err := New(Config{Config: cfg, Sessions: life, Logger: logger, SignIns: map[string]http.Handler{h.Hostname: signIn}})
 	if err != nil {
 		t.Fatal(err)
 	}

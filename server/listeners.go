@@ -62,7 +62,7 @@ func (s *Server) bindAll(ls *listeners, out outbound) error {
 	}
 	for _, c := range s.cfg.Calls {
 		h, err := calling.New(calling.Config{
-			Call: c, Sessions: s.store, Tokens: s.tokens, Identity: out.resolver, PDSClient: out.pds, Nonces: out.nonces,
+			Call: c, Sessions: s.sessions, Identity: out.resolver, PDSClient: out.pds, Nonces: out.nonces,
 			HostHandler: s.router.HostHandler, Recorder: s.recorder, Logger: s.log,
 		})
 		if err != nil {

@@ -8,18 +8,23 @@ import (
 	"strconv"
 
 	"github.com/ioproxy/ioproxy/atproto/oauth"
-	"github.com/ioproxy/ioproxy/calling"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/sessions"
 )
 
-// newSignIns makes the OAuth client and the sign-in routes of every host
-// with an atproto block, and the Tokens that refresh their sessions.
+// newSignIns makes the OAuth client of every host with an atproto block,
+// the session Lifecycle over them, and the hosts' sign-in routes.
 func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.Handler, error) {
+	type hostClient struct {
+		host   config.Host
+		base   string
+		client *oauth.Client
+		keys   *oauth.ClientKeys
+	}
+	var hosts []hostClient
 	clients := map[string]*oauth.Client{}
-	signIns := map[string]http.Handler{}
-	var clientKeys *oauth.ClientKeys // loaded once, shared by every public host
 	for _, h := range s.cfg.Hosts {
 		if h.ATProto == nil {
 			continue
@@ -35,27 +40,31 @@ func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.
 			id.redirect = "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local) + "/@/callback"
 			id.clientID = oauth.LocalhostClientID(id.redirect, h.ATProto.Scope())
 		} else {
-			if clientKeys == nil {
+			if s.clientKeys == nil {
+				// Loaded once, shared by every public host.
 				ring, err := LoadClientKeys(ctx, s.store)
 				if err != nil {
 					return nil, err
 				}
-				clientKeys = oauth.NewClientKeys(ring)
-				s.clientKeys = clientKeys
+				s.clientKeys = oauth.NewClientKeys(ring)
 			}
-			id.keys = clientKeys
+			id.keys = s.clientKeys
 		}
 		c, err := s.newOAuthClient(h, id, out)
 		if err != nil {
 			return nil, fmt.Errorf("host %s: %w", h.Hostname, err)
 		}
 		clients[c.ClientID()] = c
-		signIns[h.Hostname] = ingress.NewSignIn(ingress.SignInConfig{
-			Host: h, Client: c, ClientKeys: id.keys, BaseURL: base, Sessions: s.store,
+		hosts = append(hosts, hostClient{host: h, base: base, client: c, keys: id.keys})
+	}
+	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: clients, Nonces: out.nonces, Recorder: s.recorder, Logger: s.log})
+	signIns := map[string]http.Handler{}
+	for _, hc := range hosts {
+		signIns[hc.host.Hostname] = ingress.NewSignIn(ingress.SignInConfig{
+			Host: hc.host, Client: hc.client, ClientKeys: hc.keys, BaseURL: hc.base, Sessions: s.sessions,
 			Recorder: s.recorder, Logger: s.log,
 		})
 	}
-	s.tokens = calling.NewTokens(calling.TokensConfig{Sessions: s.store, Clients: clients, Nonces: out.nonces, Recorder: s.recorder, Logger: s.log})
 	return signIns, nil
 }
 

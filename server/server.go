@@ -19,7 +19,6 @@ import (
 
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
-	"github.com/ioproxy/ioproxy/calling"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/ingress/certs"
@@ -43,10 +42,12 @@ type Options struct {
 
 // Server is a running ioproxy.
 type Server struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	store  sessions.Store
-	tokens *calling.Tokens
+	cfg   *config.Config
+	log   *slog.Logger
+	store sessions.Store
+	// sessions is the session lifecycle over store, for ingress and
+	// calling alike.
+	sessions *sessions.Lifecycle
 	// clientKeys are the confidential client's keys; nil when every
 	// host uses the localhost client.
 	clientKeys *oauth.ClientKeys
@@ -189,11 +190,11 @@ func (s *Server) newIngress(signIns map[string]http.Handler) error {
 	}
 	router, err := ingress.New(ingress.Config{
 		Config:       s.cfg,
-		Sessions:     s.store,
+		Sessions:     s.sessions,
 		Nomad:        s.nomad,
 		SignIns:      signIns,
 		Recorder:     s.recorder,
-		StaleSession: s.tokens.RefreshLater,
+		StaleSession: s.sessions.RefreshLater,
 		Logger:       s.log,
 	})
 	s.router = router
@@ -210,7 +211,7 @@ func (s *Server) background(ctx context.Context) {
 		}()
 	}
 	run(func(ctx context.Context) { sessions.RunCleanup(ctx, s.store, time.Minute, s.log) })
-	run(func(ctx context.Context) { s.tokens.RunPrune(ctx, 10*time.Minute) })
+	run(func(ctx context.Context) { s.sessions.RunPrune(ctx, 10*time.Minute) })
 	run(s.certs.Watch)
 	// The listeners are up, so ACME validations can reach us now.
 	run(s.certs.Prefetch)
@@ -285,8 +286,8 @@ func (s *Server) Close() {
 		wg.Wait()
 		s.cancel()
 		s.wg.Wait()
-		if s.tokens != nil {
-			s.tokens.Wait()
+		if s.sessions != nil {
+			s.sessions.Wait()
 		}
 		if s.store != nil {
 			if err := s.store.Close(); err != nil {

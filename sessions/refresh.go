@@ -1,4 +1,4 @@
-package calling
+package sessions
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
-	"github.com/ioproxy/ioproxy/sessions"
 )
 
 // refresh is one refresh of a session: the account checked with its
@@ -28,19 +27,19 @@ import (
 // for the work and saveTimeout for the save, both within the lease: an
 // answer that came late must still be saved, or its rotated refresh
 // token is lost, and with it the session.
-func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Session, error) {
-	release, err := t.cfg.Sessions.Lock(ctx, refreshLock(id), refreshLease)
+func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, error) {
+	release, err := t.cfg.Store.Lock(ctx, RefreshLock(id), refreshLease)
 	if err != nil {
-		return sessions.Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
+		return Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
 	}
 	defer release()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
 	defer cancel()
-	cur, err := t.cfg.Sessions.Latest(ctx, id)
-	if errors.Is(err, sessions.ErrNotFound) {
-		return sessions.Session{}, ErrSessionEnded
+	cur, err := t.cfg.Store.Latest(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Session{}, ErrEnded
 	} else if err != nil {
-		return sessions.Session{}, fmt.Errorf("refresh tokens: %w", err)
+		return Session{}, fmt.Errorf("refresh tokens: %w", err)
 	}
 	now := t.cfg.Now()
 	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
@@ -65,7 +64,7 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 	}
 	acct, checked, err := t.checkAccount(ctx, client, cur)
 	if err != nil {
-		return sessions.Session{}, err
+		return Session{}, err
 	}
 	grant, err := client.Refresh(ctx, acct, cur.RefreshToken, key)
 	if err != nil {
@@ -81,7 +80,7 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 		// not as it was at the last refresh that went through (a server
 		// that keeps failing must not keep an old handle admitted).
 		t.saveHandle(ctx, cur, acct.Handle, checked)
-		return sessions.Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
+		return Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
 	defer cancel()
@@ -89,17 +88,17 @@ func (t *Tokens) refresh(ctx context.Context, id, stale string) (sessions.Sessio
 }
 
 // refreshedRecently says whether a session's tokens were refreshed less
-// than minRefreshInterval ago; the first refresh after sign-in is never
+// than MinRefreshInterval ago; the first refresh after sign-in is never
 // held back.
-func refreshedRecently(s sessions.Session, now time.Time) bool {
-	return !s.RefreshedAt.IsZero() && now.Sub(s.RefreshedAt) < minRefreshInterval
+func refreshedRecently(s Session, now time.Time) bool {
+	return !s.RefreshedAt.IsZero() && now.Sub(s.RefreshedAt) < MinRefreshInterval
 }
 
 // seedNonce gives this replica the DPoP nonce stored with the session
 // when it has none of its own for the server: another replica signed
 // the session in or refreshed it last, and without the nonce the first
 // request would be refused once for want of it.
-func (t *Tokens) seedNonce(server, nonce string) {
+func (t *Lifecycle) seedNonce(server, nonce string) {
 	if t.cfg.Nonces != nil && nonce != "" && t.cfg.Nonces.Get(server) == "" {
 		t.cfg.Nonces.Set(server, nonce)
 	}
@@ -109,7 +108,7 @@ func (t *Tokens) seedNonce(server, nonce string) {
 // account is still served by the session's issuer. An account that left
 // ends the session; a passing failure leaves the refresh token unspent,
 // and keeps a handle verified on the way.
-func (t *Tokens) checkAccount(ctx context.Context, client *oauth.Client, cur sessions.Session) (*oauth.Account, time.Time, error) {
+func (t *Lifecycle) checkAccount(ctx context.Context, client *oauth.Client, cur Session) (*oauth.Account, time.Time, error) {
 	acct, err := client.CheckAccount(ctx, cur.DID, cur.Issuer)
 	checked := t.cfg.Now()
 	if err == nil {
@@ -133,9 +132,9 @@ func (t *Tokens) checkAccount(ctx context.Context, client *oauth.Client, cur ses
 
 // saveGrant stores a refresh's new tokens. A session signed out during
 // the refresh stays ended, its new tokens revoked.
-func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessions.Session, key *dpop.Key, grant *oauth.Grant, checked time.Time) (sessions.Session, error) {
+func (t *Lifecycle) saveGrant(ctx context.Context, client *oauth.Client, cur Session, key *dpop.Key, grant *oauth.Grant, checked time.Time) (Session, error) {
 	now := t.cfg.Now()
-	next, err := t.cfg.Sessions.Update(ctx, cur.ID, func(s *sessions.Session) error {
+	next, err := t.cfg.Store.Update(ctx, cur.ID, func(s *Session) error {
 		s.AccessToken = grant.AccessToken
 		if grant.RefreshToken != "" {
 			s.RefreshToken = grant.RefreshToken
@@ -149,13 +148,13 @@ func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessio
 		return nil
 	})
 	switch {
-	case errors.Is(err, sessions.ErrNotFound):
+	case errors.Is(err, ErrNotFound):
 		// Signed out while the refresh was under way: the new tokens
 		// belong to no session, so they must not stay live.
 		t.cfg.Recorder.TokenRefresh(true)
 		client.Revoke(ctx, cur.Issuer, grant.RefreshToken, key)
-		return sessions.Session{}, ErrSessionEnded
-	case errors.Is(err, sessions.ErrTooLarge):
+		return Session{}, ErrEnded
+	case errors.Is(err, ErrTooLarge):
 		// The server's new tokens are too large to keep, and the old
 		// refresh token is spent: the session cannot go on.
 		t.cfg.Recorder.TokenRefresh(false)
@@ -163,7 +162,7 @@ func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessio
 		return t.end(ctx, cur, err.Error())
 	case err != nil:
 		t.cfg.Recorder.TokenRefresh(false)
-		return sessions.Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)
+		return Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.DID, err)
 	}
 	t.cfg.Recorder.TokenRefresh(true)
 	t.cfg.Logger.Debug("tokens refreshed", "did", next.DID)
@@ -177,13 +176,13 @@ func (t *Tokens) saveGrant(ctx context.Context, client *oauth.Client, cur sessio
 // saveHandle stores the handle that an account check verified, when the
 // refresh that followed failed. Only the handle: the tokens and the PDS
 // they are for stay as the last refresh that went through left them.
-func (t *Tokens) saveHandle(ctx context.Context, cur sessions.Session, handle string, checked time.Time) {
-	next, err := t.cfg.Sessions.Update(ctx, cur.ID, func(s *sessions.Session) error {
+func (t *Lifecycle) saveHandle(ctx context.Context, cur Session, handle string, checked time.Time) {
+	next, err := t.cfg.Store.Update(ctx, cur.ID, func(s *Session) error {
 		s.Handle, s.HandleCheckedAt = handle, checked
 		return nil
 	})
 	if err != nil {
-		if !errors.Is(err, sessions.ErrNotFound) {
+		if !errors.Is(err, ErrNotFound) {
 			t.cfg.Logger.Warn("save checked handle", "did", cur.DID, "err", err)
 		}
 		return
@@ -195,17 +194,18 @@ func (t *Tokens) saveHandle(ctx context.Context, cur sessions.Session, handle st
 
 // end deletes a session whose refresh failed for good, and says so to
 // the caller.
-func (t *Tokens) end(ctx context.Context, sess sessions.Session, why string) (sessions.Session, error) {
+func (t *Lifecycle) end(ctx context.Context, sess Session, why string) (Session, error) {
 	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "reason", why)
-	if err := t.cfg.Sessions.Delete(ctx, sess.ID); err != nil {
+	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 	}
-	return sessions.Session{}, ErrSessionEnded
+	return Session{}, ErrEnded
 }
 
-// refreshLock names the lock of a session's refreshes by a digest of
-// its id: lock names appear in errors and logs, and the id is the cookie.
-func refreshLock(id string) string {
+// RefreshLock is the name of the store lock that a session's refreshes
+// take: a digest of its id, as lock names appear in errors and logs, and
+// the id is the cookie.
+func RefreshLock(id string) string {
 	h := sha256.Sum256([]byte(id))
 	return "refresh:" + hex.EncodeToString(h[:16])
 }

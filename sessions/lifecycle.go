@@ -1,4 +1,4 @@
-package calling
+package sessions
 
 import (
 	"context"
@@ -13,12 +13,11 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/internal/observe"
-	"github.com/ioproxy/ioproxy/sessions"
 )
 
-// ErrSessionEnded means the session's tokens could not be refreshed and
-// the session was deleted: the user must sign in again.
-var ErrSessionEnded = errors.New("the session ended; sign in again")
+// ErrEnded means the session's tokens could not be refreshed and the
+// session was deleted: the user must sign in again.
+var ErrEnded = errors.New("the session ended; sign in again")
 
 const (
 	// refreshTimeout bounds the wait for a session's refresh lock, and
@@ -29,19 +28,20 @@ const (
 	// refreshLease outlasts the holder's refresh and save: another
 	// replica must not refresh with the token this one is spending.
 	refreshLease = refreshTimeout + saveTimeout + 5*time.Second
-	// minRefreshInterval is the least time between two refreshes of one
+	// MinRefreshInterval is the least time between two refreshes of one
 	// session that another replica did not already do.
-	minRefreshInterval = time.Minute
+	MinRefreshInterval = time.Minute
 )
 
-// TokensConfig configures Tokens.
-type TokensConfig struct {
-	Sessions sessions.Store
+// LifecycleConfig configures a Lifecycle.
+type LifecycleConfig struct {
+	// Store keeps the sessions and the sign-ins in progress.
+	Store Store
 	// Clients are the OAuth clients by client id; a session is refreshed
 	// by the client that signed it in.
 	Clients map[string]*oauth.Client
 	// SessionLifetime is how long a session lives after each refresh;
-	// sessions.DefaultLifetime when zero.
+	// DefaultLifetime when zero.
 	SessionLifetime time.Duration
 	// RefreshMargin is how long before expiry a token is refreshed
 	// proactively (plus up to half as much jitter, so sessions that signed
@@ -56,12 +56,18 @@ type TokensConfig struct {
 	Now      func() time.Time
 }
 
-// Tokens hands out fresh access tokens for sessions. Refresh tokens are
-// single use and a replayed one makes the server delete the whole session,
-// so each session refreshes at most once at a time: concurrent callers
-// share the one refresh under way (singleflight by session id).
-type Tokens struct {
-	cfg     TokensConfig
+// Lifecycle is what becomes of sessions, from the sign-in in progress to
+// the end: a session made from a grant, looked up, given fresh tokens,
+// refreshed in the background, ended. Ingress and calling go through it,
+// never to the Store.
+//
+// Refresh tokens are single use and a replayed one makes the server
+// delete the whole session, so each session refreshes at most once at a
+// time: concurrent callers share the one refresh under way
+// (singleflight by session id), and replicas take the session's refresh
+// lock in the store.
+type Lifecycle struct {
+	cfg     LifecycleConfig
 	flights singleflight.Group
 	// running counts refreshes under way, so that shutdown waits for them
 	// before the store closes: a refresh abandoned halfway (the server has
@@ -77,8 +83,8 @@ type Tokens struct {
 	failedAt map[string]time.Time
 }
 
-// NewTokens returns a Tokens.
-func NewTokens(cfg TokensConfig) *Tokens {
+// NewLifecycle returns a Lifecycle over cfg.Store.
+func NewLifecycle(cfg LifecycleConfig) *Lifecycle {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -86,7 +92,7 @@ func NewTokens(cfg TokensConfig) *Tokens {
 		cfg.RefreshMargin = time.Minute
 	}
 	if cfg.SessionLifetime == 0 {
-		cfg.SessionLifetime = sessions.DefaultLifetime
+		cfg.SessionLifetime = DefaultLifetime
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -94,11 +100,11 @@ func NewTokens(cfg TokensConfig) *Tokens {
 	if cfg.Recorder == nil {
 		cfg.Recorder = observe.Discard{}
 	}
-	return &Tokens{cfg: cfg, later: map[string]bool{}, failedAt: map[string]time.Time{}}
+	return &Lifecycle{cfg: cfg, later: map[string]bool{}, failedAt: map[string]time.Time{}}
 }
 
 // Key returns the session's DPoP key.
-func (t *Tokens) Key(sess sessions.Session) (*dpop.Key, error) {
+func (t *Lifecycle) Key(sess Session) (*dpop.Key, error) {
 	if sess.DPoPKey == nil {
 		return nil, errors.New("the session has no DPoP key")
 	}
@@ -109,14 +115,14 @@ func (t *Tokens) Key(sess sessions.Session) (*dpop.Key, error) {
 // expire, refreshing it first when needed. When a refresh ahead of expiry
 // fails for a passing reason (the server is unreachable), the current
 // token is used while it lasts.
-func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Session, error) {
+func (t *Lifecycle) Fresh(ctx context.Context, sess Session) (Session, error) {
 	margin := t.cfg.RefreshMargin + rand.N(t.cfg.RefreshMargin/2+1)
 	now := t.cfg.Now()
 	if now.Add(margin).Before(sess.TokenExpiry) {
 		return sess, nil
 	}
 	next, err := t.Refresh(ctx, sess.ID, sess.AccessToken)
-	if err != nil && !errors.Is(err, ErrSessionEnded) && now.Before(sess.TokenExpiry) {
+	if err != nil && !errors.Is(err, ErrEnded) && now.Before(sess.TokenExpiry) {
 		t.cfg.Logger.Warn("early token refresh failed; using the current token while it lasts", "did", sess.DID, "err", err)
 		return sess, nil
 	}
@@ -129,7 +135,7 @@ func (t *Tokens) Fresh(ctx context.Context, sess sessions.Session) (sessions.Ses
 // makes no calls: the refresh re-checks the account and its handle, and a
 // session that cannot be refreshed ends. A refresh that failed for a
 // passing reason is tried again after a minute.
-func (t *Tokens) RefreshLater(sess sessions.Session) {
+func (t *Lifecycle) RefreshLater(sess Session) {
 	now := t.cfg.Now()
 	if !sess.Stale(now) || refreshedRecently(sess, now) {
 		return
@@ -147,7 +153,7 @@ func (t *Tokens) RefreshLater(sess sessions.Session) {
 	go func() {
 		defer t.running.Done()
 		_, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken)
-		passing := err != nil && !errors.Is(err, ErrSessionEnded)
+		passing := err != nil && !errors.Is(err, ErrEnded)
 		t.mu.Lock()
 		delete(t.later, sess.ID)
 		if passing {
@@ -162,16 +168,17 @@ func (t *Tokens) RefreshLater(sess sessions.Session) {
 	}()
 }
 
-// Wait waits for every refresh under way to finish (at shutdown, before
-// the store closes). Each is bounded by refreshTimeout.
-func (t *Tokens) Wait() { t.running.Wait() }
+// Wait waits for every refresh and revocation under way to finish (at
+// shutdown, before the store closes). Each is bounded: a refresh by
+// refreshTimeout and saveTimeout, a revocation by revokeTimeout.
+func (t *Lifecycle) Wait() { t.running.Wait() }
 
 // Refresh refreshes the session's tokens unless they changed since the
 // caller read staleAccessToken (another request refreshed them already).
 // Concurrent callers share one refresh. The refresh finishes even if
 // every caller gives up: the server consumes the old refresh token, so
 // dropping its answer would lose the session.
-func (t *Tokens) Refresh(ctx context.Context, id, staleAccessToken string) (sessions.Session, error) {
+func (t *Lifecycle) Refresh(ctx context.Context, id, staleAccessToken string) (Session, error) {
 	ch := t.flights.DoChan(id, func() (any, error) {
 		t.running.Add(1)
 		defer t.running.Done()
@@ -181,16 +188,16 @@ func (t *Tokens) Refresh(ctx context.Context, id, staleAccessToken string) (sess
 	})
 	select {
 	case res := <-ch:
-		sess, _ := res.Val.(sessions.Session)
+		sess, _ := res.Val.(Session)
 		return sess, res.Err
 	case <-ctx.Done():
-		return sessions.Session{}, ctx.Err()
+		return Session{}, ctx.Err()
 	}
 }
 
 // RunPrune forgets, every interval until ctx ends, the back-off of
 // sessions that have ended.
-func (t *Tokens) RunPrune(ctx context.Context, interval time.Duration) {
+func (t *Lifecycle) RunPrune(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -200,7 +207,7 @@ func (t *Tokens) RunPrune(ctx context.Context, interval time.Duration) {
 		case <-tick.C:
 			t.mu.Lock()
 			for id := range t.failedAt {
-				if _, err := t.cfg.Sessions.Get(ctx, id); errors.Is(err, sessions.ErrNotFound) {
+				if _, err := t.cfg.Store.Get(ctx, id); errors.Is(err, ErrNotFound) {
 					delete(t.failedAt, id)
 				}
 			}

@@ -1,0 +1,108 @@
+package sessions
+
+import (
+	"context"
+	"time"
+
+	"github.com/ioproxy/ioproxy/atproto/dpop"
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+)
+
+// BeginSignIn keeps a sign-in in progress until its callback; see
+// Store.PutPending for the limits (ErrFull).
+func (t *Lifecycle) BeginSignIn(ctx context.Context, p Pending) error {
+	return t.cfg.Store.PutPending(ctx, p)
+}
+
+// FinishSignIn takes the sign-in in progress of state, once: see
+// Store.TakePending (ErrNotFound, ErrExpired).
+func (t *Lifecycle) FinishSignIn(ctx context.Context, state string) (Pending, error) {
+	return t.cfg.Store.TakePending(ctx, state)
+}
+
+// Grant is what a finished sign-in makes a session of: the tokens, the
+// DPoP key they are bound to, and the host and client they are for.
+type Grant struct {
+	*oauth.Grant
+	Host     string
+	ClientID string
+	DPoPKey  *dpop.Key
+}
+
+// Create makes and stores the session of a grant: fresh random ids, the
+// tokens, the nonce the server gave. When it cannot be kept (ErrTooLarge,
+// ErrFull, a store out of reach) its new refresh token is revoked; when
+// the account's oldest sessions on the host made room, theirs are.
+func (t *Lifecycle) Create(ctx context.Context, g Grant) (Session, error) {
+	now := t.cfg.Now()
+	sess := Session{
+		ID: NewToken(), ProxyKey: NewToken(), Host: g.Host,
+		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: g.ClientID,
+		Scope: g.Scope, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
+		DPoPKey:         g.DPoPKey,
+		AuthServerNonce: g.AuthServerNonce,
+		CreatedAt:       now,
+		// The exchange has just verified the handle both ways.
+		HandleCheckedAt: now,
+		Expiry:          now.Add(t.cfg.SessionLifetime),
+	}
+	evicted, err := t.cfg.Store.Create(ctx, sess)
+	if err != nil {
+		t.revoke(sess)
+		return Session{}, err
+	}
+	for _, old := range evicted {
+		t.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", old.Host, "did", old.DID)
+		t.revoke(old)
+	}
+	return sess, nil
+}
+
+// Discard revokes, in the background, a grant that is not made a session:
+// an account the host refuses gets none, and its tokens must not stay
+// live.
+func (t *Lifecycle) Discard(g Grant) {
+	t.revoke(Session{ClientID: g.ClientID, Issuer: g.Issuer, RefreshToken: g.RefreshToken, DPoPKey: g.DPoPKey})
+}
+
+// Get returns the live session of a cookie's id, or ErrNotFound. It runs
+// on every ingress request; stores answer it from memory.
+func (t *Lifecycle) Get(ctx context.Context, id string) (Session, error) {
+	return t.cfg.Store.Get(ctx, id)
+}
+
+// ByProxyKey returns the live session of a Proxy-Session key, or
+// ErrNotFound. It runs on every call.
+func (t *Lifecycle) ByProxyKey(ctx context.Context, key string) (Session, error) {
+	return t.cfg.Store.ByProxyKey(ctx, key)
+}
+
+// End ends a session that its user signed out of: deleted at once (every
+// replica refuses it), its refresh token revoked in the background, as
+// nobody should wait for the server to agree.
+func (t *Lifecycle) End(ctx context.Context, sess Session) error {
+	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
+		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
+		return err
+	}
+	t.revoke(sess)
+	t.cfg.Logger.Info("signed out", "host", sess.Host, "did", sess.DID)
+	return nil
+}
+
+// revokeTimeout bounds a background revocation.
+const revokeTimeout = 10 * time.Second
+
+// revoke revokes a session's refresh token in the background; Wait waits
+// for it.
+func (t *Lifecycle) revoke(sess Session) {
+	client, ok := t.cfg.Clients[sess.ClientID]
+	if !ok || sess.DPoPKey == nil || sess.RefreshToken == "" {
+		return
+	}
+	t.running.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+		defer cancel()
+		client.Revoke(ctx, sess.Issuer, sess.RefreshToken, sess.DPoPKey)
+	})
+}
