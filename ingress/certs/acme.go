@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -51,7 +53,11 @@ func newAutocert(cfg Config, names []string) (*autocert.Manager, error) {
 		if now == nil {
 			now = time.Now
 		}
-		cache = newStoreCache(cfg.Store, dir, now)
+		log := cfg.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		cache = newStoreCache(cfg.Store, dir, now, log)
 	}
 	return &autocert.Manager{
 		Prompt:     autocert.AcceptTOS,
@@ -118,14 +124,11 @@ type acmeLogThrottle struct {
 // memory, from the cache in the data dir, or newly issued.
 func (m *Manager) acmeCertificate(name string, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	cert, err := m.acme.GetCertificate(hello)
+	if errors.Is(err, errIssuingElsewhere) {
+		cert, err = m.awaitOrder(name, hello)
+	}
 	if err == nil {
 		return cert, nil
-	}
-	if m.acmeStore != nil {
-		// The order failed (or never began): let another replica try.
-		// (Challenge handshakes do not come here.)
-		m.acmeStore.abandon(name)
-		m.acmeStore.abandon(name + "+rsa")
 	}
 	now := m.now()
 	m.acmeLog.mu.Lock()
@@ -138,6 +141,48 @@ func (m *Manager) acmeCertificate(name string, hello *tls.ClientHelloInfo) (*tls
 		m.log.Error("ACME certificate failed; the next handshake after a minute tries again", "host", name, "err", err)
 	}
 	return nil, fmt.Errorf("certificate for %q: %w", name, err)
+}
+
+// Waiting for another replica's order: how long, and how often autocert
+// is asked again meanwhile (each ask reads the store once).
+const (
+	orderWaitMax  = 2 * time.Minute
+	orderWaitPoll = 500 * time.Millisecond
+)
+
+// awaitOrder waits, outside autocert, while another replica orders the
+// certificate of name, asking autocert again until it has the
+// certificate (stored by the other replica), orders it here (the other
+// gave up), or fails otherwise. The handshakes that wait for one name
+// share one waiter; each gives up when its own handshake does.
+func (m *Manager) awaitOrder(name string, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ctx := hello.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ch := m.acmeWaits.DoChan(name, func() (any, error) {
+		deadline := time.Now().Add(orderWaitMax)
+		for time.Now().Before(deadline) {
+			time.Sleep(orderWaitPoll)
+			cert, err := m.acme.GetCertificate(hello)
+			if !errors.Is(err, errIssuingElsewhere) {
+				return cert, err
+			}
+		}
+		return nil, fmt.Errorf("%w: still after %v", errIssuingElsewhere, orderWaitMax)
+	})
+	select {
+	case res := <-ch:
+		cert, _ := res.Val.(*tls.Certificate)
+		if res.Err == nil && hello.SupportsCertificate(cert) != nil {
+			// The waiter asked for another kind (ECDSA, RSA) than this
+			// client takes; the wait is over, so ask for this one.
+			return m.acme.GetCertificate(hello)
+		}
+		return cert, res.Err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Prefetch obtains the certificates of the ACME hosts (from the cache, or

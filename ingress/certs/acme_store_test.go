@@ -2,8 +2,11 @@ package certs
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +32,8 @@ func replicaCaches(t *testing.T) (a, b *storeCache, clk *testClock) {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	const dir = "https://acme.test/dir"
-	return newStoreCache(store, dir, clk.Now), newStoreCache(store, dir, clk.Now), clk
+	log := slog.New(slog.DiscardHandler)
+	return newStoreCache(store, dir, clk.Now, log), newStoreCache(store, dir, clk.Now, log), clk
 }
 
 type testClock struct {
@@ -89,63 +93,73 @@ func answer(t *testing.T, r <-chan getResult) getResult {
 }
 
 // TestStoreCacheOneOrder: the replica that finds no certificate orders
-// it; another that asks meanwhile waits, then reads what the first
-// stored instead of ordering too.
+// it; another that asks meanwhile is told so at once (its handshake
+// waits outside autocert, see TestStoreCacheDoesNotBlockAutocert), and
+// reads what the first stored. The account key's readers wait.
 func TestStoreCacheOneOrder(t *testing.T) {
 	ctx := t.Context()
 	a, b, clk := replicaCaches(t)
 	issued := certData(t, clk.Now().Add(-time.Hour), clk.Now().Add(89*24*time.Hour))
-	for _, key := range []string{"a.test", "a.test+rsa", accountKey} {
-		if _, err := a.Get(ctx, key); !errors.Is(err, autocert.ErrCacheMiss) {
-			t.Fatalf("%s: first Get = %v, want a miss", key, err)
+	for _, key := range []string{"a.test", "a.test+rsa"} {
+		if _, err := a.Get(ctx, key); !errors.Is(err, autocert.ErrCacheMiss) || !a.holds(key) {
+			t.Fatalf("%s: first Get = %v, holds %v; want a miss and the lock", key, err, a.holds(key))
 		}
-		if !a.holds(key) {
-			t.Fatalf("%s: the replica that will order holds no lock", key)
-		}
-		// autocert reads again before it orders (a renewal does): the
-		// holder does not wait for itself.
+		// Another handshake on the same replica does not wait for itself.
 		if _, err := a.Get(ctx, key); !errors.Is(err, autocert.ErrCacheMiss) {
 			t.Fatalf("%s: the holder's second Get = %v, want a miss", key, err)
 		}
-		waiting := getAsync(b, key)
-		stillWaiting(t, waiting, key)
+		if _, err := b.Get(ctx, key); !errors.Is(err, errIssuingElsewhere) || b.holds(key) {
+			t.Fatalf("%s: Get while the other replica orders = %v, holds %v; want errIssuingElsewhere", key, err, b.holds(key))
+		}
 		if err := a.Put(ctx, key, issued); err != nil {
 			t.Fatal(err)
 		}
-		if got := answer(t, waiting); got.err != nil || string(got.data) != string(issued) {
-			t.Errorf("%s: the waiting replica got %q, %v; want what the other stored", key, got.data, got.err)
-		}
-		if a.holds(key) || b.holds(key) {
-			t.Errorf("%s: a lock is still held after the Put", key)
+		if got, err := b.Get(ctx, key); err != nil || string(got) != string(issued) || a.holds(key) || b.holds(key) {
+			t.Errorf("%s: after the Put: %v, holds %v/%v; want the stored certificate, no lock", key, err, a.holds(key), b.holds(key))
 		}
 	}
-}
-
-// TestStoreCacheAbandon: when the order fails, the lock goes at once and
-// the next replica to ask orders.
-func TestStoreCacheAbandon(t *testing.T) {
-	ctx := t.Context()
-	a, b, _ := replicaCaches(t)
-	if _, err := a.Get(ctx, "a.test"); !errors.Is(err, autocert.ErrCacheMiss) {
+	// The account key: read under autocert's client lock only, so the
+	// reader waits, and finds the other's key.
+	if _, err := a.Get(ctx, accountKey); !errors.Is(err, autocert.ErrCacheMiss) || !a.holds(accountKey) {
+		t.Fatalf("account key: %v, holds %v", err, a.holds(accountKey))
+	}
+	if _, err := a.Get(ctx, legacyAccountKey); !errors.Is(err, autocert.ErrCacheMiss) || a.holds(legacyAccountKey) {
+		t.Errorf("the legacy account key name: %v, holds %v; want a miss and no lock", err, a.holds(legacyAccountKey))
+	}
+	waiting := getAsync(b, accountKey)
+	stillWaiting(t, waiting, "account key")
+	if err := a.Put(ctx, accountKey, []byte("account")); err != nil {
 		t.Fatal(err)
 	}
-	waiting := getAsync(b, "a.test")
-	stillWaiting(t, waiting, "before the abandon")
-	a.abandon("a.test")
-	if got := answer(t, waiting); !errors.Is(got.err, autocert.ErrCacheMiss) {
-		t.Fatalf("after the first order failed: %q, %v; want a miss", got.data, got.err)
-	}
-	if !b.holds("a.test") {
-		t.Error("the replica that asked next does not hold the lock to order")
-	}
-	a.abandon("a.test") // not held by a: does nothing to b's lock
-	if !b.holds("a.test") {
-		t.Error("an abandon by a replica that holds nothing freed another's lock")
+	if got := answer(t, waiting); got.err != nil || string(got.data) != "account" || b.holds(accountKey) {
+		t.Errorf("the waiting replica got %q, %v; want the other's account key", got.data, got.err)
 	}
 }
 
-// TestStoreCacheLeaseLapses: a replica that never stores (it died, or
-// its renewal gave up) holds the lock no longer than issueLease.
+// TestStoreCacheOrderEnds: when autocert's call that took the lock ends
+// without a Put (the order failed), the lock goes at once, and the next
+// replica to ask orders.
+func TestStoreCacheOrderEnds(t *testing.T) {
+	a, b, _ := replicaCaches(t)
+	call, end := context.WithCancel(t.Context())
+	if _, err := a.Get(call, "a.test"); !errors.Is(err, autocert.ErrCacheMiss) {
+		t.Fatal(err)
+	}
+	end()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.holds("a.test") {
+		if time.Now().After(deadline) {
+			t.Fatal("the lock is held after the call that took it ended")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := b.Get(t.Context(), "a.test"); !errors.Is(err, autocert.ErrCacheMiss) || !b.holds("a.test") {
+		t.Errorf("after the first order ended: %v, holds %v; want a miss and the lock", err, b.holds("a.test"))
+	}
+}
+
+// TestStoreCacheLeaseLapses: a replica that died mid-order holds the
+// lock no longer than issueLease.
 func TestStoreCacheLeaseLapses(t *testing.T) {
 	ctx := t.Context()
 	a, b, clk := replicaCaches(t)
@@ -156,52 +170,97 @@ func TestStoreCacheLeaseLapses(t *testing.T) {
 	if a.holds("a.test") {
 		t.Error("a lapsed lease is still held")
 	}
-	if got := answer(t, getAsync(b, "a.test")); !errors.Is(got.err, autocert.ErrCacheMiss) || !b.holds("a.test") {
-		t.Errorf("after the lease lapsed: %v, holds %v; want a miss and the lock", got.err, b.holds("a.test"))
+	if _, err := b.Get(ctx, "a.test"); !errors.Is(err, autocert.ErrCacheMiss) || !b.holds("a.test") {
+		t.Errorf("after the lease lapsed: %v, holds %v; want a miss and the lock", err, b.holds("a.test"))
 	}
 }
 
 // TestStoreCacheRenewal: a certificate in its last third of life is
-// renewed by one replica; another serves it as it is meanwhile, and the
-// renewed one once stored.
+// renewed by one replica. A replica that serves it already (its renewal
+// reads) waits for the renewed one; one that reads it for a handshake
+// serves it as it is meanwhile.
 func TestStoreCacheRenewal(t *testing.T) {
 	ctx := t.Context()
 	a, b, clk := replicaCaches(t)
 	now := clk.Now()
 	fresh := certData(t, now.Add(-time.Hour), now.Add(89*24*time.Hour))
 	due := certData(t, now.Add(-80*24*time.Hour), now.Add(10*24*time.Hour))
-
 	if err := a.Put(ctx, "a.test", fresh); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := a.Get(ctx, "a.test"); err != nil || string(got) != string(fresh) || a.holds("a.test") {
-		t.Fatalf("a fresh certificate: %v, holds %v; want it, and no lock", err, a.holds("a.test"))
+	for _, c := range []*storeCache{a, b} {
+		if got, err := c.Get(ctx, "a.test"); err != nil || string(got) != string(fresh) || c.holds("a.test") {
+			t.Fatalf("a fresh certificate: %v, holds %v; want it, and no lock", err, c.holds("a.test"))
+		}
 	}
-
 	if err := a.Put(ctx, "a.test", due); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := a.Get(ctx, "a.test"); err != nil || string(got) != string(due) || !a.holds("a.test") {
 		t.Fatalf("a certificate due for renewal: %v, holds %v; want it, and the lock to renew", err, a.holds("a.test"))
 	}
-	got := answer(t, getAsync(b, "a.test"))
-	if got.err != nil || string(got.data) != string(due) || b.holds("a.test") {
-		t.Errorf("while another replica renews: %v, holds %v; want the valid certificate as it is", got.err, b.holds("a.test"))
+	c := newStoreCache(a.store, "https://acme.test/dir", clk.Now, slog.New(slog.DiscardHandler))
+	if got, err := c.Get(ctx, "a.test"); err != nil || string(got) != string(due) || c.holds("a.test") {
+		t.Errorf("a handshake's read while another replica renews: %v, holds %v; want the valid certificate as it is", err, c.holds("a.test"))
 	}
+	waiting := getAsync(b, "a.test") // b serves it: this is b's renewal
+	stillWaiting(t, waiting, "renewal")
 	renewed := certData(t, now, now.Add(90*24*time.Hour))
 	if err := a.Put(ctx, "a.test", renewed); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := b.Get(ctx, "a.test"); err != nil || string(got) != string(renewed) || b.holds("a.test") {
-		t.Errorf("after the renewal: %v, holds %v; want the renewed certificate, no lock", err, b.holds("a.test"))
+	if got := answer(t, waiting); got.err != nil || string(got.data) != string(renewed) || b.holds("a.test") {
+		t.Errorf("b's renewal: %v, holds %v; want the renewed certificate, no order", got.err, b.holds("a.test"))
 	}
 
-	// A value that does not parse is ordered anew, under the lock.
-	if err := a.Put(ctx, "b.test", []byte("garbage")); err != nil {
+	// Not valid on this clock, or not parsing: ordered anew, under the
+	// lock (autocert treats both as missing).
+	for key, data := range map[string][]byte{
+		"b.test": []byte("garbage"),
+		"c.test": certData(t, now.Add(time.Hour), now.Add(90*24*time.Hour)),
+	} {
+		if err := a.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, key); err != nil || !c.holds(key) {
+			t.Errorf("%s: %v, holds %v; want the lock to order anew", key, err, c.holds(key))
+		}
+	}
+}
+
+// TestStoreCacheDoesNotBlockAutocert: autocert reads the cache under a
+// lock that every handshake needs, so while another replica orders one
+// name, handshakes for the others go on (found in review: a read that
+// waited froze the replica's TLS).
+func TestStoreCacheDoesNotBlockAutocert(t *testing.T) {
+	ctx := t.Context()
+	a, b, clk := replicaCaches(t)
+	if err := a.Put(ctx, "a.test", certData(t, clk.Now().Add(-time.Hour), clk.Now().Add(89*24*time.Hour))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Get(ctx, "b.test"); err != nil || !b.holds("b.test") {
-		t.Errorf("a corrupt certificate: %v, holds %v; want the lock to order anew", err, b.holds("b.test"))
+	if _, err := a.Get(ctx, "b.test"); err != nil && !errors.Is(err, autocert.ErrCacheMiss) {
+		t.Fatal(err) // replica a orders b.test
+	}
+	m := &autocert.Manager{Prompt: autocert.AcceptTOS, Cache: b, HostPolicy: autocert.HostWhitelist("a.test", "b.test")}
+	hello := func(name string) *tls.ClientHelloInfo {
+		return &tls.ClientHelloInfo{ServerName: name, SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+			SupportedCurves: []tls.CurveID{tls.CurveP256}, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256}}
+	}
+	done := make(chan error, 2)
+	go func() { _, err := m.GetCertificate(hello("b.test")); done <- err }()
+	go func() { _, err := m.GetCertificate(hello("a.test")); done <- err }()
+	for range 2 {
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, errIssuingElsewhere) {
+				t.Errorf("GetCertificate: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a handshake is blocked behind another replica's order")
+		}
+	}
+	if _, err := m.GetCertificate(hello("b.test")); !errors.Is(err, errIssuingElsewhere) {
+		t.Errorf("b.test while another replica orders it: %v, want errIssuingElsewhere", err)
 	}
 }
 
@@ -234,7 +293,7 @@ func TestStoreCacheChallengesNotLocked(t *testing.T) {
 func TestStoreCacheDirectoriesApart(t *testing.T) {
 	ctx := t.Context()
 	a, _, clk := replicaCaches(t)
-	other := newStoreCache(a.store, "https://other.test/dir", clk.Now)
+	other := newStoreCache(a.store, "https://other.test/dir", clk.Now, slog.New(slog.DiscardHandler))
 	if err := a.Put(ctx, "a.test+token", []byte("staging")); err != nil {
 		t.Fatal(err)
 	}
@@ -243,18 +302,25 @@ func TestStoreCacheDirectoriesApart(t *testing.T) {
 	}
 }
 
-// TestStoreCacheStoreDown: a store that fails is an error, not a miss
-// (a miss would order a certificate that exists), and takes no lock.
+// TestStoreCacheStoreDown: a store that fails is an error, not a miss (a
+// miss would order a certificate that exists), takes no lock, and tells
+// autocert (which shows its errors to clients) nothing of the store.
 func TestStoreCacheStoreDown(t *testing.T) {
-	c := newStoreCache(downStore{}, "https://acme.test/dir", time.Now)
-	for _, key := range []string{"a.test", accountKey, "a.test+token"} {
+	c := newStoreCache(downStore{}, "https://acme.test/dir", time.Now, slog.New(slog.DiscardHandler))
+	for _, key := range []string{"a.test", accountKey, "a.test+token", "tok123+http-01"} {
 		_, err := c.Get(t.Context(), key)
-		if err == nil || errors.Is(err, autocert.ErrCacheMiss) || c.holds(key) {
-			t.Errorf("%s: Get = %v, holds %v; want the store's error", key, err, c.holds(key))
+		if !errors.Is(err, errCacheUnavailable) || c.holds(key) || strings.Contains(err.Error(), errDown.Error()) {
+			t.Errorf("%s: Get = %v, holds %v; want errCacheUnavailable, saying nothing of the store", key, err, c.holds(key))
 		}
 	}
-	if err := c.Put(t.Context(), "a.test", []byte("x")); err == nil {
-		t.Error("Put on a store that is down succeeded")
+	if err := c.Put(t.Context(), "a.test", []byte("x")); !errors.Is(err, errCacheUnavailable) {
+		t.Errorf("Put on a store that is down: %v", err)
+	}
+	// Keys no order could have written are not asked for at all.
+	for _, key := range []string{"a b+http-01", "tok/../x+http-01", strings.Repeat("a", maxKeyLen) + "+http-01", "", `a.test\x`} {
+		if _, err := c.Get(t.Context(), key); !errors.Is(err, autocert.ErrCacheMiss) {
+			t.Errorf("Get(%.40q) = %v; want a miss without asking the store", key, err)
+		}
 	}
 }
 
@@ -269,6 +335,7 @@ func TestCacheKeys(t *testing.T) {
 		{"a.test+token", false, false},
 		{"abc+http-01", false, false},
 		{"+rsa", false, false},
+		{legacyAccountKey, false, false},
 		{"", false, false},
 	} {
 		if got := isCertKey(tc.key); got != tc.cert {

@@ -27,6 +27,7 @@ import (
 
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/ioproxy/ioproxy/config"
 )
@@ -76,9 +77,10 @@ type Manager struct {
 
 	local *localIssuer // nil when no host is self-signed
 
-	acme      *autocert.Manager // nil when no host uses ACME
-	acmeStore *storeCache       // nil unless Config.Store is set
-	acmeHTTP  http.Handler      // autocert's HTTP-01 responder
+	acme      *autocert.Manager  // nil when no host uses ACME
+	acmeStore *storeCache        // nil unless Config.Store is set
+	acmeWaits singleflight.Group // handshakes waiting for another replica's order, by name
+	acmeHTTP  http.Handler       // autocert's HTTP-01 responder
 	acmeLog   acmeLogThrottle
 }
 
