@@ -37,19 +37,46 @@ var Secrets = []string{ClientKeySecret, ClientKeyRingSecret}
 // start (the key published at /@/jwks.json must survive restarts, or
 // servers that cached it refuse every sign-in).
 func LoadClientKeys(ctx context.Context, store sessions.Store) (*oauth.KeyRing, error) {
-	raw, err := store.LoadSecret(ctx, ClientKeyRingSecret)
-	if err == nil {
-		return oauth.ParseKeyRing(raw)
-	} else if !errors.Is(err, sessions.ErrNotFound) {
-		return nil, fmt.Errorf("load the OAuth client key ring: %w", err)
+	ring, err := loadStoredKeys(ctx, store)
+	if !errors.Is(err, errNoStoredKeys) {
+		return ring, err
 	}
-	raw, err = store.Secret(ctx, ClientKeySecret, oauth.GenerateClientKey)
+	raw, err := store.Secret(ctx, ClientKeySecret, oauth.GenerateClientKey)
 	if err != nil {
 		return nil, fmt.Errorf("load the OAuth client key: %w", err)
 	}
 	key, err := oauth.ParseClientKey(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the stored OAuth client key (secret %s): %w", ClientKeySecret, err)
+	}
+	return oauth.NewKeyRing(key), nil
+}
+
+// errNoStoredKeys: the store holds no client key at all.
+var errNoStoredKeys = errors.New("the store holds no OAuth client key")
+
+// loadStoredKeys reads the client keys the store holds, making none.
+func loadStoredKeys(ctx context.Context, store sessions.Store) (*oauth.KeyRing, error) {
+	raw, err := store.LoadSecret(ctx, ClientKeyRingSecret)
+	if err == nil {
+		ring, err := oauth.ParseKeyRing(raw)
+		if err != nil {
+			return nil, fmt.Errorf("the stored OAuth client key ring (secret %s) is damaged: %w; restore it from a backup, or delete it to go back to the first key (%s)",
+				ClientKeyRingSecret, err, ClientKeySecret)
+		}
+		return ring, nil
+	} else if !errors.Is(err, sessions.ErrNotFound) {
+		return nil, fmt.Errorf("load the OAuth client key ring: %w", err)
+	}
+	raw, err = store.LoadSecret(ctx, ClientKeySecret)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return nil, errNoStoredKeys
+	} else if err != nil {
+		return nil, fmt.Errorf("load the OAuth client key: %w", err)
+	}
+	key, err := oauth.ParseClientKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the stored OAuth client key (secret %s): %w", ClientKeySecret, err)
 	}
 	return oauth.NewKeyRing(key), nil
 }
@@ -113,17 +140,30 @@ func (w *keyWatch) run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// check reads the ring once. A store out of reach keeps the ring held.
+// check reads the ring once. What the store holds is taken only when it
+// follows from the ring held (it holds the newest key held): a store
+// emptied (a Redis without persistence that restarted) gets the held
+// ring back, and an older ring (a backup restored) is refused, rather
+// than every replica signing with a key no server has seen. A store out
+// of reach keeps the ring held.
 func (w *keyWatch) check(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ring, err := LoadClientKeys(ctx, w.store)
+	ring, err := loadStoredKeys(ctx, w.store)
+	if errors.Is(err, errNoStoredKeys) {
+		ring, err = w.writeBack(ctx)
+	}
 	if err != nil {
 		w.log.Warn("OAuth client keys not read again; keeping those held", "err", err)
 		return
 	}
 	raw, err := oauth.MarshalKeyRing(ring)
 	if err == nil && !bytes.Equal(raw, w.stored) {
+		if newest := newestKID(w.keys.Ring()); !hasKID(ring, newest) {
+			w.log.Error("the stored OAuth client keys do not hold this replica's newest key; keeping those held (was an older key set restored?)",
+				"held_newest", newest, "stored", describeRing(ring))
+			return
+		}
 		w.stored = raw
 		w.keys.Set(ring)
 		w.log.Info("OAuth client key set changed", describeRing(ring)...)
@@ -132,6 +172,37 @@ func (w *keyWatch) check(ctx context.Context) {
 		w.log.Info("OAuth client assertions are signed with another key now", "from", w.signer, "to", kid)
 		w.signer = kid
 	}
+}
+
+// writeBack stores the held ring in a store that lost every client key,
+// unless another replica did first (whose ring it returns).
+func (w *keyWatch) writeBack(ctx context.Context) (*oauth.KeyRing, error) {
+	raw, err := oauth.MarshalKeyRing(w.keys.Ring())
+	if err != nil {
+		return nil, err
+	}
+	stored, err := w.store.Secret(ctx, ClientKeyRingSecret, func() ([]byte, error) { return raw, nil })
+	if err != nil {
+		return nil, fmt.Errorf("write the OAuth client keys back: %w", err)
+	}
+	w.log.Warn("the store held no OAuth client key (emptied, or another store?); wrote back the keys this replica holds")
+	return oauth.ParseKeyRing(stored)
+}
+
+// newestKID is the kid of the ring's newest key.
+func newestKID(r *oauth.KeyRing) string {
+	keys := r.Keys()
+	return keys[len(keys)-1].Key.KeyID()
+}
+
+// hasKID says whether the ring holds the key kid.
+func hasKID(r *oauth.KeyRing, kid string) bool {
+	for _, k := range r.Keys() {
+		if k.Key.KeyID() == kid {
+			return true
+		}
+	}
+	return false
 }
 
 // describeRing is a ring's keys as log attributes.

@@ -167,3 +167,74 @@ func publishedKIDs(t *testing.T, s *Server) []string {
 	}
 	return out
 }
+
+// TestKeyWatchKeepsItsKeys: a store that lost every client key gets the
+// held ones back (never a new key, which no server has seen), and a ring
+// that does not hold the newest held key (a backup restored) is refused.
+func TestKeyWatchKeepsItsKeys(t *testing.T) {
+	ctx := t.Context()
+	store, err := boltstore.Open(boltstore.Config{Path: filepath.Join(t.TempDir(), "data", "ioproxy.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ring, err := LoadClientKeys(ctx, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	held := oauth.NewClientKeys(ring)
+	w := newKeyWatch(store, held, slog.New(slog.NewTextHandler(&logs, nil)))
+	kid := ring.Signer(time.Now()).KeyID()
+
+	if err := store.DeleteSecret(ctx, ClientKeySecret); err != nil {
+		t.Fatal(err)
+	}
+	w.check(ctx)
+	if got := held.Ring().Signer(time.Now()).KeyID(); got != kid {
+		t.Errorf("after the store lost the key the replica signs with %s, want %s", got, kid)
+	}
+	back, err := LoadClientKeys(ctx, store)
+	if err != nil || back.Signer(time.Now()).KeyID() != kid {
+		t.Errorf("the store holds %v, %v; want the held key written back", back, err)
+	}
+	if !strings.Contains(logs.String(), "wrote back") {
+		t.Errorf("the write-back is not logged:\n%s", logs.String())
+	}
+
+	// A ring of other keys (restored from another time) is refused.
+	other, err := oauth.NewKeyRing(newKey(t)).Rotate(time.Now(), time.Hour, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := oauth.MarshalKeyRing(other)
+	if err := store.StoreSecret(ctx, ClientKeyRingSecret, raw); err != nil {
+		t.Fatal(err)
+	}
+	logs.Reset()
+	w.check(ctx)
+	if got := held.Ring().Signer(time.Now()).KeyID(); got != kid || !strings.Contains(logs.String(), "do not hold this replica's newest key") {
+		t.Errorf("after a foreign ring was stored: signs with %s (want %s)\n%s", got, kid, logs.String())
+	}
+
+	// A damaged ring names itself and what to do.
+	if err := store.StoreSecret(ctx, ClientKeyRingSecret, []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadClientKeys(ctx, store); err == nil || !strings.Contains(err.Error(), ClientKeyRingSecret) || !strings.Contains(err.Error(), "delete it") {
+		t.Errorf("a damaged ring at start: %v; want an error naming the secret and what to do", err)
+	}
+}
+
+func newKey(t *testing.T) *oauth.ClientKey {
+	t.Helper()
+	raw, err := oauth.GenerateClientKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := oauth.ParseClientKey(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -105,6 +105,10 @@ func rotate(ctx context.Context, store sessions.Store, now time.Time, signAfter,
 	if signAfter < time.Hour {
 		fmt.Fprintln(stdout, "Warning: authorization servers that cached the old key set refuse sign-ins until their cache expires.")
 	}
+	if dropAfter < 10*time.Minute {
+		fmt.Fprintln(stdout, "Warning: the old key leaves the key set right after the switch; servers that fetched the set just before may refuse sign-ins for a while.")
+	}
+	fmt.Fprintln(stdout, "The times are this machine's clock: keep the replicas' clocks in step with it (NTP).")
 	return 0
 }
 
