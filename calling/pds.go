@@ -225,13 +225,20 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 		}
 		if resp.StatusCode == http.StatusUnauthorized && !refreshed && tokenRejected(resp) {
 			refreshed = true
-			drain(resp)
-			sess, err = h.cfg.Sessions.Refresh(ctx, sess.ID, sess.AccessToken)
+			next, err := h.cfg.Sessions.Refresh(ctx, sess.ID, sess.AccessToken)
 			if err != nil {
+				drain(resp)
 				h.tokenError(w, err)
 				return
 			}
-			continue
+			if next.AccessToken != sess.AccessToken {
+				drain(resp)
+				sess = next
+				continue
+			}
+			// Not refreshed (the session was, under a minute ago): the
+			// same token would be refused again, so the PDS's answer
+			// stands.
 		}
 		h.copyResponse(w, resp)
 		resp.Body.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,10 +36,12 @@ func TestRejectedTokensRefreshOncePerMinute(t *testing.T) {
 	e := newCallEnvAt(t, clk.Now)
 	sess := e.signIn(t, e.alice)
 	h := e.port(t, pdsCall())
+	var rejected atomic.Int32
 	e.srv.SetIntercept(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != "/xrpc/com.example.echo" {
 			return false
 		}
+		rejected.Add(1)
 		w.Header().Set("WWW-Authenticate", `DPoP error="invalid_token"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		return true
@@ -55,6 +58,11 @@ func TestRejectedTokensRefreshOncePerMinute(t *testing.T) {
 	calls(20)
 	if n := e.srv.Counts().Refresh - before.Refresh; n != 1 {
 		t.Errorf("20 rejected calls in a minute caused %d refreshes, want 1", n)
+	}
+	// The first call is sent again after its refresh; the others are
+	// not, as the same token would be refused again.
+	if n := rejected.Load(); n != 21 {
+		t.Errorf("20 rejected calls made %d requests to the PDS, want 21", n)
 	}
 	clk.Add(sessions.MinRefreshInterval + time.Second)
 	calls(5)

@@ -166,6 +166,13 @@ func (b *builder) encryptionKey(raw *sessionsSchema, store string) *sealed.Keys 
 			return nil
 		}
 	}
+	if r := raw.EncryptionKey.Range(); v.IsNull() && r.Start.Byte != r.End.Byte {
+		// Written, yet null (a template's null, a conditional): read as
+		// absent, it would leave the store unsealed without a word. (An
+		// attribute not written at all has an empty range.)
+		b.errorf(r, "Null encryption_key", "encryption_key is null; write the key, such as encryption_key = env(\"IOPROXY_SESSION_KEY\") with 32 random bytes in base64 (`%s`) in that variable, or remove encryption_key to keep the store unsealed.", how)
+		return nil
+	}
 	if !b.written(raw.EncryptionKey) {
 		if store == StoreRedis {
 			b.errorf(raw.DefRange, "Redis store without encryption_key", "A shared store keeps the users' tokens on another machine, so ioproxy seals them: write encryption_key = env(\"IOPROXY_SESSION_KEY\") and set that variable to 32 random bytes in base64 (`%s`), the same on every replica.", how)

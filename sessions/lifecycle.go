@@ -20,14 +20,21 @@ import (
 var ErrEnded = errors.New("the session ended; sign in again")
 
 const (
-	// refreshTimeout bounds the wait for a session's refresh lock, and
-	// then the refresh, account check included.
+	// refreshTimeout bounds the wait for a session's refresh lock.
 	refreshTimeout = 30 * time.Second
-	// saveTimeout bounds saving a refresh's tokens.
+	// checkTimeout bounds the account check before a refresh.
+	checkTimeout = 15 * time.Second
+	// tokenTimeout bounds the token request of a refresh.
+	tokenTimeout = 20 * time.Second
+	// saveTimeout bounds one try at saving a refresh's tokens, and
+	// saveRetry is the pause between tries.
 	saveTimeout = 5 * time.Second
-	// refreshLease outlasts the holder's refresh and save: another
-	// replica must not refresh with the token this one is spending.
-	refreshLease = refreshTimeout + saveTimeout + 5*time.Second
+	saveRetry   = 200 * time.Millisecond
+	// refreshLease outlasts the holder's check, token request and saves:
+	// another replica must not refresh with the token this one is
+	// spending. The saves stop leaseMargin before it lapses.
+	refreshLease = checkTimeout + tokenTimeout + 10*time.Second
+	leaseMargin  = 2 * time.Second
 	// MinRefreshInterval is the least time between two refreshes of one
 	// session that another replica did not already do.
 	MinRefreshInterval = time.Minute
@@ -170,7 +177,7 @@ func (t *Lifecycle) RefreshLater(sess Session) {
 
 // Wait waits for every refresh and revocation under way to finish (at
 // shutdown, before the store closes). Each is bounded: a refresh by
-// refreshTimeout and saveTimeout, a revocation by revokeTimeout.
+// the lock wait and its lease, a revocation by revokeTimeout.
 func (t *Lifecycle) Wait() { t.running.Wait() }
 
 // Refresh refreshes the session's tokens unless they changed since the

@@ -23,17 +23,21 @@ import (
 // used as it is. A replica that dies holding the lock holds it no longer
 // than the lease, and the next refresh starts from what is stored.
 //
-// ctx bounds the wait for the lock. The holder then has refreshTimeout
-// for the work and saveTimeout for the save, both within the lease: an
-// answer that came late must still be saved, or its rotated refresh
-// token is lost, and with it the session.
+// ctx bounds the wait for the lock. The holder then has budgets of its
+// own, all within the lease: checkTimeout for the account check,
+// tokenTimeout for the token request (a slow check must not starve it:
+// a request cut off after the server rotated the token loses the
+// session), and until the lease nearly ends to save the answer, tried
+// again through a short store outage.
 func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, error) {
 	release, err := t.cfg.Store.Lock(ctx, RefreshLock(id), refreshLease)
 	if err != nil {
 		return Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
 	}
 	defer release()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	saveBy := time.Now().Add(refreshLease - leaseMargin)
+	held := context.WithoutCancel(ctx)
+	ctx, cancel := context.WithTimeout(held, checkTimeout)
 	defer cancel()
 	cur, err := t.cfg.Store.Latest(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -66,7 +70,9 @@ func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, err
 	if err != nil {
 		return Session{}, err
 	}
-	grant, err := client.Refresh(ctx, acct, cur.RefreshToken, key)
+	tctx, cancelToken := context.WithTimeout(held, tokenTimeout)
+	defer cancelToken()
+	grant, err := client.Refresh(tctx, acct, cur.RefreshToken, key)
 	if err != nil {
 		t.cfg.Recorder.TokenRefresh(false)
 		var ue *oauth.UserError
@@ -82,9 +88,7 @@ func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, err
 		t.saveHandle(ctx, cur, acct.Handle, checked)
 		return Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveTimeout)
-	defer cancel()
-	return t.saveGrant(sctx, client, cur, key, grant, checked)
+	return t.saveGrant(held, saveBy, client, cur, key, grant, checked)
 }
 
 // refreshedRecently says whether a session's tokens were refreshed less
@@ -130,23 +134,12 @@ func (t *Lifecycle) checkAccount(ctx context.Context, client *oauth.Client, cur 
 	return nil, checked, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 }
 
-// saveGrant stores a refresh's new tokens. A session signed out during
-// the refresh stays ended, its new tokens revoked.
-func (t *Lifecycle) saveGrant(ctx context.Context, client *oauth.Client, cur Session, key *dpop.Key, grant *oauth.Grant, checked time.Time) (Session, error) {
-	now := t.cfg.Now()
-	next, err := t.cfg.Store.Update(ctx, cur.ID, func(s *Session) error {
-		s.AccessToken = grant.AccessToken
-		if grant.RefreshToken != "" {
-			s.RefreshToken = grant.RefreshToken
-		}
-		s.TokenExpiry, s.Scope, s.Handle, s.PDS = grant.Expiry, grant.Scope, grant.Handle, grant.PDS
-		s.RefreshedAt, s.HandleCheckedAt, s.Expiry = now, checked, now.Add(t.cfg.SessionLifetime)
-		if t.cfg.Nonces != nil {
-			s.AuthServerNonce = t.cfg.Nonces.Get(s.Issuer)
-			s.PDSNonce = t.cfg.Nonces.Get(s.PDS)
-		}
-		return nil
-	})
+// saveGrant stores a refresh's new tokens, trying again until saveBy
+// while the store is out of reach: the old refresh token is spent, so
+// these are the session's only ones. A session signed out during the
+// refresh stays ended, its new tokens revoked.
+func (t *Lifecycle) saveGrant(ctx context.Context, saveBy time.Time, client *oauth.Client, cur Session, key *dpop.Key, grant *oauth.Grant, checked time.Time) (Session, error) {
+	next, err := t.storeGrant(ctx, saveBy, cur.ID, grant, checked)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		// Signed out while the refresh was under way: the new tokens
@@ -171,6 +164,40 @@ func (t *Lifecycle) saveGrant(ctx context.Context, client *oauth.Client, cur Ses
 		t.cfg.Logger.Info("handle changed", "did", next.DID, "from", cur.Handle, "to", next.Handle)
 	}
 	return next, nil
+}
+
+// storeGrant writes a refresh's tokens into the session, again and again
+// (each try bounded by saveTimeout) until saveBy while the store fails
+// for a reason that may pass.
+func (t *Lifecycle) storeGrant(ctx context.Context, saveBy time.Time, id string, grant *oauth.Grant, checked time.Time) (Session, error) {
+	now := t.cfg.Now()
+	apply := func(s *Session) error {
+		s.AccessToken = grant.AccessToken
+		if grant.RefreshToken != "" {
+			s.RefreshToken = grant.RefreshToken
+		}
+		s.TokenExpiry, s.Scope, s.Handle, s.PDS = grant.Expiry, grant.Scope, grant.Handle, grant.PDS
+		s.RefreshedAt, s.HandleCheckedAt, s.Expiry = now, checked, now.Add(t.cfg.SessionLifetime)
+		if t.cfg.Nonces != nil {
+			s.AuthServerNonce = t.cfg.Nonces.Get(s.Issuer)
+			s.PDSNonce = t.cfg.Nonces.Get(s.PDS)
+		}
+		return nil
+	}
+	for {
+		try := time.Now().Add(saveTimeout)
+		if try.After(saveBy) {
+			try = saveBy
+		}
+		sctx, cancel := context.WithDeadline(ctx, try)
+		next, err := t.cfg.Store.Update(sctx, id, apply)
+		cancel()
+		if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooLarge) || !time.Now().Add(saveRetry).Before(saveBy) {
+			return next, err
+		}
+		t.cfg.Logger.Warn("saving refreshed tokens failed; trying again", "err", err)
+		time.Sleep(saveRetry)
+	}
 }
 
 // saveHandle stores the handle that an account check verified, when the
