@@ -11,6 +11,8 @@ package contract
 import (
 	"net/http"
 	"strings"
+
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // The headers of the contract.
@@ -43,7 +45,8 @@ func IsIdentity(name string) bool {
 	if len(name) < len(UserDID) || len(name) > len(ProxySession) {
 		return false
 	}
-	return identityHeaders[strings.ToLower(strings.ReplaceAll(name, "_", "-"))]
+	var b [len(ProxySession)]byte
+	return identityHeaders[string(textutil.FoldHeader(b[:0], name))]
 }
 
 // StripIdentity removes every spelling of the contract's headers.

@@ -5,6 +5,7 @@
 package ingress
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/ioproxy/ioproxy/internal/httpx"
 	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -361,11 +363,12 @@ func (router *Router) setForwarded(pr *httputil.ProxyRequest) {
 // for the client's address or the public URL, in any spelling (any case,
 // "_" for "-", as CGI-style backends fold them).
 func isAddressHeader(name string) bool {
-	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
-	if strings.HasPrefix(n, "x-forwarded") || strings.HasPrefix(n, "x-original-") || strings.HasPrefix(n, "forwarded") {
+	var b [64]byte
+	n := textutil.FoldHeader(b[:0], name)
+	if bytes.HasPrefix(n, []byte("x-forwarded")) || bytes.HasPrefix(n, []byte("x-original-")) || bytes.HasPrefix(n, []byte("forwarded")) {
 		return true
 	}
-	switch n {
+	switch string(n) {
 	case "x-real-ip", "x-url-scheme", "front-end-https", "true-client-ip", "x-client-ip", "client-ip",
 		"x-cluster-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-rewrite-url", "x-host",
 		"x-appengine-user-ip", "x-azure-clientip", "x-azure-socketip", "x-proxyuser-ip", "via":

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
 // ErrUpgradeMessage says why a request with a forbidden Upgrade is refused.
@@ -39,7 +41,8 @@ func UpgradeAllowed(h http.Header) bool {
 // clients other than its trusted proxies; calling ports from every call.
 func StripOverrides(h http.Header) {
 	for name := range h {
-		if n := fold(name); overrideNames[n] || n == "http2-settings" {
+		var b [64]byte
+		if n := textutil.FoldHeader(b[:0], name); overrideNames[string(n)] || string(n) == "http2-settings" {
 			delete(h, name)
 		}
 	}
@@ -50,7 +53,8 @@ func StripOverrides(h http.Header) {
 // backend that sees it may still try one.
 func StripHTTP2Settings(h http.Header) {
 	for name := range h {
-		if len(name) == len("http2-settings") && fold(name) == "http2-settings" {
+		var b [len("http2-settings")]byte
+		if len(name) == len(b) && string(textutil.FoldHeader(b[:0], name)) == "http2-settings" {
 			delete(h, name)
 		}
 	}
@@ -66,12 +70,6 @@ var overrideNames = map[string]bool{
 	"x-rewrite-url":          true,
 	"x-override-url":         true,
 	"x-scheme":               true,
-}
-
-// fold spells a header name as CGI-style servers read it: case and "_"
-// versus "-" do not matter to them.
-func fold(name string) string {
-	return strings.ToLower(strings.ReplaceAll(name, "_", "-"))
 }
 
 // HostAllowed reports whether a request's Host names a listener that is

@@ -15,3 +15,22 @@ func Clip(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// FoldHeader appends name to dst as servers that fold header names read
+// it: ASCII lower case, "_" as "-". With dst a stack buffer (var b
+// [64]byte; FoldHeader(b[:0], name)) and the result used as a map key
+// (m[string(folded)]), it allocates nothing: the proxy folds every
+// header name of every request several times.
+func FoldHeader(dst []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}

@@ -21,3 +21,19 @@ func TestClip(t *testing.T) {
 		}
 	}
 }
+
+func TestFoldHeader(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"User-Did", "user-did"}, {"USER_DID", "user-did"}, {"x-Forwarded_For", "x-forwarded-for"}, {"", ""}, {"Ä-X", "Ä-x"},
+	} {
+		var b [8]byte
+		if got := string(FoldHeader(b[:0], tc.in)); got != tc.want {
+			t.Errorf("FoldHeader(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	m := map[string]bool{"user-did": true}
+	var b [64]byte
+	if n := testing.AllocsPerRun(100, func() { _ = m[string(FoldHeader(b[:0], "User-Did"))] }); n != 0 {
+		t.Errorf("FoldHeader into a stack buffer and a map lookup allocate %v times, want 0", n)
+	}
+}
