@@ -79,6 +79,8 @@ type hostRoute struct {
 	// gate is nil for an open host.
 	gate   *gate
 	signIn http.Handler
+	// fwd carries requests to the backend; proxy the ones that upgrade.
+	fwd    *forwarder
 	proxy  *httputil.ReverseProxy
 	router *Router
 }
@@ -121,12 +123,17 @@ func New(cfg Config) (*Router, error) {
 		if h.ATProto != nil {
 			hr.signIn = cfg.SignIns[h.Hostname]
 		}
+		transport := httpx.TimedTransport{Next: cfg.Transport, Observe: router.upstreamTimer(h.Hostname)}
+		hr.fwd = &forwarder{transport: transport, buffers: router.buffers, decorate: hr.decorate, fail: hr.proxyFailed}
 		hr.proxy = &httputil.ReverseProxy{
-			Rewrite:      hr.rewrite,
-			Transport:    httpx.TimedTransport{Next: cfg.Transport, Observe: router.upstreamTimer(h.Hostname)},
-			ErrorHandler: hr.proxyError,
-			BufferPool:   router.buffers,
-			ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+			Rewrite:   hr.rewrite,
+			Transport: transport,
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				st, _ := r.Context().Value(ctxKey{}).(*proxyState)
+				hr.proxyFailed(w, r, st, err)
+			},
+			BufferPool: router.buffers,
+			ErrorLog:   slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		}
 		router.hosts[h.Hostname] = hr
 	}
@@ -261,7 +268,11 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 	// A denied account on a public path passes as nobody: adm.session,
 	// not sess.
 	st := &proxyState{target: target, session: adm.session, keyUser: adm.keyUser}
-	hr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+	if upgrades(r.Header) {
+		hr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+		return
+	}
+	hr.fwd.forward(w, r, st)
 }
 
 // session returns the request's live session on this host, if any. A
@@ -291,53 +302,78 @@ func storeDown(w http.ResponseWriter, r *http.Request) {
 	writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
 }
 
-// rewrite runs after ReverseProxy has removed hop-by-hop headers, so a
-// client sending "Connection: User-Did" cannot make the proxy drop the
-// identity headers set here.
+// rewrite prepares an upgrade request for ReverseProxy, which has
+// removed the hop-by-hop headers by then.
 func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 	st, _ := pr.In.Context().Value(ctxKey{}).(*proxyState)
 	pr.SetURL(st.target)
 	pr.Out.Host = pr.In.Host
-	h := pr.Out.Header
+	hr.decorate(pr.In, pr.Out.Header, st)
+}
+
+// decorate sets what the backend is told on h, the outbound header, once
+// the hop-by-hop headers are gone (so a client sending "Connection:
+// User-Did" cannot make the proxy drop the identity headers set here):
+// no client's identity headers, cookies or address headers, then ours.
+func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 	contract.StripIdentity(h)
 	httpguard.StripHTTP2Settings(h)
 	removeCookie(h, CookieName, SecureCookieName)
-	hr.router.setForwarded(pr)
+	set := newHeaderValues(h)
+	hr.router.setForwarded(in, h, set)
 	if s := st.session; s != nil {
-		h.Set(contract.UserDID, s.DID)
-		h.Set(contract.UserHandle, hr.shownHandle(*s))
-		h.Set(contract.ProxySession, s.ProxyKey)
+		set.put(contract.UserDID, s.DID)
+		set.put(contract.UserHandle, hr.shownHandle(*s))
+		set.put(contract.ProxySession, s.ProxyKey)
 	}
 	if st.keyUser != "" {
 		// The key was for ioproxy; the backend gets the name only.
 		h.Del("Authorization")
-		h.Set(contract.APIKeyUser, st.keyUser)
+		set.put(contract.APIKeyUser, st.keyUser)
 	}
+}
+
+// headerValues sets one-value headers from one backing array: the eight
+// headers a proxied request may get cost one allocation, not one each.
+type headerValues struct {
+	h   http.Header
+	buf []string
+}
+
+func newHeaderValues(h http.Header) *headerValues {
+	return &headerValues{h: h, buf: make([]string, 0, 8)}
+}
+
+// put sets h[name] to value alone; name must be canonical (the constants
+// of the contract and of X-Forwarded-* are).
+func (v *headerValues) put(name, value string) {
+	v.buf = append(v.buf, value)
+	n := len(v.buf)
+	v.h[name] = v.buf[n-1 : n : n] // capacity 1: an append elsewhere copies
 }
 
 // setForwarded writes X-Forwarded-For/-Host/-Proto. Values a client sent
 // are kept only when it is a configured trusted proxy; otherwise they are
 // replaced, so a client cannot spoof its address to the backend.
-func (router *Router) setForwarded(pr *httputil.ProxyRequest) {
-	h := pr.Out.Header
-	clientIP := peerIP(pr.In)
+func (router *Router) setForwarded(in *http.Request, h http.Header, set *headerValues) {
+	clientIP := peerIP(in)
 	realIP := clientIP
 	proto := "http"
-	if pr.In.TLS != nil {
+	if in.TLS != nil {
 		proto = "https"
 	}
-	fwdHost := pr.In.Host
-	if router.trusted(pr.In) {
-		if prior := pr.In.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+	fwdHost := in.Host
+	if router.trusted(in) {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
-		if p := pr.In.Header.Get("X-Forwarded-Proto"); p != "" {
+		if p := in.Header.Get("X-Forwarded-Proto"); p != "" {
 			proto = p
 		}
-		if fh := pr.In.Header.Get("X-Forwarded-Host"); fh != "" {
+		if fh := in.Header.Get("X-Forwarded-Host"); fh != "" {
 			fwdHost = fh
 		}
-		if ip := pr.In.Header.Get("X-Real-Ip"); ip != "" {
+		if ip := in.Header.Get("X-Real-Ip"); ip != "" {
 			realIP = ip
 		}
 	} else {
@@ -353,10 +389,10 @@ func (router *Router) setForwarded(pr *httputil.ProxyRequest) {
 	// front passes its clients' headers on as they came, so trusting the
 	// proxy's X-Forwarded-* does not make them the proxy's word.
 	httpguard.StripOverrides(h)
-	h.Set("X-Real-Ip", realIP)
-	h.Set("X-Forwarded-For", clientIP)
-	h.Set("X-Forwarded-Host", fwdHost)
-	h.Set("X-Forwarded-Proto", proto)
+	set.put("X-Real-Ip", realIP)
+	set.put("X-Forwarded-For", clientIP)
+	set.put("X-Forwarded-Host", fwdHost)
+	set.put("X-Forwarded-Proto", proto)
 }
 
 // isAddressHeader reports whether a header is one that frameworks read
@@ -432,8 +468,10 @@ func (router *Router) trustedPeer(ip string) bool {
 	return false
 }
 
-func (hr *hostRoute) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	if st, ok := r.Context().Value(ctxKey{}).(*proxyState); ok && st.target != nil {
+// proxyFailed answers a request that the backend did not answer, and
+// tells the backend about an instance that refused the connection.
+func (hr *hostRoute) proxyFailed(w http.ResponseWriter, r *http.Request, st *proxyState, err error) {
+	if st != nil && st.target != nil {
 		var opErr *net.OpError
 		if errors.As(err, &opErr) && opErr.Op == "dial" {
 			hr.backend.failed(st.target)

@@ -67,7 +67,11 @@ func openStore(t *testing.T) sessions.Store {
 
 func newRouter(t *testing.T, cfg *config.Config, store sessions.Store) *Router {
 	t.Helper()
-	rt, err := New(Config{Config: cfg, Sessions: sessions.NewLifecycle(sessions.LifecycleConfig{Store: store}), Nomad: NewNomad(NomadConfig{Nomad: cfg.Nomad})})
+	var life *sessions.Lifecycle
+	if store != nil {
+		life = sessions.NewLifecycle(sessions.LifecycleConfig{Store: store})
+	}
+	rt, err := New(Config{Config: cfg, Sessions: life, Nomad: NewNomad(NomadConfig{Nomad: cfg.Nomad})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,11 @@ func (b *BufferPool) Get() []byte { return *(b.p.Get().(*[]byte)) }
 // Put returns a buffer to the pool.
 func (b *BufferPool) Put(v []byte) { b.p.Put(&v) }
 
+// GetBuffer and PutBuffer are Get and Put without the allocation that
+// Put costs (a new pointer to the slice each time): the forwarder's pair.
+func (b *BufferPool) GetBuffer() *[]byte  { return b.p.Get().(*[]byte) }
+func (b *BufferPool) PutBuffer(p *[]byte) { b.p.Put(p) }
+
 // IsTimeout reports whether an upstream error is a timeout (504) rather
 // than a failure to reach or to read the upstream (502).
 func IsTimeout(err error) bool {

@@ -1,0 +1,339 @@
+package ingress
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/ioproxy/ioproxy/internal/httpx"
+)
+
+// forwarder passes a request to a backend and the backend's answer back:
+// what httputil.ReverseProxy does for ioproxy, without its deep copy of
+// every request and header map, which was most of the cost of a proxied
+// request. It keeps what ReverseProxy gave: hop-by-hop headers removed
+// (with the names Connection lists) before the hook sets its headers,
+// "Te: trailers" kept, no Go User-Agent added, the query cleaned of what
+// url.ParseQuery would drop, 1xx answers passed on, trailers, streaming
+// answers flushed as they come, and a broken answer aborted rather than
+// cut short silently.
+//
+// Requests that upgrade (websocket, the only upgrade the guards let
+// through) are not for it: ReverseProxy serves them, as it owns the
+// tunnel.
+type forwarder struct {
+	transport http.RoundTripper
+	buffers   *httpx.BufferPool
+	// decorate sets what the backend is told (identity, X-Forwarded-*)
+	// on out, the outbound header, once the hop-by-hop headers are gone:
+	// a client's "Connection: User-Did" cannot make it drop them.
+	decorate func(in *http.Request, out http.Header, st *proxyState)
+	// fail answers a request that the backend did not answer.
+	fail func(w http.ResponseWriter, r *http.Request, st *proxyState, err error)
+}
+
+// errSwitchWithoutUpgrade is a backend's 101 to a request that asked for
+// no upgrade (those go through ReverseProxy).
+var errSwitchWithoutUpgrade = errors.New("the backend switched protocols, but the request asked for no upgrade")
+
+// forward sends in to st.target and copies the answer to w.
+func (f *forwarder) forward(w http.ResponseWriter, in *http.Request, st *proxyState) {
+	out := outboundRequest(in, st.target)
+	f.decorate(in, out.Header, st)
+	relay := &informational{w: w}
+	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: relay.got1xx}))
+	res, err := f.transport.RoundTrip(out)
+	relay.done()
+	if err != nil {
+		f.fail(w, in, st, err)
+		return
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		f.fail(w, in, st, errSwitchWithoutUpgrade)
+		return
+	}
+	removeHopByHop(res.Header)
+	h := w.Header()
+	for k, vv := range res.Header {
+		h[k] = vv
+	}
+	announced := len(res.Trailer)
+	if announced > 0 {
+		names := make([]string, 0, announced)
+		for k := range res.Trailer {
+			names = append(names, k)
+		}
+		h["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	w.WriteHeader(res.StatusCode)
+	if err := f.copyBody(w, res); err != nil {
+		abort(in)
+		return
+	}
+	res.Body.Close() // now, to read the trailers
+	copyTrailers(w, res, announced)
+}
+
+// outboundRequest is the request to send to target: in's method, body
+// and Host, the target's scheme, host and path prefix, and in's header
+// without the hop-by-hop headers. Header values are shared with in, which
+// nothing writes to afterwards.
+func outboundRequest(in *http.Request, target *url.URL) *http.Request {
+	out := new(http.Request)
+	*out = *in // keeps in's context
+	u := *in.URL
+	u.Scheme, u.Host = target.Scheme, target.Host
+	u.Path, u.RawPath = joinURLPath(target, in.URL)
+	q := cleanQueryParams(in.URL.RawQuery)
+	switch {
+	case target.RawQuery == "" || q == "":
+		u.RawQuery = target.RawQuery + q
+	default:
+		u.RawQuery = target.RawQuery + "&" + q
+	}
+	out.URL = &u
+	out.RequestURI, out.Close, out.TLS, out.Form, out.PostForm, out.MultipartForm = "", false, nil, nil, nil, nil
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.TransferEncoding = nil
+	if in.ContentLength == 0 {
+		out.Body = nil // lets the Transport retry on a stale connection
+	} else if in.Body != nil {
+		out.Body = io.NopCloser(in.Body) // the server closes in.Body
+	}
+	out.Header = outboundHeader(in.Header)
+	return out
+}
+
+// noUserAgent stops the Transport from adding Go's User-Agent to a
+// request whose client sent none. Never written to.
+var noUserAgent = []string{""}
+
+// teTrailers is the one Te value passed on. Never written to.
+var teTrailers = []string{"trailers"}
+
+// outboundHeader copies in without the hop-by-hop headers, the names its
+// Connection header lists, and the X-Forwarded-* and Forwarded headers
+// that decorate writes anew.
+func outboundHeader(in http.Header) http.Header {
+	listed := in["Connection"]
+	out := make(http.Header, len(in)+8)
+	for k, vv := range in {
+		if isHopByHop(k) || connectionLists(listed, k) {
+			continue
+		}
+		switch k {
+		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+			continue
+		}
+		out[k] = vv
+	}
+	if tokenListed(in["Te"], "trailers") {
+		out["Te"] = teTrailers
+	}
+	if _, ok := out["User-Agent"]; !ok {
+		out["User-Agent"] = noUserAgent
+	}
+	return out
+}
+
+// removeHopByHop deletes, in place, the hop-by-hop headers of an answer.
+func removeHopByHop(h http.Header) {
+	listed := h["Connection"]
+	for k := range h {
+		if isHopByHop(k) || connectionLists(listed, k) {
+			delete(h, k)
+		}
+	}
+}
+
+// upgrades reports whether a request asks to switch protocols (the
+// guards let only websocket through), as ReverseProxy reads it.
+func upgrades(h http.Header) bool {
+	return len(h["Upgrade"]) > 0 && tokenListed(h["Connection"], "upgrade")
+}
+
+// isHopByHop reports the headers that belong to one connection (RFC 9110
+// 7.6.1, and RFC 2616's older list that ReverseProxy also removes).
+func isHopByHop(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// connectionLists reports whether the Connection header values name k.
+func connectionLists(connection []string, k string) bool {
+	return len(connection) > 0 && tokenListed(connection, k)
+}
+
+// tokenListed reports whether a comma-separated header names token, in
+// any case.
+func tokenListed(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// copyBody copies the answer's body to w, flushing after each write when
+// the answer streams (server-sent events, or a body of unknown length),
+// so that what the backend sends reaches the client as it comes.
+func (f *forwarder) copyBody(w http.ResponseWriter, res *http.Response) error {
+	var rc *http.ResponseController
+	if res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type")) {
+		rc = http.NewResponseController(w)
+	}
+	bp := f.buffers.GetBuffer()
+	defer f.buffers.PutBuffer(bp)
+	buf := *bp
+	for {
+		n, rerr := res.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if rc != nil {
+				if err := rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+					return err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+func isEventStream(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
+}
+
+// copyTrailers sets the answer's trailers on w once its body is sent:
+// the announced ones by name, any others with http.TrailerPrefix.
+func copyTrailers(w http.ResponseWriter, res *http.Response, announced int) {
+	if len(res.Trailer) == 0 {
+		return
+	}
+	// A flush forces a chunked answer, which is what carries trailers.
+	_ = http.NewResponseController(w).Flush()
+	h := w.Header()
+	for k, vv := range res.Trailer {
+		if len(res.Trailer) != announced {
+			k = http.TrailerPrefix + k
+		}
+		for _, v := range vv {
+			h.Add(k, v)
+		}
+	}
+}
+
+// abort ends an answer that could not be sent whole, so that the client
+// sees it broken rather than complete but short: the server recovers
+// http.ErrAbortHandler and drops the connection. Outside a server (tests
+// calling the handler directly) there is nothing to abort.
+func abort(r *http.Request) {
+	if r.Context().Value(http.ServerContextKey) != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// informational passes the backend's 1xx answers (103 Early Hints) to the
+// client until the final answer arrives.
+type informational struct {
+	w        http.ResponseWriter
+	mu       sync.Mutex
+	finished bool
+}
+
+func (i *informational) got1xx(code int, header textproto.MIMEHeader) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.finished {
+		return nil
+	}
+	h := i.w.Header()
+	for k, vv := range header {
+		h[k] = vv
+	}
+	i.w.WriteHeader(code)
+	clear(h) // a 1xx's headers are not the final answer's
+	return nil
+}
+
+func (i *informational) done() {
+	i.mu.Lock()
+	i.finished = true
+	i.mu.Unlock()
+}
+
+// joinURLPath joins the target's path and the request's, as ReverseProxy
+// does: one slash between them, the escaped forms kept.
+func joinURLPath(a, b *url.URL) (path, rawpath string) {
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	apath, bpath := a.EscapedPath(), b.EscapedPath()
+	aslash, bslash := strings.HasSuffix(apath, "/"), strings.HasPrefix(bpath, "/")
+	switch {
+	case aslash && bslash:
+		return a.Path + b.Path[1:], apath + bpath[1:]
+	case !aslash && !bslash:
+		return a.Path + "/" + b.Path, apath + "/" + bpath
+	}
+	return a.Path + b.Path, apath + bpath
+}
+
+func singleJoiningSlash(a, b string) string {
+	aslash, bslash := strings.HasSuffix(a, "/"), strings.HasPrefix(b, "/")
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
+
+// cleanQueryParams re-encodes a query that url.ParseQuery would read
+// differently from a lenient backend (";" separators, bad escapes), as
+// ReverseProxy does: the backend and ioproxy then agree on it.
+func cleanQueryParams(s string) string {
+	reencode := func(s string) string {
+		v, _ := url.ParseQuery(s)
+		return v.Encode()
+	}
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case ';':
+			return reencode(s)
+		case '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return reencode(s)
+			}
+			i += 3
+		default:
+			i++
+		}
+	}
+	return s
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

@@ -1,0 +1,231 @@
+package ingress
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
+	"strings"
+	"testing"
+	"time"
+)
+
+// proxyTo serves a router in front of backend (host 127.0.0.1) over a
+// real server, as ioproxy runs.
+func proxyTo(t *testing.T, backend http.Handler) string {
+	t.Helper()
+	b := httptest.NewServer(backend)
+	t.Cleanup(b.Close)
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "127.0.0.1" { backend = %q }`, b.URL)), nil)
+	srv := httptest.NewServer(rt)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestForwardHopByHop: headers of one connection, and those the
+// Connection header names, reach neither side; the identity headers are
+// set after that, so naming them in Connection drops nothing of ours.
+// "Te: trailers" passes; no Go User-Agent is added.
+func TestForwardHopByHop(t *testing.T) {
+	var got http.Header
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.Header().Set("Connection", "X-Backend-Secret")
+		w.Header().Set("X-Backend-Secret", "s")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Set("Proxy-Authenticate", "Basic")
+		w.Header().Set("X-Kept", "k")
+	}))
+	req, _ := http.NewRequest(http.MethodGet, url+"/", nil)
+	req.Header.Set("Connection", "X-Client-Secret, X-Forwarded-For, X-Real-Ip")
+	req.Header.Set("X-Client-Secret", "c")
+	req.Header.Set("Proxy-Authorization", "Basic eA==")
+	req.Header.Set("Te", "trailers, deflate")
+	req.Header.Set("X-Kept", "k")
+	req.Header["User-Agent"] = nil // none sent
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, h := range []string{"X-Client-Secret", "Proxy-Authorization", "Connection"} {
+		if v := got.Get(h); v != "" {
+			t.Errorf("the backend saw %s: %q", h, v)
+		}
+	}
+	if got.Get("X-Forwarded-For") == "" || got.Get("X-Real-Ip") == "" {
+		t.Error("naming X-Forwarded-For and X-Real-Ip in Connection dropped ioproxy's own")
+	}
+	if got.Get("Te") != "trailers" || got.Get("X-Kept") != "k" {
+		t.Errorf("Te %q, X-Kept %q; want trailers and k", got.Get("Te"), got.Get("X-Kept"))
+	}
+	if ua, ok := got["User-Agent"]; ok && ua[0] != "" {
+		t.Errorf("the backend saw User-Agent %q, which the client did not send", ua)
+	}
+	for _, h := range []string{"X-Backend-Secret", "Keep-Alive", "Proxy-Authenticate"} {
+		if v := resp.Header.Get(h); v != "" {
+			t.Errorf("the client saw %s: %q", h, v)
+		}
+	}
+	if resp.Header.Get("X-Kept") != "k" {
+		t.Error("an ordinary answer header was dropped")
+	}
+}
+
+// TestForwardQueryAndBody: the query reaches the backend cleaned as
+// ReverseProxy cleans it (no ";" separators or bad escapes, read
+// differently by other parsers); bodies pass whole, and an empty one as
+// none.
+func TestForwardQueryAndBody(t *testing.T) {
+	type seenReq struct {
+		query, body string
+		length      int64
+	}
+	seenCh := make(chan seenReq, 1)
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seenCh <- seenReq{r.URL.RawQuery, string(b), r.ContentLength}
+	}))
+	for _, tc := range []struct {
+		query, body, wantQuery string
+	}{
+		{"a=1&b=2", "", "a=1&b=2"},
+		{"a=1;b=2&c=3", "", "c=3"},
+		{"x=%zz&y=1", "", "y=1"},
+		{"", "a body", ""},
+	} {
+		method := http.MethodGet
+		if tc.body != "" {
+			method = http.MethodPost
+		}
+		req, _ := http.NewRequest(method, url+"/p?"+tc.query, strings.NewReader(tc.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := <-seenCh
+		if got.query != tc.wantQuery || got.body != tc.body || got.length != int64(len(tc.body)) {
+			t.Errorf("?%s with body %q: the backend saw ?%s, body %q (length %d)", tc.query, tc.body, got.query, got.body, got.length)
+		}
+	}
+}
+
+// TestForwardTrailers: the backend's trailers reach the client.
+func TestForwardTrailers(t *testing.T) {
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+	}))
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "body" || resp.Trailer.Get("X-Checksum") != "abc" || resp.Trailer.Get("X-Late") != "late" {
+		t.Errorf("body %q, trailers %v; want body, X-Checksum abc and X-Late late", b, resp.Trailer)
+	}
+}
+
+// TestForward1xx: a 103 Early Hints reaches the client before the answer.
+func TestForward1xx(t *testing.T) {
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</app.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, "page")
+	}))
+	var hints []string
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		hints = append(hints, fmt.Sprintf("%d %s", code, h.Get("Link")))
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if len(hints) != 1 || hints[0] != "103 </app.css>; rel=preload" || string(b) != "page" || resp.Header.Get("Link") != "" {
+		t.Errorf("1xx seen %v, body %q, final Link %q", hints, b, resp.Header.Get("Link"))
+	}
+}
+
+// TestForwardStreamsUnknownLength: an answer of unknown length is passed
+// on as it comes, not when the backend is done.
+func TestForwardStreamsUnknownLength(t *testing.T) {
+	release := make(chan struct{})
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		<-release
+		_, _ = io.WriteString(w, "second\n")
+	}))
+	defer close(release)
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case s := <-line:
+		if s != "first\n" {
+			t.Errorf("first line %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first part of a streaming answer did not arrive while the backend held the rest")
+	}
+}
+
+// TestForwardBrokenAnswerAborted: a backend that dies half way through
+// its body breaks the client's answer too (never a complete-looking short
+// one); a 101 to a plain request is a 502.
+func TestForwardBrokenAnswerAborted(t *testing.T) {
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/switch" {
+			w.Header().Set("Connection", "Upgrade")
+			w.Header().Set("Upgrade", "x")
+			w.WriteHeader(http.StatusSwitchingProtocols)
+			return
+		}
+		w.Header().Set("Content-Length", "100")
+		_, _ = io.WriteString(w, "only ten b")
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}
+	}))
+	// Either the answer breaks before its header is out, or its body
+	// does; never a complete answer.
+	if resp, err := http.Get(url + "/"); err == nil {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("a body cut by the backend read as complete: %q", b)
+		}
+	}
+	resp, err := http.Get(url + "/switch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("a 101 to a plain request: %d, want 502", resp.StatusCode)
+	}
+}
