@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"path"
 	"strconv"
 	"time"
@@ -67,6 +68,7 @@ type HealthFuncs struct {
 //	/traffic          the live traffic view (HTML)
 //	/traffic.json     recent requests as JSON; ?after=<id> for newer ones
 //	/traffic/events   the same as Server-Sent Events, live
+//	/debug/pprof/     Go's profiles, with RecorderConfig.Pprof only
 //
 // On a nil Recorder only the health endpoints are served.
 func (r *Recorder) Handler(health HealthFuncs) http.Handler {
@@ -112,6 +114,13 @@ func (r *Recorder) Handler(health HealthFuncs) http.Handler {
 	mux.Handle("GET /traffic.css", serveFile("traffic.css"))
 	mux.Handle("GET /traffic.json", http.HandlerFunc(r.serveTrafficJSON))
 	mux.Handle("GET /traffic/events", http.HandlerFunc(r.serveTrafficEvents))
+	if r.pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return securityHeaders(r.guardHost(mux))
 }
 

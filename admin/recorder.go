@@ -46,6 +46,10 @@ type RecorderConfig struct {
 	// allowed; anything else is refused so that a web page cannot read
 	// the metrics or the traffic view through DNS rebinding.
 	Hosts []string
+	// Pprof serves Go's profiles at /debug/pprof/, behind the same host
+	// guard: for measuring, off unless asked for (admin { pprof = true }),
+	// as a profile shows what a process is doing.
+	Pprof bool
 }
 
 // Recorder turns reports from the rest of ioproxy into access logs,
@@ -55,6 +59,7 @@ type Recorder struct {
 	log      *slog.Logger
 	registry *prometheus.Registry
 	hosts    map[string]bool
+	pprof    bool
 
 	ingressTotal     *prometheus.CounterVec
 	ingressDuration  *prometheus.HistogramVec
@@ -81,6 +86,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		log:      cfg.Logger,
 		registry: prometheus.NewRegistry(),
 		hosts:    map[string]bool{},
+		pprof:    cfg.Pprof,
 		traffic:  newRing(size),
 		ingressTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "ingress", Name: "requests_total",

@@ -107,6 +107,8 @@ type Admin struct {
 	// the admin listener answers (DNS rebinding defence): a request under
 	// any other Host is refused.
 	Hosts []string
+	// Pprof serves Go's profiles at /debug/pprof/ on the admin listener.
+	Pprof bool
 }
 
 // Sessions says where sessions are stored and how they are sealed, and

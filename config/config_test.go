@@ -163,6 +163,7 @@ nomad {
 admin {
   listen = ""
   hosts  = ["admin.internal"]
+  pprof  = true
 }
 log {
   level = "debug"
@@ -207,7 +208,7 @@ call "api" {
 				if c.Nomad.Token != "from-default" || c.Nomad.Refresh != 30*time.Second {
 					t.Errorf("nomad = %+v", c.Nomad)
 				}
-				if c.Admin.Listen != "" || len(c.Admin.Hosts) != 1 || c.Log.Format != "json" || c.Log.Level.String() != "DEBUG" {
+				if c.Admin.Listen != "" || len(c.Admin.Hosts) != 1 || !c.Admin.Pprof || c.Log.Format != "json" || c.Log.Level.String() != "DEBUG" {
 					t.Errorf("admin/log = %+v %+v", c.Admin, c.Log)
 				}
 				h := c.Hosts[0]

@@ -160,7 +160,7 @@ func (b *builder) admin(raw *adminSchema) Admin {
 	if raw == nil {
 		return a
 	}
-	a.Hosts = raw.Hosts
+	a.Hosts, a.Pprof = raw.Hosts, raw.Pprof
 	if raw.Listen == nil {
 		return a
 	}

@@ -67,6 +67,7 @@ type nomadSchema struct {
 type adminSchema struct {
 	Listen *string  `hcl:"listen,optional"`
 	Hosts  []string `hcl:"hosts,optional"`
+	Pprof  bool     `hcl:"pprof,optional"`
 
 	ListenRange hcl.Range `hcl:"listen,attr_value_range"`
 }

@@ -85,7 +85,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			s.Close()
 		}
 	}()
-	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: s.log, Hosts: cfg.Admin.Hosts})
+	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: s.log, Hosts: cfg.Admin.Hosts, Pprof: cfg.Admin.Pprof})
 	if err := s.openStore(ctx); err != nil {
 		return nil, err
 	}
