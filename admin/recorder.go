@@ -50,6 +50,9 @@ type RecorderConfig struct {
 	// guard: for measuring, off unless asked for (admin { pprof = true }),
 	// as a profile shows what a process is doing.
 	Pprof bool
+	// LogDropped, when set, counts the log lines dropped because the log
+	// output fell behind (LogWriter.Dropped), for the metrics.
+	LogDropped func() uint64
 }
 
 // Recorder turns reports from the rest of ioproxy into access logs,
@@ -142,6 +145,12 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if dropped := cfg.LogDropped; dropped != nil {
+		r.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "log", Name: "lines_dropped_total",
+			Help: "Log lines dropped because the log output fell behind.",
+		}, func() float64 { return float64(dropped()) }))
+	}
 	return r
 }
 

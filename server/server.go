@@ -34,6 +34,9 @@ type Options struct {
 	RootCAs *x509.CertPool
 	// ShutdownTimeout bounds the wait for in-flight requests at Close.
 	ShutdownTimeout time.Duration
+	// LogDropped, when set, counts the log lines the process's log
+	// writer dropped (admin.LogWriter.Dropped), for the metrics.
+	LogDropped func() uint64
 	// KeyRefresh is how often the OAuth client key ring is read again
 	// from the store (DefaultKeyRefresh when zero), so that a rotation
 	// stored by `ioproxy key rotate` or another replica is published.
@@ -85,7 +88,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 			s.Close()
 		}
 	}()
-	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: s.log, Hosts: cfg.Admin.Hosts, Pprof: cfg.Admin.Pprof})
+	s.recorder = admin.NewRecorder(admin.RecorderConfig{Logger: s.log, Hosts: cfg.Admin.Hosts, Pprof: cfg.Admin.Pprof, LogDropped: opts.LogDropped})
 	if err := s.openStore(ctx); err != nil {
 		return nil, err
 	}

@@ -152,10 +152,14 @@ func cmdServe(args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := admin.NewLogger(stderr, cfg.Log)
+	// Lines go out in batches from a goroutine of the writer's own, so
+	// that no request waits for its access line's write.
+	lw := admin.NewLogWriter(admin.LogWriterConfig{Out: stderr, JSON: cfg.Log.Format == "json"})
+	defer lw.Close()
+	log := admin.NewLogger(lw, cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.Start(ctx, cfg, server.Options{Logger: log})
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, LogDropped: lw.Dropped})
 	if err != nil {
 		log.Error("ioproxy could not start", "err", err)
 		return 1
