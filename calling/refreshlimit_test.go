@@ -3,7 +3,6 @@ package calling
 import (
 	"context"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,28 +10,16 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/atprototest"
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/internal/clocktest"
 	"github.com/ioproxy/ioproxy/sessions"
 )
-
-// fakeClock is a settable clock for Tokens and the OAuth client.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // TestRejectedTokensRefreshOncePerMinute: a PDS (anyone's to run) that
 // answers every call 401 invalid_token gets one refresh a minute, not one
 // per call: each would cost an account check, a token request and a
 // store write. The calls get the PDS's answer.
 func TestRejectedTokensRefreshOncePerMinute(t *testing.T) {
-	clk := &fakeClock{now: time.Now()}
+	clk := clocktest.New(time.Now())
 	e := newCallEnvAt(t, clk.Now)
 	sess := e.signIn(t, e.alice)
 	h := e.port(t, pdsCall())
@@ -74,7 +61,7 @@ func TestRejectedTokensRefreshOncePerMinute(t *testing.T) {
 // TestShortLivedTokensRefreshOncePerMinute: tokens that a server grants
 // for one second do not make every signed-in page a refresh.
 func TestShortLivedTokensRefreshOncePerMinute(t *testing.T) {
-	clk := &fakeClock{now: time.Now()}
+	clk := clocktest.New(time.Now())
 	e := newCallEnvAt(t, clk.Now)
 	sess := e.signIn(t, e.alice)
 	e.srv.SetTokenHook(func(r *atprototest.TokenResponse) { r.ExpiresIn = 1 })

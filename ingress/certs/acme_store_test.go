@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/acme/autocert"
 
+	"github.com/ioproxy/ioproxy/internal/clocktest"
 	"github.com/ioproxy/ioproxy/sessions"
 	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
@@ -20,9 +20,9 @@ import (
 // replicaCaches returns two caches over one store, as two replicas on
 // one Redis have: the bbolt store's locks are in-process, and both caches
 // are in this process. They share the clock.
-func replicaCaches(t *testing.T) (a, b *storeCache, clk *testClock) {
+func replicaCaches(t *testing.T) (a, b *storeCache, clk *clocktest.Clock) {
 	t.Helper()
-	clk = &testClock{now: time.Now()}
+	clk = clocktest.New(time.Now())
 	store, err := boltstore.Open(boltstore.Config{
 		Path:    filepath.Join(t.TempDir(), "data", "ioproxy.db"),
 		Options: sessions.Options{Now: clk.Now},
@@ -34,18 +34,6 @@ func replicaCaches(t *testing.T) (a, b *storeCache, clk *testClock) {
 	const dir = "https://acme.test/dir"
 	log := slog.New(slog.DiscardHandler)
 	return newStoreCache(store, dir, clk.Now, log), newStoreCache(store, dir, clk.Now, log), clk
-}
-
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // certData is a certificate as autocert stores it: key, then chain.
