@@ -75,11 +75,12 @@ func (w *LogWriter) Write(p []byte) (int, error) {
 	default:
 		w.pending = append(w.pending, p...)
 	}
-	w.mu.Unlock()
+	// Under the lock: Close closes wake only after taking it.
 	select {
 	case w.wake <- struct{}{}:
 	default: // a wake-up is pending already
 	}
+	w.mu.Unlock()
 	return len(p), nil
 }
 
@@ -95,8 +96,8 @@ func (w *LogWriter) Close() error {
 		return nil
 	}
 	w.closed = true
-	w.mu.Unlock()
 	close(w.wake)
+	w.mu.Unlock()
 	<-w.done
 	return nil
 }

@@ -102,3 +102,25 @@ func TestLogDroppedMetric(t *testing.T) {
 		t.Errorf("metrics lack ioproxy_log_lines_dropped_total 3")
 	}
 }
+
+// TestLogWriterCloseWhileWriting: writers racing Close neither panic nor
+// lose a line.
+func TestLogWriterCloseWhileWriting(t *testing.T) {
+	var out blockingWriter
+	out.release = make(chan struct{})
+	close(out.release)
+	w := NewLogWriter(LogWriterConfig{Out: &out})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 200 {
+				_, _ = w.Write([]byte("x\n"))
+			}
+		})
+	}
+	_ = w.Close()
+	wg.Wait()
+	if n := strings.Count(out.String(), "x\n"); n != 1600 {
+		t.Errorf("%d lines out of 1600", n)
+	}
+}
