@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/identity"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 	"github.com/ioproxy/ioproxy/config"
@@ -31,7 +30,6 @@ type OAuthClient interface {
 	Confidential() bool
 	Authorize(ctx context.Context, input string) (*oauth.Request, string, error)
 	Exchange(ctx context.Context, req *oauth.Request, code, iss string) (*oauth.Grant, error)
-	Revoke(ctx context.Context, issuer, token string, key *dpop.Key)
 	Metadata(info oauth.MetadataInfo) oauth.ClientMetadata
 }
 
