@@ -1,10 +1,12 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultLogBacklog bounds the log lines a LogWriter holds while its
@@ -87,8 +89,13 @@ func (w *LogWriter) Write(p []byte) (int, error) {
 // Dropped is the number of lines dropped since the writer was made.
 func (w *LogWriter) Dropped() uint64 { return w.dropped.Load() }
 
-// Close writes out the lines held and stops the writer. Lines written
-// after Close go straight to the output.
+// closeWait bounds Close's wait for the last lines to be written: a log
+// reader that stopped reading must not hold up a shutdown.
+const closeWait = 5 * time.Second
+
+// Close writes out the lines held and stops the writer, waiting at most
+// closeWait for the output. Lines written after Close go straight to the
+// output.
 func (w *LogWriter) Close() error {
 	w.mu.Lock()
 	if w.closed {
@@ -98,8 +105,12 @@ func (w *LogWriter) Close() error {
 	w.closed = true
 	close(w.wake)
 	w.mu.Unlock()
-	<-w.done
-	return nil
+	select {
+	case <-w.done:
+		return nil
+	case <-time.After(closeWait):
+		return errors.New("log writer: the output took more than 5 s; the last lines may be lost")
+	}
 }
 
 // run writes out what has accumulated each time it is woken, until

@@ -45,7 +45,7 @@ var errSwitchWithoutUpgrade = errors.New("the backend switched protocols, but th
 func (f *forwarder) forward(w http.ResponseWriter, in *http.Request, st *proxyState) {
 	out := outboundRequest(in, st.target)
 	f.decorate(in, out.Header, st)
-	relay := &informational{w: w}
+	relay := &informational{w: w, expectContinue: expectsContinue(in.Header)}
 	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: relay.got1xx}))
 	res, err := f.transport.RoundTrip(out)
 	relay.done()
@@ -59,6 +59,7 @@ func (f *forwarder) forward(w http.ResponseWriter, in *http.Request, st *proxySt
 		return
 	}
 	removeHopByHop(res.Header)
+	dropOwnCookies(res.Header)
 	h := w.Header()
 	for k, vv := range res.Header {
 		h[k] = vv
@@ -101,6 +102,11 @@ func outboundRequest(in *http.Request, target *url.URL) *http.Request {
 	out.RequestURI, out.Close, out.TLS, out.Form, out.PostForm, out.MultipartForm = "", false, nil, nil, nil, nil
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	out.TransferEncoding = nil
+	// A client's request trailers are not passed on: they arrive after
+	// decorate has checked the header, and a backend that merges them
+	// into its headers would believe a trailer "User-Did" (found in
+	// review; ReverseProxy passed their names only, by accident).
+	out.Trailer = nil
 	if in.ContentLength == 0 {
 		out.Body = nil // lets the Transport retry on a stale connection
 	} else if in.Body != nil {
@@ -156,6 +162,34 @@ func removeHopByHop(h http.Header) {
 // guards let only websocket through), as ReverseProxy reads it.
 func upgrades(h http.Header) bool {
 	return len(h["Upgrade"]) > 0 && tokenListed(h["Connection"], "upgrade")
+}
+
+// dropOwnCookies removes from an answer the Set-Cookie lines that name
+// ioproxy's own cookies: a backend (compromised, or one that reflects
+// headers) must not set a browser's session or sign-in cookie, which
+// would sign the browser in as someone else.
+func dropOwnCookies(h http.Header) {
+	lines, ok := h["Set-Cookie"]
+	if !ok {
+		return
+	}
+	kept := lines[:0:0]
+	for _, line := range lines {
+		name, _, _ := strings.Cut(line, "=")
+		switch strings.TrimSpace(name) {
+		case CookieName, SecureCookieName, stateCookieName, secureStateCookieName:
+			continue
+		}
+		kept = append(kept, line)
+	}
+	if len(kept) == len(lines) {
+		return
+	}
+	if len(kept) == 0 {
+		delete(h, "Set-Cookie")
+		return
+	}
+	h["Set-Cookie"] = kept
 }
 
 // isHopByHop reports the headers that belong to one connection (RFC 9110
@@ -254,18 +288,38 @@ func abort(r *http.Request) {
 }
 
 // informational passes the backend's 1xx answers (103 Early Hints) to the
-// client until the final answer arrives.
+// client until the final answer arrives, at most maxInformational of them.
 type informational struct {
-	w        http.ResponseWriter
+	w http.ResponseWriter
+	// expectContinue: the client sent "Expect: 100-continue", so the
+	// server may write its own 100 Continue on another goroutine while
+	// the body is read; a 1xx relayed then would interleave with it (a
+	// net/http race, golang/go#80949). Those requests get no 1xx relayed.
+	expectContinue bool
+
 	mu       sync.Mutex
 	finished bool
+	relayed  int
 }
+
+// maxInformational bounds the 1xx answers of one request: once a trace
+// takes them, the Transport reads 1xx after 1xx without its header
+// limit, so a backend could send them for ever.
+const maxInformational = 10
+
+var errTooManyInformational = errors.New("the backend sent more than 10 informational (1xx) answers")
+
+// expectsContinue reports whether a request carries Expect: 100-continue.
+func expectsContinue(h http.Header) bool { return tokenListed(h["Expect"], "100-continue") }
 
 func (i *informational) got1xx(code int, header textproto.MIMEHeader) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.finished {
-		return nil
+	if i.finished || i.expectContinue || code == http.StatusContinue {
+		return nil // the server answers 100 Continue itself
+	}
+	if i.relayed++; i.relayed > maxInformational {
+		return errTooManyInformational
 	}
 	h := i.w.Header()
 	for k, vv := range header {

@@ -229,3 +229,123 @@ func TestForwardBrokenAnswerAborted(t *testing.T) {
 		t.Errorf("a 101 to a plain request: %d, want 502", resp.StatusCode)
 	}
 }
+
+// TestForwardRequestTrailersDropped: a client's request trailers never
+// reach the backend; they come after the identity headers were checked
+// (found in review: "Trailer: User-Did" reached it).
+func TestForwardRequestTrailersDropped(t *testing.T) {
+	got := make(chan http.Header, 1)
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		got <- r.Trailer
+	}))
+	req, _ := http.NewRequest(http.MethodPost, url+"/", io.NopCloser(strings.NewReader("abc")))
+	req.ContentLength = -1
+	req.Trailer = http.Header{"User-Did": {"did:plc:victim"}, "Proxy-Session": {"stolen"}, "User_handle": {"x"}, "Apikey-User": {"admin"}}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for k, v := range <-got {
+		if len(v) > 0 {
+			t.Errorf("the backend got the client's request trailer %s: %q", k, v)
+		}
+	}
+}
+
+// TestForwardOpaqueTargetRefused: a request target that is not a path
+// ("http:x:/other", CONNECT) is refused, not sent past the backend's path
+// prefix (found in review).
+func TestForwardOpaqueTargetRefused(t *testing.T) {
+	seen := make(chan string, 2)
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.RequestURI }))
+	t.Cleanup(b.Close)
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "127.0.0.1" { backend = "%s/tenant-a/" }`, b.URL)), nil)
+	srv := httptest.NewServer(rt)
+	t.Cleanup(srv.Close)
+	for _, line := range []string{"GET http:x:/tenant-b/secret HTTP/1.1", "CONNECT 127.0.0.1:443 HTTP/1.1"} {
+		c, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, line+"\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d, want 400", line, resp.StatusCode)
+		}
+	}
+	select {
+	case uri := <-seen:
+		t.Errorf("the backend was asked for %q", uri)
+	default:
+	}
+}
+
+// TestForwardOwnCookiesNotSetByBackend: a backend cannot set ioproxy's
+// session or sign-in cookies in a browser; its own cookies pass.
+func TestForwardOwnCookiesNotSetByBackend(t *testing.T) {
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, c := range []string{CookieName + "=attacker", SecureCookieName + "=attacker; Path=/; Secure", " " + stateCookieName + "=x", "app=1; Path=/"} {
+			w.Header().Add("Set-Cookie", c)
+		}
+	}))
+	resp, err := http.Get(url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 1 || got[0] != "app=1; Path=/" {
+		t.Errorf("Set-Cookie passed on: %q; want the app's own only", got)
+	}
+}
+
+// TestForward1xxBounded: a backend that sends 1xx after 1xx gets a 502
+// after ten, not an endless relay; a request that expects 100-continue
+// gets no 1xx relayed (the server writes its own 100 meanwhile).
+func TestForward1xxBounded(t *testing.T) {
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := 1
+		if r.URL.Path == "/many" {
+			n = 50
+		}
+		for range n {
+			w.Header().Set("Link", "</a.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		_, _ = io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, "done")
+	}))
+	resp, err := http.Get(url + "/many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("50 early hints: %d, want 502", resp.StatusCode)
+	}
+	hints := 0
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+		if code != http.StatusContinue {
+			hints++
+		}
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, url+"/one", strings.NewReader("abc"))
+	req.Header.Set("Expect", "100-continue")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "done" || hints != 0 {
+		t.Errorf("with Expect: 100-continue: %q and %d early hints relayed; want done, none", b, hints)
+	}
+}

@@ -223,6 +223,14 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tr trace
 	defer func() { hr.router.record(r, start, hr.host.Hostname, tr.operation, sw.Status(), tr.upstream, tr.did) }()
 	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
+	if r.URL.Opaque != "" || r.Method == http.MethodConnect {
+		// "GET http:x:/other/path" is an empty path to the checks here
+		// and "x:/other/path" on the wire, outside the backend's prefix
+		// (found in review); CONNECT is for forward proxies.
+		tr.upstream = "ioproxy"
+		writeError(sw, r, errorPage{Status: http.StatusBadRequest, Title: "Bad request", Message: "This request's target is not a path."})
+		return
+	}
 	if clean := normalizePath(r.URL.Path); ownPath(clean) {
 		hr.serveOwn(sw, r, clean, &tr)
 		return
@@ -376,13 +384,15 @@ func (router *Router) setForwarded(in *http.Request, h http.Header, set *headerV
 		if ip := in.Header.Get("X-Real-Ip"); ip != "" {
 			realIP = ip
 		}
-	} else {
-		// Headers that frameworks read for the client address or the
-		// public URL: from an untrusted client they are lies.
-		for name := range h {
-			if isAddressHeader(name) {
-				delete(h, name)
-			}
+	}
+	// Headers that frameworks read for the client address or the public
+	// URL: from an untrusted client they are lies, and a trusted proxy
+	// passes on what its clients sent (X_Forwarded_For, True-Client-Ip)
+	// beside its own X-Forwarded-*, which were read above. Only ioproxy's
+	// own, set below, reach the backend.
+	for name := range h {
+		if isAddressHeader(name) {
+			delete(h, name)
 		}
 	}
 	// Method and URL overrides are stripped from everyone: a proxy in
