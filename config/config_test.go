@@ -55,7 +55,7 @@ func TestIOExample(t *testing.T) {
 	if h.Backend.Kind != BackendNomad || h.Backend.Service != "statusphere" {
 		t.Errorf("backend = %+v, want nomad service statusphere", h.Backend)
 	}
-	if h.ATProto == nil || h.ATProto.Scope() != "atproto transition:generic" || h.ATProto.ClientName != "Statusphere" {
+	if h.ATProto == nil || h.ATProto.Scope() != "atproto repo:xyz.statusphere.status" || h.ATProto.ClientName != "Statusphere" {
 		t.Errorf("atproto = %+v", h.ATProto)
 	}
 	if h.TLS.Mode != TLSACME {

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"net/url"
 	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/ioproxy/ioproxy/atproto/scope"
 )
 
 // uniqueHosts builds the host blocks, refusing a second block for a name
@@ -71,11 +74,7 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 	} else if !slices.Contains(a.Scopes, "atproto") {
 		b.errorf(raw.ScopesRange, "Missing atproto scope", "AT Protocol OAuth requires the scope \"atproto\"; write scopes = [\"atproto\", %s].", quoteList(a.Scopes))
 	}
-	for _, s := range a.Scopes {
-		if s == "" || strings.ContainsAny(s, " \t\n\"\\") {
-			b.errorf(raw.ScopesRange, "Invalid scope", "%q is not a scope; scopes are single words such as \"atproto\" or \"transition:generic\".", s)
-		}
-	}
+	b.checkScopes(raw.ScopesRange, a.Scopes)
 	if raw.Local != nil {
 		if *raw.Local < 1 || *raw.Local > 65535 {
 			b.errorf(raw.LocalRange, "Invalid local port", "local is the loopback port the browser uses for sign-in, from 1 to 65535, as in local = 9000.")
@@ -90,6 +89,32 @@ func (b *builder) atproto(raw *atprotoSchema, h Host) *ATProto {
 		b.errorf(raw.AllowedDIDsRange, "allowed_dids has moved", "Access rules now have their own block beside atproto: write require_atproto { dids = [%s] } in the host block instead.", quoteList(*raw.AllowedDIDs))
 	}
 	return a
+}
+
+// checkScopes reads each scope with the AT Protocol permission grammar:
+// a scope the authorization server cannot read fails every sign-in, and
+// transition:generic grants far more than most apps need.
+func (b *builder) checkScopes(rng hcl.Range, scopes []string) {
+	seen := map[scope.Scope]string{}
+	for _, s := range scopes {
+		p, err := scope.Parse(s)
+		if err != nil {
+			var se *scope.Error
+			if errors.As(err, &se) {
+				err = se.Err
+			}
+			b.errorf(rng, "Invalid scope", "%q is not an AT Protocol scope: %v.", s, err)
+			continue
+		}
+		if first, dup := seen[p]; dup {
+			b.errorf(rng, "Repeated scope", "%q asks for what %q does already; write it once.", s, first)
+			continue
+		}
+		seen[p] = s
+		if instead, ok := scope.IsDeprecated(p); ok {
+			b.warnf(rng, "Broad scope", "%q lets the app write anything in the account's repository and call any service as the user; ask for what the app uses instead, such as %q.", s, instead)
+		}
+	}
 }
 
 // checkMetadataURIs requires the client metadata's links to be https://

@@ -68,7 +68,7 @@ host "statusphere.example.com" {
   backend = "nomad:statusphere"
   atproto {
     name   = "Statusphere"
-    scopes = ["atproto", "transition:generic"]
+    scopes = ["atproto", "repo:xyz.statusphere.status"]
   }
   # The load balancer holds the certificate. The OAuth client id and
   # redirect stay https://statusphere.example.com/@/..., which is what

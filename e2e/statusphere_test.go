@@ -51,7 +51,7 @@ host "localhost" {
   backend = %q
   atproto {
     name   = "Statusphere"
-    scopes = ["atproto", "transition:generic"]
+    scopes = ["atproto", "repo:xyz.statusphere.status"]
     local  = %d
   }
 }

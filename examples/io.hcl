@@ -7,7 +7,7 @@ host "statusphere.example.com" {
   backend = "nomad:statusphere"
   atproto {
     name   = "Statusphere"
-    scopes = ["atproto", "transition:generic"]
+    scopes = ["atproto", "repo:xyz.statusphere.status"]
   }
 }
 

@@ -25,7 +25,7 @@ host "localhost" {
   backend = "localhost:3000"
   atproto {
     name   = "Statusphere"
-    scopes = ["atproto", "transition:generic"]
+    scopes = ["atproto", "repo:xyz.statusphere.status"]
     local  = 9000
   }
 }
