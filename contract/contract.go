@@ -24,6 +24,12 @@ const (
 	// UserHandle is the account's handle, verified both ways
 	// ("handle.invalid" when the check fails or is too old).
 	UserHandle = "User-Handle"
+	// UserScope is the scope the account's authorization server granted
+	// the session, space-separated (the permission sets of include:
+	// expanded by the server): an app checks it for what its features
+	// need, as an operator may add a permission to the configuration
+	// after the user signed in.
+	UserScope = "User-Scope"
 	// ProxySession is the opaque key a backend passes to a calling port
 	// to make calls as the user (never the session cookie).
 	ProxySession = "Proxy-Session"
@@ -34,7 +40,7 @@ const (
 
 // identityHeaders are the contract's headers as fold spells them.
 var identityHeaders = map[string]bool{
-	strings.ToLower(UserDID): true, strings.ToLower(UserHandle): true,
+	strings.ToLower(UserDID): true, strings.ToLower(UserHandle): true, strings.ToLower(UserScope): true,
 	strings.ToLower(ProxySession): true, strings.ToLower(APIKeyUser): true,
 }
 

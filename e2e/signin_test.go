@@ -116,6 +116,9 @@ call "atproto" {
 	if got := text(ctx, t, "#handle"); got != "alice.test" {
 		t.Errorf("User-Handle = %q, want alice.test", got)
 	}
+	if got := text(ctx, t, "#scope"); got != "atproto transition:generic" {
+		t.Errorf("User-Scope = %q, want the scope the PDS granted, atproto transition:generic", got)
+	}
 	if got := text(ctx, t, "#session"); got != "true" {
 		t.Errorf("Proxy-Session missing")
 	}

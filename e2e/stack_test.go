@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"math/big"
@@ -109,8 +110,8 @@ func newWhoBackend(t *testing.T, callPort int) *whoBackend {
 		b.seen = append(b.seen, r.Header.Clone())
 		b.mu.Unlock()
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, "<!doctype html><title>who</title><p id=did>%s</p><p id=handle>%s</p><p id=session>%t</p><p id=cookie>%s</p>",
-			r.Header.Get("User-Did"), r.Header.Get("User-Handle"), r.Header.Get("Proxy-Session") != "", r.Header.Get("Cookie"))
+		fmt.Fprintf(w, "<!doctype html><title>who</title><p id=did>%s</p><p id=handle>%s</p><p id=scope>%s</p><p id=session>%t</p><p id=cookie>%s</p>",
+			r.Header.Get("User-Did"), r.Header.Get("User-Handle"), html.EscapeString(r.Header.Get("User-Scope")), r.Header.Get("Proxy-Session") != "", r.Header.Get("Cookie"))
 	})
 	mux.HandleFunc("/post", func(w http.ResponseWriter, r *http.Request) {
 		did := r.Header.Get("User-Did")

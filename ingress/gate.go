@@ -274,6 +274,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		if a.session != nil {
 			h.Set(contract.UserDID, a.session.DID)
 			h.Set(contract.UserHandle, hr.shownHandle(*a.session))
+			h.Set(contract.UserScope, a.session.Scope)
 			// Proxy-Session is for backends, never for browsers (a script
 			// on the page could read it here): only a proxy listed in
 			// trusted_proxies gets it, to pass on.

@@ -332,6 +332,7 @@ func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 	if s := st.session; s != nil {
 		set.put(contract.UserDID, s.DID)
 		set.put(contract.UserHandle, hr.shownHandle(*s))
+		set.put(contract.UserScope, s.Scope)
 		set.put(contract.ProxySession, s.ProxyKey)
 	}
 	if st.keyUser != "" {
@@ -341,7 +342,7 @@ func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 	}
 }
 
-// headerValues sets one-value headers from one backing array: the eight
+// headerValues sets one-value headers from one backing array: the nine
 // headers a proxied request may get cost one allocation, not one each.
 type headerValues struct {
 	h   http.Header
@@ -349,7 +350,7 @@ type headerValues struct {
 }
 
 func newHeaderValues(h http.Header) *headerValues {
-	return &headerValues{h: h, buf: make([]string, 0, 8)}
+	return &headerValues{h: h, buf: make([]string, 0, 9)}
 }
 
 // put sets h[name] to value alone; name must be canonical (the constants

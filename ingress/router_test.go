@@ -146,11 +146,14 @@ host "a.example.com" {
   tls { mode = "off" }
 }`, a.URL))
 	rt := newRouter(t, cfg, store)
-	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test", CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
+	sess := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "a.example.com", DID: "did:plc:real", Handle: "real.test",
+		Scope: "atproto repo:xyz.statusphere.status", CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
 	if _, err := store.Create(context.Background(), sess); err != nil {
 		t.Fatal(err)
 	}
 	hostile := http.Header{
+		"User-Scope":    {"atproto transition:generic"},
+		"User_scope":    {"atproto transition:generic"},
 		"User-Did":      {"did:plc:evil"},
 		"user-did":      {"did:plc:evil2"},
 		"User_did":      {"did:plc:evil3"},
@@ -185,7 +188,7 @@ host "a.example.com" {
 		h := hostile.Clone()
 		h.Set("Cookie", CookieName+"="+sess.ID+"; theme=dark")
 		_, s := get(t, rt, "a.example.com", "/", h)
-		check(t, s, map[string]string{"User-Did": "did:plc:real", "User-Handle": "real.test", "Proxy-Session": sess.ProxyKey})
+		check(t, s, map[string]string{"User-Did": "did:plc:real", "User-Handle": "real.test", "User-Scope": sess.Scope, "Proxy-Session": sess.ProxyKey})
 		if c := s.Headers.Get("Cookie"); c != "theme=dark" {
 			t.Errorf("backend saw Cookie %q; the session cookie must be removed and others kept", c)
 		}
