@@ -1,6 +1,7 @@
 package calling
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"github.com/ioproxy/ioproxy/internal/httpx"
 	"github.com/ioproxy/ioproxy/internal/limits"
 	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/internal/textutil"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -240,6 +242,9 @@ func (h *pdsHandler) authenticated(ctx context.Context, w http.ResponseWriter, r
 			// same token would be refused again, so the PDS's answer
 			// stands.
 		}
+		if resp.StatusCode == http.StatusForbidden {
+			h.noteScopeMissing(resp, sess, r)
+		}
 		h.copyResponse(w, resp)
 		resp.Body.Close()
 		return
@@ -361,6 +366,33 @@ func (h *pdsHandler) copyResponse(w http.ResponseWriter, resp *http.Response) {
 			return
 		}
 	}
+}
+
+// maxErrorPeek bounds how much of a refusal's body is read to see why.
+const maxErrorPeek = 8 << 10
+
+// noteScopeMissing logs a PDS's refusal for a scope the session was not
+// granted (ScopeMissingError: the host's scopes lack it, or the user
+// signed in before it was added), naming the call and the account, and
+// leaves the answer to be passed on unchanged.
+func (h *pdsHandler) noteScopeMissing(resp *http.Response, sess sessions.Session, r *http.Request) {
+	peek, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorPeek))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(peek), resp.Body), resp.Body}
+	if err != nil {
+		return
+	}
+	var xe struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(peek, &xe) != nil || xe.Error != "ScopeMissingError" {
+		return
+	}
+	h.cfg.Logger.Info("call refused by the PDS: the session lacks a scope; add it to the host's scopes, and the user must sign in again",
+		"did", sess.DID, "method", r.Method, "path", r.URL.Path, "message", textutil.Clip(xe.Message, 200))
 }
 
 func drain(resp *http.Response) {
