@@ -28,6 +28,12 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	if fail == nil {
 		grant, fail = s.exchange(r, p)
 	}
+	if fail != nil && declinedReconsent(r, p) {
+		s.cfg.Recorder.SignIn(observe.SignInFailed)
+		s.cfg.Logger.Info("re-consent declined: the session goes on as it was", "host", s.cfg.Host.Hostname)
+		http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
+		return
+	}
 	if fail != nil {
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
 		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", fail.err)
@@ -49,6 +55,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.replaced(r, p)
 	s.cfg.Recorder.SignIn(observe.SignInCompleted)
 	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Hostname, "did", sess.DID, "handle", sess.Handle)
 	setSessionCookie(w, r, sess.ID, sess.Expiry)

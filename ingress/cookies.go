@@ -52,6 +52,12 @@ func stateCookie(r *http.Request) string {
 	return stateCookieName
 }
 
+// hasCookie reports whether the request carries a cookie called name.
+func hasCookie(r *http.Request, name string) bool {
+	c, err := r.Cookie(name)
+	return err == nil && c.Value != ""
+}
+
 // lookupSession returns the live session of the request's cookie, if it
 // belongs to host: ok is false without one. err is a store that could not
 // answer (a shared store out of reach), not a missing session. It runs on

@@ -49,7 +49,8 @@ func (hr *hostRoute) signInAllowed(w http.ResponseWriter, r *http.Request) bool 
 	var limiter *rateLimiter
 	var what string
 	switch {
-	case r.Method == http.MethodPost && r.URL.Path == "/@/signin":
+	case r.URL.Path == "/@/signin" && (r.Method == http.MethodPost || hasCookie(r, cookieName(r))):
+		// A signed-in browser's GET may start a re-consent.
 		limiter, what = hr.router.limiter, "started"
 	case r.URL.Path == "/@/callback":
 		limiter, what = hr.router.callbacks, "finished"

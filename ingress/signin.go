@@ -111,10 +111,14 @@ type signinPage struct {
 }
 
 func (s *SignIn) signinForm(w http.ResponseWriter, r *http.Request) {
+	redirect := SafeRedirect(r.URL.Query().Get("redirect"))
+	if sess, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok && s.reconsent(w, r, sess, redirect) {
+		return
+	}
 	render(w, http.StatusOK, "signin.html", signinPage{
 		AppName:  s.cfg.Host.ATProto.ClientName,
 		Handle:   r.URL.Query().Get("handle"),
-		Redirect: SafeRedirect(r.URL.Query().Get("redirect")),
+		Redirect: redirect,
 	})
 }
 
@@ -164,21 +168,30 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := s.newPending(req, redirect, clientOf(r))
-	if err := s.cfg.Sessions.BeginSignIn(r.Context(), p); err != nil {
-		if errors.Is(err, sessions.ErrFull) {
-			s.cfg.Recorder.SignIn(observe.SignInStoreFull)
-			s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Hostname, "err", err)
-			w.Header().Set("Retry-After", "60")
-			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: "/@/signin"})
-			return
-		}
-		s.cfg.Logger.Error("store pending sign-in", "err", err)
-		w.Header().Set("Retry-After", "5")
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start: the session store is not reachable. Please try again in a moment.", Retry: "/@/signin"})
+	if !s.beginSignIn(w, r, p) {
 		return
 	}
 	setCookie(w, r, stateCookie(r), p.Binding, time.Until(req.Expiry))
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
+}
+
+// beginSignIn keeps a sign-in in progress, or answers why it cannot.
+func (s *SignIn) beginSignIn(w http.ResponseWriter, r *http.Request, p sessions.Pending) bool {
+	err := s.cfg.Sessions.BeginSignIn(r.Context(), p)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, sessions.ErrFull):
+		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
+		s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Hostname, "err", err)
+		w.Header().Set("Retry-After", "60")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: "/@/signin"})
+	default:
+		s.cfg.Logger.Error("store pending sign-in", "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start: the session store is not reachable. Please try again in a moment.", Retry: "/@/signin"})
+	}
+	return false
 }
 
 func (s *SignIn) clientMetadata(w http.ResponseWriter, r *http.Request) {

@@ -204,7 +204,11 @@ type Pending struct {
 	Client string `json:"client,omitempty"`
 	// Binding is the random value of the browser's state cookie: only the
 	// browser that started the sign-in can finish it.
-	Binding   string    `json:"binding"`
+	Binding string `json:"binding"`
+	// Replaces is the id of the session a re-consent started from (the
+	// host asks for more than it was granted): that session stays until
+	// the new grant arrives, and ends then; declined, it stays as it was.
+	Replaces  string    `json:"replaces,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Expiry    time.Time `json:"expiry"`
 }
