@@ -33,7 +33,7 @@ func exampleCaddyfile(t *testing.T, front, ioproxyAddr, toolAddr string) string 
 	// e2e/caddy.TestForwardAuth), so a request cannot show that one of
 	// these is missing; Caddy 2.10.0 to 2.11.1 would pass the client's on.
 	fa := strings.Index(conf, "\t\t\tforward_auth ")
-	for _, name := range []string{"User-Did", "User_Did", "User-Handle", "User_Handle", "Proxy-Session", "Proxy_Session", "Apikey-User", "Apikey_User"} {
+	for _, name := range []string{"User-Did", "User_Did", "User-Handle", "User_Handle", "User-Scope", "User_Scope", "Proxy-Session", "Proxy_Session", "Apikey-User", "Apikey_User"} {
 		if i := strings.Index(conf, "\t\t\trequest_header -"+name+"\n"); i < 0 || fa < 0 || i > fa {
 			t.Fatalf("examples/Caddyfile.forward-auth does not remove the client's %s before forward_auth", name)
 		}
@@ -46,6 +46,7 @@ func exampleCaddyfile(t *testing.T, front, ioproxyAddr, toolAddr string) string 
 var identityHeaders = []string{
 	"User-Did", "User_Did", "user-did",
 	"User-Handle", "User_Handle",
+	"User-Scope", "User_Scope",
 	"Proxy-Session", "Proxy_Session",
 	"Apikey-User", "Apikey_User", "apikey_user",
 }
@@ -128,7 +129,7 @@ func TestForwardAuthBehindCaddy(t *testing.T) {
 	}
 	signInThroughProxy(ctx, t, b, base, "alice.test", alicePassword, "/report")
 	st.checkAlice(ctx)
-	noForgery("alice", map[string]string{"User-Did": alice.DID, "User-Handle": "alice.test", "Proxy-Session": tool.lastSeen().Get("Proxy-Session")})
+	noForgery("alice", map[string]string{"User-Did": alice.DID, "User-Handle": "alice.test", "User-Scope": "atproto", "Proxy-Session": tool.lastSeen().Get("Proxy-Session")})
 	// A page of the tool calling it with a token of its own: the
 	// Authorization header is not an API key, so it passes.
 	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
@@ -140,7 +141,7 @@ func TestForwardAuthBehindCaddy(t *testing.T) {
 	if got := tool.lastSeen().Get("Authorization"); got != "Bearer tool-token" {
 		t.Errorf("alice's page sent Authorization: Bearer tool-token, the tool got %q", got)
 	}
-	noForgery("alice's fetch", map[string]string{"User-Did": alice.DID, "User-Handle": "alice.test", "Proxy-Session": tool.lastSeen().Get("Proxy-Session")})
+	noForgery("alice's fetch", map[string]string{"User-Did": alice.DID, "User-Handle": "alice.test", "User-Scope": "atproto", "Proxy-Session": tool.lastSeen().Get("Proxy-Session")})
 
 	// Bob is refused with ioproxy's page naming him, served through Caddy.
 	bctx := st.checkBobRefused(b)
