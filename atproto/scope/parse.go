@@ -179,6 +179,12 @@ func splitParam(piece string) (param, error) {
 	if piece == "" {
 		return param{}, errors.New(`empty parameter ("&&", or "&" at the start or end): separate parameters with one "&"`)
 	}
+	if strings.Contains(piece, "+") {
+		// The reference server reads parameters as form data, where "+"
+		// is a space: image/svg+xml would reach it as "image/svg xml"
+		// (found in review).
+		return param{}, fmt.Errorf(`parameter %q holds a "+", which servers read as a space: write %%2B for a plus sign`, piece)
+	}
 	rawName, rawValue, hasValue := strings.Cut(piece, "=")
 	name, err := unescape(rawName)
 	if err != nil {

@@ -58,7 +58,7 @@ var validScopes = []struct{ in, want string }{
 	{"blob?accept=image%2Fpng&accept=image%2Fjpeg", "blob?accept=image/jpeg&accept=image/png"},
 	{"blob:image/svg+xml", "blob:image/svg+xml"},
 	{"blob?accept=image/svg%2Bxml&accept=image/png", "blob?accept=image/png&accept=image/svg%2Bxml"},
-	{"blob?accept=image/svg+xml&accept=image/png", "blob?accept=image/png&accept=image/svg%2Bxml"},
+	{"blob?accept=image/svg%2Bxml&accept=image/png", "blob?accept=image/png&accept=image/svg%2Bxml"},
 
 	// account
 	{"account:email", "account:email"},
@@ -159,6 +159,8 @@ func TestFields(t *testing.T) {
 // from the spec and the interop fixtures (permission_scopes_invalid.txt).
 var invalidScopes = []struct{ in, want string }{
 	{"", "empty scope: write a scope such as atproto"},
+	{"blob?accept=image/svg+xml&accept=image/png", `holds a "+", which servers read as a space: write %2B for a plus sign`},
+	{"rpc:app.bsky.feed.getFeed?aud=did:web:api.bsky.app%23svc+x", `write %2B`},
 	{"repo:app.bsky.feed.post ", "whitespace"},
 	{"repo:foo bar", "whitespace"},
 	{"resource:positional?key=québec", `character 'é' at byte 26 is not printable ASCII: percent-encode it (%C3%A9)`},
