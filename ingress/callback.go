@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
@@ -26,13 +27,18 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	p, fail := s.takePending(w, r)
 	var grant *oauth.Grant
 	if fail == nil {
-		grant, fail = s.exchange(r, p)
+		fail = s.reconsentStillWanted(r, p)
 	}
-	if fail != nil && declinedReconsent(r, p) {
-		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("re-consent declined: the session goes on as it was", "host", s.cfg.Host.Hostname)
-		http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
-		return
+	if fail == nil {
+		grant, fail = s.exchange(r, p)
+		if fail != nil && declinedReconsent(r, p) {
+			// Only past takePending's checks: the state is this
+			// browser's, on this host.
+			s.cfg.Recorder.SignIn(observe.SignInFailed)
+			s.cfg.Logger.Info("re-consent declined: the session goes on as it was", "host", s.cfg.Host.Hostname)
+			http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
+			return
+		}
 	}
 	if fail != nil {
 		s.cfg.Recorder.SignIn(observe.SignInFailed)
@@ -55,7 +61,10 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.replaced(r, p)
+	s.replaced(r, p, sess)
+	if missing := missingScopes(s.cfg.Host.ATProto.Scopes, sess.Scope); len(missing) > 0 {
+		s.cfg.Logger.Info("the authorization server granted less than the host asks for; the session goes on without it", "host", s.cfg.Host.Hostname, "did", sess.DID, "missing", strings.Join(missing, " "))
+	}
 	s.cfg.Recorder.SignIn(observe.SignInCompleted)
 	s.cfg.Logger.Info("signed in", "host", s.cfg.Host.Hostname, "did", sess.DID, "handle", sess.Handle)
 	setSessionCookie(w, r, sess.ID, sess.Expiry)
@@ -166,7 +175,7 @@ func requestOf(p sessions.Pending) *oauth.Request {
 
 // grantOf is what the callback's grant makes a session of, on this host.
 func (s *SignIn) grantOf(g *oauth.Grant, p sessions.Pending) sessions.Grant {
-	return sessions.Grant{Grant: g, Host: s.cfg.Host.Hostname, ClientID: s.cfg.Client.ClientID(), DPoPKey: p.DPoPKey}
+	return sessions.Grant{Grant: g, Host: s.cfg.Host.Hostname, ClientID: s.cfg.Client.ClientID(), DPoPKey: p.DPoPKey, Asked: s.cfg.Host.ATProto.Scope()}
 }
 
 // rules are the host's require_atproto rules, nil without them.

@@ -39,10 +39,21 @@ func missingScopes(configured []string, granted string) []string {
 	return missing
 }
 
+// wantsConsent returns the host's scopes that sess lacks and that its
+// sign-in did not ask for already: those a re-consent may obtain. A
+// session whose server granted less than it asked is not asked again
+// until the host asks for more.
+func (s *SignIn) wantsConsent(sess sessions.Session) []string {
+	if sess.Asked == s.cfg.Host.ATProto.Scope() {
+		return nil
+	}
+	return missingScopes(s.cfg.Host.ATProto.Scopes, sess.Scope)
+}
+
 // reconsent starts a sign-in of sess's own account for the host's
 // scopes, keeping sess. It reports false when sess needs none.
 func (s *SignIn) reconsent(w http.ResponseWriter, r *http.Request, sess sessions.Session, redirect string) bool {
-	missing := missingScopes(s.cfg.Host.ATProto.Scopes, sess.Scope)
+	missing := s.wantsConsent(sess)
 	if len(missing) == 0 {
 		return false
 	}
@@ -63,18 +74,32 @@ func (s *SignIn) reconsent(w http.ResponseWriter, r *http.Request, sess sessions
 	}
 	s.cfg.Logger.Info("re-consent started: the host asks for scopes the session was not granted", "host", s.cfg.Host.Hostname, "did", sess.DID, "missing", strings.Join(missing, " "))
 	setCookie(w, r, stateCookie(r), p.Binding, time.Until(req.Expiry))
+	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
 	return true
 }
 
+// reconsentStillWanted refuses the callback of a re-consent whose session
+// ended meanwhile (signed out): the flow was for that session, and must
+// not sign the browser back in.
+func (s *SignIn) reconsentStillWanted(r *http.Request, p sessions.Pending) *signInFailure {
+	if p.Replaces == "" {
+		return nil
+	}
+	if _, err := s.cfg.Sessions.Get(r.Context(), p.Replaces); err != nil {
+		return &signInFailure{http.StatusBadRequest, "You signed out while granting more permissions, so this sign-in was not finished. Sign in again if you want to.", err}
+	}
+	return nil
+}
+
 // replaced ends, after a re-consent's new session is stored, the session
-// it started from (if it is still this host's).
-func (s *SignIn) replaced(r *http.Request, p sessions.Pending) {
+// it started from (if it is still this host's, for the same account).
+func (s *SignIn) replaced(r *http.Request, p sessions.Pending, next sessions.Session) {
 	if p.Replaces == "" {
 		return
 	}
 	old, err := s.cfg.Sessions.Get(r.Context(), p.Replaces)
-	if err != nil || old.Host != s.cfg.Host.Hostname {
+	if err != nil || old.Host != s.cfg.Host.Hostname || old.DID != next.DID {
 		return
 	}
 	if err := s.cfg.Sessions.End(r.Context(), old); err != nil {

@@ -23,10 +23,10 @@ func (b *browser) sessionCookie() string {
 }
 
 // grantOnly narrows the stored session to scope, as if it signed in
-// before the host asked for more.
+// (asking for that scope) before the host asked for more.
 func grantOnly(t *testing.T, e *signinEnv, id, scope string) {
 	t.Helper()
-	if _, err := e.store.Update(context.Background(), id, func(s *sessions.Session) error { s.Scope = scope; return nil }); err != nil {
+	if _, err := e.store.Update(context.Background(), id, func(s *sessions.Session) error { s.Scope, s.Asked = scope, scope; return nil }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -114,5 +114,88 @@ func TestMissingScopes(t *testing.T) {
 		if got := missingScopes(tc.configured, tc.granted); !slices.Equal(got, tc.want) {
 			t.Errorf("missingScopes(%v, %q) = %v, want %v", tc.configured, tc.granted, got, tc.want)
 		}
+	}
+}
+
+// TestReconsentNotForWhatWasAsked: a server that granted less than the
+// host asked at sign-in is not asked again (a loop otherwise); only
+// when the host asks for more than that sign-in did.
+func TestReconsentNotForWhatWasAsked(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	b := e.browser(t)
+	b.signIn("/")
+	id := b.sessionCookie()
+	if _, err := e.store.Update(context.Background(), id, func(s *sessions.Session) error { s.Scope = "atproto"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := b.do("GET", "/@/signin?redirect=/upload", nil, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("a session granted less than it asked: %d %q; want the form, not another round", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+// TestReconsentCrossSite: another site's link shows a page whose button
+// (a POST, refused cross-site) starts the re-consent; it does not start
+// one by itself.
+func TestReconsentCrossSite(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	b := e.browser(t)
+	b.signIn("/")
+	old := b.sessionCookie()
+	grantOnly(t, e, old, "atproto")
+	resp, body := b.do("GET", "/@/signin?redirect=/upload", nil, http.Header{"Sec-Fetch-Site": {"cross-site"}})
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="reconsent"`) || b.stateCookie() != nil {
+		t.Fatalf("a cross-site GET: %d %q, state cookie %v; want the page with its button, no flow", resp.StatusCode, resp.Header.Get("Location"), b.stateCookie())
+	}
+	resp, _ = b.do("POST", "/@/signin", url.Values{"reconsent": {"1"}, "redirect": {"/upload"}}, http.Header{"Sec-Fetch-Site": {"same-origin"}})
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, e.srv.URL+"/oauth/authorize?") {
+		t.Fatalf("the page's button: %d %q; want the authorization server", resp.StatusCode, loc)
+	}
+	if _, ok := getSession(e.store, old); !ok {
+		t.Error("the button ended the session before the new grant")
+	}
+}
+
+// TestSignoutCancelsReconsent: a re-consent in progress when the user
+// signs out does not sign the browser back in.
+func TestSignoutCancelsReconsent(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	b := e.browser(t)
+	b.signIn("/")
+	grantOnly(t, e, b.sessionCookie(), "atproto")
+	resp, _ := b.do("GET", "/@/signin?redirect=/upload", nil, nil)
+	loc := resp.Header.Get("Location")
+	cb, err := e.srv.ApproveURL(loc, e.alice.DID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.do("POST", "/@/signout", url.Values{}, http.Header{"Sec-Fetch-Site": {"same-origin"}})
+	b.do("GET", b.callbackPath(cb), nil, nil)
+	if id := b.sessionCookie(); id != "" {
+		if _, ok := getSession(e.store, id); ok {
+			t.Error("a re-consent approved after sign-out signed the browser back in")
+		}
+	}
+}
+
+// TestDeclinedReconsentNeedsBinding: a declined re-consent's callback
+// from another browser (a link an attacker sends) is refused like any
+// callback of another browser, not treated as declined.
+func TestDeclinedReconsentNeedsBinding(t *testing.T) {
+	e := newSigninEnv(t, envConfig{})
+	attacker := e.browser(t)
+	attacker.signIn("/")
+	grantOnly(t, e, attacker.sessionCookie(), "atproto")
+	resp, _ := attacker.do("GET", "/@/signin?redirect=/chosen/by/attacker", nil, nil)
+	cb, err := e.srv.Deny(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := e.browser(t)
+	resp, _ = victim.do("GET", victim.callbackPath(cb), nil, nil)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("another browser's declined callback: %d %q; want 400", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if strings.Contains(e.logs.String(), "re-consent declined") {
+		t.Error("logged as a declined re-consent")
 	}
 }

@@ -112,8 +112,17 @@ type signinPage struct {
 
 func (s *SignIn) signinForm(w http.ResponseWriter, r *http.Request) {
 	redirect := SafeRedirect(r.URL.Query().Get("redirect"))
-	if sess, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok && s.reconsent(w, r, sess, redirect) {
-		return
+	if sess, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok {
+		if crossSite(r) && len(s.wantsConsent(sess)) > 0 {
+			// Another site's link must not start a flow by itself: the
+			// user presses the button (a POST, refused cross-site).
+			w.Header().Set("Cache-Control", "no-store")
+			render(w, http.StatusOK, "reconsent.html", signinPage{AppName: s.cfg.Host.ATProto.ClientName, Handle: sess.Handle, Redirect: redirect})
+			return
+		}
+		if s.reconsent(w, r, sess, redirect) {
+			return
+		}
 	}
 	render(w, http.StatusOK, "signin.html", signinPage{
 		AppName:  s.cfg.Host.ATProto.ClientName,
@@ -137,6 +146,15 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	}
 	input := strings.TrimSpace(r.PostForm.Get("handle"))
 	redirect := SafeRedirect(r.PostForm.Get("redirect"))
+	if r.PostForm.Get("reconsent") != "" {
+		// The button of the re-consent page: the signed-in session stays
+		// until the new grant arrives.
+		if sess, ok, _ := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname); ok && s.reconsent(w, r, sess, redirect) {
+			return
+		}
+		http.Redirect(w, r, redirect, http.StatusSeeOther)
+		return
+	}
 	page := signinPage{AppName: s.cfg.Host.ATProto.ClientName, Handle: input, Redirect: redirect}
 	if input == "" {
 		page.Error = "Enter your handle, such as alice.bsky.social."
@@ -283,6 +301,9 @@ func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	clearSessionCookie(w, r)
+	// A sign-in still in progress in this browser (a re-consent) ends
+	// with the session.
+	setCookie(w, r, stateCookie(r), "", -1)
 	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
 }
 

@@ -49,8 +49,13 @@ type Session struct {
 	// Issuer is the authorization server that issued the tokens.
 	Issuer string `json:"issuer"`
 	// ClientID is the OAuth client the tokens belong to; refreshes use it.
-	ClientID     string `json:"client_id"`
+	ClientID string `json:"client_id"`
+	// Scope is what the authorization server granted; Asked is what the
+	// host's configuration asked for at sign-in. A re-consent is offered
+	// only when the host asks for more than Asked: a server that grants
+	// less than asked is not asked again and again.
 	Scope        string `json:"scope"`
+	Asked        string `json:"asked,omitempty"`
 	AccessToken  string `json:"access_token"`
 	RefreshToken string `json:"refresh_token"`
 	// TokenExpiry is when the access token expires.
@@ -131,6 +136,7 @@ func (s Session) CheckSizes() error {
 		{"access token", s.AccessToken, MaxTokenBytes},
 		{"refresh token", s.RefreshToken, MaxTokenBytes},
 		{"scope", s.Scope, MaxScopeBytes},
+		{"scope asked for", s.Asked, MaxScopeBytes},
 		{"DID", s.DID, MaxDIDBytes},
 		{"handle", s.Handle, MaxHandleBytes},
 		{"PDS URL", s.PDS, MaxURLBytes},

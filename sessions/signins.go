@@ -27,6 +27,8 @@ type Grant struct {
 	Host     string
 	ClientID string
 	DPoPKey  *dpop.Key
+	// Asked is the scope the sign-in asked for (the host's scopes).
+	Asked string
 }
 
 // Create makes and stores the session of a grant: fresh random ids, the
@@ -38,7 +40,7 @@ func (t *Lifecycle) Create(ctx context.Context, g Grant) (Session, error) {
 	sess := Session{
 		ID: NewToken(), ProxyKey: NewToken(), Host: g.Host,
 		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: g.ClientID,
-		Scope: g.Scope, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
+		Scope: g.Scope, Asked: g.Asked, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
 		DPoPKey:         g.DPoPKey,
 		AuthServerNonce: g.AuthServerNonce,
 		CreatedAt:       now,
