@@ -826,3 +826,22 @@ func TestSessionDiagnosticsHideSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestIOSpellings: the names IO's configurations use since 2026 get
+// diagnostics that say what to write in ioproxy.
+func TestIOSpellings(t *testing.T) {
+	for _, tc := range []struct{ src, pos, want string }{
+		{"calling \"api\" {\n  target = \"localhost:3000\"\n}", "1:1", `write call in place of calling, and endpoint in place of target`},
+		{"call \"api\" {\n  port = 7000\n  target = \"localhost:3000\"\n}", "3:3", `IO's target is ioproxy's endpoint: write endpoint = …`},
+		{"ingress \"a.example.com\" {\n  backend = \"localhost:3000\"\n}", "1:9", `IO's ingress "<host>" { … } is ioproxy's host "<host>" { … }: write host in place of ingress.`},
+		{"oauth_client {\n}", "1:1", `write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client.`},
+		{"host \"a.example.com\" {\n  backend = \"localhost:3000\"\n  apply_header {\n  }\n}", "3:3", `remove apply_header`},
+	} {
+		_, diags := Parse([]byte(tc.src), "io.hcl", Options{LookupEnv: func(string) (string, bool) { return "", false }})
+		var b strings.Builder
+		_ = WriteDiagnostics(&b, diags)
+		if !strings.Contains(b.String(), "io.hcl:"+tc.pos) || !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%q:\n%s\nwant at %s: %s", tc.src, b.String(), tc.pos, tc.want)
+		}
+	}
+}

@@ -17,6 +17,9 @@ import (
 // "backnd" points at the fix.
 func suggestNames(diags hcl.Diagnostics) {
 	for _, d := range diags {
+		if ioName(d) {
+			continue
+		}
 		if d.Summary != "Unsupported argument" && d.Summary != "Unsupported block type" {
 			continue
 		}
@@ -36,7 +39,7 @@ func suggestNames(diags hcl.Diagnostics) {
 	}
 }
 
-var quotedName = regexp.MustCompile(`named "([^"]+)"`)
+var quotedName = regexp.MustCompile(`(?:named|of type) "([^"]+)"`)
 
 // schemaNames maps every attribute and block name of the schema structs
 // to the blocks it may appear in ("the top level" for the file itself).
@@ -82,4 +85,37 @@ func nearest(s string, candidates map[string][]string) string {
 		}
 	}
 	return best
+}
+
+// ioSpellings are the names IO's configurations use (renamed in 2026) and
+// what to write in ioproxy instead. ioproxy does not take them as aliases:
+// their blocks differ in more than the name, and one that half worked
+// would be worse than a clear error.
+var ioSpellings = map[string]string{
+	"calling":      `IO's calling "<name>" { target = … } is ioproxy's call "<name>" { endpoint = … }: write call in place of calling, and endpoint in place of target (a host:port, a URL, "@" for the user's PDS, or an ingress host's name).`,
+	"target":       `IO's target is ioproxy's endpoint: write endpoint = … (a host:port, a URL, "@" for the user's PDS, or an ingress host's name).`,
+	"oauth_client": `ioproxy makes each host's OAuth client from the host's own atproto block: write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client.`,
+	"apply_header": `ioproxy sets the headers a backend trusts itself (User-Did, User-Handle, User-Scope, Proxy-Session, Apikey-User, X-Forwarded-*) and has no block to set others: remove apply_header, and set fixed headers in the backend.`,
+}
+
+// ioName rewrites the diagnostic of a name from IO's configurations, and
+// of IO's labelled ingress "<host>" block, to say what to write instead.
+func ioName(d *hcl.Diagnostic) bool {
+	if d.Summary == "Extraneous label for ingress" {
+		d.Detail = `IO's ingress "<host>" { … } is ioproxy's host "<host>" { … }: write host in place of ingress. ioproxy's own ingress block has no label; it holds the listeners (http, https, trusted_proxies).`
+		return true
+	}
+	if d.Summary != "Unsupported argument" && d.Summary != "Unsupported block type" {
+		return false
+	}
+	m := quotedName.FindStringSubmatch(d.Detail)
+	if m == nil {
+		return false
+	}
+	instead, ok := ioSpellings[m[1]]
+	if !ok {
+		return false
+	}
+	d.Detail = instead
+	return true
 }
