@@ -29,8 +29,12 @@ import (
 
 // Config is a validated ioproxy configuration.
 type Config struct {
-	// Filename is the file the configuration was read from.
+	// Filename names what the configuration was read from, for messages:
+	// the paths given, comma-separated.
 	Filename string
+	// Files are the files read, in order (a directory's *.hcl files in
+	// name order).
+	Files []string
 	// DataDir holds the bbolt file, the client keys and certificates.
 	DataDir  string
 	Ingress  Ingress

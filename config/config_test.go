@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -843,5 +844,58 @@ func TestIOSpellings(t *testing.T) {
 		if !strings.Contains(b.String(), "io.hcl:"+tc.pos) || !strings.Contains(b.String(), tc.want) {
 			t.Errorf("%q:\n%s\nwant at %s: %s", tc.src, b.String(), tc.pos, tc.want)
 		}
+	}
+}
+
+// TestLoadAll: several files, and a directory's *.hcl files in name
+// order, merge into one configuration; a host defined in two files is
+// an error at the second naming the first; a directory without files is
+// an error that says so.
+func TestLoadAll(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := write("base.hcl", "ingress {\n  http = \"127.0.0.1:8080\"\n}\n")
+	write("hosts/10-a.hcl", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  tls { mode = \"off\" }\n}\n")
+	write("hosts/20-b.hcl", "host \"b.example.com\" {\n  backend = \"localhost:2\"\n  tls { mode = \"off\" }\n}\n")
+	write("hosts/notes.txt", "not HCL")
+	cfg, diags := LoadAll([]string{base, filepath.Join(dir, "hosts")}, Options{})
+	if diags.HasErrors() {
+		t.Fatalf("load: %v", diags)
+	}
+	if len(cfg.Hosts) != 2 || cfg.Hosts[0].Hostname != "a.example.com" || cfg.Hosts[1].Hostname != "b.example.com" || cfg.Ingress.HTTPAddr != "127.0.0.1:8080" {
+		t.Errorf("merged: %d hosts, http %q", len(cfg.Hosts), cfg.Ingress.HTTPAddr)
+	}
+	if len(cfg.Files) != 3 || !strings.HasSuffix(cfg.Files[2], "20-b.hcl") {
+		t.Errorf("files read: %v", cfg.Files)
+	}
+
+	dup := write("dup.hcl", "host \"A.example.com\" {\n  backend = \"localhost:3\"\n}\n")
+	_, diags = LoadAll([]string{filepath.Join(dir, "hosts"), dup}, Options{})
+	var b strings.Builder
+	_ = WriteDiagnostics(&b, diags)
+	if !strings.Contains(b.String(), dup+":1:6") || !strings.Contains(b.String(), "already defined at "+filepath.Join(dir, "hosts", "10-a.hcl")+":1") {
+		t.Errorf("a host in two files:\n%s", b.String())
+	}
+	twice := write("twice.hcl", "ingress {\n  http = \"127.0.0.1:9090\"\n}\n")
+	if _, diags = LoadAll([]string{base, twice}, Options{}); !diags.HasErrors() {
+		t.Error("two ingress blocks in two files were accepted")
+	}
+	empty := filepath.Join(dir, "empty")
+	_ = os.MkdirAll(empty, 0o755)
+	b.Reset()
+	_, diags = LoadAll([]string{empty}, Options{})
+	_ = WriteDiagnostics(&b, diags)
+	if !strings.Contains(b.String(), "holds no *.hcl file") {
+		t.Errorf("an empty directory: %s", b.String())
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -28,19 +30,78 @@ func (o Options) lookupEnv(name string) (string, bool) {
 	return o.LookupEnv(name)
 }
 
-// Load reads, decodes and validates the configuration file at path. The
+// Load reads, decodes and validates the configuration file at path; see
+// LoadAll.
+func Load(path string, opts Options) (*Config, hcl.Diagnostics) {
+	return LoadAll([]string{path}, opts)
+}
+
+// LoadAll reads the configuration from several files, as one: each path
+// is a file, or a directory whose *.hcl files are read in name order.
+// Blocks from all files merge; a host or call defined in two files is an
+// error at the second, naming the first, as within one file. The
 // returned diagnostics may hold warnings even when the Config is usable;
 // the Config is nil when they hold an error.
-func Load(path string, opts Options) (*Config, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
-	if err != nil {
-		return nil, hcl.Diagnostics{{
-			Severity: hcl.DiagError,
-			Summary:  "Cannot read configuration file",
-			Detail:   fmt.Sprintf("%v. Pass the path of an ioproxy HCL file with -config, such as examples/io.hcl.", err),
-		}}
+func LoadAll(paths []string, opts Options) (*Config, hcl.Diagnostics) {
+	files, diags := expandPaths(paths)
+	if diags.HasErrors() {
+		return nil, diags
 	}
-	return Parse(src, path, opts)
+	parser := hclparse.NewParser()
+	var parsed []*hcl.File
+	for _, name := range files {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			return nil, append(diags, cannotRead(err))
+		}
+		f, pdiags := parser.ParseHCL(src, name)
+		diags = append(diags, pdiags...)
+		parsed = append(parsed, f)
+	}
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	cfg, ddiags := decode(hcl.MergeFiles(parsed), opts)
+	diags = append(diags, ddiags...)
+	if cfg != nil {
+		cfg.Filename, cfg.Files = strings.Join(paths, ", "), files
+	}
+	return cfg, diags
+}
+
+// expandPaths lists the files that paths name: a directory stands for its
+// *.hcl files, in name order (not those of its subdirectories).
+func expandPaths(paths []string) ([]string, hcl.Diagnostics) {
+	var files []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, hcl.Diagnostics{cannotRead(err)}
+		}
+		if !info.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		found, err := filepath.Glob(filepath.Join(p, "*.hcl"))
+		if err != nil || len(found) == 0 {
+			return nil, hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "No configuration files in the directory",
+				Detail:   fmt.Sprintf("%s holds no *.hcl file. Put ioproxy's HCL files there, or pass a file with -config.", p),
+			}}
+		}
+		slices.Sort(found)
+		files = append(files, found...)
+	}
+	return files, nil
+}
+
+func cannotRead(err error) *hcl.Diagnostic {
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Cannot read configuration file",
+		Detail:   fmt.Sprintf("%v. Pass the path of an ioproxy HCL file (or a directory of them) with -config, such as examples/io.hcl.", err),
+	}
 }
 
 // Parse decodes and validates configuration source; filename is used in
@@ -51,13 +112,22 @@ func Parse(src []byte, filename string, opts Options) (*Config, hcl.Diagnostics)
 	if diags.HasErrors() {
 		return nil, diags
 	}
+	cfg, ddiags := decode(file.Body, opts)
+	diags = append(diags, ddiags...)
+	if cfg != nil {
+		cfg.Filename, cfg.Files = filename, []string{filename}
+	}
+	return cfg, diags
+}
+
+// decode decodes and validates a body: one file's, or several merged.
+func decode(body hcl.Body, opts Options) (*Config, hcl.Diagnostics) {
 	var raw fileSchema
-	decodeDiags := gohcl.DecodeBody(file.Body, evalContext(opts), &raw)
+	diags := gohcl.DecodeBody(body, evalContext(opts), &raw)
 	// gohcl walks maps: without a sort, the same file's mistakes would be
 	// listed in a different order from one run to the next.
-	sortByPosition(decodeDiags)
-	suggestNames(decodeDiags)
-	diags = append(diags, decodeDiags...)
+	sortByPosition(diags)
+	suggestNames(diags)
 	if diags.HasErrors() {
 		return nil, diags
 	}
@@ -66,7 +136,6 @@ func Parse(src []byte, filename string, opts Options) (*Config, hcl.Diagnostics)
 	if diags.HasErrors() {
 		return nil, diags
 	}
-	cfg.Filename = filename
 	return cfg, diags
 }
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/ioproxy/ioproxy/admin"
@@ -29,7 +30,8 @@ import (
 const usage = `ioproxy: AT Protocol sign-in and calling proxy
 
 Usage:
-  ioproxy serve    -config FILE   run the proxy
+  ioproxy serve    -config FILE   run the proxy (-config may repeat, or name a
+                                  directory of *.hcl files: they merge)
   ioproxy validate -config FILE   check a configuration; exit 1 on errors
   ioproxy cert     -config FILE [-out FILE]
                                   print or write the local CA certificate that
@@ -95,14 +97,18 @@ func version() string {
 func loadConfig(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, *flag.FlagSet, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", "io.hcl", "configuration file")
+	var paths configPaths
+	fs.Var(&paths, "config", "configuration file, or a directory of *.hcl files; may be given more than once (default io.hcl)")
 	if extra != nil {
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, false
 	}
-	cfg, diags := config.Load(*path, config.Options{})
+	if len(paths) == 0 {
+		paths = configPaths{"io.hcl"}
+	}
+	cfg, diags := config.LoadAll(paths, config.Options{})
 	if cfg != nil {
 		diags = append(diags, certs.Check(cfg)...)
 	}
@@ -112,6 +118,12 @@ func loadConfig(name string, args []string, stderr io.Writer, extra func(*flag.F
 	}
 	return cfg, fs, true
 }
+
+// configPaths are the -config flags, in order.
+type configPaths []string
+
+func (p *configPaths) String() string     { return strings.Join(*p, ", ") }
+func (p *configPaths) Set(v string) error { *p = append(*p, v); return nil }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	cfg, _, ok := loadConfig("validate", args, stderr, nil)
