@@ -180,16 +180,7 @@ call "atproto" {
 
 	// The record is in alice's repository, read from the PDS itself: the
 	// record the app wrote, with a Lexicon datetime.
-	var out struct {
-		Records []struct {
-			URI   string          `json:"uri"`
-			Value json.RawMessage `json:"value"`
-		} `json:"records"`
-	}
-	q := url.Values{"repo": {alice.DID}, "collection": {statusNSID}}
-	if code := getJSON(t, a.PDSURL+"/xrpc/com.atproto.repo.listRecords?"+q.Encode(), &out); code != 200 {
-		t.Fatalf("listRecords on the PDS: status %d", code)
-	}
+	out := struct{ Records []pdsRecord }{listStatuses(t, a.PDSURL, alice.DID)}
 	if len(out.Records) != 1 {
 		t.Fatalf("alice's repo holds %d statuses, want the 1 posted: %+v", len(out.Records), out.Records)
 	}

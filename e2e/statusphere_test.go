@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http/httptest"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -164,16 +163,7 @@ call "atproto" {
 
 	// The record is in alice's repository on the PDS: a valid status record
 	// (its exact "$type", "status" and a Lexicon datetime "createdAt").
-	var out struct {
-		Records []struct {
-			URI   string          `json:"uri"`
-			Value json.RawMessage `json:"value"`
-		} `json:"records"`
-	}
-	q := url.Values{"repo": {alice.DID}, "collection": {statusNSID}}
-	if code := getJSON(t, a.PDSURL+"/xrpc/com.atproto.repo.listRecords?"+q.Encode(), &out); code != 200 {
-		t.Fatalf("listRecords on the PDS: status %d", code)
-	}
+	out := struct{ Records []pdsRecord }{listStatuses(t, a.PDSURL, alice.DID)}
 	found := false
 	var seen []string
 	for _, r := range out.Records {
