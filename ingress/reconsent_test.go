@@ -31,6 +31,17 @@ func grantOnly(t *testing.T, e *signinEnv, id, scope string) {
 	}
 }
 
+// signedInBeforeMore signs b in and narrows its session to "atproto",
+// as if the host asked for less when it signed in; it returns the
+// session id.
+func signedInBeforeMore(t *testing.T, e *signinEnv, b *browser) string {
+	t.Helper()
+	b.signIn("/")
+	id := b.sessionCookie()
+	grantOnly(t, e, id, "atproto")
+	return id
+}
+
 // TestReconsent: a signed-in session that lacks a scope the host asks
 // for is taken from /@/signin straight to the authorization server for
 // its own account, and comes back with a new session holding the grant;
@@ -38,9 +49,7 @@ func grantOnly(t *testing.T, e *signinEnv, id, scope string) {
 func TestReconsent(t *testing.T) {
 	e := newSigninEnv(t, envConfig{})
 	b := e.browser(t)
-	b.signIn("/")
-	old := b.sessionCookie()
-	grantOnly(t, e, old, "atproto")
+	old := signedInBeforeMore(t, e, b)
 
 	resp, _ := b.do("GET", "/@/signin?redirect=/upload", nil, nil)
 	loc := resp.Header.Get("Location")
@@ -81,9 +90,7 @@ func TestReconsent(t *testing.T) {
 func TestReconsentDeclined(t *testing.T) {
 	e := newSigninEnv(t, envConfig{})
 	b := e.browser(t)
-	b.signIn("/")
-	old := b.sessionCookie()
-	grantOnly(t, e, old, "atproto")
+	old := signedInBeforeMore(t, e, b)
 	resp, _ := b.do("GET", "/@/signin?redirect=/upload", nil, nil)
 	cb, err := e.srv.Deny(resp.Header.Get("Location"))
 	if err != nil {
@@ -139,9 +146,7 @@ func TestReconsentNotForWhatWasAsked(t *testing.T) {
 func TestReconsentCrossSite(t *testing.T) {
 	e := newSigninEnv(t, envConfig{})
 	b := e.browser(t)
-	b.signIn("/")
-	old := b.sessionCookie()
-	grantOnly(t, e, old, "atproto")
+	old := signedInBeforeMore(t, e, b)
 	resp, body := b.do("GET", "/@/signin?redirect=/upload", nil, http.Header{"Sec-Fetch-Site": {"cross-site"}})
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `name="reconsent"`) || b.stateCookie() != nil {
 		t.Fatalf("a cross-site GET: %d %q, state cookie %v; want the page with its button, no flow", resp.StatusCode, resp.Header.Get("Location"), b.stateCookie())
@@ -160,8 +165,7 @@ func TestReconsentCrossSite(t *testing.T) {
 func TestSignoutCancelsReconsent(t *testing.T) {
 	e := newSigninEnv(t, envConfig{})
 	b := e.browser(t)
-	b.signIn("/")
-	grantOnly(t, e, b.sessionCookie(), "atproto")
+	signedInBeforeMore(t, e, b)
 	resp, _ := b.do("GET", "/@/signin?redirect=/upload", nil, nil)
 	loc := resp.Header.Get("Location")
 	cb, err := e.srv.ApproveURL(loc, e.alice.DID)
@@ -183,8 +187,7 @@ func TestSignoutCancelsReconsent(t *testing.T) {
 func TestDeclinedReconsentNeedsBinding(t *testing.T) {
 	e := newSigninEnv(t, envConfig{})
 	attacker := e.browser(t)
-	attacker.signIn("/")
-	grantOnly(t, e, attacker.sessionCookie(), "atproto")
+	signedInBeforeMore(t, e, attacker)
 	resp, _ := attacker.do("GET", "/@/signin?redirect=/chosen/by/attacker", nil, nil)
 	cb, err := e.srv.Deny(resp.Header.Get("Location"))
 	if err != nil {
