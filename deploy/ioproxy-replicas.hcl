@@ -5,9 +5,9 @@
 #   - sessions live in Redis, sealed with a key every replica shares, so a
 #     sign-in started on one replica finishes on another and the load
 #     balancer needs no sticky sessions;
-#   - TLS ends at the load balancer: ACME certificates are kept in each
-#     replica's data_dir, not in Redis, so three replicas would each ask
-#     for their own and answer each other's challenges wrongly.
+#   - TLS ends at the load balancer, so the replicas need no port 443 and
+#     no certificate. (ACME in ioproxy also works on replicas: with Redis
+#     they share the certificates and order each once; see deploy/README.)
 #
 # Nothing here comes with a default that could start a replica on a store of
 # its own by mistake: without IOPROXY_REDIS_URL and IOPROXY_SESSION_KEY the

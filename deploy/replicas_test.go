@@ -297,9 +297,8 @@ func checkReplicasConfig(t *testing.T, cfg *config.Config, jf *jobFile) {
 		t.Errorf("encryption_key = %v, want the one key from IOPROXY_SESSION_KEY", s.EncryptionKey)
 	}
 
-	// ACME keeps its certificates in each replica's data_dir: three
-	// replicas would each order their own, and a challenge that the load
-	// balancer sends to another replica fails.
+	// This job ends TLS at the load balancer (ACME shared in Redis is the
+	// other way, deploy/README): no host may ask for ACME here.
 	off := false
 	for _, h := range cfg.Hosts {
 		switch h.TLS.Mode {

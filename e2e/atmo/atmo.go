@@ -257,7 +257,7 @@ func command(node, dir string, opts Options) (*exec.Cmd, error) {
 	cmd.Dir = dir
 	cmd.Env = env
 	// Its own process group, so that a Ctrl-C in a terminal running
-	// ./run-local reaches only the Go program, which then stops node in
+	// ./scripts/local reaches only the Go program, which then stops node in
 	// order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd, nil
