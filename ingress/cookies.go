@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,32 +116,45 @@ func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 // session cookie never reaches a backend (it would let the backend act as
 // the user's browser); the backend gets Proxy-Session instead.
 func removeCookie(h http.Header, names ...string) {
-	lines := h.Values("Cookie")
-	if len(lines) == 0 {
-		return
+	lines := h["Cookie"]
+	if len(lines) == 0 || !cookiesNamed(lines, names) {
+		return // the common case of a signed-out browser: nothing to copy
 	}
-	var kept []string
+	var b strings.Builder
 	for _, line := range lines {
-		for _, part := range strings.Split(line, ";") {
+		for part := range strings.SplitSeq(line, ";") {
 			part = strings.TrimSpace(part)
-			if part == "" {
+			if part == "" || isCookieNamed(part, names) {
 				continue
 			}
-			name, _, _ := strings.Cut(part, "=")
-			drop := false
-			for _, n := range names {
-				if strings.TrimSpace(name) == n {
-					drop = true
-				}
+			if b.Len() > 0 {
+				b.WriteString("; ")
 			}
-			if !drop {
-				kept = append(kept, part)
+			b.WriteString(part)
+		}
+	}
+	if b.Len() == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = []string{b.String()}
+}
+
+// cookiesNamed reports whether Cookie header lines hold a cookie of one
+// of names.
+func cookiesNamed(lines, names []string) bool {
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			if isCookieNamed(strings.TrimSpace(part), names) {
+				return true
 			}
 		}
 	}
-	if len(kept) == 0 {
-		h.Del("Cookie")
-		return
-	}
-	h.Set("Cookie", strings.Join(kept, "; "))
+	return false
+}
+
+// isCookieNamed reports whether a cookie ("name=value") has one of names.
+func isCookieNamed(part string, names []string) bool {
+	name, _, _ := strings.Cut(part, "=")
+	return slices.Contains(names, strings.TrimSpace(name))
 }

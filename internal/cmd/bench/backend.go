@@ -40,21 +40,23 @@ var backendHeader = http.Header{
 // Choosing the port itself leaves no window in which another process
 // could take it.
 func serveBackend(ready io.Writer) error {
+	return serveOnLoopback(ready, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		for k, v := range backendHeader {
+			h[k] = v
+		}
+		_, _ = w.Write(backendBody)
+	}))
+}
+
+// serveOnLoopback serves h on a free 127.0.0.1 port, says which on ready,
+// until SIGTERM or SIGINT.
+func serveOnLoopback(ready io.Writer, h http.Handler) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			h := w.Header()
-			for k, v := range backendHeader {
-				h[k] = v
-			}
-			_, _ = w.Write(backendBody)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
@@ -71,37 +73,44 @@ func serveBackend(ready io.Writer) error {
 }
 
 // startBackend runs this program again in backend mode and returns the
-// address it listens on, read from its standard output through a pipe.
+// address it listens on.
 func startBackend(ctx context.Context, procs *processes, dir string) (string, error) {
+	return startSelf(ctx, procs, dir, "backend", backendArg)
+}
+
+// startSelf runs this program again with args (a mode that serves on
+// loopback) and returns the address it says it listens on, read from its
+// standard output through a pipe, once it answers.
+func startSelf(ctx context.Context, procs *processes, dir, name string, args ...string) (string, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("backend: find this program to run it again: %w", err)
+		return "", fmt.Errorf("%s: find this program to run it again: %w", name, err)
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		return "", fmt.Errorf("backend: pipe: %w", err)
+		return "", fmt.Errorf("%s: pipe: %w", name, err)
 	}
-	// The backend writes its one line and nothing more; ours is read once.
+	// The child writes its one line and nothing more; ours is read once.
 	defer r.Close()
-	cmd := exec.Command(self, backendArg)
+	cmd := exec.Command(self, args...)
 	cmd.Stdout = w
-	p, err := procs.start("backend", cmd, filepath.Join(dir, "backend.log"))
-	// The child holds its own end: ours must close, or a backend that dies
+	p, err := procs.start(name, cmd, filepath.Join(dir, name+".log"))
+	// The child holds its own end: ours must close, or a child that dies
 	// before it writes would leave the read below waiting for the deadline.
 	_ = w.Close()
 	if err != nil {
 		return "", err
 	}
 	if err := r.SetReadDeadline(time.Now().Add(readyTimeout)); err != nil {
-		return "", fmt.Errorf("backend: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil {
-		return "", fmt.Errorf("backend: no address on its output after %s: %v%s", readyTimeout, err, p.logTail())
+		return "", fmt.Errorf("%s: no address on its output after %s: %v%s", name, readyTimeout, err, p.logTail())
 	}
 	addr := strings.TrimSpace(line)
 	if host, _, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" {
-		return "", fmt.Errorf("backend: said %q, not a 127.0.0.1 address", addr)
+		return "", fmt.Errorf("%s: said %q, not a 127.0.0.1 address", name, addr)
 	}
 	if err := p.waitUntil(ctx, answers("http://"+addr+"/", "")); err != nil {
 		return "", err

@@ -58,6 +58,13 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 2 && os.Args[1] == floorArg {
+		if err := serveFloor(os.Stdout, os.Args[2]); err != nil {
+			fmt.Fprintf(os.Stderr, "bench floor: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	opts, err := parseOptions(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

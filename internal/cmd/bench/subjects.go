@@ -24,6 +24,7 @@ const (
 	nameDirect = "direct"
 	nameNginx  = "nginx"
 	nameCaddy  = "Caddy"
+	nameFloor  = "Go floor (net/http only)"
 )
 
 // The hosts of ioproxy's config, the shape of ingress's BenchmarkIngress:
@@ -52,7 +53,7 @@ func startSubjects(ctx context.Context, t tools, dir string, procs *processes, p
 	fmt.Fprintf(progress, "== backend on %s\n", backend)
 	subjects := []subject{{name: nameDirect, url: "http://" + backend + "/"}}
 	for _, start := range []func(context.Context, tools, string, *processes, string) ([]subject, error){
-		startNginx, startCaddy, startIoproxy,
+		startNginx, startCaddy, startFloor, startIoproxy,
 	} {
 		s, err := start(ctx, t, dir, procs, backend)
 		if err != nil {
