@@ -742,7 +742,7 @@ func TestLocalhostClientID(t *testing.T) {
 	}
 }
 
-// refresh checks the account of g and refreshes, as calling.Tokens does.
+// refresh checks the account of g and refreshes, as sessions.Lifecycle does.
 func refresh(ctx context.Context, c *Client, g *Grant, refreshToken string, key *dpop.Key) (*Grant, error) {
 	acct, err := c.CheckAccount(ctx, g.DID, g.Issuer)
 	if err != nil {
