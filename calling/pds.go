@@ -2,6 +2,7 @@ package calling
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -383,6 +384,15 @@ func (h *pdsHandler) noteScopeMissing(resp *http.Response, sess sessions.Session
 	}{io.MultiReader(bytes.NewReader(peek), resp.Body), resp.Body}
 	if err != nil {
 		return
+	}
+	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		// The app asked for gzip, and the PDS compressed its refusal:
+		// read it for the log only (bounded); the app gets it as it came.
+		zr, err := gzip.NewReader(bytes.NewReader(peek))
+		if err != nil {
+			return
+		}
+		peek, _ = io.ReadAll(io.LimitReader(zr, maxErrorPeek))
 	}
 	var xe struct {
 		Error   string `json:"error"`
