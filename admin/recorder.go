@@ -227,6 +227,10 @@ func (r *Recorder) accessLog(req observe.Request) {
 	if req.Remote != "" {
 		attrs = append(attrs, slog.String("remote", req.Remote))
 	}
+	if req.Aborted {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
 	// The request has finished, so there is no request context left to
 	// carry; handlers that need one read from their own.
 	r.log.LogAttrs(context.Background(), level, "request", attrs...)

@@ -74,6 +74,9 @@ func (f *forwarder) forward(w http.ResponseWriter, in *http.Request, st *proxySt
 	}
 	w.WriteHeader(res.StatusCode)
 	if err := f.copyBody(w, res); err != nil {
+		if st.trace != nil {
+			st.trace.aborted = true // the log must not say the status went out whole
+		}
 		abort(in)
 		return
 	}

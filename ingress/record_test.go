@@ -2,10 +2,12 @@ package ingress
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ioproxy/ioproxy/internal/observe"
 )
@@ -58,4 +60,37 @@ func (l *requestLog) requests() []observe.Request {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]observe.Request(nil), l.got...)
+}
+
+// TestAbortedAnswerRecorded: an answer that broke off half way is
+// recorded as aborted, not as the whole 200 its status line said.
+func TestAbortedAnswerRecorded(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		_, _ = w.Write([]byte("only ten b"))
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(b.Close)
+	rec := &requestLog{}
+	rt, err := New(Config{Config: mustConfig(t, fmt.Sprintf(`host "127.0.0.1" { backend = %q }`, b.URL)), Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rt)
+	t.Cleanup(srv.Close)
+	if resp, err := http.Get(srv.URL + "/"); err == nil {
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.requests()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := rec.requests()
+	if len(got) != 1 || !got[0].Aborted {
+		t.Errorf("records %+v; want one, aborted", got)
+	}
 }

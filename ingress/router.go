@@ -192,7 +192,7 @@ func (router *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Unknown host", Message: "This server does not serve the site you asked for. Check the address."})
 		// Not the request's Host: that would let clients mint metric labels.
-		router.record(r, start, UnknownHost, "", http.StatusNotFound, "", "")
+		router.record(r, start, UnknownHost, &trace{}, http.StatusNotFound)
 		return
 	}
 	hr.ServeHTTP(w, r)
@@ -206,6 +206,7 @@ type proxyState struct {
 	target  *url.URL
 	session *sessions.Session
 	keyUser string
+	trace   *trace // the request's record, to mark an aborted answer
 }
 
 // trace is what a request's record will say, filled in as it is served.
@@ -213,6 +214,7 @@ type trace struct {
 	upstream  string
 	did       string
 	operation string
+	aborted   bool
 }
 
 // ServeHTTP serves one host's request: /@/ is ioproxy's own, anything
@@ -221,7 +223,7 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := httpx.NewStatusWriter(w)
 	var tr trace
-	defer func() { hr.router.record(r, start, hr.host.Hostname, tr.operation, sw.Status(), tr.upstream, tr.did) }()
+	defer func() { hr.router.record(r, start, hr.host.Hostname, &tr, sw.Status()) }()
 	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
 	if r.URL.Opaque != "" || r.Method == http.MethodConnect {
 		// "GET http:x:/other/path" is an empty path to the checks here
@@ -275,7 +277,7 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 	tr.upstream = target.Host
 	// A denied account on a public path passes as nobody: adm.session,
 	// not sess.
-	st := &proxyState{target: target, session: adm.session, keyUser: adm.keyUser}
+	st := &proxyState{target: target, session: adm.session, keyUser: adm.keyUser, trace: tr}
 	if upgrades(r.Header) {
 		hr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 		return
@@ -505,18 +507,20 @@ func (hr *hostRoute) proxyFailed(w http.ResponseWriter, r *http.Request, st *pro
 	writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "The application is not reachable", Message: "The application behind this site is down or restarting. Try again in a moment."})
 }
 
-func (router *Router) record(r *http.Request, start time.Time, host, operation string, status int, upstream, did string) {
+// record reports a finished request, as its trace says it went.
+func (router *Router) record(r *http.Request, start time.Time, host string, tr *trace, status int) {
 	router.recorder.Request(observe.Request{
 		Time:      start,
 		Kind:      observe.KindIngress,
 		Source:    host,
-		Operation: operation,
+		Operation: tr.operation,
 		Method:    r.Method,
 		Path:      r.URL.Path,
 		Status:    status,
 		Duration:  time.Since(start),
-		Upstream:  upstream,
-		DID:       did,
+		Upstream:  tr.upstream,
+		DID:       tr.did,
 		Remote:    r.RemoteAddr,
+		Aborted:   tr.aborted,
 	})
 }

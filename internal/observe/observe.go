@@ -54,6 +54,9 @@ type Request struct {
 	DID string
 	// Remote is the client address: logged, not shown in the traffic view.
 	Remote string
+	// Aborted: the answer broke off after its status was sent (the
+	// backend failed half way), so Status is not what the client got.
+	Aborted bool
 }
 
 // Recorder receives the reports. Its methods must be safe for concurrent
