@@ -299,6 +299,9 @@ func ParseBackend(s string) (Backend, error) {
 	if s == "" {
 		return Backend{}, fmt.Errorf("backend is empty")
 	}
+	if name, ok := strings.CutPrefix(s, "serving:"); ok {
+		return Backend{}, fmt.Errorf("IO's serving:%s names a serve block, which ioproxy does not have yet: write the service's address here (backend = \"127.0.0.1:4646\"), with the serve block's require_atproto and apikey_auth in this host", name)
+	}
 	if svc, ok := strings.CutPrefix(s, "nomad:"); ok {
 		if !validServiceName(svc) {
 			return Backend{}, fmt.Errorf("%q is not a Nomad service name (letters, digits and dashes, as in \"nomad:statusphere\")", svc)

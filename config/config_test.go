@@ -837,6 +837,8 @@ func TestIOSpellings(t *testing.T) {
 		{"ingress \"a.example.com\" {\n  backend = \"localhost:3000\"\n}", "1:9", `IO's ingress "<host>" { … } is ioproxy's host "<host>" { … }: write host in place of ingress.`},
 		{"oauth_client {\n}", "1:1", `write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client.`},
 		{"host \"a.example.com\" {\n  backend = \"localhost:3000\"\n  apply_header {\n  }\n}", "3:3", `remove apply_header`},
+		{"serve \"nomad\" {\n  port = 9009\n}", "1:1", `is not in ioproxy yet: write a host for it instead`},
+		{"host \"a.example.com\" {\n  backend = \"serving:nomad\"\n}", "2:13", `names a serve block, which ioproxy does not have yet`},
 	} {
 		_, diags := Parse([]byte(tc.src), "io.hcl", Options{LookupEnv: func(string) (string, bool) { return "", false }})
 		var b strings.Builder
