@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -71,16 +73,21 @@ func TestLogWriterCountsWhatItDrops(t *testing.T) {
 	for range 12 {
 		_, _ = w.Write([]byte(line))
 	}
-	// The writer may have taken the first line out before blocking; at
-	// most six are held, so at least six are dropped.
-	if d := w.Dropped(); d < 6 {
-		t.Errorf("%d dropped of 12 lines into a 100-byte backlog, want at least 6", d)
-	}
+	// At most two backlogs are held while the output is stuck: the batch
+	// being written, and the one waiting; so at least 2 of 12 are dropped.
 	dropped := w.Dropped()
+	if dropped < 2 {
+		t.Errorf("%d dropped of 12 lines into a 100-byte backlog, want at least 2", dropped)
+	}
 	close(out.release)
 	_ = w.Close()
-	if want := fmt.Sprintf("dropped=%d", dropped); !strings.Contains(out.String(), want) {
-		t.Errorf("the output does not say %s:\n%s", want, out.String())
+	noted := 0
+	for _, m := range regexp.MustCompile(`dropped=(\d+)`).FindAllStringSubmatch(out.String(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		noted += n
+	}
+	if uint64(noted) != dropped {
+		t.Errorf("the output notes %d dropped lines, the writer counted %d:\n%s", noted, dropped, out.String())
 	}
 	if kept := strings.Count(out.String(), line); kept != 12-int(dropped) {
 		t.Errorf("%d lines out, want %d", kept, 12-int(dropped))
