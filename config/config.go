@@ -320,7 +320,7 @@ func ParseBackend(s string) (Backend, error) {
 			return Backend{}, fmt.Errorf("backend URL %q has no host", s)
 		}
 		if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return Backend{}, fmt.Errorf("backend URL %q may not carry a query, fragment or user info", s)
+			return Backend{}, fmt.Errorf("backend URL %q may not carry a query, fragment or user info", u.Redacted())
 		}
 		if p := u.Port(); p != "" {
 			if _, err := parsePort(p); err != nil {

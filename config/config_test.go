@@ -870,6 +870,8 @@ func TestLoadAll(t *testing.T) {
 	write("hosts/10-a.hcl", "host \"a.example.com\" {\n  backend = \"localhost:1\"\n  tls { mode = \"off\" }\n}\n")
 	write("hosts/20-b.hcl", "host \"b.example.com\" {\n  backend = \"localhost:2\"\n  tls { mode = \"off\" }\n}\n")
 	write("hosts/notes.txt", "not HCL")
+	write("hosts/.#10-a.hcl", "an editor's lock file")
+	_ = os.MkdirAll(filepath.Join(dir, "hosts", "old.hcl"), 0o755)
 	cfg, diags := LoadAll([]string{base, filepath.Join(dir, "hosts")}, Options{})
 	if diags.HasErrors() {
 		t.Fatalf("load: %v", diags)

@@ -91,7 +91,13 @@ func expandPaths(paths []string) ([]string, hcl.Diagnostics) {
 			}}
 		}
 		slices.Sort(found)
-		files = append(files, found...)
+		for _, f := range found {
+			// Editors' lock and backup files (".#io.hcl") and directories
+			// named *.hcl are not configuration.
+			if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(filepath.Base(f), ".") {
+				files = append(files, f)
+			}
+		}
 	}
 	return files, nil
 }

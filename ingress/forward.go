@@ -178,7 +178,12 @@ func dropOwnCookies(h http.Header) {
 	}
 	kept := lines[:0:0]
 	for _, line := range lines {
-		name, _, _ := strings.Cut(line, "=")
+		name, value, _ := strings.Cut(line, "=")
+		if strings.TrimSpace(name) == "" {
+			// "=ioproxy-session=x" has no name, and browsers send it back
+			// as its value alone: "ioproxy-session=x".
+			name, _, _ = strings.Cut(value, "=")
+		}
 		switch strings.TrimSpace(name) {
 		case CookieName, SecureCookieName, stateCookieName, secureStateCookieName:
 			continue

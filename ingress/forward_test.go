@@ -292,7 +292,7 @@ func TestForwardOpaqueTargetRefused(t *testing.T) {
 // session or sign-in cookies in a browser; its own cookies pass.
 func TestForwardOwnCookiesNotSetByBackend(t *testing.T) {
 	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, c := range []string{CookieName + "=attacker", SecureCookieName + "=attacker; Path=/; Secure", " " + stateCookieName + "=x", "app=1; Path=/"} {
+		for _, c := range []string{CookieName + "=attacker", SecureCookieName + "=attacker; Path=/; Secure", " " + stateCookieName + "=x", "=" + CookieName + "=attacker", "app=1; Path=/"} {
 			w.Header().Add("Set-Cookie", c)
 		}
 	}))
@@ -347,5 +347,26 @@ func TestForward1xxBounded(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "done" || hints != 0 {
 		t.Errorf("with Expect: 100-continue: %q and %d early hints relayed; want done, none", b, hints)
+	}
+}
+
+// TestUpgradeAnswerCannotSetOwnCookies: the websocket handshake's answer
+// (served by ReverseProxy) cannot set ioproxy's cookies either.
+func TestUpgradeAnswerCannotSetOwnCookies(t *testing.T) {
+	url := proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", CookieName+"=attacker")
+		w.Header().Add("Set-Cookie", "app=1")
+		w.WriteHeader(http.StatusForbidden) // a refused upgrade: an answer like any
+	}))
+	req, _ := http.NewRequest(http.MethodGet, url+"/ws", nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 1 || got[0] != "app=1" {
+		t.Errorf("Set-Cookie on an upgrade's answer: %q; want the app's own only", got)
 	}
 }

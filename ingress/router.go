@@ -132,8 +132,10 @@ func New(cfg Config) (*Router, error) {
 				st, _ := r.Context().Value(ctxKey{}).(*proxyState)
 				hr.proxyFailed(w, r, st, err)
 			},
-			BufferPool: router.buffers,
-			ErrorLog:   slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+			// The tunnel's handshake answer may set cookies too.
+			ModifyResponse: func(res *http.Response) error { dropOwnCookies(res.Header); return nil },
+			BufferPool:     router.buffers,
+			ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		}
 		router.hosts[h.Hostname] = hr
 	}
