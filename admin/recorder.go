@@ -72,6 +72,13 @@ type Recorder struct {
 	upstreamDuration *prometheus.HistogramVec
 	tokenRefreshes   *prometheus.CounterVec
 	signIns          *prometheus.CounterVec
+	reloads          *prometheus.CounterVec
+	lastReload       prometheus.Gauge
+
+	// listeners are the collectors of each listener, by role, so that a
+	// listener bound again on a reload replaces its series.
+	listenersMu sync.Mutex
+	listeners   map[string][]prometheus.Collector
 
 	sessions atomic.Pointer[func() int]
 	traffic  *ring
@@ -86,11 +93,12 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		size = DefaultTrafficSize
 	}
 	r := &Recorder{
-		log:      cfg.Logger,
-		registry: prometheus.NewRegistry(),
-		hosts:    map[string]bool{},
-		pprof:    cfg.Pprof,
-		traffic:  newRing(size),
+		log:       cfg.Logger,
+		registry:  prometheus.NewRegistry(),
+		hosts:     map[string]bool{},
+		pprof:     cfg.Pprof,
+		listeners: map[string][]prometheus.Collector{},
+		traffic:   newRing(size),
 		ingressTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ioproxy", Subsystem: "ingress", Name: "requests_total",
 			Help: "Ingress requests by host and response status.",
@@ -126,6 +134,14 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 			Namespace: "ioproxy", Subsystem: "oauth", Name: "signins_total",
 			Help: "Sign-ins by stage: started, completed, failed, or store_full (refused: the session store is full).",
 		}, []string{"stage"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ioproxy", Subsystem: "config", Name: "reloads_total",
+			Help: "Configuration reloads (SIGHUP, ioproxy reload) by result: ok, or failed (the running configuration stayed).",
+		}, []string{"result"}),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ioproxy", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Help: "When the configuration in use was applied (the start, or the last reload that succeeded), in Unix seconds.",
+		}),
 	}
 	for _, h := range cfg.Hosts {
 		r.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
@@ -136,10 +152,14 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	}
 	r.tokenRefreshes.WithLabelValues("ok")
 	r.tokenRefreshes.WithLabelValues("failed")
+	r.reloads.WithLabelValues("ok")
+	r.reloads.WithLabelValues("failed")
+	r.lastReload.SetToCurrentTime()
 
 	r.registry.MustRegister(
 		r.ingressTotal, r.ingressDuration, r.callTotal, r.callDuration,
 		r.nonceRetries, r.upstreamDuration, r.tokenRefreshes, r.signIns,
+		r.reloads, r.lastReload,
 		sessionCollector{r: r, desc: prometheus.NewDesc(
 			"ioproxy_sessions_active", "Signed-in sessions in the store.", nil, nil)},
 		collectors.NewGoCollector(),
@@ -297,7 +317,7 @@ func (r *Recorder) Listener(role string, open func() int, refused func() uint64)
 		return
 	}
 	labels := prometheus.Labels{"listener": role}
-	for _, c := range []prometheus.Collector{
+	cs := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "ioproxy", Name: "connections_open", ConstLabels: labels,
 			Help: "Connections open on a listener.",
@@ -306,11 +326,47 @@ func (r *Recorder) Listener(role string, open func() int, refused func() uint64)
 			Namespace: "ioproxy", Name: "connections_refused_total", ConstLabels: labels,
 			Help: "Connections refused because the listener held max_connections (answered 503, or closed at once).",
 		}, func() float64 { return float64(refused()) }),
-	} {
+	}
+	r.listenersMu.Lock()
+	defer r.listenersMu.Unlock()
+	r.forgetListener(role)
+	for _, c := range cs {
 		if err := r.registry.Register(c); err != nil {
 			r.log.Warn("listener metrics", "listener", role, "err", err)
 		}
 	}
+	r.listeners[role] = cs
+}
+
+// ForgetListener drops the series of a listener that a reload closed.
+func (r *Recorder) ForgetListener(role string) {
+	if r == nil {
+		return
+	}
+	r.listenersMu.Lock()
+	defer r.listenersMu.Unlock()
+	r.forgetListener(role)
+}
+
+func (r *Recorder) forgetListener(role string) {
+	for _, c := range r.listeners[role] {
+		r.registry.Unregister(c)
+	}
+	delete(r.listeners, role)
+}
+
+// Reload counts a reload of the configuration; ok says whether it was
+// applied.
+func (r *Recorder) Reload(ok bool) {
+	if r == nil {
+		return
+	}
+	if !ok {
+		r.reloads.WithLabelValues("failed").Inc()
+		return
+	}
+	r.reloads.WithLabelValues("ok").Inc()
+	r.lastReload.SetToCurrentTime()
 }
 
 // SetSessionCounter sets the function that reports the number of active

@@ -55,7 +55,8 @@ func TestStartLimiterOverflow(t *testing.T) {
 }
 
 func TestClientKey(t *testing.T) {
-	rt := &Router{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
+	rt := &Router{}
+	rt.SetRoutes(&Routes{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies})
 	for _, tt := range []struct{ remote, xff, want string }{
 		{"203.0.113.7:1234", "1.1.1.1", "203.0.113.7"},
 		{"10.0.0.2:1234", "1.1.1.1, 198.51.100.4", "198.51.100.4"},

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ioproxy/ioproxy/config"
@@ -54,22 +55,44 @@ type Config struct {
 	Logger       *slog.Logger
 }
 
-// Router is the ingress handler for every configured host.
+// Router is the ingress handler for every configured host. Its routes
+// (hosts, backends, access rules, sign-in handlers) are replaced whole by
+// SetRoutes on a reload; what outlives a configuration stays here: the
+// backend transport and its connections, the buffers, the rate limits.
 type Router struct {
-	hosts map[string]*hostRoute
-	// trustedProxies are the addresses whose X-Forwarded-* are believed.
-	trustedProxies []netip.Prefix
-	store          *sessions.Lifecycle
-	recorder       observe.Recorder
-	log            *slog.Logger
-	buffers        *httpx.BufferPool
-	limiter        *rateLimiter
+	routes    atomic.Pointer[Routes]
+	store     *sessions.Lifecycle
+	recorder  observe.Recorder
+	log       *slog.Logger
+	buffers   *httpx.BufferPool
+	transport http.RoundTripper
+	limiter   *rateLimiter
 	// callbacks counts sign-in callbacks per client.
 	callbacks *rateLimiter
 	// wrongKeys counts failed API key checks per client.
 	wrongKeys *rateLimiter
 	stale     func(sessions.Session)
 	now       func() time.Time
+}
+
+// Routes are what one configuration makes of the ingress: a route per
+// host, and the proxies whose X-Forwarded-* are believed. A request is
+// served start to end by the Routes it began under, whatever reloads
+// happen meanwhile.
+type Routes struct {
+	hosts map[string]*hostRoute
+	// trustedProxies are the addresses whose X-Forwarded-* are believed.
+	trustedProxies []netip.Prefix
+}
+
+// RoutesConfig is what Routes are made of.
+type RoutesConfig struct {
+	Config *config.Config
+	// Nomad resolves nomad:<service> backends; required when a host uses one.
+	Nomad *Nomad
+	// SignIns are the handlers of /@/ by host name, for hosts with an
+	// atproto block; /@/ answers 404 on a host without one.
+	SignIns map[string]http.Handler
 }
 
 type hostRoute struct {
@@ -85,7 +108,7 @@ type hostRoute struct {
 	router *Router
 }
 
-// New builds the router.
+// New builds the router, with the routes of cfg.Config.
 func New(cfg Config) (*Router, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -97,49 +120,74 @@ func New(cfg Config) (*Router, error) {
 		cfg.Recorder = observe.Discard{}
 	}
 	router := &Router{
-		hosts:          map[string]*hostRoute{},
-		trustedProxies: cfg.Config.Ingress.TrustedProxies,
-		store:          cfg.Sessions,
-		recorder:       cfg.Recorder,
-		log:            cfg.Logger,
-		buffers:        httpx.NewBufferPool(),
-		limiter:        newRateLimiter(time.Now, signinStartsPerMinute),
-		callbacks:      newRateLimiter(time.Now, signinStartsPerMinute),
-		wrongKeys:      newRateLimiter(time.Now, wrongKeysPerMinute),
-		stale:          cfg.StaleSession,
-		now:            time.Now,
+		store:     cfg.Sessions,
+		recorder:  cfg.Recorder,
+		log:       cfg.Logger,
+		buffers:   httpx.NewBufferPool(),
+		transport: cfg.Transport,
+		limiter:   newRateLimiter(time.Now, signinStartsPerMinute),
+		callbacks: newRateLimiter(time.Now, signinStartsPerMinute),
+		wrongKeys: newRateLimiter(time.Now, wrongKeysPerMinute),
+		stale:     cfg.StaleSession,
+		now:       time.Now,
 	}
-	for _, h := range cfg.Config.Hosts {
-		hr := &hostRoute{host: h, router: router, gate: newGate(h)}
-		switch h.Backend.Kind {
-		case config.BackendNomad:
-			if cfg.Nomad == nil {
-				return nil, fmt.Errorf("host %s: backend %s needs a Nomad resolver", h.Hostname, h.Backend.Raw)
-			}
-			hr.backend = cfg.Nomad.backend(h.Backend.Service)
-		case config.BackendURL:
-			hr.backend = staticBackend{url: h.Backend.URL}
-		}
-		if h.ATProto != nil {
-			hr.signIn = cfg.SignIns[h.Hostname]
-		}
-		transport := httpx.TimedTransport{Next: cfg.Transport, Observe: router.upstreamTimer(h.Hostname)}
-		hr.fwd = &forwarder{transport: transport, buffers: router.buffers, decorate: hr.decorate, fail: hr.proxyFailed}
-		hr.proxy = &httputil.ReverseProxy{
-			Rewrite:   hr.rewrite,
-			Transport: transport,
-			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				st, _ := r.Context().Value(ctxKey{}).(*proxyState)
-				hr.proxyFailed(w, r, st, err)
-			},
-			// The tunnel's handshake answer may set cookies too.
-			ModifyResponse: func(res *http.Response) error { dropOwnCookies(res.Header); return nil },
-			BufferPool:     router.buffers,
-			ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-		}
-		router.hosts[h.Hostname] = hr
+	routes, err := router.NewRoutes(RoutesConfig{Config: cfg.Config, Nomad: cfg.Nomad, SignIns: cfg.SignIns})
+	if err != nil {
+		return nil, err
 	}
+	router.SetRoutes(routes)
 	return router, nil
+}
+
+// NewRoutes builds the routes of a configuration without serving them:
+// a reload builds them all before it replaces anything.
+func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
+	routes := &Routes{hosts: map[string]*hostRoute{}, trustedProxies: cfg.Config.Ingress.TrustedProxies}
+	for _, h := range cfg.Config.Hosts {
+		hr, err := router.newHostRoute(h, cfg)
+		if err != nil {
+			return nil, err
+		}
+		routes.hosts[h.Hostname] = hr
+	}
+	return routes, nil
+}
+
+// SetRoutes serves routes from now on; requests already being served
+// finish under the routes they began with.
+func (router *Router) SetRoutes(routes *Routes) { router.routes.Store(routes) }
+
+// newHostRoute builds one host's route: its backend, gate, sign-in
+// handler and the proxies to the backend.
+func (router *Router) newHostRoute(h config.Host, cfg RoutesConfig) (*hostRoute, error) {
+	hr := &hostRoute{host: h, router: router, gate: newGate(h)}
+	switch h.Backend.Kind {
+	case config.BackendNomad:
+		if cfg.Nomad == nil {
+			return nil, fmt.Errorf("host %s: backend %s needs a Nomad resolver", h.Hostname, h.Backend.Raw)
+		}
+		hr.backend = cfg.Nomad.backend(h.Backend.Service)
+	case config.BackendURL:
+		hr.backend = staticBackend{url: h.Backend.URL}
+	}
+	if h.ATProto != nil {
+		hr.signIn = cfg.SignIns[h.Hostname]
+	}
+	transport := httpx.TimedTransport{Next: router.transport, Observe: router.upstreamTimer(h.Hostname)}
+	hr.fwd = &forwarder{transport: transport, buffers: router.buffers, decorate: hr.decorate, fail: hr.proxyFailed}
+	hr.proxy = &httputil.ReverseProxy{
+		Rewrite:   hr.rewrite,
+		Transport: transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			st, _ := r.Context().Value(ctxKey{}).(*proxyState)
+			hr.proxyFailed(w, r, st, err)
+		},
+		// The tunnel's handshake answer may set cookies too.
+		ModifyResponse: func(res *http.Response) error { dropOwnCookies(res.Header); return nil },
+		BufferPool:     router.buffers,
+		ErrorLog:       slog.NewLogLogger(router.log.Handler(), slog.LevelWarn),
+	}
+	return hr, nil
 }
 
 // upstreamTimer reports a host's backend answer times.
@@ -153,7 +201,13 @@ func (router *Router) upstreamTimer(host string) func(time.Duration) {
 // port's client is the app (or, in development, a browser), not a proxy
 // in front.
 func (router *Router) HostHandler(name string) (http.Handler, bool) {
-	hr, ok := router.hosts[config.NormalizeHost(name)]
+	return router.routes.Load().HostHandler(name)
+}
+
+// HostHandler is Router.HostHandler for these routes, for the calling
+// ports a reload builds before it serves them.
+func (routes *Routes) HostHandler(name string) (http.Handler, bool) {
+	hr, ok := routes.hosts[config.NormalizeHost(name)]
 	if !ok {
 		return nil, false
 	}
@@ -189,7 +243,7 @@ func (router *Router) trusted(r *http.Request) bool {
 
 // ServeHTTP routes by Host: port ignored, case-insensitive.
 func (router *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hr, ok := router.hosts[config.NormalizeHost(r.Host)]
+	hr, ok := router.routes.Load().hosts[config.NormalizeHost(r.Host)]
 	if !ok {
 		start := time.Now()
 		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Unknown host", Message: "This server does not serve the site you asked for. Check the address."})
@@ -467,7 +521,8 @@ func cleanPath(p string) string {
 }
 
 func (router *Router) trustedPeer(ip string) bool {
-	if len(router.trustedProxies) == 0 {
+	trusted := router.routes.Load().trustedProxies
+	if len(trusted) == 0 {
 		return false
 	}
 	a, err := netip.ParseAddr(ip)
@@ -475,7 +530,7 @@ func (router *Router) trustedPeer(ip string) bool {
 		return false
 	}
 	a = a.Unmap()
-	for _, p := range router.trustedProxies {
+	for _, p := range trusted {
 		if p.Contains(a) {
 			return true
 		}

@@ -597,7 +597,8 @@ func TestHTTPSBehindTrustedProxy(t *testing.T) {
 		req.RemoteAddr = tt.remote
 		req.Header.Set("X-Forwarded-Proto", "https")
 		var seen *http.Request
-		rt := &Router{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies, recorder: observe.Discard{}}
+		rt := &Router{recorder: observe.Discard{}}
+		rt.SetRoutes(&Routes{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies})
 		hr := &hostRoute{router: rt, signIn: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })}
 		req.URL.Path = "/@/signin"
 		hr.ServeHTTP(httptest.NewRecorder(), req)

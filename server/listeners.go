@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ioproxy/ioproxy/admin"
@@ -32,77 +35,163 @@ type listeners struct {
 	// bodies bound the progress of request bodies and answers on every
 	// listener: a trickle is cut with 408, an unread answer after a while.
 	bodies  limits.BodyLimits
-	pending []boundListener
+	pending []*port
 }
 
-type boundListener struct {
-	srv *http.Server
-	ln  net.Listener
-	tls bool
+// port is one bound listener and its server. Its handler may be
+// replaced on a reload; its address and connection limits stay until it
+// closes.
+type port struct {
+	role string
+	// addr is the address as configured (the bound one is in
+	// Server.Addrs), which a reload compares.
+	addr    string
+	max     int
+	conns   *limits.Conns
+	handler *swapHandler
+	srv     *http.Server
+	ln      net.Listener
+	tls     bool
+}
+
+// shutdown stops the port gracefully: no new connections, in-flight
+// requests finish until ctx ends, then the rest are cut.
+func (p *port) shutdown(ctx context.Context) {
+	if err := p.srv.Shutdown(ctx); err != nil {
+		_ = p.srv.Close()
+	}
+	// A port bound but never served is not known to its server.
+	_ = p.ln.Close()
+}
+
+// swapHandler is a handler that a reload replaces; each request is
+// served start to end by the handler it began with.
+type swapHandler struct{ h atomic.Pointer[http.Handler] }
+
+func newSwapHandler(h http.Handler) *swapHandler {
+	sh := &swapHandler{}
+	sh.set(h)
+	return sh
+}
+
+func (sh *swapHandler) set(h http.Handler) { sh.h.Store(&h) }
+
+func (sh *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	(*sh.h.Load()).ServeHTTP(w, r)
 }
 
 func (s *Server) newListeners() *listeners {
-	in := s.cfg.Ingress
+	in := s.config().Ingress
 	return &listeners{log: s.log, bodies: limits.BodyLimits{IdleTimeout: in.BodyIdleTimeout, MinRate: in.BodyMinRate, WriteIdleTimeout: in.WriteIdleTimeout}}
+}
+
+// ingressConns are the connection limits of the ingress listeners: a
+// client's share of each; a proxy in front holds the connections of all
+// its clients, and is not limited (the trusted_proxies in use, which a
+// reload may change).
+func (s *Server) ingressConns() limits.ConnsConfig {
+	in := s.config().Ingress
+	exempt := func(a netip.Addr) bool { return trustedProxy(s.config().Ingress.TrustedProxies, a) }
+	return limits.ConnsConfig{Max: in.MaxConnections, PerClient: in.MaxConnectionsPerClient, Exempt: exempt}
 }
 
 // bindAll binds the ingress listeners, the calling ports and the admin
 // listener.
-func (s *Server) bindAll(ls *listeners, out outbound) error {
-	// A client's share of an ingress listener; a proxy in front holds
-	// the connections of all its clients, and is not limited.
-	ingressConns := limits.ConnsConfig{Max: s.cfg.Ingress.MaxConnections, PerClient: s.cfg.Ingress.MaxConnectionsPerClient, Exempt: trustedProxy(s.cfg.Ingress.TrustedProxies)}
-	if err := s.bind(ls, "http", s.cfg.Ingress.HTTPAddr, s.certs.HTTPHandler(s.httpHandler()), false, ingressConns); err != nil {
+func (s *Server) bindAll(ls *listeners) error {
+	cfg := s.config()
+	p, err := s.bind(ls, "http", cfg.Ingress.HTTPAddr, s.certs.Load().HTTPHandler(s.httpHandler()), false, s.ingressConns())
+	if err != nil {
 		return err
 	}
-	if s.cfg.ServesHTTPS() {
-		if err := s.bind(ls, "https", s.cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, ingressConns); err != nil {
+	s.keep(p)
+	if cfg.ServesHTTPS() {
+		if err := s.bindHTTPS(ls, cfg); err != nil {
 			return err
 		}
 	}
-	for _, c := range s.cfg.Calls {
-		h, err := calling.New(calling.Config{
-			Call: c, Sessions: s.sessions, Identity: out.resolver, PDSClient: out.pds, Nonces: out.nonces,
-			HostHandler: s.router.HostHandler, Recorder: s.recorder, Logger: s.log,
-		})
+	calls, err := s.callHandlers(cfg, s.router.HostHandler)
+	if err != nil {
+		return err
+	}
+	for _, c := range cfg.Calls {
+		// The app is a calling port's one client: no per-client share.
+		p, err := s.bind(ls, callRole(c), c.Addr(), calls[callRole(c)], false, limits.ConnsConfig{Max: c.MaxConnections})
 		if err != nil {
 			return err
 		}
-		// The app is a calling port's one client: no per-client share.
-		if err := s.bind(ls, "call:"+c.Label, c.Addr(), h, false, limits.ConnsConfig{Max: c.MaxConnections}); err != nil {
-			return err
-		}
+		s.keep(p)
 	}
-	if s.cfg.Admin.Listen != "" {
+	if cfg.Admin.Listen != "" {
 		h := s.recorder.Handler(admin.HealthFuncs{Ready: s.readyCheck})
-		if err := s.bind(ls, "admin", s.cfg.Admin.Listen, h, false, limits.ConnsConfig{Max: adminMaxConnections}); err != nil {
+		p, err := s.bind(ls, "admin", cfg.Admin.Listen, h, false, limits.ConnsConfig{Max: adminMaxConnections})
+		if err != nil {
 			return err
 		}
+		s.keep(p)
 	}
 	return nil
 }
 
+// bindHTTPS binds the HTTPS listener, whose certificates come from the
+// Manager in use at each handshake.
+func (s *Server) bindHTTPS(ls *listeners, cfg *config.Config) error {
+	p, err := s.bind(ls, "https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, s.ingressConns())
+	if err != nil {
+		return err
+	}
+	s.keep(p)
+	return nil
+}
+
+// callRole names a calling port's listener.
+func callRole(c config.Call) string { return "call:" + c.Label }
+
+// callHandlers makes the handler of every calling port of cfg, by role;
+// hostHandler finds the ingress hosts that endpoints name.
+func (s *Server) callHandlers(cfg *config.Config, hostHandler func(string) (http.Handler, bool)) (map[string]http.Handler, error) {
+	out := map[string]http.Handler{}
+	for _, c := range cfg.Calls {
+		h, err := calling.New(calling.Config{
+			Call: c, Sessions: s.sessions, Identity: s.out.resolver, PDSClient: s.out.pds, Nonces: s.out.nonces,
+			HostHandler: hostHandler, Recorder: s.recorder, Logger: s.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out[callRole(c)] = h
+	}
+	return out, nil
+}
+
 // bind listens on addr for role, with the connection limits, and keeps
-// the listener for serve.
-func (s *Server) bind(ls *listeners, role, addr string, h http.Handler, useTLS bool, connLimits limits.ConnsConfig) error {
+// the listener for serve; keep makes it one of the server's ports.
+func (s *Server) bind(ls *listeners, role, addr string, h http.Handler, useTLS bool, connLimits limits.ConnsConfig) (*port, error) {
 	conns, err := limits.NewConns(connLimits)
 	if err != nil {
-		return fmt.Errorf("%s listener: %w", role, err)
+		return nil, fmt.Errorf("%s listener: %w", role, err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("%s listener on %s: %w", role, addr, err)
+		return nil, fmt.Errorf("%s listener on %s: %w", role, addr, err)
 	}
-	srv := newHTTPServer(conns.Handler(ls.bodies.Handler(h)), s.log)
-	srv.ConnContext = conns.ConnContext
+	p := &port{role: role, addr: addr, max: connLimits.Max, conns: conns, handler: newSwapHandler(h), ln: conns.Listener(ln), tls: useTLS}
+	p.srv = newHTTPServer(conns.Handler(ls.bodies.Handler(p.handler)), s.log)
+	p.srv.ConnContext = conns.ConnContext
 	if useTLS {
-		srv.TLSConfig = s.certs.TLSConfig()
+		p.srv.TLSConfig = s.certs.Load().TLSConfig()
+		p.srv.TLSConfig.GetCertificate = func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return s.certs.Load().GetCertificate(hello)
+		}
 	}
-	s.servers = append(s.servers, srv)
-	s.Addrs[role] = ln.Addr().String()
-	s.recorder.Listener(role, conns.Open, conns.Refused)
-	ls.pending = append(ls.pending, boundListener{srv, conns.Listener(ln), useTLS})
-	return nil
+	ls.pending = append(ls.pending, p)
+	return p, nil
+}
+
+// keep makes a bound port one of the server's, in Addrs and the metrics.
+func (s *Server) keep(p *port) {
+	s.ports[p.role] = p
+	s.Addrs[p.role] = p.ln.Addr().String()
+	s.recorder.Listener(p.role, p.conns.Open, p.conns.Refused)
 }
 
 // serve starts serving every bound listener, each in a goroutine counted
@@ -123,6 +212,7 @@ func (ls *listeners) serve(wg *sync.WaitGroup) {
 			}
 		}()
 	}
+	ls.pending = nil
 }
 
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
@@ -140,23 +230,21 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 }
 
 // trustedProxy reports whether an address is in one of the prefixes.
-func trustedProxy(prefixes []netip.Prefix) func(netip.Addr) bool {
-	return func(a netip.Addr) bool {
-		for _, p := range prefixes {
-			if p.Contains(a) {
-				return true
-			}
+func trustedProxy(prefixes []netip.Prefix, a netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
 		}
-		return false
 	}
+	return false
 }
 
 // httpHandler serves the plain HTTP listener: hosts with TLS are
 // redirected to HTTPS; local hosts and hosts with TLS off are served.
 func (s *Server) httpHandler() http.Handler {
-	_, httpsPort, _ := net.SplitHostPort(s.cfg.Ingress.HTTPSAddr)
+	_, httpsPort, _ := net.SplitHostPort(s.config().Ingress.HTTPSAddr)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, ok := s.cfg.Host(r.Host)
+		h, ok := s.config().Host(r.Host)
 		if !ok || h.ServesHTTP() {
 			s.router.ServeHTTP(w, r)
 			return

@@ -11,25 +11,25 @@ import (
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/internal/observe"
-	"github.com/ioproxy/ioproxy/sessions"
 )
 
-// newSignIns makes the OAuth client of every host with an atproto block,
-// the session Lifecycle over them, and the hosts' sign-in routes.
-func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.Handler, error) {
-	type hostClient struct {
-		host   config.Host
-		base   string
-		client *oauth.Client
-		keys   *oauth.ClientKeys
-	}
-	var hosts []hostClient
-	clients := map[string]*oauth.Client{}
-	for _, h := range s.cfg.Hosts {
+// hostClient is a host with an atproto block and its OAuth client.
+type hostClient struct {
+	host   config.Host
+	base   string
+	client *oauth.Client
+	keys   *oauth.ClientKeys
+}
+
+// oauthClients makes the OAuth client of every host of cfg with an
+// atproto block; clients are the same by client id, for the Lifecycle.
+func (s *Server) oauthClients(ctx context.Context, cfg *config.Config) (hosts []hostClient, clients map[string]*oauth.Client, err error) {
+	clients = map[string]*oauth.Client{}
+	for _, h := range cfg.Hosts {
 		if h.ATProto == nil {
 			continue
 		}
-		base := s.publicBaseURL(h)
+		base := publicBaseURL(cfg, h)
 		id := clientIdentity{
 			clientID: base + "/@/client-metadata.json",
 			redirect: base + "/@/callback",
@@ -44,20 +44,24 @@ func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.
 				// Loaded once, shared by every public host.
 				ring, err := LoadClientKeys(ctx, s.store)
 				if err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				s.clientKeys = oauth.NewClientKeys(ring)
 			}
 			id.keys = s.clientKeys
 		}
-		c, err := s.newOAuthClient(h, id, out)
+		c, err := s.newOAuthClient(cfg, h, id)
 		if err != nil {
-			return nil, fmt.Errorf("host %s: %w", h.Hostname, err)
+			return nil, nil, fmt.Errorf("host %s: %w", h.Hostname, err)
 		}
 		clients[c.ClientID()] = c
 		hosts = append(hosts, hostClient{host: h, base: base, client: c, keys: id.keys})
 	}
-	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: clients, Nonces: out.nonces, Recorder: s.recorder, Logger: s.log})
+	return hosts, clients, nil
+}
+
+// signIns are the sign-in routes of the hosts, by host name.
+func (s *Server) signIns(hosts []hostClient) map[string]http.Handler {
 	signIns := map[string]http.Handler{}
 	for _, hc := range hosts {
 		signIns[hc.host.Hostname] = ingress.NewSignIn(ingress.SignInConfig{
@@ -65,7 +69,7 @@ func (s *Server) newSignIns(ctx context.Context, out outbound) (map[string]http.
 			Recorder: s.recorder, Logger: s.log,
 		})
 	}
-	return signIns, nil
+	return signIns
 }
 
 // clientIdentity is who a host's OAuth client is: a confidential client
@@ -77,21 +81,22 @@ type clientIdentity struct {
 }
 
 // newOAuthClient makes one host's OAuth client, of either kind.
-func (s *Server) newOAuthClient(h config.Host, id clientIdentity, out outbound) (*oauth.Client, error) {
+func (s *Server) newOAuthClient(cfg *config.Config, h config.Host, id clientIdentity) (*oauth.Client, error) {
+	out := s.out
 	return oauth.New(oauth.Config{
 		ClientID: id.clientID, RedirectURI: id.redirect, Scope: h.ATProto.Scope(), Keys: id.keys,
-		HTTP: out.http, Identity: out.resolver, Nonces: out.nonces, AllowInsecure: s.cfg.Identity.AllowInsecure,
+		HTTP: out.http, Identity: out.resolver, Nonces: out.nonces, AllowInsecure: cfg.Identity.AllowInsecure,
 		OnNonceRetry: func() { s.recorder.NonceRetry(observe.NonceServerAuth) },
 	})
 }
 
 // publicBaseURL is the origin a host is reached at: https, with the HTTPS
 // port when it is not 443, or the loopback origin of the localhost client.
-func (s *Server) publicBaseURL(h config.Host) string {
+func publicBaseURL(cfg *config.Config, h config.Host) string {
 	if h.IsLocal() && h.ATProto != nil && h.ATProto.Local != 0 {
 		return "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local)
 	}
-	_, port, _ := net.SplitHostPort(s.cfg.Ingress.HTTPSAddr)
+	_, port, _ := net.SplitHostPort(cfg.Ingress.HTTPSAddr)
 	if port == "" || port == "443" || !h.ServesHTTPS() {
 		return "https://" + h.Hostname
 	}

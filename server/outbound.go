@@ -28,13 +28,13 @@ type outbound struct {
 }
 
 func (s *Server) newOutbound(ctx context.Context, roots *x509.CertPool) (outbound, error) {
-	insecure := s.cfg.Identity.AllowInsecure
+	insecure := s.config().Identity.AllowInsecure
 	httpClient := safehttp.NewClient(safehttp.Options{AllowInsecure: insecure, RootCAs: roots, UserAgent: "ioproxy"})
 	out := outbound{
 		http: httpClient,
 		pds: safehttp.NewClient(safehttp.Options{AllowInsecure: insecure, RootCAs: roots, Timeout: 24 * time.Hour, ResponseHeaderTimeout: 5 * time.Minute,
 			MaxResponseBytes: -1, MaxIdleConnsPerHost: 64, MaxRedirects: -1, UserAgent: "ioproxy"}),
-		resolver: identity.New(identity.Config{PLCURL: s.cfg.Identity.PLCURL, HandleResolver: s.cfg.Identity.HandleResolver, HTTPClient: httpClient, AllowInsecure: insecure, Logger: s.log}),
+		resolver: identity.New(identity.Config{PLCURL: s.config().Identity.PLCURL, HandleResolver: s.config().Identity.HandleResolver, HTTPClient: httpClient, AllowInsecure: insecure, Logger: s.log}),
 		nonces:   &dpop.Nonces{},
 	}
 	// Start from the nonces saved with the sessions, so the first call

@@ -15,7 +15,10 @@ import (
 	"net/url"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/hcl/v2"
 
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
@@ -41,28 +44,51 @@ type Options struct {
 	// from the store (DefaultKeyRefresh when zero), so that a rotation
 	// stored by `ioproxy key rotate` or another replica is published.
 	KeyRefresh time.Duration
+	// Load reads the configuration again, for Reload: the files the
+	// running one came from, with every check `ioproxy validate` makes.
+	// Without it Reload only reads the certificate files again.
+	Load func() (*config.Config, hcl.Diagnostics)
 }
 
 // Server is a running ioproxy.
 type Server struct {
-	cfg   *config.Config
+	// cfg is the configuration in use; Reload replaces it. Settings that
+	// only a restart applies keep their values from the start in it.
+	cfg   atomic.Pointer[config.Config]
+	load  func() (*config.Config, hcl.Diagnostics)
 	log   *slog.Logger
 	store sessions.Store
+	out   outbound
 	// sessions is the session lifecycle over store, for ingress and
 	// calling alike.
 	sessions *sessions.Lifecycle
-	// clientKeys are the confidential client's keys; nil when every
+	// clientKeys are the confidential client's keys; nil while every
 	// host uses the localhost client.
 	clientKeys *oauth.ClientKeys
 	keyRefresh time.Duration
-	certs      *certs.Manager
-	router     *ingress.Router
-	nomad      *ingress.Nomad // nil without nomad:<service> backends
-	recorder   *admin.Recorder
-	servers    []*http.Server
+	// certs hands out the certificates of the hosts in use; a reload
+	// that changes them puts a new Manager in its place.
+	certs    atomic.Pointer[certs.Manager]
+	router   *ingress.Router
+	nomad    *ingress.Nomad // nil without nomad:<service> backends
+	recorder *admin.Recorder
+	// ports are the bound listeners by role ("http", "https", "admin",
+	// "call:<label>"); a reload adds and closes calling ports.
+	ports map[string]*port
 	// Addrs are the bound listen addresses by role ("http", "https",
-	// "admin", "call:<label>"), useful when a port was 0.
+	// "admin", "call:<label>"), useful when a port was 0. Read it after
+	// Start or Reload returns.
 	Addrs map[string]string
+
+	// reloading serializes reloads; bg is the context of the background
+	// jobs, which a reload starts more of.
+	reloading sync.Mutex
+	bg        context.Context
+	// stopCerts ends the background jobs of the certificate Manager in use.
+	stopCerts context.CancelFunc
+	keyWatch  bool
+	// closed is set, under reloading, once Close has begun.
+	closed bool
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -82,7 +108,9 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 		opts.ShutdownTimeout = 15 * time.Second
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &Server{cfg: cfg, log: opts.Logger, cancel: cancel, shutdown: opts.ShutdownTimeout, keyRefresh: cmp.Or(opts.KeyRefresh, DefaultKeyRefresh), Addrs: map[string]string{}, ready: make(chan struct{})}
+	s := &Server{log: opts.Logger, load: opts.Load, bg: bg, cancel: cancel, shutdown: opts.ShutdownTimeout, keyRefresh: cmp.Or(opts.KeyRefresh, DefaultKeyRefresh),
+		ports: map[string]*port{}, Addrs: map[string]string{}, ready: make(chan struct{})}
+	s.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -92,30 +120,26 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	if err := s.openStore(ctx); err != nil {
 		return nil, err
 	}
-	out, err := s.newOutbound(ctx, opts.RootCAs)
+	if s.out, err = s.newOutbound(ctx, opts.RootCAs); err != nil {
+		return nil, err
+	}
+	hosts, clients, err := s.oauthClients(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	signIns, err := s.newSignIns(ctx, out)
+	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: clients, Nonces: s.out.nonces, Recorder: s.recorder, Logger: s.log})
+	if err := s.newIngress(cfg, s.signIns(hosts)); err != nil {
+		return nil, err
+	}
+	m, err := s.newCerts(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.newIngress(signIns); err != nil {
-		return nil, err
-	}
-	certsCfg := certs.Config{DataDir: cfg.DataDir, TLS: cfg.TLS, Hosts: cfg.Hosts, Logger: s.log}
-	if cfg.Sessions.Store == config.StoreRedis {
-		// Replicas share their ACME certificates and order each once.
-		// One process on bbolt keeps them as files in the data dir.
-		certsCfg.Store = s.store
-	}
-	if s.certs, err = certs.New(ctx, certsCfg); err != nil {
-		return nil, err
-	}
+	s.certs.Store(m)
 	// Bind everything before serving anything, so a taken port fails the
 	// start instead of leaving a half-running proxy.
 	ls := s.newListeners()
-	if err := s.bindAll(ls, out); err != nil {
+	if err := s.bindAll(ls); err != nil {
 		return nil, err
 	}
 	ls.serve(&s.wg)
@@ -127,10 +151,24 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	return s, nil
 }
 
+// config is the configuration in use.
+func (s *Server) config() *config.Config { return s.cfg.Load() }
+
+// newCerts makes the certificate Manager of cfg's hosts.
+func (s *Server) newCerts(ctx context.Context, cfg *config.Config) (*certs.Manager, error) {
+	certsCfg := certs.Config{DataDir: cfg.DataDir, TLS: cfg.TLS, Hosts: cfg.Hosts, Logger: s.log}
+	if cfg.Sessions.Store == config.StoreRedis {
+		// Replicas share their ACME certificates and order each once.
+		// One process on bbolt keeps them as files in the data dir.
+		certsCfg.Store = s.store
+	}
+	return certs.New(ctx, certsCfg)
+}
+
 // openStore opens the session store the configuration names, and counts
 // its sessions for the metrics.
 func (s *Server) openStore(ctx context.Context) error {
-	store, err := OpenStore(ctx, s.cfg, s.log)
+	store, err := OpenStore(ctx, s.config(), s.log)
 	if err != nil {
 		return err
 	}
@@ -184,15 +222,10 @@ func redisServer(raw string) string {
 
 // newIngress builds the router of every host, and the Nomad resolver when
 // a host's backend needs one.
-func (s *Server) newIngress(signIns map[string]http.Handler) error {
-	for _, h := range s.cfg.Hosts {
-		if h.Backend.Kind == config.BackendNomad {
-			s.nomad = ingress.NewNomad(ingress.NomadConfig{Nomad: s.cfg.Nomad, Logger: s.log})
-			break
-		}
-	}
+func (s *Server) newIngress(cfg *config.Config, signIns map[string]http.Handler) error {
+	s.nomad = s.nomadFor(cfg)
 	router, err := ingress.New(ingress.Config{
-		Config:       s.cfg,
+		Config:       cfg,
 		Sessions:     s.sessions,
 		Nomad:        s.nomad,
 		SignIns:      signIns,
@@ -204,30 +237,66 @@ func (s *Server) newIngress(signIns map[string]http.Handler) error {
 	return err
 }
 
+// nomadFor is the Nomad resolver when a host of cfg needs one: the one
+// running, or a new one (which the caller runs).
+func (s *Server) nomadFor(cfg *config.Config) *ingress.Nomad {
+	if s.nomad != nil {
+		return s.nomad
+	}
+	for _, h := range cfg.Hosts {
+		if h.Backend.Kind == config.BackendNomad {
+			return ingress.NewNomad(ingress.NomadConfig{Nomad: cfg.Nomad, Logger: s.log})
+		}
+	}
+	return nil
+}
+
+// run runs a background job until Close.
+func (s *Server) run(ctx context.Context, f func(context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f(ctx)
+	}()
+}
+
 // background starts the jobs that run until Close.
 func (s *Server) background(ctx context.Context) {
-	run := func(f func(context.Context)) {
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			f(ctx)
-		}()
-	}
-	run(func(ctx context.Context) { sessions.RunCleanup(ctx, s.store, time.Minute, s.log) })
-	run(func(ctx context.Context) { s.sessions.RunPrune(ctx, 10*time.Minute) })
-	run(s.certs.Watch)
-	// The listeners are up, so ACME validations can reach us now.
-	run(s.certs.Prefetch)
+	s.run(ctx, func(ctx context.Context) { sessions.RunCleanup(ctx, s.store, time.Minute, s.log) })
+	s.run(ctx, func(ctx context.Context) { s.sessions.RunPrune(ctx, 10*time.Minute) })
+	s.runCerts(s.certs.Load())
 	if s.nomad != nil {
-		run(s.nomad.Run)
+		s.run(ctx, s.nomad.Run)
 	}
-	if s.clientKeys != nil {
-		w := newKeyWatch(s.store, s.clientKeys, s.log)
-		run(func(ctx context.Context) { w.run(ctx, s.keyRefresh) })
+	s.watchClientKeys()
+	if r, ok := s.store.(resealer); ok && s.config().Sessions.EncryptionKey.Len() > 1 {
+		s.run(ctx, func(ctx context.Context) { s.reseal(ctx, r) })
 	}
-	if r, ok := s.store.(resealer); ok && s.cfg.Sessions.EncryptionKey.Len() > 1 {
-		run(func(ctx context.Context) { s.reseal(ctx, r) })
+}
+
+// runCerts starts the background jobs of a certificate Manager, ending
+// those of the one before it.
+func (s *Server) runCerts(m *certs.Manager) {
+	if s.stopCerts != nil {
+		s.stopCerts()
 	}
+	ctx, stop := context.WithCancel(s.bg)
+	s.stopCerts = stop
+	s.run(ctx, m.Watch)
+	// The listeners are up, so ACME validations can reach us now.
+	s.run(ctx, m.Prefetch)
+}
+
+// watchClientKeys starts reading the client key ring again from the
+// store, once there are client keys (a reload may bring the first host
+// that needs them).
+func (s *Server) watchClientKeys() {
+	if s.clientKeys == nil || s.keyWatch {
+		return
+	}
+	s.keyWatch = true
+	w := newKeyWatch(s.store, s.clientKeys, s.log)
+	s.run(s.bg, func(ctx context.Context) { w.run(ctx, s.keyRefresh) })
 }
 
 // resealer is a store that seals its records again with the first key
@@ -247,14 +316,11 @@ func (s *Server) reseal(ctx context.Context, r resealer) {
 	s.log.Info("every session is sealed with the first encryption_key; the others may go once every replica has it first", "resealed", n)
 }
 
-// Reload re-reads certificate files (on SIGHUP).
-func (s *Server) Reload() error { return s.certs.Reload() }
-
 // Store returns the session store (tests inspect it).
 func (s *Server) Store() sessions.Store { return s.store }
 
 // LocalCAPEM returns the local CA that signs self-signed certificates.
-func (s *Server) LocalCAPEM() []byte { return s.certs.LocalCAPEM() }
+func (s *Server) LocalCAPEM() []byte { return s.certs.Load().LocalCAPEM() }
 
 func (s *Server) readyCheck(ctx context.Context) error {
 	select {
@@ -277,15 +343,12 @@ func (s *Server) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.shutdown)
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, srv := range s.servers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := srv.Shutdown(ctx); err != nil {
-					_ = srv.Close()
-				}
-			}()
+		s.reloading.Lock()
+		s.closed = true
+		for _, p := range s.ports {
+			wg.Go(func() { p.shutdown(ctx) })
 		}
+		s.reloading.Unlock()
 		wg.Wait()
 		s.cancel()
 		s.wg.Wait()

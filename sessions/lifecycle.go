@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -45,7 +46,7 @@ type LifecycleConfig struct {
 	// Store keeps the sessions and the sign-ins in progress.
 	Store Store
 	// Clients are the OAuth clients by client id; a session is refreshed
-	// by the client that signed it in.
+	// by the client that signed it in. SetClients replaces them.
 	Clients map[string]*oauth.Client
 	// SessionLifetime is how long a session lives after each refresh;
 	// DefaultLifetime when zero.
@@ -74,7 +75,9 @@ type LifecycleConfig struct {
 // (singleflight by session id), and replicas take the session's refresh
 // lock in the store.
 type Lifecycle struct {
-	cfg     LifecycleConfig
+	cfg LifecycleConfig
+	// clients are cfg.Clients until SetClients replaces them.
+	clients atomic.Pointer[map[string]*oauth.Client]
 	flights singleflight.Group
 	// running counts refreshes under way, so that shutdown waits for them
 	// before the store closes: a refresh abandoned halfway (the server has
@@ -107,7 +110,25 @@ func NewLifecycle(cfg LifecycleConfig) *Lifecycle {
 	if cfg.Recorder == nil {
 		cfg.Recorder = observe.Discard{}
 	}
-	return &Lifecycle{cfg: cfg, later: map[string]bool{}, failedAt: map[string]time.Time{}}
+	t := &Lifecycle{cfg: cfg, later: map[string]bool{}, failedAt: map[string]time.Time{}}
+	t.SetClients(cfg.Clients)
+	return t
+}
+
+// SetClients replaces the OAuth clients, on a reload of the
+// configuration. A session whose client is among them refreshes with the
+// new one; one whose client is gone (its host was removed, or a
+// localhost client's scope changed its client id) ends at its next
+// refresh, as after a restart. A refresh under way finishes with the
+// client it began with.
+func (t *Lifecycle) SetClients(clients map[string]*oauth.Client) {
+	t.clients.Store(&clients)
+}
+
+// client is the OAuth client of a client id, if it is configured.
+func (t *Lifecycle) client(id string) (*oauth.Client, bool) {
+	c, ok := (*t.clients.Load())[id]
+	return c, ok
 }
 
 // Key returns the session's DPoP key.

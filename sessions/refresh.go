@@ -58,7 +58,7 @@ func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, err
 		return cur, nil
 	}
 	t.seedNonce(cur.Issuer, cur.AuthServerNonce)
-	client, ok := t.cfg.Clients[cur.ClientID]
+	client, ok := t.client(cur.ClientID)
 	if !ok {
 		return t.end(ctx, cur, "its OAuth client is no longer configured")
 	}

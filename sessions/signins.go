@@ -98,7 +98,7 @@ const revokeTimeout = 10 * time.Second
 // revoke revokes a session's refresh token in the background; Wait waits
 // for it.
 func (t *Lifecycle) revoke(sess Session) {
-	client, ok := t.cfg.Clients[sess.ClientID]
+	client, ok := t.client(sess.ClientID)
 	if !ok || sess.DPoPKey == nil || sess.RefreshToken == "" {
 		return
 	}

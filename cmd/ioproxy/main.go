@@ -2,6 +2,7 @@
 //
 //	ioproxy serve    -config io.hcl   run it
 //	ioproxy validate -config io.hcl   check a configuration and exit
+//	ioproxy reload   -config io.hcl   check it, then have the running serve apply it
 //	ioproxy cert     -config io.hcl   print (or -out write) the local CA to trust
 //	ioproxy sessions migrate -config io.hcl -from data/ioproxy.db
 //	                                  copy sessions from bbolt into Redis
@@ -21,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/hashicorp/hcl/v2"
+
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress/certs"
@@ -33,6 +36,10 @@ Usage:
   ioproxy serve    -config FILE   run the proxy (-config may repeat, or name a
                                   directory of *.hcl files: they merge)
   ioproxy validate -config FILE   check a configuration; exit 1 on errors
+  ioproxy reload   -config FILE [-wait 30s]
+                                  check the configuration, then have the
+                                  ioproxy serve running with its data_dir apply
+                                  it without a restart (as SIGHUP does)
   ioproxy cert     -config FILE [-out FILE]
                                   print or write the local CA certificate that
                                   signs self-signed host certificates, to trust it
@@ -61,6 +68,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdServe(args, stderr)
 	case "validate":
 		return cmdValidate(args, stdout, stderr)
+	case "reload":
+		return cmdReload(args, stdout, stderr)
 	case "cert":
 		return cmdCert(args, stdout, stderr)
 	case "sessions":
@@ -95,6 +104,13 @@ func version() string {
 
 // loadConfig parses -config and prints its diagnostics.
 func loadConfig(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, *flag.FlagSet, bool) {
+	cfg, _, fs, ok := loadConfigPaths(name, args, stderr, extra)
+	return cfg, fs, ok
+}
+
+// loadConfigPaths is loadConfig that also returns the paths given, for
+// reading them again at a reload.
+func loadConfigPaths(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*config.Config, configPaths, *flag.FlagSet, bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var paths configPaths
@@ -103,20 +119,26 @@ func loadConfig(name string, args []string, stderr io.Writer, extra func(*flag.F
 		extra(fs)
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if len(paths) == 0 {
 		paths = configPaths{"io.hcl"}
 	}
+	cfg, diags := readConfig(paths)
+	_ = config.WriteDiagnostics(stderr, diags)
+	if diags.HasErrors() {
+		return nil, nil, nil, false
+	}
+	return cfg, paths, fs, true
+}
+
+// readConfig reads the configuration with every check validate makes.
+func readConfig(paths []string) (*config.Config, hcl.Diagnostics) {
 	cfg, diags := config.LoadAll(paths, config.Options{})
 	if cfg != nil {
 		diags = append(diags, certs.Check(cfg)...)
 	}
-	_ = config.WriteDiagnostics(stderr, diags)
-	if diags.HasErrors() {
-		return nil, nil, false
-	}
-	return cfg, fs, true
+	return cfg, diags
 }
 
 // configPaths are the -config flags, in order.
@@ -160,7 +182,7 @@ func cmdCert(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
-	cfg, _, ok := loadConfig("serve", args, stderr, nil)
+	cfg, paths, _, ok := loadConfigPaths("serve", args, stderr, nil)
 	if !ok {
 		return 1
 	}
@@ -169,9 +191,16 @@ func cmdServe(args []string, stderr io.Writer) int {
 	lw := admin.NewLogWriter(admin.LogWriterConfig{Out: stderr, JSON: cfg.Log.Format == "json"})
 	defer lw.Close()
 	log := admin.NewLogger(lw, cfg.Log)
+	rf, err := claimRunFile(cfg.DataDir)
+	if err != nil {
+		log.Error("ioproxy could not start", "err", err)
+		return 1
+	}
+	defer rf.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, LogDropped: lw.Dropped})
+	load := func() (*config.Config, hcl.Diagnostics) { return readConfig(paths) }
+	srv, err := server.Start(ctx, cfg, server.Options{Logger: log, LogDropped: lw.Dropped, Load: load})
 	if err != nil {
 		log.Error("ioproxy could not start", "err", err)
 		return 1
@@ -183,11 +212,9 @@ func cmdServe(args []string, stderr io.Writer) int {
 	for {
 		select {
 		case <-hup:
-			if err := srv.Reload(); err != nil {
-				log.Error("reload certificates", "err", err)
-			} else {
-				log.Info("certificates reloaded")
-			}
+			// Reload logs its own outcome, every diagnostic included.
+			rep, err := srv.Reload(ctx)
+			rf.report(rep, err)
 		case <-ctx.Done():
 			log.Info("shutting down: finishing in-flight requests")
 			srv.Close()

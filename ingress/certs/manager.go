@@ -209,6 +209,13 @@ func (m *Manager) TLSConfig() *tls.Config {
 	}
 }
 
+// GetCertificate is the tls.Config hook of TLSConfig, for a listener
+// whose Manager a reload replaces: it picks the certificate of a
+// handshake, as TLSConfig's own does.
+func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return m.getCertificate(hello)
+}
+
 // getCertificate picks the certificate for a handshake. A name that is not
 // a configured HTTPS host fails the handshake: serving another host's
 // certificate would only produce a confusing name-mismatch error.

@@ -1,0 +1,313 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/ingress"
+	"github.com/ioproxy/ioproxy/ingress/certs"
+	"github.com/ioproxy/ioproxy/internal/limits"
+)
+
+// Reload reads the configuration again (Options.Load) and, when it is
+// valid, applies it without a restart: hosts, backends, access rules, API
+// keys, sign-in settings, calling ports and certificates. Requests in
+// flight and open WebSockets finish under the configuration they began
+// with; no session ends. Settings that only a restart applies (the
+// store, the data dir, the ingress and admin listeners, identity, Nomad,
+// logs) keep their running values, and the log says which changed.
+//
+// When the configuration has errors, or a new calling port cannot be
+// bound, nothing changes: every diagnostic is logged at file:line and the
+// error says why. Without Options.Load, Reload reads the certificate
+// files again and nothing else.
+func (s *Server) Reload(ctx context.Context) (ReloadReport, error) {
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
+	if s.closed {
+		return ReloadReport{}, errors.New("reload: the server is closed")
+	}
+	if s.load == nil {
+		return ReloadReport{CertificatesOnly: true}, s.certs.Load().Reload()
+	}
+	cfg, diags := s.load()
+	logDiagnostics(s, diags)
+	if diags.HasErrors() {
+		s.recorder.Reload(false)
+		n := len(diags.Errs())
+		s.log.Error("reload refused: the configuration has errors; the running one stays", "errors", n)
+		return ReloadReport{}, fmt.Errorf("reload: the configuration has %d error(s); the running one stays: %w", n, diags)
+	}
+	rep, err := s.apply(ctx, cfg)
+	if err != nil {
+		s.recorder.Reload(false)
+		s.log.Error("reload failed; the running configuration stays", "err", err)
+		return ReloadReport{}, fmt.Errorf("reload: %w", err)
+	}
+	for _, d := range diags {
+		rep.Warnings = append(rep.Warnings, diagnosticAt(d)+": "+d.Summary)
+	}
+	s.recorder.Reload(true)
+	return rep, nil
+}
+
+// ReloadReport says what a reload applied.
+type ReloadReport struct {
+	// Hosts and Calls count the hosts and calling ports now served.
+	Hosts, Calls int
+	// Restart names the settings that changed but take effect at the
+	// next restart.
+	Restart []string
+	// Warnings are the configuration's warnings, at file:line.
+	Warnings []string
+	// CertificatesOnly is set when the server has no Options.Load: only
+	// the certificate files were read again.
+	CertificatesOnly bool
+}
+
+// logDiagnostics logs each diagnostic of a configuration read again, at
+// its file:line.
+func logDiagnostics(s *Server, diags hcl.Diagnostics) {
+	for _, d := range diags {
+		at := diagnosticAt(d)
+		if d.Severity == hcl.DiagError {
+			s.log.Error("configuration error", "at", at, "summary", d.Summary, "detail", d.Detail)
+		} else {
+			s.log.Warn("configuration warning", "at", at, "summary", d.Summary, "detail", d.Detail)
+		}
+	}
+}
+
+// diagnosticAt is where a diagnostic points, as file:line.
+func diagnosticAt(d *hcl.Diagnostic) string {
+	if d.Subject == nil {
+		return "?"
+	}
+	return fmt.Sprintf("%s:%d", d.Subject.Filename, d.Subject.Start.Line)
+}
+
+// next is a configuration built but not yet serving: everything a reload
+// makes before it replaces anything, so that a failure changes nothing.
+type next struct {
+	cfg     *config.Config
+	routes  *ingress.Routes
+	nomad   *ingress.Nomad
+	clients map[string]*oauth.Client
+	certs   *certs.Manager // nil when the hosts' certificates are unchanged
+	// ports are the listeners of the calling ports, kept or newly bound
+	// (not serving yet), each with its handler; closed are those that go.
+	ports  []portChange
+	bound  *listeners
+	closed []*port
+	// restart names what changed but only a restart applies.
+	restart []string
+}
+
+// portChange is a port of the new configuration: one that stays (with a
+// handler for its new block, and maybe a new role) or one newly bound.
+type portChange struct {
+	port    *port
+	role    string
+	handler http.Handler
+}
+
+// apply builds everything cfg needs, then puts it in place.
+func (s *Server) apply(ctx context.Context, cfg *config.Config) (ReloadReport, error) {
+	cfg, restart := keepRestartSettings(s.config(), cfg)
+	n, err := s.prepare(ctx, cfg)
+	if err != nil {
+		return ReloadReport{}, err
+	}
+	s.commit(n)
+	restart = append(restart, n.restart...)
+	for _, r := range restart {
+		s.log.Warn("configuration reloaded, but a setting that changed takes effect at the next restart", "setting", r)
+	}
+	s.log.Info("configuration reloaded", "config", cfg.Filename, "hosts", len(cfg.Hosts), "calls", len(cfg.Calls))
+	return ReloadReport{Hosts: len(cfg.Hosts), Calls: len(cfg.Calls), Restart: restart}, nil
+}
+
+// prepare builds the OAuth clients, routes, calling ports and
+// certificates of cfg, and binds the listeners it adds; on an error it
+// closes what it bound.
+func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err error) {
+	n := &next{cfg: cfg, nomad: s.nomadFor(cfg), bound: s.newListeners()}
+	defer func() {
+		if err != nil {
+			for _, p := range n.bound.pending {
+				p.shutdown(ctx)
+			}
+		}
+	}()
+	hosts, clients, err := s.oauthClients(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.clients = clients
+	if n.routes, err = s.router.NewRoutes(ingress.RoutesConfig{Config: cfg, Nomad: n.nomad, SignIns: s.signIns(hosts)}); err != nil {
+		return nil, err
+	}
+	if tlsSettings(s.config()) != tlsSettings(cfg) {
+		if n.certs, err = s.newCerts(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ServesHTTPS() && s.ports["https"] == nil {
+		// The first host with a certificate: the HTTPS listener is new.
+		if _, err := s.bind(n.bound, "https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, s.ingressConns()); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.prepareCalls(n); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// prepareCalls makes the handler of each calling port of n.cfg, and
+// finds its listener: the one bound at its address already, whatever the
+// call block was named, or a new one. The listeners of calls gone close.
+func (s *Server) prepareCalls(n *next) error {
+	handlers, err := s.callHandlers(n.cfg, n.routes.HostHandler)
+	if err != nil {
+		return err
+	}
+	byAddr := map[string]*port{}
+	for _, p := range s.ports {
+		if strings.HasPrefix(p.role, "call:") {
+			byAddr[p.addr] = p
+		}
+	}
+	for _, c := range n.cfg.Calls {
+		role, h := callRole(c), handlers[callRole(c)]
+		if p, ok := byAddr[c.Addr()]; ok {
+			delete(byAddr, c.Addr())
+			if p.max != c.MaxConnections {
+				n.restart = append(n.restart, fmt.Sprintf("call %q max_connections", c.Label))
+			}
+			n.ports = append(n.ports, portChange{port: p, role: role, handler: h})
+			continue
+		}
+		p, err := s.bind(n.bound, role, c.Addr(), h, false, limits.ConnsConfig{Max: c.MaxConnections})
+		if err != nil {
+			return err
+		}
+		n.ports = append(n.ports, portChange{port: p, role: role, handler: h})
+	}
+	for _, p := range byAddr {
+		n.closed = append(n.closed, p)
+	}
+	return nil
+}
+
+// commit puts a prepared configuration in place: from here on, new
+// requests are served by it.
+func (s *Server) commit(n *next) {
+	s.sessions.SetClients(n.clients)
+	s.router.SetRoutes(n.routes)
+	if n.certs != nil {
+		s.certs.Store(n.certs)
+		s.ports["http"].handler.set(n.certs.HTTPHandler(s.httpHandler()))
+		s.runCerts(n.certs)
+	} else if err := s.certs.Load().Reload(); err != nil {
+		s.log.Error("certificate files could not all be read again; the previous certificates stay", "err", err)
+	}
+	s.cfg.Store(n.cfg)
+	for _, p := range n.closed {
+		s.forget(p)
+		s.stop(p)
+	}
+	// Kept ports may have changed names, even with each other: forget
+	// every old name before keeping the new ones.
+	for _, pc := range n.ports {
+		s.forget(pc.port)
+	}
+	for _, pc := range n.ports {
+		pc.port.handler.set(pc.handler)
+		pc.port.role = pc.role
+		s.keep(pc.port)
+	}
+	for _, p := range n.bound.pending {
+		if p.role == "https" {
+			s.keep(p)
+		}
+	}
+	n.bound.serve(&s.wg)
+	if n.nomad != nil && s.nomad == nil {
+		s.nomad = n.nomad
+		s.run(s.bg, n.nomad.Run)
+	}
+	s.watchClientKeys()
+}
+
+// forget takes a port out of the server's ports, Addrs and metrics.
+func (s *Server) forget(p *port) {
+	if s.ports[p.role] != p {
+		return
+	}
+	delete(s.ports, p.role)
+	delete(s.Addrs, p.role)
+	s.recorder.ForgetListener(p.role)
+}
+
+// stop shuts a port down in the background: its requests in flight get
+// the shutdown timeout to finish, as at Close.
+func (s *Server) stop(p *port) {
+	s.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.shutdown)
+		defer cancel()
+		p.shutdown(ctx)
+	})
+}
+
+// keepRestartSettings returns next with the settings that only a restart
+// applies set back to their running values, and names those that
+// differed.
+func keepRestartSettings(cur, next *config.Config) (*config.Config, []string) {
+	out := *next
+	var changed []string
+	keep := func(name string, differ bool, reset func()) {
+		if differ {
+			changed = append(changed, name)
+			reset()
+		}
+	}
+	keep("data_dir", cur.DataDir != next.DataDir, func() { out.DataDir = cur.DataDir })
+	keep("sessions", !reflect.DeepEqual(cur.Sessions, next.Sessions), func() { out.Sessions = cur.Sessions })
+	keep("admin", !reflect.DeepEqual(cur.Admin, next.Admin), func() { out.Admin = cur.Admin })
+	keep("identity", cur.Identity != next.Identity, func() { out.Identity = cur.Identity })
+	keep("nomad", cur.Nomad != next.Nomad, func() { out.Nomad = cur.Nomad })
+	keep("log", cur.Log != next.Log, func() { out.Log = cur.Log })
+	// trusted_proxies apply at once: they are read at each request.
+	curIn, nextIn := cur.Ingress, next.Ingress
+	curIn.TrustedProxies, nextIn.TrustedProxies = nil, nil
+	keep("ingress listeners and limits", !reflect.DeepEqual(curIn, nextIn), func() {
+		out.Ingress = cur.Ingress
+		out.Ingress.TrustedProxies = next.Ingress.TrustedProxies
+	})
+	return &out, changed
+}
+
+// tlsSettings is what the certificate Manager is made of, without the
+// places in the files it came from: a reload that changes none of it
+// keeps the Manager (and its certificates in memory).
+func tlsSettings(cfg *config.Config) string {
+	var b strings.Builder
+	t := cfg.TLS
+	fmt.Fprintf(&b, "%q %q %q %q %q %q\n", t.ACME.Email, t.ACME.Directory, t.ACME.CAFile, t.CertFile, t.KeyFile, cfg.DataDir)
+	hosts := slices.Clone(cfg.Hosts)
+	slices.SortFunc(hosts, func(a, b config.Host) int { return strings.Compare(a.Hostname, b.Hostname) })
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "%q %q %q %q\n", h.Hostname, h.TLS.Mode, h.TLS.CertFile, h.TLS.KeyFile)
+	}
+	return b.String()
+}
