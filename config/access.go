@@ -14,21 +14,59 @@ import (
 // for that long after its checks started failing.
 const longHandleMaxAge = 24 * time.Hour
 
-// access builds a host's require_atproto and apikey_auth blocks.
-func (b *builder) access(raw *hostSchema) *Access {
-	if raw.RequireATProto == nil && raw.APIKeyAuth == nil {
+// guarded is what access reads of a block that holds access rules: a
+// host, or a serve block.
+type guarded struct {
+	// name is the host name, or the serve block's label, for messages.
+	name    string
+	require *requireATProtoSchema
+	apiKeys *apikeyAuthSchema
+	// forwardAuth is set for a host without a backend, whose proxy in
+	// front asks /@/auth; a serve block always has a backend.
+	forwardAuth bool
+	// signIn is set when the block has an atproto block of its own.
+	signIn   bool
+	defRange hcl.Range
+}
+
+// hostGuard is what access reads of a host block.
+func hostGuard(raw *hostSchema) guarded {
+	return guarded{
+		name:        raw.Hostname,
+		require:     raw.RequireATProto,
+		apiKeys:     raw.APIKeyAuth,
+		forwardAuth: raw.Backend == nil,
+		signIn:      raw.ATProto != nil,
+		defRange:    raw.DefRange,
+	}
+}
+
+// serveGuard is what access reads of a serve block.
+func serveGuard(raw *serveSchema) guarded {
+	return guarded{
+		name:     raw.Label,
+		require:  raw.RequireATProto,
+		apiKeys:  raw.APIKeyAuth,
+		defRange: raw.DefRange,
+	}
+}
+
+// access builds the require_atproto and apikey_auth blocks of a host or
+// a serve block.
+func (b *builder) access(g guarded) *Access {
+	if g.require == nil && g.apiKeys == nil {
 		return nil
 	}
 	a := &Access{}
-	if raw.RequireATProto != nil {
-		a.Rules = b.rules(raw.RequireATProto, raw)
+	if g.require != nil {
+		a.Rules = b.rules(g.require, g)
 	}
-	if raw.Backend == nil && b.trustedProxies == 0 {
-		b.warnf(raw.DefRange, "Forward-auth without trusted proxies", "Host %q has no backend, so a proxy in front asks ioproxy about each request, but ingress { trusted_proxies } is empty: that proxy's X-Forwarded-For is not believed, so every visitor counts as the proxy for the wrong-key limit, and no Proxy-Session is given back. List the proxy's address in trusted_proxies.", raw.Hostname)
+	if g.forwardAuth && b.trustedProxies == 0 {
+		b.warnf(g.defRange, "Forward-auth without trusted proxies", "Host %q has no backend, so a proxy in front asks ioproxy about each request, but ingress { trusted_proxies } is empty: that proxy's X-Forwarded-For is not believed, so every visitor counts as the proxy for the wrong-key limit, and no Proxy-Session is given back. List the proxy's address in trusted_proxies.", g.name)
 	}
-	if k := raw.APIKeyAuth; k != nil {
+	if k := g.apiKeys; k != nil {
 		a.APIKeys = b.apiKeys(k)
-		if raw.RequireATProto == nil && raw.ATProto != nil {
+		if g.require == nil && g.signIn {
 			// Keys alone admit only machine clients; a sign-in that then
 			// admits no one would be a puzzle, so ask which was meant.
 			b.errorf(k.DefRange, "Sign-in admits no one", "With apikey_auth alone, only API keys get in, so the atproto block's sign-in would lead nowhere. To let signed-in accounts in too, add require_atproto {} (with dids or handles to name them); otherwise remove the atproto block.")
@@ -37,9 +75,9 @@ func (b *builder) access(raw *hostSchema) *Access {
 	return a
 }
 
-// rules builds a host's require_atproto block: which accounts get in,
-// and which paths are open to all.
-func (b *builder) rules(r *requireATProtoSchema, raw *hostSchema) *access.Rules {
+// rules builds a require_atproto block: which accounts get in, and which
+// paths are open to all.
+func (b *builder) rules(r *requireATProtoSchema, g guarded) *access.Rules {
 	rules := &access.Rules{}
 	// Lists written but empty (often an env() that was not set) admit
 	// every account, which is seldom what was meant.
@@ -76,8 +114,8 @@ func (b *builder) rules(r *requireATProtoSchema, raw *hostSchema) *access.Rules 
 		if p.Prefix && !strings.HasSuffix(p.Path, "/") {
 			b.warnf(item.rng, "Prefix without a slash", "%q also makes public %q and the like; if a folder was meant, write %q.", item.value, p.Path+"-admin", p.Path+"/*")
 		}
-		if raw.Backend == nil {
-			b.warnf(item.rng, "Public paths do nothing here", "Host %q has no backend: the proxy in front asks /@/auth, which ignores public paths. Make these paths public in that proxy (in nginx: auth_request off; in their location).", raw.Hostname)
+		if g.forwardAuth {
+			b.warnf(item.rng, "Public paths do nothing here", "Host %q has no backend: the proxy in front asks /@/auth, which ignores public paths. Make these paths public in that proxy (in nginx: auth_request off; in their location).", g.name)
 		}
 		rules.Public = append(rules.Public, p)
 	}

@@ -24,6 +24,9 @@ type builder struct {
 	// checks across blocks must take their ranges from here.
 	hosts []built[Host, hostSchema]
 	calls []built[Call, callSchema]
+	// serves are what Config.Serves is made of, built before the hosts
+	// that route to them.
+	serves []built[Serve, serveSchema]
 }
 
 // built is a block turned into what Config holds, beside the block it
@@ -34,8 +37,9 @@ type built[T, R any] struct {
 }
 
 // build turns the decoded schema into a Config: the blocks that stand on
-// their own first, then hosts (which use tls) and calls (which may name a
-// host), then the checks across blocks.
+// their own first, then serve blocks, hosts (which use tls, and may route
+// to a serve block) and calls (which may name a host), then the checks
+// across blocks.
 func build(raw *fileSchema, opts Options) (*Config, hcl.Diagnostics) {
 	b := &builder{opts: opts}
 	cfg := &Config{DataDir: b.dataDir(raw)}
@@ -47,7 +51,10 @@ func build(raw *fileSchema, opts Options) (*Config, hcl.Diagnostics) {
 	cfg.Sessions = b.sessions(raw.Sessions)
 	cfg.Log = b.log(raw.Log)
 	cfg.TLS = b.tls(raw.TLS)
+	b.uniqueServes(raw.Serves)
 	cfg.Hosts = b.uniqueHosts(raw.Hosts, cfg.TLS)
+	b.linkServes()
+	cfg.Serves = values(b.serves)
 	cfg.Calls = b.uniqueCalls(raw.Calls, cfg)
 	b.checkPorts(raw, cfg)
 	b.checkLocalClients(cfg)

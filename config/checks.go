@@ -10,8 +10,9 @@ import (
 
 // The checks in this file look across blocks, once all are built.
 
-// checkPorts refuses two listeners on one port: calling ports among
-// themselves, and against the ingress and admin listeners.
+// checkPorts refuses two listeners on one port: calling ports and serve
+// blocks' ports among themselves, and against the ingress and admin
+// listeners.
 func (b *builder) checkPorts(raw *fileSchema, cfg *Config) {
 	type owner struct {
 		what string
@@ -41,6 +42,18 @@ func (b *builder) checkPorts(raw *fileSchema, cfg *Config) {
 			continue
 		}
 		taken[c.Port] = owner{what: fmt.Sprintf("call %q", c.Label), host: c.Bind}
+	}
+	for _, bs := range b.serves {
+		s := bs.value
+		if s.Port == 0 {
+			// Missing or out of range: refused already.
+			continue
+		}
+		if prev, ok := taken[s.Port]; ok && overlaps(prev.host, s.Bind) {
+			b.errorf(bs.raw.PortRange, "Port already in use", "Port %d is already used by %s; give serve %q a port of its own.", s.Port, prev.what, s.Label)
+			continue
+		}
+		taken[s.Port] = owner{what: fmt.Sprintf("serve %q", s.Label), host: s.Bind}
 	}
 	if cfg.ServesHTTPS() && cfg.Ingress.HTTPAddr != "" {
 		_, hp, _ := net.SplitHostPort(cfg.Ingress.HTTPAddr)

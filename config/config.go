@@ -48,6 +48,9 @@ type Config struct {
 	TLS      TLS
 	Hosts    []Host
 	Calls    []Call
+	// Serves are the serve blocks: guarded reverse proxies on ports of
+	// their own.
+	Serves []Serve
 }
 
 // Ingress says where the public listeners bind.
@@ -191,8 +194,16 @@ type Host struct {
 	// ShortName is the host's short name (the name attribute), for logs and metrics.
 	ShortName string
 	// Backend is of kind BackendNone for a forward-auth host, whose site
-	// sits behind another proxy that asks ioproxy's /@/auth.
+	// sits behind another proxy that asks ioproxy's /@/auth. For a host
+	// whose backend is "serving:<label>" it is the serve block's backend,
+	// so that requests go straight to the service (never BackendServing).
 	Backend Backend
+	// Serving is the label of the serve block the host routes to (its
+	// backend = "serving:<label>"), empty for any other host. Such a
+	// host's Access is the serve block's, and its ATProto the host's own
+	// atproto block or, without one, the defaults when the serve block has
+	// require_atproto.
+	Serving string
 	// ATProto is nil when the host does not offer sign-in.
 	ATProto *ATProto
 	TLS     HostTLS
@@ -279,6 +290,10 @@ const (
 	BackendNone  BackendKind = iota // no backend: a forward-auth host
 	BackendURL                      // a fixed URL
 	BackendNomad                    // instances of a Nomad service
+	// BackendServing is a host's "serving:<label>": the host routes to a
+	// serve block. ParseBackend returns it; a built Config never holds
+	// it, since such a host gets the serve block's own backend.
+	BackendServing
 )
 
 // Backend is where a host's requests go.
@@ -288,19 +303,25 @@ type Backend struct {
 	URL *url.URL
 	// Service is set for BackendNomad.
 	Service string
+	// Serving is the serve block's label, set for BackendServing.
+	Serving string
 	// Raw is the backend as written in the file.
 	Raw string
 }
 
-// ParseBackend parses "host:port", "http://…", "https://…" or "nomad:<service>".
+// ParseBackend parses "host:port", "http://…", "https://…",
+// "nomad:<service>" or "serving:<serve block's label>".
 func ParseBackend(s string) (Backend, error) {
 	raw := s
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return Backend{}, fmt.Errorf("backend is empty")
 	}
-	if name, ok := strings.CutPrefix(s, "serving:"); ok {
-		return Backend{}, fmt.Errorf("IO's serving:%s names a serve block, which ioproxy does not have yet: write the service's address here (backend = \"127.0.0.1:4646\"), with the serve block's require_atproto and apikey_auth in this host", name)
+	if label, ok := strings.CutPrefix(s, "serving:"); ok {
+		if !validServiceName(label) {
+			return Backend{}, fmt.Errorf("%q is not the label of a serve block (letters, digits, dashes, dots and underscores, as in \"serving:nomad\")", label)
+		}
+		return Backend{Kind: BackendServing, Serving: label, Raw: raw}, nil
 	}
 	if svc, ok := strings.CutPrefix(s, "nomad:"); ok {
 		if !validServiceName(svc) {
@@ -459,6 +480,47 @@ func (c Call) Operation(method, path string) (Operation, bool) {
 		}
 	}
 	return Operation{}, false
+}
+
+// Serve is a serve block: a guarded reverse proxy on a port of its own,
+// for a service that has no host name of its own. Reached on its port it
+// admits API keys and public paths only; a browser signs in on a host
+// whose backend is "serving:<Label>", and the serve block's rules then
+// apply to the session.
+type Serve struct {
+	// Label is the block's label (serve "<label>"): backend =
+	// "serving:<label>" names it, and it names the port in logs and
+	// metrics.
+	Label string
+	// ShortName is the name attribute, for people (the label when left
+	// out).
+	ShortName string
+	Port      int
+	// Bind is the address the port listens on; DefaultServeBind when not
+	// written.
+	Bind string
+	// Backend is the service's address: BackendURL or BackendNomad, never
+	// BackendServing or BackendNone.
+	Backend Backend
+	// Access is never nil: a serve block has require_atproto, apikey_auth
+	// or both. The hosts that route to the block share it.
+	Access *Access
+	// Hosts are the host names whose backend is serving:<Label>, in file
+	// order.
+	Hosts []string
+}
+
+// Addr is the listen address of the serve block's port.
+func (s Serve) Addr() string { return net.JoinHostPort(s.Bind, strconv.Itoa(s.Port)) }
+
+// Serve returns the serve block with the given label.
+func (c *Config) Serve(label string) (Serve, bool) {
+	for _, s := range c.Serves {
+		if s.Label == label {
+			return s, true
+		}
+	}
+	return Serve{}, false
 }
 
 // Host returns the host with the given name (case-insensitive, port ignored).

@@ -29,7 +29,7 @@ func repoRoot(t *testing.T) string {
 }
 
 func TestExamplesLoad(t *testing.T) {
-	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl"} {
+	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl", "serve.hcl"} {
 		t.Run(name, func(t *testing.T) {
 			cfg, diags := Load(filepath.Join(repoRoot(t), "examples", name), Options{LookupEnv: noEnv})
 			if diags.HasErrors() || cfg == nil {
@@ -837,8 +837,6 @@ func TestIOSpellings(t *testing.T) {
 		{"ingress \"a.example.com\" {\n  backend = \"localhost:3000\"\n}", "1:9", `IO's ingress "<host>" { … } is ioproxy's host "<host>" { … }: write host in place of ingress.`},
 		{"oauth_client {\n}", "1:1", `write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client.`},
 		{"host \"a.example.com\" {\n  backend = \"localhost:3000\"\n  apply_header {\n  }\n}", "3:3", `remove apply_header`},
-		{"serve \"nomad\" {\n  port = 9009\n}", "1:1", `is not in ioproxy yet: write a host for it instead`},
-		{"host \"a.example.com\" {\n  backend = \"serving:nomad\"\n}", "2:13", `names a serve block, which ioproxy does not have yet`},
 	} {
 		_, diags := Parse([]byte(tc.src), "io.hcl", Options{LookupEnv: func(string) (string, bool) { return "", false }})
 		var b strings.Builder

@@ -64,8 +64,10 @@ func FuzzParse(f *testing.F) {
 	}
 	// The configurations of the unit tests, good and bad, read from the
 	// test file itself so that new cases become seeds too.
-	for _, s := range testFileStrings(f, "config_test.go") {
-		f.Add([]byte(s))
+	for _, name := range []string{"config_test.go", "serve_test.go"} {
+		for _, s := range testFileStrings(f, name) {
+			f.Add([]byte(s))
+		}
 	}
 	f.Add([]byte(`host "a.example.com" { backend = "localhost:3000" }`))
 	f.Add([]byte("host \"a.example.com\" {\n  backend = \"localhost:1\"\n  apikey_auth {\n    users = <<EOT\nci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nEOT\n  }\n}"))
@@ -180,40 +182,41 @@ func revalidate(t *testing.T, cfg *Config) {
 		if h.ATProto != nil && !strings.Contains(" "+h.ATProto.Scope()+" ", " atproto ") {
 			t.Errorf("host %q signs in without the atproto scope: %q", h.Hostname, h.ATProto.Scope())
 		}
-		if h.Access == nil {
-			continue
+		if h.Backend.Kind == BackendServing {
+			t.Errorf("host %q keeps the backend %q instead of its serve block's", h.Hostname, h.Backend.Raw)
 		}
-		if r := h.Access.Rules; r != nil {
-			for _, d := range r.DIDs {
-				if got, err := access.ParseDID(d); err != nil || got != d {
-					t.Errorf("allowed DID %q re-validates as %q, %v", d, got, err)
-				}
-			}
-			for _, hd := range r.Handles {
-				if got, dom, err := access.ParseHandlePattern(hd); err != nil || got != hd || dom != "" {
-					t.Errorf("allowed handle %q re-validates as %q %q, %v", hd, got, dom, err)
-				}
-			}
-			for _, d := range r.Domains {
-				if got, dom, err := access.ParseHandlePattern("*" + d); err != nil || got != "" || dom != d {
-					t.Errorf("allowed domain %q re-validates as %q %q, %v", d, got, dom, err)
-				}
-			}
-			for _, p := range r.Public {
-				if got, err := access.ParsePathPattern(p.String()); err != nil || got != p {
-					t.Errorf("public path %q re-validates as %+v, %v", p, got, err)
-				}
+		if h.Serving != "" {
+			s, ok := cfg.Serve(h.Serving)
+			if !ok || !slices.Contains(s.Hosts, h.Hostname) || h.Access != s.Access || !reflect.DeepEqual(h.Backend, s.Backend) {
+				t.Errorf("host %q routes to serve %q, which does not list it or gives it other rules or another backend: %+v", h.Hostname, h.Serving, s)
 			}
 		}
-		seen := map[string]bool{}
-		for _, e := range h.Access.APIKeys {
-			if got, err := access.ParseKeyEntry(e.Name + ":" + e.Hash); err != nil || got != e {
-				t.Errorf("API key entry %q re-validates as %+v, %v", e.Name, got, err)
+		if h.Access != nil {
+			revalidateAccess(t, "host "+strconv.Quote(h.Hostname), h.Access)
+		}
+	}
+	serves := map[string]bool{}
+	for _, s := range cfg.Serves {
+		what := "serve " + strconv.Quote(s.Label)
+		if serves[s.Label] {
+			t.Errorf("%s appears twice", what)
+		}
+		serves[s.Label] = true
+		if !validServiceName(s.Label) || s.Port < 1 || s.Port > 65535 {
+			t.Errorf("%s has an invalid label or port %d", what, s.Port)
+		}
+		if be, err := ParseBackend(s.Backend.Raw); (s.Backend.Kind != BackendURL && s.Backend.Kind != BackendNomad) || err != nil || !reflect.DeepEqual(be, s.Backend) {
+			t.Errorf("%s backend %+v parses again as %+v, %v", what, s.Backend, be, err)
+		}
+		if s.Access == nil || (s.Access.Rules == nil && len(s.Access.APIKeys) == 0) {
+			t.Errorf("%s has no access rules: %+v", what, s.Access)
+		} else {
+			revalidateAccess(t, what, s.Access)
+		}
+		for _, name := range s.Hosts {
+			if h, ok := cfg.Host(name); !ok || h.Serving != s.Label {
+				t.Errorf("%s lists host %q, which does not route to it", what, name)
 			}
-			if seen[e.Name] {
-				t.Errorf("API key name %q appears twice", e.Name)
-			}
-			seen[e.Name] = true
 		}
 	}
 	labels := map[string]bool{}
@@ -230,6 +233,43 @@ func revalidate(t *testing.T, cfg *Config) {
 				t.Errorf("call %q operation %+v does not match its own method and path", c.Label, op)
 			}
 		}
+	}
+}
+
+// revalidateAccess runs access rules through the parsers that built them.
+func revalidateAccess(t *testing.T, what string, a *Access) {
+	t.Helper()
+	if r := a.Rules; r != nil {
+		for _, d := range r.DIDs {
+			if got, err := access.ParseDID(d); err != nil || got != d {
+				t.Errorf("%s: allowed DID %q re-validates as %q, %v", what, d, got, err)
+			}
+		}
+		for _, hd := range r.Handles {
+			if got, dom, err := access.ParseHandlePattern(hd); err != nil || got != hd || dom != "" {
+				t.Errorf("%s: allowed handle %q re-validates as %q %q, %v", what, hd, got, dom, err)
+			}
+		}
+		for _, d := range r.Domains {
+			if got, dom, err := access.ParseHandlePattern("*" + d); err != nil || got != "" || dom != d {
+				t.Errorf("%s: allowed domain %q re-validates as %q %q, %v", what, d, got, dom, err)
+			}
+		}
+		for _, p := range r.Public {
+			if got, err := access.ParsePathPattern(p.String()); err != nil || got != p {
+				t.Errorf("%s: public path %q re-validates as %+v, %v", what, p, got, err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, e := range a.APIKeys {
+		if got, err := access.ParseKeyEntry(e.Name + ":" + e.Hash); err != nil || got != e {
+			t.Errorf("%s: API key entry %q re-validates as %+v, %v", what, e.Name, got, err)
+		}
+		if seen[e.Name] {
+			t.Errorf("%s: API key name %q appears twice", what, e.Name)
+		}
+		seen[e.Name] = true
 	}
 }
 

@@ -43,14 +43,18 @@ func (b *builder) host(raw *hostSchema, globalTLS TLS) Host {
 	case raw.RequireATProto == nil && raw.APIKeyAuth == nil:
 		b.errorf(raw.DefRange, "Missing backend", "Host %q needs a backend, as in backend = \"localhost:3000\". (Only a host with require_atproto or apikey_auth may leave it out: it then answers forward-auth requests from another proxy at /@/auth.)", name)
 	}
-	if raw.ATProto != nil {
-		h.ATProto = b.atproto(raw.ATProto, h)
-	} else if raw.RequireATProto != nil {
-		// require_atproto means signing in; the defaults of an empty
-		// atproto block (scope "atproto", the host's name) are enough.
-		h.ATProto = b.atproto(&atprotoSchema{DefRange: raw.RequireATProto.DefRange}, h)
+	if h.Backend.Kind == BackendServing {
+		b.serving(raw, &h)
+	} else {
+		if raw.ATProto != nil {
+			h.ATProto = b.atproto(raw.ATProto, h)
+		} else if raw.RequireATProto != nil {
+			// require_atproto means signing in; the defaults of an empty
+			// atproto block (scope "atproto", the host's name) are enough.
+			h.ATProto = b.atproto(&atprotoSchema{DefRange: raw.RequireATProto.DefRange}, h)
+		}
+		h.Access = b.access(hostGuard(raw))
 	}
-	h.Access = b.access(raw)
 	h.TLS = b.hostTLS(raw.TLS, h, globalTLS)
 	return h
 }

@@ -38,8 +38,8 @@ func Load(path string, opts Options) (*Config, hcl.Diagnostics) {
 
 // LoadAll reads the configuration from several files, as one: each path
 // is a file, or a directory whose *.hcl files are read in name order.
-// Blocks from all files merge; a host or call defined in two files is an
-// error at the second, naming the first, as within one file. The
+// Blocks from all files merge; a host, call or serve block defined in two
+// files is an error at the second, naming the first, as within one file. The
 // returned diagnostics may hold warnings even when the Config is usable;
 // the Config is nil when they hold an error.
 func LoadAll(paths []string, opts Options) (*Config, hcl.Diagnostics) {

@@ -18,6 +18,7 @@ type fileSchema struct {
 	TLS      *tlsSchema      `hcl:"tls,block"`
 	Hosts    []hostSchema    `hcl:"host,block"`
 	Calls    []callSchema    `hcl:"call,block"`
+	Serves   []serveSchema   `hcl:"serve,block"`
 
 	DataDirRange hcl.Range `hcl:"data_dir,attr_value_range"`
 }
@@ -226,4 +227,24 @@ type operationSchema struct {
 	NameRange   hcl.Range `hcl:"name,label_range"`
 	MethodRange hcl.Range `hcl:"method,attr_value_range"`
 	PathRange   hcl.Range `hcl:"path,attr_value_range"`
+}
+
+// serveSchema is a serve block: a guarded reverse proxy on a port of its
+// own. port and backend are optional here so that build can say what to
+// write when one is missing; the access blocks are a host's.
+type serveSchema struct {
+	Label   string  `hcl:"label,label"`
+	Name    string  `hcl:"name,optional"`
+	Port    *int    `hcl:"port,optional"`
+	Bind    *string `hcl:"bind,optional"`
+	Backend *string `hcl:"backend,optional"`
+	// RequireATProto and APIKeyAuth are read as a host's: see access.
+	RequireATProto *requireATProtoSchema `hcl:"require_atproto,block"`
+	APIKeyAuth     *apikeyAuthSchema     `hcl:"apikey_auth,block"`
+
+	DefRange     hcl.Range `hcl:",def_range"`
+	LabelRange   hcl.Range `hcl:"label,label_range"`
+	PortRange    hcl.Range `hcl:"port,attr_value_range"`
+	BindRange    hcl.Range `hcl:"bind,attr_value_range"`
+	BackendRange hcl.Range `hcl:"backend,attr_value_range"`
 }

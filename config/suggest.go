@@ -95,7 +95,6 @@ var ioSpellings = map[string]string{
 	"calling":      `IO's calling "<name>" { target = … } is ioproxy's call "<name>" { endpoint = … }: write call in place of calling, and endpoint in place of target (a host:port, a URL, "@" for the user's PDS, or an ingress host's name).`,
 	"target":       `IO's target is ioproxy's endpoint: write endpoint = … (a host:port, a URL, "@" for the user's PDS, or an ingress host's name).`,
 	"oauth_client": `ioproxy makes each host's OAuth client from the host's own atproto block: write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client.`,
-	"serve":        `IO's serve "<name>" { port = …, backend = … } (a guarded service on a port of its own) is not in ioproxy yet: write a host for it instead, host "<name>.example.com" { backend = "<the serve block's backend>" } with the serve block's require_atproto and apikey_auth inside.`,
 	"apply_header": `ioproxy sets the headers a backend trusts itself (User-Did, User-Handle, User-Scope, Proxy-Session, Apikey-User, X-Forwarded-*) and has no block to set others: remove apply_header, and set fixed headers in the backend.`,
 }
 

@@ -186,9 +186,12 @@ func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
 	}
 	hr.challenge(w, r)
 	p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}
-	if hr.host.ATProto != nil {
+	switch {
+	case hr.serve != nil:
+		p.Message = hr.serve.signInMessage()
+	case hr.host.ATProto != nil:
 		p.Retry = "/@/signin"
-	} else {
+	default:
 		p.Message = "This site needs an API key."
 	}
 	writeError(w, r, p)

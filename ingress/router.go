@@ -81,6 +81,8 @@ type Router struct {
 // happen meanwhile.
 type Routes struct {
 	hosts map[string]*hostRoute
+	// serves are the routes of the serve blocks' ports, by label.
+	serves map[string]*hostRoute
 	// trustedProxies are the addresses whose X-Forwarded-* are believed.
 	trustedProxies []netip.Prefix
 }
@@ -106,6 +108,8 @@ type hostRoute struct {
 	fwd    *forwarder
 	proxy  *httputil.ReverseProxy
 	router *Router
+	// serve is set on the route of a serve block's port.
+	serve *serveInfo
 }
 
 // New builds the router, with the routes of cfg.Config.
@@ -142,7 +146,7 @@ func New(cfg Config) (*Router, error) {
 // NewRoutes builds the routes of a configuration without serving them:
 // a reload builds them all before it replaces anything.
 func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
-	routes := &Routes{hosts: map[string]*hostRoute{}, trustedProxies: cfg.Config.Ingress.TrustedProxies}
+	routes := &Routes{hosts: map[string]*hostRoute{}, serves: map[string]*hostRoute{}, trustedProxies: cfg.Config.Ingress.TrustedProxies}
 	for _, h := range cfg.Config.Hosts {
 		hr, err := router.newHostRoute(h, cfg)
 		if err != nil {
@@ -150,8 +154,18 @@ func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
 		}
 		routes.hosts[h.Hostname] = hr
 	}
+	for _, s := range cfg.Config.Serves {
+		hr, err := router.newServeRoute(s, cfg)
+		if err != nil {
+			return nil, err
+		}
+		routes.serves[s.Label] = hr
+	}
 	return routes, nil
 }
+
+// Routes are the routes being served.
+func (router *Router) Routes() *Routes { return router.routes.Load() }
 
 // SetRoutes serves routes from now on; requests already being served
 // finish under the routes they began with.
@@ -280,6 +294,10 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := httpx.NewStatusWriter(w)
 	var tr trace
 	defer func() { hr.router.record(r, start, hr.host.Hostname, &tr, sw.Status()) }()
+	if hr.hostRefused(sw, r) {
+		tr.upstream = "ioproxy"
+		return
+	}
 	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
 	if r.URL.Opaque != "" || r.Method == http.MethodConnect {
 		// "GET http:x:/other/path" is an empty path to the checks here
@@ -348,6 +366,9 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 // account (and its handle) with its server. An error is a store that
 // could not answer.
 func (hr *hostRoute) session(r *http.Request) (*sessions.Session, error) {
+	if hr.serve != nil {
+		return nil, nil // nobody signs in on a serve block's port
+	}
 	sess, ok, err := lookupSession(hr.router.store, r, hr.host.Hostname)
 	if err != nil {
 		hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)

@@ -17,6 +17,7 @@ import (
 	"github.com/ioproxy/ioproxy/admin"
 	"github.com/ioproxy/ioproxy/calling"
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/internal/limits"
 )
 
@@ -52,11 +53,15 @@ type port struct {
 	srv     *http.Server
 	ln      net.Listener
 	tls     bool
+	// closing is set once the port is being shut down, when its listener
+	// may close before its server knows.
+	closing atomic.Bool
 }
 
 // shutdown stops the port gracefully: no new connections, in-flight
 // requests finish until ctx ends, then the rest are cut.
 func (p *port) shutdown(ctx context.Context) {
+	p.closing.Store(true)
 	if err := p.srv.Shutdown(ctx); err != nil {
 		_ = p.srv.Close()
 	}
@@ -109,13 +114,12 @@ func (s *Server) bindAll(ls *listeners) error {
 			return err
 		}
 	}
-	calls, err := s.callHandlers(cfg, s.router.HostHandler)
+	specs, err := s.portSpecs(cfg, s.router.Routes())
 	if err != nil {
 		return err
 	}
-	for _, c := range cfg.Calls {
-		// The app is a calling port's one client: no per-client share.
-		p, err := s.bind(ls, callRole(c), c.Addr(), calls[callRole(c)], false, limits.ConnsConfig{Max: c.MaxConnections})
+	for _, sp := range specs {
+		p, err := s.bind(ls, sp.role, sp.addr, sp.handler, false, sp.conns)
 		if err != nil {
 			return err
 		}
@@ -146,21 +150,41 @@ func (s *Server) bindHTTPS(ls *listeners, cfg *config.Config) error {
 // callRole names a calling port's listener.
 func callRole(c config.Call) string { return "call:" + c.Label }
 
-// callHandlers makes the handler of every calling port of cfg, by role;
-// hostHandler finds the ingress hosts that endpoints name.
-func (s *Server) callHandlers(cfg *config.Config, hostHandler func(string) (http.Handler, bool)) (map[string]http.Handler, error) {
-	out := map[string]http.Handler{}
+// serveRole names a serve block's listener.
+func serveRole(sv config.Serve) string { return "serve:" + sv.Label }
+
+// portSpec is a listener that a call or serve block asks for.
+type portSpec struct {
+	role, addr string
+	handler    http.Handler
+	conns      limits.ConnsConfig
+}
+
+// portSpecs are the listeners of cfg's calling ports and serve blocks,
+// with their handlers over routes.
+func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes) ([]portSpec, error) {
+	var specs []portSpec
 	for _, c := range cfg.Calls {
 		h, err := calling.New(calling.Config{
 			Call: c, Sessions: s.sessions, Identity: s.out.resolver, PDSClient: s.out.pds, Nonces: s.out.nonces,
-			HostHandler: hostHandler, Recorder: s.recorder, Logger: s.log,
+			HostHandler: routes.HostHandler, Recorder: s.recorder, Logger: s.log,
 		})
 		if err != nil {
 			return nil, err
 		}
-		out[callRole(c)] = h
+		// The app is a calling port's one client: no per-client share.
+		specs = append(specs, portSpec{role: callRole(c), addr: c.Addr(), handler: h, conns: limits.ConnsConfig{Max: c.MaxConnections}})
 	}
-	return out, nil
+	for _, sv := range cfg.Serves {
+		h, ok := routes.ServeHandler(sv.Label)
+		if !ok {
+			return nil, fmt.Errorf("serve %q has no route", sv.Label)
+		}
+		// A serve port is ingress: its clients share it as they do the
+		// ingress listeners.
+		specs = append(specs, portSpec{role: serveRole(sv), addr: sv.Addr(), handler: h, conns: s.ingressConns()})
+	}
+	return specs, nil
 }
 
 // bind listens on addr for role, with the connection limits, and keeps
@@ -207,7 +231,7 @@ func (ls *listeners) serve(wg *sync.WaitGroup) {
 			} else {
 				err = p.srv.Serve(p.ln)
 			}
-			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !p.closing.Load() {
 				ls.log.Error("listener stopped", "addr", p.ln.Addr().String(), "err", err)
 			}
 		}()

@@ -15,7 +15,6 @@ import (
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/ingress/certs"
-	"github.com/ioproxy/ioproxy/internal/limits"
 )
 
 // Reload reads the configuration again (Options.Load) and, when it is
@@ -62,8 +61,9 @@ func (s *Server) Reload(ctx context.Context) (ReloadReport, error) {
 
 // ReloadReport says what a reload applied.
 type ReloadReport struct {
-	// Hosts and Calls count the hosts and calling ports now served.
-	Hosts, Calls int
+	// Hosts, Calls and Serves count the hosts, calling ports and serve
+	// blocks now served.
+	Hosts, Calls, Serves int
 	// Restart names the settings that changed but take effect at the
 	// next restart.
 	Restart []string
@@ -103,7 +103,7 @@ type next struct {
 	nomad   *ingress.Nomad
 	clients map[string]*oauth.Client
 	certs   *certs.Manager // nil when the hosts' certificates are unchanged
-	// ports are the listeners of the calling ports, kept or newly bound
+	// ports are the listeners of the calling ports and serve blocks, kept or newly bound
 	// (not serving yet), each with its handler; closed are those that go.
 	ports  []portChange
 	bound  *listeners
@@ -132,8 +132,8 @@ func (s *Server) apply(ctx context.Context, cfg *config.Config) (ReloadReport, e
 	for _, r := range restart {
 		s.log.Warn("configuration reloaded, but a setting that changed takes effect at the next restart", "setting", r)
 	}
-	s.log.Info("configuration reloaded", "config", cfg.Filename, "hosts", len(cfg.Hosts), "calls", len(cfg.Calls))
-	return ReloadReport{Hosts: len(cfg.Hosts), Calls: len(cfg.Calls), Restart: restart}, nil
+	s.log.Info("configuration reloaded", "config", cfg.Filename, "hosts", len(cfg.Hosts), "calls", len(cfg.Calls), "serves", len(cfg.Serves))
+	return ReloadReport{Hosts: len(cfg.Hosts), Calls: len(cfg.Calls), Serves: len(cfg.Serves), Restart: restart}, nil
 }
 
 // prepare builds the OAuth clients, routes, calling ports and
@@ -167,41 +167,41 @@ func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err 
 			return nil, err
 		}
 	}
-	if err := s.prepareCalls(n); err != nil {
+	if err := s.preparePorts(n); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
 
-// prepareCalls makes the handler of each calling port of n.cfg, and
-// finds its listener: the one bound at its address already, whatever the
-// call block was named, or a new one. The listeners of calls gone close.
-func (s *Server) prepareCalls(n *next) error {
-	handlers, err := s.callHandlers(n.cfg, n.routes.HostHandler)
+// preparePorts makes the handler of each calling port and serve block
+// of n.cfg, and finds its listener: the one bound at its address
+// already, whatever the block was named, or a new one. The listeners of
+// blocks gone close.
+func (s *Server) preparePorts(n *next) error {
+	specs, err := s.portSpecs(n.cfg, n.routes)
 	if err != nil {
 		return err
 	}
 	byAddr := map[string]*port{}
 	for _, p := range s.ports {
-		if strings.HasPrefix(p.role, "call:") {
+		if strings.HasPrefix(p.role, "call:") || strings.HasPrefix(p.role, "serve:") {
 			byAddr[p.addr] = p
 		}
 	}
-	for _, c := range n.cfg.Calls {
-		role, h := callRole(c), handlers[callRole(c)]
-		if p, ok := byAddr[c.Addr()]; ok {
-			delete(byAddr, c.Addr())
-			if p.max != c.MaxConnections {
-				n.restart = append(n.restart, fmt.Sprintf("call %q max_connections", c.Label))
+	for _, sp := range specs {
+		if p, ok := byAddr[sp.addr]; ok {
+			delete(byAddr, sp.addr)
+			if p.max != sp.conns.Max {
+				n.restart = append(n.restart, sp.role+" max_connections")
 			}
-			n.ports = append(n.ports, portChange{port: p, role: role, handler: h})
+			n.ports = append(n.ports, portChange{port: p, role: sp.role, handler: sp.handler})
 			continue
 		}
-		p, err := s.bind(n.bound, role, c.Addr(), h, false, limits.ConnsConfig{Max: c.MaxConnections})
+		p, err := s.bind(n.bound, sp.role, sp.addr, sp.handler, false, sp.conns)
 		if err != nil {
 			return err
 		}
-		n.ports = append(n.ports, portChange{port: p, role: role, handler: h})
+		n.ports = append(n.ports, portChange{port: p, role: sp.role, handler: sp.handler})
 	}
 	for _, p := range byAddr {
 		n.closed = append(n.closed, p)
@@ -259,9 +259,13 @@ func (s *Server) forget(p *port) {
 	s.recorder.ForgetListener(p.role)
 }
 
-// stop shuts a port down in the background: its requests in flight get
-// the shutdown timeout to finish, as at Close.
+// stop closes a port's listener, and shuts the rest of it down in the
+// background: its requests in flight get the shutdown timeout to finish,
+// as at Close.
 func (s *Server) stop(p *port) {
+	// No new connection from now on; those open finish meanwhile.
+	p.closing.Store(true)
+	_ = p.ln.Close()
 	s.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.shutdown)
 		defer cancel()

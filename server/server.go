@@ -248,6 +248,11 @@ func (s *Server) nomadFor(cfg *config.Config) *ingress.Nomad {
 			return ingress.NewNomad(ingress.NomadConfig{Nomad: cfg.Nomad, Logger: s.log})
 		}
 	}
+	for _, sv := range cfg.Serves {
+		if sv.Backend.Kind == config.BackendNomad {
+			return ingress.NewNomad(ingress.NomadConfig{Nomad: cfg.Nomad, Logger: s.log})
+		}
+	}
 	return nil
 }
 

@@ -152,7 +152,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d hosts, %d calling ports)\n", cfg.Filename, len(cfg.Hosts), len(cfg.Calls))
+	fmt.Fprintf(stdout, "%s: ok (%d hosts, %d calling ports, %d serve ports)\n", cfg.Filename, len(cfg.Hosts), len(cfg.Calls), len(cfg.Serves))
 	return 0
 }
 

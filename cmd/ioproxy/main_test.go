@@ -24,7 +24,7 @@ func repoRoot(t *testing.T) string {
 
 func TestValidate(t *testing.T) {
 	root := repoRoot(t)
-	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl"} {
+	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl", "serve.hcl"} {
 		var out, errb bytes.Buffer
 		if code := run([]string{"validate", "-config", filepath.Join(root, "examples", name)}, &out, &errb); code != 0 {
 			t.Errorf("validate examples/%s: exit %d\n%s", name, code, errb.String())

@@ -91,7 +91,7 @@ func describeReload(rep server.ReloadReport) string {
 	if rep.CertificatesOnly {
 		return "certificate files read again"
 	}
-	msg := fmt.Sprintf("applied: %d hosts, %d calling ports", rep.Hosts, rep.Calls)
+	msg := fmt.Sprintf("applied: %d hosts, %d calling ports, %d serve ports", rep.Hosts, rep.Calls, rep.Serves)
 	if len(rep.Restart) > 0 {
 		msg += "; these changed but take effect at the next restart: " + strings.Join(rep.Restart, ", ")
 	}

@@ -81,7 +81,7 @@ host "app.localhost" { backend = %q }
 
 	write("", backendB.URL)
 	code, out, errs := reload()
-	if code != 0 || !strings.Contains(out, fmt.Sprintf("process %d applied: 1 hosts, 0 calling ports", cmd.Process.Pid)) {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("process %d applied: 1 hosts, 0 calling ports, 0 serve ports", cmd.Process.Pid)) {
 		t.Fatalf("reload: exit %d\n%s%s\nlogs:\n%s", code, out, errs, logs.String())
 	}
 	if got := app(); got != "B" {
