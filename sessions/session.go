@@ -76,6 +76,31 @@ type Session struct {
 	// Expiry ends the session even if its tokens could still be refreshed;
 	// each refresh extends it.
 	Expiry time.Time `json:"expiry"`
+
+	// Provider is empty for an AT Protocol session. For a session with
+	// another OAuth provider (a host's oauth "<name>" block) it is the
+	// provider's name, and the account is Subject there: DID, Handle,
+	// PDS, DPoPKey and the nonces stay empty, and Issuer and ClientID are
+	// the provider's.
+	Provider string `json:"provider,omitempty"`
+	// Subject is the provider's stable id of the account (the ID token's
+	// sub, or the userinfo answer's).
+	Subject string `json:"subject,omitempty"`
+	// Email is the account's email as the provider verified it; empty
+	// when the provider gave none, or one it had not verified.
+	Email string `json:"email,omitempty"`
+	// Name is the account's display name at the provider, if it gave one.
+	Name string `json:"name,omitempty"`
+}
+
+// Account names the account a session belongs to, for the limit of
+// sessions per account: its DID, or for another provider's session the
+// provider and the subject there.
+func (s Session) Account() string {
+	if s.Provider == "" {
+		return s.DID
+	}
+	return s.Provider + ":" + s.Subject
 }
 
 // DefaultLifetime is how long a session lives without a token refresh;
@@ -118,6 +143,14 @@ const (
 	MaxHandleBytes = 253     // the handle syntax's own limit
 	// MaxNonceBytes bounds a DPoP nonce; real ones are a few dozen bytes.
 	MaxNonceBytes = 1 << 10
+	// MaxProviderBytes bounds a provider's name (config allows 32).
+	MaxProviderBytes = 64
+	// MaxSubjectBytes is OpenID Connect's own limit of sub (255 ASCII).
+	MaxSubjectBytes = 255
+	// MaxEmailBytes is the longest address SMTP carries (RFC 5321).
+	MaxEmailBytes = 254
+	// MaxNameBytes bounds a display name.
+	MaxNameBytes = 512
 	// MaxRecordBytes bounds a session as stored (EncodeSession). The
 	// field limits bound what one server may send; this bounds what a
 	// session costs to keep, and a session of printable ASCII fields at
@@ -144,6 +177,10 @@ func (s Session) CheckSizes() error {
 		{"client id", s.ClientID, MaxURLBytes},
 		{"authorization server nonce", s.AuthServerNonce, MaxNonceBytes},
 		{"PDS nonce", s.PDSNonce, MaxNonceBytes},
+		{"provider", s.Provider, MaxProviderBytes},
+		{"subject", s.Subject, MaxSubjectBytes},
+		{"email", s.Email, MaxEmailBytes},
+		{"name", s.Name, MaxNameBytes},
 	} {
 		if len(f.value) > f.limit {
 			return fmt.Errorf("the session's %s is %d bytes, over the limit of %d: %w", f.name, len(f.value), f.limit, ErrTooLarge)
@@ -214,7 +251,12 @@ type Pending struct {
 	// Replaces is the id of the session a re-consent started from (the
 	// host asks for more than it was granted): that session stays until
 	// the new grant arrives, and ends then; declined, it stays as it was.
-	Replaces  string    `json:"replaces,omitempty"`
+	Replaces string `json:"replaces,omitempty"`
+	// Provider is set for a sign-in with another OAuth provider (empty
+	// for AT Protocol); Nonce is the OpenID Connect nonce its ID token
+	// must carry.
+	Provider  string    `json:"provider,omitempty"`
+	Nonce     string    `json:"nonce,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Expiry    time.Time `json:"expiry"`
 }

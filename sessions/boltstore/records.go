@@ -26,7 +26,7 @@ func (s *Store) Create(_ context.Context, sess sessions.Session) (evicted []sess
 	defer s.writing.Unlock()
 	s.mu.RLock()
 	total := len(s.byID)
-	evicted = s.oldestBeyondLocked(sess.DID, sess.Host, s.opts.MaxPerAccount-1)
+	evicted = s.oldestBeyondLocked(sess.Account(), sess.Host, s.opts.MaxPerAccount-1)
 	s.mu.RUnlock()
 	if total-len(evicted) >= s.opts.MaxSessions {
 		return nil, fmt.Errorf("create session for %s: %d sessions stored: %w", sess.DID, total, sessions.ErrFull)
@@ -53,12 +53,12 @@ func (s *Store) Create(_ context.Context, sess sessions.Session) (evicted []sess
 	return evicted, nil
 }
 
-// oldestBeyondLocked returns the sessions of did on host beyond the keep
-// newest ones, oldest first.
-func (s *Store) oldestBeyondLocked(did, host string, keep int) []sessions.Session {
+// oldestBeyondLocked returns the sessions of an account (Session.Account)
+// on host beyond the keep newest ones, oldest first.
+func (s *Store) oldestBeyondLocked(account, host string, keep int) []sessions.Session {
 	var mine []sessions.Session
 	for _, sess := range s.byID {
-		if sess.DID == did && sess.Host == host {
+		if sess.Account() == account && sess.Host == host {
 			mine = append(mine, *sess)
 		}
 	}

@@ -23,7 +23,7 @@ func (s *Store) Create(ctx context.Context, sess sessions.Session) ([]sessions.S
 	if err != nil {
 		return nil, fmt.Errorf("create session for %s: %w", sess.DID, err)
 	}
-	r, pr, acct := ref(sess.ID), ref(sess.ProxyKey), digest(sess.Host, sess.DID)
+	r, pr, acct := ref(sess.ID), ref(sess.ProxyKey), digest(sess.Host, sess.Account())
 	gen := s.cache.generation()
 	res, err := createScript.Run(ctx, s.rdb,
 		[]string{s.keys.session(r), s.keys.proxy(pr), s.keys.account(acct), s.keys.all()},

@@ -15,6 +15,7 @@ var limitTests = []test{
 	{name: "SessionSizeLimits", run: testSessionSizeLimits},
 	{name: "SessionCaps", run: testSessionCaps},
 	{name: "SessionCapsAtOnce", run: testSessionCapsAtOnce},
+	{name: "ProviderAccounts", run: testProviderAccounts},
 	{name: "PendingCap", run: testPendingCap},
 	{name: "PendingShares", run: testPendingShares},
 }
@@ -144,6 +145,41 @@ func testSessionCaps(t *testing.T, e *env) {
 		}
 	}
 	expectCount(t, s, 5)
+}
+
+// testProviderAccounts: another provider's sessions are counted by the
+// account there (provider and subject), not by their empty DID: two
+// people signed in with Google are two accounts, and one of them at her
+// cap does not end the other's sessions.
+func testProviderAccounts(t *testing.T, e *env) {
+	ctx := t.Context()
+	s := e.open(sessions.Options{MaxSessions: 10, MaxPerAccount: 1})
+	mk := func(provider, subject string) sessions.Session {
+		e.clock.Add(time.Second)
+		x := e.newSession()
+		x.DID, x.Handle, x.DPoPKey = "", "", nil
+		x.Provider, x.Subject, x.Email = provider, subject, subject+"@example.com"
+		return x
+	}
+	alice, bob := mk("google", "alice"), mk("google", "bob")
+	create(t, s, alice)
+	create(t, s, bob)
+	sameSub := mk("github", "alice")
+	create(t, s, sameSub) // the same subject at another provider is another account
+	again := mk("google", "alice")
+	ev, err := s.Create(ctx, again)
+	if err != nil || len(ev) != 1 || ev[0].ID != alice.ID {
+		t.Fatalf("alice's second Google session at MaxPerAccount 1: evicted %d, %v; want her first", len(ev), err)
+	}
+	got, err := s.Get(ctx, again.ID)
+	if err != nil || got.Provider != "google" || got.Subject != "alice" || got.Email != "alice@example.com" {
+		t.Fatalf("a provider session read back: %+v, %v", got, err)
+	}
+	for _, x := range []sessions.Session{bob, sameSub} {
+		if _, err := s.Get(ctx, x.ID); err != nil {
+			t.Errorf("the session of %s at %s ended: %v", x.Subject, x.Provider, err)
+		}
+	}
 }
 
 // testSessionCapsAtOnce: sign-ins that finish at once are held to the
