@@ -36,22 +36,41 @@ const (
 	// APIKeyUser names the apikey_auth entry a machine client
 	// authenticated as.
 	APIKeyUser = "Apikey-User"
+	// ProxyProvider lists the OAuth providers other than AT Protocol
+	// (a host's oauth "<name>" blocks) the browser is signed in with,
+	// comma-separated in the host's order ("google, github").
+	ProxyProvider = "Proxy-Provider"
+	// UserEmail is the verified email of the first provider in
+	// Proxy-Provider that gave one; never an address the provider had
+	// not verified.
+	UserEmail = "User-Email"
+	// UserSubject is that provider's id of the account, after its name:
+	// "google:1234567890".
+	UserSubject = "User-Subject"
 )
 
 // identityHeaders are the contract's headers as fold spells them.
 var identityHeaders = map[string]bool{
 	strings.ToLower(UserDID): true, strings.ToLower(UserHandle): true, strings.ToLower(UserScope): true,
 	strings.ToLower(ProxySession): true, strings.ToLower(APIKeyUser): true,
+	strings.ToLower(ProxyProvider): true, strings.ToLower(UserEmail): true, strings.ToLower(UserSubject): true,
 }
+
+// shortest and longest are the lengths of the shortest and longest of
+// the contract's headers, so that most names cost no folding.
+const (
+	shortest = len(UserDID)
+	longest  = len(ProxyProvider)
+)
 
 // IsIdentity reports whether a header name is, or could be read by some
 // backend as, one of the contract's headers: any case, and with "_" for
 // "-" (some servers fold the two, a real advisory of a popular proxy).
 func IsIdentity(name string) bool {
-	if len(name) < len(UserDID) || len(name) > len(ProxySession) {
+	if len(name) < shortest || len(name) > longest {
 		return false
 	}
-	var b [len(ProxySession)]byte
+	var b [longest]byte
 	return identityHeaders[string(textutil.FoldHeader(b[:0], name))]
 }
 

@@ -10,6 +10,8 @@ func TestIsIdentity(t *testing.T) {
 		"User-Did": true, "user-did": true, "USER-DID": true, "User_Did": true, "user_did": true,
 		"User-Handle": true, "user_handle": true, "Proxy-Session": true, "PROXY_SESSION": true,
 		"Apikey-User": true, "apikey_user": true,
+		"Proxy-Provider": true, "proxy_provider": true, "User-Email": true, "USER_EMAIL": true, "User-Subject": true, "user_subject": true,
+		"Proxy-Providers": false, "User-Emails": false,
 		"User-Didx": false, "X-User-Did": false, "User": false, "Proxy-Sessions": false, "": false,
 		"User--Did": false, "UserDid": false,
 	} {

@@ -58,6 +58,10 @@ type LifecycleConfig struct {
 	// Nonces are the DPoP nonces per server; the latest are saved with the
 	// session at each refresh, so a restart starts from them.
 	Nonces *dpop.Nonces
+	// Providers finds the client of another OAuth provider (a host's
+	// oauth "<name>" block) by host and name, for its sessions' refreshes
+	// and revocations; nil when no host has one.
+	Providers func(host, name string) (ProviderClient, bool)
 	// Recorder counts refreshes; observe.Discard when nil.
 	Recorder observe.Recorder
 	Logger   *slog.Logger

@@ -98,6 +98,10 @@ const revokeTimeout = 10 * time.Second
 // revoke revokes a session's refresh token in the background; Wait waits
 // for it.
 func (t *Lifecycle) revoke(sess Session) {
+	if sess.Provider != "" {
+		t.revokeProvider(sess)
+		return
+	}
 	client, ok := t.client(sess.ClientID)
 	if !ok || sess.DPoPKey == nil || sess.RefreshToken == "" {
 		return

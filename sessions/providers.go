@@ -1,0 +1,223 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The sessions of OAuth providers other than AT Protocol (a host's
+// oauth "<name>" blocks) live beside the AT Protocol ones, in the same
+// store and under the same limits, and go through the same Lifecycle:
+// made from a grant, refreshed one at a time (under the store's lock,
+// across replicas), ended with revocation. What differs is the client:
+// a provider's tokens are plain bearer tokens, refreshed with the
+// provider's token endpoint, and there is no account to check between.
+
+// ProviderClient is what the Lifecycle needs of a provider's OAuth
+// client (provider.Client is one).
+type ProviderClient interface {
+	// Refresh trades a refresh token for new tokens. It wraps
+	// ErrGrantDead when the provider answered that the refresh token is
+	// no longer good (invalid_grant): the session cannot go on.
+	Refresh(ctx context.Context, refreshToken string) (ProviderTokens, error)
+	// Revoke revokes a token, when the provider can.
+	Revoke(ctx context.Context, token string) error
+}
+
+// ProviderTokens are a provider's answer to a sign-in or a refresh.
+type ProviderTokens struct {
+	AccessToken, RefreshToken, Scope string
+	// Expiry is zero when the provider gave no lifetime.
+	Expiry time.Time
+}
+
+// ErrGrantDead is a provider's refusal of a refresh token; the session
+// ends.
+var ErrGrantDead = errors.New("the provider no longer accepts the session's refresh token")
+
+// ProviderGrant is what a finished sign-in with a provider makes a
+// session of.
+type ProviderGrant struct {
+	ProviderTokens
+	Host, Provider string
+	// Issuer and ClientID name the provider and ioproxy's client there.
+	Issuer, ClientID string
+	// Subject, Email (verified only) and Name are the account's.
+	Subject, Email, Name string
+}
+
+// providerTokenLife is how long a provider's access token is taken to
+// live when the provider says nothing (an hour, as most do).
+const providerTokenLife = time.Hour
+
+// CreateProvider makes and stores the session of a provider's grant, as
+// Create does for AT Protocol.
+func (t *Lifecycle) CreateProvider(ctx context.Context, g ProviderGrant) (Session, error) {
+	now := t.cfg.Now()
+	expiry := g.Expiry
+	if expiry.IsZero() {
+		expiry = now.Add(providerTokenLife)
+	}
+	sess := Session{
+		ID: NewToken(), ProxyKey: NewToken(), Host: g.Host,
+		Provider: g.Provider, Subject: g.Subject, Email: g.Email, Name: g.Name,
+		Issuer: g.Issuer, ClientID: g.ClientID, Scope: g.Scope,
+		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: expiry,
+		CreatedAt: now, Expiry: now.Add(t.cfg.SessionLifetime),
+	}
+	evicted, err := t.cfg.Store.Create(ctx, sess)
+	if err != nil {
+		t.revoke(sess)
+		return Session{}, err
+	}
+	for _, old := range evicted {
+		t.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", old.Host, "provider", old.Provider, "subject", old.Subject)
+		t.revoke(old)
+	}
+	return sess, nil
+}
+
+// DiscardProvider revokes, in the background, a provider's grant that is
+// not made a session (an account the host refuses).
+func (t *Lifecycle) DiscardProvider(g ProviderGrant) {
+	t.revoke(Session{Host: g.Host, Provider: g.Provider, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken})
+}
+
+// FreshProvider returns a provider session with an access token that is
+// not about to expire, refreshing it first when needed: one refresh per
+// session at a time, in this process (concurrent callers share it) and
+// across replicas (the store's lock). A session whose refresh token the
+// provider refuses ends (ErrEnded); one without a refresh token whose
+// access token has expired cannot call (an error that says to sign in
+// again), and lives on for its identity until it expires.
+func (t *Lifecycle) FreshProvider(ctx context.Context, sess Session) (Session, error) {
+	if t.cfg.Now().Add(t.cfg.RefreshMargin).Before(sess.TokenExpiry) {
+		return sess, nil
+	}
+	if sess.RefreshToken == "" {
+		return Session{}, fmt.Errorf("the %s session's access token has expired and the provider gave no refresh token: sign in again", sess.Provider)
+	}
+	v, err, _ := t.flights.Do(sess.ID, func() (any, error) {
+		t.running.Add(1)
+		defer t.running.Done()
+		return t.refreshProvider(ctx, sess.ID, sess.AccessToken)
+	})
+	if err != nil {
+		return Session{}, err
+	}
+	return v.(Session), nil
+}
+
+// refreshProvider is one refresh of a provider session, under its
+// refresh lock (see refresh).
+func (t *Lifecycle) refreshProvider(ctx context.Context, id, stale string) (Session, error) {
+	release, err := t.cfg.Store.Lock(ctx, RefreshLock(id), refreshLease)
+	if err != nil {
+		return Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
+	}
+	defer release()
+	saveBy := time.Now().Add(refreshLease - leaseMargin)
+	held := context.WithoutCancel(ctx)
+	cur, err := t.cfg.Store.Latest(held, id)
+	if errors.Is(err, ErrNotFound) {
+		return Session{}, ErrEnded
+	} else if err != nil {
+		return Session{}, fmt.Errorf("refresh tokens: %w", err)
+	}
+	now := t.cfg.Now()
+	if cur.AccessToken != stale && now.Add(t.cfg.RefreshMargin).Before(cur.TokenExpiry) {
+		return cur, nil // another request or replica refreshed it already
+	}
+	client, ok := t.providerClient(cur)
+	if !ok {
+		return t.end(held, cur, "its OAuth provider is no longer configured")
+	}
+	tctx, cancel := context.WithTimeout(held, tokenTimeout)
+	tokens, err := client.Refresh(tctx, cur.RefreshToken)
+	cancel()
+	switch {
+	case errors.Is(err, ErrGrantDead):
+		t.cfg.Recorder.TokenRefresh(false)
+		return t.end(held, cur, err.Error())
+	case err != nil:
+		t.cfg.Recorder.TokenRefresh(false)
+		return Session{}, fmt.Errorf("refresh the %s tokens of %s: %w", cur.Provider, cur.Subject, err)
+	}
+	return t.saveProviderTokens(held, saveBy, cur, tokens)
+}
+
+// saveProviderTokens stores a provider refresh's tokens, tried again
+// through a short store outage until saveBy.
+func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cur Session, tokens ProviderTokens) (Session, error) {
+	now := t.cfg.Now()
+	expiry := tokens.Expiry
+	if expiry.IsZero() {
+		expiry = now.Add(providerTokenLife)
+	}
+	apply := func(s *Session) error {
+		s.AccessToken, s.TokenExpiry = tokens.AccessToken, expiry
+		if tokens.RefreshToken != "" {
+			s.RefreshToken = tokens.RefreshToken
+		}
+		if tokens.Scope != "" {
+			s.Scope = tokens.Scope
+		}
+		s.RefreshedAt, s.Expiry = now, now.Add(t.cfg.SessionLifetime)
+		return nil
+	}
+	for {
+		try := time.Now().Add(saveTimeout)
+		if try.After(saveBy) {
+			try = saveBy
+		}
+		sctx, cancel := context.WithDeadline(ctx, try)
+		next, err := t.cfg.Store.Update(sctx, cur.ID, apply)
+		cancel()
+		switch {
+		case err == nil:
+			t.cfg.Recorder.TokenRefresh(true)
+			return next, nil
+		case errors.Is(err, ErrNotFound):
+			// Signed out meanwhile: the new tokens must not stay live.
+			t.revoke(Session{Host: cur.Host, Provider: cur.Provider, RefreshToken: tokens.RefreshToken, AccessToken: tokens.AccessToken})
+			return Session{}, ErrEnded
+		case errors.Is(err, ErrTooLarge), !time.Now().Add(saveRetry).Before(saveBy):
+			t.cfg.Recorder.TokenRefresh(false)
+			return Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.Subject, err)
+		}
+		t.cfg.Logger.Warn("saving refreshed tokens failed; trying again", "err", err)
+		time.Sleep(saveRetry)
+	}
+}
+
+// providerClient is the client of a provider session's provider on its
+// host, if it is still configured.
+func (t *Lifecycle) providerClient(sess Session) (ProviderClient, bool) {
+	if t.cfg.Providers == nil {
+		return nil, false
+	}
+	return t.cfg.Providers(sess.Host, sess.Provider)
+}
+
+// revokeProvider revokes a provider session's tokens in the background:
+// the refresh token when there is one (which ends the grant at most
+// providers), else the access token.
+func (t *Lifecycle) revokeProvider(sess Session) {
+	client, ok := t.providerClient(sess)
+	token := sess.RefreshToken
+	if token == "" {
+		token = sess.AccessToken
+	}
+	if !ok || token == "" {
+		return
+	}
+	t.running.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), revokeTimeout)
+		defer cancel()
+		if err := client.Revoke(ctx, token); err != nil {
+			t.cfg.Logger.Warn("revoke a provider token", "provider", sess.Provider, "err", err)
+		}
+	})
+}

@@ -1,0 +1,177 @@
+package sessions_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ioproxy/ioproxy/sessions"
+	"github.com/ioproxy/ioproxy/sessions/boltstore"
+)
+
+// fakeProvider answers refreshes as a provider's token endpoint would,
+// and counts them.
+type fakeProvider struct {
+	refreshes atomic.Int64
+	revoked   chan string
+	// answer, when set, replaces the default answer (new tokens).
+	answer func(refreshToken string) (sessions.ProviderTokens, error)
+	// hold, when set, keeps each refresh until it is closed.
+	hold chan struct{}
+}
+
+func (f *fakeProvider) Refresh(ctx context.Context, refreshToken string) (sessions.ProviderTokens, error) {
+	n := f.refreshes.Add(1)
+	if f.hold != nil {
+		<-f.hold
+	}
+	if f.answer != nil {
+		return f.answer(refreshToken)
+	}
+	return sessions.ProviderTokens{AccessToken: fmt.Sprintf("access-%d", n), RefreshToken: fmt.Sprintf("refresh-%d", n), Expiry: time.Now().Add(time.Hour)}, nil
+}
+
+func (f *fakeProvider) Revoke(ctx context.Context, token string) error {
+	if f.revoked != nil {
+		f.revoked <- token
+	}
+	return nil
+}
+
+func providerLifecycle(t *testing.T, p *fakeProvider) (*sessions.Lifecycle, sessions.Store) {
+	t.Helper()
+	store, err := boltstore.Open(boltstore.Config{Path: filepath.Join(t.TempDir(), "data", "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	lc := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(host, name string) (sessions.ProviderClient, bool) {
+		return p, host == "tools.example.com" && name == "google"
+	}})
+	t.Cleanup(lc.Wait)
+	return lc, store
+}
+
+func expiredGrant() sessions.ProviderGrant {
+	return sessions.ProviderGrant{
+		ProviderTokens: sessions.ProviderTokens{AccessToken: "access-0", RefreshToken: "refresh-0", Expiry: time.Now().Add(-time.Second)},
+		Host:           "tools.example.com", Provider: "google", Issuer: "https://accounts.example.com", ClientID: "client",
+		Subject: "1234", Email: "alice@example.com",
+	}
+}
+
+// Calls at once on an expired token share one refresh, whose tokens are
+// stored; the next call uses them without a refresh.
+func TestFreshProviderRefreshesOnceAtATime(t *testing.T) {
+	p := &fakeProvider{hold: make(chan struct{})}
+	lc, store := providerLifecycle(t, p)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	got := make([]string, 8)
+	for i := range got {
+		wg.Go(func() {
+			fresh, err := lc.FreshProvider(context.Background(), sess)
+			if err != nil {
+				t.Errorf("FreshProvider: %v", err)
+				return
+			}
+			got[i] = fresh.AccessToken
+		})
+	}
+	time.Sleep(50 * time.Millisecond)
+	close(p.hold)
+	wg.Wait()
+	if n := p.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refreshes for 8 calls at once, want 1", n)
+	}
+	for _, tok := range got {
+		if tok != "access-1" {
+			t.Fatalf("a call got %q, want the refreshed access-1", tok)
+		}
+	}
+	stored, err := store.Get(t.Context(), sess.ID)
+	if err != nil || stored.AccessToken != "access-1" || stored.RefreshToken != "refresh-1" || stored.Email != "alice@example.com" {
+		t.Fatalf("stored after the refresh: %+v, %v", stored, err)
+	}
+	if _, err := lc.FreshProvider(t.Context(), stored); err != nil || p.refreshes.Load() != 1 {
+		t.Fatalf("a fresh token was refreshed again (%d refreshes, %v)", p.refreshes.Load(), err)
+	}
+}
+
+// A refresh token the provider refuses ends the session; a passing
+// failure keeps it; a session without a refresh token says to sign in
+// again; a removed provider ends its sessions.
+func TestFreshProviderFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answer    func(string) (sessions.ProviderTokens, error)
+		noRefresh bool
+		otherHost bool
+		ended     bool
+	}{
+		{name: "invalid_grant", answer: func(string) (sessions.ProviderTokens, error) {
+			return sessions.ProviderTokens{}, fmt.Errorf("google: %w", sessions.ErrGrantDead)
+		}, ended: true},
+		{name: "provider down", answer: func(string) (sessions.ProviderTokens, error) {
+			return sessions.ProviderTokens{}, errors.New("503 from the token endpoint")
+		}},
+		{name: "no refresh token", noRefresh: true},
+		{name: "provider no longer configured", otherHost: true, ended: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &fakeProvider{answer: tc.answer}
+			lc, store := providerLifecycle(t, p)
+			g := expiredGrant()
+			if tc.noRefresh {
+				g.RefreshToken = ""
+			}
+			if tc.otherHost {
+				g.Host = "gone.example.com"
+			}
+			sess, err := lc.CreateProvider(t.Context(), g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = lc.FreshProvider(t.Context(), sess)
+			if err == nil {
+				t.Fatal("FreshProvider succeeded")
+			}
+			if got := errors.Is(err, sessions.ErrEnded); got != tc.ended {
+				t.Fatalf("err = %v, ended %v, want %v", err, got, tc.ended)
+			}
+			_, gerr := store.Get(t.Context(), sess.ID)
+			if gone := errors.Is(gerr, sessions.ErrNotFound); gone != tc.ended {
+				t.Fatalf("session gone = %v, want %v", gone, tc.ended)
+			}
+		})
+	}
+}
+
+// Signing out revokes the provider's refresh token.
+func TestEndRevokesProviderToken(t *testing.T) {
+	p := &fakeProvider{revoked: make(chan string, 1)}
+	lc, _ := providerLifecycle(t, p)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lc.End(t.Context(), sess); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case tok := <-p.revoked:
+		if tok != "refresh-0" {
+			t.Fatalf("revoked %q, want the refresh token", tok)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing was revoked")
+	}
+}
