@@ -95,7 +95,7 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.public(ctx, w, r, did, body)
 		return
 	}
-	sess, err := h.cfg.Sessions.ByProxyKey(ctx, key)
+	sess, err := h.cfg.Sessions.ByProxyKeys(ctx, key, "")
 	if errors.Is(err, sessions.ErrNotFound) {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "no session for this Proxy-Session: the user signed out or the session expired; sign in again")
 		return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,5 +174,42 @@ func TestEndRevokesProviderToken(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing was revoked")
+	}
+}
+
+// A Proxy-Session value may list a browser's sessions of several
+// providers: each call finds the one it needs; junk, unknown keys and
+// keys past MaxProxyKeys find nothing.
+func TestByProxyKeys(t *testing.T) {
+	lc, store := providerLifecycle(t, &fakeProvider{})
+	google, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := sessions.Session{ID: sessions.NewToken(), ProxyKey: sessions.NewToken(), Host: "tools.example.com", DID: "did:plc:alice", CreatedAt: time.Now(), Expiry: time.Now().Add(time.Hour)}
+	if _, err := store.Create(t.Context(), at); err != nil {
+		t.Fatal(err)
+	}
+	both := at.ProxyKey + ", " + google.ProxyKey
+	for _, tc := range []struct {
+		value, provider, want string
+	}{
+		{both, "", at.ID},
+		{both, "google", google.ID},
+		{google.ProxyKey, "", ""},
+		{"junk, " + sessions.NewToken() + "," + google.ProxyKey, "google", google.ID},
+		{strings.Repeat(sessions.NewToken()+",", sessions.MaxProxyKeys) + google.ProxyKey, "google", ""},
+		{"", "google", ""},
+	} {
+		sess, err := lc.ByProxyKeys(t.Context(), tc.value, tc.provider)
+		if tc.want == "" {
+			if !errors.Is(err, sessions.ErrNotFound) {
+				t.Errorf("ByProxyKeys(%.40q, %q) = %v, %v; want ErrNotFound", tc.value, tc.provider, sess.ID, err)
+			}
+			continue
+		}
+		if err != nil || sess.ID != tc.want {
+			t.Errorf("ByProxyKeys(%.40q, %q) = %v, %v; want %s", tc.value, tc.provider, sess.ID, err, tc.want)
+		}
 	}
 }

@@ -2,6 +2,8 @@ package sessions
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"time"
 
 	"github.com/ioproxy/ioproxy/atproto/dpop"
@@ -77,6 +79,37 @@ func (t *Lifecycle) Get(ctx context.Context, id string) (Session, error) {
 // ErrNotFound. It runs on every call.
 func (t *Lifecycle) ByProxyKey(ctx context.Context, key string) (Session, error) {
 	return t.cfg.Store.ByProxyKey(ctx, key)
+}
+
+// MaxProxyKeys bounds the keys one Proxy-Session value may list.
+const MaxProxyKeys = 8
+
+// ByProxyKeys returns the live session of the given provider ("" for AT
+// Protocol) among the keys of a Proxy-Session value: a browser signed in
+// with AT Protocol and other providers at once gets one key of each,
+// comma-separated, and each call picks the session it needs. ErrNotFound
+// when none of them is that provider's.
+func (t *Lifecycle) ByProxyKeys(ctx context.Context, value, provider string) (Session, error) {
+	n := 0
+	for key := range strings.SplitSeq(value, ",") {
+		if n++; n > MaxProxyKeys {
+			break
+		}
+		key = strings.TrimSpace(key)
+		if !WellFormedToken(key) {
+			continue
+		}
+		sess, err := t.cfg.Store.ByProxyKey(ctx, key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case err != nil:
+			return Session{}, err
+		case sess.Provider == provider:
+			return sess, nil
+		}
+	}
+	return Session{}, ErrNotFound
 }
 
 // End ends a session that its user signed out of: deleted at once (every
