@@ -54,7 +54,7 @@ func (routes *Routes) ServeHandler(label string) (http.Handler, bool) {
 // hostRefused answers a request to a loopback serve port under a name
 // that is not this machine's; it reports whether it did.
 func (hr *hostRoute) hostRefused(w http.ResponseWriter, r *http.Request) bool {
-	if hr.serve == nil || !hr.serve.loopback || httpguard.HostAllowed(r.Host, nil) {
+	if !hr.serve.loopback || httpguard.HostAllowed(r.Host, nil) {
 		return false
 	}
 	httpguard.CloseIfBody(w, r)

@@ -180,9 +180,10 @@ func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes) ([]portSp
 		if !ok {
 			return nil, fmt.Errorf("serve %q has no route", sv.Label)
 		}
-		// A serve port is ingress: its clients share it as they do the
-		// ingress listeners.
-		specs = append(specs, portSpec{role: serveRole(sv), addr: sv.Addr(), handler: h, conns: s.ingressConns()})
+		// A serve port's clients share it as the ingress listeners'
+		// do, and none is a proxy: nothing stands in front of it.
+		in := cfg.Ingress
+		specs = append(specs, portSpec{role: serveRole(sv), addr: sv.Addr(), handler: h, conns: limits.ConnsConfig{Max: in.MaxConnections, PerClient: in.MaxConnectionsPerClient}})
 	}
 	return specs, nil
 }

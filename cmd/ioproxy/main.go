@@ -39,7 +39,8 @@ Usage:
   ioproxy reload   -config FILE [-wait 30s]
                                   check the configuration, then have the
                                   ioproxy serve running with its data_dir apply
-                                  it without a restart (as SIGHUP does)
+                                  it without a restart (through the control
+                                  socket in data_dir; SIGHUP does the same)
   ioproxy cert     -config FILE [-out FILE]
                                   print or write the local CA certificate that
                                   signs self-signed host certificates, to trust it
@@ -191,12 +192,19 @@ func cmdServe(args []string, stderr io.Writer) int {
 	lw := admin.NewLogWriter(admin.LogWriterConfig{Out: stderr, JSON: cfg.Log.Format == "json"})
 	defer lw.Close()
 	log := admin.NewLogger(lw, cfg.Log)
-	rf, err := claimRunFile(cfg.DataDir)
+	// From now on SIGHUP asks for a reload, which waits until the start
+	// is done: its default action would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	control, err := listenControl(cfg.DataDir)
 	if err != nil {
 		log.Error("ioproxy could not start", "err", err)
 		return 1
 	}
-	defer rf.Close()
+	defer control.Close()
+	requests := make(chan reloadRequest)
+	go control.serve(requests, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	load := func() (*config.Config, hcl.Diagnostics) { return readConfig(paths) }
@@ -205,16 +213,15 @@ func cmdServe(args []string, stderr io.Writer) int {
 		log.Error("ioproxy could not start", "err", err)
 		return 1
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	log.Info("ioproxy started", "version", version(), "config", cfg.Filename)
 	for {
 		select {
 		case <-hup:
 			// Reload logs its own outcome, every diagnostic included.
+			_, _ = srv.Reload(ctx)
+		case req := <-requests:
 			rep, err := srv.Reload(ctx)
-			rf.report(rep, err)
+			req.reply <- outcomeOf(rep, err)
 		case <-ctx.Done():
 			log.Info("shutting down: finishing in-flight requests")
 			srv.Close()

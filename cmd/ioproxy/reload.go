@@ -1,14 +1,16 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,74 +18,149 @@ import (
 	"github.com/ioproxy/ioproxy/server"
 )
 
-// A running `ioproxy serve` holds a lock on its pid file in the data dir
-// for as long as it runs, and writes the outcome of each reload beside
-// it; `ioproxy reload` finds the process through the first and reads the
-// second. The lock, not the pid alone, says the process still runs: a
-// stale pid file must not send SIGHUP (which ends most processes) to
-// whatever process has that number now.
-const (
-	pidFileName    = "ioproxy.pid"
-	reloadFileName = "ioproxy.reload.json"
-)
+// A running `ioproxy serve` listens on a Unix socket in its data dir,
+// through which `ioproxy reload` asks it to reload and reads how that
+// went. A socket, not a pid file and a signal: it reaches the process
+// that owns the data dir whatever PID namespace either runs in (a
+// container's ioproxy is PID 1 there and another number outside), and a
+// stale one cannot make a signal end an unrelated process.
+const controlSocketName = "ioproxy.sock"
 
-// runFile is the locked pid file of a running ioproxy serve.
-type runFile struct {
-	dir string
-	f   *os.File
-	seq int
+// maxSocketPath is the longest path a Unix socket may have on Linux.
+const maxSocketPath = 107
+
+// reloadRequest is a reload asked for (SIGHUP, or the control socket);
+// reply, when set, receives the outcome.
+type reloadRequest struct {
+	reply chan<- reloadOutcome
 }
 
-// reloadStatus is the outcome of the last reload, as the running
-// process wrote it.
-type reloadStatus struct {
-	PID     int       `json:"pid"`
-	Seq     int       `json:"seq"`
-	OK      bool      `json:"ok"`
-	At      time.Time `json:"at"`
-	Message string    `json:"message"`
+// reloadOutcome is what `ioproxy reload` prints.
+type reloadOutcome struct {
+	OK      bool   `json:"ok"`
+	PID     int    `json:"pid"`
+	Message string `json:"message"`
 }
 
-// claimRunFile writes this process's pid file in dataDir and locks it,
-// failing when another ioproxy holds it.
-func claimRunFile(dataDir string) (*runFile, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+// controlSocket is the listening control socket of a running serve.
+type controlSocket struct {
+	path string
+	ln   net.Listener
+}
+
+// listenControl opens the control socket in dataDir. The data dir must
+// be this user's alone (as the bbolt store requires): whoever can write
+// there could put a socket or a link of theirs in its place.
+func listenControl(dataDir string) (*controlSocket, error) {
+	if err := privateDir(dataDir); err != nil {
+		return nil, err
 	}
-	path := filepath.Join(dataDir, pidFileName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	path := filepath.Join(dataDir, controlSocketName)
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("the control socket %s is a path of %d bytes, over the %d a socket may have: use a shorter data_dir (or reload with kill -HUP)", path, len(path), maxSocketPath)
+	}
+	if err := clearStaleSocket(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return nil, fmt.Errorf("pid file: %w", err)
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("pid file %s is locked: another ioproxy serve runs with this data_dir", path)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := f.Truncate(0); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("pid file: %w", err)
-	}
-	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("pid file: %w", err)
-	}
-	return &runFile{dir: dataDir, f: f}, nil
+	return &controlSocket{path: path, ln: ln}, nil
 }
 
-// report writes the outcome of a reload for `ioproxy reload` to read.
-func (rf *runFile) report(rep server.ReloadReport, err error) {
-	rf.seq++
-	st := reloadStatus{PID: os.Getpid(), Seq: rf.seq, OK: err == nil, At: time.Now().UTC()}
+// privateDir makes dir (0700) when it is missing, and refuses one that
+// other users may write to or that is not a directory of this user's.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	info, err := os.Lstat(dir)
 	if err != nil {
-		st.Message = err.Error()
-	} else {
-		st.Message = describeReload(rep)
+		return fmt.Errorf("data dir: %w", err)
 	}
-	b, _ := json.Marshal(st)
-	tmp := filepath.Join(rf.dir, reloadFileName+".tmp")
-	if werr := os.WriteFile(tmp, b, 0o600); werr == nil {
-		_ = os.Rename(tmp, filepath.Join(rf.dir, reloadFileName))
+	st, ok := info.Sys().(*syscall.Stat_t)
+	switch {
+	case !info.IsDir():
+		return fmt.Errorf("data dir %s is not a directory (a symbolic link?): point data_dir at the directory itself", dir)
+	case info.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("the data dir %s may be written by other users (mode %04o): run chmod 700 %s", dir, info.Mode().Perm(), dir)
+	case ok && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("the data dir %s belongs to user %d, not to this process's user %d", dir, st.Uid, os.Geteuid())
 	}
+	return nil
+}
+
+// clearStaleSocket removes a control socket left by a serve that is gone,
+// and refuses when one answers (another serve owns the data dir) or when
+// something else is in its place.
+func clearStaleSocket(path string) error {
+	info, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if info.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s is in the place of ioproxy's control socket and is not one: remove it", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another ioproxy serve runs with this data_dir (it answers on %s)", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove the stale control socket: %w", err)
+	}
+	return nil
+}
+
+// serve accepts the control socket's connections until it closes: each
+// asks for one reload and gets its outcome.
+func (cs *controlSocket) serve(requests chan<- reloadRequest, log *slog.Logger) {
+	for {
+		c, err := cs.ln.Accept()
+		if err != nil {
+			return
+		}
+		go handleControl(c, requests, log)
+	}
+}
+
+// handleControl reads one command ("reload") and answers its outcome.
+func handleControl(c net.Conn, requests chan<- reloadRequest, log *slog.Logger) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	line, err := bufio.NewReader(io.LimitReader(c, 64)).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "reload" {
+		_ = json.NewEncoder(c).Encode(reloadOutcome{PID: os.Getpid(), Message: "unknown command; the control socket takes \"reload\""})
+		return
+	}
+	reply := make(chan reloadOutcome, 1)
+	requests <- reloadRequest{reply: reply}
+	if err := json.NewEncoder(c).Encode(<-reply); err != nil {
+		log.Warn("control socket: answer a reload", "err", err)
+	}
+}
+
+// Close stops listening and removes the socket.
+func (cs *controlSocket) Close() {
+	_ = cs.ln.Close()
+	_ = os.Remove(cs.path)
+}
+
+// outcomeOf is a reload's outcome for `ioproxy reload`.
+func outcomeOf(rep server.ReloadReport, err error) reloadOutcome {
+	out := reloadOutcome{OK: err == nil, PID: os.Getpid()}
+	if err != nil {
+		out.Message = err.Error()
+		return out
+	}
+	out.Message = describeReload(rep)
+	return out
 }
 
 // describeReload says what a reload applied, in one paragraph.
@@ -101,83 +178,38 @@ func describeReload(rep server.ReloadReport) string {
 	return msg
 }
 
-// Close unlocks and removes the pid file.
-func (rf *runFile) Close() {
-	_ = os.Remove(filepath.Join(rf.dir, pidFileName))
-	_ = rf.f.Close()
-}
-
-// runningPID is the pid of the ioproxy serve that holds dataDir's pid
-// file, or an error that says none runs.
-func runningPID(dataDir string) (int, error) {
-	path := filepath.Join(dataDir, pidFileName)
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, fmt.Errorf("no ioproxy serve runs with data_dir %s (no %s)", dataDir, pidFileName)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("pid file: %w", err)
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err == nil {
-		return 0, fmt.Errorf("no ioproxy serve runs with data_dir %s (%s is left from one that stopped)", dataDir, path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 32))
-	if err != nil {
-		return 0, fmt.Errorf("pid file: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0, fmt.Errorf("pid file %s holds %q, not a process id", path, b)
-	}
-	return pid, nil
-}
-
-// readReloadStatus reads the last reload's outcome; the zero status when
-// there was none.
-func readReloadStatus(dataDir string) reloadStatus {
-	var st reloadStatus
-	b, err := os.ReadFile(filepath.Join(dataDir, reloadFileName))
-	if err == nil {
-		_ = json.Unmarshal(b, &st)
-	}
-	return st
-}
-
-// cmdReload checks the configuration, then asks the running ioproxy
-// serve to apply it (SIGHUP) and prints the outcome.
+// cmdReload checks the configuration, then asks the ioproxy serve that
+// owns its data dir to apply it, and prints the outcome.
 func cmdReload(args []string, stdout, stderr io.Writer) int {
 	var wait *time.Duration
 	cfg, _, ok := loadConfig("reload", args, stderr, func(fs *flag.FlagSet) {
-		wait = fs.Duration("wait", 30*time.Second, "how long to wait for the running ioproxy to say how the reload went")
+		wait = fs.Duration("wait", 2*time.Minute, "how long to wait for the running ioproxy to say how the reload went")
 	})
 	if !ok {
 		fmt.Fprintln(stderr, "ioproxy reload: the running ioproxy was not asked to reload; fix the errors above first")
 		return 1
 	}
-	pid, err := runningPID(cfg.DataDir)
+	path := filepath.Join(cfg.DataDir, controlSocketName)
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
-		fmt.Fprintln(stderr, "ioproxy reload:", err)
+		fmt.Fprintf(stderr, "ioproxy reload: no ioproxy serve runs with data_dir %s (%v)\n", cfg.DataDir, err)
 		return 1
 	}
-	before := readReloadStatus(cfg.DataDir)
-	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
-		fmt.Fprintf(stderr, "ioproxy reload: signal process %d: %v\n", pid, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(*wait))
+	var out reloadOutcome
+	_, err = io.WriteString(c, "reload\n")
+	if err == nil {
+		err = json.NewDecoder(io.LimitReader(c, 1<<20)).Decode(&out)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "ioproxy reload: the running ioproxy did not say how the reload went (%v); see its log\n", err)
 		return 1
 	}
-	deadline := time.Now().Add(*wait)
-	for time.Now().Before(deadline) {
-		st := readReloadStatus(cfg.DataDir)
-		if st.PID == pid && (before.PID != pid || st.Seq > before.Seq) {
-			if !st.OK {
-				fmt.Fprintf(stderr, "ioproxy reload: failed; process %d keeps its running configuration:\n%s\n", pid, st.Message)
-				return 1
-			}
-			fmt.Fprintf(stdout, "ioproxy reload: process %d %s\n", pid, st.Message)
-			return 0
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !out.OK {
+		fmt.Fprintf(stderr, "ioproxy reload: failed; process %d keeps its running configuration:\n%s\n", out.PID, out.Message)
+		return 1
 	}
-	fmt.Fprintf(stderr, "ioproxy reload: process %d was signalled but did not report within %s; see its log\n", pid, *wait)
-	return 1
+	fmt.Fprintf(stdout, "ioproxy reload: process %d %s\n", out.PID, out.Message)
+	return 0
 }

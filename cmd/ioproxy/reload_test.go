@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,7 +111,9 @@ host "app.localhost" { backend = %q }
 		t.Fatalf("after a refused reload: %q", got)
 	}
 
-	// Once the process has stopped, its pid file does not fool reload.
+	// Once the process has stopped, its socket is gone and reload says
+	// nobody runs; a socket left by a killed process is not mistaken for
+	// a running one, and the next serve takes its place.
 	write("", backendB.URL)
 	_ = cmd.Process.Signal(os.Interrupt)
 	select {
@@ -118,11 +121,59 @@ host "app.localhost" { backend = %q }
 	case <-time.After(20 * time.Second):
 		t.Fatal("ioproxy did not stop")
 	}
-	if err := os.WriteFile(filepath.Join(dataDir, pidFileName), []byte("1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if code, _, errs := reload(); code != 1 || !strings.Contains(errs, "no ioproxy serve runs with data_dir") {
 		t.Fatalf("reload with no process: exit %d\n%s", code, errs)
+	}
+}
+
+// A SIGHUP while ioproxy starts waits for the start; it does not end
+// the process (SIGHUP's default action).
+func TestSIGHUPDuringStart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "ioproxy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	adminPort := freePort(t)
+	cfgPath := filepath.Join(t.TempDir(), "io.hcl")
+	src := fmt.Sprintf("data_dir = %q\ningress { http = \"127.0.0.1:%d\" }\nadmin { listen = \"127.0.0.1:%d\" }\nhost \"app.localhost\" { backend = \"127.0.0.1:1\" }\n", dataDir, freePort(t), adminPort)
+	if err := os.WriteFile(cfgPath, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	cmd := exec.Command(bin, "serve", "-config", cfgPath)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill() }()
+	// As soon as the control socket exists the signal is caught; send
+	// SIGHUPs from then until ready.
+	sock := filepath.Join(dataDir, controlSocketName)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no control socket:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for range 5 {
+		_ = cmd.Process.Signal(syscall.SIGHUP)
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitReady(t, adminPort, &logs)
+	select {
+	case err := <-exited:
+		t.Fatalf("ioproxy exited on SIGHUP during its start: %v\n%s", err, logs.String())
+	default:
 	}
 }
 
