@@ -332,3 +332,147 @@ func fuzzValidName(s string) bool {
 	}
 	return true
 }
+
+// FuzzEmailRules checks EmailRules.Admits, which lets an account of an
+// OAuth provider past require_oauth, and the parsers of its lists.
+//
+// Properties: an unverified email is never admitted; the decision does not
+// change with the ASCII case of the email; an admitted email is ASCII with
+// one "@" and a non-empty local part, and is named by the rules as they
+// are documented (an email exactly, a domain exactly, "*.domain" by its
+// subdomains only), rechecked here independently; a nil EmailRules admits
+// no one. A rule that ParseEmail or ParseEmailDomain accepts is lower case,
+// parses again to itself and admits the addresses it names: an email
+// itself, an address at a plain domain but not at its subdomains, an
+// address at a subdomain of "*.domain" but not at the domain.
+func FuzzEmailRules(f *testing.F) {
+	for _, s := range []struct {
+		email    string
+		verified bool
+		rule     string
+	}{
+		{"alice@example.com", true, "alice@example.com"},
+		{"Alice@Example.COM", true, "ALICE@example.com"},
+		{"alice@example.com", false, "alice@example.com"},
+		{"bob@example.com", true, "example.com"},
+		{"bob@mail.example.com", true, "example.com"},
+		{"bob@mail.example.com", true, "*.example.com"},
+		{"bob@example.com", true, "*.example.com"},
+		{"bob@badexample.com", true, "example.com"},
+		{"alice@evil.com@example.com", true, "example.com"},
+		{"@example.com", true, "example.com"},
+		{"\u212aevin@example.com", true, "kevin@example.com"},
+		{"alice@example.com ", true, " alice@example.com"},
+		{"Alice <alice@example.com>", true, "alice@example.com"},
+		{`"a@b"@example.com`, true, "example.com"},
+		{"a@b.c", true, "b.c"},
+		{"a@1.2.3.4", true, "*.2.3.4"},
+	} {
+		f.Add(s.email, s.verified, s.rule)
+	}
+	fixed := &EmailRules{Emails: []string{"alice@example.com"}, Domains: []string{"example.net", "*.corp.example"}}
+	open := &EmailRules{}
+	f.Fuzz(func(t *testing.T, email string, verified bool, rule string) {
+		rulesets := []*EmailRules{fixed, open}
+		if e, err := ParseEmail(rule); err == nil {
+			checkParsedRule(t, rule, e, func(s string) (string, error) { return ParseEmail(s) })
+			r := &EmailRules{Emails: []string{e}}
+			if !r.Admits(e, true) || !r.Admits(strings.ToUpper(e), true) || r.Admits(e, false) {
+				t.Fatalf("EmailRules{Emails: [%q]} does not admit its own verified email exactly", e)
+			}
+			rulesets = append(rulesets, r)
+		}
+		if d, err := ParseEmailDomain(rule); err == nil {
+			checkParsedRule(t, rule, d, func(s string) (string, error) { return ParseEmailDomain(s) })
+			r := &EmailRules{Domains: []string{d}}
+			parent, wild := strings.CutPrefix(d, "*.")
+			switch {
+			case len(d) > 240:
+				// "a@sub." would make a longer domain than DNS allows.
+			case wild && (!r.Admits("a@sub."+parent, true) || r.Admits("a@"+parent, true)):
+				t.Fatalf("EmailRules{Domains: [%q]} admits the domain itself, or not a subdomain", d)
+			case !wild && (!r.Admits("a@"+d, true) || r.Admits("a@sub."+d, true)):
+				t.Fatalf("EmailRules{Domains: [%q]} admits a subdomain, or not the domain", d)
+			}
+			rulesets = append(rulesets, r)
+		}
+		if (*EmailRules)(nil).Admits(email, verified) {
+			t.Fatalf("nil EmailRules admits %q", email)
+		}
+		for _, r := range rulesets {
+			got := r.Admits(email, verified)
+			if got && !verified {
+				t.Fatalf("%+v admits the unverified email %q", r, email)
+			}
+			for _, other := range []string{asciiCase(email, true), asciiCase(email, false)} {
+				if r.Admits(other, verified) != got {
+					t.Fatalf("%+v: Admits(%q) = %v but Admits(%q) = %v", r, email, got, other, !got)
+				}
+			}
+			if got && !namedByRules(r, email) {
+				t.Fatalf("%+v admits %q, which it does not name", r, email)
+			}
+		}
+	})
+}
+
+// checkParsedRule holds a rule the parser accepted to being lower case,
+// without spaces, and its own parse.
+func checkParsedRule(t *testing.T, in, out string, parse func(string) (string, error)) {
+	t.Helper()
+	if out != asciiCase(out, false) || strings.ContainsAny(out, " \t\r\n") || out == "" {
+		t.Fatalf("parse(%q) = %q: not a trimmed lower-case rule", in, out)
+	}
+	if again, err := parse(out); err != nil || again != out {
+		t.Fatalf("parse(%q) = %q, which parses again as %q, %v", in, out, again, err)
+	}
+}
+
+// namedByRules is the documented rule, written out again: ASCII, one "@",
+// a non-empty local part, and the address or its domain named.
+func namedByRules(r *EmailRules, email string) bool {
+	for i := 0; i < len(email); i++ {
+		if email[i] <= ' ' || email[i] >= 0x7f {
+			return false
+		}
+	}
+	at := strings.LastIndexByte(email, '@')
+	if at <= 0 || strings.Count(email, "@") != 1 {
+		return false
+	}
+	addr := asciiCase(email, false)
+	domain := addr[at+1:]
+	if len(r.Emails) == 0 && len(r.Domains) == 0 {
+		return true
+	}
+	for _, e := range r.Emails {
+		if e == addr {
+			return true
+		}
+	}
+	for _, d := range r.Domains {
+		if strings.HasPrefix(d, "*.") {
+			if len(domain) > len(d)-1 && domain[len(domain)-(len(d)-1):] == d[1:] {
+				return true
+			}
+		} else if domain == d {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiCase maps the ASCII letters of s to upper or lower case, leaving
+// every other byte alone (strings.ToUpper would map "ſ" to "S").
+func asciiCase(s string, upper bool) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case upper && 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case !upper && 'A' <= c && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+	}
+	return string(b)
+}

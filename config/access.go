@@ -24,21 +24,41 @@ type guarded struct {
 	// forwardAuth is set for a host without a backend, whose proxy in
 	// front asks /@/auth; a serve block always has a backend.
 	forwardAuth bool
-	// signIn is set when the block has an atproto block of its own.
-	signIn   bool
-	defRange hcl.Range
+	// signIn is set when the block has an atproto block of its own,
+	// atproto.
+	signIn  bool
+	atproto *atprotoSchema
+	// requireOAuth are the require_oauth blocks, which name providers of
+	// the host's oauth blocks, providers (none for a serve block).
+	requireOAuth []requireOAuthSchema
+	providers    []built[OAuthProvider, oauthSchema]
+	defRange     hcl.Range
 }
 
-// hostGuard is what access reads of a host block.
-func hostGuard(raw *hostSchema) guarded {
+// hostGuard is what access reads of a host block, whose oauth blocks are
+// built already.
+func hostGuard(raw *hostSchema, providers []built[OAuthProvider, oauthSchema]) guarded {
 	return guarded{
-		name:        raw.Hostname,
-		require:     raw.RequireATProto,
-		apiKeys:     raw.APIKeyAuth,
-		forwardAuth: raw.Backend == nil,
-		signIn:      raw.ATProto != nil,
-		defRange:    raw.DefRange,
+		name:         raw.Hostname,
+		require:      raw.RequireATProto,
+		apiKeys:      raw.APIKeyAuth,
+		forwardAuth:  raw.Backend == nil,
+		signIn:       raw.ATProto != nil,
+		atproto:      raw.ATProto,
+		requireOAuth: raw.RequireOAuth,
+		providers:    providers,
+		defRange:     raw.DefRange,
 	}
+}
+
+// provider returns the oauth block of a name, nil if there is none.
+func (g guarded) provider(name string) *built[OAuthProvider, oauthSchema] {
+	for i := range g.providers {
+		if g.providers[i].value.Name == name {
+			return &g.providers[i]
+		}
+	}
+	return nil
 }
 
 // serveGuard is what access reads of a serve block.
@@ -51,25 +71,35 @@ func serveGuard(raw *serveSchema) guarded {
 	}
 }
 
-// access builds the require_atproto and apikey_auth blocks of a host or
-// a serve block.
+// access builds the require_atproto, apikey_auth and require_oauth
+// blocks of a host or a serve block, which add up to one Access.
 func (b *builder) access(g guarded) *Access {
-	if g.require == nil && g.apiKeys == nil {
+	if g.forwardAuth && b.trustedProxies == 0 {
+		b.warnf(g.defRange, "Forward-auth without trusted proxies", "Host %q has no backend, so a proxy in front asks ioproxy about each request, but ingress { trusted_proxies } is empty: that proxy's X-Forwarded-For is not believed, so every visitor counts as the proxy for the wrong-key limit, and no Proxy-Session is given back. List the proxy's address in trusted_proxies.", g.name)
+	}
+	if g.require == nil && g.apiKeys == nil && len(g.requireOAuth) == 0 {
 		return nil
 	}
 	a := &Access{}
 	if g.require != nil {
 		a.Rules = b.rules(g.require, g)
 	}
-	if g.forwardAuth && b.trustedProxies == 0 {
-		b.warnf(g.defRange, "Forward-auth without trusted proxies", "Host %q has no backend, so a proxy in front asks ioproxy about each request, but ingress { trusted_proxies } is empty: that proxy's X-Forwarded-For is not believed, so every visitor counts as the proxy for the wrong-key limit, and no Proxy-Session is given back. List the proxy's address in trusted_proxies.", g.name)
-	}
 	if k := g.apiKeys; k != nil {
 		a.APIKeys = b.apiKeys(k)
-		if g.require == nil && g.signIn {
-			// Keys alone admit only machine clients; a sign-in that then
-			// admits no one would be a puzzle, so ask which was meant.
-			b.errorf(k.DefRange, "Sign-in admits no one", "With apikey_auth alone, only API keys get in, so the atproto block's sign-in would lead nowhere. To let signed-in accounts in too, add require_atproto {} (with dids or handles to name them); otherwise remove the atproto block.")
+	}
+	a.OAuth = b.oauthRules(g)
+	if g.require == nil && g.signIn {
+		// The other rules admit no AT Protocol account; a sign-in that
+		// then admits no one would be a puzzle, so ask which was meant.
+		switch {
+		case len(g.requireOAuth) > 0:
+			others := "accounts of the providers that require_oauth names"
+			if g.apiKeys != nil {
+				others += " and API keys"
+			}
+			b.errorf(g.atproto.DefRange, "Sign-in admits no one", "Without require_atproto, only %s get in, so this atproto block's sign-in would lead nowhere. To let AT Protocol accounts in too, add require_atproto {} (with dids or handles to name them); otherwise remove the atproto block.", others)
+		case g.apiKeys != nil:
+			b.errorf(g.apiKeys.DefRange, "Sign-in admits no one", "With apikey_auth alone, only API keys get in, so the atproto block's sign-in would lead nowhere. To let signed-in accounts in too, add require_atproto {} (with dids or handles to name them); otherwise remove the atproto block.")
 		}
 	}
 	return a

@@ -69,6 +69,7 @@ func (b *builder) call(raw *callSchema, cfg *Config) Call {
 			b.warnf(raw.ServiceProxies.Range(), "service_proxies has no effect", "service_proxies limits the Atproto-Proxy header of calls to the signed-in user's PDS (endpoint = \"@\"); this call's endpoint is %q. Remove service_proxies here.", raw.Endpoint)
 		}
 	}
+	c.Auth = b.callAuth(raw, c)
 	c.Operations = b.operations(raw)
 	if c.OperationsOnly && len(c.Operations) == 0 {
 		b.errorf(raw.DefRange, "No operations", "operations_only = true refuses every call that matches no operation, and this call block has none; add operation blocks or remove operations_only.")

@@ -204,21 +204,72 @@ type Host struct {
 	// atproto block or, without one, the defaults when the serve block has
 	// require_atproto.
 	Serving string
-	// ATProto is nil when the host does not offer sign-in.
+	// ATProto is nil when the host does not offer AT Protocol sign-in
+	// (it may offer other providers': OAuth).
 	ATProto *ATProto
 	TLS     HostTLS
 	// Access is nil for an open host: sign-in is optional and the backend
 	// decides what a visitor may do (as Statusphere does).
 	Access *Access
+	// OAuth are the host's oauth "<name>" blocks, in file order: sign-in
+	// providers other than AT Protocol, each under /@<name>/. A host may
+	// have them with or without ATProto, and without a backend (a
+	// forward-auth host). None for a host whose backend is a serve block.
+	OAuth []OAuthProvider
 }
 
+// OAuthProvider returns the host's oauth block of the given name.
+func (h Host) OAuthProvider(name string) (OAuthProvider, bool) {
+	for _, p := range h.OAuth {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return OAuthProvider{}, false
+}
+
+// OAuthProvider is an oauth "<name>" block: an OAuth 2.0 (or OpenID
+// Connect) provider that users of the host may sign in with.
+type OAuthProvider struct {
+	// Name is the block's label ("google"): lower-case letters, digits and
+	// dashes, never "atproto". Sign-in lives under /@<Name>/, and
+	// require_oauth and a call's credential = "session:<Name>" name it.
+	Name         string
+	ClientID     string
+	ClientSecret string
+	// Issuer is set for OpenID Connect discovery (endpoints from
+	// <Issuer>/.well-known/openid-configuration), exactly as written,
+	// since ID tokens' iss is compared with it exactly; AuthorizeURL and
+	// TokenURL (access_token_url) are both set otherwise, never with
+	// Issuer. UserinfoURL is optional either way. Each is https://, or
+	// http:// on a loopback host.
+	Issuer, AuthorizeURL, TokenURL, UserinfoURL string
+	// Scopes are asked for at sign-in; "openid", "email" and "profile"
+	// when the block names none.
+	Scopes []string
+	// AuthorizeParams are added to the authorization request
+	// (authorize_parameter blocks, in order), never one that ioproxy sets
+	// itself; nil without any.
+	AuthorizeParams url.Values
+}
+
+// OpenID reports whether the sign-in is OpenID Connect ("openid" is among
+// the scopes).
+func (p OAuthProvider) OpenID() bool { return slices.Contains(p.Scopes, "openid") }
+
 // Access closes a host to everyone but the accounts and machine clients
-// it names.
+// it names. Its parts add up: the gate admits a request that any of them
+// admits (an AT Protocol account that Rules names, an API key of
+// APIKeys, an account of a provider whose EmailRules in OAuth admit its
+// verified email), and refuses it when none does.
 type Access struct {
 	// Rules is the require_atproto block, nil without one.
 	Rules *access.Rules
 	// APIKeys are the apikey_auth entries, none without the block.
 	APIKeys []access.KeyEntry
+	// OAuth are the require_oauth "<provider>" blocks by provider name,
+	// each a provider of the host; nil when there are none.
+	OAuth map[string]*access.EmailRules
 }
 
 // HostTLS is a host's TLS setting after defaults.
@@ -441,7 +492,35 @@ type Call struct {
 	// case, without port.
 	Hosts      []string
 	Operations []Operation
+	// Auth is the credential added to each call, nil without an auth
+	// block (never for an EndpointPDS call, which the session's DPoP
+	// token authorizes).
+	Auth *CallAuth
 }
+
+// CallAuth is a call's auth block: the credential ioproxy adds to each
+// call it forwards.
+type CallAuth struct {
+	// Name is the header or query parameter the credential goes in;
+	// header names canonical (http.CanonicalHeaderKey), never one that
+	// ioproxy sets or strips itself.
+	Name string
+	// Location is CallAuthHeader or CallAuthQuery.
+	Location string
+	// Provider is set for credential = "session:<provider>": the signed-in
+	// user's access token of that provider, an oauth block of some host.
+	Provider string
+	// Static is set otherwise: the credential itself (from env(),
+	// usually; empty when that variable is not set, which validation
+	// warns of). It is a secret: never log it.
+	Static string
+}
+
+// Where a call's credential goes.
+const (
+	CallAuthHeader = "header"
+	CallAuthQuery  = "query"
+)
 
 // AllowsServiceProxy reports whether a call carrying the Atproto-Proxy
 // header value v may be forwarded.

@@ -29,9 +29,11 @@ func repoRoot(t *testing.T) string {
 }
 
 func TestExamplesLoad(t *testing.T) {
-	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl", "serve.hcl"} {
+	for _, name := range []string{"io.hcl", "local.hcl", "internal-tool.hcl", "serve.hcl", "oauth-google.hcl"} {
 		t.Run(name, func(t *testing.T) {
-			cfg, diags := Load(filepath.Join(repoRoot(t), "examples", name), Options{LookupEnv: noEnv})
+			// With the Google client that oauth-google.hcl reads (an unset
+			// one is a warning, see TestOAuthExampleFile).
+			cfg, diags := Load(filepath.Join(repoRoot(t), "examples", name), Options{LookupEnv: googleEnv})
 			if diags.HasErrors() || cfg == nil {
 				var buf bytes.Buffer
 				_ = WriteDiagnostics(&buf, diags)

@@ -4,6 +4,8 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -14,8 +16,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/contract"
 )
 
 const fuzzFilename = "fuzz.hcl"
@@ -38,6 +42,12 @@ func fuzzEnv(name string) (string, bool) {
 		return "ci:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", true
 	case "EMPTY":
 		return "", true
+	case "GOOGLE_CLIENT_ID":
+		return "1234-abc.apps.googleusercontent.com", true
+	case "GOOGLE_CLIENT_SECRET":
+		return "GOCSPX-fuzz", true
+	case "CRLF":
+		return "Bearer x\r\nX-Admin: 1", true
 	}
 	return "", false
 }
@@ -64,7 +74,7 @@ func FuzzParse(f *testing.F) {
 	}
 	// The configurations of the unit tests, good and bad, read from the
 	// test file itself so that new cases become seeds too.
-	for _, name := range []string{"config_test.go", "serve_test.go"} {
+	for _, name := range []string{"config_test.go", "serve_test.go", "oauth_test.go"} {
 		for _, s := range testFileStrings(f, name) {
 			f.Add([]byte(s))
 		}
@@ -194,6 +204,7 @@ func revalidate(t *testing.T, cfg *Config) {
 		if h.Access != nil {
 			revalidateAccess(t, "host "+strconv.Quote(h.Hostname), h.Access)
 		}
+		revalidateOAuth(t, h)
 	}
 	serves := map[string]bool{}
 	for _, s := range cfg.Serves {
@@ -208,8 +219,8 @@ func revalidate(t *testing.T, cfg *Config) {
 		if be, err := ParseBackend(s.Backend.Raw); (s.Backend.Kind != BackendURL && s.Backend.Kind != BackendNomad) || err != nil || !reflect.DeepEqual(be, s.Backend) {
 			t.Errorf("%s backend %+v parses again as %+v, %v", what, s.Backend, be, err)
 		}
-		if s.Access == nil || (s.Access.Rules == nil && len(s.Access.APIKeys) == 0) {
-			t.Errorf("%s has no access rules: %+v", what, s.Access)
+		if s.Access == nil || (s.Access.Rules == nil && len(s.Access.APIKeys) == 0) || s.Access.OAuth != nil {
+			t.Errorf("%s has no access rules, or OAuth rules it cannot take: %+v", what, s.Access)
 		} else {
 			revalidateAccess(t, what, s.Access)
 		}
@@ -233,7 +244,123 @@ func revalidate(t *testing.T, cfg *Config) {
 				t.Errorf("call %q operation %+v does not match its own method and path", c.Label, op)
 			}
 		}
+		revalidateCallAuth(t, cfg, c)
 	}
+}
+
+// revalidateOAuth runs a host's oauth blocks through the checks that
+// built them, and holds its require_oauth rules to naming them.
+func revalidateOAuth(t *testing.T, h Host) {
+	t.Helper()
+	what := "host " + strconv.Quote(h.Hostname)
+	if h.Serving != "" && len(h.OAuth) > 0 {
+		t.Errorf("%s routes to a serve block and signs in with %+v", what, h.OAuth)
+	}
+	names := map[string]bool{}
+	for _, p := range h.OAuth {
+		if names[p.Name] || !providerName.MatchString(p.Name) || p.Name == reservedProvider {
+			t.Errorf("%s: provider name %q is repeated, invalid or reserved", what, p.Name)
+		}
+		names[p.Name] = true
+		if got, ok := h.OAuthProvider(p.Name); !ok || !reflect.DeepEqual(got, p) {
+			t.Errorf("%s: OAuthProvider(%q) = %+v, %v", what, p.Name, got, ok)
+		}
+		if (p.Issuer != "") == (p.AuthorizeURL != "" || p.TokenURL != "") || (p.AuthorizeURL == "") != (p.TokenURL == "") {
+			t.Errorf("%s: provider %q has issuer %q, authorize_url %q and access_token_url %q", what, p.Name, p.Issuer, p.AuthorizeURL, p.TokenURL)
+		}
+		b := &builder{}
+		for _, u := range []struct {
+			attr, val string
+			issuer    bool
+		}{{"issuer", p.Issuer, true}, {"authorize_url", p.AuthorizeURL, false}, {"access_token_url", p.TokenURL, false}, {"userinfo_url", p.UserinfoURL, false}} {
+			if u.val != "" {
+				b.providerURL(hcl.Range{}, u.attr, u.val, "https://example.com", u.issuer)
+			}
+		}
+		if len(b.diags) != 0 {
+			t.Errorf("%s: provider %q has URLs that validation refuses: %v", what, p.Name, b.diags)
+		}
+		seen := map[string]bool{}
+		for _, s := range p.Scopes {
+			if seen[s] || !scopeToken(s) {
+				t.Errorf("%s: provider %q has the repeated or invalid scope %q", what, p.Name, s)
+			}
+			seen[s] = true
+		}
+		if len(p.Scopes) == 0 || p.OpenID() != slices.Contains(p.Scopes, "openid") {
+			t.Errorf("%s: provider %q has scopes %q", what, p.Name, p.Scopes)
+		}
+		for k, vs := range p.AuthorizeParams {
+			if _, reserved := ioproxySetsParameter[strings.ToLower(k)]; reserved || k == "" || len(vs) != 1 || vs[0] == "" {
+				t.Errorf("%s: provider %q sends the parameter %q = %q", what, p.Name, k, vs)
+			}
+		}
+	}
+	if h.Access == nil {
+		return
+	}
+	if h.Access.OAuth != nil && len(h.Access.OAuth) == 0 {
+		t.Errorf("%s: require_oauth is an empty map, not nil", what)
+	}
+	for name, r := range h.Access.OAuth {
+		if !names[name] || r == nil {
+			t.Errorf("%s: require_oauth %q names no provider of the host (or has no rules)", what, name)
+			continue
+		}
+		for _, e := range r.Emails {
+			if got, err := access.ParseEmail(e); err != nil || got != e || !r.Admits(e, true) || r.Admits(e, false) {
+				t.Errorf("%s: require_oauth %q email %q re-validates as %q, %v, or is not admitted as verified only", what, name, e, got, err)
+			}
+		}
+		for _, d := range r.Domains {
+			if got, err := access.ParseEmailDomain(d); err != nil || got != d {
+				t.Errorf("%s: require_oauth %q domain %q re-validates as %q, %v", what, name, d, got, err)
+			}
+		}
+	}
+}
+
+// revalidateCallAuth holds a call's auth block to what validation
+// promises: none towards the PDS, a canonical header of the call's own, a
+// provider that some host defines, or else a fixed credential.
+func revalidateCallAuth(t *testing.T, cfg *Config, c Call) {
+	t.Helper()
+	a := c.Auth
+	if a == nil {
+		return
+	}
+	what := "call " + strconv.Quote(c.Label)
+	if c.Endpoint.Kind == EndpointPDS {
+		t.Errorf("%s to the PDS has an auth block: %+v", what, a)
+	}
+	switch a.Location {
+	case CallAuthHeader:
+		_, owned := ioproxyHeaders[a.Name]
+		if a.Name != http.CanonicalHeaderKey(a.Name) || !httpguts.ValidHeaderFieldName(a.Name) || owned || contract.IsIdentity(a.Name) {
+			t.Errorf("%s puts its credential in the header %q", what, a.Name)
+		}
+		if a.Static != "" && !httpguts.ValidHeaderFieldValue(a.Static) {
+			t.Errorf("%s has a credential that cannot go in a header", what)
+		}
+	case CallAuthQuery:
+		if a.Name == "" || url.QueryEscape(a.Name) != a.Name {
+			t.Errorf("%s puts its credential in the query parameter %q", what, a.Name)
+		}
+	default:
+		t.Errorf("%s has the location %q", what, a.Location)
+	}
+	if a.Provider == "" {
+		return
+	}
+	if a.Static != "" {
+		t.Errorf("%s has both a provider and a fixed credential", what)
+	}
+	for _, h := range cfg.Hosts {
+		if _, ok := h.OAuthProvider(a.Provider); ok {
+			return
+		}
+	}
+	t.Errorf("%s sends the token of provider %q, which no host defines", what, a.Provider)
 }
 
 // revalidateAccess runs access rules through the parsers that built them.

@@ -40,9 +40,10 @@ func (b *builder) host(raw *hostSchema, globalTLS TLS) Host {
 			b.errorf(raw.BackendRange, "Invalid backend", "%v.", err)
 		}
 		h.Backend = be
-	case raw.RequireATProto == nil && raw.APIKeyAuth == nil:
-		b.errorf(raw.DefRange, "Missing backend", "Host %q needs a backend, as in backend = \"localhost:3000\". (Only a host with require_atproto or apikey_auth may leave it out: it then answers forward-auth requests from another proxy at /@/auth.)", name)
+	case raw.RequireATProto == nil && raw.APIKeyAuth == nil && len(raw.OAuth) == 0 && len(raw.RequireOAuth) == 0:
+		b.errorf(raw.DefRange, "Missing backend", "Host %q needs a backend, as in backend = \"localhost:3000\". (Only a host with require_atproto, apikey_auth, require_oauth or oauth may leave it out: it then answers forward-auth requests from another proxy at /@/auth.)", name)
 	}
+	providers := b.oauthProviders(raw, name)
 	if h.Backend.Kind == BackendServing {
 		b.serving(raw, &h)
 	} else {
@@ -53,7 +54,8 @@ func (b *builder) host(raw *hostSchema, globalTLS TLS) Host {
 			// atproto block (scope "atproto", the host's name) are enough.
 			h.ATProto = b.atproto(&atprotoSchema{DefRange: raw.RequireATProto.DefRange}, h)
 		}
-		h.Access = b.access(hostGuard(raw))
+		h.OAuth = values(providers)
+		h.Access = b.access(hostGuard(raw, providers))
 	}
 	h.TLS = b.hostTLS(raw.TLS, h, globalTLS)
 	return h

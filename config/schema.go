@@ -127,6 +127,10 @@ type hostSchema struct {
 	// RequireATProto and APIKeyAuth close the host: see access.
 	RequireATProto *requireATProtoSchema `hcl:"require_atproto,block"`
 	APIKeyAuth     *apikeyAuthSchema     `hcl:"apikey_auth,block"`
+	// OAuth are the sign-in providers other than AT Protocol, and
+	// RequireOAuth the accounts of theirs that get in: see oauth.go.
+	OAuth        []oauthSchema        `hcl:"oauth,block"`
+	RequireOAuth []requireOAuthSchema `hcl:"require_oauth,block"`
 
 	DefRange      hcl.Range `hcl:",def_range"`
 	HostnameRange hcl.Range `hcl:"hostname,label_range"`
@@ -170,6 +174,52 @@ type requireATProtoSchema struct {
 	HandleMaxAgeRange hcl.Range `hcl:"handle_max_age,attr_value_range"`
 }
 
+// oauthSchema is an oauth "<name>" block: a sign-in provider other than
+// AT Protocol. client_id and client_secret stay expressions so that build
+// can tell a secret written out in the file from one read with env(), and
+// scopes so that each diagnostic points at its element; the rest are
+// optional here so that build can say what to write when one is missing.
+type oauthSchema struct {
+	Name           string                     `hcl:"name,label"`
+	ClientID       hcl.Expression             `hcl:"client_id,optional"`
+	ClientSecret   hcl.Expression             `hcl:"client_secret,optional"`
+	Issuer         *string                    `hcl:"issuer,optional"`
+	AuthorizeURL   *string                    `hcl:"authorize_url,optional"`
+	AccessTokenURL *string                    `hcl:"access_token_url,optional"`
+	UserinfoURL    *string                    `hcl:"userinfo_url,optional"`
+	Scopes         hcl.Expression             `hcl:"scopes,optional"`
+	Parameters     []authorizeParameterSchema `hcl:"authorize_parameter,block"`
+
+	DefRange            hcl.Range `hcl:",def_range"`
+	NameRange           hcl.Range `hcl:"name,label_range"`
+	IssuerRange         hcl.Range `hcl:"issuer,attr_value_range"`
+	AuthorizeURLRange   hcl.Range `hcl:"authorize_url,attr_value_range"`
+	AccessTokenURLRange hcl.Range `hcl:"access_token_url,attr_value_range"`
+	UserinfoURLRange    hcl.Range `hcl:"userinfo_url,attr_value_range"`
+}
+
+// authorizeParameterSchema is one parameter added to a provider's
+// authorization request.
+type authorizeParameterSchema struct {
+	Name  *string `hcl:"name,optional"`
+	Value *string `hcl:"value,optional"`
+
+	DefRange   hcl.Range `hcl:",def_range"`
+	NameRange  hcl.Range `hcl:"name,attr_value_range"`
+	ValueRange hcl.Range `hcl:"value,attr_value_range"`
+}
+
+// requireOAuthSchema is a require_oauth "<provider>" block. Its lists
+// stay expressions so that each diagnostic points at its element.
+type requireOAuthSchema struct {
+	Provider string         `hcl:"provider,label"`
+	Emails   hcl.Expression `hcl:"emails,optional"`
+	Domains  hcl.Expression `hcl:"domains,optional"`
+
+	DefRange      hcl.Range `hcl:",def_range"`
+	ProviderRange hcl.Range `hcl:"provider,label_range"`
+}
+
 type apikeyAuthSchema struct {
 	// Users is one string of htpasswd lines (a heredoc, or env()), or a
 	// list of entries.
@@ -206,6 +256,7 @@ type callSchema struct {
 	ServiceProxies hcl.Expression    `hcl:"service_proxies,optional"`
 	Hosts          hcl.Expression    `hcl:"hosts,optional"`
 	Operations     []operationSchema `hcl:"operation,block"`
+	Auth           *callAuthSchema   `hcl:"auth,block"`
 
 	DefRange            hcl.Range `hcl:",def_range"`
 	LabelRange          hcl.Range `hcl:"label,label_range"`
@@ -215,6 +266,19 @@ type callSchema struct {
 	MaxBodyBytesRange   hcl.Range `hcl:"max_body_bytes,attr_value_range"`
 	TimeoutRange        hcl.Range `hcl:"timeout,attr_value_range"`
 	MaxConnectionsRange hcl.Range `hcl:"max_connections,attr_value_range"`
+}
+
+// callAuthSchema is a call's auth block: the credential ioproxy adds to
+// each call. credential stays an expression so that build can tell a
+// secret written out in the file from one read with env().
+type callAuthSchema struct {
+	Name       *string        `hcl:"name,optional"`
+	Location   *string        `hcl:"location,optional"`
+	Credential hcl.Expression `hcl:"credential,optional"`
+
+	DefRange      hcl.Range `hcl:",def_range"`
+	NameRange     hcl.Range `hcl:"name,attr_value_range"`
+	LocationRange hcl.Range `hcl:"location,attr_value_range"`
 }
 
 type operationSchema struct {
@@ -241,6 +305,9 @@ type serveSchema struct {
 	// RequireATProto and APIKeyAuth are read as a host's: see access.
 	RequireATProto *requireATProtoSchema `hcl:"require_atproto,block"`
 	APIKeyAuth     *apikeyAuthSchema     `hcl:"apikey_auth,block"`
+	// RequireOAuth is read only to say that serve blocks do not take it
+	// yet; suggest:"-" keeps it out of the places schemaNames offers.
+	RequireOAuth []requireOAuthSchema `hcl:"require_oauth,block" suggest:"-"`
 
 	DefRange     hcl.Range `hcl:",def_range"`
 	LabelRange   hcl.Range `hcl:"label,label_range"`

@@ -46,6 +46,13 @@ func (b *builder) serve(raw *serveSchema) Serve {
 		}
 	}
 	s.Backend = b.serveBackend(raw)
+	for _, r := range raw.RequireOAuth {
+		backend := "<the service's address>"
+		if raw.Backend != nil {
+			backend = *raw.Backend
+		}
+		b.errorf(r.DefRange, "require_oauth in a serve block", "require_oauth is not available in serve blocks yet; guard the service with a host: host \"<name>\" { backend = %q, oauth %q { … }, require_oauth %q { … } } in place of serve %q.", backend, r.Provider, r.Provider, s.Label)
+	}
 	s.Access = b.access(serveGuard(raw))
 	if s.Access == nil {
 		b.errorf(raw.DefRange, "No access rules", "Serve %q would let anyone in. Add require_atproto { handles = [\"alice.example.com\"] } for accounts that sign in on a host with backend = \"serving:%s\", apikey_auth { users = \"ci:<bcrypt hash>\" } for machine clients (from `htpasswd -nbB ci <key>`), or both.", s.Label, s.Label)
@@ -101,6 +108,14 @@ func (b *builder) serving(raw *hostSchema, h *Host) {
 	}
 	if raw.APIKeyAuth != nil {
 		misplaced(raw.APIKeyAuth.DefRange)
+	}
+	// Serve blocks admit no OAuth accounts yet, so a host in front of one
+	// can neither sign them in nor guard with their rules.
+	for _, r := range raw.RequireOAuth {
+		b.errorf(r.DefRange, "require_oauth in front of a serve block", "This host's backend is serving:%s, whose rules apply here, and require_oauth is not available in serve blocks yet. To guard the service with require_oauth, give this host the service's address (backend = %q) in place of serving:%s.", label, s.value.Backend.Raw, label)
+	}
+	for _, o := range raw.OAuth {
+		b.errorf(o.DefRange, "OAuth sign-in in front of a serve block", "This host's backend is serving:%s, whose rules admit no accounts of %q (require_oauth is not available in serve blocks yet), so signing in with it would lead nowhere. Give this host the service's address (backend = %q) in place of serving:%s, with require_oauth %q { … }, or remove the oauth block.", label, o.Name, s.value.Backend.Raw, label, o.Name)
 	}
 	h.Backend = s.value.Backend
 	h.Access = s.value.Access

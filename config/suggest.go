@@ -33,13 +33,38 @@ func suggestNames(diags hcl.Diagnostics) {
 			d.Detail += fmt.Sprintf(" %q belongs in %s.", m[1], strings.Join(blocks, " or "))
 			continue
 		}
-		if s := nearest(m[1], names); s != "" {
+		if strings.Contains(d.Detail, "Did you mean") {
+			// hclsyntax suggested a name of the block itself already.
+			continue
+		}
+		if s, ok := otherNames[m[1]]; ok {
+			d.Detail += fmt.Sprintf(" Did you mean %q?", s)
+		} else if s := nearest(m[1], names); s != "" {
 			d.Detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
 	}
 }
 
 var quotedName = regexp.MustCompile(`(?:named|of type) "([^"]+)"`)
+
+// otherNames are what other tools (OAuth libraries, provider
+// documentation, discovery documents) call a setting of ours, too far
+// from our name for nearest to find it.
+var otherNames = map[string]string{
+	"token_url":              "access_token_url",
+	"token_endpoint":         "access_token_url",
+	"auth_url":               "authorize_url",
+	"authorization_url":      "authorize_url",
+	"authorization_endpoint": "authorize_url",
+	"userinfo_endpoint":      "userinfo_url",
+	"user_info_url":          "userinfo_url",
+	"issuer_url":             "issuer",
+	"discovery_url":          "issuer",
+	"secret":                 "client_secret",
+	"authorize_parameters":   "authorize_parameter",
+	"allowed_emails":         "emails",
+	"allowed_domains":        "domains",
+}
 
 // schemaNames maps every attribute and block name of the schema structs
 // to the blocks it may appear in ("the top level" for the file itself).
@@ -57,6 +82,10 @@ func schemaNames() map[string][]string {
 		seen[t] = true
 		for i := 0; i < t.NumField(); i++ {
 			f := t.Field(i)
+			if f.Tag.Get("suggest") == "-" {
+				// Read only to refuse it there with a message of its own.
+				continue
+			}
 			name, kind, _ := strings.Cut(f.Tag.Get("hcl"), ",")
 			switch kind {
 			case "", "attr", "optional":
@@ -94,7 +123,7 @@ func nearest(s string, candidates map[string][]string) string {
 var ioSpellings = map[string]string{
 	"calling":      `IO's calling "<name>" { target = … } is ioproxy's call "<name>" { endpoint = … }: write call in place of calling, and endpoint in place of target (a host:port, a URL, "@" for the user's PDS, or an ingress host's name).`,
 	"target":       `IO's target is ioproxy's endpoint: write endpoint = … (a host:port, a URL, "@" for the user's PDS, or an ingress host's name).`,
-	"oauth_client": `ioproxy makes each host's OAuth client from the host's own atproto block: write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client.`,
+	"oauth_client": `ioproxy makes each host's OAuth client from the host's own atproto block: write atproto { name = …, scopes = [...] } inside the host block, and remove oauth_client. (Another provider, such as Google, is an oauth "<name>" { client_id = …, client_secret = …, issuer = … } block in the host block.)`,
 	"apply_header": `ioproxy sets the headers a backend trusts itself (User-Did, User-Handle, User-Scope, Proxy-Session, Apikey-User, X-Forwarded-*) and has no block to set others: remove apply_header, and set fixed headers in the backend.`,
 }
 
