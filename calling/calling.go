@@ -196,6 +196,7 @@ func urlProxy(cfg Config) http.Handler {
 			pr.SetURL(target)
 			pr.SetXForwarded()
 			httpguard.StripOverrides(pr.Out.Header)
+			applyCredential(pr.Out, cfg.Call.Auth)
 		},
 		Transport: httpx.TimedTransport{Next: tr, Observe: func(d time.Duration) { cfg.Recorder.UpstreamDuration(observe.KindCall, cfg.Call.Label, d) }},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -209,10 +210,10 @@ func urlProxy(cfg Config) http.Handler {
 		},
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return withAuth(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setUpstream(r, target.Host)
 		rp.ServeHTTP(w, r)
-	})
+	}))
 }
 
 func upstreamErrorStatus(err error) (int, string) {

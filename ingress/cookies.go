@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -153,8 +152,27 @@ func cookiesNamed(lines, names []string) bool {
 	return false
 }
 
-// isCookieNamed reports whether a cookie ("name=value") has one of names.
+// isCookieNamed reports whether a cookie ("name=value") has one of
+// names; a name ending in "*" stands for the names it starts.
 func isCookieNamed(part string, names []string) bool {
 	name, _, _ := strings.Cut(part, "=")
-	return slices.Contains(names, strings.TrimSpace(name))
+	name = strings.TrimSpace(name)
+	for _, n := range names {
+		if prefix, ok := strings.CutSuffix(n, "*"); ok && strings.HasPrefix(name, prefix) || n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// sessionCookies are the names of every session cookie of ioproxy's,
+// AT Protocol's and each provider's (removeCookie's patterns), which
+// never reach a backend.
+var sessionCookies = []string{CookieName, SecureCookieName, providerCookiePrefix + "*", "__Host-" + providerCookiePrefix + "*"}
+
+// ownCookie reports whether a cookie name is one of ioproxy's own: its
+// cookies all start with "ioproxy-" (or "__Host-ioproxy-"), so that no
+// backend may set one.
+func ownCookie(name string) bool {
+	return strings.HasPrefix(name, "ioproxy-") || strings.HasPrefix(name, "__Host-ioproxy-")
 }

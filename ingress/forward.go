@@ -184,8 +184,7 @@ func dropOwnCookies(h http.Header) {
 			// as its value alone: "ioproxy-session=x".
 			name, _, _ = strings.Cut(value, "=")
 		}
-		switch strings.TrimSpace(name) {
-		case CookieName, SecureCookieName, stateCookieName, secureStateCookieName:
+		if ownCookie(strings.TrimSpace(name)) {
 			continue
 		}
 		kept = append(kept, line)

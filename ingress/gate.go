@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,6 +57,10 @@ type admission struct {
 	// session is the signed-in account passed on to the backend: set
 	// only for an account the rules admit.
 	session *sessions.Session
+	// providers are the sessions of other OAuth providers passed on to
+	// the backend: those their require_oauth admits, or whose provider
+	// the host has no rules for.
+	providers []*sessions.Session
 	// keyUser is the apikey_auth entry that authenticated the request.
 	keyUser string
 	// account is the session of a denied request, for its 403 page.
@@ -73,11 +78,14 @@ const (
 	publicPathsIgnored publicPaths = false
 )
 
-// admit decides a request. sess is the request's session, if any.
-func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, paths publicPaths) admission {
+// admit decides a request. sess is the request's AT Protocol session,
+// if any, and provs its sessions of the host's other providers. Any rule
+// admits: an API key, require_atproto for the AT Protocol session, or a
+// provider's require_oauth for that provider's session.
+func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*sessions.Session, paths publicPaths) admission {
 	g := hr.gate
 	if g == nil {
-		return admission{session: sess}
+		return admission{session: sess, providers: provs}
 	}
 	if g.keys != nil {
 		if name, key, ok := r.BasicAuth(); ok {
@@ -113,20 +121,64 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, paths public
 		}
 	}
 	isPublic := paths == publicPathsApply && g.rules != nil && g.rules.IsPublic(r.URL)
+	passed, refused := hr.judgeProviders(provs)
+	var verdict access.Verdict
 	if sess != nil && g.rules != nil {
-		verdict := g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.router.now())
+		verdict = g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.router.now())
 		if verdict == access.Admitted {
-			return admission{session: sess}
+			return admission{session: sess, providers: passed}
 		}
-		if isPublic {
-			return admission{}
-		}
-		return admission{outcome: denied, account: sess, verdict: verdict}
 	}
-	if isPublic {
+	if hr.providerAdmitted(passed) {
+		return admission{providers: passed}
+	}
+	switch {
+	case isPublic:
 		return admission{}
+	case sess != nil && g.rules != nil:
+		return admission{outcome: denied, account: sess, verdict: verdict}
+	case refused != nil:
+		return admission{outcome: denied, account: refused}
 	}
 	return admission{outcome: needSignIn}
+}
+
+// judgeProviders sorts a request's provider sessions: passed are those
+// their provider's require_oauth admits, or whose provider the host has
+// no rules for; refused is the first that its rules refuse.
+func (hr *hostRoute) judgeProviders(provs []*sessions.Session) (passed []*sessions.Session, refused *sessions.Session) {
+	for _, ps := range provs {
+		pr := hr.providerRoute(ps.Provider)
+		switch {
+		case pr == nil:
+		case pr.rules == nil || pr.rules.Admits(ps.Email, ps.Email != ""):
+			passed = append(passed, ps)
+		case refused == nil:
+			refused = ps
+		}
+	}
+	return passed, refused
+}
+
+// providerAdmitted reports whether one of the passed provider sessions
+// is admitted by a rule (not merely passed for want of one).
+func (hr *hostRoute) providerAdmitted(passed []*sessions.Session) bool {
+	for _, ps := range passed {
+		if pr := hr.providerRoute(ps.Provider); pr != nil && pr.rules != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// providerRoute is the host's provider of a name, if it has it.
+func (hr *hostRoute) providerRoute(name string) *providerRoute {
+	for _, pr := range hr.providers {
+		if pr.cfg.Name == name {
+			return pr
+		}
+	}
+	return nil
 }
 
 // shownHandle is the handle a backend is told: the session's, while its
@@ -179,9 +231,9 @@ func (hr *hostRoute) challenge(w http.ResponseWriter, r *http.Request) {
 // requireSignIn sends a browser to the sign-in form, and tells any other
 // client that it needs credentials.
 func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
-	if hr.host.ATProto != nil && isNavigation(r) {
+	if signin := hr.signInPath(); signin != "" && isNavigation(r) {
 		q := url.Values{"redirect": {r.URL.RequestURI()}}
-		http.Redirect(w, r, "/@/signin?"+q.Encode(), http.StatusSeeOther)
+		http.Redirect(w, r, signin+"?"+q.Encode(), http.StatusSeeOther)
 		return
 	}
 	hr.challenge(w, r)
@@ -189,12 +241,27 @@ func (hr *hostRoute) requireSignIn(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case hr.serve != nil:
 		p.Message = hr.serve.signInMessage()
-	case hr.host.ATProto != nil:
-		p.Retry = "/@/signin"
+	case hr.signInPath() != "":
+		p.Retry = hr.signInPath()
 	default:
 		p.Message = "This site needs an API key."
 	}
 	writeError(w, r, p)
+}
+
+// signInPath is where a browser signs in on the host: AT Protocol's form
+// (which offers the host's providers too), or the only provider's; ""
+// on a host without sign-in.
+func (hr *hostRoute) signInPath() string {
+	switch {
+	case hr.serve != nil:
+		return ""
+	case hr.host.ATProto != nil:
+		return "/@/signin"
+	case len(hr.providers) > 0:
+		return hr.providers[0].prefix + "signin"
+	}
+	return ""
 }
 
 // isNavigation reports whether a browser is loading a page (rather than a
@@ -222,6 +289,9 @@ type deniedPageData struct {
 	// SignInAgain, when set, replaces the sign-out form with a link to
 	// sign in with another account (the account has no session here).
 	SignInAgain string
+	// Provider and Action are set for another provider's account: its
+	// name for people, and its sign-out route.
+	Provider, Action string
 }
 
 // deniedPage tells a signed-in person that their account may not use the
@@ -231,21 +301,26 @@ func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, a admiss
 	sess := *a.account
 	unchecked := a.verdict == access.HandleUnchecked
 	if wantsJSON(r) || !acceptsHTML(r) {
-		msg := "The account " + sess.DID + " may not use this site."
+		msg := "The account " + cmp.Or(sess.DID, sess.Email, sess.Provider+":"+sess.Subject) + " may not use this site."
 		if unchecked {
 			msg = "The handle of the account " + sess.DID + " could not be verified lately; sign in again."
 		}
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: msg})
 		return
 	}
-	render(w, http.StatusForbidden, "denied.html", deniedPageData{
+	page := deniedPageData{
 		AppName:   hr.host.ShortName,
 		Handle:    sess.Handle,
 		DID:       sess.DID,
 		CSRF:      csrfToken(sess.ID),
 		Redirect:  SafeRedirect(back),
 		Unchecked: unchecked,
-	})
+	}
+	if sess.Provider != "" {
+		page.Provider, page.Action = providerLabel(sess.Provider), "/@"+sess.Provider+"/signout"
+		page.Handle, page.DID = cmp.Or(sess.Email, sess.Name, "an account without a verified email"), sess.Provider+":"+sess.Subject
+	}
+	render(w, http.StatusForbidden, "denied.html", page)
 }
 
 func acceptsHTML(r *http.Request) bool {
@@ -267,7 +342,12 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
 		return
 	}
-	a := hr.admit(r, sess, publicPathsIgnored)
+	provs, err := hr.providerSessions(r)
+	if err != nil {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
+		return
+	}
+	a := hr.admit(r, sess, provs, publicPathsIgnored)
 	switch a.outcome {
 	case admitted:
 		h := w.Header()
@@ -281,7 +361,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 			// Proxy-Session is for backends, never for browsers (a script
 			// on the page could read it here): only a proxy listed in
 			// trusted_proxies gets it, to pass on.
-			if hr.router.trusted(r) {
+			if hr.router.trusted(r) && len(a.providers) == 0 {
 				h.Set(contract.ProxySession, a.session.ProxyKey)
 			}
 			body["did"], body["handle"] = a.session.DID, hr.shownHandle(*a.session)
@@ -289,6 +369,19 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		if a.keyUser != "" {
 			h.Set(contract.APIKeyUser, a.keyUser)
 			body["apikey_user"] = a.keyUser
+		}
+		if len(a.providers) > 0 {
+			if hr.router.trusted(r) {
+				h.Set(contract.ProxySession, proxyKeys(a.session, a.providers))
+			}
+			names, email, subject := providerHeaders(a.providers)
+			h.Set(contract.ProxyProvider, names)
+			if email != "" {
+				h.Set(contract.UserEmail, email)
+				body["email"] = email
+			}
+			h.Set(contract.UserSubject, subject)
+			body["subject"] = subject
 		}
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)

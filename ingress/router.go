@@ -43,6 +43,9 @@ type Config struct {
 	// SignIns are the handlers of /@/ by host name, for hosts with an
 	// atproto block; /@/ answers 404 on a host without one.
 	SignIns map[string]http.Handler
+	// Providers are the OAuth clients of the hosts' oauth blocks (see
+	// RoutesConfig).
+	Providers map[string]map[string]ProviderClient
 	// Recorder receives a report of every request and of each backend's
 	// time to answer; observe.Discard when nil.
 	Recorder observe.Recorder
@@ -95,6 +98,9 @@ type RoutesConfig struct {
 	// SignIns are the handlers of /@/ by host name, for hosts with an
 	// atproto block; /@/ answers 404 on a host without one.
 	SignIns map[string]http.Handler
+	// Providers are the OAuth clients of the hosts' oauth "<name>"
+	// blocks, by host name, then provider name.
+	Providers map[string]map[string]ProviderClient
 }
 
 type hostRoute struct {
@@ -110,6 +116,8 @@ type hostRoute struct {
 	router *Router
 	// serve is set on the route of a serve block's port.
 	serve *serveInfo
+	// providers are the host's oauth "<name>" blocks, in its order.
+	providers []*providerRoute
 }
 
 // New builds the router, with the routes of cfg.Config.
@@ -135,7 +143,7 @@ func New(cfg Config) (*Router, error) {
 		stale:     cfg.StaleSession,
 		now:       time.Now,
 	}
-	routes, err := router.NewRoutes(RoutesConfig{Config: cfg.Config, Nomad: cfg.Nomad, SignIns: cfg.SignIns})
+	routes, err := router.NewRoutes(RoutesConfig{Config: cfg.Config, Nomad: cfg.Nomad, SignIns: cfg.SignIns, Providers: cfg.Providers})
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +195,11 @@ func (router *Router) newHostRoute(h config.Host, cfg RoutesConfig) (*hostRoute,
 	if h.ATProto != nil {
 		hr.signIn = cfg.SignIns[h.Hostname]
 	}
+	providers, err := newProviderRoutes(h, cfg.Providers[h.Hostname])
+	if err != nil {
+		return nil, err
+	}
+	hr.providers = providers
 	transport := httpx.TimedTransport{Next: router.transport, Observe: router.upstreamTimer(h.Hostname)}
 	hr.fwd = &forwarder{transport: transport, buffers: router.buffers, decorate: hr.decorate, fail: hr.proxyFailed}
 	hr.proxy = &httputil.ReverseProxy{
@@ -275,8 +288,10 @@ type ctxKey struct{}
 type proxyState struct {
 	target  *url.URL
 	session *sessions.Session
-	keyUser string
-	trace   *trace // the request's record, to mark an aborted answer
+	// providers are the sessions of other providers passed on.
+	providers []*sessions.Session
+	keyUser   string
+	trace     *trace // the request's record, to mark an aborted answer
 }
 
 // trace is what a request's record will say, filled in as it is served.
@@ -294,9 +309,16 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := httpx.NewStatusWriter(w)
 	var tr trace
 	defer func() { hr.router.record(r, start, hr.host.Hostname, &tr, sw.Status()) }()
-	if hr.hostRefused(sw, r) {
-		tr.upstream = "ioproxy"
-		return
+	if hr.serve != nil {
+		if hr.hostRefused(sw, r) {
+			tr.upstream = "ioproxy"
+			return
+		}
+		// Nothing stands in front of a serve block's port: its clients'
+		// X-Forwarded-* are never believed, whatever trusted_proxies
+		// lists (found in review: a local proxy listed there made every
+		// local client a proxy, past the wrong-key limit).
+		r = r.WithContext(context.WithValue(r.Context(), viaCallingPort{}, true))
 	}
 	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
 	if r.URL.Opaque != "" || r.Method == http.MethodConnect {
@@ -307,8 +329,13 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, r, errorPage{Status: http.StatusBadRequest, Title: "Bad request", Message: "This request's target is not a path."})
 		return
 	}
-	if clean := normalizePath(r.URL.Path); ownPath(clean) {
+	clean := normalizePath(r.URL.Path)
+	if ownPath(clean) {
 		hr.serveOwn(sw, r, clean, &tr)
+		return
+	}
+	if pr := hr.providerOf(clean); pr != nil {
+		hr.serveProvider(sw, r, pr, clean, &tr)
 		return
 	}
 	hr.serveBackend(sw, r, &tr)
@@ -333,7 +360,12 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 	if sess != nil {
 		tr.did = sess.DID
 	}
-	adm := hr.admit(r, sess, publicPathsApply)
+	provs, err := hr.providerSessions(r)
+	if err != nil {
+		storeDown(w, r)
+		return
+	}
+	adm := hr.admit(r, sess, provs, publicPathsApply)
 	if adm.outcome != admitted {
 		hr.refuse(w, r, adm)
 		return
@@ -351,7 +383,7 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 	tr.upstream = target.Host
 	// A denied account on a public path passes as nobody: adm.session,
 	// not sess.
-	st := &proxyState{target: target, session: adm.session, keyUser: adm.keyUser, trace: tr}
+	st := &proxyState{target: target, session: adm.session, providers: adm.providers, keyUser: adm.keyUser, trace: tr}
 	if upgrades(r.Header) {
 		hr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
 		return
@@ -405,14 +437,24 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 	contract.StripIdentity(h)
 	httpguard.StripHTTP2Settings(h)
-	removeCookie(h, CookieName, SecureCookieName)
+	removeCookie(h, sessionCookies...)
 	set := newHeaderValues(h)
 	hr.router.setForwarded(in, h, set)
 	if s := st.session; s != nil {
 		set.put(contract.UserDID, s.DID)
 		set.put(contract.UserHandle, hr.shownHandle(*s))
 		set.put(contract.UserScope, s.Scope)
-		set.put(contract.ProxySession, s.ProxyKey)
+	}
+	if len(st.providers) > 0 {
+		names, email, subject := providerHeaders(st.providers)
+		set.put(contract.ProxyProvider, names)
+		if email != "" {
+			set.put(contract.UserEmail, email)
+		}
+		set.put(contract.UserSubject, subject)
+	}
+	if keys := proxyKeys(st.session, st.providers); keys != "" {
+		set.put(contract.ProxySession, keys)
 	}
 	if st.keyUser != "" {
 		// The key was for ioproxy; the backend gets the name only.
@@ -421,7 +463,7 @@ func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 	}
 }
 
-// headerValues sets one-value headers from one backing array: the nine
+// headerValues sets one-value headers from one backing array: the twelve
 // headers a proxied request may get cost one allocation, not one each.
 type headerValues struct {
 	h   http.Header
@@ -429,7 +471,7 @@ type headerValues struct {
 }
 
 func newHeaderValues(h http.Header) *headerValues {
-	return &headerValues{h: h, buf: make([]string, 0, 9)}
+	return &headerValues{h: h, buf: make([]string, 0, 12)}
 }
 
 // put sets h[name] to value alone; name must be canonical (the constants

@@ -108,6 +108,23 @@ type signinPage struct {
 	Handle   string
 	Redirect string
 	Error    string
+	// Providers are the host's other ways to sign in (its oauth blocks).
+	Providers []providerLink
+}
+
+// providerLink is a button to sign in with another provider.
+type providerLink struct {
+	Label, URL string
+}
+
+// providerLinks are the host's oauth blocks as sign-in buttons that come
+// back to redirect.
+func providerLinks(h config.Host, redirect string) []providerLink {
+	var out []providerLink
+	for _, p := range h.OAuth {
+		out = append(out, providerLink{Label: providerLabel(p.Name), URL: "/@" + p.Name + "/signin?redirect=" + url.QueryEscape(redirect)})
+	}
+	return out
 }
 
 func (s *SignIn) signinForm(w http.ResponseWriter, r *http.Request) {
@@ -125,9 +142,10 @@ func (s *SignIn) signinForm(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	render(w, http.StatusOK, "signin.html", signinPage{
-		AppName:  s.cfg.Host.ATProto.ClientName,
-		Handle:   r.URL.Query().Get("handle"),
-		Redirect: redirect,
+		AppName:   s.cfg.Host.ATProto.ClientName,
+		Handle:    r.URL.Query().Get("handle"),
+		Redirect:  redirect,
+		Providers: providerLinks(s.cfg.Host, redirect),
 	})
 }
 
@@ -255,6 +273,12 @@ type signoutPage struct {
 	Handle   string
 	CSRF     string
 	Redirect string
+	// Action is where the form posts: /@/signout, or a provider's
+	// /@<name>/signout, whose Provider (its name for people) and Email
+	// (or display name) the page shows.
+	Action   string
+	Provider string
+	Email    string
 }
 
 // csrfToken is derived from the session id, which only the browser and

@@ -98,11 +98,12 @@ func diagnosticAt(d *hcl.Diagnostic) string {
 // next is a configuration built but not yet serving: everything a reload
 // makes before it replaces anything, so that a failure changes nothing.
 type next struct {
-	cfg     *config.Config
-	routes  *ingress.Routes
-	nomad   *ingress.Nomad
-	clients map[string]*oauth.Client
-	certs   *certs.Manager // nil when the hosts' certificates are unchanged
+	cfg       *config.Config
+	routes    *ingress.Routes
+	nomad     *ingress.Nomad
+	clients   map[string]*oauth.Client
+	providers providerSet
+	certs     *certs.Manager // nil when the hosts' certificates are unchanged
 	// ports are the listeners of the calling ports and serve blocks, kept or newly bound
 	// (not serving yet), each with its handler; closed are those that go.
 	ports  []portChange
@@ -153,7 +154,10 @@ func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err 
 		return nil, err
 	}
 	n.clients = clients
-	if n.routes, err = s.router.NewRoutes(ingress.RoutesConfig{Config: cfg, Nomad: n.nomad, SignIns: s.signIns(hosts)}); err != nil {
+	if n.providers, err = s.newProviders(cfg); err != nil {
+		return nil, err
+	}
+	if n.routes, err = s.router.NewRoutes(ingress.RoutesConfig{Config: cfg, Nomad: n.nomad, SignIns: s.signIns(hosts), Providers: n.providers.forIngress()}); err != nil {
 		return nil, err
 	}
 	if tlsSettings(s.config()) != tlsSettings(cfg) {
@@ -213,6 +217,7 @@ func (s *Server) preparePorts(n *next) error {
 // requests are served by it.
 func (s *Server) commit(n *next) {
 	s.sessions.SetClients(n.clients)
+	s.providers.Store(&n.providers)
 	s.router.SetRoutes(n.routes)
 	if n.certs != nil {
 		s.certs.Store(n.certs)
@@ -263,8 +268,15 @@ func (s *Server) forget(p *port) {
 // background: its requests in flight get the shutdown timeout to finish,
 // as at Close.
 func (s *Server) stop(p *port) {
-	// No new connection from now on; those open finish meanwhile.
+	// No new connection from now on; those open finish the request they
+	// are serving, and a request that comes after on a kept-alive
+	// connection is refused: the block it was for is gone.
 	p.closing.Store(true)
+	p.srv.SetKeepAlivesEnabled(false)
+	p.handler.set(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "503 Service Unavailable: this port was closed by a configuration reload", http.StatusServiceUnavailable)
+	}))
 	_ = p.ln.Close()
 	s.wg.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.shutdown)

@@ -66,6 +66,10 @@ type Server struct {
 	// host uses the localhost client.
 	clientKeys *oauth.ClientKeys
 	keyRefresh time.Duration
+	// providers are the OAuth clients of the hosts' oauth blocks, which a
+	// reload replaces; providerHTTP is how they reach the providers.
+	providers    atomic.Pointer[providerSet]
+	providerHTTP *http.Client
 	// certs hands out the certificates of the hosts in use; a reload
 	// that changes them puts a new Manager in its place.
 	certs    atomic.Pointer[certs.Manager]
@@ -127,8 +131,14 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	if err != nil {
 		return nil, err
 	}
-	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: clients, Nonces: s.out.nonces, Recorder: s.recorder, Logger: s.log})
-	if err := s.newIngress(cfg, s.signIns(hosts)); err != nil {
+	s.providerHTTP = newProviderHTTP(opts)
+	providers, err := s.newProviders(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.providers.Store(&providers)
+	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: clients, Providers: providerLookup(&s.providers), Nonces: s.out.nonces, Recorder: s.recorder, Logger: s.log})
+	if err := s.newIngress(cfg, s.signIns(hosts), providers); err != nil {
 		return nil, err
 	}
 	m, err := s.newCerts(ctx, cfg)
@@ -222,13 +232,14 @@ func redisServer(raw string) string {
 
 // newIngress builds the router of every host, and the Nomad resolver when
 // a host's backend needs one.
-func (s *Server) newIngress(cfg *config.Config, signIns map[string]http.Handler) error {
+func (s *Server) newIngress(cfg *config.Config, signIns map[string]http.Handler, providers providerSet) error {
 	s.nomad = s.nomadFor(cfg)
 	router, err := ingress.New(ingress.Config{
 		Config:       cfg,
 		Sessions:     s.sessions,
 		Nomad:        s.nomad,
 		SignIns:      signIns,
+		Providers:    providers.forIngress(),
 		Recorder:     s.recorder,
 		StaleSession: s.sessions.RefreshLater,
 		Logger:       s.log,

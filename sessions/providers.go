@@ -18,10 +18,11 @@ import (
 // ProviderClient is what the Lifecycle needs of a provider's OAuth
 // client (provider.Client is one).
 type ProviderClient interface {
-	// Refresh trades a refresh token for new tokens. It wraps
-	// ErrGrantDead when the provider answered that the refresh token is
-	// no longer good (invalid_grant): the session cannot go on.
-	Refresh(ctx context.Context, refreshToken string) (ProviderTokens, error)
+	// Refresh trades a refresh token for new tokens, for the account
+	// whose subject is given (an ID token in the answer must be its). It
+	// wraps ErrGrantDead when the provider answered that the refresh
+	// token is no longer good (invalid_grant): the session cannot go on.
+	Refresh(ctx context.Context, refreshToken, subject string) (ProviderTokens, error)
 	// Revoke revokes a token, when the provider can.
 	Revoke(ctx context.Context, token string) error
 }
@@ -135,7 +136,7 @@ func (t *Lifecycle) refreshProvider(ctx context.Context, id, stale string) (Sess
 		return t.end(held, cur, "its OAuth provider is no longer configured")
 	}
 	tctx, cancel := context.WithTimeout(held, tokenTimeout)
-	tokens, err := client.Refresh(tctx, cur.RefreshToken)
+	tokens, err := client.Refresh(tctx, cur.RefreshToken, cur.Subject)
 	cancel()
 	switch {
 	case errors.Is(err, ErrGrantDead):

@@ -26,7 +26,7 @@ type fakeProvider struct {
 	hold chan struct{}
 }
 
-func (f *fakeProvider) Refresh(ctx context.Context, refreshToken string) (sessions.ProviderTokens, error) {
+func (f *fakeProvider) Refresh(ctx context.Context, refreshToken, subject string) (sessions.ProviderTokens, error) {
 	n := f.refreshes.Add(1)
 	if f.hold != nil {
 		<-f.hold

@@ -1,0 +1,100 @@
+package calling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/contract"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// A call block's auth puts a credential on each call to its upstream: a
+// fixed one (an API key from the environment), or the access token of
+// the user's session with an OAuth provider (credential =
+// "session:<provider>"), found by the call's Proxy-Session and refreshed
+// when it expires. The app sends neither: it never holds the user's
+// provider token.
+
+// credentialKey carries the credential of a call from the handler to the
+// proxy's Rewrite.
+type credentialKey struct{}
+
+// withAuth wraps an upstream proxy with the call block's auth: it finds
+// the credential, or answers why there is none, before anything goes
+// upstream.
+func withAuth(cfg Config, next http.Handler) http.Handler {
+	auth := cfg.Call.Auth
+	if auth == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, status, code, msg := credential(r.Context(), cfg, r.Header.Get(contract.ProxySession))
+		if status != 0 {
+			writeXRPCError(w, status, code, msg)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, cred)))
+	})
+}
+
+// credential is the value the call's auth puts upstream, or the status,
+// code and message of an answer that says why there is none.
+func credential(ctx context.Context, cfg Config, proxySession string) (value string, status int, code, msg string) {
+	auth := cfg.Call.Auth
+	if auth.Provider == "" {
+		return auth.Static, 0, "", ""
+	}
+	label := cfg.Call.Label
+	if strings.TrimSpace(proxySession) == "" {
+		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("call %q makes calls with the user's %s session: pass on the Proxy-Session header ioproxy gave your backend", label, auth.Provider)
+	}
+	sess, err := cfg.Sessions.ByProxyKeys(ctx, proxySession, auth.Provider)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user is not signed in with %s (no %s session among the Proxy-Session keys): sign in at /@%s/signin", auth.Provider, auth.Provider, auth.Provider)
+	case err != nil:
+		cfg.Logger.Error("session store failed", "call", label, "err", err)
+		return "", http.StatusServiceUnavailable, "SessionStoreUnavailable", "the session store is not reachable; try again in a moment"
+	}
+	fresh, err := cfg.Sessions.FreshProvider(ctx, sess)
+	switch {
+	case errors.Is(err, sessions.ErrEnded):
+		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s session has ended (the provider refused its refresh token): sign in again at /@%s/signin", auth.Provider, auth.Provider)
+	case err != nil:
+		cfg.Logger.Warn("provider token refresh failed", "call", label, "provider", auth.Provider, "err", err)
+		return "", http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("the user's %s token could not be refreshed: %v", auth.Provider, err)
+	}
+	if isAuthorization(auth) {
+		return "Bearer " + fresh.AccessToken, 0, "", ""
+	}
+	return fresh.AccessToken, 0, "", ""
+}
+
+// isAuthorization reports whether a session credential goes in the
+// Authorization header, where a bearer token is written "Bearer <token>".
+func isAuthorization(auth *config.CallAuth) bool {
+	return auth.Location != "query" && strings.EqualFold(auth.Name, "Authorization")
+}
+
+// applyCredential puts the call's credential on the upstream request,
+// and takes off what the app sent ioproxy that is not for the upstream:
+// Proxy-Session and the other identity headers, and any credential of
+// the same name the app set itself.
+func applyCredential(out *http.Request, auth *config.CallAuth) {
+	cred, ok := out.Context().Value(credentialKey{}).(string)
+	if auth == nil || !ok {
+		return
+	}
+	contract.StripIdentity(out.Header)
+	if auth.Location == "query" {
+		q := out.URL.Query()
+		q.Set(auth.Name, cred)
+		out.URL.RawQuery = q.Encode()
+		return
+	}
+	out.Header.Set(auth.Name, cred)
+}

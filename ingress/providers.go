@@ -1,0 +1,410 @@
+package ingress
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/internal/textutil"
+	"github.com/ioproxy/ioproxy/provider"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// Sign-in with the OAuth providers other than AT Protocol (a host's
+// oauth "<name>" blocks) lives under /@<name>/: signin starts it,
+// callback finishes it, signout ends it. Each provider's session has a
+// cookie of its own, so a browser may be signed in with AT Protocol and
+// with several providers at once, each ending apart.
+
+// ProviderClient is what a host's sign-in needs of a provider's OAuth
+// client; provider.Client is one.
+type ProviderClient interface {
+	AuthCodeURL(ctx context.Context, a provider.AuthRequest) (string, error)
+	Exchange(ctx context.Context, code, verifier, nonce string) (*provider.Grant, error)
+	OpenID() bool
+}
+
+// providerRoute is one oauth "<name>" block of a host.
+type providerRoute struct {
+	cfg    config.OAuthProvider
+	client ProviderClient
+	// rules are the host's require_oauth "<name>" block; nil without one.
+	rules *access.EmailRules
+	// prefix is "/@<name>/".
+	prefix string
+}
+
+// providerSignInLife bounds a provider sign-in in progress, as for AT
+// Protocol: long enough for a password and a second factor.
+const providerSignInLife = 10 * time.Minute
+
+// providerCookiePrefix starts the session cookie of every provider;
+// ioproxy's cookies all start with "ioproxy-" (ownCookie).
+const providerCookiePrefix = "ioproxy-oauth-"
+
+func providerCookie(r *http.Request, name string) string {
+	if isHTTPS(r) {
+		return "__Host-" + providerCookiePrefix + name
+	}
+	return providerCookiePrefix + name
+}
+
+func providerStateCookie(r *http.Request, name string) string {
+	if isHTTPS(r) {
+		return secureStateCookieName + "-" + name
+	}
+	return stateCookieName + "-" + name
+}
+
+// newProviderRoutes makes the provider routes of a host, in its order.
+func newProviderRoutes(h config.Host, clients map[string]ProviderClient) ([]*providerRoute, error) {
+	var out []*providerRoute
+	for _, p := range h.OAuth {
+		c, ok := clients[p.Name]
+		if !ok {
+			return nil, errors.New("host " + h.Hostname + ": oauth " + p.Name + " has no client")
+		}
+		pr := &providerRoute{cfg: p, client: c, prefix: "/@" + p.Name + "/"}
+		if h.Access != nil {
+			pr.rules = h.Access.OAuth[p.Name]
+		}
+		out = append(out, pr)
+	}
+	return out, nil
+}
+
+// providerOf is the provider whose routes path is under, if any.
+func (hr *hostRoute) providerOf(path string) *providerRoute {
+	for _, pr := range hr.providers {
+		if strings.HasPrefix(path, pr.prefix) || path == strings.TrimSuffix(pr.prefix, "/") {
+			return pr
+		}
+	}
+	return nil
+}
+
+// serveProvider serves a provider's sign-in routes.
+func (hr *hostRoute) serveProvider(w http.ResponseWriter, r *http.Request, pr *providerRoute, clean string, tr *trace) {
+	tr.upstream = "ioproxy"
+	if clean != r.URL.Path {
+		u := *r.URL
+		u.Path, u.RawPath = clean, ""
+		http.Redirect(w, r, u.RequestURI(), http.StatusPermanentRedirect)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	switch route := strings.TrimPrefix(clean, pr.prefix); {
+	case route == "signin" && (r.Method == http.MethodGet || r.Method == http.MethodPost):
+		tr.operation = "signin"
+		hr.providerSignIn(w, r, pr)
+	case route == "callback" && r.Method == http.MethodGet:
+		tr.operation = "callback"
+		hr.providerCallback(w, r, pr)
+	case route == "signout" && r.Method == http.MethodGet:
+		tr.operation = "signout"
+		hr.providerSignoutForm(w, r, pr)
+	case route == "signout" && r.Method == http.MethodPost:
+		tr.operation = "signout"
+		hr.providerSignout(w, r, pr)
+	default:
+		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Not found", Message: "There is no such sign-in page."})
+	}
+}
+
+// providerLabel is a provider's name for people: "google" is "Google".
+func providerLabel(name string) string {
+	if name == "" {
+		return name
+	}
+	return strings.ToUpper(name[:1]) + name[1:]
+}
+
+// providerSignIn starts a sign-in with the provider: a sign-in in
+// progress bound to this browser (state, PKCE, and the OpenID nonce), then
+// off to the provider's authorization page.
+func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
+	retry := pr.prefix + "signin"
+	if !hr.router.limiter.allow(hr.router.clientKey(r)) {
+		w.Header().Set("Retry-After", "60")
+		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were started from your address. Wait a minute and try again.", Retry: retry})
+		return
+	}
+	redirect := SafeRedirect(r.URL.Query().Get("redirect"))
+	if r.Method == http.MethodPost {
+		if err := r.ParseForm(); err == nil && r.PostForm.Has("redirect") {
+			redirect = SafeRedirect(r.PostForm.Get("redirect"))
+		}
+	}
+	now := hr.router.now()
+	p := sessions.Pending{
+		State: sessions.NewToken(), Host: hr.host.Hostname, Provider: pr.cfg.Name,
+		ClientID: pr.cfg.ClientID, Issuer: providerIssuer(pr.cfg),
+		PKCEVerifier: sessions.NewToken(), Redirect: redirect, Client: hr.router.clientKey(r),
+		Binding: sessions.NewToken(), CreatedAt: now, Expiry: now.Add(providerSignInLife),
+	}
+	if pr.client.OpenID() {
+		p.Nonce = sessions.NewToken()
+	}
+	authURL, err := pr.client.AuthCodeURL(r.Context(), provider.AuthRequest{State: p.State, Nonce: p.Nonce, Verifier: p.PKCEVerifier})
+	if err != nil {
+		hr.router.log.Warn("provider sign-in could not start", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
+		writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "Sign-in unavailable", Message: providerLabel(pr.cfg.Name) + " could not be reached to start the sign-in. Please try again in a moment.", Retry: retry})
+		return
+	}
+	if err := hr.router.store.BeginSignIn(r.Context(), p); err != nil {
+		hr.router.recorder.SignIn(observe.SignInStoreFull)
+		hr.router.log.Error("store pending sign-in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
+		w.Header().Set("Retry-After", "60")
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start right now. Please try again in a few minutes.", Retry: retry})
+		return
+	}
+	hr.router.recorder.SignIn(observe.SignInStarted)
+	setCookie(w, r, providerStateCookie(r, pr.cfg.Name), p.Binding, providerSignInLife)
+	http.Redirect(w, r, authURL, http.StatusSeeOther)
+}
+
+// providerIssuer names the provider in a sign-in in progress (the store
+// bounds the sign-ins in progress per issuer).
+func providerIssuer(p config.OAuthProvider) string {
+	if p.Issuer != "" {
+		return p.Issuer
+	}
+	return p.AuthorizeURL
+}
+
+// providerCallback finishes a sign-in: only in the browser that started
+// it, once, with a code the provider exchanges and an identity it
+// vouches for (the ID token, verified); the host's require_oauth decides
+// whether it becomes a session.
+func (hr *hostRoute) providerCallback(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
+	retry := pr.prefix + "signin"
+	label := providerLabel(pr.cfg.Name)
+	if !hr.router.callbacks.allow(hr.router.clientKey(r)) {
+		w.Header().Set("Retry-After", "60")
+		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were finished from your address. Wait a minute and try again.", Retry: retry})
+		return
+	}
+	p, ok := hr.takeProviderSignIn(w, r, pr)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		hr.router.recorder.SignIn(observe.SignInFailed)
+		msg := label + " did not sign you in (" + textutil.Clip(e, 64) + ")."
+		if e == "access_denied" {
+			msg = "The sign-in with " + label + " was cancelled."
+		}
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not signed in", Message: msg, Retry: retry + "?redirect=" + url.QueryEscape(p.Redirect)})
+		return
+	}
+	grant, err := pr.client.Exchange(r.Context(), q.Get("code"), p.PKCEVerifier, p.Nonce)
+	if err != nil {
+		hr.router.recorder.SignIn(observe.SignInFailed)
+		hr.router.log.Warn("provider sign-in failed", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
+		status, msg := http.StatusBadGateway, label+"'s answer could not be verified, so you are not signed in. Please try again."
+		if errors.Is(err, provider.ErrInvalidGrant) {
+			status, msg = http.StatusBadRequest, "This sign-in link was used already or has expired. Please sign in again."
+		}
+		writeError(w, r, errorPage{Status: status, Title: "Not signed in", Message: msg, Retry: retry})
+		return
+	}
+	hr.finishProviderSignIn(w, r, pr, p, grant)
+}
+
+// takeProviderSignIn takes the sign-in in progress of the callback's
+// state, if this browser started it with this provider on this host.
+func (hr *hostRoute) takeProviderSignIn(w http.ResponseWriter, r *http.Request, pr *providerRoute) (sessions.Pending, bool) {
+	retry := pr.prefix + "signin"
+	stateName := providerStateCookie(r, pr.cfg.Name)
+	binding, cerr := r.Cookie(stateName)
+	state := r.URL.Query().Get("state")
+	if cerr != nil || binding.Value == "" || state == "" {
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Sign-in not started here", Message: "This sign-in did not start in this browser, or it took too long. Please sign in again.", Retry: retry})
+		return sessions.Pending{}, false
+	}
+	p, err := hr.router.store.FinishSignIn(r.Context(), state)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrExpired):
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Sign-in expired", Message: "This sign-in was finished already or took too long. Please sign in again.", Retry: retry})
+		return sessions.Pending{}, false
+	case err != nil:
+		hr.router.log.Error("take pending sign-in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "The session store is not reachable. Please try again in a moment.", Retry: retry})
+		return sessions.Pending{}, false
+	}
+	setCookie(w, r, stateName, "", -1)
+	if p.Host != hr.host.Hostname || p.Provider != pr.cfg.Name || !hmac.Equal([]byte(binding.Value), []byte(p.Binding)) {
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Sign-in not started here", Message: "This sign-in did not start in this browser. Please sign in again.", Retry: retry})
+		return sessions.Pending{}, false
+	}
+	return p, true
+}
+
+// finishProviderSignIn makes the session of a verified grant, unless the
+// host's rules refuse the account, and sends the browser back.
+func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request, pr *providerRoute, p sessions.Pending, grant *provider.Grant) {
+	id := grant.Identity
+	email := ""
+	if id.EmailVerified {
+		email = id.Email
+	}
+	g := sessions.ProviderGrant{
+		ProviderTokens: sessions.ProviderTokens{AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken, Scope: grant.Scope, Expiry: grant.Expiry},
+		Host:           hr.host.Hostname, Provider: pr.cfg.Name, Issuer: providerIssuer(pr.cfg), ClientID: pr.cfg.ClientID,
+		Subject: id.Subject, Email: email, Name: id.Name,
+	}
+	if id.Subject == "" {
+		hr.router.store.DiscardProvider(g)
+		hr.router.recorder.SignIn(observe.SignInFailed)
+		writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "Not signed in", Message: providerLabel(pr.cfg.Name) + " did not say who you are, so you are not signed in."})
+		return
+	}
+	if pr.rules != nil && !pr.rules.Admits(id.Email, id.EmailVerified) {
+		hr.router.store.DiscardProvider(g)
+		hr.router.recorder.SignIn(observe.SignInFailed)
+		hr.router.log.Info("provider account refused by require_oauth", "host", hr.host.Hostname, "provider", pr.cfg.Name, "subject", id.Subject)
+		shown := email
+		if shown == "" {
+			shown = "this " + providerLabel(pr.cfg.Name) + " account (it has no verified email)"
+		}
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Not allowed", Message: "The account " + shown + " may not use this site.", Retry: pr.prefix + "signin?redirect=" + url.QueryEscape(p.Redirect)})
+		return
+	}
+	sess, err := hr.router.store.CreateProvider(r.Context(), g)
+	if err != nil {
+		hr.router.recorder.SignIn(observe.SignInFailed)
+		hr.router.log.Error("create provider session", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Not signed in", Message: "Your session could not be stored. Please try again in a moment.", Retry: pr.prefix + "signin"})
+		return
+	}
+	hr.router.recorder.SignIn(observe.SignInCompleted)
+	hr.router.log.Info("signed in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "subject", sess.Subject)
+	setCookie(w, r, providerCookie(r, pr.cfg.Name), sess.ID, time.Until(sess.Expiry))
+	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
+}
+
+// providerSession is the request's live session with the provider on
+// this host, if any; err is a store that could not answer.
+func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessions.Session, error) {
+	if hr.router.store == nil || hr.serve != nil {
+		return nil, nil
+	}
+	c, err := r.Cookie(providerCookie(r, pr.cfg.Name))
+	if err != nil || !sessions.WellFormedToken(c.Value) {
+		return nil, nil
+	}
+	sess, err := hr.router.store.Get(r.Context(), c.Value)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case sess.Host != hr.host.Hostname || sess.Provider != pr.cfg.Name:
+		return nil, nil
+	}
+	return &sess, nil
+}
+
+// providerSessions are the request's provider sessions on this host, in
+// the host's order.
+func (hr *hostRoute) providerSessions(r *http.Request) ([]*sessions.Session, error) {
+	var out []*sessions.Session
+	for _, pr := range hr.providers {
+		sess, err := hr.providerSession(r, pr)
+		if err != nil {
+			hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
+			return nil, err
+		}
+		if sess != nil {
+			out = append(out, sess)
+		}
+	}
+	return out, nil
+}
+
+func (hr *hostRoute) providerSignoutForm(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
+	page := signoutPage{AppName: hr.host.ShortName, Action: pr.prefix + "signout", Provider: providerLabel(pr.cfg.Name), Redirect: SafeRedirect(r.URL.Query().Get("redirect"))}
+	if sess, _ := hr.providerSession(r, pr); sess != nil {
+		page.Email, page.CSRF = sess.Email, csrfToken(sess.ID)
+		if page.Email == "" {
+			page.Email = sess.Name
+		}
+	}
+	render(w, http.StatusOK, "signout.html", page)
+}
+
+// providerSignout ends the provider session, on the same terms as the AT
+// Protocol sign-out: the confirmation page's token, or a request from
+// this site's own pages.
+func (hr *hostRoute) providerSignout(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
+	retry := pr.prefix + "signout"
+	if err := r.ParseForm(); err != nil {
+		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
+		return
+	}
+	sess, err := hr.providerSession(r, pr)
+	if err != nil {
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you may still be signed in. Please try again in a moment.", Retry: retry})
+		return
+	}
+	tokenOK := sess != nil && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
+	if !tokenOK && !sameOrigin(r) {
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: retry})
+		return
+	}
+	if sess != nil {
+		if err := hr.router.store.End(r.Context(), *sess); err != nil {
+			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store failed; you are still signed in. Please try again in a moment.", Retry: retry})
+			return
+		}
+	}
+	setCookie(w, r, providerCookie(r, pr.cfg.Name), "", -1)
+	setCookie(w, r, providerStateCookie(r, pr.cfg.Name), "", -1)
+	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
+}
+
+// providerHeaders are what the backend is told of a request's provider
+// sessions: their names (Proxy-Provider), and the verified email and the
+// subject of the first that has them.
+func providerHeaders(provs []*sessions.Session) (names, email, subject string) {
+	var b strings.Builder
+	for i, ps := range provs {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(ps.Provider)
+		if email == "" && ps.Email != "" {
+			email = ps.Email
+		}
+	}
+	subject = provs[0].Provider + ":" + provs[0].Subject
+	return b.String(), email, subject
+}
+
+// proxyKeys is the Proxy-Session value of a request: the proxy key of
+// each session passed on, the AT Protocol one first, comma-separated
+// (calls pick the one they need, sessions.Lifecycle.ByProxyKeys).
+func proxyKeys(sess *sessions.Session, provs []*sessions.Session) string {
+	if len(provs) == 0 {
+		if sess == nil {
+			return ""
+		}
+		return sess.ProxyKey
+	}
+	keys := make([]string, 0, len(provs)+1)
+	if sess != nil {
+		keys = append(keys, sess.ProxyKey)
+	}
+	for _, ps := range provs {
+		keys = append(keys, ps.ProxyKey)
+	}
+	return strings.Join(keys, ",")
+}

@@ -1,0 +1,317 @@
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ioproxy/ioproxy/provider"
+	"github.com/ioproxy/ioproxy/sessions"
+)
+
+// fakeProviderClient is a provider's client that vouches for whom the
+// test says, for the codes it issued.
+type fakeProviderClient struct {
+	mu    sync.Mutex
+	codes map[string]provider.Identity // code → who signed in
+	asked []provider.AuthRequest
+	nonce map[string]string // code → the nonce its ID token carries
+}
+
+func newFakeProviderClient() *fakeProviderClient {
+	return &fakeProviderClient{codes: map[string]provider.Identity{}, nonce: map[string]string{}}
+}
+
+func (f *fakeProviderClient) OpenID() bool { return true }
+
+func (f *fakeProviderClient) AuthCodeURL(ctx context.Context, a provider.AuthRequest) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, a)
+	return "https://accounts.example.net/auth?state=" + url.QueryEscape(a.State), nil
+}
+
+// issue makes the provider answer the last sign-in with a code for who.
+func (f *fakeProviderClient) issue(who provider.Identity) (state, code string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a := f.asked[len(f.asked)-1]
+	code = sessions.NewToken()
+	f.codes[code] = who
+	f.nonce[code] = a.Nonce
+	return a.State, code
+}
+
+func (f *fakeProviderClient) Exchange(ctx context.Context, code, verifier, nonce string) (*provider.Grant, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	who, ok := f.codes[code]
+	if !ok {
+		return nil, fmt.Errorf("google: %w", provider.ErrInvalidGrant)
+	}
+	delete(f.codes, code)
+	if f.nonce[code] != nonce || nonce == "" || verifier == "" {
+		return nil, fmt.Errorf("google: the ID token's nonce is not the sign-in's")
+	}
+	return &provider.Grant{AccessToken: "at-" + code[:8], RefreshToken: "rt", TokenType: "Bearer", Identity: who}, nil
+}
+
+func providerHostConfig(backend string) string {
+	return fmt.Sprintf(`
+host "tools.localhost" {
+  backend = %q
+  oauth "google" {
+    client_id     = "client"
+    client_secret = env("SECRET")
+    issuer        = "https://accounts.example.net"
+  }
+  require_oauth "google" { domains = ["example.com"] }
+  tls { mode = "off" }
+}
+host "open.localhost" {
+  backend = %q
+  oauth "google" {
+    client_id     = "client"
+    client_secret = env("SECRET")
+    issuer        = "https://accounts.example.net"
+  }
+  tls { mode = "off" }
+}
+`, backend, backend)
+}
+
+// browserJar is the cookies of one browser, as the router set them.
+type browserJar map[string]string
+
+func (j browserJar) request(method, target string, hdr http.Header) *http.Request {
+	req := httptest.NewRequest(method, target, nil)
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	for name, value := range j {
+		req.AddCookie(&http.Cookie{Name: name, Value: value})
+	}
+	return req
+}
+
+func (j browserJar) keep(rec *httptest.ResponseRecorder) {
+	for _, c := range rec.Result().Cookies() {
+		if c.MaxAge < 0 {
+			delete(j, c.Name)
+		} else {
+			j[c.Name] = c.Value
+		}
+	}
+}
+
+// signInWith runs a browser through /@google/signin and back with a code
+// for who, and returns the callback's answer.
+func signInWith(t *testing.T, rt *Router, f *fakeProviderClient, jar browserJar, host string, who provider.Identity) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://"+host+"/@google/signin?redirect=%2Freport", nil))
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(rec.Header().Get("Location"), "https://accounts.example.net/auth?") {
+		t.Fatalf("sign-in start: %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+	jar.keep(rec)
+	state, code := f.issue(who)
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://"+host+"/@google/callback?state="+url.QueryEscape(state)+"&code="+url.QueryEscape(code), nil))
+	jar.keep(rec)
+	return rec
+}
+
+func providerRouter(t *testing.T) (*Router, *fakeProviderClient, sessions.Store) {
+	t.Helper()
+	backend := echoBackend(t, "tool")
+	cfg := mustConfig(t, providerHostConfig(backend.URL))
+	store := openStore(t)
+	f := newFakeProviderClient()
+	life := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store})
+	rt, err := New(Config{Config: cfg, Sessions: life, Providers: map[string]map[string]ProviderClient{
+		"tools.localhost": {"google": f}, "open.localhost": {"google": f},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rt, f, store
+}
+
+// A browser signs in with the provider and the backend learns who it is,
+// through headers no client can set, and never sees the session cookie.
+func TestProviderSignIn(t *testing.T) {
+	rt, f, _ := providerRouter(t)
+	jar := browserJar{}
+	rec := signInWith(t, rt, f, jar, "tools.localhost", provider.Identity{Subject: "123", Email: "alice@example.com", EmailVerified: true})
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/report" {
+		t.Fatalf("callback: %d %q %s", rec.Code, rec.Header().Get("Location"), rec.Body)
+	}
+	if jar["ioproxy-oauth-google"] == "" {
+		t.Fatalf("no provider session cookie: %v", jar)
+	}
+	forged := http.Header{"User-Email": {"boss@example.com"}, "Proxy_Provider": {"x"}, "User-Subject": {"google:1"}, "Cookie": {"app=1"}}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/report", forged))
+	var s seen
+	if err := decodeSeen(rec, &s); err != nil || rec.Code != 200 {
+		t.Fatalf("signed in: %d %s", rec.Code, rec.Body)
+	}
+	h := s.Headers
+	if h.Get("Proxy-Provider") != "google" || h.Get("User-Email") != "alice@example.com" || h.Get("User-Subject") != "google:123" || len(h["Proxy_provider"]) != 0 {
+		t.Fatalf("backend saw %v", h)
+	}
+	if !sessions.WellFormedToken(h.Get("Proxy-Session")) || strings.Contains(h.Get("Cookie"), "ioproxy-oauth") || !strings.Contains(h.Get("Cookie"), "app=1") {
+		t.Fatalf("backend saw Proxy-Session %q, Cookie %q", h.Get("Proxy-Session"), h.Get("Cookie"))
+	}
+}
+
+// decodeSeen reads what echoBackend saw.
+func decodeSeen(rec *httptest.ResponseRecorder, s *seen) error {
+	return json.Unmarshal(rec.Body.Bytes(), s)
+}
+
+// The host's require_oauth refuses accounts it does not name, and an
+// address the provider has not verified; they get no session.
+func TestProviderSignInRefusals(t *testing.T) {
+	rt, f, store := providerRouter(t)
+	for _, tc := range []struct {
+		name string
+		who  provider.Identity
+	}{
+		{"another domain", provider.Identity{Subject: "1", Email: "mallory@evil.example", EmailVerified: true}},
+		{"unverified email", provider.Identity{Subject: "2", Email: "alice@example.com"}},
+		{"a subdomain", provider.Identity{Subject: "3", Email: "alice@corp.example.com", EmailVerified: true}},
+	} {
+		jar := browserJar{}
+		rec := signInWith(t, rt, f, jar, "tools.localhost", tc.who)
+		if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "may not use this site") {
+			t.Errorf("%s: callback %d %s", tc.name, rec.Code, rec.Body)
+		}
+		if jar["ioproxy-oauth-google"] != "" {
+			t.Errorf("%s: got a session cookie", tc.name)
+		}
+	}
+	if n, _ := store.Count(t.Context()); n != 0 {
+		t.Fatalf("%d sessions stored for refused accounts", n)
+	}
+	// Not signed in: a browser is sent to the provider's sign-in.
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, browserJar{}.request(http.MethodGet, "http://tools.localhost/report", http.Header{"Accept": {"text/html"}}))
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/@google/signin?redirect=%2Freport" {
+		t.Fatalf("signed out: %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+}
+
+// A callback from another browser, a replayed code, a state of another
+// provider's or host's sign-in, and the provider's refusal each get a
+// readable page and no session.
+func TestProviderCallbackAttacks(t *testing.T) {
+	rt, f, store := providerRouter(t)
+	alice := provider.Identity{Subject: "123", Email: "alice@example.com", EmailVerified: true}
+
+	// The attacker starts a sign-in, and sends the victim the callback.
+	attacker := browserJar{}
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, attacker.request(http.MethodGet, "http://tools.localhost/@google/signin", nil))
+	attacker.keep(rec)
+	state, code := f.issue(alice)
+	victim := browserJar{}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, victim.request(http.MethodGet, "http://tools.localhost/@google/callback?state="+state+"&code="+code, nil))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "did not start in this browser") {
+		t.Fatalf("login CSRF: %d %s", rec.Code, rec.Body)
+	}
+
+	// A code used twice.
+	jar := browserJar{}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/@google/signin", nil))
+	jar.keep(rec)
+	state, code = f.issue(alice)
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/@google/callback?state="+state+"&code="+code, nil))
+	if rec.Code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d %s", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/@google/signin", nil))
+	jar.keep(rec)
+	state, _ = f.issue(alice)
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/@google/callback?state="+state+"&code="+code, nil))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "used already") {
+		t.Fatalf("replayed code: %d %s", rec.Code, rec.Body)
+	}
+
+	// A sign-in started on one host finished on another.
+	other := browserJar{}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, other.request(http.MethodGet, "http://open.localhost/@google/signin", nil))
+	other.keep(rec)
+	state, code = f.issue(alice)
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, other.request(http.MethodGet, "http://tools.localhost/@google/callback?state="+state+"&code="+code, nil))
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("another host's sign-in: %d %s", rec.Code, rec.Body)
+	}
+
+	// The provider says no.
+	denied := browserJar{}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, denied.request(http.MethodGet, "http://tools.localhost/@google/signin", nil))
+	denied.keep(rec)
+	state, _ = f.issue(alice)
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, denied.request(http.MethodGet, "http://tools.localhost/@google/callback?state="+state+"&error=access_denied", nil))
+	if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "cancelled") {
+		t.Fatalf("access_denied: %d %s", rec.Code, rec.Body)
+	}
+	if n, _ := store.Count(t.Context()); n != 1 {
+		t.Fatalf("%d sessions, want the one good sign-in's", n)
+	}
+}
+
+// A backend cannot set ioproxy's cookies, a provider's included.
+func TestBackendCannotSetProviderCookie(t *testing.T) {
+	h := http.Header{"Set-Cookie": {"ioproxy-oauth-google=stolen; Path=/", "__Host-ioproxy-oauth-github=x", "app=1"}}
+	dropOwnCookies(h)
+	if len(h["Set-Cookie"]) != 1 || h.Get("Set-Cookie") != "app=1" {
+		t.Fatalf("after dropOwnCookies: %q", h["Set-Cookie"])
+	}
+}
+
+// Signing out of the provider needs the page's token or this site's own
+// page, and ends only that provider's session.
+func TestProviderSignOut(t *testing.T) {
+	rt, f, store := providerRouter(t)
+	jar := browserJar{}
+	signInWith(t, rt, f, jar, "open.localhost", provider.Identity{Subject: "9", Email: "bob@else.example", EmailVerified: true})
+	if n, _ := store.Count(t.Context()); n != 1 {
+		t.Fatalf("%d sessions", n)
+	}
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodPost, "http://open.localhost/@google/signout", http.Header{"Origin": {"https://evil.example"}}))
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("cross-site sign-out: %d", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://open.localhost/@google/signout", nil))
+	if !strings.Contains(rec.Body.String(), "bob@else.example") || !strings.Contains(rec.Body.String(), `action="/@google/signout"`) {
+		t.Fatalf("sign-out page: %s", rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodPost, "http://open.localhost/@google/signout", http.Header{"Origin": {"http://open.localhost"}}))
+	jar.keep(rec)
+	if rec.Code != http.StatusSeeOther || jar["ioproxy-oauth-google"] != "" {
+		t.Fatalf("sign-out: %d, cookie %q", rec.Code, jar["ioproxy-oauth-google"])
+	}
+	if n, _ := store.Count(t.Context()); n != 0 {
+		t.Fatalf("%d sessions after sign-out", n)
+	}
+}
