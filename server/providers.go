@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ func (s *Server) newProviders(cfg *config.Config) (providerSet, error) {
 				Name: p.Name, ClientID: p.ClientID, ClientSecret: p.ClientSecret,
 				Issuer: p.Issuer, AuthorizeURL: p.AuthorizeURL, TokenURL: p.TokenURL, UserinfoURL: p.UserinfoURL,
 				Scopes: p.Scopes, AuthorizeParams: p.AuthorizeParams,
-				RedirectURI: publicBaseURL(cfg, h) + "/@" + p.Name + "/callback",
+				RedirectURI: providerBaseURL(cfg, h) + "/@" + p.Name + "/callback",
 				HTTP:        s.providerHTTP,
 			})
 			if err != nil {
@@ -101,4 +102,22 @@ func newProviderHTTP(opts Options) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
 	}}
+}
+
+// providerBaseURL is the origin a browser reaches a host at, for a
+// provider's redirect back to it: HTTPS as publicBaseURL says, or plain
+// HTTP on the http listener for a host without TLS.
+func providerBaseURL(cfg *config.Config, h config.Host) string {
+	if h.ServesHTTPS() {
+		_, port, _ := net.SplitHostPort(cfg.Ingress.HTTPSAddr)
+		if port == "" || port == "443" {
+			return "https://" + h.Hostname
+		}
+		return "https://" + net.JoinHostPort(h.Hostname, port)
+	}
+	_, port, _ := net.SplitHostPort(cfg.Ingress.HTTPAddr)
+	if port == "" || port == "80" {
+		return "http://" + h.Hostname
+	}
+	return "http://" + net.JoinHostPort(h.Hostname, port)
 }
