@@ -32,7 +32,12 @@ func (router *Router) newServeRoute(s config.Serve, cfg RoutesConfig) (*hostRout
 	if err != nil {
 		return nil, err
 	}
-	hr.serve = &serveInfo{label: s.Label, signInAt: s.Hosts, loopback: isLoopbackBind(s.Bind)}
+	info := &serveInfo{label: s.Label, loopback: isLoopbackBind(s.Bind)}
+	if s.Access != nil && s.Access.Rules != nil {
+		// Only require_atproto admits people who sign in on the hosts.
+		info.signInAt = s.Hosts
+	}
+	hr.serve = info
 	return hr, nil
 }
 

@@ -109,8 +109,9 @@ type next struct {
 	ports  []portChange
 	bound  *listeners
 	closed []*port
-	// restart names what changed but only a restart applies.
-	restart []string
+	// restart names what changed but only a restart applies; warnings
+	// are what went wrong in commit without undoing it.
+	restart, warnings []string
 }
 
 // portChange is a port of the new configuration: one that stays (with a
@@ -123,7 +124,7 @@ type portChange struct {
 
 // apply builds everything cfg needs, then puts it in place.
 func (s *Server) apply(ctx context.Context, cfg *config.Config) (ReloadReport, error) {
-	cfg, restart := keepRestartSettings(s.config(), cfg)
+	cfg, restart := keepRestartSettings(s.config(), cfg, s.nomad != nil)
 	n, err := s.prepare(ctx, cfg)
 	if err != nil {
 		return ReloadReport{}, err
@@ -134,7 +135,7 @@ func (s *Server) apply(ctx context.Context, cfg *config.Config) (ReloadReport, e
 		s.log.Warn("configuration reloaded, but a setting that changed takes effect at the next restart", "setting", r)
 	}
 	s.log.Info("configuration reloaded", "config", cfg.Filename, "hosts", len(cfg.Hosts), "calls", len(cfg.Calls), "serves", len(cfg.Serves))
-	return ReloadReport{Hosts: len(cfg.Hosts), Calls: len(cfg.Calls), Serves: len(cfg.Serves), Restart: restart}, nil
+	return ReloadReport{Hosts: len(cfg.Hosts), Calls: len(cfg.Calls), Serves: len(cfg.Serves), Restart: restart, Warnings: n.warnings}, nil
 }
 
 // prepare builds the OAuth clients, routes, calling ports and
@@ -225,6 +226,7 @@ func (s *Server) commit(n *next) {
 		s.runCerts(n.certs)
 	} else if err := s.certs.Load().Reload(); err != nil {
 		s.log.Error("certificate files could not all be read again; the previous certificates stay", "err", err)
+		n.warnings = append(n.warnings, "certificate files could not all be read again (the previous certificates stay): "+err.Error())
 	}
 	s.cfg.Store(n.cfg)
 	for _, p := range n.closed {
@@ -288,7 +290,7 @@ func (s *Server) stop(p *port) {
 // keepRestartSettings returns next with the settings that only a restart
 // applies set back to their running values, and names those that
 // differed.
-func keepRestartSettings(cur, next *config.Config) (*config.Config, []string) {
+func keepRestartSettings(cur, next *config.Config, nomadRunning bool) (*config.Config, []string) {
 	out := *next
 	var changed []string
 	keep := func(name string, differ bool, reset func()) {
@@ -301,7 +303,9 @@ func keepRestartSettings(cur, next *config.Config) (*config.Config, []string) {
 	keep("sessions", !reflect.DeepEqual(cur.Sessions, next.Sessions), func() { out.Sessions = cur.Sessions })
 	keep("admin", !reflect.DeepEqual(cur.Admin, next.Admin), func() { out.Admin = cur.Admin })
 	keep("identity", cur.Identity != next.Identity, func() { out.Identity = cur.Identity })
-	keep("nomad", cur.Nomad != next.Nomad, func() { out.Nomad = cur.Nomad })
+	// The Nomad resolver is made once: the first reload that needs one
+	// makes it with its own nomad block.
+	keep("nomad", nomadRunning && cur.Nomad != next.Nomad, func() { out.Nomad = cur.Nomad })
 	keep("log", cur.Log != next.Log, func() { out.Log = cur.Log })
 	// trusted_proxies apply at once: they are read at each request.
 	curIn, nextIn := cur.Ingress, next.Ingress
