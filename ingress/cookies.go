@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"time"
 
@@ -54,8 +55,62 @@ func stateCookie(r *http.Request) string {
 
 // hasCookie reports whether the request carries a cookie called name.
 func hasCookie(r *http.Request, name string) bool {
-	c, err := r.Cookie(name)
-	return err == nil && c.Value != ""
+	return cookieValue(r, name) != ""
+}
+
+// cookieValue is the value of the request's first cookie called name, ""
+// without one. It reads the Cookie lines exactly as net/http's r.Cookie
+// does (FuzzCookieValue holds them to it) but makes nothing: it runs on
+// every request of a signed-in browser, where r.Cookie allocates a Cookie
+// and a slice each time.
+func cookieValue(r *http.Request, name string) string {
+	lines := r.Header["Cookie"]
+	if len(lines) == 0 {
+		return ""
+	}
+	// net/http reads no cookie at all from a header of more than its
+	// limit (GODEBUG httpcookiemaxnum, 3000 by default).
+	count := 0
+	for _, line := range lines {
+		count += strings.Count(line, ";") + 1
+	}
+	if count > maxCookies {
+		return ""
+	}
+	for _, line := range lines {
+		line = textproto.TrimString(line)
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			n, v, _ := strings.Cut(textproto.TrimString(part), "=")
+			if textproto.TrimString(n) != name {
+				continue
+			}
+			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if validCookieValue(v) {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// maxCookies is net/http's default limit of the cookies of a request.
+const maxCookies = 3000
+
+// validCookieValue reports whether v holds only the bytes net/http
+// accepts in the cookies it reads (RFC 6265's cookie-octets, and space
+// and comma besides, as browsers send them).
+func validCookieValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == ';' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // lookupSession returns the live session of the request's cookie, if it
@@ -66,11 +121,11 @@ func lookupSession(store *sessions.Lifecycle, r *http.Request, host string) (ses
 	if store == nil {
 		return sessions.Session{}, false, nil
 	}
-	c, cerr := r.Cookie(cookieName(r))
-	if cerr != nil || c.Value == "" {
+	id := cookieValue(r, cookieName(r))
+	if id == "" {
 		return sessions.Session{}, false, nil
 	}
-	sess, err = store.Get(r.Context(), c.Value)
+	sess, err = store.Get(r.Context(), id)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return sessions.Session{}, false, nil

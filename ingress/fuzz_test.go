@@ -256,3 +256,37 @@ func spellings(p string) []string {
 		strings.ReplaceAll(p, "/", ";z/"),
 	}
 }
+
+// FuzzCookieValue checks cookieValue, which reads the session cookie of
+// every request without allocating, against net/http's own reading: for
+// any Cookie header, the two agree on the value of each of ioproxy's
+// cookie names (a disagreement would let one reading see a session the
+// other does not).
+func FuzzCookieValue(f *testing.F) {
+	for _, c := range []string{
+		"ioproxy-session=abc", "a=1; ioproxy-session=abc; b=2", `ioproxy-session="abc"`, "ioproxy-session=", "ioproxy-session",
+		"ioproxy-session=a b", "ioproxy-session=a,b", "ioproxy-session=a\\b", "ioproxy-session=a\"b", " ioproxy-session = abc ",
+		"ioproxy-session=abc; ioproxy-session=def", "IOPROXY-SESSION=abc", "ioproxy-session=\x7f", ";;ioproxy-session=x;;",
+		"__Host-ioproxy-session=abc", "ioproxy-oauth-google=xyz; ioproxy-session=abc", "ioproxy-session=\"\"", "ioproxy-session=\"a",
+		"x=\"; ioproxy-session=abc\"", "ioproxy-session=é", "ioproxy-session\t=abc",
+	} {
+		f.Add(c, "")
+	}
+	f.Add("ioproxy-session=one", "ioproxy-session=two")
+	f.Fuzz(func(t *testing.T, line1, line2 string) {
+		r := httptest.NewRequest(http.MethodGet, "http://app.example/", nil)
+		r.Header["Cookie"] = []string{line1}
+		if line2 != "" {
+			r.Header["Cookie"] = append(r.Header["Cookie"], line2)
+		}
+		for _, name := range []string{CookieName, SecureCookieName, "ioproxy-oauth-google"} {
+			want := ""
+			if c, err := r.Cookie(name); err == nil {
+				want = c.Value
+			}
+			if got := cookieValue(r, name); got != want {
+				t.Fatalf("cookieValue(%q, %q) = %q, net/http reads %q", r.Header["Cookie"], name, got, want)
+			}
+		}
+	})
+}

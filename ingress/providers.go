@@ -297,11 +297,11 @@ func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessi
 	if hr.router.store == nil || hr.serve != nil {
 		return nil, nil
 	}
-	c, err := r.Cookie(providerCookie(r, pr.cfg.Name))
-	if err != nil || !sessions.WellFormedToken(c.Value) {
+	id := cookieValue(r, providerCookie(r, pr.cfg.Name))
+	if !sessions.WellFormedToken(id) {
 		return nil, nil
 	}
-	sess, err := hr.router.store.Get(r.Context(), c.Value)
+	sess, err := hr.router.store.Get(r.Context(), id)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
 		return nil, nil
