@@ -64,6 +64,8 @@ func credential(ctx context.Context, cfg Config, proxySession string) (value str
 	switch {
 	case errors.Is(err, sessions.ErrEnded):
 		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s session has ended (the provider refused its refresh token): sign in again at /@%s/signin", auth.Provider, auth.Provider)
+	case errors.Is(err, sessions.ErrNoRefreshToken):
+		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s access token has expired and %s gave no refresh token (Google gives one with authorize_parameter access_type = \"offline\"): sign in again at /@%s/signin", auth.Provider, auth.Provider, auth.Provider)
 	case err != nil:
 		cfg.Logger.Warn("provider token refresh failed", "call", label, "provider", auth.Provider, "err", err)
 		return "", http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("the user's %s token could not be refreshed: %v", auth.Provider, err)

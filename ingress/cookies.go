@@ -131,7 +131,9 @@ func lookupSession(store *sessions.Lifecycle, r *http.Request, host string) (ses
 		return sessions.Session{}, false, nil
 	case err != nil:
 		return sessions.Session{}, false, err
-	case sess.Host != host:
+	case sess.Host != host || sess.Provider != "":
+		// Another host's session, or another provider's: a provider
+		// session's id in this cookie is no AT Protocol session.
 		return sessions.Session{}, false, nil
 	}
 	return sess, true, nil

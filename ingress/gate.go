@@ -398,8 +398,8 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		p := errorPage{Status: http.StatusUnauthorized, Title: "Sign-in required", Message: "Sign in to use this site."}
 		if a.outcome == wrongKey {
 			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
-		} else if hr.host.ATProto != nil {
-			p.Retry = "/@/signin?" + url.Values{"redirect": {SafeRedirect(hr.router.forwardedURI(r))}}.Encode()
+		} else if signin := hr.signInPath(); signin != "" {
+			p.Retry = signin + "?" + url.Values{"redirect": {SafeRedirect(hr.router.forwardedURI(r))}}.Encode()
 			if isNavigation(r) {
 				// A redirect would be a 500 in nginx (which drops this
 				// header anyway); Traefik and Caddy pass the answer on, and

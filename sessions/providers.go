@@ -38,6 +38,11 @@ type ProviderTokens struct {
 // ends.
 var ErrGrantDead = errors.New("the provider no longer accepts the session's refresh token")
 
+// ErrNoRefreshToken is a provider session whose access token has expired
+// and that has no refresh token: it can make no call until the user
+// signs in again.
+var ErrNoRefreshToken = errors.New("the access token has expired and the provider gave no refresh token")
+
 // ProviderGrant is what a finished sign-in with a provider makes a
 // session of.
 type ProviderGrant struct {
@@ -98,7 +103,7 @@ func (t *Lifecycle) FreshProvider(ctx context.Context, sess Session) (Session, e
 		return sess, nil
 	}
 	if sess.RefreshToken == "" {
-		return Session{}, fmt.Errorf("the %s session's access token has expired and the provider gave no refresh token: sign in again", sess.Provider)
+		return Session{}, fmt.Errorf("the %s session: %w: sign in again", sess.Provider, ErrNoRefreshToken)
 	}
 	v, err, _ := t.flights.Do(sess.ID, func() (any, error) {
 		t.running.Add(1)
