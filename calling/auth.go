@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/ioproxy/ioproxy/config"
@@ -93,10 +94,30 @@ func applyCredential(out *http.Request, auth *config.CallAuth) {
 	}
 	contract.StripIdentity(out.Header)
 	if auth.Location == "query" {
-		q := out.URL.Query()
-		q.Set(auth.Name, cred)
-		out.URL.RawQuery = q.Encode()
+		out.URL.RawQuery = withQueryParam(out.URL.RawQuery, auth.Name, cred)
 		return
 	}
 	out.Header.Set(auth.Name, cred)
+}
+
+// withQueryParam is a raw query with name set to value alone: the app's
+// other pairs stay as they were written (order, spelling, ";"), and any
+// pair of that name it sent is dropped.
+func withQueryParam(raw, name, value string) string {
+	var b strings.Builder
+	for pair := range strings.SplitSeq(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		key, _, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == name || key == name {
+			continue
+		}
+		b.WriteString(pair)
+		b.WriteByte('&')
+	}
+	b.WriteString(url.QueryEscape(name))
+	b.WriteByte('=')
+	b.WriteString(url.QueryEscape(value))
+	return b.String()
 }

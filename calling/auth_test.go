@@ -429,8 +429,9 @@ func TestSessionCredentialRefresh(t *testing.T) {
 		{name: "refresh refused, calls at once", calls: 5, fail: fmt.Errorf("google: invalid_grant: %w", sessions.ErrGrantDead), status: 401, code: "AuthRequired", ended: true, message: "google", wantRefs: 1},
 		{name: "provider down", calls: 1, fail: errors.New("dial tcp 192.0.2.7:443: connection refused"), status: 502, code: "UpstreamFailure", message: "google", wantRefs: 1},
 		// Trying again later cannot help a session without a refresh
-		// token: the user must sign in again, which is what 401 says.
-		{name: "no refresh token", calls: 1, noRefTok: true, status: 401, code: "AuthRequired", message: "google", wantRefs: 0},
+		// token: it ends with its access token, and the user must sign
+		// in again, which is what 401 says.
+		{name: "no refresh token", calls: 1, noRefTok: true, status: 401, code: "AuthRequired", ended: true, message: "google", wantRefs: 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newAuthEnv(t)
@@ -522,5 +523,21 @@ func TestSessionCredentialRefresh(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A query credential is added to the app's query as it was written:
+// order, spelling and ";" kept, the app's own value of the name dropped.
+func TestWithQueryParam(t *testing.T) {
+	for _, tc := range []struct{ raw, want string }{
+		{"", "key=s%2Fk"},
+		{"z=1&a=b%20c&flag&sig=a+b;c=d", "z=1&a=b%20c&flag&sig=a+b;c=d&key=s%2Fk"},
+		{"key=mine&x=1&key=again", "x=1&key=s%2Fk"},
+		{"k%65y=encoded&x=1", "x=1&key=s%2Fk"},
+		{"&&x=1&", "x=1&key=s%2Fk"},
+	} {
+		if got := withQueryParam(tc.raw, "key", "s/k"); got != tc.want {
+			t.Errorf("withQueryParam(%q) = %q, want %q", tc.raw, got, tc.want)
+		}
 	}
 }

@@ -39,6 +39,10 @@ func (b *builder) callAuth(raw *callSchema, c Call) *CallAuth {
 	if ra == nil {
 		return nil
 	}
+	if c.Endpoint.Kind == EndpointHost {
+		b.errorf(ra.DefRange, "auth on a call to an ingress host", "Call %q is served by ioproxy's own host %q, which decides who passes with its own rules; an auth block would not reach it. Remove it, or give the call the backend's address as endpoint.", c.Label, c.Endpoint.Host)
+		return nil
+	}
 	if c.Endpoint.Kind == EndpointPDS {
 		b.errorf(ra.DefRange, "auth on a call to the PDS", "Call %q sends requests to the signed-in user's PDS, which the AT Protocol session's DPoP-bound token authorizes; an auth block cannot add another credential. Remove it, or give the call another endpoint.", c.Label)
 		return nil

@@ -54,11 +54,18 @@ var publicEmailDomains = []string{
 // a name the host already has (another host may use the same name).
 func (b *builder) oauthProviders(raw *hostSchema, host string) []built[OAuthProvider, oauthSchema] {
 	dup := duplicate{"Duplicate oauth provider", "oauth %q is already defined in this host at %s. Each provider appears once in a host; merge the two blocks."}
+	if len(raw.OAuth) > MaxOAuthProviders {
+		b.errorf(raw.OAuth[MaxOAuthProviders].DefRange, "Too many providers", "A host may offer at most %d oauth providers (a browser's Proxy-Session holds one key per provider, beside AT Protocol's); remove some from host %q.", MaxOAuthProviders, host)
+	}
 	return uniqueBlocks(b, raw.OAuth, dup, func(ro *oauthSchema) (OAuthProvider, string, hcl.Range) {
 		p := b.oauthProvider(ro, host)
 		return p, p.Name, ro.NameRange
 	})
 }
+
+// MaxOAuthProviders bounds a host's oauth blocks: with AT Protocol's key,
+// a Proxy-Session lists at most sessions.MaxProxyKeys (8).
+const MaxOAuthProviders = 7
 
 // oauthProvider builds one oauth block: the client, the provider's
 // endpoints, the scopes and the extra parameters of the authorization

@@ -334,7 +334,7 @@ host "admin.example.com" {
 }
 call "plain" {
   port     = 4850
-  endpoint = "tools.example.com"
+  endpoint = "https://tools.example.net"
   auth {
     name       = "AUTHORIZATION"
     credential = "session:google"
@@ -348,7 +348,7 @@ call "none" {
 				if want := (&CallAuth{Name: "X-Goog-Api-Key", Location: "header", Static: "weather-key"}); !reflect.DeepEqual(c.Calls[0].Auth, want) {
 					t.Errorf("auth = %+v", c.Calls[0].Auth)
 				}
-				if a := c.Calls[1].Auth; a == nil || a.Name != "Authorization" || a.Provider != "google" || c.Calls[1].Endpoint.Kind != EndpointHost {
+				if a := c.Calls[1].Auth; a == nil || a.Name != "Authorization" || a.Provider != "google" || c.Calls[1].Endpoint.Kind != EndpointURL {
 					t.Errorf("auth = %+v", a)
 				}
 				if c.Calls[2].Auth != nil {
@@ -491,6 +491,8 @@ func TestOAuthBad(t *testing.T) {
 		// call auth
 		{"auth on a call to the PDS", "call \"pds\" {\n  port     = 7000\n  endpoint = \"@\"\n  auth {\n    name       = \"authorization\"\n    credential = env(\"WEATHER_API_KEY\")\n  }\n}", "4:3",
 			`Call "pds" sends requests to the signed-in user's PDS, which the AT Protocol session's DPoP-bound token authorizes; an auth block cannot add another credential.`},
+		{"auth on a call to an ingress host", oauthHost(google(issuer)) + "call \"web\" {\n  port     = 7001\n  endpoint = \"tools.example.com\"\n  auth {\n    name       = \"authorization\"\n    credential = \"session:google\"\n  }\n}", "12:3",
+			`Call "web" is served by ioproxy's own host "tools.example.com", which decides who passes with its own rules; an auth block would not reach it.`},
 		{"bad location", call + "    name = \"key\"\n    location = \"body\"\n    credential = env(\"WEATHER_API_KEY\")\n  }\n}", "6:16",
 			`"body" is not where a credential goes; write location = "header" (the default) or location = "query" (a query parameter).`},
 		{"upper-case location", call + "    name = \"key\"\n    location = \"Query\"\n    credential = env(\"WEATHER_API_KEY\")\n  }\n}", "6:16", `write location = "query".`},

@@ -40,12 +40,12 @@ const (
 	// (a host's oauth "<name>" blocks) the browser is signed in with,
 	// comma-separated in the host's order ("google, github").
 	ProxyProvider = "Proxy-Provider"
-	// UserEmail is the verified email of the first provider in
-	// Proxy-Provider that gave one; never an address the provider had
-	// not verified.
+	// UserEmail is the verified email of the account of the first
+	// provider in Proxy-Provider (one the host's rules admitted, when
+	// they name any); absent when that provider gave none verified.
 	UserEmail = "User-Email"
-	// UserSubject is that provider's id of the account, after its name:
-	// "google:1234567890".
+	// UserSubject is that same account's id at that provider, after its
+	// name: "google:1234567890".
 	UserSubject = "User-Subject"
 )
 

@@ -33,7 +33,8 @@ func exampleCaddyfile(t *testing.T, front, ioproxyAddr, toolAddr string) string 
 	// e2e/caddy.TestForwardAuth), so a request cannot show that one of
 	// these is missing; Caddy 2.10.0 to 2.11.1 would pass the client's on.
 	fa := strings.Index(conf, "\t\t\tforward_auth ")
-	for _, name := range []string{"User-Did", "User_Did", "User-Handle", "User_Handle", "User-Scope", "User_Scope", "Proxy-Session", "Proxy_Session", "Apikey-User", "Apikey_User"} {
+	for _, name := range []string{"User-Did", "User_Did", "User-Handle", "User_Handle", "User-Scope", "User_Scope", "Proxy-Session", "Proxy_Session", "Apikey-User", "Apikey_User",
+		"Proxy-Provider", "Proxy_Provider", "User-Email", "User_Email", "User-Subject", "User_Subject"} {
 		if i := strings.Index(conf, "\t\t\trequest_header -"+name+"\n"); i < 0 || fa < 0 || i > fa {
 			t.Fatalf("examples/Caddyfile.forward-auth does not remove the client's %s before forward_auth", name)
 		}
@@ -49,6 +50,7 @@ var identityHeaders = []string{
 	"User-Scope", "User_Scope",
 	"Proxy-Session", "Proxy_Session",
 	"Apikey-User", "Apikey_User", "apikey_user",
+	"Proxy-Provider", "Proxy_Provider", "User-Email", "User_Email", "User-Subject", "User_Subject",
 }
 
 // TestForwardAuthBehindCaddy keeps a real Caddy in front of an internal

@@ -35,7 +35,8 @@ func TestForwardAuthBehindNginx(t *testing.T) {
 	ngx := nginx.Start(t, exampleNginx(t, front, st.ioproxyAddr, st.toolAddr))
 	st.logs = ngx.ErrorLog
 
-	forged := http.Header{"User-Did": {"did:plc:forgedforgedforgedforged"}, "User_Did": {"did:plc:forged"}, "Apikey-User": {"admin"}}
+	forged := http.Header{"User-Did": {"did:plc:forgedforgedforgedforged"}, "User_Did": {"did:plc:forged"}, "Apikey-User": {"admin"},
+		"User-Email": {"ceo@example.com"}, "User-Subject": {"google:1"}, "Proxy-Provider": {"google"}}
 	st.checkScripts(scriptChecks{
 		forge: func(hdr http.Header) http.Header {
 			maps.Copy(hdr, forged)
@@ -43,7 +44,8 @@ func TestForwardAuthBehindNginx(t *testing.T) {
 		},
 		checkKeyed: func() {
 			seen := st.tool.lastSeen()
-			if seen.Get("Apikey-User") != "ci" || seen.Get("Authorization") != "" || seen.Get("User-Did") != "" || len(seen.Values("User_Did")) != 0 {
+			if seen.Get("Apikey-User") != "ci" || seen.Get("Authorization") != "" || seen.Get("User-Did") != "" || len(seen.Values("User_Did")) != 0 ||
+				seen.Get("User-Email") != "" || seen.Get("User-Subject") != "" || seen.Get("Proxy-Provider") != "" {
 				t.Fatalf("the tool saw Apikey-User %q, Authorization %q, User-Did %q", seen.Get("Apikey-User"), seen.Get("Authorization"), seen.Get("User-Did"))
 			}
 		},

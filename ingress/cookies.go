@@ -222,10 +222,10 @@ func isCookieNamed(part string, names []string) bool {
 	return false
 }
 
-// sessionCookies are the names of every session cookie of ioproxy's,
-// AT Protocol's and each provider's (removeCookie's patterns), which
-// never reach a backend.
-var sessionCookies = []string{CookieName, SecureCookieName, providerCookiePrefix + "*", "__Host-" + providerCookiePrefix + "*"}
+// ownCookies are the patterns (removeCookie's) of every cookie of
+// ioproxy's: sessions of AT Protocol and of each provider, sign-ins in
+// progress. None reaches a backend.
+var ownCookies = []string{"ioproxy-*", "__Host-ioproxy-*"}
 
 // ownCookie reports whether a cookie name is one of ioproxy's own: its
 // cookies all start with "ioproxy-" (or "__Host-ioproxy-"), so that no

@@ -146,18 +146,25 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 // judgeProviders sorts a request's provider sessions: passed are those
 // their provider's require_oauth admits, or whose provider the host has
 // no rules for; refused is the first that its rules refuse.
+//
+// Those a rule admits come first: the first passed is the identity the
+// backend is told of (User-Subject, User-Email), and it must be one the
+// host's rules chose, not one it merely lets through.
 func (hr *hostRoute) judgeProviders(provs []*sessions.Session) (passed []*sessions.Session, refused *sessions.Session) {
+	var unruled []*sessions.Session
 	for _, ps := range provs {
 		pr := hr.providerRoute(ps.Provider)
 		switch {
 		case pr == nil:
-		case pr.rules == nil || pr.rules.Admits(ps.Email, ps.Email != ""):
+		case pr.rules == nil:
+			unruled = append(unruled, ps)
+		case pr.rules.Admits(ps.Email, ps.Email != ""):
 			passed = append(passed, ps)
 		case refused == nil:
 			refused = ps
 		}
 	}
-	return passed, refused
+	return append(passed, unruled...), refused
 }
 
 // providerAdmitted reports whether one of the passed provider sessions

@@ -131,6 +131,12 @@ func providerLabel(name string) string {
 // off to the provider's authorization page.
 func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
 	retry := pr.prefix + "signin"
+	if m := r.Header.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" {
+		// An <img> or a fetch on another site's page would write a
+		// sign-in in progress per load, using up the visitor's share.
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in not started", Message: "A sign-in starts from a link or a form, not from within another page.", Retry: retry})
+		return
+	}
 	if !hr.router.limiter.allow(hr.router.clientKey(r)) {
 		w.Header().Set("Retry-After", "60")
 		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were started from your address. Wait a minute and try again.", Retry: retry})
@@ -307,8 +313,17 @@ func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessi
 		return nil, nil
 	case err != nil:
 		return nil, err
-	case sess.Host != hr.host.Hostname || sess.Provider != pr.cfg.Name:
+	case sess.Host != hr.host.Hostname || sess.Provider != pr.cfg.Name,
+		sess.Issuer != providerIssuer(pr.cfg) || sess.ClientID != pr.cfg.ClientID:
+		// Another host's or provider's session; or one from before the
+		// operator pointed the provider's name at another issuer or
+		// client, whose subjects are not this one's.
 		return nil, nil
+	}
+	if hr.router.stale != nil && sess.Stale(hr.router.now()) {
+		// The refresh re-checks the account with the provider, whether
+		// or not the app makes calls.
+		hr.router.stale(sess)
 	}
 	return &sess, nil
 }
@@ -373,7 +388,8 @@ func (hr *hostRoute) providerSignout(w http.ResponseWriter, r *http.Request, pr 
 
 // providerHeaders are what the backend is told of a request's provider
 // sessions: their names (Proxy-Provider), and the verified email and the
-// subject of the first that has them.
+// subject of the first, both of that one account (judgeProviders puts a
+// session a rule admitted first).
 func providerHeaders(provs []*sessions.Session) (names, email, subject string) {
 	var b strings.Builder
 	for i, ps := range provs {
@@ -381,12 +397,8 @@ func providerHeaders(provs []*sessions.Session) (names, email, subject string) {
 			b.WriteString(", ")
 		}
 		b.WriteString(ps.Provider)
-		if email == "" && ps.Email != "" {
-			email = ps.Email
-		}
 	}
-	subject = provs[0].Provider + ":" + provs[0].Subject
-	return b.String(), email, subject
+	return b.String(), provs[0].Email, provs[0].Provider + ":" + provs[0].Subject
 }
 
 // proxyKeys is the Proxy-Session value of a request: the proxy key of

@@ -315,3 +315,63 @@ func TestProviderSignOut(t *testing.T) {
 		t.Fatalf("%d sessions after sign-out", n)
 	}
 }
+
+// Found in review: an <img> or a fetch on another site does not start a
+// sign-in (each start writes a sign-in in progress); a session of the
+// provider's name from before the operator pointed it at another issuer
+// or client is not honoured; the state cookie never reaches the backend;
+// and the identity the backend is told of is one account, the one a
+// rule admitted.
+func TestProviderReviewFindings(t *testing.T) {
+	rt, f, store := providerRouter(t)
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, browserJar{}.request(http.MethodGet, "http://tools.localhost/@google/signin", http.Header{"Sec-Fetch-Mode": {"no-cors"}, "Sec-Fetch-Dest": {"image"}}))
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("a sign-in started by an image: %d", rec.Code)
+	}
+	if n, _ := store.Count(t.Context()); n != 0 {
+		t.Fatalf("%d sessions", n)
+	}
+
+	jar := browserJar{}
+	signInWith(t, rt, f, jar, "tools.localhost", provider.Identity{Subject: "123", Email: "alice@example.com", EmailVerified: true})
+	id := jar["ioproxy-oauth-google"]
+	if _, err := store.Update(t.Context(), id, func(s *sessions.Session) error { s.Issuer = "https://old-idp.example"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/report", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("a session of another issuer under the provider's name: %d", rec.Code)
+	}
+	if _, err := store.Update(t.Context(), id, func(s *sessions.Session) error { s.Issuer = "https://accounts.example.net"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+
+	jar["ioproxy-signin-google"] = "binding"
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, jar.request(http.MethodGet, "http://tools.localhost/report", nil))
+	var s seen
+	if err := decodeSeen(rec, &s); err != nil || rec.Code != 200 {
+		t.Fatalf("signed in: %d %s", rec.Code, rec.Body)
+	}
+	if c := s.Headers.Get("Cookie"); strings.Contains(c, "ioproxy") {
+		t.Fatalf("the backend got ioproxy's cookies: %q", c)
+	}
+}
+
+// With a provider the host has no rules for beside one it has rules
+// for, the backend is told of the admitted account, its subject and its
+// email together.
+func TestProviderHeadersOfOneAccount(t *testing.T) {
+	a := &sessions.Session{Provider: "github", Subject: "777"}
+	b := &sessions.Session{Provider: "google", Subject: "42", Email: "alice@example.com"}
+	names, email, subject := providerHeaders([]*sessions.Session{b, a})
+	if names != "google, github" || email != "alice@example.com" || subject != "google:42" {
+		t.Fatalf("providerHeaders = %q %q %q", names, email, subject)
+	}
+	names, email, subject = providerHeaders([]*sessions.Session{a, b})
+	if names != "github, google" || email != "" || subject != "github:777" {
+		t.Fatalf("providerHeaders = %q %q %q: the email must be the first account's", names, email, subject)
+	}
+}

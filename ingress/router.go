@@ -437,7 +437,7 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 	contract.StripIdentity(h)
 	httpguard.StripHTTP2Settings(h)
-	removeCookie(h, sessionCookies...)
+	removeCookie(h, ownCookies...)
 	set := newHeaderValues(h)
 	hr.router.setForwarded(in, h, set)
 	if s := st.session; s != nil {

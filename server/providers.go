@@ -105,15 +105,12 @@ func newProviderHTTP(opts Options) *http.Client {
 }
 
 // providerBaseURL is the origin a browser reaches a host at, for a
-// provider's redirect back to it: HTTPS as publicBaseURL says, or plain
-// HTTP on the http listener for a host without TLS.
+// provider's redirect back to it: publicBaseURL's https origin (a host
+// with TLS off sits behind a TLS terminator), but for a local host
+// without TLS, which browsers reach on the http listener.
 func providerBaseURL(cfg *config.Config, h config.Host) string {
-	if h.ServesHTTPS() {
-		_, port, _ := net.SplitHostPort(cfg.Ingress.HTTPSAddr)
-		if port == "" || port == "443" {
-			return "https://" + h.Hostname
-		}
-		return "https://" + net.JoinHostPort(h.Hostname, port)
+	if !h.IsLocal() || h.ServesHTTPS() {
+		return publicBaseURL(cfg, h)
 	}
 	_, port, _ := net.SplitHostPort(cfg.Ingress.HTTPAddr)
 	if port == "" || port == "80" {

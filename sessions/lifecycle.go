@@ -172,6 +172,19 @@ func (t *Lifecycle) RefreshLater(sess Session) {
 	if !sess.Stale(now) || refreshedRecently(sess, now) {
 		return
 	}
+	refresh := func() error {
+		_, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken)
+		return err
+	}
+	if sess.Provider != "" {
+		// A provider's refresh is what re-checks the account with it: a
+		// grant it withdrew ends the session here, even if the app
+		// makes no calls.
+		refresh = func() error {
+			_, err := t.FreshProvider(context.Background(), sess)
+			return err
+		}
+	}
 	t.mu.Lock()
 	failed, hasFailed := t.failedAt[sess.ID]
 	if t.later[sess.ID] || (hasFailed && now.Sub(failed) < time.Minute) {
@@ -184,7 +197,7 @@ func (t *Lifecycle) RefreshLater(sess Session) {
 	t.mu.Unlock()
 	go func() {
 		defer t.running.Done()
-		_, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken)
+		err := refresh()
 		passing := err != nil && !errors.Is(err, ErrEnded)
 		t.mu.Lock()
 		delete(t.later, sess.ID)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // The sessions of OAuth providers other than AT Protocol (a host's
@@ -73,6 +75,12 @@ func (t *Lifecycle) CreateProvider(ctx context.Context, g ProviderGrant) (Sessio
 		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: expiry,
 		CreatedAt: now, Expiry: now.Add(t.cfg.SessionLifetime),
 	}
+	if sess.RefreshToken == "" && expiry.Before(sess.Expiry) {
+		// Without a refresh token nothing can ask the provider again
+		// whether the account may still sign in: the session lasts as
+		// long as the provider's access token.
+		sess.Expiry = expiry
+	}
 	evicted, err := t.cfg.Store.Create(ctx, sess)
 	if err != nil {
 		t.revoke(sess)
@@ -99,21 +107,43 @@ func (t *Lifecycle) DiscardProvider(g ProviderGrant) {
 // access token has expired cannot call (an error that says to sign in
 // again), and lives on for its identity until it expires.
 func (t *Lifecycle) FreshProvider(ctx context.Context, sess Session) (Session, error) {
-	if t.cfg.Now().Add(t.cfg.RefreshMargin).Before(sess.TokenExpiry) {
+	now := t.cfg.Now()
+	if now.Add(t.cfg.RefreshMargin).Before(sess.TokenExpiry) {
 		return sess, nil
 	}
 	if sess.RefreshToken == "" {
+		if now.Before(sess.TokenExpiry) {
+			return sess, nil
+		}
 		return Session{}, fmt.Errorf("the %s session: %w: sign in again", sess.Provider, ErrNoRefreshToken)
 	}
-	v, err, _ := t.flights.Do(sess.ID, func() (any, error) {
+	if refreshedRecently(sess, now) {
+		// A provider whose tokens live under a minute must not make
+		// every call a refresh and a store write (as for AT Protocol).
+		return sess, nil
+	}
+	// The refresh goes on if the caller gives up: the provider may have
+	// rotated the refresh token already.
+	ch := t.flights.DoChan(sess.ID, func() (any, error) {
 		t.running.Add(1)
 		defer t.running.Done()
-		return t.refreshProvider(ctx, sess.ID, sess.AccessToken)
+		return t.refreshProvider(context.WithoutCancel(ctx), sess.ID, sess.AccessToken)
 	})
-	if err != nil {
-		return Session{}, err
+	var res singleflight.Result
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		return Session{}, fmt.Errorf("refresh the %s tokens: %w", sess.Provider, ctx.Err())
 	}
-	return v.(Session), nil
+	switch {
+	case res.Err == nil:
+		return res.Val.(Session), nil
+	case !errors.Is(res.Err, ErrEnded) && now.Before(sess.TokenExpiry):
+		// A passing failure ahead of expiry: the token in hand still works.
+		t.cfg.Logger.Warn("early provider token refresh failed; using the current token while it lasts", "provider", sess.Provider, "err", res.Err)
+		return sess, nil
+	}
+	return Session{}, res.Err
 }
 
 // refreshProvider is one refresh of a provider session, under its
@@ -133,7 +163,7 @@ func (t *Lifecycle) refreshProvider(ctx context.Context, id, stale string) (Sess
 		return Session{}, fmt.Errorf("refresh tokens: %w", err)
 	}
 	now := t.cfg.Now()
-	if cur.AccessToken != stale && now.Add(t.cfg.RefreshMargin).Before(cur.TokenExpiry) {
+	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
 		return cur, nil // another request or replica refreshed it already
 	}
 	client, ok := t.providerClient(cur)

@@ -117,15 +117,18 @@ func TestFreshProviderFailures(t *testing.T) {
 		noRefresh bool
 		otherHost bool
 		ended     bool
+		// gone: the session is no longer stored (an ended one, or one
+		// without a refresh token, which lasts as long as its token).
+		gone bool
 	}{
 		{name: "invalid_grant", answer: func(string) (sessions.ProviderTokens, error) {
 			return sessions.ProviderTokens{}, fmt.Errorf("google: %w", sessions.ErrGrantDead)
-		}, ended: true},
+		}, ended: true, gone: true},
 		{name: "provider down", answer: func(string) (sessions.ProviderTokens, error) {
 			return sessions.ProviderTokens{}, errors.New("503 from the token endpoint")
 		}},
-		{name: "no refresh token", noRefresh: true},
-		{name: "provider no longer configured", otherHost: true, ended: true},
+		{name: "no refresh token", noRefresh: true, gone: true},
+		{name: "provider no longer configured", otherHost: true, ended: true, gone: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := &fakeProvider{answer: tc.answer}
@@ -149,8 +152,8 @@ func TestFreshProviderFailures(t *testing.T) {
 				t.Fatalf("err = %v, ended %v, want %v", err, got, tc.ended)
 			}
 			_, gerr := store.Get(t.Context(), sess.ID)
-			if gone := errors.Is(gerr, sessions.ErrNotFound); gone != tc.ended {
-				t.Fatalf("session gone = %v, want %v", gone, tc.ended)
+			if gone := errors.Is(gerr, sessions.ErrNotFound); gone != tc.gone {
+				t.Fatalf("session gone = %v, want %v", gone, tc.gone)
 			}
 		})
 	}
@@ -211,5 +214,42 @@ func TestByProxyKeys(t *testing.T) {
 		if err != nil || sess.ID != tc.want {
 			t.Errorf("ByProxyKeys(%.40q, %q) = %v, %v; want %s", tc.value, tc.provider, sess.ID, err, tc.want)
 		}
+	}
+}
+
+// A provider whose tokens live a few seconds does not make each call a
+// refresh: after one, the tokens in hand are used for a minute; and a
+// passing failure ahead of expiry keeps the token in hand.
+func TestFreshProviderNoRefreshStorm(t *testing.T) {
+	p := &fakeProvider{answer: func(string) (sessions.ProviderTokens, error) {
+		return sessions.ProviderTokens{AccessToken: "short", RefreshToken: "rt", Expiry: time.Now().Add(time.Second)}, nil
+	}}
+	lc, _ := providerLifecycle(t, p)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if sess, err = lc.FreshProvider(t.Context(), sess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := p.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refreshes for 20 calls on a token that lives a second, want 1", n)
+	}
+
+	down := &fakeProvider{answer: func(string) (sessions.ProviderTokens, error) {
+		return sessions.ProviderTokens{}, errors.New("503")
+	}}
+	lc, _ = providerLifecycle(t, down)
+	g := expiredGrant()
+	g.Expiry = time.Now().Add(30 * time.Second) // inside the refresh margin, still valid
+	sess, err = lc.CreateProvider(t.Context(), g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := lc.FreshProvider(t.Context(), sess)
+	if err != nil || got.AccessToken != "access-0" {
+		t.Fatalf("a failed early refresh: %q, %v; want the token in hand", got.AccessToken, err)
 	}
 }

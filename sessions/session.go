@@ -128,6 +128,9 @@ func (s Session) HandleChecked() time.Time {
 // Stale reports whether the session needs a visit to its servers: its
 // access token has expired, or its handle is due for a recheck.
 func (s Session) Stale(now time.Time) bool {
+	if s.Provider != "" {
+		return now.After(s.TokenExpiry) // no handle to check
+	}
 	return now.After(s.TokenExpiry) || now.Sub(s.HandleChecked()) >= HandleRecheck
 }
 
