@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
 )
 
 // FuzzTokenResponse checks parseTokenAnswer on any token endpoint answer
@@ -177,6 +179,37 @@ func FuzzUserinfo(f *testing.F) {
 		}
 		if s, ok := raw.Sub.(string); ok && s != "" && s != id.Subject {
 			t.Fatalf("subject %q, sub %q", id.Subject, s)
+		}
+	})
+}
+
+// FuzzKeySet checks parseKeySet on any key set an issuer may publish.
+//
+// Properties: it never panics; every key it keeps is a public, asymmetric
+// signing key (RSA of at least minRSABits, EC, or Ed25519), never a
+// symmetric one: a symmetric key in the set would let whoever knows it
+// (the client secret, say) forge ID tokens.
+func FuzzKeySet(f *testing.F) {
+	f.Add([]byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0","alg":"HS256"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","kid":"a"}]}`))
+	f.Add([]byte(`{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},{"kty":"OKP","crv":"X25519","x":"hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}]}`))
+	f.Add([]byte(`{"keys":[]}`))
+	f.Add([]byte(`not json`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		set, err := parseKeySet(body)
+		if err != nil {
+			return
+		}
+		for i := 0; i < set.Len(); i++ {
+			k, _ := set.Key(i)
+			switch k.KeyType() {
+			case jwa.RSA, jwa.EC, jwa.OKP:
+			default:
+				t.Fatalf("kept a key of type %s", k.KeyType())
+			}
+			if _, isPrivate := k.(interface{ D() []byte }); isPrivate {
+				t.Fatalf("kept a private key")
+			}
 		}
 	})
 }
