@@ -293,6 +293,11 @@ func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request
 	}
 	hr.router.recorder.SignIn(observe.SignInCompleted)
 	hr.router.log.Info("signed in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "subject", sess.Subject)
+	if old, _ := hr.providerSession(r, pr); old != nil {
+		// The browser's session with the provider is replaced: its
+		// tokens must not stay live behind a cookie that is gone.
+		_ = hr.router.store.End(r.Context(), *old)
+	}
 	setCookie(w, r, providerCookie(r, pr.cfg.Name), sess.ID, time.Until(sess.Expiry))
 	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
 }

@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -373,5 +374,25 @@ func TestProviderHeadersOfOneAccount(t *testing.T) {
 	names, email, subject = providerHeaders([]*sessions.Session{a, b})
 	if names != "github, google" || email != "" || subject != "github:777" {
 		t.Fatalf("providerHeaders = %q %q %q: the email must be the first account's", names, email, subject)
+	}
+}
+
+// Signing in again with the provider ends the browser's session it
+// replaces.
+func TestProviderSignInAgainEndsTheOldSession(t *testing.T) {
+	rt, f, store := providerRouter(t)
+	jar := browserJar{}
+	alice := provider.Identity{Subject: "123", Email: "alice@example.com", EmailVerified: true}
+	signInWith(t, rt, f, jar, "tools.localhost", alice)
+	first := jar["ioproxy-oauth-google"]
+	signInWith(t, rt, f, jar, "tools.localhost", alice)
+	if jar["ioproxy-oauth-google"] == first {
+		t.Fatal("the second sign-in kept the first session's cookie")
+	}
+	if _, err := store.Get(t.Context(), first); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("the replaced session: %v, want it ended", err)
+	}
+	if n, _ := store.Count(t.Context()); n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
 	}
 }
