@@ -149,19 +149,12 @@ func (t *Lifecycle) FreshProvider(ctx context.Context, sess Session) (Session, e
 // refreshProvider is one refresh of a provider session, under its
 // refresh lock (see refresh).
 func (t *Lifecycle) refreshProvider(ctx context.Context, id, stale string) (Session, error) {
-	release, err := t.cfg.Store.Lock(ctx, RefreshLock(id), refreshLease)
+	h, err := t.holdRefresh(ctx, id)
 	if err != nil {
-		return Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
+		return Session{}, err
 	}
-	defer release()
-	saveBy := time.Now().Add(refreshLease - leaseMargin)
-	held := context.WithoutCancel(ctx)
-	cur, err := t.cfg.Store.Latest(held, id)
-	if errors.Is(err, ErrNotFound) {
-		return Session{}, ErrEnded
-	} else if err != nil {
-		return Session{}, fmt.Errorf("refresh tokens: %w", err)
-	}
+	defer h.release()
+	saveBy, held, cur := h.saveBy, h.ctx, h.cur
 	now := t.cfg.Now()
 	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
 		return cur, nil // another request or replica refreshed it already
@@ -203,29 +196,18 @@ func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cu
 		s.RefreshedAt, s.Expiry = now, now.Add(t.cfg.SessionLifetime)
 		return nil
 	}
-	for {
-		try := time.Now().Add(saveTimeout)
-		if try.After(saveBy) {
-			try = saveBy
-		}
-		sctx, cancel := context.WithDeadline(ctx, try)
-		next, err := t.cfg.Store.Update(sctx, cur.ID, apply)
-		cancel()
-		switch {
-		case err == nil:
-			t.cfg.Recorder.TokenRefresh(true)
-			return next, nil
-		case errors.Is(err, ErrNotFound):
-			// Signed out meanwhile: the new tokens must not stay live.
-			t.revoke(Session{Host: cur.Host, Provider: cur.Provider, RefreshToken: tokens.RefreshToken, AccessToken: tokens.AccessToken})
-			return Session{}, ErrEnded
-		case errors.Is(err, ErrTooLarge), !time.Now().Add(saveRetry).Before(saveBy):
-			t.cfg.Recorder.TokenRefresh(false)
-			return Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.Subject, err)
-		}
-		t.cfg.Logger.Warn("saving refreshed tokens failed; trying again", "err", err)
-		time.Sleep(saveRetry)
+	next, err := t.updateUntil(ctx, saveBy, cur.ID, apply)
+	switch {
+	case err == nil:
+		t.cfg.Recorder.TokenRefresh(true)
+		return next, nil
+	case errors.Is(err, ErrNotFound):
+		// Signed out meanwhile: the new tokens must not stay live.
+		t.revoke(Session{Host: cur.Host, Provider: cur.Provider, RefreshToken: tokens.RefreshToken, AccessToken: tokens.AccessToken})
+		return Session{}, ErrEnded
 	}
+	t.cfg.Recorder.TokenRefresh(false)
+	return Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.Subject, err)
 }
 
 // providerClient is the client of a provider session's provider on its

@@ -30,21 +30,14 @@ import (
 // session), and until the lease nearly ends to save the answer, tried
 // again through a short store outage.
 func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, error) {
-	release, err := t.cfg.Store.Lock(ctx, RefreshLock(id), refreshLease)
+	h, err := t.holdRefresh(ctx, id)
 	if err != nil {
-		return Session{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
+		return Session{}, err
 	}
-	defer release()
-	saveBy := time.Now().Add(refreshLease - leaseMargin)
-	held := context.WithoutCancel(ctx)
+	defer h.release()
+	saveBy, held, cur := h.saveBy, h.ctx, h.cur
 	ctx, cancel := context.WithTimeout(held, checkTimeout)
 	defer cancel()
-	cur, err := t.cfg.Store.Latest(ctx, id)
-	if errors.Is(err, ErrNotFound) {
-		return Session{}, ErrEnded
-	} else if err != nil {
-		return Session{}, fmt.Errorf("refresh tokens: %w", err)
-	}
 	now := t.cfg.Now()
 	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
 		return cur, nil // another request refreshed it already
@@ -184,6 +177,14 @@ func (t *Lifecycle) storeGrant(ctx context.Context, saveBy time.Time, id string,
 		}
 		return nil
 	}
+	return t.updateUntil(ctx, saveBy, id, apply)
+}
+
+// updateUntil applies a refresh's tokens to the session, again and again
+// (each try bounded by saveTimeout) until saveBy while the store fails
+// for a reason that may pass: the server has spent the old refresh token,
+// so an answer not saved loses the session.
+func (t *Lifecycle) updateUntil(ctx context.Context, saveBy time.Time, id string, apply func(*Session) error) (Session, error) {
 	for {
 		try := time.Now().Add(saveTimeout)
 		if try.After(saveBy) {
@@ -198,6 +199,37 @@ func (t *Lifecycle) storeGrant(ctx context.Context, saveBy time.Time, id string,
 		t.cfg.Logger.Warn("saving refreshed tokens failed; trying again", "err", err)
 		time.Sleep(saveRetry)
 	}
+}
+
+// heldRefresh is a session's refresh lock, held: the session as the
+// store holds it now, the context of the holder (which no caller's
+// leaving cancels) and when the saves must end, within the lease.
+type heldRefresh struct {
+	release func()
+	ctx     context.Context
+	saveBy  time.Time
+	cur     Session
+}
+
+// holdRefresh takes the session's refresh lock (waiting until ctx ends)
+// and reads the session past any cache; ErrEnded when it is gone.
+func (t *Lifecycle) holdRefresh(ctx context.Context, id string) (heldRefresh, error) {
+	release, err := t.cfg.Store.Lock(ctx, RefreshLock(id), refreshLease)
+	if err != nil {
+		return heldRefresh{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
+	}
+	h := heldRefresh{release: release, ctx: context.WithoutCancel(ctx), saveBy: time.Now().Add(refreshLease - leaseMargin)}
+	rctx, cancel := context.WithTimeout(h.ctx, checkTimeout)
+	defer cancel()
+	h.cur, err = t.cfg.Store.Latest(rctx, id)
+	if err != nil {
+		release()
+		if errors.Is(err, ErrNotFound) {
+			return heldRefresh{}, ErrEnded
+		}
+		return heldRefresh{}, fmt.Errorf("refresh tokens: %w", err)
+	}
+	return h, nil
 }
 
 // saveHandle stores the handle that an account check verified, when the
