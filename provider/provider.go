@@ -144,27 +144,8 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("provider: name is empty")
 	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("provider %q: "+format, append([]any{cfg.Name}, args...)...)
-	}
-	if cfg.ClientID == "" {
-		return nil, fail("client_id is empty")
-	}
-	if cfg.RedirectURI == "" {
-		return nil, fail("redirect_uri is empty")
-	}
-	if u, err := url.Parse(cfg.RedirectURI); err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
-		return nil, fail("redirect_uri %q is not an absolute URL without a fragment", cfg.RedirectURI)
-	}
-	for _, s := range cfg.Scopes {
-		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
-			return nil, fail("scope %q is empty or has a space, quote or backslash (RFC 6749 §3.3)", s)
-		}
-	}
-	for k := range cfg.AuthorizeParams {
-		if reservedAuthorizeParam(k) {
-			return nil, fail("authorize parameter %q is set by ioproxy itself; remove it", k)
-		}
+	if err := checkRequest(cfg); err != nil {
+		return nil, fmt.Errorf("provider %q: %w", cfg.Name, err)
 	}
 	c := &Client{
 		cfg:    cfg,
@@ -185,47 +166,80 @@ func New(cfg Config) (*Client, error) {
 		c.log = slog.Default()
 	}
 	c.log = c.log.With("provider", cfg.Name)
+	if err := c.setEndpoints(cfg); err != nil {
+		return nil, fmt.Errorf("provider %q: %w", cfg.Name, err)
+	}
+	return c, nil
+}
 
-	if cfg.UserinfoURL != "" {
-		if _, err := checkEndpoint(cfg.UserinfoURL); err != nil {
-			return nil, fail("userinfo_url: %w", err)
+// checkRequest checks what the authorization request is made of: the
+// client id, the redirect URI, the scopes and the extra parameters.
+func checkRequest(cfg Config) error {
+	if cfg.ClientID == "" {
+		return errors.New("client_id is empty")
+	}
+	if cfg.RedirectURI == "" {
+		return errors.New("redirect_uri is empty")
+	}
+	if u, err := url.Parse(cfg.RedirectURI); err != nil || !u.IsAbs() || u.Host == "" || u.Fragment != "" {
+		return fmt.Errorf("redirect_uri %q is not an absolute URL without a fragment", cfg.RedirectURI)
+	}
+	for _, s := range cfg.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
+			return fmt.Errorf("scope %q is empty or has a space, quote or backslash (RFC 6749 §3.3)", s)
 		}
 	}
+	for k := range cfg.AuthorizeParams {
+		if reservedAuthorizeParam(k) {
+			return fmt.Errorf("authorize parameter %q is set by ioproxy itself; remove it", k)
+		}
+	}
+	if cfg.UserinfoURL != "" {
+		if _, err := checkEndpoint(cfg.UserinfoURL); err != nil {
+			return fmt.Errorf("userinfo_url: %w", err)
+		}
+	}
+	return nil
+}
+
+// setEndpoints checks where the provider is: an issuer, whose discovery
+// names the endpoints and keys (fetched at first use), or the two URLs of
+// a plain OAuth 2.0 provider.
+func (c *Client) setEndpoints(cfg Config) error {
 	switch {
 	case cfg.Issuer != "":
 		if cfg.AuthorizeURL != "" || cfg.TokenURL != "" {
-			return nil, fail("set either issuer (discovery gives the endpoints) or authorize_url and token_url, not both")
+			return errors.New("set either issuer (discovery gives the endpoints) or authorize_url and token_url, not both")
 		}
 		u, err := checkEndpoint(cfg.Issuer)
 		if err != nil {
-			return nil, fail("issuer: %w", err)
+			return fmt.Errorf("issuer: %w", err)
 		}
 		if u.RawQuery != "" || u.ForceQuery {
-			return nil, fail("issuer %q has a query; an issuer is a scheme, host and optional path (OpenID Connect Discovery §2)", cfg.Issuer)
+			return fmt.Errorf("issuer %q has a query; an issuer is a scheme, host and optional path (OpenID Connect Discovery §2)", cfg.Issuer)
 		}
 		c.disc = &discoveryCache{}
 		c.keys = &keyCache{}
+		return nil
 	case cfg.AuthorizeURL == "" || cfg.TokenURL == "":
-		return nil, fail("set issuer, or both authorize_url and token_url")
-	default:
-		if c.openid {
-			return nil, fail(`scope "openid" needs issuer: ID tokens are verified with the keys its discovery document names`)
-		}
-		if _, err := checkEndpoint(cfg.AuthorizeURL); err != nil {
-			return nil, fail("authorize_url: %w", err)
-		}
-		tu, err := checkEndpoint(cfg.TokenURL)
-		if err != nil {
-			return nil, fail("token_url: %w", err)
-		}
-		c.static = &endpoints{
-			authorize: cfg.AuthorizeURL,
-			token:     cfg.TokenURL,
-			userinfo:  cfg.UserinfoURL,
-			issuer:    tu.Scheme + "://" + tu.Host,
-		}
+		return errors.New("set issuer, or both authorize_url and token_url")
+	case c.openid:
+		return errors.New(`scope "openid" needs issuer: ID tokens are verified with the keys its discovery document names`)
 	}
-	return c, nil
+	if _, err := checkEndpoint(cfg.AuthorizeURL); err != nil {
+		return fmt.Errorf("authorize_url: %w", err)
+	}
+	tu, err := checkEndpoint(cfg.TokenURL)
+	if err != nil {
+		return fmt.Errorf("token_url: %w", err)
+	}
+	c.static = &endpoints{
+		authorize: cfg.AuthorizeURL,
+		token:     cfg.TokenURL,
+		userinfo:  cfg.UserinfoURL,
+		issuer:    tu.Scheme + "://" + tu.Host,
+	}
+	return nil
 }
 
 // defaultHTTPClient bounds every phase of a request, since a provider that
