@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -84,6 +86,31 @@ func (n *Nomad) backend(name string) *nomadService {
 		n.services[name] = s
 	}
 	return s
+}
+
+// Retain forgets the services not named, which no route uses any more
+// (a host removed by a reload, or named only by a reload that failed),
+// so that Run stops asking Nomad about them. A route still serving a
+// request keeps its service working, fetched on demand.
+func (n *Nomad) Retain(names []string) {
+	keep := map[string]bool{}
+	for _, name := range names {
+		keep[name] = true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name := range n.services {
+		if !keep[name] {
+			delete(n.services, name)
+		}
+	}
+}
+
+// Services are the names of the services Run keeps fresh, sorted.
+func (n *Nomad) Services() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Sorted(maps.Keys(n.services))
 }
 
 // Run refreshes every known service at the configured interval until ctx

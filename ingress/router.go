@@ -175,6 +175,22 @@ func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
 // Routes are the routes being served.
 func (router *Router) Routes() *Routes { return router.routes.Load() }
 
+// NomadServices are the Nomad services the routes' backends name.
+func (routes *Routes) NomadServices() []string {
+	var out []string
+	for _, hr := range routes.hosts {
+		if hr.host.Backend.Kind == config.BackendNomad {
+			out = append(out, hr.host.Backend.Service)
+		}
+	}
+	for _, hr := range routes.serves {
+		if hr.host.Backend.Kind == config.BackendNomad {
+			out = append(out, hr.host.Backend.Service)
+		}
+	}
+	return out
+}
+
 // SetRoutes serves routes from now on; requests already being served
 // finish under the routes they began with.
 func (router *Router) SetRoutes(routes *Routes) { router.routes.Store(routes) }

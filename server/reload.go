@@ -47,6 +47,11 @@ func (s *Server) Reload(ctx context.Context) (ReloadReport, error) {
 		return ReloadReport{}, fmt.Errorf("reload: the configuration has %d error(s); the running one stays: %w", n, diags)
 	}
 	rep, err := s.apply(ctx, cfg)
+	if s.nomad != nil {
+		// The routes in use name the services to keep asking Nomad
+		// about; those only a failed reload named are forgotten.
+		s.nomad.Retain(s.router.Routes().NomadServices())
+	}
 	if err != nil {
 		s.recorder.Reload(false)
 		s.log.Error("reload failed; the running configuration stays", "err", err)

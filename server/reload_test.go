@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -335,5 +336,42 @@ host %q { backend = %q }
 	}
 	if code, _ := get(t, rl.srv.Addrs["http"], "new.localhost", "/", ""); code != 200 {
 		t.Fatalf("the reloaded host answered %d", code)
+	}
+}
+
+// Nomad is asked about the services the routes in use name: a reload
+// that failed after naming one leaves it out, and one that removed a
+// host forgets its service.
+func TestReloadNomadServices(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	taken := httptest.NewServer(http.NotFoundHandler())
+	defer taken.Close()
+	httpPort := freePort(t)
+	src := func(hosts, extra string) string {
+		return fmt.Sprintf(`
+data_dir = %q
+ingress { http = "127.0.0.1:%d" }
+admin { listen = "" }
+nomad { address = "http://127.0.0.1:1" }
+%s
+%s
+`, dataDir, httpPort, hosts, extra)
+	}
+	a := `host "a.localhost" { backend = "nomad:svc-a" }`
+	b := `host "b.localhost" { backend = "nomad:svc-b" }`
+	rl := startReloadable(t, src(a, ""))
+	if got := rl.srv.nomad.Services(); !slices.Equal(got, []string{"svc-a"}) {
+		t.Fatalf("services at start: %q", got)
+	}
+	rl.write(src(a+"\n"+b, fmt.Sprintf("call \"c\" {\n  port     = %s\n  endpoint = \"a.localhost\"\n}\n", strings.TrimPrefix(taken.URL, "http://127.0.0.1:"))))
+	if _, err := rl.srv.Reload(context.Background()); err == nil {
+		t.Fatal("a reload with a taken port succeeded")
+	}
+	if got := rl.srv.nomad.Services(); !slices.Equal(got, []string{"svc-a"}) {
+		t.Fatalf("services after a failed reload: %q", got)
+	}
+	rl.reload(src(b, ""))
+	if got := rl.srv.nomad.Services(); !slices.Equal(got, []string{"svc-b"}) {
+		t.Fatalf("services after a reload that removed a host: %q", got)
 	}
 }
