@@ -83,7 +83,8 @@ type Router struct {
 // served start to end by the Routes it began under, whatever reloads
 // happen meanwhile.
 type Routes struct {
-	hosts map[string]*hostRoute
+	router *Router
+	hosts  map[string]*hostRoute
 	// serves are the routes of the serve blocks' ports, by label.
 	serves map[string]*hostRoute
 	// trustedProxies are the addresses whose X-Forwarded-* are believed.
@@ -154,7 +155,7 @@ func New(cfg Config) (*Router, error) {
 // NewRoutes builds the routes of a configuration without serving them:
 // a reload builds them all before it replaces anything.
 func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
-	routes := &Routes{hosts: map[string]*hostRoute{}, serves: map[string]*hostRoute{}, trustedProxies: cfg.Config.Ingress.TrustedProxies}
+	routes := &Routes{router: router, hosts: map[string]*hostRoute{}, serves: map[string]*hostRoute{}, trustedProxies: cfg.Config.Ingress.TrustedProxies}
 	for _, h := range cfg.Config.Hosts {
 		hr, err := router.newHostRoute(h, cfg)
 		if err != nil {
@@ -286,15 +287,32 @@ func (router *Router) trusted(r *http.Request) bool {
 
 // ServeHTTP routes by Host: port ignored, case-insensitive.
 func (router *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	hr, ok := router.routes.Load().hosts[config.NormalizeHost(r.Host)]
+	router.routes.Load().ServeHTTP(w, r)
+}
+
+// ServeHTTP routes by Host under these routes: a caller that decided
+// something of the request by them (Host) serves it by the same ones,
+// whatever reload comes between.
+func (routes *Routes) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hr, ok := routes.hosts[config.NormalizeHost(r.Host)]
 	if !ok {
 		start := time.Now()
 		writeError(w, r, errorPage{Status: http.StatusNotFound, Title: "Unknown host", Message: "This server does not serve the site you asked for. Check the address."})
 		// Not the request's Host: that would let clients mint metric labels.
-		router.record(r, start, UnknownHost, &trace{}, http.StatusNotFound)
+		routes.router.record(r, start, UnknownHost, &trace{}, http.StatusNotFound)
 		return
 	}
 	hr.ServeHTTP(w, r)
+}
+
+// Host is the configured host a request's Host names (case-insensitive,
+// port ignored), if any.
+func (routes *Routes) Host(name string) (config.Host, bool) {
+	hr, ok := routes.hosts[config.NormalizeHost(name)]
+	if !ok {
+		return config.Host{}, false
+	}
+	return hr.host, true
 }
 
 // ctxKey carries the chosen upstream and identity from ServeHTTP to the

@@ -269,9 +269,12 @@ func trustedProxy(prefixes []netip.Prefix, a netip.Addr) bool {
 func (s *Server) httpHandler() http.Handler {
 	_, httpsPort, _ := net.SplitHostPort(s.config().Ingress.HTTPSAddr)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, ok := s.config().Host(r.Host)
+		// One snapshot of the routes decides and serves: a reload in
+		// between must not serve plain HTTP for a host that now has TLS.
+		routes := s.router.Routes()
+		h, ok := routes.Host(r.Host)
 		if !ok || h.ServesHTTP() {
-			s.router.ServeHTTP(w, r)
+			routes.ServeHTTP(w, r)
 			return
 		}
 		host := h.Hostname
