@@ -90,6 +90,13 @@ func isAuthorization(auth *config.CallAuth) bool {
 func applyCredential(out *http.Request, auth *config.CallAuth) {
 	cred, ok := out.Context().Value(credentialKey{}).(string)
 	if auth == nil || !ok {
+		// Proxy-Session is ioproxy's key to the user's sessions: it is
+		// for calling ports, never for the service behind one.
+		for name := range out.Header {
+			if strings.EqualFold(strings.ReplaceAll(name, "_", "-"), contract.ProxySession) {
+				delete(out.Header, name)
+			}
+		}
 		return
 	}
 	contract.StripIdentity(out.Header)

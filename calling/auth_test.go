@@ -541,3 +541,25 @@ func TestWithQueryParam(t *testing.T) {
 		}
 	}
 }
+
+// A call to a URL endpoint without auth never carries Proxy-Session, in
+// any spelling, to the service: it is ioproxy's key, for calling ports.
+func TestURLEndpointDropsProxySession(t *testing.T) {
+	got := make(chan http.Header, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Clone() }))
+	defer upstream.Close()
+	u, _ := url.Parse(upstream.URL)
+	h, err := New(Config{Call: config.Call{Label: "api", Endpoint: config.Endpoint{Kind: config.EndpointURL, URL: u, Raw: upstream.URL}, MaxBodyBytes: 1 << 20, Timeout: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1/v1/things", nil)
+	req.Header["Proxy-Session"] = []string{sessions.NewToken()}
+	req.Header["Proxy_session"] = []string{sessions.NewToken()}
+	req.Header.Set("X-App", "1")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	seen := <-got
+	if seen.Get("X-App") != "1" || len(seen["Proxy-Session"]) != 0 || len(seen["Proxy_session"]) != 0 {
+		t.Fatalf("the upstream got %v", seen)
+	}
+}
