@@ -284,7 +284,8 @@ func (b *builder) authorizeParams(raw *oauthSchema, host string) url.Values {
 	if len(raw.Parameters) == 0 {
 		return nil
 	}
-	const example = `authorize_parameter { name = "access_type", value = "offline" }`
+	// HCL allows one argument in a one-line block: the example spans lines.
+	const example = "authorize_parameter {\n      name  = \"access_type\"\n      value = \"offline\"\n    }"
 	params := url.Values{}
 	seen := map[string]hcl.Range{}
 	for _, rp := range raw.Parameters {

@@ -444,7 +444,7 @@ func TestOAuthBad(t *testing.T) {
 
 		// authorize_parameter
 		{"parameter without a value", oauthHost(google(issuer, `    authorize_parameter { name = "prompt" }`)), "7:5",
-			`authorize_parameter needs a name and a value, as in authorize_parameter { name = "access_type", value = "offline" }.`},
+			`authorize_parameter needs a name and a value, as in authorize_parameter {`},
 		{"parameter without a name", oauthHost(google(issuer, `    authorize_parameter { value = "consent" }`)), "7:5", `Missing name`},
 		{"parameter with an empty value", oauthHost(google(issuer, `    authorize_parameter {`, `      name  = "prompt"`, `      value = ""`, `    }`)), "9:15",
 			`authorize_parameter "prompt" has an empty value`},

@@ -37,6 +37,9 @@ host "tools.example.com" {
       name  = "access_type"
       value = "offline"
     }
+    # And only at the first consent: prompt = consent asks for it at every
+    # sign-in (Google's consent screen each time), so that every session
+    # has one; without it, a session ends with its 1-hour token.
     authorize_parameter {
       name  = "prompt"
       value = "consent"

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -197,14 +198,19 @@ func cmdServe(args []string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	requests := make(chan reloadRequest)
 	control, err := listenControl(cfg.DataDir)
-	if err != nil {
+	switch {
+	case errors.Is(err, errSocketPathTooLong):
+		// Only `ioproxy reload` needs the socket: run without it.
+		log.Warn("no control socket: ioproxy reload cannot reach this process; reload it with kill -HUP", "err", err)
+	case err != nil:
 		log.Error("ioproxy could not start", "err", err)
 		return 1
+	default:
+		defer control.Close()
+		go control.serve(requests, log)
 	}
-	defer control.Close()
-	requests := make(chan reloadRequest)
-	go control.serve(requests, log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	load := func() (*config.Config, hcl.Diagnostics) { return readConfig(paths) }

@@ -29,6 +29,10 @@ const controlSocketName = "ioproxy.sock"
 // maxSocketPath is the longest path a Unix socket may have on Linux.
 const maxSocketPath = 107
 
+// errSocketPathTooLong is a data dir too deep for a control socket; serve
+// runs without one (SIGHUP still reloads).
+var errSocketPathTooLong = errors.New("data_dir too long for a control socket")
+
 // reloadRequest is a reload asked for (SIGHUP, or the control socket);
 // reply, when set, receives the outcome.
 type reloadRequest struct {
@@ -57,7 +61,7 @@ func listenControl(dataDir string) (*controlSocket, error) {
 	}
 	path := filepath.Join(dataDir, controlSocketName)
 	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("the control socket %s is a path of %d bytes, over the %d a socket may have: use a shorter data_dir (or reload with kill -HUP)", path, len(path), maxSocketPath)
+		return nil, fmt.Errorf("the control socket %s is a path of %d bytes, over the %d a socket may have (a shorter data_dir has one): %w", path, len(path), maxSocketPath, errSocketPathTooLong)
 	}
 	if err := clearStaleSocket(path); err != nil {
 		return nil, err
