@@ -23,6 +23,8 @@ type fakeProviderClient struct {
 	codes map[string]provider.Identity // code → who signed in
 	asked []provider.AuthRequest
 	nonce map[string]string // code → the nonce its ID token carries
+	// fail, when set, is every exchange's error.
+	fail error
 }
 
 func newFakeProviderClient() *fakeProviderClient {
@@ -52,6 +54,9 @@ func (f *fakeProviderClient) issue(who provider.Identity) (state, code string) {
 func (f *fakeProviderClient) Exchange(ctx context.Context, code, verifier, nonce string) (*provider.Grant, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.fail != nil {
+		return nil, f.fail
+	}
 	who, ok := f.codes[code]
 	if !ok {
 		return nil, fmt.Errorf("google: %w", provider.ErrInvalidGrant)
@@ -394,5 +399,25 @@ func TestProviderSignInAgainEndsTheOldSession(t *testing.T) {
 	}
 	if n, _ := store.Count(t.Context()); n != 1 {
 		t.Fatalf("%d sessions, want 1", n)
+	}
+}
+
+// An ID token that does not verify (a bad signature, another audience:
+// the provider package's checks) gets a readable page, and no session.
+func TestProviderBadIDToken(t *testing.T) {
+	rt, f, store := providerRouter(t)
+	for _, why := range []error{
+		fmt.Errorf("google: exchange: %w: signature does not verify with the issuer's keys", provider.ErrIDToken),
+		fmt.Errorf("google: exchange: %w: aud does not contain the client id", provider.ErrIDToken),
+	} {
+		f.fail = why
+		jar := browserJar{}
+		rec := signInWith(t, rt, f, jar, "tools.localhost", provider.Identity{Subject: "1", Email: "alice@example.com", EmailVerified: true})
+		if rec.Code != http.StatusBadGateway || !strings.Contains(rec.Body.String(), "answer could not be verified") || strings.Contains(rec.Body.String(), "signature") {
+			t.Errorf("%v: %d %s", why, rec.Code, rec.Body)
+		}
+	}
+	if n, _ := store.Count(t.Context()); n != 0 {
+		t.Fatalf("%d sessions", n)
 	}
 }
