@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"reflect"
 	"slices"
@@ -193,12 +194,27 @@ func (s *Server) preparePorts(n *next) error {
 		return err
 	}
 	byAddr := map[string]*port{}
+	byPort := map[string]string{} // port number → the address bound with it
 	for _, p := range s.ports {
 		if strings.HasPrefix(p.role, "call:") || strings.HasPrefix(p.role, "serve:") {
 			byAddr[p.addr] = p
+			if _, num, err := net.SplitHostPort(p.addr); err == nil {
+				byPort[num] = p.addr
+			}
 		}
 	}
 	for _, sp := range specs {
+		if _, ok := byAddr[sp.addr]; !ok {
+			// Another bind on a port this process holds cannot be bound
+			// beside it (127.0.0.1 to 0.0.0.0, say): keep the listener,
+			// and name the change for the next restart.
+			if _, num, err := net.SplitHostPort(sp.addr); err == nil {
+				if held, ok := byPort[num]; ok && byAddr[held] != nil {
+					n.restart = append(n.restart, fmt.Sprintf("%s bind (%s, listening on %s)", sp.role, sp.addr, held))
+					sp.addr = held
+				}
+			}
+		}
 		if p, ok := byAddr[sp.addr]; ok {
 			delete(byAddr, sp.addr)
 			if p.max != sp.conns.Max {

@@ -375,3 +375,34 @@ nomad { address = "http://127.0.0.1:1" }
 		t.Fatalf("services after a reload that removed a host: %q", got)
 	}
 }
+
+// A calling port whose bind changes on the same port keeps its listener
+// (a second one could not be bound beside it) and the report names the
+// change for the next restart.
+func TestReloadBindChangeNeedsARestart(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	defer backend.Close()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	httpPort, callPort := freePort(t), freePort(t)
+	src := func(bind string) string {
+		return fmt.Sprintf(`
+data_dir = %q
+ingress { http = "127.0.0.1:%d" }
+admin { listen = "" }
+host "app.localhost" { backend = %q }
+call "c" {
+  port     = %d
+  bind     = %q
+  endpoint = "app.localhost"
+}
+`, dataDir, httpPort, backend.URL, callPort, bind)
+	}
+	rl := startReloadable(t, src("127.0.0.1"))
+	rep := rl.reload(src("0.0.0.0"))
+	if len(rep.Restart) != 1 || !strings.Contains(rep.Restart[0], "call:c bind") {
+		t.Fatalf("restart = %q", rep.Restart)
+	}
+	if code, body := get(t, rl.srv.Addrs["call:c"], "127.0.0.1", "/", ""); code != 200 || body != "ok" {
+		t.Fatalf("the calling port after the reload: %d %q", code, body)
+	}
+}
