@@ -61,6 +61,9 @@ func credential(ctx context.Context, cfg Config, proxySession string) (value str
 		cfg.Logger.Error("session store failed", "call", label, "err", err)
 		return "", http.StatusServiceUnavailable, "SessionStoreUnavailable", "the session store is not reachable; try again in a moment"
 	}
+	if cfg.ProviderAdmitted != nil && !cfg.ProviderAdmitted(sess) {
+		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s account may no longer use this site (its host's rules or provider changed): sign in again at /@%s/signin", auth.Provider, auth.Provider)
+	}
 	fresh, err := cfg.Sessions.FreshProvider(ctx, sess)
 	switch {
 	case errors.Is(err, sessions.ErrEnded):

@@ -563,3 +563,26 @@ func TestURLEndpointDropsProxySession(t *testing.T) {
 		t.Fatalf("the upstream got %v", seen)
 	}
 }
+
+// A provider session the host's rules no longer admit (a reload changed
+// them, or the provider) makes no call: 401, nothing upstream, no
+// refresh.
+func TestSessionCredentialRefusedByRules(t *testing.T) {
+	e := newAuthEnv(t)
+	g := e.googleSession(t, time.Now().Add(-time.Second), "google-refresh-1")
+	var asked []string
+	h, err := New(Config{Call: authCall(t, e.cfg, "google"), Sessions: e.life, ProviderAdmitted: func(s sessions.Session) bool {
+		asked = append(asked, s.Subject)
+		return false
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := authSend(h, "/v1/things", map[string]string{"Proxy-Session": g.ProxyKey})
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "may no longer use this site") {
+		t.Fatalf("a refused session's call: %d %s", rec.Code, rec.Body)
+	}
+	if len(asked) != 1 || asked[0] != "1234" || e.google.refreshes.Load() != 0 || len(e.upstream.take()) != 0 {
+		t.Fatalf("asked %q, %d refreshes, the upstream was reached", asked, e.google.refreshes.Load())
+	}
+}

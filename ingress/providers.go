@@ -425,3 +425,23 @@ func proxyKeys(sess *sessions.Session, provs []*sessions.Session) string {
 	}
 	return strings.Join(keys, ",")
 }
+
+// ProviderSessionAdmitted reports whether a provider session may still
+// be used as the routes stand: its host still has the provider, with the
+// same issuer and client, and the provider's require_oauth (if any)
+// still admits the account. Calls ask it (a reload may have changed the
+// rules since the session was made).
+func (routes *Routes) ProviderSessionAdmitted(sess sessions.Session) bool {
+	hr, ok := routes.hosts[sess.Host]
+	if !ok || sess.Provider == "" {
+		return false
+	}
+	pr := hr.providerRoute(sess.Provider)
+	switch {
+	case pr == nil, sess.Issuer != providerIssuer(pr.cfg) || sess.ClientID != pr.cfg.ClientID:
+		return false
+	case pr.rules != nil:
+		return pr.rules.Admits(sess.Email, sess.Email != "")
+	}
+	return true
+}

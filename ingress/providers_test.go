@@ -421,3 +421,33 @@ func TestProviderBadIDToken(t *testing.T) {
 		t.Fatalf("%d sessions", n)
 	}
 }
+
+// Calls ask the routes whether a provider session may still be used:
+// its host, its provider with the same issuer and client, and the
+// provider's require_oauth as it stands.
+func TestProviderSessionAdmitted(t *testing.T) {
+	rt, _, _ := providerRouter(t)
+	routes := rt.Routes()
+	ok := sessions.Session{Host: "tools.localhost", Provider: "google", Issuer: "https://accounts.example.net", ClientID: "client", Subject: "1", Email: "alice@example.com"}
+	for _, tc := range []struct {
+		name string
+		edit func(*sessions.Session)
+		want bool
+	}{
+		{"admitted", func(*sessions.Session) {}, true},
+		{"another domain", func(s *sessions.Session) { s.Email = "mallory@evil.example" }, false},
+		{"no verified email", func(s *sessions.Session) { s.Email = "" }, false},
+		{"another issuer", func(s *sessions.Session) { s.Issuer = "https://old-idp.example" }, false},
+		{"another client", func(s *sessions.Session) { s.ClientID = "old" }, false},
+		{"a provider the host lacks", func(s *sessions.Session) { s.Provider = "github" }, false},
+		{"a host that is gone", func(s *sessions.Session) { s.Host = "gone.localhost" }, false},
+		{"an AT Protocol session", func(s *sessions.Session) { s.Provider = "" }, false},
+		{"a host without rules for it", func(s *sessions.Session) { s.Host, s.Email = "open.localhost", "" }, true},
+	} {
+		s := ok
+		tc.edit(&s)
+		if got := routes.ProviderSessionAdmitted(s); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
