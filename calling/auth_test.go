@@ -586,3 +586,24 @@ func TestSessionCredentialRefusedByRules(t *testing.T) {
 		t.Fatalf("asked %q, %d refreshes, the upstream was reached", asked, e.google.refreshes.Load())
 	}
 }
+
+// A call to the PDS with a session its host's rules no longer admit (a
+// reload changed them) gets 401 and reaches no PDS.
+func TestPDSCallRefusedByRules(t *testing.T) {
+	e := newCallEnv(t)
+	sess := e.signIn(t, e.alice)
+	before := e.srv.Counts()
+	var asked []string
+	h, err := New(Config{Call: pdsCall(), Sessions: e.tokens, Identity: e.resolver, PDSClient: e.pdsClient, Nonces: e.nonces,
+		ATProtoAdmitted: func(s sessions.Session) bool { asked = append(asked, s.DID); return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := call(h, "GET", "/xrpc/com.example.echo", "", who(sess))
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Body.String(), "may no longer use this site") {
+		t.Fatalf("a refused session's call: %d %s", rec.Code, rec.Body)
+	}
+	if len(asked) != 1 || asked[0] != sess.DID || e.srv.Counts() != before {
+		t.Fatalf("asked %q; the PDS saw %+v, before %+v", asked, e.srv.Counts(), before)
+	}
+}

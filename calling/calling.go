@@ -53,10 +53,12 @@ type Config struct {
 	Nonces *dpop.Nonces
 	// HostHandler serves calls whose endpoint names an ingress host.
 	HostHandler func(name string) (http.Handler, bool)
-	// ProviderAdmitted, when set, says whether a provider session may
-	// still be used (its host's rules as they stand now); calls with a
-	// session the rules refuse get 401.
+	// ProviderAdmitted and ATProtoAdmitted, when set, say whether a
+	// session may still be used (its host's rules as they stand now, a
+	// reload may have changed them); calls with a session the rules
+	// refuse get 401.
 	ProviderAdmitted func(sessions.Session) bool
+	ATProtoAdmitted  func(sessions.Session) bool
 	// Recorder receives a report of every call and of upstream answer
 	// times; observe.Discard when nil.
 	Recorder observe.Recorder

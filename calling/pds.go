@@ -108,6 +108,10 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the Proxy-Session belongs to another account than User-Did")
 		return
 	}
+	if h.cfg.ATProtoAdmitted != nil && !h.cfg.ATProtoAdmitted(sess) {
+		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the account may no longer use this site (its host's rules changed, or the host is gone): sign in again")
+		return
+	}
 	h.authenticated(ctx, w, r, sess, body)
 }
 

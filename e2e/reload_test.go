@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,5 +145,22 @@ call "pds" {
 	}
 	if n := len(listSessions(srv.Store())); n != sessionsBefore+1 {
 		t.Fatalf("%d sessions after the reloads, want alice's and bob's (%d)", n, sessionsBefore+1)
+	}
+
+	// A reload that names bob alone: alice's pages are refused, and so
+	// are her calls to her PDS, though her session lives on.
+	reload(cfgWith(toolB.URL, `"bob.test"`))
+	navigate(ctx, t, base+"/post")
+	if got := text(ctx, t, "#account-handle"); got != "@alice.test" {
+		t.Fatalf("alice after the reload that drops her: %q", got)
+	}
+	key := toolB.lastSeen().Get("Proxy-Session")
+	resp, body := callPDS(ctx, t, http.DefaultClient, pdsPort, alice.DID, key, "com.atproto.repo.createRecord", "application/json",
+		[]byte(`{"repo":"`+alice.DID+`","collection":"xyz.statusphere.status","record":{"$type":"xyz.statusphere.status","status":"x","createdAt":"2026-12-01T00:00:00Z"}}`))
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "may no longer use this site") {
+		t.Fatalf("alice's call after the reload that drops her: %d %s", resp.StatusCode, body)
+	}
+	if n := len(listStatuses(t, a.PDSURL, alice.DID)); n != 1 {
+		t.Fatalf("alice has %d statuses, want still 1", n)
 	}
 }

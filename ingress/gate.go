@@ -431,3 +431,24 @@ func (router *Router) forwardedURI(r *http.Request) string {
 	}
 	return r.Header.Get("X-Original-Uri")
 }
+
+// ATProtoSessionAdmitted reports whether an AT Protocol session may still
+// call its PDS as the routes stand: its host is still configured, and
+// the host's require_atproto (if any) still names the account. A handle
+// whose last check is old counts as named: the call's refresh checks it
+// again, and ingress judges it at the next page.
+func (routes *Routes) ATProtoSessionAdmitted(sess sessions.Session) bool {
+	hr, ok := routes.hosts[sess.Host]
+	if !ok || sess.Provider != "" {
+		return false
+	}
+	g := hr.gate
+	switch {
+	case g == nil:
+		return true
+	case g.rules == nil:
+		return false // keys alone admit on this host, never a session
+	}
+	v := g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.router.now())
+	return v != access.NotNamed
+}

@@ -965,3 +965,42 @@ host "guarded.example.com" {
 		}
 	}
 }
+
+// Calls to the PDS ask the routes whether an AT Protocol session may
+// still be used: its host, and the host's require_atproto as it stands
+// (an old handle check counts as named: the call's refresh checks it).
+func TestATProtoSessionAdmitted(t *testing.T) {
+	cfg := mustConfig(t, `
+host "open.localhost" { backend = "localhost:1" }
+host "tool.localhost" {
+  backend = "localhost:1"
+  require_atproto { handles = ["alice.test"] }
+}
+host "keys.localhost" {
+  backend = "localhost:1"
+  apikey_auth { users = ["ci:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="] }
+}
+`)
+	routes := newRouter(t, cfg, nil).Routes()
+	now := time.Now()
+	alice := sessions.Session{Host: "tool.localhost", DID: "did:plc:alice", Handle: "alice.test", HandleCheckedAt: now, CreatedAt: now}
+	for _, tc := range []struct {
+		name string
+		edit func(*sessions.Session)
+		want bool
+	}{
+		{"named", func(*sessions.Session) {}, true},
+		{"named, checked long ago", func(s *sessions.Session) { s.HandleCheckedAt = now.Add(-24 * time.Hour) }, true},
+		{"not named", func(s *sessions.Session) { s.Handle = "bob.test" }, false},
+		{"an open host", func(s *sessions.Session) { s.Host = "open.localhost" }, true},
+		{"a host of keys only", func(s *sessions.Session) { s.Host = "keys.localhost" }, false},
+		{"a host that is gone", func(s *sessions.Session) { s.Host = "gone.localhost" }, false},
+		{"a provider's session", func(s *sessions.Session) { s.Host, s.Provider = "open.localhost", "google" }, false},
+	} {
+		s := alice
+		tc.edit(&s)
+		if got := routes.ATProtoSessionAdmitted(s); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -167,7 +167,8 @@ func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes) ([]portSp
 	for _, c := range cfg.Calls {
 		h, err := calling.New(calling.Config{
 			Call: c, Sessions: s.sessions, Identity: s.out.resolver, PDSClient: s.out.pds, Nonces: s.out.nonces,
-			HostHandler: routes.HostHandler, ProviderAdmitted: routes.ProviderSessionAdmitted, Recorder: s.recorder, Logger: s.log,
+			HostHandler: routes.HostHandler, ProviderAdmitted: routes.ProviderSessionAdmitted, ATProtoAdmitted: routes.ATProtoSessionAdmitted,
+			Recorder: s.recorder, Logger: s.log,
 		})
 		if err != nil {
 			return nil, err
