@@ -131,9 +131,10 @@ func providerLabel(name string) string {
 // off to the provider's authorization page.
 func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
 	retry := pr.prefix + "signin"
-	if m := r.Header.Get("Sec-Fetch-Mode"); m != "" && m != "navigate" {
-		// An <img> or a fetch on another site's page would write a
-		// sign-in in progress per load, using up the visitor's share.
+	if m, d := r.Header.Get("Sec-Fetch-Mode"), r.Header.Get("Sec-Fetch-Dest"); m != "" && m != "navigate" || d != "" && d != "document" {
+		// An <img>, a fetch or an <iframe> on another site's page would
+		// write a sign-in in progress per load, using up the visitor's
+		// share.
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in not started", Message: "A sign-in starts from a link or a form, not from within another page.", Retry: retry})
 		return
 	}
@@ -295,8 +296,15 @@ func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request
 	hr.router.log.Info("signed in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "subject", sess.Subject)
 	if old, _ := hr.providerSession(r, pr); old != nil {
 		// The browser's session with the provider is replaced: its
-		// tokens must not stay live behind a cookie that is gone.
-		_ = hr.router.store.End(r.Context(), *old)
+		// tokens must not stay live behind a cookie that is gone. Of the
+		// same account, it is only forgotten: revoking its token would
+		// end the new grant too at providers that revoke a user's whole
+		// grant to the client (Google).
+		if old.Subject == sess.Subject {
+			_ = hr.router.store.Forget(r.Context(), *old)
+		} else {
+			_ = hr.router.store.End(r.Context(), *old)
+		}
 	}
 	setCookie(w, r, providerCookie(r, pr.cfg.Name), sess.ID, time.Until(sess.Expiry))
 	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)

@@ -335,6 +335,11 @@ func TestProviderReviewFindings(t *testing.T) {
 	if rec.Code != http.StatusForbidden {
 		t.Fatalf("a sign-in started by an image: %d", rec.Code)
 	}
+	rec = httptest.NewRecorder()
+	rt.ServeHTTP(rec, browserJar{}.request(http.MethodGet, "http://tools.localhost/@google/signin", http.Header{"Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"iframe"}}))
+	if rec.Code != http.StatusForbidden {
+		t.Fatalf("a sign-in started by an iframe: %d", rec.Code)
+	}
 	if n, _ := store.Count(t.Context()); n != 0 {
 		t.Fatalf("%d sessions", n)
 	}
@@ -383,7 +388,8 @@ func TestProviderHeadersOfOneAccount(t *testing.T) {
 }
 
 // Signing in again with the provider ends the browser's session it
-// replaces.
+// replaces (of the same account, without revoking: that would end the
+// new grant too at Google).
 func TestProviderSignInAgainEndsTheOldSession(t *testing.T) {
 	rt, f, store := providerRouter(t)
 	jar := browserJar{}

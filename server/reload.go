@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -193,44 +194,61 @@ func (s *Server) preparePorts(n *next) error {
 	if err != nil {
 		return err
 	}
-	byAddr := map[string]*port{}
-	byPort := map[string]string{} // port number → the address bound with it
+	held := map[string]*port{} // by address, until a spec claims it
 	for _, p := range s.ports {
 		if strings.HasPrefix(p.role, "call:") || strings.HasPrefix(p.role, "serve:") {
-			byAddr[p.addr] = p
-			if _, num, err := net.SplitHostPort(p.addr); err == nil {
-				byPort[num] = p.addr
-			}
+			held[p.addr] = p
 		}
 	}
-	for _, sp := range specs {
-		if _, ok := byAddr[sp.addr]; !ok {
-			// Another bind on a port this process holds cannot be bound
-			// beside it (127.0.0.1 to 0.0.0.0, say): keep the listener,
-			// and name the change for the next restart.
-			if _, num, err := net.SplitHostPort(sp.addr); err == nil {
-				if held, ok := byPort[num]; ok && byAddr[held] != nil {
-					n.restart = append(n.restart, fmt.Sprintf("%s bind (%s, listening on %s)", sp.role, sp.addr, held))
-					sp.addr = held
-				}
-			}
-		}
-		if p, ok := byAddr[sp.addr]; ok {
-			delete(byAddr, sp.addr)
-			if p.max != sp.conns.Max {
-				n.restart = append(n.restart, sp.role+" max_connections")
-			}
-			n.ports = append(n.ports, portChange{port: p, role: sp.role, handler: sp.handler})
-			continue
-		}
-		p, err := s.bind(n.bound, sp.role, sp.addr, sp.handler, false, sp.conns)
-		if err != nil {
-			return err
+	keep := func(p *port, sp portSpec) {
+		delete(held, p.addr)
+		if p.max != sp.conns.Max {
+			n.restart = append(n.restart, sp.role+" max_connections")
 		}
 		n.ports = append(n.ports, portChange{port: p, role: sp.role, handler: sp.handler})
 	}
-	for _, p := range byAddr {
+	// Exact addresses first, so that no block takes another's listener.
+	var rest []portSpec
+	for _, sp := range specs {
+		if p, ok := held[sp.addr]; ok {
+			keep(p, sp)
+		} else {
+			rest = append(rest, sp)
+		}
+	}
+	for _, sp := range rest {
+		p, err := s.bind(n.bound, sp.role, sp.addr, sp.handler, false, sp.conns)
+		if err == nil {
+			n.ports = append(n.ports, portChange{port: p, role: sp.role, handler: sp.handler})
+			continue
+		}
+		// The block's own listener on the same port, under another bind
+		// (127.0.0.1 to 0.0.0.0): the new one cannot be bound beside it.
+		// Keep it, and name the change for the next restart.
+		own := heldBySamePort(held, sp)
+		if own == nil || !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+		n.restart = append(n.restart, fmt.Sprintf("%s bind (%s, listening on %s)", sp.role, sp.addr, own.addr))
+		keep(own, sp)
+	}
+	for _, p := range held {
 		n.closed = append(n.closed, p)
+	}
+	return nil
+}
+
+// heldBySamePort is the unclaimed listener of the same block (role) on
+// the same port number as sp, if any.
+func heldBySamePort(held map[string]*port, sp portSpec) *port {
+	_, num, err := net.SplitHostPort(sp.addr)
+	if err != nil {
+		return nil
+	}
+	for addr, p := range held {
+		if _, n, err := net.SplitHostPort(addr); err == nil && n == num && p.role == sp.role {
+			return p
+		}
 	}
 	return nil
 }

@@ -406,3 +406,31 @@ call "c" {
 		t.Fatalf("the calling port after the reload: %d %q", code, body)
 	}
 }
+
+// Found in review: a block's bind change never takes another block's
+// listener on the same port, and two specific addresses on one port
+// move freely.
+func TestReloadBindChangeKeepsBlocksApart(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	defer backend.Close()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	httpPort, p := freePort(t), freePort(t)
+	call := func(label, bind string) string {
+		return fmt.Sprintf("call %q {\n  port     = %d\n  bind     = %q\n  endpoint = \"app.localhost\"\n}\n", label, p, bind)
+	}
+	src := func(calls ...string) string {
+		return fmt.Sprintf("data_dir = %q\ningress { http = \"127.0.0.1:%d\" }\nadmin { listen = \"\" }\nhost \"app.localhost\" { backend = %q }\n", dataDir, httpPort, backend.URL) + strings.Join(calls, "")
+	}
+	rl := startReloadable(t, src(call("a", "127.0.0.1"), call("lan", "127.0.0.2")))
+	rep := rl.reload(src(call("a", "127.0.0.3"), call("lan", "127.0.0.2")))
+	if len(rep.Restart) != 0 || rl.srv.Addrs["call:a"] != fmt.Sprintf("127.0.0.3:%d", p) || rl.srv.Addrs["call:lan"] != fmt.Sprintf("127.0.0.2:%d", p) {
+		t.Fatalf("after moving a: %v, restart %q", rl.srv.Addrs, rep.Restart)
+	}
+	rep = rl.reload(src(call("a", "127.0.0.4")))
+	if len(rep.Restart) != 0 || rl.srv.Addrs["call:a"] != fmt.Sprintf("127.0.0.4:%d", p) {
+		t.Fatalf("after moving a and removing lan: %v, restart %q", rl.srv.Addrs, rep.Restart)
+	}
+	if _, ok := rl.srv.Addrs["call:lan"]; ok {
+		t.Fatal("the removed block's port is listed")
+	}
+}

@@ -36,7 +36,9 @@ func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, err
 	}
 	defer h.release()
 	saveBy, held, cur := h.saveBy, h.ctx, h.cur
-	ctx, cancel := context.WithTimeout(held, checkTimeout)
+	// The store's read and the account check share checkTimeout, from
+	// the lock on: the lease counts on it.
+	ctx, cancel := context.WithDeadline(held, h.checkBy)
 	defer cancel()
 	now := t.cfg.Now()
 	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
@@ -207,8 +209,10 @@ func (t *Lifecycle) updateUntil(ctx context.Context, saveBy time.Time, id string
 type heldRefresh struct {
 	release func()
 	ctx     context.Context
-	saveBy  time.Time
-	cur     Session
+	// checkBy ends the read of the session and the account check;
+	// saveBy ends the saves.
+	checkBy, saveBy time.Time
+	cur             Session
 }
 
 // holdRefresh takes the session's refresh lock (waiting until ctx ends)
@@ -218,8 +222,9 @@ func (t *Lifecycle) holdRefresh(ctx context.Context, id string) (heldRefresh, er
 	if err != nil {
 		return heldRefresh{}, fmt.Errorf("refresh tokens: wait for another refresh of the session: %w", err)
 	}
-	h := heldRefresh{release: release, ctx: context.WithoutCancel(ctx), saveBy: time.Now().Add(refreshLease - leaseMargin)}
-	rctx, cancel := context.WithTimeout(h.ctx, checkTimeout)
+	now := time.Now()
+	h := heldRefresh{release: release, ctx: context.WithoutCancel(ctx), checkBy: now.Add(checkTimeout), saveBy: now.Add(refreshLease - leaseMargin)}
+	rctx, cancel := context.WithDeadline(h.ctx, h.checkBy)
 	defer cancel()
 	h.cur, err = t.cfg.Store.Latest(rctx, id)
 	if err != nil {

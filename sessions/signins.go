@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -122,6 +123,16 @@ func (t *Lifecycle) End(ctx context.Context, sess Session) error {
 	}
 	t.revoke(sess)
 	t.cfg.Logger.Info("signed out", "host", sess.Host, "did", sess.DID)
+	return nil
+}
+
+// Forget deletes a session without revoking its tokens: one that a new
+// sign-in of the same account replaces, where revoking would end the
+// new grant too (Google revokes a user's whole grant to a client).
+func (t *Lifecycle) Forget(ctx context.Context, sess Session) error {
+	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
+		return fmt.Errorf("forget the replaced session: %w", err)
+	}
 	return nil
 }
 

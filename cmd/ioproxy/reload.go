@@ -66,7 +66,11 @@ func listenControl(dataDir string) (*controlSocket, error) {
 	if err := clearStaleSocket(path); err != nil {
 		return nil, err
 	}
+	// Made 0600 from the start: between Listen and Chmod, with a lax
+	// umask, anyone who can reach the directory could connect.
+	oldMask := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(oldMask)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
