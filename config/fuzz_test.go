@@ -265,7 +265,10 @@ func revalidateOAuth(t *testing.T, h Host) {
 		if got, ok := h.OAuthProvider(p.Name); !ok || !reflect.DeepEqual(got, p) {
 			t.Errorf("%s: OAuthProvider(%q) = %+v, %v", what, p.Name, got, ok)
 		}
-		if (p.Issuer != "") == (p.AuthorizeURL != "" || p.TokenURL != "") || (p.AuthorizeURL == "") != (p.TokenURL == "") {
+		// An issuer, the two URLs, or (with openid) both: the URLs stay
+		// and the issuer is their origin's, for the keys.
+		urls := p.AuthorizeURL != ""
+		if p.Issuer == "" && !urls || (p.AuthorizeURL == "") != (p.TokenURL == "") || p.Issuer != "" && urls && !p.OpenID() {
 			t.Errorf("%s: provider %q has issuer %q, authorize_url %q and access_token_url %q", what, p.Name, p.Issuer, p.AuthorizeURL, p.TokenURL)
 		}
 		b := &builder{}

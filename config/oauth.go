@@ -95,8 +95,7 @@ func (b *builder) oauthProvider(raw *oauthSchema, host string) OAuthProvider {
 		// gives the endpoints too.
 		if u, err := url.Parse(p.AuthorizeURL); err == nil && u.Host != "" {
 			p.Issuer = u.Scheme + "://" + u.Host
-			b.warnf(b.scopesRange(raw), "OpenID Connect without issuer", "scopes has \"openid\", so ioproxy checks each sign-in's ID token with the keys its issuer publishes. It takes the issuer to be %s (the authorize_url's origin), and the endpoints from its discovery document (%s/.well-known/openid-configuration) in place of authorize_url and access_token_url. Write issuer = %q in place of the two URLs to say so, or the provider's own issuer when it differs.", p.Issuer, p.Issuer, p.Issuer)
-			p.AuthorizeURL, p.TokenURL = "", ""
+			b.warnf(b.scopesRange(raw), "OpenID Connect without issuer", "scopes has \"openid\", so ioproxy checks each sign-in's ID token with the keys its issuer publishes. It takes the issuer to be %s (the authorize_url's origin): its discovery document (%s/.well-known/openid-configuration) gives the keys, and ID tokens must name it; authorize_url and access_token_url stay as written. Write issuer = %q in place of the two URLs to say so, or the provider's own issuer when it differs (sign-ins fail until it is right).", p.Issuer, p.Issuer, p.Issuer)
 		}
 	case !p.OpenID() && p.Issuer == "" && p.UserinfoURL == "" && p.TokenURL != "":
 		b.warnf(b.scopesRange(raw), "No identity from the provider", "Without \"openid\" in scopes or a userinfo_url, %q says nothing of who signed in: ioproxy can give the backend no email or account id, and require_oauth can admit no one. Name the provider's userinfo endpoint, as in userinfo_url = \"https://api.github.com/user\".", p.Name)

@@ -99,6 +99,8 @@ func TestOAuthExample(t *testing.T) {
 		ClientID:        "1234-abc.apps.googleusercontent.com",
 		ClientSecret:    "GOCSPX-not-a-real-secret",
 		Issuer:          "https://accounts.google.com",
+		AuthorizeURL:    "https://accounts.google.com/o/oauth2/v2/auth",
+		TokenURL:        "https://oauth2.googleapis.com/token",
 		Scopes:          []string{"openid", "email", "profile", "https://www.googleapis.com/auth/calendar.readonly"},
 		AuthorizeParams: url.Values{"access_type": {"offline"}},
 	}}
@@ -573,7 +575,7 @@ func TestOAuthWarnings(t *testing.T) {
 		{name: "any account without the email scope", src: oauthHost(google(issuer, `    scopes = ["openid"]`), `  require_oauth "google" {}`), pos: "7:14",
 			want: `admits any account with a verified email, but "google" is not asked for the account's email`},
 		{name: "openid without an issuer", src: oauthHost(google(`    authorize_url    = "https://accounts.google.com/o/oauth2/v2/auth"`, `    access_token_url = "https://oauth2.googleapis.com/token"`)), pos: "3:3",
-			want: `OpenID Connect without issuer: scopes has "openid", so ioproxy checks each sign-in's ID token with the keys its issuer publishes. It takes the issuer to be https://accounts.google.com (the authorize_url's origin)`},
+			want: `OpenID Connect without issuer: scopes has "openid", so ioproxy checks each sign-in's ID token with the keys its issuer publishes. It takes the issuer to be https://accounts.google.com (the authorize_url's origin): its discovery document`},
 		{name: "no identity", src: oauthHost(google(`    authorize_url    = "https://github.com/login/oauth/authorize"`, `    access_token_url = "https://github.com/login/oauth/access_token"`, `    scopes           = ["repo"]`)), pos: "8:24",
 			want: `Without "openid" in scopes or a userinfo_url, "google" says nothing of who signed in`},
 		{name: "a public email domain", src: oauthHost(google(issuer), `  require_oauth "google" { domains = ["GMail.com"] }`), pos: "8:39",

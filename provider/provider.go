@@ -208,8 +208,16 @@ func checkRequest(cfg Config) error {
 func (c *Client) setEndpoints(cfg Config) error {
 	switch {
 	case cfg.Issuer != "":
-		if cfg.AuthorizeURL != "" || cfg.TokenURL != "" {
-			return errors.New("set either issuer (discovery gives the endpoints) or authorize_url and token_url, not both")
+		if (cfg.AuthorizeURL == "") != (cfg.TokenURL == "") {
+			return errors.New("with issuer, set both authorize_url and token_url (they replace the ones discovery gives) or neither")
+		}
+		for _, e := range []string{cfg.AuthorizeURL, cfg.TokenURL} {
+			if e == "" {
+				continue
+			}
+			if _, err := checkEndpoint(e); err != nil {
+				return fmt.Errorf("endpoint: %w", err)
+			}
 		}
 		u, err := checkEndpoint(cfg.Issuer)
 		if err != nil {
@@ -445,9 +453,16 @@ func (c *Client) endpoints(ctx context.Context) (*endpoints, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.cfg.UserinfoURL != "" {
+	if c.cfg.UserinfoURL != "" || c.cfg.AuthorizeURL != "" {
+		// Endpoints written in the configuration beside the issuer win
+		// over discovery's; its keys and issuer still stand.
 		cp := *ep
-		cp.userinfo = c.cfg.UserinfoURL
+		if c.cfg.UserinfoURL != "" {
+			cp.userinfo = c.cfg.UserinfoURL
+		}
+		if c.cfg.AuthorizeURL != "" {
+			cp.authorize, cp.token = c.cfg.AuthorizeURL, c.cfg.TokenURL
+		}
 		ep = &cp
 	}
 	return ep, nil

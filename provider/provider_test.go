@@ -26,7 +26,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"no client id", func(c *Config) { c.ClientID = "" }, "client_id is empty"},
 		{"no redirect", func(c *Config) { c.RedirectURI = "" }, "redirect_uri is empty"},
 		{"relative redirect", func(c *Config) { c.RedirectURI = "/@/callback" }, "not an absolute URL"},
-		{"issuer and urls", func(c *Config) { c.AuthorizeURL = "https://a/x"; c.TokenURL = "https://a/t" }, "not both"},
+		{"issuer and one url", func(c *Config) { c.AuthorizeURL = "https://a/x" }, "set both authorize_url and token_url"},
 		{"neither", func(c *Config) { c.Issuer = "" }, "set issuer, or both"},
 		{"only authorize url", func(c *Config) { c.Issuer = ""; c.AuthorizeURL = "https://a/x" }, "set issuer, or both"},
 		{"openid without issuer", func(c *Config) {
@@ -649,5 +649,29 @@ func TestWaitHonoursContext(t *testing.T) {
 	_, err := f.client(t).AuthCodeURL(ctx, AuthRequest{State: "s", Nonce: "n", Verifier: testVerifier})
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("AuthCodeURL: %v", err)
+	}
+}
+
+// An issuer beside the two URLs (IO's configurations, the issuer taken
+// from the authorize URL's origin): the URLs written win over
+// discovery's, and discovery still gives the keys, so an ID token still
+// verifies.
+func TestIssuerWithWrittenEndpoints(t *testing.T) {
+	f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
+	f.handle("/written/token", f.serveToken)
+	c := f.client(t, func(c *Config) {
+		c.AuthorizeURL = "https://login.example.net/authorize"
+		c.TokenURL = f.issuer() + "/written/token"
+	})
+	raw, err := c.AuthCodeURL(t.Context(), AuthRequest{State: "st", Nonce: testNonce, Verifier: testVerifier})
+	if err != nil || !strings.HasPrefix(raw, "https://login.example.net/authorize?") {
+		t.Fatalf("AuthCodeURL = %q, %v", raw, err)
+	}
+	g, err := c.Exchange(t.Context(), "code", testVerifier, testNonce)
+	if err != nil {
+		t.Fatalf("Exchange through the written token URL: %v", err)
+	}
+	if g.Identity.Subject == "" || f.hitsOf("/written/token") != 1 || f.hitsOf("/token") != 0 {
+		t.Fatalf("identity %+v; written token URL hit %d, discovered %d", g.Identity, f.hitsOf("/written/token"), f.hitsOf("/token"))
 	}
 }
