@@ -171,8 +171,8 @@ func newAuthEnv(t *testing.T) *authEnv {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	e := &authEnv{store: store, google: &fakeGoogle{}, upstream: newAuthUpstream(t)}
-	e.life = sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(host, name string) (sessions.ProviderClient, bool) {
-		return e.google, host == "tools.example.com" && name == "google"
+	e.life = sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(s sessions.Session) (sessions.ProviderClient, bool) {
+		return e.google, s.Host == "tools.example.com" && s.Provider == "google"
 	}})
 	t.Cleanup(e.life.Wait) // before the store closes
 	e.cfg = authConfig(t, e.upstream.URL)

@@ -257,6 +257,16 @@ type OAuthProvider struct {
 // the scopes).
 func (p OAuthProvider) OpenID() bool { return slices.Contains(p.Scopes, "openid") }
 
+// IssuerName names the provider in what ioproxy stores: its issuer, or
+// the authorize URL of a plain OAuth 2.0 provider. A session made under
+// another name is not this provider's (the name was pointed elsewhere).
+func (p OAuthProvider) IssuerName() string {
+	if p.Issuer != "" {
+		return p.Issuer
+	}
+	return p.AuthorizeURL
+}
+
 // Access closes a host to everyone but the accounts and machine clients
 // it names. Its parts add up: the gate admits a request that any of them
 // admits (an AT Protocol account that Rules names, an API key of

@@ -179,12 +179,7 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 
 // providerIssuer names the provider in a sign-in in progress (the store
 // bounds the sign-ins in progress per issuer).
-func providerIssuer(p config.OAuthProvider) string {
-	if p.Issuer != "" {
-		return p.Issuer
-	}
-	return p.AuthorizeURL
-}
+func providerIssuer(p config.OAuthProvider) string { return p.IssuerName() }
 
 // providerCallback finishes a sign-in: only in the browser that started
 // it, once, with a code the provider exchanges and an identity it

@@ -17,9 +17,15 @@ import (
 )
 
 // providerSet is the OAuth clients of every host's oauth "<name>"
-// blocks: ingress signs in with them, the Lifecycle refreshes and
-// revokes with them. A reload makes a new set.
-type providerSet map[string]map[string]*provider.Client
+// blocks, by host and name: ingress signs in with them, the Lifecycle
+// refreshes and revokes with them. A reload makes a new set.
+type providerSet map[string]map[string]providerEntry
+
+// providerEntry is one oauth block and its client.
+type providerEntry struct {
+	cfg    config.OAuthProvider
+	client *provider.Client
+}
 
 // newProviders makes the client of each oauth block of cfg. No network:
 // a provider's discovery and keys are fetched at first use.
@@ -38,9 +44,9 @@ func (s *Server) newProviders(cfg *config.Config) (providerSet, error) {
 				return nil, fmt.Errorf("host %s: oauth %q: %w", h.Hostname, p.Name, err)
 			}
 			if set[h.Hostname] == nil {
-				set[h.Hostname] = map[string]*provider.Client{}
+				set[h.Hostname] = map[string]providerEntry{}
 			}
-			set[h.Hostname][p.Name] = c
+			set[h.Hostname][p.Name] = providerEntry{cfg: p, client: c}
 		}
 	}
 	return set, nil
@@ -51,26 +57,29 @@ func (ps providerSet) forIngress() map[string]map[string]ingress.ProviderClient 
 	out := map[string]map[string]ingress.ProviderClient{}
 	for host, byName := range ps {
 		out[host] = map[string]ingress.ProviderClient{}
-		for name, c := range byName {
-			out[host][name] = c
+		for name, e := range byName {
+			out[host][name] = e.client
 		}
 	}
 	return out
 }
 
-// providerLookup finds, for the Lifecycle, a provider's client in the
-// set in use (which a reload replaces).
-func providerLookup(cur *atomic.Pointer[providerSet]) func(host, name string) (sessions.ProviderClient, bool) {
-	return func(host, name string) (sessions.ProviderClient, bool) {
+// providerLookup finds, for the Lifecycle, the client of a provider
+// session in the set in use (which a reload replaces): its host's block
+// of that name, still with the issuer and client the session was made
+// with (a session of a former issuer must not send its tokens to the
+// new one, not even to revoke them).
+func providerLookup(cur *atomic.Pointer[providerSet]) func(sessions.Session) (sessions.ProviderClient, bool) {
+	return func(sess sessions.Session) (sessions.ProviderClient, bool) {
 		set := cur.Load()
 		if set == nil {
 			return nil, false
 		}
-		c, ok := (*set)[host][name]
-		if !ok {
+		e, ok := (*set)[sess.Host][sess.Provider]
+		if !ok || sess.Issuer != e.cfg.IssuerName() || sess.ClientID != e.cfg.ClientID {
 			return nil, false
 		}
-		return refresher{c}, true
+		return refresher{e.client}, true
 	}
 }
 

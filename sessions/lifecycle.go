@@ -58,10 +58,11 @@ type LifecycleConfig struct {
 	// Nonces are the DPoP nonces per server; the latest are saved with the
 	// session at each refresh, so a restart starts from them.
 	Nonces *dpop.Nonces
-	// Providers finds the client of another OAuth provider (a host's
-	// oauth "<name>" block) by host and name, for its sessions' refreshes
-	// and revocations; nil when no host has one.
-	Providers func(host, name string) (ProviderClient, bool)
+	// Providers finds the client of a provider session's provider (its
+	// host's oauth "<name>" block, with the issuer and client the session
+	// was made with), for its refreshes and revocations; nil when no host
+	// has one.
+	Providers func(Session) (ProviderClient, bool)
 	// Recorder counts refreshes; observe.Discard when nil.
 	Recorder observe.Recorder
 	Logger   *slog.Logger

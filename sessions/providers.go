@@ -216,7 +216,7 @@ func (t *Lifecycle) providerClient(sess Session) (ProviderClient, bool) {
 	if t.cfg.Providers == nil {
 		return nil, false
 	}
-	return t.cfg.Providers(sess.Host, sess.Provider)
+	return t.cfg.Providers(sess)
 }
 
 // revokeProvider revokes a provider session's tokens in the background:

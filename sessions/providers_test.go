@@ -51,8 +51,8 @@ func providerLifecycle(t *testing.T, p *fakeProvider) (*sessions.Lifecycle, sess
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	lc := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(host, name string) (sessions.ProviderClient, bool) {
-		return p, host == "tools.example.com" && name == "google"
+	lc := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(s sessions.Session) (sessions.ProviderClient, bool) {
+		return p, s.Host == "tools.example.com" && s.Provider == "google"
 	}})
 	t.Cleanup(lc.Wait)
 	return lc, store
