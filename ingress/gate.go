@@ -435,8 +435,9 @@ func (router *Router) forwardedURI(r *http.Request) string {
 // ATProtoSessionAdmitted reports whether an AT Protocol session may still
 // call its PDS as the routes stand: its host is still configured, and
 // the host's require_atproto (if any) still names the account. A handle
-// whose last check is old counts as named: the call's refresh checks it
-// again, and ingress judges it at the next page.
+// whose last check is old counts as named: the call starts a refresh in
+// the background that checks it again, and the next call or page is
+// judged by what it found.
 func (routes *Routes) ATProtoSessionAdmitted(sess sessions.Session) bool {
 	hr, ok := routes.hosts[sess.Host]
 	if !ok || sess.Provider != "" {
