@@ -129,7 +129,7 @@ host "app.example.com" {
   tls { mode = "off" }
 }
 `, filepath.Join(t.TempDir(), "data"), httpPort, adminPort, backend.URL)), 0o600)
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	cmd := exec.Command(bin, "serve", "-config", cfgPath)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -140,20 +140,7 @@ host "app.example.com" {
 	defer func() {
 		_ = cmd.Process.Kill()
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ioproxy did not become ready:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, adminPort, &logs)
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	get := func(host, path string, hdr map[string]string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
