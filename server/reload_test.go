@@ -138,7 +138,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	backendB := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "B") }))
 	defer backendB.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	ports := [3]int{freePort(t), freePort(t), freePort(t)}
+	ps := freePorts(t, 3)
+	ports := [3]int{ps[0], ps[1], ps[2]}
 	cfgAt := func(turn int) string { return reloadConfig(dataDir, ports, backendA.URL, backendB.URL, turn) }
 	rl := startReloadable(t, cfgAt(0))
 	addr := rl.srv.Addrs["http"]

@@ -53,7 +53,8 @@ func TestServeBlock(t *testing.T) {
 	}))
 	defer backend.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	httpPort, httpsPort, servePort := freePort(t), freePort(t), freePort(t)
+	ps := freePorts(t, 3)
+	httpPort, httpsPort, servePort := ps[0], ps[1], ps[2]
 	rl := startReloadable(t, serveConfig(dataDir, httpPort, httpsPort, servePort, backend.URL, true))
 	serveAddr := rl.srv.Addrs["serve:nomad"]
 	if serveAddr != fmt.Sprintf("127.0.0.1:%d", servePort) {

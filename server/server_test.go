@@ -29,11 +29,28 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// freePorts are n distinct free ports: all are held open at once while
+// chosen, so that two calls of freePort in one test cannot name the same
+// port (the kernel may hand out a port just closed again).
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
 func start(t *testing.T, src string) *Server {
 	t.Helper()
 	cfg, diags := config.Parse([]byte(src), "test.hcl", config.Options{LookupEnv: func(string) (string, bool) { return "", false }})
 	if diags.HasErrors() {
-		t.Fatalf("config: %v", diags)
+		t.Fatalf("config: %v", diags.Errs())
 	}
 	s, err := Start(context.Background(), cfg, Options{Logger: slog.New(slog.DiscardHandler), ShutdownTimeout: 2 * time.Second})
 	if err != nil {

@@ -64,7 +64,8 @@ func TestNoAnswerWaitsForAnUnreadBody(t *testing.T) {
 		w.WriteHeader(http.StatusUnauthorized)
 	}))
 	t.Cleanup(backend.Close) // the subtests run in parallel, after this function returns
-	httpPort, httpsPort, callPort, callPort2, callPort3, adminPort, localPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
+	ps := freePorts(t, 7)
+	httpPort, httpsPort, callPort, callPort2, callPort3, adminPort, localPort := ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6]
 	s := start(t, fmt.Sprintf(`
 data_dir = %q
 ingress {
