@@ -253,3 +253,30 @@ func TestFreshProviderNoRefreshStorm(t *testing.T) {
 		t.Fatalf("a failed early refresh: %q, %v; want the token in hand", got.AccessToken, err)
 	}
 }
+
+// Signing out revokes the refresh token the store holds, not the older
+// one of the caller's copy: another replica may have refreshed the
+// session meanwhile, and the spent token's revocation would leave the
+// new one live.
+func TestEndRevokesTheLatestToken(t *testing.T) {
+	p := &fakeProvider{revoked: make(chan string, 1)}
+	lc, store := providerLifecycle(t, p)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Update(t.Context(), sess.ID, func(s *sessions.Session) error { s.RefreshToken = "refresh-by-another-replica"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := lc.End(t.Context(), sess); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case tok := <-p.revoked:
+		if tok != "refresh-by-another-replica" {
+			t.Fatalf("revoked %q, want the token the store held", tok)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing was revoked")
+	}
+}

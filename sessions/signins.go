@@ -116,14 +116,41 @@ func (t *Lifecycle) ByProxyKeys(ctx context.Context, value, provider string) (Se
 // End ends a session that its user signed out of: deleted at once (every
 // replica refuses it), its refresh token revoked in the background, as
 // nobody should wait for the server to agree.
+//
+// The token revoked is the one the store holds, read under the
+// session's refresh lock: the caller's copy may be older than a refresh
+// another replica just made, and revoking a spent token would leave the
+// new one live.
 func (t *Lifecycle) End(ctx context.Context, sess Session) error {
+	latest := t.latestForEnd(ctx, sess)
 	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 		return err
 	}
-	t.revoke(sess)
-	t.cfg.Logger.Info("signed out", "host", sess.Host, "did", sess.DID)
+	t.revoke(latest)
+	t.cfg.Logger.Info("signed out", "host", sess.Host, "did", sess.DID, "provider", sess.Provider)
 	return nil
+}
+
+// endLockWait bounds how long a sign-out waits for a refresh under way.
+const endLockWait = 5 * time.Second
+
+// latestForEnd is the session as the store holds it, read under its
+// refresh lock; the caller's copy when the lock or the read fails (the
+// sign-out goes on: it must not wait for a store in trouble).
+func (t *Lifecycle) latestForEnd(ctx context.Context, sess Session) Session {
+	lctx, cancel := context.WithTimeout(ctx, endLockWait)
+	defer cancel()
+	release, err := t.cfg.Store.Lock(lctx, RefreshLock(sess.ID), refreshLease)
+	if err != nil {
+		return sess
+	}
+	defer release()
+	cur, err := t.cfg.Store.Latest(lctx, sess.ID)
+	if err != nil {
+		return sess
+	}
+	return cur
 }
 
 // Forget deletes a session without revoking its tokens: one that a new
