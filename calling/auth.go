@@ -95,11 +95,7 @@ func applyCredential(out *http.Request, auth *config.CallAuth) {
 	if auth == nil || !ok {
 		// Proxy-Session is ioproxy's key to the user's sessions: it is
 		// for calling ports, never for the service behind one.
-		for name := range out.Header {
-			if strings.EqualFold(strings.ReplaceAll(name, "_", "-"), contract.ProxySession) {
-				delete(out.Header, name)
-			}
-		}
+		contract.StripProxySession(out.Header)
 		return
 	}
 	contract.StripIdentity(out.Header)

@@ -257,6 +257,13 @@ type OAuthProvider struct {
 // the scopes).
 func (p OAuthProvider) OpenID() bool { return slices.Contains(p.Scopes, "openid") }
 
+// Issued reports whether a session made with this issuer name and client
+// id is this provider's: the name may since have been pointed at another
+// issuer or client, whose subjects are not these.
+func (p OAuthProvider) Issued(issuer, clientID string) bool {
+	return issuer == p.IssuerName() && clientID == p.ClientID
+}
+
 // IssuerName names the provider in what ioproxy stores: its issuer, or
 // the authorize URL of a plain OAuth 2.0 provider. A session made under
 // another name is not this provider's (the name was pointed elsewhere).

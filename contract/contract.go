@@ -59,8 +59,8 @@ var identityHeaders = map[string]bool{
 // shortest and longest are the lengths of the shortest and longest of
 // the contract's headers, so that most names cost no folding.
 const (
-	shortest = len(UserDID)
-	longest  = len(ProxyProvider)
+	shortest = min(len(UserDID), len(UserHandle), len(UserScope), len(ProxySession), len(APIKeyUser), len(ProxyProvider), len(UserEmail), len(UserSubject))
+	longest  = max(len(UserDID), len(UserHandle), len(UserScope), len(ProxySession), len(APIKeyUser), len(ProxyProvider), len(UserEmail), len(UserSubject))
 )
 
 // IsIdentity reports whether a header name is, or could be read by some
@@ -72,6 +72,20 @@ func IsIdentity(name string) bool {
 	}
 	var b [longest]byte
 	return identityHeaders[string(textutil.FoldHeader(b[:0], name))]
+}
+
+// StripProxySession removes every spelling of Proxy-Session alone: what
+// a calling port takes off a call to a service of the app's own, which
+// may read the rest of the contract but never holds ioproxy's key.
+func StripProxySession(h http.Header) {
+	for name := range h {
+		if len(name) == len(ProxySession) && IsIdentity(name) {
+			var b [longest]byte
+			if string(textutil.FoldHeader(b[:0], name)) == strings.ToLower(ProxySession) {
+				delete(h, name)
+			}
+		}
+	}
 }
 
 // StripIdentity removes every spelling of the contract's headers.

@@ -121,7 +121,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 		}
 	}
 	isPublic := paths == publicPathsApply && g.rules != nil && g.rules.IsPublic(r.URL)
-	passed, refused := hr.judgeProviders(provs)
+	passed, ruled, refused := hr.judgeProviders(provs)
 	var verdict access.Verdict
 	if sess != nil && g.rules != nil {
 		verdict = g.rules.Judge(access.Account{DID: sess.DID, Handle: sess.Handle, HandleChecked: sess.HandleChecked()}, hr.router.now())
@@ -129,7 +129,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 			return admission{session: sess, providers: passed}
 		}
 	}
-	if hr.providerAdmitted(passed) {
+	if ruled {
 		return admission{providers: passed}
 	}
 	switch {
@@ -145,12 +145,13 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 
 // judgeProviders sorts a request's provider sessions: passed are those
 // their provider's require_oauth admits, or whose provider the host has
-// no rules for; refused is the first that its rules refuse.
+// no rules for; ruled says whether a rule admitted one (not merely let it
+// through for want of one); refused is the first that its rules refuse.
 //
 // Those a rule admits come first: the first passed is the identity the
 // backend is told of (User-Subject, User-Email), and it must be one the
 // host's rules chose, not one it merely lets through.
-func (hr *hostRoute) judgeProviders(provs []*sessions.Session) (passed []*sessions.Session, refused *sessions.Session) {
+func (hr *hostRoute) judgeProviders(provs []*sessions.Session) (passed []*sessions.Session, ruled bool, refused *sessions.Session) {
 	var unruled []*sessions.Session
 	for _, ps := range provs {
 		pr := hr.providerRoute(ps.Provider)
@@ -164,18 +165,7 @@ func (hr *hostRoute) judgeProviders(provs []*sessions.Session) (passed []*sessio
 			refused = ps
 		}
 	}
-	return append(passed, unruled...), refused
-}
-
-// providerAdmitted reports whether one of the passed provider sessions
-// is admitted by a rule (not merely passed for want of one).
-func (hr *hostRoute) providerAdmitted(passed []*sessions.Session) bool {
-	for _, ps := range passed {
-		if pr := hr.providerRoute(ps.Provider); pr != nil && pr.rules != nil {
-			return true
-		}
-	}
-	return false
+	return append(passed, unruled...), len(passed) > 0, refused
 }
 
 // providerRoute is the host's provider of a name, if it has it.

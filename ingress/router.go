@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -179,12 +181,7 @@ func (router *Router) Routes() *Routes { return router.routes.Load() }
 // NomadServices are the Nomad services the routes' backends name.
 func (routes *Routes) NomadServices() []string {
 	var out []string
-	for _, hr := range routes.hosts {
-		if hr.host.Backend.Kind == config.BackendNomad {
-			out = append(out, hr.host.Backend.Service)
-		}
-	}
-	for _, hr := range routes.serves {
+	for _, hr := range slices.Concat(slices.Collect(maps.Values(routes.hosts)), slices.Collect(maps.Values(routes.serves))) {
 		if hr.host.Backend.Kind == config.BackendNomad {
 			out = append(out, hr.host.Backend.Service)
 		}

@@ -275,12 +275,13 @@ func TestReloadFailureKeepsRunningConfig(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
+	ps := freePorts(t, 2)
 	good := fmt.Sprintf(`
 data_dir = %q
 ingress { http = "127.0.0.1:%d" }
 admin { listen = "127.0.0.1:%d" }
 host "app.localhost" { backend = %q }
-`, dataDir, freePort(t), freePort(t), backend.URL)
+`, dataDir, ps[0], ps[1], backend.URL)
 	rl := startReloadable(t, good)
 	addr := rl.srv.Addrs["http"]
 
@@ -315,7 +316,8 @@ func TestReloadNamesSettingsThatNeedARestart(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	httpPort, adminPort := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, adminPort := ps[0], ps[1]
 	src := func(maxConns int, host string) string {
 		return fmt.Sprintf(`
 data_dir = %q
@@ -384,7 +386,8 @@ func TestReloadBindChangeNeedsARestart(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	httpPort, callPort := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, callPort := ps[0], ps[1]
 	src := func(bind string) string {
 		return fmt.Sprintf(`
 data_dir = %q
@@ -415,7 +418,8 @@ func TestReloadBindChangeKeepsBlocksApart(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	httpPort, p := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, p := ps[0], ps[1]
 	call := func(label, bind string) string {
 		return fmt.Sprintf("call %q {\n  port     = %d\n  bind     = %q\n  endpoint = \"app.localhost\"\n}\n", label, p, bind)
 	}
