@@ -152,7 +152,7 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 	now := hr.router.now()
 	p := sessions.Pending{
 		State: sessions.NewToken(), Host: hr.host.Hostname, Provider: pr.cfg.Name,
-		ClientID: pr.cfg.ClientID, Issuer: providerIssuer(pr.cfg),
+		ClientID: pr.cfg.ClientID, Issuer: pr.cfg.IssuerName(),
 		PKCEVerifier: sessions.NewToken(), Redirect: redirect, Client: hr.router.clientKey(r),
 		Binding: sessions.NewToken(), CreatedAt: now, Expiry: now.Add(providerSignInLife),
 	}
@@ -176,10 +176,6 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 	setCookie(w, r, providerStateCookie(r, pr.cfg.Name), p.Binding, providerSignInLife)
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
 }
-
-// providerIssuer names the provider in a sign-in in progress (the store
-// bounds the sign-ins in progress per issuer).
-func providerIssuer(p config.OAuthProvider) string { return p.IssuerName() }
 
 // providerCallback finishes a sign-in: only in the browser that started
 // it, once, with a code the provider exchanges and an identity it
@@ -260,7 +256,7 @@ func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request
 	}
 	g := sessions.ProviderGrant{
 		ProviderTokens: sessions.ProviderTokens{AccessToken: grant.AccessToken, RefreshToken: grant.RefreshToken, Scope: grant.Scope, Expiry: grant.Expiry},
-		Host:           hr.host.Hostname, Provider: pr.cfg.Name, Issuer: providerIssuer(pr.cfg), ClientID: pr.cfg.ClientID,
+		Host:           hr.host.Hostname, Provider: pr.cfg.Name, Issuer: pr.cfg.IssuerName(), ClientID: pr.cfg.ClientID,
 		Subject: id.Subject, Email: email, Name: id.Name,
 	}
 	if id.Subject == "" {
@@ -308,7 +304,7 @@ func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request
 // providerSession is the request's live session with the provider on
 // this host, if any; err is a store that could not answer.
 func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessions.Session, error) {
-	if hr.router.store == nil || hr.serve != nil {
+	if hr.router.store == nil {
 		return nil, nil
 	}
 	id := cookieValue(r, providerCookie(r, pr.cfg.Name))
@@ -322,22 +318,21 @@ func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessi
 	case err != nil:
 		return nil, err
 	case sess.Host != hr.host.Hostname || sess.Provider != pr.cfg.Name,
-		sess.Issuer != providerIssuer(pr.cfg) || sess.ClientID != pr.cfg.ClientID:
+		!pr.cfg.Issued(sess.Issuer, sess.ClientID):
 		// Another host's or provider's session; or one from before the
 		// operator pointed the provider's name at another issuer or
 		// client, whose subjects are not this one's.
 		return nil, nil
 	}
-	if hr.router.stale != nil && sess.Stale(hr.router.now()) {
-		// The refresh re-checks the account with the provider, whether
-		// or not the app makes calls.
-		hr.router.stale(sess)
-	}
 	return &sess, nil
 }
 
 // providerSessions are the request's provider sessions on this host, in
-// the host's order.
+// the host's order, for serving it (a page, forward-auth). A stale one is
+// handed to the stale hook, as AT Protocol sessions are: the refresh
+// re-checks the account with the provider, whether or not the app makes
+// calls. (The sign-in routes look sessions up with providerSession
+// alone: a refresh there would only race the sign-in or sign-out.)
 func (hr *hostRoute) providerSessions(r *http.Request) ([]*sessions.Session, error) {
 	var out []*sessions.Session
 	for _, pr := range hr.providers {
@@ -346,9 +341,13 @@ func (hr *hostRoute) providerSessions(r *http.Request) ([]*sessions.Session, err
 			hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
 			return nil, err
 		}
-		if sess != nil {
-			out = append(out, sess)
+		if sess == nil {
+			continue
 		}
+		if hr.router.stale != nil && sess.Stale(hr.router.now()) {
+			hr.router.stale(*sess)
+		}
+		out = append(out, sess)
 	}
 	return out, nil
 }
@@ -441,7 +440,7 @@ func (routes *Routes) ProviderSessionAdmitted(sess sessions.Session) bool {
 	}
 	pr := hr.providerRoute(sess.Provider)
 	switch {
-	case pr == nil, sess.Issuer != providerIssuer(pr.cfg) || sess.ClientID != pr.cfg.ClientID:
+	case pr == nil, !pr.cfg.Issued(sess.Issuer, sess.ClientID):
 		return false
 	case pr.rules != nil:
 		return pr.rules.Admits(sess.Email, sess.Email != "")

@@ -39,6 +39,7 @@ func (s *Server) newProviders(cfg *config.Config) (providerSet, error) {
 				Scopes: p.Scopes, AuthorizeParams: p.AuthorizeParams,
 				RedirectURI: providerBaseURL(cfg, h) + "/@" + p.Name + "/callback",
 				HTTP:        s.providerHTTP,
+				Logger:      s.log,
 			})
 			if err != nil {
 				return nil, fmt.Errorf("host %s: oauth %q: %w", h.Hostname, p.Name, err)
@@ -76,7 +77,7 @@ func providerLookup(cur *atomic.Pointer[providerSet]) func(sessions.Session) (se
 			return nil, false
 		}
 		e, ok := (*set)[sess.Host][sess.Provider]
-		if !ok || sess.Issuer != e.cfg.IssuerName() || sess.ClientID != e.cfg.ClientID {
+		if !ok || !e.cfg.Issued(sess.Issuer, sess.ClientID) {
 			return nil, false
 		}
 		return refresher{e.client}, true

@@ -96,7 +96,7 @@ func (t *Lifecycle) CreateProvider(ctx context.Context, g ProviderGrant) (Sessio
 // DiscardProvider revokes, in the background, a provider's grant that is
 // not made a session (an account the host refuses).
 func (t *Lifecycle) DiscardProvider(g ProviderGrant) {
-	t.revoke(Session{Host: g.Host, Provider: g.Provider, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken})
+	t.revoke(Session{Host: g.Host, Provider: g.Provider, Issuer: g.Issuer, ClientID: g.ClientID, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken})
 }
 
 // FreshProvider returns a provider session with an access token that is
@@ -203,7 +203,9 @@ func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cu
 		return next, nil
 	case errors.Is(err, ErrNotFound):
 		// Signed out meanwhile: the new tokens must not stay live.
-		t.revoke(Session{Host: cur.Host, Provider: cur.Provider, RefreshToken: tokens.RefreshToken, AccessToken: tokens.AccessToken})
+		gone := cur
+		gone.AccessToken, gone.RefreshToken = tokens.AccessToken, tokens.RefreshToken
+		t.revoke(gone)
 		return Session{}, ErrEnded
 	}
 	t.cfg.Recorder.TokenRefresh(false)

@@ -52,7 +52,9 @@ func providerLifecycle(t *testing.T, p *fakeProvider) (*sessions.Lifecycle, sess
 	}
 	t.Cleanup(func() { store.Close() })
 	lc := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(s sessions.Session) (sessions.ProviderClient, bool) {
-		return p, s.Host == "tools.example.com" && s.Provider == "google"
+		// As the server's lookup: the issuer and client the session was
+		// made with must be the provider's.
+		return p, s.Host == "tools.example.com" && s.Provider == "google" && s.Issuer == "https://accounts.example.com" && s.ClientID == "client"
 	}})
 	t.Cleanup(lc.Wait)
 	return lc, store
@@ -278,5 +280,55 @@ func TestEndRevokesTheLatestToken(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing was revoked")
+	}
+}
+
+// A grant that is not made a session (an account the host refuses) has
+// its tokens revoked, through the client of the issuer it came from.
+func TestDiscardProviderRevokes(t *testing.T) {
+	p := &fakeProvider{revoked: make(chan string, 1)}
+	lc, _ := providerLifecycle(t, p)
+	lc.DiscardProvider(expiredGrant())
+	select {
+	case tok := <-p.revoked:
+		if tok != "refresh-0" {
+			t.Fatalf("revoked %q, want the grant's refresh token", tok)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing was revoked")
+	}
+}
+
+// A session forgotten (replaced by a new sign-in of the same account)
+// while a background refresh of it runs: the refresh finishes first, and
+// nothing is revoked, since at Google that would end the new grant too.
+func TestForgetWaitsForARefresh(t *testing.T) {
+	hold := make(chan struct{})
+	p := &fakeProvider{revoked: make(chan string, 4), hold: hold}
+	lc, store := providerLifecycle(t, p)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc.RefreshLater(sess)
+	deadline := time.Now().Add(5 * time.Second)
+	for p.refreshes.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	forgotten := make(chan error, 1)
+	go func() { forgotten <- lc.Forget(context.Background(), sess) }()
+	time.Sleep(20 * time.Millisecond)
+	close(hold)
+	if err := <-forgotten; err != nil {
+		t.Fatal(err)
+	}
+	lc.Wait()
+	select {
+	case tok := <-p.revoked:
+		t.Fatalf("revoked %q", tok)
+	default:
+	}
+	if _, err := store.Get(t.Context(), sess.ID); !errors.Is(err, sessions.ErrNotFound) {
+		t.Fatalf("the forgotten session: %v", err)
 	}
 }

@@ -122,8 +122,8 @@ func (t *Lifecycle) ByProxyKeys(ctx context.Context, value, provider string) (Se
 // another replica just made, and revoking a spent token would leave the
 // new one live.
 func (t *Lifecycle) End(ctx context.Context, sess Session) error {
-	latest := t.latestForEnd(ctx, sess)
-	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
+	latest, err := t.deleteLocked(ctx, sess)
+	if err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 		return err
 	}
@@ -135,29 +135,31 @@ func (t *Lifecycle) End(ctx context.Context, sess Session) error {
 // endLockWait bounds how long a sign-out waits for a refresh under way.
 const endLockWait = 5 * time.Second
 
-// latestForEnd is the session as the store holds it, read under its
-// refresh lock; the caller's copy when the lock or the read fails (the
-// sign-out goes on: it must not wait for a store in trouble).
-func (t *Lifecycle) latestForEnd(ctx context.Context, sess Session) Session {
+// deleteLocked deletes the session under its refresh lock, and returns it
+// as the store held it then: no refresh can rotate its tokens between the
+// read and the delete, on any replica. When the lock or the read fails
+// the caller's copy is returned (a sign-out must not wait for a store in
+// trouble) and the delete goes on.
+func (t *Lifecycle) deleteLocked(ctx context.Context, sess Session) (Session, error) {
+	latest := sess
 	lctx, cancel := context.WithTimeout(ctx, endLockWait)
 	defer cancel()
-	release, err := t.cfg.Store.Lock(lctx, RefreshLock(sess.ID), refreshLease)
-	if err != nil {
-		return sess
+	if release, err := t.cfg.Store.Lock(lctx, RefreshLock(sess.ID), refreshLease); err == nil {
+		defer release()
+		if cur, err := t.cfg.Store.Latest(lctx, sess.ID); err == nil {
+			latest = cur
+		}
 	}
-	defer release()
-	cur, err := t.cfg.Store.Latest(lctx, sess.ID)
-	if err != nil {
-		return sess
-	}
-	return cur
+	return latest, t.cfg.Store.Delete(ctx, sess.ID)
 }
 
 // Forget deletes a session without revoking its tokens: one that a new
 // sign-in of the same account replaces, where revoking would end the
-// new grant too (Google revokes a user's whole grant to a client).
+// new grant too (Google revokes a user's whole grant to a client). The
+// delete is made under the refresh lock, so that no refresh under way
+// finds the session gone and revokes what it got.
 func (t *Lifecycle) Forget(ctx context.Context, sess Session) error {
-	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
+	if _, err := t.deleteLocked(ctx, sess); err != nil {
 		return fmt.Errorf("forget the replaced session: %w", err)
 	}
 	return nil

@@ -26,8 +26,9 @@ import (
 // stale one cannot make a signal end an unrelated process.
 const controlSocketName = "ioproxy.sock"
 
-// maxSocketPath is the longest path a Unix socket may have on Linux.
-const maxSocketPath = 107
+// maxSocketPath is the longest path a Unix socket may have (one byte of
+// sun_path ends it).
+const maxSocketPath = len(syscall.RawSockaddrUnix{}.Path) - 1
 
 // errSocketPathTooLong is a data dir too deep for a control socket; serve
 // runs without one (SIGHUP still reloads).
@@ -87,14 +88,16 @@ func privateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	info, err := os.Lstat(dir)
+	// Stat, not Lstat: a data_dir that is a link to a private directory
+	// is fine, as the bbolt store allows it too.
+	info, err := os.Stat(dir)
 	if err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	st, ok := info.Sys().(*syscall.Stat_t)
 	switch {
 	case !info.IsDir():
-		return fmt.Errorf("data dir %s is not a directory (a symbolic link?): point data_dir at the directory itself", dir)
+		return fmt.Errorf("data dir %s is not a directory: point data_dir at a directory", dir)
 	case info.Mode().Perm()&0o022 != 0:
 		return fmt.Errorf("the data dir %s may be written by other users (mode %04o): run chmod 700 %s", dir, info.Mode().Perm(), dir)
 	case ok && int(st.Uid) != os.Geteuid():
