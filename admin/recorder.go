@@ -217,8 +217,11 @@ func (r *Recorder) accessLog(req observe.Request) {
 		return
 	}
 	level := slog.LevelInfo
-	if req.Status >= 500 {
+	if req.Status >= 500 || req.Aborted {
 		level = slog.LevelWarn
+	}
+	if !r.log.Enabled(context.Background(), level) {
+		return // log { level = "warn" }: no line to build
 	}
 	sourceKey := "host"
 	if req.Kind == observe.KindCall {
@@ -248,7 +251,6 @@ func (r *Recorder) accessLog(req observe.Request) {
 		attrs = append(attrs, slog.String("remote", req.Remote))
 	}
 	if req.Aborted {
-		level = slog.LevelWarn
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
 	// The request has finished, so there is no request context left to

@@ -24,12 +24,13 @@ import (
 // proxy's Rewrite.
 type credentialKey struct{}
 
-// withAuth wraps an upstream proxy with the call block's auth: it finds
-// the credential, or answers why there is none, before anything goes
-// upstream.
+// withAuth wraps an upstream proxy with a session credential's auth: it
+// finds the credential, or answers why there is none, before anything
+// goes upstream. A fixed credential needs no finding: applyCredential
+// puts it on.
 func withAuth(cfg Config, next http.Handler) http.Handler {
 	auth := cfg.Call.Auth
-	if auth == nil {
+	if auth == nil || auth.Provider == "" {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,13 +43,11 @@ func withAuth(cfg Config, next http.Handler) http.Handler {
 	})
 }
 
-// credential is the value the call's auth puts upstream, or the status,
-// code and message of an answer that says why there is none.
+// credential is the session credential the call's auth puts upstream,
+// or the status, code and message of an answer that says why there is
+// none.
 func credential(ctx context.Context, cfg Config, proxySession string) (value string, status int, code, msg string) {
 	auth := cfg.Call.Auth
-	if auth.Provider == "" {
-		return auth.Static, 0, "", ""
-	}
 	label := cfg.Call.Label
 	if strings.TrimSpace(proxySession) == "" {
 		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("call %q makes calls with the user's %s session: pass on the Proxy-Session header ioproxy gave your backend", label, auth.Provider)
@@ -91,12 +90,20 @@ func isAuthorization(auth *config.CallAuth) bool {
 // Proxy-Session and the other identity headers, and any credential of
 // the same name the app set itself.
 func applyCredential(out *http.Request, auth *config.CallAuth) {
-	cred, ok := out.Context().Value(credentialKey{}).(string)
-	if auth == nil || !ok {
+	if auth == nil {
 		// Proxy-Session is ioproxy's key to the user's sessions: it is
 		// for calling ports, never for the service behind one.
 		contract.StripProxySession(out.Header)
 		return
+	}
+	cred := auth.Static
+	if auth.Provider != "" {
+		var ok bool
+		if cred, ok = out.Context().Value(credentialKey{}).(string); !ok {
+			// withAuth answers every call it finds no credential for.
+			contract.StripIdentity(out.Header)
+			return
+		}
 	}
 	contract.StripIdentity(out.Header)
 	if auth.Location == "query" {

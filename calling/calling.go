@@ -74,6 +74,7 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Recorder = observe.Discard{}
 	}
 	var inner http.Handler
+	var own *http.Transport
 	switch cfg.Call.Endpoint.Kind {
 	case config.EndpointPDS:
 		if cfg.Sessions == nil || cfg.Identity == nil || cfg.PDSClient == nil || cfg.Nonces == nil {
@@ -90,7 +91,7 @@ func New(cfg Config) (http.Handler, error) {
 		}
 		inner = h
 	case config.EndpointURL:
-		inner = urlProxy(cfg)
+		inner, own = urlProxy(cfg)
 	default:
 		return nil, fmt.Errorf("call %q: no endpoint", cfg.Call.Label)
 	}
@@ -98,7 +99,17 @@ func New(cfg Config) (http.Handler, error) {
 	for _, h := range cfg.Call.Hosts {
 		hosts[h] = true
 	}
-	return &port{cfg: cfg, inner: inner, hosts: hosts}, nil
+	return &port{cfg: cfg, inner: inner, hosts: hosts, transport: own}, nil
+}
+
+// CloseIdleConnections closes the idle connections of the port's own
+// transport (a call to a URL has one; "@" and host endpoints share
+// theirs): a reload that replaces the port calls it, or each reload
+// would leave a set open until its idle timeout.
+func (p *port) CloseIdleConnections() {
+	if p.transport != nil {
+		p.transport.CloseIdleConnections()
+	}
 }
 
 // port applies what every calling port does whatever its endpoint: the
@@ -110,6 +121,8 @@ type port struct {
 	// hosts are the names besides IP literals and localhost that the port
 	// answers under.
 	hosts map[string]bool
+	// transport is the port's own, if it has one (a call to a URL).
+	transport *http.Transport
 }
 
 func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -184,8 +197,8 @@ func setUpstream(r *http.Request, u string) {
 }
 
 // urlProxy is a plain reverse proxy to a fixed upstream, for endpoints that
-// are URLs or host:port.
-func urlProxy(cfg Config) http.Handler {
+// are URLs or host:port, and the transport it owns.
+func urlProxy(cfg Config) (http.Handler, *http.Transport) {
 	target := cfg.Call.Endpoint.URL
 	tr := &http.Transport{
 		Proxy:                 nil,
@@ -219,7 +232,7 @@ func urlProxy(cfg Config) http.Handler {
 	return withAuth(cfg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setUpstream(r, target.Host)
 		rp.ServeHTTP(w, r)
-	}))
+	})), tr
 }
 
 func upstreamErrorStatus(err error) (int, string) {

@@ -47,12 +47,7 @@ func forwardHeader(name string) bool {
 // hop-by-hop and connection-specific ones, and the PDS's DPoP nonce, which
 // is ioproxy's business.
 func dropResponseHeader(name string) bool {
-	switch name {
-	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Connection", "Te", "Trailer",
-		"Transfer-Encoding", "Upgrade", "Content-Length", "Dpop-Nonce":
-		return true
-	}
-	return false
+	return httpx.IsHopByHop(name) || name == "Content-Length" || name == "Dpop-Nonce"
 }
 
 func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/ioproxy/ioproxy/contract"
+	"github.com/ioproxy/ioproxy/internal/httpx"
 )
 
 // sessionCredential starts a call's credential that is the signed-in
@@ -15,21 +16,15 @@ import (
 const sessionCredential = "session:"
 
 // ioproxyHeaders are the headers of a call that ioproxy sets, strips or
-// needs as they are, besides the contract's (contract.IsIdentity), each
-// canonical: a credential cannot go in one of them.
+// needs as they are, besides the contract's (contract.IsIdentity) and the
+// hop-by-hop ones (httpx.IsHopByHop), each canonical: a credential cannot
+// go in one of them. Transfer-Encoding, hop-by-hop too, is here for its
+// own reason.
 var ioproxyHeaders = map[string]string{
-	"Host":                "names the endpoint",
-	"Cookie":              "is stripped from calls: it would carry the browser's ioproxy session",
-	"Connection":          "is a hop-by-hop header, which ioproxy does not pass on",
-	"Keep-Alive":          "is a hop-by-hop header, which ioproxy does not pass on",
-	"Proxy-Connection":    "is a hop-by-hop header, which ioproxy does not pass on",
-	"Proxy-Authenticate":  "is a hop-by-hop header, which ioproxy does not pass on",
-	"Proxy-Authorization": "is a hop-by-hop header, which ioproxy does not pass on",
-	"Te":                  "is a hop-by-hop header, which ioproxy does not pass on",
-	"Trailer":             "is a hop-by-hop header, which ioproxy does not pass on",
-	"Transfer-Encoding":   "frames the body, which ioproxy sets itself",
-	"Content-Length":      "frames the body, which ioproxy sets itself",
-	"Upgrade":             "is a hop-by-hop header, which ioproxy does not pass on",
+	"Host":              "names the endpoint",
+	"Cookie":            "is stripped from calls: it would carry the browser's ioproxy session",
+	"Transfer-Encoding": "frames the body, which ioproxy sets itself",
+	"Content-Length":    "frames the body, which ioproxy sets itself",
 }
 
 // callAuth builds a call's auth block: where the credential goes, and
@@ -83,7 +78,11 @@ func (b *builder) callAuthName(ra *callAuthSchema, location string) string {
 	}
 	canonical := http.CanonicalHeaderKey(name)
 	why, owned := ioproxyHeaders[canonical]
-	if !owned && contract.IsIdentity(name) {
+	switch {
+	case owned:
+	case httpx.IsHopByHop(canonical):
+		why, owned = "is a hop-by-hop header, which ioproxy does not pass on", true
+	case contract.IsIdentity(name):
 		why, owned = "is one of the headers through which ioproxy names the user, which it sets itself and strips from what others send", true
 	}
 	if owned {

@@ -47,14 +47,10 @@ func (b *builder) call(raw *callSchema, cfg *Config) Call {
 	if c.ShortName == "" {
 		c.ShortName = c.Label
 	}
-	if c.Port < 1 || c.Port > 65535 {
-		b.errorf(raw.PortRange, "Invalid port", "%d is not a port from 1 to 65535; write, for example, port = 7000.", c.Port)
-	}
+	b.blockPort(raw.PortRange, c.Port, 7000)
 	if raw.Bind != nil {
 		c.Bind = *raw.Bind
-		if net.ParseIP(c.Bind) == nil && c.Bind != "localhost" {
-			b.errorf(raw.BindRange, "Invalid bind address", "%q is not an IP address. The calling port carries users' credentials: keep the default \"127.0.0.1\", or bind a private address such as bind = \"10.0.0.5\" (or \"0.0.0.0\" inside a container network).", c.Bind)
-		}
+		b.blockBind(raw.BindRange, c.Bind, "The calling port carries users' credentials: keep the default \"127.0.0.1\", or bind a private address such as bind = \"10.0.0.5\" (or \"0.0.0.0\" inside a container network).")
 	}
 	b.callLimits(raw, &c)
 	c.Hosts = b.callHosts(raw.Hosts)

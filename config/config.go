@@ -642,8 +642,12 @@ func (c *Config) ServesHTTPS() bool {
 
 // NormalizeHost lowercases a host name and removes a port and a trailing dot.
 func NormalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
+	// Without a colon there is no port, and SplitHostPort's error would
+	// cost an allocation on every request.
+	if strings.IndexByte(h, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
 	}
 	h = strings.Trim(h, "[]")
 	return strings.ToLower(strings.TrimSuffix(h, "."))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/access"
 	"github.com/ioproxy/ioproxy/contract"
+	"github.com/ioproxy/ioproxy/internal/httpx"
 )
 
 const fuzzFilename = "fuzz.hcl"
@@ -339,7 +340,7 @@ func revalidateCallAuth(t *testing.T, cfg *Config, c Call) {
 	switch a.Location {
 	case CallAuthHeader:
 		_, owned := ioproxyHeaders[a.Name]
-		if a.Name != http.CanonicalHeaderKey(a.Name) || !httpguts.ValidHeaderFieldName(a.Name) || owned || contract.IsIdentity(a.Name) {
+		if a.Name != http.CanonicalHeaderKey(a.Name) || !httpguts.ValidHeaderFieldName(a.Name) || owned || httpx.IsHopByHop(a.Name) || contract.IsIdentity(a.Name) {
 			t.Errorf("%s puts its credential in the header %q", what, a.Name)
 		}
 		if a.Static != "" && !httpguts.ValidHeaderFieldValue(a.Static) {

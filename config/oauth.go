@@ -1,7 +1,6 @@
 package config
 
 import (
-	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -13,6 +12,7 @@ import (
 	"github.com/zclconf/go-cty/cty/convert"
 
 	"github.com/ioproxy/ioproxy/access"
+	"github.com/ioproxy/ioproxy/internal/endpoint"
 )
 
 // The oauth "<name>" blocks of a host: sign-in providers other than AT
@@ -183,37 +183,31 @@ func (b *builder) providerEndpoints(raw *oauthSchema, p *OAuthProvider) {
 }
 
 // providerURL requires an https:// URL with a host and no fragment, or
-// http:// on a loopback host; an issuer has no query either. It is kept
+// http:// on a loopback host (endpoint.Check, which provider applies to
+// what discovery answers too); an issuer has no query either. It is kept
 // as written: OpenID Connect compares an ID token's iss with the issuer
 // exactly.
 func (b *builder) providerURL(rng hcl.Range, attr, s, example string, issuer bool) {
-	u, err := url.Parse(s)
+	u, problem := endpoint.Check(s)
 	shown := s
-	if err == nil && u.User != nil {
+	if u != nil && u.User != nil {
 		shown = u.Redacted()
 	}
+	if s != strings.TrimSpace(s) {
+		problem = endpoint.NotURL
+	}
 	switch {
-	case err != nil || s != strings.TrimSpace(s) || !u.IsAbs() || u.Host == "" || u.Opaque != "" || (u.Scheme != "https" && u.Scheme != "http"):
+	case problem == endpoint.NotURL:
 		b.errorf(rng, "Invalid "+attr, "%q is not an https:// URL; write, for example, %s = %q.", shown, attr, example)
-	case u.User != nil:
+	case problem == endpoint.UserInfo:
 		b.errorf(rng, "Invalid "+attr, "%q carries user info (user:password@); write the URL without it (the client secret goes in client_secret).", shown)
-	case u.Fragment != "" || strings.Contains(s, "#"):
+	case problem == endpoint.Fragment:
 		b.errorf(rng, "Invalid "+attr, "%q has a fragment (#…), which is never sent to the server; remove it.", s)
-	case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+	case problem == endpoint.PlainHTTP:
 		b.errorf(rng, "Insecure "+attr, "%q uses http://, which would carry sign-ins' codes and tokens in the clear; write https://. (http:// is allowed on a loopback host only, such as http://localhost:8080 or http://127.0.0.1:8080, for development and tests.)", s)
 	case issuer && (u.RawQuery != "" || u.ForceQuery):
 		b.errorf(rng, "Invalid "+attr, "%q has a query; an issuer is a scheme, a host and an optional path, written exactly as the provider's discovery document gives it, as in issuer = %q.", s, example)
 	}
-}
-
-// loopbackHost reports whether a URL's host is this machine: localhost,
-// 127.0.0.0/8 or ::1.
-func loopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // oauthScopes reads a provider's scopes: scope tokens (RFC 6749 §3.3),

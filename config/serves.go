@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 
 	"github.com/hashicorp/hcl/v2"
@@ -30,20 +31,15 @@ func (b *builder) serve(raw *serveSchema) Serve {
 	if !validServiceName(s.Label) {
 		b.errorf(raw.LabelRange, "Invalid serve label", "%q cannot be named in a host's backend = \"serving:…\"; write a label of letters, digits, dashes, dots and underscores that starts with a letter or digit, as in serve \"nomad\" { … }.", s.Label)
 	}
-	switch {
-	case raw.Port == nil:
+	if raw.Port == nil {
 		b.errorf(raw.DefRange, "Missing port", "Serve %q listens on a port of its own; write one, as in port = 9009.", s.Label)
-	case *raw.Port < 1 || *raw.Port > 65535:
-		// Left at 0, so that checkPorts passes over it.
-		b.errorf(raw.PortRange, "Invalid port", "%d is not a port from 1 to 65535; write, for example, port = 9009.", *raw.Port)
-	default:
+	} else if b.blockPort(raw.PortRange, *raw.Port, 9009) {
+		// An invalid one stays 0, so that checkPorts passes over it.
 		s.Port = *raw.Port
 	}
 	if raw.Bind != nil {
 		s.Bind = *raw.Bind
-		if net.ParseIP(s.Bind) == nil && s.Bind != "localhost" {
-			b.errorf(raw.BindRange, "Invalid bind address", "%q is not an IP address. Leave bind out for %q (this machine only), or write an address of this machine, such as bind = \"10.0.0.5\" (or \"0.0.0.0\" for every interface): on its port, serve %q admits API keys and public paths only.", s.Bind, DefaultServeBind, s.Label)
-		}
+		b.blockBind(raw.BindRange, s.Bind, fmt.Sprintf("Leave bind out for %q (this machine only), or write an address of this machine, such as bind = \"10.0.0.5\" (or \"0.0.0.0\" for every interface): on its port, serve %q admits API keys and public paths only.", DefaultServeBind, s.Label))
 	}
 	s.Backend = b.serveBackend(raw)
 	for _, r := range raw.RequireOAuth {
@@ -59,6 +55,25 @@ func (b *builder) serve(raw *serveSchema) Serve {
 		s.Access = &Access{}
 	}
 	return s
+}
+
+// blockPort reports whether the port of a call or serve block is one
+// from 1 to 65535, and says so at rng, with an example, when it is not.
+func (b *builder) blockPort(rng hcl.Range, port, example int) bool {
+	if port >= 1 && port <= 65535 {
+		return true
+	}
+	b.errorf(rng, "Invalid port", "%d is not a port from 1 to 65535; write, for example, port = %d.", port, example)
+	return false
+}
+
+// blockBind checks the bind of a call or serve block: an IP address or
+// localhost; advice is what to write instead, which depends on who
+// reaches the block's port.
+func (b *builder) blockBind(rng hcl.Range, bind, advice string) {
+	if net.ParseIP(bind) == nil && bind != "localhost" {
+		b.errorf(rng, "Invalid bind address", "%q is not an IP address. %s", bind, advice)
+	}
 }
 
 // serveBackend reads a serve block's backend: the address of the service

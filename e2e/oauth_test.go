@@ -200,9 +200,9 @@ call "calendar" {
 		t.Log(err)
 	}
 
-	// A callback that this browser did not start: a page that says so.
+	// A callback of a sign-in no one started: a page that says so.
 	navigate(mctx, t, base+"/@corp/callback?state=forged&code=forged")
-	if got := text(mctx, t, "main"); !strings.Contains(got, "did not start in this browser") {
+	if got := text(mctx, t, "main"); !strings.Contains(got, "already used or is unknown") {
 		t.Fatalf("a forged callback: %q", got)
 	}
 

@@ -6,19 +6,23 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/floor"
 	"github.com/ioproxy/ioproxy/sessions"
 	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
 
 // BenchmarkIngress measures the ingress path against calling the same
-// loopback backend directly, in the same run, and reports requests per
-// second of each and the latency the proxy adds per request; then the
+// loopback backend directly and through the floor (package floor: a
+// proxy on net/http that does nothing else), in the same run, and
+// reports requests per second and allocations of each and the latency
+// the proxy adds per request; then the
 // same through a host with access rules, for a signed-in account and for
 // a script with an API key (bcrypt at the default cost, checked once):
 //
@@ -83,6 +87,13 @@ host "tool.example.com" {
 		run(b, backend.URL+"/", "app.example.com", anonymous)
 		direct = time.Since(start) / time.Duration(b.N)
 	})
+	// The floor: the least a proxy on net/http does, through a Transport
+	// of its own; ioproxy's allocations and time over it are its own work.
+	floorProxy := httptest.NewServer(floor.Handler(mustParseURL(b, backend.URL), &http.Transport{MaxIdleConnsPerHost: 256}))
+	defer floorProxy.Close()
+	b.Run("floor", func(b *testing.B) {
+		run(b, floorProxy.URL+"/", "app.example.com", anonymous)
+	})
 	b.Run("ingress", func(b *testing.B) {
 		start := time.Now()
 		run(b, proxy.URL+"/", "app.example.com", anonymous)
@@ -126,4 +137,12 @@ func benchRequests(b *testing.B, client *http.Client, url, host string, auth fun
 		}
 	})
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}
+
+func mustParseURL(b *testing.B, raw string) *url.URL {
+	u, err := url.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return u
 }

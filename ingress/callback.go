@@ -41,9 +41,7 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if fail != nil {
-		s.cfg.Recorder.SignIn(observe.SignInFailed)
-		s.cfg.Logger.Info("sign-in failed", "host", s.cfg.Host.Hostname, "err", fail.err)
-		writeError(w, r, errorPage{Status: fail.status, Title: "Sign-in failed", Message: fail.msg, Retry: "/@/signin"})
+		s.flow().refuseCallback(w, r, fail)
 		return
 	}
 	now := s.cfg.Now()
@@ -71,37 +69,54 @@ func (s *SignIn) callback(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, SafeRedirect(p.Redirect), http.StatusSeeOther)
 }
 
+// takePending finds the AT Protocol sign-in a callback belongs to
+// (signInFlow.takePending), which must hold its DPoP key.
+func (s *SignIn) takePending(w http.ResponseWriter, r *http.Request) (sessions.Pending, *signInFailure) {
+	p, fail := s.flow().takePending(w, r)
+	if fail == nil && p.DPoPKey == nil {
+		return p, &signInFailure{http.StatusInternalServerError, "The stored sign-in is damaged. Please try again.", errors.New("pending sign-in without a DPoP key")}
+	}
+	return p, fail
+}
+
 // takePending finds the sign-in a callback belongs to, deleting it first,
 // so that a replayed callback (same state or code) finds nothing; and it
-// checks that this browser started it, on this host.
-func (s *SignIn) takePending(w http.ResponseWriter, r *http.Request) (sessions.Pending, *signInFailure) {
+// checks that this browser started it, with this flow.
+func (f signInFlow) takePending(w http.ResponseWriter, r *http.Request) (sessions.Pending, *signInFailure) {
 	state := r.URL.Query().Get("state")
 	if state == "" {
-		return sessions.Pending{}, &signInFailure{http.StatusBadRequest, "This sign-in link is incomplete. Start again from the sign-in page.", errors.New("callback without state")}
+		return sessions.Pending{}, &signInFailure{http.StatusBadRequest, "This sign-in link is incomplete, or the sign-in did not start in this browser. " + f.again, errors.New("callback without state")}
 	}
-	p, err := s.cfg.Sessions.FinishSignIn(r.Context(), state)
+	p, err := f.sessions.FinishSignIn(r.Context(), state)
 	switch {
 	case errors.Is(err, sessions.ErrNotFound):
-		return p, &signInFailure{http.StatusBadRequest, "This sign-in link was already used or is unknown. Start again from the sign-in page.", err}
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in link was already used or is unknown. " + f.again, err}
 	case errors.Is(err, sessions.ErrExpired):
-		return p, &signInFailure{http.StatusBadRequest, "This sign-in took too long and expired. Please try again.", err}
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in took too long and expired. " + f.again, err}
 	case err != nil:
+		f.log.Error("take pending sign-in", f.logAttrs("err", err)...)
 		return p, &signInFailure{http.StatusServiceUnavailable, "The session store is not reachable. Please try again in a moment.", err}
 	}
-	setCookie(w, r, stateCookie(r), "", -1)
+	binding := f.bindingCookieName(r)
+	setCookie(w, r, binding, "", -1)
 	// The browser must hold the random binding set when this sign-in
 	// started, so a callback URL made by someone else (with their code)
 	// cannot sign this browser into their account.
-	if c, err := r.Cookie(stateCookie(r)); err != nil || p.Binding == "" || !hmac.Equal([]byte(c.Value), []byte(p.Binding)) {
-		return p, &signInFailure{http.StatusBadRequest, "This sign-in was started in another browser. Start again from the sign-in page here.", errors.New("state cookie missing or different")}
+	if v := cookieValue(r, binding); v == "" || p.Binding == "" || !hmac.Equal([]byte(v), []byte(p.Binding)) {
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in did not start in this browser: another browser started it. " + f.again, errors.New("state cookie missing or different")}
 	}
-	if p.Host != s.cfg.Host.Hostname || p.ClientID != s.cfg.Client.ClientID() {
-		return p, &signInFailure{http.StatusBadRequest, "This sign-in belongs to another site.", errors.New("pending sign-in of another host")}
-	}
-	if p.DPoPKey == nil {
-		return p, &signInFailure{http.StatusInternalServerError, "The stored sign-in is damaged. Please try again.", errors.New("pending sign-in without a DPoP key")}
+	if p.Host != f.host || p.Provider != f.provider || p.ClientID != f.clientID {
+		return p, &signInFailure{http.StatusBadRequest, "This sign-in belongs to another site. " + f.again, errors.New("pending sign-in of another host, provider or client")}
 	}
 	return p, nil
+}
+
+// refuseCallback answers a callback that signs no one in: what went
+// wrong, and a link to sign in again.
+func (f signInFlow) refuseCallback(w http.ResponseWriter, r *http.Request, fail *signInFailure) {
+	f.recorder.SignIn(observe.SignInFailed)
+	f.log.Info("sign-in failed", f.logAttrs("err", fail.err)...)
+	writeError(w, r, errorPage{Status: fail.status, Title: "Sign-in failed", Message: fail.msg, Retry: f.prefix + "signin"})
 }
 
 // exchange trades the callback's code for tokens, which Exchange checks

@@ -64,9 +64,30 @@ func hasCookie(r *http.Request, name string) bool {
 // every request of a signed-in browser, where r.Cookie allocates a Cookie
 // and a slice each time.
 func cookieValue(r *http.Request, name string) string {
+	value := ""
+	eachCookie(r, func(n, raw string) bool {
+		if n != name {
+			return true
+		}
+		v, ok := readCookieValue(raw)
+		if !ok {
+			// net/http skips a value it cannot read, and reads on.
+			return true
+		}
+		value = v
+		return false
+	})
+	return value
+}
+
+// eachCookie calls yield with the name and raw value of each cookie of the
+// request's Cookie lines, in order, as net/http splits them, until yield
+// returns false; readCookieValue reads a raw value as net/http does. A
+// caller after several names (providerCookieIDs) reads the header once.
+func eachCookie(r *http.Request, yield func(name, raw string) bool) {
 	lines := r.Header["Cookie"]
 	if len(lines) == 0 {
-		return ""
+		return
 	}
 	// net/http reads no cookie at all from a header of more than its
 	// limit (GODEBUG httpcookiemaxnum, 3000 by default).
@@ -75,7 +96,7 @@ func cookieValue(r *http.Request, name string) string {
 		count += strings.Count(line, ";") + 1
 	}
 	if count > maxCookies {
-		return ""
+		return
 	}
 	for _, line := range lines {
 		line = textproto.TrimString(line)
@@ -83,18 +104,20 @@ func cookieValue(r *http.Request, name string) string {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
 			n, v, _ := strings.Cut(textproto.TrimString(part), "=")
-			if textproto.TrimString(n) != name {
-				continue
-			}
-			if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
-			}
-			if validCookieValue(v) {
-				return v
+			if !yield(textproto.TrimString(n), v) {
+				return
 			}
 		}
 	}
-	return ""
+}
+
+// readCookieValue is a cookie's value as net/http reads it from a raw one:
+// without its double quotes, if valid.
+func readCookieValue(raw string) (string, bool) {
+	if len(raw) > 1 && raw[0] == '"' && raw[len(raw)-1] == '"' {
+		raw = raw[1 : len(raw)-1]
+	}
+	return raw, validCookieValue(raw)
 }
 
 // maxCookies is net/http's default limit of the cookies of a request.

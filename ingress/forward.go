@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -41,14 +42,23 @@ type forwarder struct {
 // no upgrade (those go through ReverseProxy).
 var errSwitchWithoutUpgrade = errors.New("the backend switched protocols, but the request asked for no upgrade")
 
+// exchange is what one forwarded request needs beside the request
+// itself, in one allocation: the 1xx relay, the trace that feeds it and
+// the outbound URL.
+type exchange struct {
+	relay informational
+	trace httptrace.ClientTrace
+	url   url.URL
+}
+
 // forward sends in to st.target and copies the answer to w.
 func (f *forwarder) forward(w http.ResponseWriter, in *http.Request, st *proxyState) {
-	out := outboundRequest(in, st.target)
+	ex := &exchange{relay: informational{w: w, expectContinue: expectsContinue(in.Header)}}
+	ex.trace.Got1xxResponse = ex.relay.got1xx
+	out := outboundRequest(httptrace.WithClientTrace(in.Context(), &ex.trace), in, st.target, &ex.url)
 	f.decorate(in, out.Header, st)
-	relay := &informational{w: w, expectContinue: expectsContinue(in.Header)}
-	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{Got1xxResponse: relay.got1xx}))
 	res, err := f.transport.RoundTrip(out)
-	relay.done()
+	ex.relay.done()
 	if err != nil {
 		f.fail(w, in, st, err)
 		return
@@ -84,14 +94,13 @@ func (f *forwarder) forward(w http.ResponseWriter, in *http.Request, st *proxySt
 	copyTrailers(w, res, announced)
 }
 
-// outboundRequest is the request to send to target: in's method, body
-// and Host, the target's scheme, host and path prefix, and in's header
-// without the hop-by-hop headers. Header values are shared with in, which
-// nothing writes to afterwards.
-func outboundRequest(in *http.Request, target *url.URL) *http.Request {
-	out := new(http.Request)
-	*out = *in // keeps in's context
-	u := *in.URL
+// outboundRequest is the request to send to target under ctx: in's
+// method, body and Host, the target's scheme, host and path prefix (in
+// u, which it fills), and in's header without the hop-by-hop headers.
+// Header values are shared with in, which nothing writes to afterwards.
+func outboundRequest(ctx context.Context, in *http.Request, target, u *url.URL) *http.Request {
+	out := in.WithContext(ctx) // a shallow copy
+	*u = *in.URL
 	u.Scheme, u.Host = target.Scheme, target.Host
 	u.Path, u.RawPath = joinURLPath(target, in.URL)
 	q := cleanQueryParams(in.URL.RawQuery)
@@ -101,7 +110,7 @@ func outboundRequest(in *http.Request, target *url.URL) *http.Request {
 	default:
 		u.RawQuery = target.RawQuery + "&" + q
 	}
-	out.URL = &u
+	out.URL = u
 	out.RequestURI, out.Close, out.TLS, out.Form, out.PostForm, out.MultipartForm = "", false, nil, nil, nil, nil
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	out.TransferEncoding = nil
@@ -126,18 +135,14 @@ var noUserAgent = []string{""}
 // teTrailers is the one Te value passed on. Never written to.
 var teTrailers = []string{"trailers"}
 
-// outboundHeader copies in without the hop-by-hop headers, the names its
-// Connection header lists, and the X-Forwarded-* and Forwarded headers
-// that decorate writes anew.
+// outboundHeader copies in without the hop-by-hop headers and the names
+// its Connection header lists (decorate then takes off what no client
+// may say, X-Forwarded-* among them, and writes its own).
 func outboundHeader(in http.Header) http.Header {
 	listed := in["Connection"]
 	out := make(http.Header, len(in)+8)
 	for k, vv := range in {
-		if isHopByHop(k) || connectionLists(listed, k) {
-			continue
-		}
-		switch k {
-		case "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		if httpx.IsHopByHop(k) || connectionLists(listed, k) {
 			continue
 		}
 		out[k] = vv
@@ -155,7 +160,7 @@ func outboundHeader(in http.Header) http.Header {
 func removeHopByHop(h http.Header) {
 	listed := h["Connection"]
 	for k := range h {
-		if isHopByHop(k) || connectionLists(listed, k) {
+		if httpx.IsHopByHop(k) || connectionLists(listed, k) {
 			delete(h, k)
 		}
 	}
@@ -197,17 +202,6 @@ func dropOwnCookies(h http.Header) {
 		return
 	}
 	h["Set-Cookie"] = kept
-}
-
-// isHopByHop reports the headers that belong to one connection (RFC 9110
-// 7.6.1, and RFC 2616's older list that ReverseProxy also removes).
-func isHopByHop(k string) bool {
-	switch k {
-	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
-		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
-		return true
-	}
-	return false
 }
 
 // connectionLists reports whether the Connection header values name k.

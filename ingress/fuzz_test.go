@@ -261,7 +261,8 @@ func spellings(p string) []string {
 // every request without allocating, against net/http's own reading: for
 // any Cookie header, the two agree on the value of each of ioproxy's
 // cookie names (a disagreement would let one reading see a session the
-// other does not).
+// other does not); and so does providerCookieIDs, which reads every
+// provider cookie in one pass (checkProviderCookieIDs).
 func FuzzCookieValue(f *testing.F) {
 	for _, c := range []string{
 		"ioproxy-session=abc", "a=1; ioproxy-session=abc; b=2", `ioproxy-session="abc"`, "ioproxy-session=", "ioproxy-session",
@@ -269,6 +270,7 @@ func FuzzCookieValue(f *testing.F) {
 		"ioproxy-session=abc; ioproxy-session=def", "IOPROXY-SESSION=abc", "ioproxy-session=\x7f", ";;ioproxy-session=x;;",
 		"__Host-ioproxy-session=abc", "ioproxy-oauth-google=xyz; ioproxy-session=abc", "ioproxy-session=\"\"", "ioproxy-session=\"a",
 		"x=\"; ioproxy-session=abc\"", "ioproxy-session=é", "ioproxy-session\t=abc",
+		"ioproxy-oauth-google=; ioproxy-oauth-google=b; __Host-ioproxy-oauth-github=\"c\"", "ioproxy-oauth-g=x; ioproxy-oauth-google-work=y",
 	} {
 		f.Add(c, "")
 	}
@@ -288,5 +290,6 @@ func FuzzCookieValue(f *testing.F) {
 				t.Fatalf("cookieValue(%q, %q) = %q, net/http reads %q", r.Header["Cookie"], name, got, want)
 			}
 		}
+		checkProviderCookieIDs(t, r)
 	})
 }

@@ -89,7 +89,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 	}
 	if g.keys != nil {
 		if name, key, ok := r.BasicAuth(); ok {
-			client := hr.router.clientKey(r)
+			client := hr.routes.clientKey(r)
 			// A key that is not remembered as good is counted before its
 			// check (tens of milliseconds of bcrypt), not after: counted
 			// after, parallel guesses would all pass the limit. A key
@@ -350,40 +350,20 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Cache-Control", "no-store")
 		h.Set("Content-Type", "application/json")
+		// Proxy-Session is for backends, never for browsers (a script on
+		// the page could read it here): only a proxy listed in
+		// trusted_proxies gets it, to pass on.
+		hr.tellIdentity(newHeaderValues(h), a.session, a.providers, a.keyUser, hr.routes.trusted(r))
 		body := map[string]string{}
-		if a.session != nil {
-			h.Set(contract.UserDID, a.session.DID)
-			h.Set(contract.UserHandle, hr.shownHandle(*a.session))
-			h.Set(contract.UserScope, a.session.Scope)
-			// Proxy-Session is for backends, never for browsers (a script
-			// on the page could read it here): only a proxy listed in
-			// trusted_proxies gets it, to pass on.
-			if hr.router.trusted(r) && len(a.providers) == 0 {
-				h.Set(contract.ProxySession, a.session.ProxyKey)
+		for _, f := range forwardAuthBody {
+			if vv, ok := h[f.header]; ok {
+				body[f.field] = vv[0]
 			}
-			body["did"], body["handle"] = a.session.DID, hr.shownHandle(*a.session)
-		}
-		if a.keyUser != "" {
-			h.Set(contract.APIKeyUser, a.keyUser)
-			body["apikey_user"] = a.keyUser
-		}
-		if len(a.providers) > 0 {
-			if hr.router.trusted(r) {
-				h.Set(contract.ProxySession, proxyKeys(a.session, a.providers))
-			}
-			names, email, subject := providerHeaders(a.providers)
-			h.Set(contract.ProxyProvider, names)
-			if email != "" {
-				h.Set(contract.UserEmail, email)
-				body["email"] = email
-			}
-			h.Set(contract.UserSubject, subject)
-			body["subject"] = subject
 		}
 		w.WriteHeader(http.StatusOK)
 		_ = json.NewEncoder(w).Encode(body)
 	case denied:
-		hr.deniedPage(w, r, a, hr.router.forwardedURI(r))
+		hr.deniedPage(w, r, a, hr.routes.forwardedURI(r))
 	case tooMany:
 		// 429 would become a 500 in nginx; 403 says as much.
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Too many wrong keys", Message: "Too many wrong API keys came from your address. Wait a minute and try again with the right one."})
@@ -396,7 +376,7 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		if a.outcome == wrongKey {
 			p.Title, p.Message = "Wrong API key", "The name or key given is not one this site accepts."
 		} else if signin := hr.signInPath(); signin != "" {
-			p.Retry = signin + "?" + url.Values{"redirect": {SafeRedirect(hr.router.forwardedURI(r))}}.Encode()
+			p.Retry = signin + "?" + url.Values{"redirect": {SafeRedirect(hr.routes.forwardedURI(r))}}.Encode()
 			if isNavigation(r) {
 				// A redirect would be a 500 in nginx (which drops this
 				// header anyway); Traefik and Caddy pass the answer on, and
@@ -408,12 +388,22 @@ func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// forwardAuthBody names the JSON fields of an admitted forward-auth
+// answer's body and the identity header each repeats.
+var forwardAuthBody = []struct{ field, header string }{
+	{"did", contract.UserDID},
+	{"handle", contract.UserHandle},
+	{"apikey_user", contract.APIKeyUser},
+	{"email", contract.UserEmail},
+	{"subject", contract.UserSubject},
+}
+
 // forwardedURI is the page a forward-auth request is about, as a trusted
 // proxy in front names it (Traefik and Caddy: X-Forwarded-Uri; the nginx
 // example: X-Original-URI). It is only ever a same-site redirect target,
 // through SafeRedirect.
-func (router *Router) forwardedURI(r *http.Request) string {
-	if !router.trusted(r) {
+func (routes *Routes) forwardedURI(r *http.Request) string {
+	if !routes.trusted(r) {
 		return ""
 	}
 	if u := r.Header.Get("X-Forwarded-Uri"); u != "" {

@@ -81,9 +81,9 @@ func (l *rateLimiter) roll() {
 // trusted proxies, the nearest address they forwarded for that is not
 // itself a trusted proxy. IPv6 clients are counted per /56, the usual
 // delegation to one customer, within which addresses rotate freely.
-func (router *Router) clientKey(r *http.Request) string {
+func (routes *Routes) clientKey(r *http.Request) string {
 	ip := peerIP(r)
-	if router.trusted(r) {
+	if routes.trusted(r) {
 		var hops []string
 		for _, v := range r.Header.Values("X-Forwarded-For") {
 			hops = append(hops, strings.Split(v, ",")...)
@@ -94,7 +94,7 @@ func (router *Router) clientKey(r *http.Request) string {
 				break // not an address: stop at the last one we can trust
 			}
 			ip = hop
-			if !router.trustedPeer(hop) {
+			if !routes.trustedPeer(hop) {
 				break
 			}
 		}

@@ -55,8 +55,7 @@ func TestStartLimiterOverflow(t *testing.T) {
 }
 
 func TestClientKey(t *testing.T) {
-	rt := &Router{}
-	rt.SetRoutes(&Routes{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies})
+	routes := &Routes{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
 	for _, tt := range []struct{ remote, xff, want string }{
 		{"203.0.113.7:1234", "1.1.1.1", "203.0.113.7"},
 		{"10.0.0.2:1234", "1.1.1.1, 198.51.100.4", "198.51.100.4"},
@@ -71,7 +70,7 @@ func TestClientKey(t *testing.T) {
 		if tt.xff != "" {
 			r.Header.Set("X-Forwarded-For", tt.xff)
 		}
-		if got := rt.clientKey(r); got != tt.want {
+		if got := routes.clientKey(r); got != tt.want {
 			t.Errorf("clientKey(%s, %q) = %q, want %q", tt.remote, tt.xff, got, tt.want)
 		}
 	}

@@ -2,8 +2,8 @@ package ingress
 
 import (
 	"context"
-	"crypto/hmac"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -65,6 +65,10 @@ func providerStateCookie(r *http.Request, name string) string {
 
 // newProviderRoutes makes the provider routes of a host, in its order.
 func newProviderRoutes(h config.Host, clients map[string]ProviderClient) ([]*providerRoute, error) {
+	if len(h.OAuth) > config.MaxOAuthProviders {
+		// config refuses them; providerCookieIDs counts on it.
+		return nil, fmt.Errorf("host %s: %d oauth providers, at most %d", h.Hostname, len(h.OAuth), config.MaxOAuthProviders)
+	}
 	var out []*providerRoute
 	for _, p := range h.OAuth {
 		c, ok := clients[p.Name]
@@ -138,9 +142,7 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in not started", Message: "A sign-in starts from a link or a form, not from within another page.", Retry: retry})
 		return
 	}
-	if !hr.router.limiter.allow(hr.router.clientKey(r)) {
-		w.Header().Set("Retry-After", "60")
-		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were started from your address. Wait a minute and try again.", Retry: retry})
+	if !hr.withinSignInLimit(w, r, hr.router.limiter, "started", retry) {
 		return
 	}
 	redirect := SafeRedirect(r.URL.Query().Get("redirect"))
@@ -153,7 +155,7 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 	p := sessions.Pending{
 		State: sessions.NewToken(), Host: hr.host.Hostname, Provider: pr.cfg.Name,
 		ClientID: pr.cfg.ClientID, Issuer: pr.cfg.IssuerName(),
-		PKCEVerifier: sessions.NewToken(), Redirect: redirect, Client: hr.router.clientKey(r),
+		PKCEVerifier: sessions.NewToken(), Redirect: redirect, Client: hr.routes.clientKey(r),
 		Binding: sessions.NewToken(), CreatedAt: now, Expiry: now.Add(providerSignInLife),
 	}
 	if pr.client.OpenID() {
@@ -165,11 +167,7 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 		writeError(w, r, errorPage{Status: http.StatusBadGateway, Title: "Sign-in unavailable", Message: providerLabel(pr.cfg.Name) + " could not be reached to start the sign-in. Please try again in a moment.", Retry: retry})
 		return
 	}
-	if err := hr.router.store.BeginSignIn(r.Context(), p); err != nil {
-		hr.router.recorder.SignIn(observe.SignInStoreFull)
-		hr.router.log.Error("store pending sign-in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
-		w.Header().Set("Retry-After", "60")
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start right now. Please try again in a few minutes.", Retry: retry})
+	if !hr.flow(pr).beginSignIn(w, r, p) {
 		return
 	}
 	hr.router.recorder.SignIn(observe.SignInStarted)
@@ -184,13 +182,13 @@ func (hr *hostRoute) providerSignIn(w http.ResponseWriter, r *http.Request, pr *
 func (hr *hostRoute) providerCallback(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
 	retry := pr.prefix + "signin"
 	label := providerLabel(pr.cfg.Name)
-	if !hr.router.callbacks.allow(hr.router.clientKey(r)) {
-		w.Header().Set("Retry-After", "60")
-		writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were finished from your address. Wait a minute and try again.", Retry: retry})
+	if !hr.withinSignInLimit(w, r, hr.router.callbacks, "finished", retry) {
 		return
 	}
-	p, ok := hr.takeProviderSignIn(w, r, pr)
-	if !ok {
+	f := hr.flow(pr)
+	p, fail := f.takePending(w, r)
+	if fail != nil {
+		f.refuseCallback(w, r, fail)
 		return
 	}
 	q := r.URL.Query()
@@ -215,35 +213,6 @@ func (hr *hostRoute) providerCallback(w http.ResponseWriter, r *http.Request, pr
 		return
 	}
 	hr.finishProviderSignIn(w, r, pr, p, grant)
-}
-
-// takeProviderSignIn takes the sign-in in progress of the callback's
-// state, if this browser started it with this provider on this host.
-func (hr *hostRoute) takeProviderSignIn(w http.ResponseWriter, r *http.Request, pr *providerRoute) (sessions.Pending, bool) {
-	retry := pr.prefix + "signin"
-	stateName := providerStateCookie(r, pr.cfg.Name)
-	binding, cerr := r.Cookie(stateName)
-	state := r.URL.Query().Get("state")
-	if cerr != nil || binding.Value == "" || state == "" {
-		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Sign-in not started here", Message: "This sign-in did not start in this browser, or it took too long. Please sign in again.", Retry: retry})
-		return sessions.Pending{}, false
-	}
-	p, err := hr.router.store.FinishSignIn(r.Context(), state)
-	switch {
-	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, sessions.ErrExpired):
-		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Sign-in expired", Message: "This sign-in was finished already or took too long. Please sign in again.", Retry: retry})
-		return sessions.Pending{}, false
-	case err != nil:
-		hr.router.log.Error("take pending sign-in", "host", hr.host.Hostname, "provider", pr.cfg.Name, "err", err)
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "The session store is not reachable. Please try again in a moment.", Retry: retry})
-		return sessions.Pending{}, false
-	}
-	setCookie(w, r, stateName, "", -1)
-	if p.Host != hr.host.Hostname || p.Provider != pr.cfg.Name || !hmac.Equal([]byte(binding.Value), []byte(p.Binding)) {
-		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Sign-in not started here", Message: "This sign-in did not start in this browser. Please sign in again.", Retry: retry})
-		return sessions.Pending{}, false
-	}
-	return p, true
 }
 
 // finishProviderSignIn makes the session of a verified grant, unless the
@@ -304,11 +273,13 @@ func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request
 // providerSession is the request's live session with the provider on
 // this host, if any; err is a store that could not answer.
 func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessions.Session, error) {
-	if hr.router.store == nil {
-		return nil, nil
-	}
-	id := cookieValue(r, providerCookie(r, pr.cfg.Name))
-	if !sessions.WellFormedToken(id) {
+	return hr.providerSessionOf(r, pr, cookieValue(r, providerCookie(r, pr.cfg.Name)))
+}
+
+// providerSessionOf is the live session of id, the value of the
+// provider's cookie, if it is one with the provider on this host.
+func (hr *hostRoute) providerSessionOf(r *http.Request, pr *providerRoute, id string) (*sessions.Session, error) {
+	if hr.router.store == nil || !sessions.WellFormedToken(id) {
 		return nil, nil
 	}
 	sess, err := hr.router.store.Get(r.Context(), id)
@@ -334,9 +305,13 @@ func (hr *hostRoute) providerSession(r *http.Request, pr *providerRoute) (*sessi
 // calls. (The sign-in routes look sessions up with providerSession
 // alone: a refresh there would only race the sign-in or sign-out.)
 func (hr *hostRoute) providerSessions(r *http.Request) ([]*sessions.Session, error) {
+	if len(hr.providers) == 0 {
+		return nil, nil
+	}
+	ids := hr.providerCookieIDs(r)
 	var out []*sessions.Session
-	for _, pr := range hr.providers {
-		sess, err := hr.providerSession(r, pr)
+	for i, pr := range hr.providers {
+		sess, err := hr.providerSessionOf(r, pr, ids[i])
 		if err != nil {
 			hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
 			return nil, err
@@ -352,6 +327,38 @@ func (hr *hostRoute) providerSessions(r *http.Request) ([]*sessions.Session, err
 	return out, nil
 }
 
+// providerCookieIDs are the values of the request's provider cookies on
+// this host, ids[i] that of hr.providers[i] ("" without one), as
+// cookieValue reads each, in one pass over the Cookie header: every
+// request of a browser passes here, whatever its cookies, and a host may
+// have several providers.
+func (hr *hostRoute) providerCookieIDs(r *http.Request) (ids [config.MaxOAuthProviders]string) {
+	prefix := providerCookiePrefix
+	if isHTTPS(r) {
+		prefix = "__Host-" + providerCookiePrefix
+	}
+	// read marks the cookies found: net/http reads the first one of a
+	// name, even when its value is empty.
+	var read [config.MaxOAuthProviders]bool
+	eachCookie(r, func(name, raw string) bool {
+		provider, ok := strings.CutPrefix(name, prefix)
+		if !ok {
+			return true
+		}
+		for i, pr := range hr.providers {
+			if pr.cfg.Name != provider {
+				continue
+			}
+			if v, ok := readCookieValue(raw); ok && !read[i] {
+				ids[i], read[i] = v, true
+			}
+			break
+		}
+		return true
+	})
+	return ids
+}
+
 func (hr *hostRoute) providerSignoutForm(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
 	page := signoutPage{AppName: hr.host.ShortName, Action: pr.prefix + "signout", Provider: providerLabel(pr.cfg.Name), Redirect: SafeRedirect(r.URL.Query().Get("redirect"))}
 	if sess, _ := hr.providerSession(r, pr); sess != nil {
@@ -364,33 +371,19 @@ func (hr *hostRoute) providerSignoutForm(w http.ResponseWriter, r *http.Request,
 }
 
 // providerSignout ends the provider session, on the same terms as the AT
-// Protocol sign-out: the confirmation page's token, or a request from
-// this site's own pages.
+// Protocol sign-out (signInFlow.signout).
 func (hr *hostRoute) providerSignout(w http.ResponseWriter, r *http.Request, pr *providerRoute) {
-	retry := pr.prefix + "signout"
-	if err := r.ParseForm(); err != nil {
-		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
-		return
+	hr.flow(pr).signout(w, r, func() (*sessions.Session, error) { return hr.providerSession(r, pr) })
+}
+
+// flow is the provider's sign-in on this host, for what it shares with
+// AT Protocol's.
+func (hr *hostRoute) flow(pr *providerRoute) signInFlow {
+	return signInFlow{
+		sessions: hr.router.store, recorder: hr.router.recorder, log: hr.router.log,
+		host: hr.host.Hostname, provider: pr.cfg.Name, clientID: pr.cfg.ClientID, prefix: pr.prefix,
+		again: "Please sign in again.",
 	}
-	sess, err := hr.providerSession(r, pr)
-	if err != nil {
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you may still be signed in. Please try again in a moment.", Retry: retry})
-		return
-	}
-	tokenOK := sess != nil && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
-	if !tokenOK && !sameOrigin(r) {
-		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: retry})
-		return
-	}
-	if sess != nil {
-		if err := hr.router.store.End(r.Context(), *sess); err != nil {
-			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store failed; you are still signed in. Please try again in a moment.", Retry: retry})
-			return
-		}
-	}
-	setCookie(w, r, providerCookie(r, pr.cfg.Name), "", -1)
-	setCookie(w, r, providerStateCookie(r, pr.cfg.Name), "", -1)
-	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
 }
 
 // providerHeaders are what the backend is told of a request's provider

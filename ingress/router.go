@@ -117,6 +117,9 @@ type hostRoute struct {
 	fwd    *forwarder
 	proxy  *httputil.ReverseProxy
 	router *Router
+	// routes are the routes this one was built in: a request is judged
+	// by them (trusted_proxies) whatever reload comes while it is served.
+	routes *Routes
 	// serve is set on the route of a serve block's port.
 	serve *serveInfo
 	// providers are the host's oauth "<name>" blocks, in its order.
@@ -163,6 +166,7 @@ func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
 		if err != nil {
 			return nil, err
 		}
+		hr.routes = routes
 		routes.hosts[h.Hostname] = hr
 	}
 	for _, s := range cfg.Config.Serves {
@@ -170,6 +174,7 @@ func (router *Router) NewRoutes(cfg RoutesConfig) (*Routes, error) {
 		if err != nil {
 			return nil, err
 		}
+		hr.routes = routes
 		routes.serves[s.Label] = hr
 	}
 	return routes, nil
@@ -275,11 +280,11 @@ type viaCallingPort struct{}
 
 // trusted reports whether the request comes from a configured trusted
 // proxy, whose X-Forwarded-* headers are believed.
-func (router *Router) trusted(r *http.Request) bool {
+func (routes *Routes) trusted(r *http.Request) bool {
 	if r.Context().Value(viaCallingPort{}) != nil {
 		return false
 	}
-	return router.trustedPeer(peerIP(r))
+	return routes.trustedPeer(peerIP(r))
 }
 
 // ServeHTTP routes by Host: port ignored, case-insensitive.
@@ -325,6 +330,13 @@ type proxyState struct {
 	trace     *trace // the request's record, to mark an aborted answer
 }
 
+// recorded is what a request's record is made of, in one allocation: the
+// writer that sees its status, and its trace.
+type recorded struct {
+	w     httpx.StatusWriter
+	trace trace
+}
+
 // trace is what a request's record will say, filled in as it is served.
 type trace struct {
 	upstream  string
@@ -337,9 +349,9 @@ type trace struct {
 // else goes through the gate to the backend.
 func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := httpx.NewStatusWriter(w)
-	var tr trace
-	defer func() { hr.router.record(r, start, hr.host.Hostname, &tr, sw.Status()) }()
+	rec := &recorded{w: httpx.StatusWriter{ResponseWriter: w}}
+	sw, tr := &rec.w, &rec.trace
+	defer func() { hr.router.record(r, start, hr.host.Hostname, tr, sw.Status()) }()
 	if hr.serve != nil {
 		if hr.hostRefused(sw, r) {
 			tr.upstream = "ioproxy"
@@ -351,7 +363,12 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// local client a proxy, past the wrong-key limit).
 		r = r.WithContext(context.WithValue(r.Context(), viaCallingPort{}, true))
 	}
-	r = withHTTPS(r, r.TLS != nil || (hr.router.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")))
+	// The context says HTTPS only where it differs from r.TLS (a trusted
+	// proxy's X-Forwarded-Proto): a context value costs two allocations
+	// a request.
+	if https := r.TLS != nil || (hr.routes.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")); https != isHTTPS(r) {
+		r = withHTTPS(r, https)
+	}
 	if r.URL.Opaque != "" || r.Method == http.MethodConnect {
 		// "GET http:x:/other/path" is an empty path to the checks here
 		// and "x:/other/path" on the wire, outside the backend's prefix
@@ -362,14 +379,14 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	clean := normalizePath(r.URL.Path)
 	if ownPath(clean) {
-		hr.serveOwn(sw, r, clean, &tr)
+		hr.serveOwn(sw, r, clean, tr)
 		return
 	}
 	if pr := hr.providerOf(clean); pr != nil {
-		hr.serveProvider(sw, r, pr, clean, &tr)
+		hr.serveProvider(sw, r, pr, clean, tr)
 		return
 	}
-	hr.serveBackend(sw, r, &tr)
+	hr.serveBackend(sw, r, tr)
 }
 
 // serveBackend takes a request through the guards and the gate to the
@@ -466,31 +483,43 @@ func (hr *hostRoute) rewrite(pr *httputil.ProxyRequest) {
 // User-Did" cannot make the proxy drop the identity headers set here):
 // no client's identity headers, cookies or address headers, then ours.
 func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
-	contract.StripIdentity(h)
-	httpguard.StripHTTP2Settings(h)
+	for name := range h {
+		if clientMayNotSay(name) {
+			delete(h, name)
+		}
+	}
 	removeCookie(h, ownCookies...)
 	set := newHeaderValues(h)
-	hr.router.setForwarded(in, h, set)
-	if s := st.session; s != nil {
-		set.put(contract.UserDID, s.DID)
-		set.put(contract.UserHandle, hr.shownHandle(*s))
-		set.put(contract.UserScope, s.Scope)
+	hr.routes.setForwarded(in, set)
+	if st.keyUser != "" {
+		h.Del("Authorization") // the key was for ioproxy
 	}
-	if len(st.providers) > 0 {
-		names, email, subject := providerHeaders(st.providers)
+	hr.tellIdentity(set, st.session, st.providers, st.keyUser, true)
+}
+
+// tellIdentity sets the headers that say who a request is admitted as:
+// the account, the other providers' sessions and the API key's user (by
+// name only); with proxySession, Proxy-Session too, which is for
+// backends and for a trusted proxy in front that passes it on.
+func (hr *hostRoute) tellIdentity(set *headerValues, sess *sessions.Session, provs []*sessions.Session, keyUser string, proxySession bool) {
+	if sess != nil {
+		set.put(contract.UserDID, sess.DID)
+		set.put(contract.UserHandle, hr.shownHandle(*sess))
+		set.put(contract.UserScope, sess.Scope)
+	}
+	if len(provs) > 0 {
+		names, email, subject := providerHeaders(provs)
 		set.put(contract.ProxyProvider, names)
 		if email != "" {
 			set.put(contract.UserEmail, email)
 		}
 		set.put(contract.UserSubject, subject)
 	}
-	if keys := proxyKeys(st.session, st.providers); keys != "" {
+	if keys := proxyKeys(sess, provs); proxySession && keys != "" {
 		set.put(contract.ProxySession, keys)
 	}
-	if st.keyUser != "" {
-		// The key was for ioproxy; the backend gets the name only.
-		h.Del("Authorization")
-		set.put(contract.APIKeyUser, st.keyUser)
+	if keyUser != "" {
+		set.put(contract.APIKeyUser, keyUser)
 	}
 }
 
@@ -516,7 +545,7 @@ func (v *headerValues) put(name, value string) {
 // setForwarded writes X-Forwarded-For/-Host/-Proto. Values a client sent
 // are kept only when it is a configured trusted proxy; otherwise they are
 // replaced, so a client cannot spoof its address to the backend.
-func (router *Router) setForwarded(in *http.Request, h http.Header, set *headerValues) {
+func (routes *Routes) setForwarded(in *http.Request, set *headerValues) {
 	clientIP := peerIP(in)
 	realIP := clientIP
 	proto := "http"
@@ -524,7 +553,7 @@ func (router *Router) setForwarded(in *http.Request, h http.Header, set *headerV
 		proto = "https"
 	}
 	fwdHost := in.Host
-	if router.trusted(in) {
+	if routes.trusted(in) {
 		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
 			clientIP = strings.Join(prior, ", ") + ", " + clientIP
 		}
@@ -538,24 +567,22 @@ func (router *Router) setForwarded(in *http.Request, h http.Header, set *headerV
 			realIP = ip
 		}
 	}
-	// Headers that frameworks read for the client address or the public
-	// URL: from an untrusted client they are lies, and a trusted proxy
-	// passes on what its clients sent (X_Forwarded_For, True-Client-Ip)
-	// beside its own X-Forwarded-*, which were read above. Only ioproxy's
-	// own, set below, reach the backend.
-	for name := range h {
-		if isAddressHeader(name) {
-			delete(h, name)
-		}
-	}
-	// Method and URL overrides are stripped from everyone: a proxy in
-	// front passes its clients' headers on as they came, so trusting the
-	// proxy's X-Forwarded-* does not make them the proxy's word.
-	httpguard.StripOverrides(h)
 	set.put("X-Real-Ip", realIP)
 	set.put("X-Forwarded-For", clientIP)
 	set.put("X-Forwarded-Host", fwdHost)
 	set.put("X-Forwarded-Proto", proto)
+}
+
+// clientMayNotSay reports whether a header a client sent never reaches
+// the backend, in any spelling: the contract's identity headers (ioproxy
+// sets its own), the headers frameworks read for the client's address or
+// the public URL (from an untrusted client they are lies, and a trusted
+// proxy passes on what its clients sent, X_Forwarded_For or
+// True-Client-Ip, beside its own X-Forwarded-*, which setForwarded has
+// read), and method and URL overrides (from everyone: trusting a proxy's
+// X-Forwarded-* does not make its clients' overrides its word).
+func clientMayNotSay(name string) bool {
+	return contract.IsIdentity(name) || isAddressHeader(name) || httpguard.IsOverride(name)
 }
 
 // isAddressHeader reports whether a header is one that frameworks read
@@ -614,8 +641,8 @@ func cleanPath(p string) string {
 	return c
 }
 
-func (router *Router) trustedPeer(ip string) bool {
-	trusted := router.routes.Load().trustedProxies
+func (routes *Routes) trustedPeer(ip string) bool {
+	trusted := routes.trustedProxies
 	if len(trusted) == 0 {
 		return false
 	}

@@ -598,8 +598,8 @@ func TestHTTPSBehindTrustedProxy(t *testing.T) {
 		req.Header.Set("X-Forwarded-Proto", "https")
 		var seen *http.Request
 		rt := &Router{recorder: observe.Discard{}}
-		rt.SetRoutes(&Routes{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies})
-		hr := &hostRoute{router: rt, signIn: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })}
+		routes := &Routes{trustedProxies: mustConfig(t, `ingress { trusted_proxies = ["10.0.0.0/8"] }`).Ingress.TrustedProxies}
+		hr := &hostRoute{router: rt, routes: routes, signIn: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = r })}
 		req.URL.Path = "/@/signin"
 		hr.ServeHTTP(httptest.NewRecorder(), req)
 		if seen == nil {

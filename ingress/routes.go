@@ -38,7 +38,7 @@ func (hr *hostRoute) serveOwn(w http.ResponseWriter, r *http.Request, clean stri
 		return
 	}
 	tr.operation = signInOperation(r.URL.Path)
-	hr.signIn.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, hr.router.clientKey(r))))
+	hr.signIn.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientCtxKey{}, hr.routes.clientKey(r))))
 }
 
 // signInAllowed counts a sign-in start or callback against its client's
@@ -57,12 +57,7 @@ func (hr *hostRoute) signInAllowed(w http.ResponseWriter, r *http.Request) bool 
 	default:
 		return true
 	}
-	if limiter.allow(hr.router.clientKey(r)) {
-		return true
-	}
-	w.Header().Set("Retry-After", "60")
-	writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were " + what + " from your address. Wait a minute and try again.", Retry: "/@/signin"})
-	return false
+	return hr.withinSignInLimit(w, r, limiter, what, "/@/signin")
 }
 
 // UnknownHost is the record's Source of requests for hosts not configured.

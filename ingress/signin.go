@@ -211,22 +211,101 @@ func (s *SignIn) signinStart(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
 }
 
-// beginSignIn keeps a sign-in in progress, or answers why it cannot.
+// beginSignIn keeps a sign-in in progress, or answers why it cannot
+// (signInFlow.beginSignIn); a re-consent starts one too.
 func (s *SignIn) beginSignIn(w http.ResponseWriter, r *http.Request, p sessions.Pending) bool {
-	err := s.cfg.Sessions.BeginSignIn(r.Context(), p)
+	return s.flow().beginSignIn(w, r, p)
+}
+
+// flow is AT Protocol's sign-in on this host, for what it shares with the
+// other providers' sign-ins.
+func (s *SignIn) flow() signInFlow {
+	return signInFlow{
+		sessions: s.cfg.Sessions, recorder: s.cfg.Recorder, log: s.cfg.Logger,
+		host: s.cfg.Host.Hostname, clientID: s.cfg.Client.ClientID(), prefix: "/@/",
+		again: "Start again from the sign-in page.",
+	}
+}
+
+// signInFlow is one host's sign-in with one provider: AT Protocol's
+// (SignIn, under /@/) or another's (/@<name>/). Both go through its
+// methods, so that a store that fails, a callback that is not this
+// browser's and a sign-out from another site get one answer whichever
+// way the person signed in.
+type signInFlow struct {
+	sessions *sessions.Lifecycle
+	recorder observe.Recorder
+	log      *slog.Logger
+	// host, provider ("" for AT Protocol) and clientID are whose sign-ins
+	// these are: a callback's sign-in in progress must be theirs.
+	host, provider, clientID string
+	// prefix is where the flow's routes are: "/@/" or "/@<name>/".
+	prefix string
+	// again ends a failed callback's message with how to try again: AT
+	// Protocol's sign-in has a form to start from, a provider's has none.
+	again string
+}
+
+// sessionCookieName is the cookie that holds the flow's session.
+func (f signInFlow) sessionCookieName(r *http.Request) string {
+	if f.provider == "" {
+		return cookieName(r)
+	}
+	return providerCookie(r, f.provider)
+}
+
+// bindingCookieName is the cookie that binds the flow's sign-in in
+// progress to the browser that started it.
+func (f signInFlow) bindingCookieName(r *http.Request) string {
+	if f.provider == "" {
+		return stateCookie(r)
+	}
+	return providerStateCookie(r, f.provider)
+}
+
+// logAttrs are a log line's attributes kv, after whose sign-in it is.
+func (f signInFlow) logAttrs(kv ...any) []any {
+	attrs := []any{"host", f.host}
+	if f.provider != "" {
+		attrs = append(attrs, "provider", f.provider)
+	}
+	return append(attrs, kv...)
+}
+
+// beginSignIn keeps a sign-in in progress, or answers why it cannot. A
+// store that holds all the sign-ins in progress it may (ErrFull: in all,
+// or this client's share) is told apart from any other failure: it is a
+// flood to wait out for minutes, which the store_full metric counts,
+// where a store out of reach is worth trying again in a moment.
+func (f signInFlow) beginSignIn(w http.ResponseWriter, r *http.Request, p sessions.Pending) bool {
+	err := f.sessions.BeginSignIn(r.Context(), p)
 	switch {
 	case err == nil:
 		return true
 	case errors.Is(err, sessions.ErrFull):
-		s.cfg.Recorder.SignIn(observe.SignInStoreFull)
-		s.cfg.Logger.Error("sign-in refused: too many sign-ins in progress", "host", s.cfg.Host.Hostname, "err", err)
+		f.recorder.SignIn(observe.SignInStoreFull)
+		f.log.Error("sign-in refused: too many sign-ins in progress", f.logAttrs("err", err)...)
 		w.Header().Set("Retry-After", "60")
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: "/@/signin"})
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Too many sign-ins", Message: "This site has too many sign-ins in progress right now. Please try again in a few minutes.", Retry: f.prefix + "signin"})
 	default:
-		s.cfg.Logger.Error("store pending sign-in", "err", err)
+		f.log.Error("store pending sign-in", f.logAttrs("err", err)...)
 		w.Header().Set("Retry-After", "5")
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start: the session store is not reachable. Please try again in a moment.", Retry: "/@/signin"})
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Title: "Sign-in unavailable", Message: "Sign-in could not start: the session store is not reachable. Please try again in a moment.", Retry: f.prefix + "signin"})
 	}
+	return false
+}
+
+// withinSignInLimit counts a sign-in start or callback (what: "started",
+// "finished") against the client's limiter, and answers 429 past it, for
+// every sign-in route: each start makes ioproxy write to its store (and,
+// for AT Protocol, fetch documents from servers the client names), each
+// callback looks up the store and calls the authorization server.
+func (hr *hostRoute) withinSignInLimit(w http.ResponseWriter, r *http.Request, limiter *rateLimiter, what, retry string) bool {
+	if limiter.allow(hr.routes.clientKey(r)) {
+		return true
+	}
+	w.Header().Set("Retry-After", "60")
+	writeError(w, r, errorPage{Status: http.StatusTooManyRequests, Title: "Too many sign-in attempts", Message: "Too many sign-ins were " + what + " from your address. Wait a minute and try again.", Retry: retry})
 	return false
 }
 
@@ -296,38 +375,52 @@ func (s *SignIn) signoutForm(w http.ResponseWriter, r *http.Request) {
 	render(w, http.StatusOK, "signout.html", page)
 }
 
-// signout accepts a POST that carries the CSRF token of the session's
-// confirmation page, or that a browser marks as coming from this very
-// site (Origin, or Sec-Fetch-Site: same-origin), so that an app's own
-// sign-out form works while no other site can sign its users out.
+// signout ends the AT Protocol session (signInFlow.signout).
 func (s *SignIn) signout(w http.ResponseWriter, r *http.Request) {
+	s.flow().signout(w, r, func() (*sessions.Session, error) {
+		sess, ok, err := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname)
+		if !ok {
+			return nil, err
+		}
+		return &sess, nil
+	})
+}
+
+// signout ends the flow's session, which lookup finds (nil without one),
+// and clears the flow's cookies. It accepts a POST that carries the CSRF
+// token of the session's confirmation page, or that a browser marks as
+// coming from this very site (Origin, or Sec-Fetch-Site: same-origin), so
+// that an app's own sign-out form works while no other site can sign its
+// users out.
+func (f signInFlow) signout(w http.ResponseWriter, r *http.Request, lookup func() (*sessions.Session, error)) {
+	retry := f.prefix + "signout"
 	if err := r.ParseForm(); err != nil {
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Message: "The sign-out form could not be read."})
 		return
 	}
-	sess, ok, err := lookupSession(s.cfg.Sessions, r, s.cfg.Host.Hostname)
+	sess, err := lookup()
 	if err != nil {
-		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you may still be signed in. Please try again in a moment."})
+		writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you may still be signed in. Please try again in a moment.", Retry: retry})
 		return
 	}
-	tokenOK := ok && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
+	tokenOK := sess != nil && hmac.Equal([]byte(r.PostForm.Get("csrf")), []byte(csrfToken(sess.ID)))
 	if !tokenOK && !sameOrigin(r) {
-		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: "/@/signout"})
+		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-out refused", Message: "This sign-out request did not come from this site. Use the sign-out button of the site itself.", Retry: retry})
 		return
 	}
-	if ok {
-		if err := s.cfg.Sessions.End(r.Context(), sess); errors.Is(err, sessions.ErrUnavailable) {
-			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you are still signed in. Please try again in a moment.", Retry: "/@/signout"})
+	if sess != nil {
+		if err := f.sessions.End(r.Context(), *sess); errors.Is(err, sessions.ErrUnavailable) {
+			writeError(w, r, errorPage{Status: http.StatusServiceUnavailable, Message: "The session store is not reachable; you are still signed in. Please try again in a moment.", Retry: retry})
 			return
 		} else if err != nil {
-			writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The session store failed; you may still be signed in. Please try again."})
+			writeError(w, r, errorPage{Status: http.StatusInternalServerError, Message: "The session store failed; you may still be signed in. Please try again.", Retry: retry})
 			return
 		}
 	}
-	clearSessionCookie(w, r)
+	setCookie(w, r, f.sessionCookieName(r), "", -1)
 	// A sign-in still in progress in this browser (a re-consent) ends
 	// with the session.
-	setCookie(w, r, stateCookie(r), "", -1)
+	setCookie(w, r, f.bindingCookieName(r), "", -1)
 	http.Redirect(w, r, SafeRedirect(r.PostForm.Get("redirect")), http.StatusSeeOther)
 }
 

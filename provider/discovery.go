@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -95,58 +94,19 @@ func discoveryURL(issuer string) string {
 	return strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
 }
 
-// discoveryCache holds the last good document and when it and the last
-// try were.
-type discoveryCache struct {
-	mu        sync.Mutex
-	current   *endpoints
-	fetchedAt time.Time
-	triedAt   time.Time
-	// inflight is the fetch under way, which callers that come meanwhile
-	// wait for instead of starting their own.
-	inflight *fetch[*endpoints]
-}
-
 // discover returns the endpoints, fetching the document when there is none
 // yet (every call retries until one fetch works) or when it is older than
 // discoveryMaxAge (a failure then keeps the stale one for
 // discoveryRetryAfter).
 func (c *Client) discover(ctx context.Context) (*endpoints, error) {
-	d := c.disc
-	d.mu.Lock()
-	now := c.now()
-	if d.current != nil && (now.Sub(d.fetchedAt) < discoveryMaxAge || now.Sub(d.triedAt) < discoveryRetryAfter) {
-		ep := d.current
-		d.mu.Unlock()
-		return ep, nil
-	}
-	f := d.inflight
-	if f == nil {
-		f = startFetch(ctx, func(ctx context.Context) (*endpoints, error) {
-			ep, err := c.fetchDiscovery(ctx)
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			d.inflight = nil
-			d.triedAt = c.now()
-			if err == nil {
-				d.current, d.fetchedAt = ep, d.triedAt
-			}
-			return ep, err
-		})
-		d.inflight = f
-	}
-	stale := d.current
-	d.mu.Unlock()
-
-	ep, err := f.wait(ctx)
+	got, err := c.disc.get(ctx, c.fetchDiscovery, nil)
 	if err != nil {
-		if stale != nil {
-			c.log.WarnContext(ctx, "provider discovery refetch failed; using the document fetched before", "err", err)
-			return stale, nil
-		}
 		return nil, err
 	}
-	return ep, nil
+	if got.stale != nil {
+		c.log.WarnContext(ctx, "provider discovery refetch failed; using the document fetched before", "err", got.stale)
+	}
+	return got.val, nil
 }
 
 func (c *Client) fetchDiscovery(ctx context.Context) (*endpoints, error) {
@@ -165,33 +125,4 @@ func (c *Client) fetchDiscovery(ctx context.Context) (*endpoints, error) {
 		return nil, c.errorf("discovery %s: %w", u, err)
 	}
 	return ep, nil
-}
-
-// fetch is one fetch that several callers wait for. It runs on a context
-// that the first caller's cancellation does not end (the others still
-// want the answer) but that its own timeout does.
-type fetch[T any] struct {
-	done chan struct{}
-	val  T
-	err  error
-}
-
-func startFetch[T any](ctx context.Context, fn func(context.Context) (T, error)) *fetch[T] {
-	f := &fetch[T]{done: make(chan struct{})}
-	ctx = context.WithoutCancel(ctx)
-	go func() {
-		defer close(f.done)
-		f.val, f.err = fn(ctx)
-	}()
-	return f
-}
-
-func (f *fetch[T]) wait(ctx context.Context) (T, error) {
-	select {
-	case <-f.done:
-		return f.val, f.err
-	case <-ctx.Done():
-		var zero T
-		return zero, fmt.Errorf("%w: waiting for the provider: %w", ErrUnavailable, ctx.Err())
-	}
 }

@@ -23,7 +23,8 @@ var (
 	ErrUnavailable = errors.New("provider unavailable")
 	// ErrIDToken: an ID token was missing or failed verification
 	// (signature, iss, aud, azp, exp, iat, nonce, sub). A sign-in with it
-	// must fail: the answer cannot be trusted to name the user.
+	// must fail: the answer cannot be trusted to name the user. On a
+	// refresh such an error is ErrInvalidGrant too: the session ends.
 	ErrIDToken = errors.New("ID token refused")
 	// ErrSubjectChanged: a refresh answered an ID token for another
 	// subject than the session's. Such an error is ErrInvalidGrant too.

@@ -9,14 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/ioproxy/ioproxy/atproto/safehttp"
 )
 
 // userAgent names ioproxy to providers; GitHub's API refuses requests
 // without one.
 const userAgent = "ioproxy (+https://github.com/ioproxy/ioproxy)"
-
-// errTooLarge is an answer past its bound.
-var errTooLarge = errors.New("answer too large")
 
 // answer is an HTTP response read whole (within its bound).
 type answer struct {
@@ -47,7 +46,7 @@ func (a *answer) isJSON() bool {
 
 // do sends req under its own timeout and reads at most limit bytes of the
 // answer. A transport failure (no answer, a cut one) is ErrUnavailable;
-// an answer past limit is errTooLarge.
+// an answer past limit is safehttp.ErrBodyTooLarge.
 func (c *Client) do(ctx context.Context, method, target string, form url.Values, limit int64, prepare func(*http.Request)) (*answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
@@ -74,12 +73,13 @@ func (c *Client) do(ctx context.Context, method, target string, form url.Values,
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s %s: reading the answer: %w", ErrUnavailable, method, target, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s %s: %w: more than %d bytes", method, target, errTooLarge, limit)
+	data, err := safehttp.ReadBody(resp.Body, limit)
+	switch {
+	case errors.Is(err, safehttp.ErrBodyTooLarge):
+		return nil, fmt.Errorf("%s %s: %w", method, target, err)
+	case err != nil:
+		// A cut answer passes, as no answer does.
+		return nil, fmt.Errorf("%w: %s %s: %w", ErrUnavailable, method, target, err)
 	}
 	return &answer{
 		status:      resp.StatusCode,

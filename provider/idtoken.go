@@ -11,7 +11,6 @@ import (
 	"hash"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -37,6 +36,11 @@ const (
 
 // errNoKeys is a key set without a usable signing key.
 var errNoKeys = errors.New("no usable signing key")
+
+// errUnknownKey is a token signed with a key that the set we hold lacks
+// even after the refetch keysRefetchAfter allowed: most likely a rotation
+// we have not caught up with yet, which says nothing of the token.
+var errUnknownKey = errors.New("unknown signing key")
 
 // allowedAlg reports whether alg is one that ID tokens may be signed with:
 // asymmetric only. "none" would let anyone write a token, and HS* would
@@ -97,7 +101,7 @@ func (c *Client) verifyIDToken(ctx context.Context, ep *endpoints, op, raw, nonc
 	}
 	if kid != "" {
 		if _, ok := set.LookupKeyID(kid); !ok {
-			return nil, fail("signed with key %q, which the issuer's key set %s does not hold", cleanText(kid, 64), ep.jwks)
+			return nil, fail("signed with key %q, which the issuer's key set %s does not hold (%w)", cleanText(kid, 64), ep.jwks, errUnknownKey)
 		}
 	}
 	tok, err := jwt.Parse([]byte(raw),
@@ -117,32 +121,41 @@ func (c *Client) verifyIDToken(ctx context.Context, ep *endpoints, op, raw, nonc
 	if tok.Subject() == "" {
 		return nil, fail("sub is empty")
 	}
+	if err := c.checkPrivateClaims(tok, alg, nonce, accessToken); err != nil {
+		return nil, fail("%w", err)
+	}
 	claims := tok.PrivateClaims()
-	azp, _ := claims["azp"].(string)
-	if _, present := claims["azp"]; present || len(tok.Audience()) > 1 {
-		if azp == "" {
-			return nil, fail("aud names several clients and there is no azp to say which the token was issued to")
-		}
-		if azp != c.cfg.ClientID {
-			return nil, fail("azp is %q, not our client id (the token was issued to another client)", cleanText(azp, 128))
-		}
-	}
-	if nonce != "" {
-		got, _ := claims["nonce"].(string)
-		if !equalSecret(got, nonce) {
-			return nil, fail("nonce is not the one this sign-in sent (a replayed or injected token)")
-		}
-	}
-	if h, ok := claims["at_hash"].(string); ok && accessToken != "" {
-		if err := checkATHash(alg, h, accessToken); err != nil {
-			return nil, fail("%w", err)
-		}
-	}
 	out := &idClaims{Issuer: tok.Issuer(), Subject: tok.Subject()}
 	out.Email, _ = claims["email"].(string)
 	out.Name, _ = claims["name"].(string)
 	out.EmailVerified = truthy(claims["email_verified"])
 	return out, nil
+}
+
+// checkPrivateClaims checks the claims of a verified token that jwx does
+// not: azp when present or when there are several audiences, nonce when
+// one was sent, at_hash when present.
+func (c *Client) checkPrivateClaims(tok jwt.Token, alg, nonce, accessToken string) error {
+	claims := tok.PrivateClaims()
+	azp, _ := claims["azp"].(string)
+	if _, present := claims["azp"]; present || len(tok.Audience()) > 1 {
+		if azp == "" {
+			return errors.New("aud names several clients and there is no azp to say which the token was issued to")
+		}
+		if azp != c.cfg.ClientID {
+			return fmt.Errorf("azp is %q, not our client id (the token was issued to another client)", cleanText(azp, 128))
+		}
+	}
+	if nonce != "" {
+		got, _ := claims["nonce"].(string)
+		if !equalSecret(got, nonce) {
+			return errors.New("nonce is not the one this sign-in sent (a replayed or injected token)")
+		}
+	}
+	if h, ok := claims["at_hash"].(string); ok && accessToken != "" {
+		return checkATHash(alg, h, accessToken)
+	}
+	return nil
 }
 
 // claimsProblem says what a claim that failed validation held, from the
@@ -207,77 +220,27 @@ func truthy(v any) bool {
 	return false
 }
 
-// keyCache holds the issuer's key set, public signing keys only.
-type keyCache struct {
-	mu        sync.Mutex
-	set       jwk.Set
-	fetchedAt time.Time
-	triedAt   time.Time
-	// missAt is when a token last made us refetch for a kid we lacked.
-	missAt   time.Time
-	inflight *fetch[jwk.Set]
-}
-
-// keySet returns the issuer's keys, fetching them when there are none yet
-// (every call retries until a fetch works), when they are older than
-// keysMaxAge, or when kid is not among them (see keysRefetchAfter). A
-// failed refetch keeps the keys held before.
+// keySet returns the issuer's keys, public signing keys only: fetched
+// when there are none yet (every call retries until a fetch works), when
+// they are older than keysMaxAge, or when kid is not among them (see
+// keysRefetchAfter). A failed refetch keeps the keys held before.
 func (c *Client) keySet(ctx context.Context, ep *endpoints, kid string) (jwk.Set, error) {
-	k := c.keys
-	k.mu.Lock()
-	now := c.now()
-	unknown := false
-	if k.set != nil {
-		_, known := k.set.LookupKeyID(kid)
-		unknown = kid != "" && !known
-		var reuse bool
-		switch {
-		case unknown:
-			// A new kid is most likely a rotation: refetch at once,
-			// but not again for keysRefetchAfter, so an issuer that
-			// names keys it does not publish is not asked for each.
-			reuse = now.Sub(k.missAt) < keysRefetchAfter
-			if !reuse {
-				k.missAt = now
-			}
-		default:
-			reuse = now.Sub(k.fetchedAt) < keysMaxAge || now.Sub(k.triedAt) < keysRefetchAfter
-		}
-		if reuse {
-			set := k.set
-			k.mu.Unlock()
-			return set, nil
-		}
+	fetch := func(ctx context.Context) (jwk.Set, error) { return c.fetchKeys(ctx, ep.jwks) }
+	lacks := func(set jwk.Set) bool {
+		_, known := set.LookupKeyID(kid)
+		return kid != "" && !known
 	}
-	f := k.inflight
-	if f == nil {
-		f = startFetch(ctx, func(ctx context.Context) (jwk.Set, error) {
-			set, err := c.fetchKeys(ctx, ep.jwks)
-			k.mu.Lock()
-			defer k.mu.Unlock()
-			k.inflight = nil
-			k.triedAt = c.now()
-			if err == nil {
-				k.set, k.fetchedAt = set, k.triedAt
-			}
-			return set, err
-		})
-		k.inflight = f
-	}
-	stale := k.set
-	k.mu.Unlock()
-	if unknown {
-		c.log.InfoContext(ctx, "provider key set refetched for a key it did not hold", "kid", cleanText(kid, 64))
-	}
-	set, err := f.wait(ctx)
+	got, err := c.keys.get(ctx, fetch, lacks)
 	if err != nil {
-		if stale != nil {
-			c.log.WarnContext(ctx, "provider key set refetch failed; using the keys fetched before", "err", err)
-			return stale, nil
-		}
 		return nil, err
 	}
-	return set, nil
+	if got.missed {
+		c.log.InfoContext(ctx, "provider key set refetched for a key it did not hold", "kid", cleanText(kid, 64))
+	}
+	if got.stale != nil {
+		c.log.WarnContext(ctx, "provider key set refetch failed; using the keys fetched before", "err", got.stale)
+	}
+	return got.val, nil
 }
 
 func (c *Client) fetchKeys(ctx context.Context, u string) (jwk.Set, error) {

@@ -25,6 +25,10 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/ioproxy/ioproxy/internal/endpoint"
 )
 
 // Config is one provider's part of ioproxy's configuration.
@@ -95,7 +99,7 @@ type Grant struct {
 // from the userinfo endpoint when the token lacks the email or name that
 // the scopes asked for) or from the userinfo endpoint alone. It is empty
 // when the provider has neither, and on a Refresh whose answer has no ID
-// token.
+// token (or one that could not be checked: see checkRefreshIDToken).
 type Identity struct {
 	Subject string
 	Email   string
@@ -116,8 +120,8 @@ type Client struct {
 	openid bool
 	// static are the endpoints of a provider configured without Issuer.
 	static *endpoints
-	disc   *discoveryCache
-	keys   *keyCache
+	disc   *cache[*endpoints]
+	keys   *cache[jwk.Set]
 }
 
 // Bounds of the outbound calls.
@@ -226,8 +230,8 @@ func (c *Client) setEndpoints(cfg Config) error {
 		if u.RawQuery != "" || u.ForceQuery {
 			return fmt.Errorf("issuer %q has a query; an issuer is a scheme, host and optional path (OpenID Connect Discovery §2)", cfg.Issuer)
 		}
-		c.disc = &discoveryCache{}
-		c.keys = &keyCache{}
+		c.disc = newCache[*endpoints](discoveryMaxAge, discoveryRetryAfter, c.now)
+		c.keys = newCache[jwk.Set](keysMaxAge, keysRefetchAfter, c.now)
 		return nil
 	case cfg.AuthorizeURL == "" || cfg.TokenURL == "":
 		return errors.New("set issuer, or both authorize_url and token_url")
@@ -273,9 +277,6 @@ func defaultHTTPClient() *http.Client {
 // OpenID reports whether "openid" is among the scopes: then every sign-in
 // is an OpenID Connect authentication whose ID token is verified.
 func (c *Client) OpenID() bool { return c.openid }
-
-// Name is the provider's name in the configuration.
-func (c *Client) Name() string { return c.cfg.Name }
 
 // AuthCodeURL is the authorization request to send the browser to. It may
 // fetch discovery, hence the context.
@@ -373,21 +374,13 @@ func (c *Client) Exchange(ctx context.Context, code, verifier, nonce string) (*G
 	return g, nil
 }
 
-// Refresh uses a refresh token (RFC 6749 §6). A server that rotates
-// refresh tokens answers a new one; one that does not answers none, and
-// the grant keeps the old. An ID token in the answer is verified (without
-// a nonce: there was no authorization request); Refresh cannot compare its
-// subject with the session's, so a caller that holds the subject uses
-// RefreshSubject.
-func (c *Client) Refresh(ctx context.Context, refreshToken string) (*Grant, error) {
-	return c.RefreshSubject(ctx, refreshToken, "")
-}
-
-// RefreshSubject is Refresh for the session of subject: an ID token in the
-// answer must name the same subject (OpenID Connect Core §12.2), and one
-// that names another fails with an error that is both ErrSubjectChanged
-// and ErrInvalidGrant, since the session it would refresh is no longer the
-// one that signed in. An empty subject skips the comparison.
+// RefreshSubject uses a refresh token (RFC 6749 §6) for the session of
+// subject. A server that rotates refresh tokens answers a new one; one
+// that does not answers none, and the grant keeps the old. An ID token in
+// the answer is verified (without a nonce: there was no authorization
+// request) and must name the same subject (OpenID Connect Core §12.2);
+// an empty subject skips the comparison. See checkRefreshIDToken for
+// what a token that fails does.
 func (c *Client) RefreshSubject(ctx context.Context, refreshToken, subject string) (*Grant, error) {
 	if refreshToken == "" {
 		return nil, c.errorf("refresh: refresh token is empty")
@@ -409,22 +402,44 @@ func (c *Client) RefreshSubject(ctx context.Context, refreshToken, subject strin
 		g.RefreshToken = refreshToken
 	}
 	if ans.IDToken != "" && c.openid {
-		claims, err := c.verifyIDToken(ctx, ep, "refresh", ans.IDToken, "", g.AccessToken)
-		if errors.Is(err, ErrUnavailable) {
-			// The keys cannot be fetched now, and the server has rotated
-			// the refresh token already: dropping the answer would spend
-			// the session. The subject is checked at the next refresh.
-			return g, nil
-		}
-		if err != nil {
+		if err := c.checkRefreshIDToken(ctx, ep, ans.IDToken, subject, g); err != nil {
 			return nil, err
 		}
-		if subject != "" && claims.Subject != subject {
-			return nil, c.errorf("refresh: %w (%w): the new id_token names another subject", ErrSubjectChanged, ErrInvalidGrant)
-		}
-		g.Identity = claims.identity()
 	}
 	return g, nil
+}
+
+// checkRefreshIDToken verifies the ID token of a refresh's answer and
+// sets g's identity from it.
+//
+// A token that fails its checks (signature, iss, aud, exp…) fails with
+// an error that is ErrIDToken, and one that names another subject than
+// the session's with ErrSubjectChanged; either is ErrInvalidGrant too,
+// as for a dead refresh token: the answer cannot be trusted to be the
+// session's account, so the session must not go on, neither with its
+// tokens nor with the old ones (which the server may have rotated
+// already).
+//
+// A token that cannot be checked now, because the key set cannot be had
+// or lacks the token's key (a rotation the cache has not caught up
+// with), keeps the answer without an identity: the server has rotated
+// the refresh token already, and dropping the answer would spend the
+// session. The subject is checked at the next refresh.
+func (c *Client) checkRefreshIDToken(ctx context.Context, ep *endpoints, raw, subject string, g *Grant) error {
+	claims, err := c.verifyIDToken(ctx, ep, "refresh", raw, "", g.AccessToken)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrIDToken) && !errors.Is(err, errUnknownKey):
+		return fmt.Errorf("%w (%w: the session cannot go on)", err, ErrInvalidGrant)
+	default:
+		c.log.WarnContext(ctx, "provider refresh: the new ID token could not be checked; the answer is kept, its subject checked at the next refresh", "err", err)
+		return nil
+	}
+	if subject != "" && claims.Subject != subject {
+		return c.errorf("refresh: %w (%w): the new id_token names another subject", ErrSubjectChanged, ErrInvalidGrant)
+	}
+	g.Identity = claims.identity()
+	return nil
 }
 
 // Revoke asks the provider to forget token (RFC 7009), when its discovery
@@ -475,39 +490,24 @@ func (c *Client) errorf(format string, args ...any) error {
 
 // checkEndpoint accepts https URLs, and http ones only on loopback hosts
 // (a provider in a test or beside ioproxy): anything else would send
-// codes, secrets and tokens in clear text.
+// codes, secrets and tokens in clear text. The rule is endpoint.Check's,
+// as config applies it to what an operator writes.
 func checkEndpoint(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL: %w", raw, err)
-	}
-	if !u.IsAbs() || u.Host == "" || u.Opaque != "" {
-		return nil, fmt.Errorf("%q is not an absolute URL", raw)
-	}
-	if u.User != nil {
+	u, problem := endpoint.Check(raw)
+	switch problem {
+	case endpoint.None:
+		return u, nil
+	case endpoint.UserInfo:
 		return nil, fmt.Errorf("%q has credentials in it; the client secret goes in client_secret", raw)
-	}
-	if u.Fragment != "" || strings.Contains(raw, "#") {
+	case endpoint.Fragment:
 		return nil, fmt.Errorf("%q has a fragment", raw)
+	case endpoint.PlainHTTP:
+		return nil, fmt.Errorf("%q is plain http; only loopback hosts may use http, anything else needs https", raw)
 	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("%q is plain http; only loopback hosts may use http, anything else needs https", raw)
-		}
-	default:
+	if u != nil && u.IsAbs() && u.Scheme != "https" && u.Scheme != "http" {
 		return nil, fmt.Errorf("%q: scheme %q is neither https nor http", raw, u.Scheme)
 	}
-	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return nil, fmt.Errorf("%q is not an absolute URL", raw)
 }
 
 // checkVerifier holds the caller to RFC 7636 §4.1, since a short verifier

@@ -7,8 +7,11 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/atproto/safehttp"
 )
 
 func TestNewRefusesBadConfig(t *testing.T) {
@@ -398,7 +401,7 @@ func TestOversizedAnswers(t *testing.T) {
 			f.token = func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(big)) }
 		})
 		_, err := f.client(t).Exchange(context.Background(), testCode, testVerifier, testNonce)
-		if !errors.Is(err, errTooLarge) || errors.Is(err, ErrUnavailable) {
+		if !errors.Is(err, safehttp.ErrBodyTooLarge) || errors.Is(err, ErrUnavailable) {
 			t.Fatalf("oversized token answer: %v", err)
 		}
 	})
@@ -406,7 +409,7 @@ func TestOversizedAnswers(t *testing.T) {
 		f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
 		f.set(func(f *fakeIssuer) { f.discovery = map[string]any{"padding": strings.Repeat("p", maxDocument)} })
 		_, err := f.client(t).AuthCodeURL(context.Background(), AuthRequest{State: "s", Nonce: "n", Verifier: testVerifier})
-		if !errors.Is(err, errTooLarge) {
+		if !errors.Is(err, safehttp.ErrBodyTooLarge) {
 			t.Fatalf("oversized discovery: %v", err)
 		}
 	})
@@ -416,7 +419,7 @@ func TestRefresh(t *testing.T) {
 	ctx := context.Background()
 	t.Run("keeps the old refresh token", func(t *testing.T) {
 		f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
-		g, err := f.client(t).Refresh(ctx, "rt-old")
+		g, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +438,7 @@ func TestRefresh(t *testing.T) {
 				writeJSON(w, http.StatusOK, map[string]any{"access_token": "at-3", "token_type": "Bearer", "refresh_token": "rt-new", "expires_in": "120"})
 			}
 		})
-		g, err := f.client(t).Refresh(ctx, "rt-old")
+		g, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +453,7 @@ func TestRefresh(t *testing.T) {
 				writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
 			}
 		})
-		_, err := f.client(t).Refresh(ctx, "rt-old")
+		_, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
 		if !errors.Is(err, ErrInvalidGrant) || errors.Is(err, ErrUnavailable) {
 			t.Fatalf("invalid_grant: %v", err)
 		}
@@ -463,7 +466,7 @@ func TestRefresh(t *testing.T) {
 				writeJSON(w, http.StatusInternalServerError, map[string]any{"error": "server_error"})
 			}
 		})
-		_, err := f.client(t).Refresh(ctx, "rt-old")
+		_, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
 		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalidGrant) {
 			t.Fatalf("500: %v", err)
 		}
@@ -471,11 +474,11 @@ func TestRefresh(t *testing.T) {
 	t.Run("down passes", func(t *testing.T) {
 		f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
 		c := f.client(t)
-		if _, err := c.Refresh(ctx, "rt-old"); err != nil { // discovery cached
+		if _, err := c.RefreshSubject(ctx, "rt-old", testSubject); err != nil { // discovery cached
 			t.Fatal(err)
 		}
 		f.srv.Close()
-		_, err := c.Refresh(ctx, "rt-old")
+		_, err := c.RefreshSubject(ctx, "rt-old", testSubject)
 		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInvalidGrant) {
 			t.Fatalf("closed server: %v", err)
 		}
@@ -493,12 +496,52 @@ func TestRefresh(t *testing.T) {
 			t.Fatalf("same subject: %+v, %v", g, err)
 		}
 	})
-	t.Run("id_token verified", func(t *testing.T) {
-		f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
-		f.set(func(f *fakeIssuer) { f.claims = func(c map[string]any) { c["aud"] = "another-client" } })
-		_, err := f.client(t).Refresh(ctx, "rt-old")
-		if !errors.Is(err, ErrIDToken) {
-			t.Fatalf("bad id_token on refresh: %v", err)
+}
+
+// TestRefreshIDToken: what a refresh does with an ID token that fails
+// its checks, and with one that cannot be checked now.
+func TestRefreshIDToken(t *testing.T) {
+	ctx := context.Background()
+	// An ID token that fails its checks ends the session (as the server
+	// adapts ErrInvalidGrant): the answer cannot be trusted to be the
+	// session's account.
+	t.Run("id_token refused", func(t *testing.T) {
+		for name, edit := range map[string]func(map[string]any){
+			"other audience": func(c map[string]any) { c["aud"] = "another-client" },
+			"expired":        func(c map[string]any) { c["exp"] = c["iat"].(int64) - 3600 },
+			"other issuer":   func(c map[string]any) { c["iss"] = "https://evil.example" },
+		} {
+			t.Run(name, func(t *testing.T) {
+				f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
+				f.set(func(f *fakeIssuer) { f.claims = edit })
+				g, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
+				if !errors.Is(err, ErrIDToken) || !errors.Is(err, ErrInvalidGrant) || errors.Is(err, ErrUnavailable) || g != nil {
+					t.Fatalf("bad id_token on refresh: %+v, %v; want an error that is ErrIDToken and ErrInvalidGrant", g, err)
+				}
+				noSecrets(t, err)
+			})
+		}
+	})
+	// An ID token that cannot be checked now keeps the answer, without
+	// an identity: the server may have rotated the refresh token.
+	t.Run("id_token not checkable", func(t *testing.T) {
+		for name, setup := range map[string]func(f *fakeIssuer){
+			"key set down": func(f *fakeIssuer) {
+				f.handle("/jwks-down", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) })
+				f.set(func(f *fakeIssuer) { f.discovery = map[string]any{"jwks_uri": f.issuer() + "/jwks-down"} })
+			},
+			"key not yet published": func(f *fakeIssuer) {
+				f.set(func(f *fakeIssuer) { f.signer = newTestKey(t, 1, "k2") })
+			},
+		} {
+			t.Run(name, func(t *testing.T) {
+				f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
+				setup(f)
+				g, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
+				if err != nil || g.AccessToken != "at-2" || g.RefreshToken != "rt-old" || g.Identity != (Identity{}) {
+					t.Fatalf("RefreshSubject: %+v, %v; want the answer without an identity", g, err)
+				}
+			})
 		}
 	})
 }
@@ -611,20 +654,37 @@ func TestDiscoveryRefused(t *testing.T) {
 }
 
 // TestConcurrentFirstUse: callers that arrive while discovery is under way
-// share its fetch.
+// share its fetch. Discovery answers only once every caller has looked
+// at the cache (each reads the clock there, under its lock, then joins
+// the fetch under way or starts one), so a caller that started its own
+// fetch would show as a second one.
 func TestConcurrentFirstUse(t *testing.T) {
+	const callers = 8
 	f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
-	c := f.client(t)
+	block := make(chan struct{})
+	f.set(func(f *fakeIssuer) { f.discoveryBlock = block })
+	var looked atomic.Int64
+	c := f.client(t, func(cfg *Config) {
+		cfg.Now = func() time.Time {
+			looked.Add(1)
+			return f.clock.Now()
+		}
+	})
 	var wg sync.WaitGroup
-	errs := make(chan error, 8)
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Go(func() {
 			_, err := c.Exchange(context.Background(), testCode, testVerifier, testNonce)
 			errs <- err
-		}()
+		})
 	}
+	// Until discovery answers, the clock is read only by callers looking
+	// at the cache.
+	deadline := time.Now().Add(5 * time.Second)
+	for looked.Load() < callers && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	close(block)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -632,10 +692,12 @@ func TestConcurrentFirstUse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Callers that came during the fetch waited for it; those after it
-	// found the cache it filled.
 	if d := f.hitsOf("/.well-known/openid-configuration"); d != 1 {
-		t.Errorf("discovery fetched %d times", d)
+		t.Errorf("discovery fetched %d times for %d callers at once, want 1", d, callers)
+	}
+	// The key set, fetched once discovery answered, was shared too.
+	if k := f.hitsOf("/jwks"); k != 1 {
+		t.Errorf("key set fetched %d times, want 1", k)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ioproxy/ioproxy/atproto/oauth"
 )
 
 // maxExpiresIn bounds expires_in: a larger value is a broken server, and
@@ -46,14 +48,13 @@ func (a *tokenAnswer) grant(now time.Time) *Grant {
 // that providers spell differently kept raw: expires_in as a number or a
 // string of digits, scope as a string or a list.
 type rawTokenAnswer struct {
-	AccessToken      string          `json:"access_token"`
-	TokenType        string          `json:"token_type"`
-	RefreshToken     string          `json:"refresh_token"`
-	ExpiresIn        json.RawMessage `json:"expires_in"`
-	Scope            json.RawMessage `json:"scope"`
-	IDToken          string          `json:"id_token"`
-	Error            string          `json:"error"`
-	ErrorDescription string          `json:"error_description"`
+	AccessToken  string          `json:"access_token"`
+	TokenType    string          `json:"token_type"`
+	RefreshToken string          `json:"refresh_token"`
+	ExpiresIn    json.RawMessage `json:"expires_in"`
+	Scope        json.RawMessage `json:"scope"`
+	IDToken      string          `json:"id_token"`
+	Error        string          `json:"error"`
 }
 
 // parseTokenAnswer checks a token endpoint's answer. An error answer (any
@@ -71,11 +72,7 @@ func parseTokenAnswer(a *answer) (*tokenAnswer, error) {
 		return nil, fmt.Errorf("answered HTTP %d with %s that is not a JSON token answer: %w", a.status, a.describe(), jsonError(err))
 	}
 	if raw.Error != "" {
-		return nil, &OAuthError{
-			Status:      a.status,
-			Code:        cleanText(raw.Error, maxErrorCode),
-			Description: cleanText(raw.ErrorDescription, maxErrorDescription),
-		}
+		return nil, errorAnswer(a)
 	}
 	if raw.AccessToken == "" {
 		return nil, errors.New("the token answer has no access_token")
@@ -106,24 +103,19 @@ func parseTokenAnswer(a *answer) (*tokenAnswer, error) {
 	}, nil
 }
 
-// errorAnswer is the *OAuthError of a non-2xx answer.
+// errorAnswer is the *OAuthError of an error answer (any status but 2xx,
+// or GitHub's 200 with "error"): its error and error_description as
+// atproto/oauth reads them, cleaned of control characters, or only what
+// the body was when it held no error code as a string (some APIs answer
+// {"error": {"code": …, "message": …}}: only the RFC 6749 form counts).
 func errorAnswer(a *answer) *OAuthError {
-	e := &OAuthError{Status: a.status}
-	var raw struct {
-		Error            any    `json:"error"`
-		ErrorDescription string `json:"error_description"`
-	}
-	if json.Unmarshal(a.body, &raw) == nil {
-		// Some APIs answer {"error": {"code": …, "message": …}}: keep only
-		// the RFC 6749 form, a string.
-		if s, ok := raw.Error.(string); ok {
-			e.Code = cleanText(s, maxErrorCode)
-			e.Description = cleanText(raw.ErrorDescription, maxErrorDescription)
-		}
-	}
+	se := oauth.ParseServerError(a.status, a.body)
+	e := &OAuthError{Status: a.status, Code: cleanText(se.Code, maxErrorCode)}
 	if e.Code == "" {
 		e.Body = a.describe()
+		return e
 	}
+	e.Description = cleanText(se.Description, maxErrorDescription)
 	return e
 }
 

@@ -45,7 +45,7 @@ call "app" {
     path   = "/allowed"
   }
 }`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.URL, freePort(t)))
-	req, _ := http.NewRequest(http.MethodGet, "http://"+s.Addrs["call:app"]+"/allowed", nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+s.Addrs()["call:app"]+"/allowed", nil)
 	req.Header.Set("X-Original-URL", "/admin/delete-everything")
 	req.Header.Set("X-HTTP-Method-Override", "DELETE")
 	req.Header.Set("X-Rewrite-URL", "/admin")

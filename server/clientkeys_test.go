@@ -142,7 +142,7 @@ host "app.example.com" {
 // publishedKIDs fetches the kids of s's /@/jwks.json.
 func publishedKIDs(t *testing.T, s *Server) []string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "https://"+s.Addrs["https"]+"/@/jwks.json", nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://"+s.Addrs()["https"]+"/@/jwks.json", nil)
 	req.Host = "app.example.com"
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(s.LocalCAPEM())

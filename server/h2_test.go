@@ -54,7 +54,7 @@ host "app.example.com" {
 }
 `, filepath.Join(t.TempDir(), "data"), freePort(t), freePort(t), backend.URL))
 
-	conn, err := tls.Dial("tcp", s.Addrs["https"], &tls.Config{ServerName: "app.example.com", InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	conn, err := tls.Dial("tcp", s.Addrs()["https"], &tls.Config{ServerName: "app.example.com", InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}

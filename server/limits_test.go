@@ -38,7 +38,7 @@ host "app.localhost" {
   backend = %q
   tls { mode = "off" }
 }`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.URL))
-	addr := s.Addrs["http"]
+	addr := s.Addrs()["http"]
 
 	// One byte every 200 ms: under 100 bytes a second.
 	dial := func() (net.Conn, error) { return net.Dial("tcp", addr) }
@@ -73,7 +73,7 @@ host "app.localhost" {
   backend = "localhost:1"
   tls { mode = "off" }
 }`, filepath.Join(t.TempDir(), "data"), freePort(t)))
-	addr := s.Addrs["http"]
+	addr := s.Addrs()["http"]
 	var held []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", addr)
@@ -127,7 +127,7 @@ call "api" {
   port     = %d
   endpoint = "http://%s"
 }`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.Addr(), freePort(t), backend.Addr()))
-	for _, target := range []struct{ addr, host string }{{s.Addrs["http"], "app.localhost"}, {s.Addrs["call:api"], "127.0.0.1"}} {
+	for _, target := range []struct{ addr, host string }{{s.Addrs()["http"], "app.localhost"}, {s.Addrs()["call:api"], "127.0.0.1"}} {
 		for _, tc := range guardtest.SmuggleAttempts {
 			resp, body := guardtest.Send(t, target.addr, target.host, "/", tc.Headers)
 			if resp.StatusCode != http.StatusBadRequest || !resp.Close {

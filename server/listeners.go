@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/ingress"
 	"github.com/ioproxy/ioproxy/internal/limits"
+	"github.com/ioproxy/ioproxy/sessions"
 )
 
 // adminMaxConnections bounds the admin listener's connections: scrapers,
@@ -44,7 +46,7 @@ type listeners struct {
 // closes.
 type port struct {
 	role string
-	// addr is the address as configured (the bound one is in
+	// addr is the address as configured (the bound one is ln's, in
 	// Server.Addrs), which a reload compares.
 	addr    string
 	max     int
@@ -110,14 +112,17 @@ func (s *Server) bindAll(ls *listeners) error {
 	}
 	s.keep(p)
 	if cfg.ServesHTTPS() {
-		if err := s.bindHTTPS(ls, cfg); err != nil {
+		p, err := s.bindHTTPS(ls, cfg)
+		if err != nil {
 			return err
 		}
+		s.keep(p)
 	}
-	specs, err := s.portSpecs(cfg, s.router.Routes())
+	specs, calls, err := s.portSpecs(cfg, s.router.Routes(), nil)
 	if err != nil {
 		return err
 	}
+	s.calls = calls
 	for _, sp := range specs {
 		p, err := s.bind(ls, sp.role, sp.addr, sp.handler, false, sp.conns)
 		if err != nil {
@@ -136,15 +141,11 @@ func (s *Server) bindAll(ls *listeners) error {
 	return nil
 }
 
-// bindHTTPS binds the HTTPS listener, whose certificates come from the
-// Manager in use at each handshake.
-func (s *Server) bindHTTPS(ls *listeners, cfg *config.Config) error {
-	p, err := s.bind(ls, "https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, s.ingressConns())
-	if err != nil {
-		return err
-	}
-	s.keep(p)
-	return nil
+// bindHTTPS binds the HTTPS listener, at the start or at the reload that
+// brings the first host with a certificate; the certificates come from
+// the Manager in use at each handshake.
+func (s *Server) bindHTTPS(ls *listeners, cfg *config.Config) (*port, error) {
+	return s.bind(ls, "https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, s.ingressConns())
 }
 
 // callRole names a calling port's listener.
@@ -160,33 +161,70 @@ type portSpec struct {
 	conns      limits.ConnsConfig
 }
 
+// callHandler is a calling port's handler and the block it was made
+// for; kept is set when a reload kept it from the configuration before.
+type callHandler struct {
+	call    config.Call
+	handler http.Handler
+	kept    bool
+}
+
 // portSpecs are the listeners of cfg's calling ports and serve blocks,
-// with their handlers over routes.
-func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes) ([]portSpec, error) {
+// with their handlers over routes, and the calling ports' handlers by
+// label. The handler of a call to a URL whose block is the same in kept
+// (the handlers in use) is kept: it holds the connections to the
+// endpoint, which a new one would open again, the old ones idle.
+func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes, kept map[string]callHandler) ([]portSpec, map[string]callHandler, error) {
 	var specs []portSpec
+	calls := map[string]callHandler{}
 	for _, c := range cfg.Calls {
-		h, err := calling.New(calling.Config{
-			Call: c, Sessions: s.sessions, Identity: s.out.resolver, PDSClient: s.out.pds, Nonces: s.out.nonces,
-			HostHandler: routes.HostHandler, ProviderAdmitted: routes.ProviderSessionAdmitted, ATProtoAdmitted: routes.ATProtoSessionAdmitted,
-			Recorder: s.recorder, Logger: s.log,
-		})
-		if err != nil {
-			return nil, err
+		ch, ok := kept[c.Label]
+		ch.kept = ok && c.Endpoint.Kind == config.EndpointURL && reflect.DeepEqual(ch.call, c)
+		if !ch.kept {
+			h, err := s.newCalling(c, routes)
+			if err != nil {
+				return nil, nil, err
+			}
+			ch = callHandler{call: c, handler: h}
 		}
+		calls[c.Label] = ch
 		// The app is a calling port's one client: no per-client share.
-		specs = append(specs, portSpec{role: callRole(c), addr: c.Addr(), handler: h, conns: limits.ConnsConfig{Max: c.MaxConnections}})
+		specs = append(specs, portSpec{role: callRole(c), addr: c.Addr(), handler: ch.handler, conns: limits.ConnsConfig{Max: c.MaxConnections}})
 	}
 	for _, sv := range cfg.Serves {
 		h, ok := routes.ServeHandler(sv.Label)
 		if !ok {
-			return nil, fmt.Errorf("serve %q has no route", sv.Label)
+			return nil, nil, fmt.Errorf("serve %q has no route", sv.Label)
 		}
 		// A serve port's clients share it as the ingress listeners'
 		// do, and none is a proxy: nothing stands in front of it.
 		in := cfg.Ingress
 		specs = append(specs, portSpec{role: serveRole(sv), addr: sv.Addr(), handler: h, conns: limits.ConnsConfig{Max: in.MaxConnections, PerClient: in.MaxConnectionsPerClient}})
 	}
-	return specs, nil
+	return specs, calls, nil
+}
+
+// newCalling makes a calling port's handler. A call to an ingress host
+// is served by that host of routes; whether a session is still admitted
+// is asked of the routes in use at each call, so that a handler kept
+// across reloads follows their rules.
+func (s *Server) newCalling(c config.Call, routes *ingress.Routes) (http.Handler, error) {
+	return calling.New(calling.Config{
+		Call: c, Sessions: s.sessions, Identity: s.out.resolver, PDSClient: s.out.pds, Nonces: s.out.nonces,
+		HostHandler:      routes.HostHandler,
+		ProviderAdmitted: func(sess sessions.Session) bool { return s.router.Routes().ProviderSessionAdmitted(sess) },
+		ATProtoAdmitted:  func(sess sessions.Session) bool { return s.router.Routes().ATProtoSessionAdmitted(sess) },
+		Recorder:         s.recorder, Logger: s.log,
+	})
+}
+
+// closeIdle closes the idle connections of a handler that a reload
+// replaced, when it has any (the transport of a call to a URL): else
+// they stay open until their idle timeout, one set for every reload.
+func closeIdle(h http.Handler) {
+	if c, ok := h.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // bind listens on addr for role, with the connection limits, and keeps
@@ -216,7 +254,6 @@ func (s *Server) bind(ls *listeners, role, addr string, h http.Handler, useTLS b
 // keep makes a bound port one of the server's, in Addrs and the metrics.
 func (s *Server) keep(p *port) {
 	s.ports[p.role] = p
-	s.Addrs[p.role] = p.ln.Addr().String()
 	s.recorder.Listener(p.role, p.conns.Open, p.conns.Refused)
 }
 

@@ -21,10 +21,23 @@ type hostClient struct {
 	keys   *oauth.ClientKeys
 }
 
+// oauthSet is the OAuth clients of a configuration's hosts.
+type oauthSet struct {
+	hosts []hostClient
+	// clients are the same clients by client id, for the Lifecycle.
+	clients map[string]*oauth.Client
+	// keys are the confidential client's keys: those in use, or loaded
+	// now for the first host that needs them; nil while every host uses
+	// the localhost client.
+	keys *oauth.ClientKeys
+}
+
 // oauthClients makes the OAuth client of every host of cfg with an
-// atproto block; clients are the same by client id, for the Lifecycle.
-func (s *Server) oauthClients(ctx context.Context, cfg *config.Config) (hosts []hostClient, clients map[string]*oauth.Client, err error) {
-	clients = map[string]*oauth.Client{}
+// atproto block. keys are the client keys in use (nil before any host
+// needed them); the set holds them, or those it loaded, and the server
+// takes them only from a configuration it commits.
+func (s *Server) oauthClients(ctx context.Context, cfg *config.Config, keys *oauth.ClientKeys) (oauthSet, error) {
+	set := oauthSet{clients: map[string]*oauth.Client{}, keys: keys}
 	for _, h := range cfg.Hosts {
 		if h.ATProto == nil {
 			continue
@@ -40,24 +53,26 @@ func (s *Server) oauthClients(ctx context.Context, cfg *config.Config) (hosts []
 			id.redirect = "http://127.0.0.1:" + strconv.Itoa(h.ATProto.Local) + "/@/callback"
 			id.clientID = oauth.LocalhostClientID(id.redirect, h.ATProto.Scope())
 		} else {
-			if s.clientKeys == nil {
-				// Loaded once, shared by every public host.
+			if set.keys == nil {
+				// Loaded once, shared by every public host. A store
+				// without a key gets one now (later loads read it): all
+				// that a reload failing after this leaves behind.
 				ring, err := LoadClientKeys(ctx, s.store)
 				if err != nil {
-					return nil, nil, err
+					return oauthSet{}, err
 				}
-				s.clientKeys = oauth.NewClientKeys(ring)
+				set.keys = oauth.NewClientKeys(ring)
 			}
-			id.keys = s.clientKeys
+			id.keys = set.keys
 		}
 		c, err := s.newOAuthClient(cfg, h, id)
 		if err != nil {
-			return nil, nil, fmt.Errorf("host %s: %w", h.Hostname, err)
+			return oauthSet{}, fmt.Errorf("host %s: %w", h.Hostname, err)
 		}
-		clients[c.ClientID()] = c
-		hosts = append(hosts, hostClient{host: h, base: base, client: c, keys: id.keys})
+		set.clients[c.ClientID()] = c
+		set.hosts = append(set.hosts, hostClient{host: h, base: base, client: c, keys: id.keys})
 	}
-	return hosts, clients, nil
+	return set, nil
 }
 
 // signIns are the sign-in routes of the hosts, by host name.

@@ -105,17 +105,25 @@ func diagnosticAt(d *hcl.Diagnostic) string {
 // next is a configuration built but not yet serving: everything a reload
 // makes before it replaces anything, so that a failure changes nothing.
 type next struct {
-	cfg       *config.Config
-	routes    *ingress.Routes
-	nomad     *ingress.Nomad
-	clients   map[string]*oauth.Client
-	providers providerSet
-	certs     *certs.Manager // nil when the hosts' certificates are unchanged
+	cfg     *config.Config
+	routes  *ingress.Routes
+	nomad   *ingress.Nomad
+	clients map[string]*oauth.Client
+	// clientKeys are the client keys of the OAuth clients: those in
+	// use, or the first ones, which commit puts in use.
+	clientKeys *oauth.ClientKeys
+	providers  providerSet
+	certs      *certs.Manager // nil when the hosts' certificates are unchanged
+	// https is the HTTPS listener newly bound for the first host with a
+	// certificate, nil when there is one already or none is needed.
+	https *port
 	// ports are the listeners of the calling ports and serve blocks, kept or newly bound
 	// (not serving yet), each with its handler; closed are those that go.
 	ports  []portChange
 	bound  *listeners
 	closed []*port
+	// calls are the calling ports' handlers by label, some kept.
+	calls map[string]callHandler
 	// restart names what changed but only a restart applies; warnings
 	// are what went wrong in commit without undoing it.
 	restart, warnings []string
@@ -157,15 +165,15 @@ func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err 
 			}
 		}
 	}()
-	hosts, clients, err := s.oauthClients(ctx, cfg)
+	oc, err := s.oauthClients(ctx, cfg, s.clientKeys)
 	if err != nil {
 		return nil, err
 	}
-	n.clients = clients
+	n.clients, n.clientKeys = oc.clients, oc.keys
 	if n.providers, err = s.newProviders(cfg); err != nil {
 		return nil, err
 	}
-	if n.routes, err = s.router.NewRoutes(ingress.RoutesConfig{Config: cfg, Nomad: n.nomad, SignIns: s.signIns(hosts), Providers: n.providers.forIngress()}); err != nil {
+	if n.routes, err = s.router.NewRoutes(ingress.RoutesConfig{Config: cfg, Nomad: n.nomad, SignIns: s.signIns(oc.hosts), Providers: n.providers.forIngress()}); err != nil {
 		return nil, err
 	}
 	if tlsSettings(s.config()) != tlsSettings(cfg) {
@@ -175,7 +183,7 @@ func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err 
 	}
 	if cfg.ServesHTTPS() && s.ports["https"] == nil {
 		// The first host with a certificate: the HTTPS listener is new.
-		if _, err := s.bind(n.bound, "https", cfg.Ingress.HTTPSAddr, sniMatchesHost(s.router), true, s.ingressConns()); err != nil {
+		if n.https, err = s.bindHTTPS(n.bound, cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -190,10 +198,11 @@ func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err 
 // already, whatever the block was named, or a new one. The listeners of
 // blocks gone close.
 func (s *Server) preparePorts(n *next) error {
-	specs, err := s.portSpecs(n.cfg, n.routes)
+	specs, calls, err := s.portSpecs(n.cfg, n.routes, s.calls)
 	if err != nil {
 		return err
 	}
+	n.calls = calls
 	held := map[string]*port{} // by address, until a spec claims it
 	for _, p := range s.ports {
 		if strings.HasPrefix(p.role, "call:") || strings.HasPrefix(p.role, "serve:") {
@@ -282,26 +291,38 @@ func (s *Server) commit(n *next) {
 		pc.port.role = pc.role
 		s.keep(pc.port)
 	}
-	for _, p := range n.bound.pending {
-		if p.role == "https" {
-			s.keep(p)
-		}
+	if n.https != nil {
+		s.keep(n.https)
 	}
 	n.bound.serve(&s.wg)
 	if n.nomad != nil && s.nomad == nil {
 		s.nomad = n.nomad
 		s.run(s.bg, n.nomad.Run)
 	}
-	s.watchClientKeys()
+	if s.clientKeys == nil && n.clientKeys != nil {
+		s.clientKeys = n.clientKeys
+		s.watchClientKeys()
+	}
+	s.replaceCalls(n.calls)
 }
 
-// forget takes a port out of the server's ports, Addrs and metrics.
+// replaceCalls puts the calling ports' handlers of a commit in use, and
+// closes the idle connections of those it replaced.
+func (s *Server) replaceCalls(calls map[string]callHandler) {
+	for label, old := range s.calls {
+		if !calls[label].kept {
+			closeIdle(old.handler)
+		}
+	}
+	s.calls = calls
+}
+
+// forget takes a port out of the server's ports (and Addrs) and metrics.
 func (s *Server) forget(p *port) {
 	if s.ports[p.role] != p {
 		return
 	}
 	delete(s.ports, p.role)
-	delete(s.Addrs, p.role)
 	s.recorder.ForgetListener(p.role)
 }
 

@@ -142,7 +142,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	ports := [3]int{ps[0], ps[1], ps[2]}
 	cfgAt := func(turn int) string { return reloadConfig(dataDir, ports, backendA.URL, backendB.URL, turn) }
 	rl := startReloadable(t, cfgAt(0))
-	addr := rl.srv.Addrs["http"]
+	addr := rl.srv.Addrs()["http"]
 
 	// The long answer begins under the first configuration and ends
 	// after the last reload.
@@ -219,7 +219,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		guarded, _ := get(t, addr, "guarded.localhost", "/", "")
 		keyed, _ := get(t, addr, "guarded.localhost", "/", "secret")
 		if odd {
-			callCode, callBody := get(t, rl.srv.Addrs["call:extra"], "127.0.0.1", "/", "")
+			callCode, callBody := get(t, rl.srv.Addrs()["call:extra"], "127.0.0.1", "/", "")
 			if code != 200 || guarded != http.StatusUnauthorized || keyed != 200 || callCode != 200 || callBody != "A" {
 				t.Fatalf("turn %d: extra %d, guarded %d, with key %d, call %d %q", turn, code, guarded, keyed, callCode, callBody)
 			}
@@ -227,7 +227,7 @@ func TestReloadUnderLoad(t *testing.T) {
 			if code != 404 || guarded != 200 {
 				t.Fatalf("turn %d: extra %d (want 404), guarded %d (want 200)", turn, code, guarded)
 			}
-			if _, ok := rl.srv.Addrs["call:extra"]; ok {
+			if _, ok := rl.srv.Addrs()["call:extra"]; ok {
 				t.Fatalf("turn %d: the calling port of a removed call block is still listed", turn)
 			}
 		}
@@ -241,7 +241,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if failures.Load() != 0 || sent.Load() < 20 {
 		t.Fatalf("%d of %d requests failed during the reloads", failures.Load(), sent.Load())
 	}
-	metrics := adminGet(t, rl.srv.Addrs["admin"], "/metrics")
+	metrics := adminGet(t, rl.srv.Addrs()["admin"], "/metrics")
 	if !strings.Contains(metrics, `ioproxy_config_reloads_total{result="ok"} 20`) || !strings.Contains(metrics, `ioproxy_config_reloads_total{result="failed"} 0`) {
 		t.Fatalf("reload metrics:\n%s", grepLines(metrics, "ioproxy_config_reloads"))
 	}
@@ -283,7 +283,7 @@ admin { listen = "127.0.0.1:%d" }
 host "app.localhost" { backend = %q }
 `, dataDir, ps[0], ps[1], backend.URL)
 	rl := startReloadable(t, good)
-	addr := rl.srv.Addrs["http"]
+	addr := rl.srv.Addrs()["http"]
 
 	rl.write(good + "host \"app2.localhost\" {\n  backend = \"nowhere\"\n}\n")
 	_, err := rl.srv.Reload(context.Background())
@@ -304,7 +304,7 @@ host "app.localhost" { backend = %q }
 	if code, _ := get(t, addr, "app2.localhost", "/", ""); code != 404 {
 		t.Fatalf("a host of a failed reload is served: %d", code)
 	}
-	metrics := adminGet(t, rl.srv.Addrs["admin"], "/metrics")
+	metrics := adminGet(t, rl.srv.Addrs()["admin"], "/metrics")
 	if !strings.Contains(metrics, `ioproxy_config_reloads_total{result="failed"} 2`) {
 		t.Fatalf("reload metrics:\n%s", grepLines(metrics, "ioproxy_config_reloads"))
 	}
@@ -337,7 +337,7 @@ host %q { backend = %q }
 	if got := rl.srv.config().Ingress.MaxConnections; got != 100 {
 		t.Fatalf("max_connections in use = %d, want the running 100", got)
 	}
-	if code, _ := get(t, rl.srv.Addrs["http"], "new.localhost", "/", ""); code != 200 {
+	if code, _ := get(t, rl.srv.Addrs()["http"], "new.localhost", "/", ""); code != 200 {
 		t.Fatalf("the reloaded host answered %d", code)
 	}
 }
@@ -406,7 +406,7 @@ call "c" {
 	if len(rep.Restart) != 1 || !strings.Contains(rep.Restart[0], "call:c bind") {
 		t.Fatalf("restart = %q", rep.Restart)
 	}
-	if code, body := get(t, rl.srv.Addrs["call:c"], "127.0.0.1", "/", ""); code != 200 || body != "ok" {
+	if code, body := get(t, rl.srv.Addrs()["call:c"], "127.0.0.1", "/", ""); code != 200 || body != "ok" {
 		t.Fatalf("the calling port after the reload: %d %q", code, body)
 	}
 }
@@ -428,14 +428,14 @@ func TestReloadBindChangeKeepsBlocksApart(t *testing.T) {
 	}
 	rl := startReloadable(t, src(call("a", "127.0.0.1"), call("lan", "127.0.0.2")))
 	rep := rl.reload(src(call("a", "127.0.0.3"), call("lan", "127.0.0.2")))
-	if len(rep.Restart) != 0 || rl.srv.Addrs["call:a"] != fmt.Sprintf("127.0.0.3:%d", p) || rl.srv.Addrs["call:lan"] != fmt.Sprintf("127.0.0.2:%d", p) {
-		t.Fatalf("after moving a: %v, restart %q", rl.srv.Addrs, rep.Restart)
+	if len(rep.Restart) != 0 || rl.srv.Addrs()["call:a"] != fmt.Sprintf("127.0.0.3:%d", p) || rl.srv.Addrs()["call:lan"] != fmt.Sprintf("127.0.0.2:%d", p) {
+		t.Fatalf("after moving a: %v, restart %q", rl.srv.Addrs(), rep.Restart)
 	}
 	rep = rl.reload(src(call("a", "127.0.0.4")))
-	if len(rep.Restart) != 0 || rl.srv.Addrs["call:a"] != fmt.Sprintf("127.0.0.4:%d", p) {
-		t.Fatalf("after moving a and removing lan: %v, restart %q", rl.srv.Addrs, rep.Restart)
+	if len(rep.Restart) != 0 || rl.srv.Addrs()["call:a"] != fmt.Sprintf("127.0.0.4:%d", p) {
+		t.Fatalf("after moving a and removing lan: %v, restart %q", rl.srv.Addrs(), rep.Restart)
 	}
-	if _, ok := rl.srv.Addrs["call:lan"]; ok {
+	if _, ok := rl.srv.Addrs()["call:lan"]; ok {
 		t.Fatal("the removed block's port is listed")
 	}
 }

@@ -56,7 +56,7 @@ func TestServeBlock(t *testing.T) {
 	ps := freePorts(t, 3)
 	httpPort, httpsPort, servePort := ps[0], ps[1], ps[2]
 	rl := startReloadable(t, serveConfig(dataDir, httpPort, httpsPort, servePort, backend.URL, true))
-	serveAddr := rl.srv.Addrs["serve:nomad"]
+	serveAddr := rl.srv.Addrs()["serve:nomad"]
 	if serveAddr != fmt.Sprintf("127.0.0.1:%d", servePort) {
 		t.Fatalf("serve port at %q", serveAddr)
 	}
@@ -93,9 +93,9 @@ func TestServeBlock(t *testing.T) {
 		{"serve port, public path", serveAddr, "localhost", "/v1/status/leader", map[string]string{"User-Did": "did:plc:forged"}, 200, `path=/v1/status/leader key="" did=""`},
 		{"serve port, a rebinding name", serveAddr, "evil.example.com", "/v1/status/leader", nil, 421, "Wrong address"},
 		{"serve port, no sign-in routes", serveAddr, serveAddr, "/@/signin", nil, 404, "does not offer sign-in"},
-		{"front host, browser", rl.srv.Addrs["http"], "nomad.localhost", "/ui/", map[string]string{"Accept": "text/html"}, 303, "/@/signin?redirect=%2Fui%2F"},
-		{"front host, key", rl.srv.Addrs["http"], "nomad.localhost", "/v1/jobs", key, 200, `path=/v1/jobs key="ci" did=""`},
-		{"front host, public path", rl.srv.Addrs["http"], "nomad.localhost", "/v1/status/x", nil, 200, `path=/v1/status/x`},
+		{"front host, browser", rl.srv.Addrs()["http"], "nomad.localhost", "/ui/", map[string]string{"Accept": "text/html"}, 303, "/@/signin?redirect=%2Fui%2F"},
+		{"front host, key", rl.srv.Addrs()["http"], "nomad.localhost", "/v1/jobs", key, 200, `path=/v1/jobs key="ci" did=""`},
+		{"front host, public path", rl.srv.Addrs()["http"], "nomad.localhost", "/v1/status/x", nil, 200, `path=/v1/status/x`},
 	}
 	for _, tc := range cases {
 		code, body := do(tc.addr, tc.host, tc.path, tc.hdr)
@@ -105,7 +105,7 @@ func TestServeBlock(t *testing.T) {
 	}
 
 	rl.reload(serveConfig(dataDir, httpPort, httpsPort, servePort, backend.URL, false))
-	if _, ok := rl.srv.Addrs["serve:nomad"]; ok {
+	if _, ok := rl.srv.Addrs()["serve:nomad"]; ok {
 		t.Fatal("a removed serve block's port is still listed")
 	}
 	if resp, err := http.Get("http://" + serveAddr + "/v1/status/leader"); err == nil {

@@ -63,7 +63,8 @@ type Server struct {
 	// calling alike.
 	sessions *sessions.Lifecycle
 	// clientKeys are the confidential client's keys; nil while every
-	// host uses the localhost client.
+	// host uses the localhost client. Set at most once: at Start, or by
+	// the commit of the first reload with a host that needs them.
 	clientKeys *oauth.ClientKeys
 	keyRefresh time.Duration
 	// providers are the OAuth clients of the hosts' oauth blocks, which a
@@ -77,12 +78,12 @@ type Server struct {
 	nomad    *ingress.Nomad // nil without nomad:<service> backends
 	recorder *admin.Recorder
 	// ports are the bound listeners by role ("http", "https", "admin",
-	// "call:<label>"); a reload adds and closes calling ports.
+	// "call:<label>", "serve:<label>"); a reload adds and closes calling
+	// and serve ports. Changed under reloading (Start before it serves).
 	ports map[string]*port
-	// Addrs are the bound listen addresses by role ("http", "https",
-	// "admin", "call:<label>"), useful when a port was 0. Read it after
-	// Start or Reload returns.
-	Addrs map[string]string
+	// calls are the handlers of the calling ports by label, which a
+	// reload keeps for an unchanged block (reusing its connections).
+	calls map[string]callHandler
 
 	// reloading serializes reloads; bg is the context of the background
 	// jobs, which a reload starts more of.
@@ -90,7 +91,6 @@ type Server struct {
 	bg        context.Context
 	// stopCerts ends the background jobs of the certificate Manager in use.
 	stopCerts context.CancelFunc
-	keyWatch  bool
 	// closed is set, under reloading, once Close has begun.
 	closed bool
 
@@ -113,7 +113,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Server{log: opts.Logger, load: opts.Load, bg: bg, cancel: cancel, shutdown: opts.ShutdownTimeout, keyRefresh: cmp.Or(opts.KeyRefresh, DefaultKeyRefresh),
-		ports: map[string]*port{}, Addrs: map[string]string{}, ready: make(chan struct{})}
+		ports: map[string]*port{}, ready: make(chan struct{})}
 	s.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
@@ -127,18 +127,19 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	if s.out, err = s.newOutbound(ctx, opts.RootCAs); err != nil {
 		return nil, err
 	}
-	hosts, clients, err := s.oauthClients(ctx, cfg)
+	oc, err := s.oauthClients(ctx, cfg, nil)
 	if err != nil {
 		return nil, err
 	}
+	s.clientKeys = oc.keys
 	s.providerHTTP = newProviderHTTP(opts)
 	providers, err := s.newProviders(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s.providers.Store(&providers)
-	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: clients, Providers: providerLookup(&s.providers), Nonces: s.out.nonces, Recorder: s.recorder, Logger: s.log})
-	if err := s.newIngress(cfg, s.signIns(hosts), providers); err != nil {
+	s.sessions = sessions.NewLifecycle(sessions.LifecycleConfig{Store: s.store, Clients: oc.clients, Providers: providerLookup(&s.providers), Nonces: s.out.nonces, Recorder: s.recorder, Logger: s.log})
+	if err := s.newIngress(cfg, s.signIns(oc.hosts), providers); err != nil {
 		return nil, err
 	}
 	m, err := s.newCerts(ctx, cfg)
@@ -155,7 +156,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	ls.serve(&s.wg)
 	s.background(bg)
 	close(s.ready)
-	for role, addr := range s.Addrs {
+	for role, addr := range s.Addrs() {
 		s.log.Info("listening", "role", role, "addr", addr)
 	}
 	return s, nil
@@ -304,15 +305,27 @@ func (s *Server) runCerts(m *certs.Manager) {
 }
 
 // watchClientKeys starts reading the client key ring again from the
-// store, once there are client keys (a reload may bring the first host
-// that needs them).
+// store, once there are client keys: at Start, or at the commit that
+// brings the first host that needs them.
 func (s *Server) watchClientKeys() {
-	if s.clientKeys == nil || s.keyWatch {
+	if s.clientKeys == nil {
 		return
 	}
-	s.keyWatch = true
 	w := newKeyWatch(s.store, s.clientKeys, s.log)
 	s.run(s.bg, func(ctx context.Context) { w.run(ctx, s.keyRefresh) })
+}
+
+// Addrs are the bound listen addresses by role ("http", "https",
+// "admin", "call:<label>", "serve:<label>"), useful when a port was 0;
+// a reload in progress is waited for.
+func (s *Server) Addrs() map[string]string {
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
+	addrs := make(map[string]string, len(s.ports))
+	for role, p := range s.ports {
+		addrs[role] = p.ln.Addr().String()
+	}
+	return addrs
 }
 
 // resealer is a store that seals its records again with the first key

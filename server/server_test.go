@@ -219,7 +219,7 @@ host "app.example.com" {
 }`, dir, freePort(t), freePort(t))
 	jwks := func() string {
 		s := start(t, src)
-		req, _ := http.NewRequest(http.MethodGet, "https://"+s.Addrs["https"]+"/@/jwks.json", nil)
+		req, _ := http.NewRequest(http.MethodGet, "https://"+s.Addrs()["https"]+"/@/jwks.json", nil)
 		req.Host = "app.example.com"
 		roots := x509.NewCertPool()
 		roots.AppendCertsFromPEM(s.LocalCAPEM())

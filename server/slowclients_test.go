@@ -118,7 +118,7 @@ call "down" {
 	}
 	tlsTo := func(sni string) func() (net.Conn, error) {
 		return func() (net.Conn, error) {
-			return tls.Dial("tcp", s.Addrs["https"], &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+			return tls.Dial("tcp", s.Addrs()["https"], &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 		}
 	}
 	cases := []struct {
@@ -126,20 +126,20 @@ call "down" {
 		dial func() (net.Conn, error)
 		head string
 	}{
-		{"unknown host 404 (writeError)", plain(s.Addrs["http"]), "POST / HTTP/1.1\r\nHost: nope.example\r\n"},
-		{"plain-HTTP redirect to HTTPS (serve.httpHandler)", plain(s.Addrs["http"]), "POST /x HTTP/1.1\r\nHost: secure.example.com\r\n"},
-		{"/@/ spelling redirect 308 (router)", plain(s.Addrs["http"]), "POST //@/signin HTTP/1.1\r\nHost: open.localhost\r\n"},
-		{"forward-auth 200 (admitted by API key)", plain(s.Addrs["http"]), "POST /@/auth HTTP/1.1\r\nHost: fa.localhost\r\nAuthorization: Basic Y2k6c2VjcmV0\r\n"},
-		{"backend 401 without reading (ingress proxy)", plain(s.Addrs["http"]), "POST / HTTP/1.1\r\nHost: open.localhost\r\n"},
+		{"unknown host 404 (writeError)", plain(s.Addrs()["http"]), "POST / HTTP/1.1\r\nHost: nope.example\r\n"},
+		{"plain-HTTP redirect to HTTPS (serve.httpHandler)", plain(s.Addrs()["http"]), "POST /x HTTP/1.1\r\nHost: secure.example.com\r\n"},
+		{"/@/ spelling redirect 308 (router)", plain(s.Addrs()["http"]), "POST //@/signin HTTP/1.1\r\nHost: open.localhost\r\n"},
+		{"forward-auth 200 (admitted by API key)", plain(s.Addrs()["http"]), "POST /@/auth HTTP/1.1\r\nHost: fa.localhost\r\nAuthorization: Basic Y2k6c2VjcmV0\r\n"},
+		{"backend 401 without reading (ingress proxy)", plain(s.Addrs()["http"]), "POST / HTTP/1.1\r\nHost: open.localhost\r\n"},
 		{"SNI mismatch 421 (sniMatchesHost)", tlsTo("secure.example.com"), "POST / HTTP/1.1\r\nHost: other.example.com\r\n"},
-		{"admin: Host refused", plain(s.Addrs["admin"]), "POST /metrics HTTP/1.1\r\nHost: evil.example\r\n"},
-		{"admin: /healthz with a body", plain(s.Addrs["admin"]), "POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
-		{"call URL endpoint, upstream 401 without reading", plain(s.Addrs["call:api"]), "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
-		{"call URL endpoint: upstream unreachable (502)", plain(s.Addrs["call:down"]), "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
-		{"call: Host refused (403, CloseIfBody)", plain(s.Addrs["call:api"]), "POST / HTTP/1.1\r\nHost: evil.example\r\n"},
-		{"call @: POST without User-Did (400, CloseIfBody)", plain(s.Addrs["call:pds"]), "POST /xrpc/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
-		{"sign-in catch-all 404 for PUT /@/signin", plain(s.Addrs["call:browser"]), "PUT /@/signin HTTP/1.1\r\nHost: localhost\r\n"},
-		{"call @: resolveHandle GET with a body", plain(s.Addrs["call:pds"]), "GET /xrpc/com.atproto.identity.resolveHandle HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
+		{"admin: Host refused", plain(s.Addrs()["admin"]), "POST /metrics HTTP/1.1\r\nHost: evil.example\r\n"},
+		{"admin: /healthz with a body", plain(s.Addrs()["admin"]), "POST /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
+		{"call URL endpoint, upstream 401 without reading", plain(s.Addrs()["call:api"]), "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
+		{"call URL endpoint: upstream unreachable (502)", plain(s.Addrs()["call:down"]), "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
+		{"call: Host refused (403, CloseIfBody)", plain(s.Addrs()["call:api"]), "POST / HTTP/1.1\r\nHost: evil.example\r\n"},
+		{"call @: POST without User-Did (400, CloseIfBody)", plain(s.Addrs()["call:pds"]), "POST /xrpc/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
+		{"sign-in catch-all 404 for PUT /@/signin", plain(s.Addrs()["call:browser"]), "PUT /@/signin HTTP/1.1\r\nHost: localhost\r\n"},
+		{"call @: resolveHandle GET with a body", plain(s.Addrs()["call:pds"]), "GET /xrpc/com.atproto.identity.resolveHandle HTTP/1.1\r\nHost: 127.0.0.1\r\n"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -169,7 +169,7 @@ host "secure.example.com" {
   tls { mode = "self_signed" }
 }
 `, filepath.Join(t.TempDir(), "data"), freePort(t), freePort(t)))
-	conn, err := net.Dial("tcp", s.Addrs["http"])
+	conn, err := net.Dial("tcp", s.Addrs()["http"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ host "app.localhost" {
 	get := func(from string) int {
 		t.Helper()
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
-		c, err := d.Dial("tcp", s.Addrs["http"])
+		c, err := d.Dial("tcp", s.Addrs()["http"])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +260,7 @@ host "app.localhost" {
   backend = %q
   tls { mode = "off" }
 }`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.URL))
-	conn, err := net.Dial("tcp", s.Addrs["http"])
+	conn, err := net.Dial("tcp", s.Addrs()["http"])
 	if err != nil {
 		t.Fatal(err)
 	}

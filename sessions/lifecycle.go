@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -81,6 +82,11 @@ type LifecycleConfig struct {
 // lock in the store.
 type Lifecycle struct {
 	cfg LifecycleConfig
+	// lockWait bounds the wait for a session's refresh lock
+	// (refreshTimeout), and jitter draws the part of the refresh margin
+	// that spreads sessions out (rand.N); tests change them.
+	lockWait time.Duration
+	jitter   func(bound time.Duration) time.Duration
 	// clients are cfg.Clients until SetClients replaces them.
 	clients atomic.Pointer[map[string]*oauth.Client]
 	flights singleflight.Group
@@ -115,7 +121,10 @@ func NewLifecycle(cfg LifecycleConfig) *Lifecycle {
 	if cfg.Recorder == nil {
 		cfg.Recorder = observe.Discard{}
 	}
-	t := &Lifecycle{cfg: cfg, later: map[string]bool{}, failedAt: map[string]time.Time{}}
+	t := &Lifecycle{
+		cfg: cfg, lockWait: refreshTimeout, jitter: rand.N[time.Duration],
+		later: map[string]bool{}, failedAt: map[string]time.Time{},
+	}
 	t.SetClients(cfg.Clients)
 	return t
 }
@@ -145,21 +154,43 @@ func (t *Lifecycle) Key(sess Session) (*dpop.Key, error) {
 }
 
 // Fresh returns the session with an access token that is not about to
-// expire, refreshing it first when needed. When a refresh ahead of expiry
+// expire, refreshing it first when needed; it serves both kinds of
+// session (FreshProvider is the same). When a refresh ahead of expiry
 // fails for a passing reason (the server is unreachable), the current
-// token is used while it lasts.
+// token is used while it lasts. A session refreshed under
+// MinRefreshInterval ago is not refreshed again: a server whose tokens
+// live under the margin must not make every call a refresh. A provider
+// session without a refresh token whose access token has expired cannot
+// call (ErrNoRefreshToken), and lives on for its identity until it
+// expires.
 func (t *Lifecycle) Fresh(ctx context.Context, sess Session) (Session, error) {
-	margin := t.cfg.RefreshMargin + rand.N(t.cfg.RefreshMargin/2+1)
 	now := t.cfg.Now()
-	if now.Add(margin).Before(sess.TokenExpiry) {
+	if now.Add(t.refreshMargin()).Before(sess.TokenExpiry) {
+		return sess, nil
+	}
+	if sess.Provider != "" && sess.RefreshToken == "" {
+		if now.Before(sess.TokenExpiry) {
+			return sess, nil
+		}
+		return Session{}, fmt.Errorf("the %s session: %w: sign in again", sess.Provider, ErrNoRefreshToken)
+	}
+	if refreshedRecently(sess, now) {
 		return sess, nil
 	}
 	next, err := t.Refresh(ctx, sess.ID, sess.AccessToken)
 	if err != nil && !errors.Is(err, ErrEnded) && now.Before(sess.TokenExpiry) {
-		t.cfg.Logger.Warn("early token refresh failed; using the current token while it lasts", "did", sess.DID, "err", err)
+		t.cfg.Logger.Warn("early token refresh failed; using the current token while it lasts", "did", sess.DID, "provider", sess.Provider, "err", err)
 		return sess, nil
 	}
 	return next, err
+}
+
+// refreshMargin is how long before expiry a token is refreshed: the
+// configured margin and up to half as much again, drawn anew each time,
+// so that sessions that signed in together do not refresh together.
+func (t *Lifecycle) refreshMargin() time.Duration {
+	m := t.cfg.RefreshMargin
+	return m + t.jitter(m/2+1)
 }
 
 // RefreshLater starts a refresh of a stale session (its access token has
@@ -182,7 +213,7 @@ func (t *Lifecycle) RefreshLater(sess Session) {
 		// grant it withdrew ends the session here, even if the app
 		// makes no calls.
 		refresh = func() error {
-			_, err := t.FreshProvider(context.Background(), sess)
+			_, err := t.Fresh(context.Background(), sess)
 			return err
 		}
 	}
@@ -219,25 +250,28 @@ func (t *Lifecycle) RefreshLater(sess Session) {
 // the lock wait and its lease, a revocation by revokeTimeout.
 func (t *Lifecycle) Wait() { t.running.Wait() }
 
-// Refresh refreshes the session's tokens unless they changed since the
-// caller read staleAccessToken (another request refreshed them already).
-// Concurrent callers share one refresh. The refresh finishes even if
-// every caller gives up: the server consumes the old refresh token, so
-// dropping its answer would lose the session.
+// Refresh refreshes the session's tokens (of either kind) unless they
+// changed since the caller read staleAccessToken (another request
+// refreshed them already). Concurrent callers share one refresh, whose
+// wait for the session's refresh lock is bounded by refreshTimeout. The
+// refresh finishes even if every caller gives up: the server consumes
+// the old refresh token, so dropping its answer would lose the session.
 func (t *Lifecycle) Refresh(ctx context.Context, id, staleAccessToken string) (Session, error) {
 	ch := t.flights.DoChan(id, func() (any, error) {
 		t.running.Add(1)
 		defer t.running.Done()
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.lockWait)
 		defer cancel()
 		return t.refresh(rctx, id, staleAccessToken)
 	})
+	// The caller waits on its context only once it has joined the
+	// refresh (the tests count on it).
 	select {
 	case res := <-ch:
 		sess, _ := res.Val.(Session)
 		return sess, res.Err
 	case <-ctx.Done():
-		return Session{}, ctx.Err()
+		return Session{}, fmt.Errorf("refresh tokens: %w", ctx.Err())
 	}
 }
 

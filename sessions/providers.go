@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 )
 
 // The sessions of OAuth providers other than AT Protocol (a host's
@@ -22,8 +20,11 @@ import (
 type ProviderClient interface {
 	// Refresh trades a refresh token for new tokens, for the account
 	// whose subject is given (an ID token in the answer must be its). It
-	// wraps ErrGrantDead when the provider answered that the refresh
-	// token is no longer good (invalid_grant): the session cannot go on.
+	// wraps ErrGrantDead when the session cannot go on: the provider
+	// answered that the refresh token is no longer good (invalid_grant),
+	// or its answer cannot be trusted (an ID token that fails its
+	// checks, or names another subject). Any other error passes: the
+	// session keeps the tokens it has.
 	Refresh(ctx context.Context, refreshToken, subject string) (ProviderTokens, error)
 	// Revoke revokes a token, when the provider can.
 	Revoke(ctx context.Context, token string) error
@@ -64,33 +65,21 @@ const providerTokenLife = time.Hour
 // Create does for AT Protocol.
 func (t *Lifecycle) CreateProvider(ctx context.Context, g ProviderGrant) (Session, error) {
 	now := t.cfg.Now()
-	expiry := g.Expiry
-	if expiry.IsZero() {
-		expiry = now.Add(providerTokenLife)
-	}
 	sess := Session{
-		ID: NewToken(), ProxyKey: NewToken(), Host: g.Host,
-		Provider: g.Provider, Subject: g.Subject, Email: g.Email, Name: g.Name,
+		Host: g.Host, Provider: g.Provider, Subject: g.Subject, Email: g.Email, Name: g.Name,
 		Issuer: g.Issuer, ClientID: g.ClientID, Scope: g.Scope,
-		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: expiry,
-		CreatedAt: now, Expiry: now.Add(t.cfg.SessionLifetime),
+		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
 	}
-	if sess.RefreshToken == "" && expiry.Before(sess.Expiry) {
+	if sess.TokenExpiry.IsZero() {
+		sess.TokenExpiry = now.Add(providerTokenLife)
+	}
+	if sess.RefreshToken == "" {
 		// Without a refresh token nothing can ask the provider again
 		// whether the account may still sign in: the session lasts as
 		// long as the provider's access token.
-		sess.Expiry = expiry
+		sess.Expiry = sess.TokenExpiry
 	}
-	evicted, err := t.cfg.Store.Create(ctx, sess)
-	if err != nil {
-		t.revoke(sess)
-		return Session{}, err
-	}
-	for _, old := range evicted {
-		t.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", old.Host, "provider", old.Provider, "subject", old.Subject)
-		t.revoke(old)
-	}
-	return sess, nil
+	return t.create(ctx, now, sess)
 }
 
 // DiscardProvider revokes, in the background, a provider's grant that is
@@ -99,82 +88,37 @@ func (t *Lifecycle) DiscardProvider(g ProviderGrant) {
 	t.revoke(Session{Host: g.Host, Provider: g.Provider, Issuer: g.Issuer, ClientID: g.ClientID, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken})
 }
 
-// FreshProvider returns a provider session with an access token that is
-// not about to expire, refreshing it first when needed: one refresh per
+// FreshProvider is Fresh for a provider session: one refresh per
 // session at a time, in this process (concurrent callers share it) and
 // across replicas (the store's lock). A session whose refresh token the
 // provider refuses ends (ErrEnded); one without a refresh token whose
-// access token has expired cannot call (an error that says to sign in
+// access token has expired cannot call (ErrNoRefreshToken: sign in
 // again), and lives on for its identity until it expires.
 func (t *Lifecycle) FreshProvider(ctx context.Context, sess Session) (Session, error) {
-	now := t.cfg.Now()
-	if now.Add(t.cfg.RefreshMargin).Before(sess.TokenExpiry) {
-		return sess, nil
-	}
-	if sess.RefreshToken == "" {
-		if now.Before(sess.TokenExpiry) {
-			return sess, nil
-		}
-		return Session{}, fmt.Errorf("the %s session: %w: sign in again", sess.Provider, ErrNoRefreshToken)
-	}
-	if refreshedRecently(sess, now) {
-		// A provider whose tokens live under a minute must not make
-		// every call a refresh and a store write (as for AT Protocol).
-		return sess, nil
-	}
-	// The refresh goes on if the caller gives up: the provider may have
-	// rotated the refresh token already.
-	ch := t.flights.DoChan(sess.ID, func() (any, error) {
-		t.running.Add(1)
-		defer t.running.Done()
-		return t.refreshProvider(context.WithoutCancel(ctx), sess.ID, sess.AccessToken)
-	})
-	var res singleflight.Result
-	select {
-	case res = <-ch:
-	case <-ctx.Done():
-		return Session{}, fmt.Errorf("refresh the %s tokens: %w", sess.Provider, ctx.Err())
-	}
-	switch {
-	case res.Err == nil:
-		return res.Val.(Session), nil
-	case !errors.Is(res.Err, ErrEnded) && now.Before(sess.TokenExpiry):
-		// A passing failure ahead of expiry: the token in hand still works.
-		t.cfg.Logger.Warn("early provider token refresh failed; using the current token while it lasts", "provider", sess.Provider, "err", res.Err)
-		return sess, nil
-	}
-	return Session{}, res.Err
+	return t.Fresh(ctx, sess)
 }
 
-// refreshProvider is one refresh of a provider session, under its
-// refresh lock (see refresh).
-func (t *Lifecycle) refreshProvider(ctx context.Context, id, stale string) (Session, error) {
-	h, err := t.holdRefresh(ctx, id)
-	if err != nil {
-		return Session{}, err
-	}
-	defer h.release()
-	saveBy, held, cur := h.saveBy, h.ctx, h.cur
-	now := t.cfg.Now()
-	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
-		return cur, nil // another request or replica refreshed it already
-	}
+// refreshProvider is refresh's step for a provider session: its refresh
+// token traded with the provider of its host, for the same subject, and
+// the answer saved.
+func (t *Lifecycle) refreshProvider(h heldRefresh) (Session, error) {
+	cur := h.cur
 	client, ok := t.providerClient(cur)
 	if !ok {
-		return t.end(held, cur, "its OAuth provider is no longer configured")
+		return t.end(h.ctx, cur, "its OAuth provider is no longer configured")
 	}
-	tctx, cancel := context.WithTimeout(held, tokenTimeout)
+	tctx, cancel := context.WithTimeout(h.ctx, tokenTimeout)
 	tokens, err := client.Refresh(tctx, cur.RefreshToken, cur.Subject)
 	cancel()
 	switch {
 	case errors.Is(err, ErrGrantDead):
 		t.cfg.Recorder.TokenRefresh(false)
-		return t.end(held, cur, err.Error())
+		return t.end(h.ctx, cur, err.Error())
 	case err != nil:
 		t.cfg.Recorder.TokenRefresh(false)
 		return Session{}, fmt.Errorf("refresh the %s tokens of %s: %w", cur.Provider, cur.Subject, err)
 	}
-	return t.saveProviderTokens(held, saveBy, cur, tokens)
+	return t.saveProviderTokens(h.ctx, h.saveBy, cur, tokens)
 }
 
 // saveProviderTokens stores a provider refresh's tokens, tried again

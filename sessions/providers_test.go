@@ -24,12 +24,17 @@ type fakeProvider struct {
 	answer func(refreshToken string) (sessions.ProviderTokens, error)
 	// hold, when set, keeps each refresh until it is closed.
 	hold chan struct{}
+	// gate, when set, is called by each refresh before it answers.
+	gate func()
 }
 
 func (f *fakeProvider) Refresh(ctx context.Context, refreshToken, subject string) (sessions.ProviderTokens, error) {
 	n := f.refreshes.Add(1)
 	if f.hold != nil {
 		<-f.hold
+	}
+	if f.gate != nil {
+		f.gate()
 	}
 	if f.answer != nil {
 		return f.answer(refreshToken)
@@ -46,18 +51,64 @@ func (f *fakeProvider) Revoke(ctx context.Context, token string) error {
 
 func providerLifecycle(t *testing.T, p *fakeProvider) (*sessions.Lifecycle, sessions.Store) {
 	t.Helper()
+	store := openStore(t)
+	return providerLifecycleOn(t, p, store), store
+}
+
+func openStore(t *testing.T) sessions.Store {
+	t.Helper()
 	store, err := boltstore.Open(boltstore.Config{Path: filepath.Join(t.TempDir(), "data", "db")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	return store
+}
+
+// providerLifecycleOn is a Lifecycle over store, as one of the replicas
+// that share it.
+func providerLifecycleOn(t *testing.T, p *fakeProvider, store sessions.Store) *sessions.Lifecycle {
+	t.Helper()
 	lc := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Providers: func(s sessions.Session) (sessions.ProviderClient, bool) {
 		// As the server's lookup: the issuer and client the session was
 		// made with must be the provider's.
 		return p, s.Host == "tools.example.com" && s.Provider == "google" && s.Issuer == "https://accounts.example.com" && s.ClientID == "client"
 	}})
 	t.Cleanup(lc.Wait)
-	return lc, store
+	return lc
+}
+
+// lockCounter is a Store that counts the refresh locks asked of it,
+// before it waits for one.
+type lockCounter struct {
+	sessions.Store
+	locks atomic.Int64
+}
+
+func (s *lockCounter) Lock(ctx context.Context, name string, lease time.Duration) (func(), error) {
+	s.locks.Add(1)
+	return s.Store.Lock(ctx, name, lease)
+}
+
+// joinCounter is a caller's context that counts its callers once they
+// have joined a refresh: Refresh waits on the context only then.
+type joinCounter struct {
+	context.Context
+	joined *atomic.Int64
+}
+
+func (c joinCounter) Done() <-chan struct{} {
+	c.joined.Add(1)
+	return c.Context.Done()
+}
+
+// waitFor waits until cond holds, for at most a few seconds: a code
+// under test that never meets it fails on what it did meanwhile.
+func waitFor(cond func() bool) {
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func expiredGrant() sessions.ProviderGrant {
@@ -69,19 +120,26 @@ func expiredGrant() sessions.ProviderGrant {
 }
 
 // Calls at once on an expired token share one refresh, whose tokens are
-// stored; the next call uses them without a refresh.
+// stored; the next call uses them without a refresh. The provider
+// answers only once every call has joined the refresh under way, so a
+// call that started its own would show: a second lock asked of the store
+// (and a second token request, without the lock).
 func TestFreshProviderRefreshesOnceAtATime(t *testing.T) {
-	p := &fakeProvider{hold: make(chan struct{})}
-	lc, store := providerLifecycle(t, p)
+	const calls = 8
+	var joined atomic.Int64
+	p := &fakeProvider{gate: func() { waitFor(func() bool { return joined.Load() >= calls }) }}
+	store := &lockCounter{Store: openStore(t)}
+	lc := providerLifecycleOn(t, p, store)
 	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx := joinCounter{Context: context.Background(), joined: &joined}
 	var wg sync.WaitGroup
-	got := make([]string, 8)
+	got := make([]string, calls)
 	for i := range got {
 		wg.Go(func() {
-			fresh, err := lc.FreshProvider(context.Background(), sess)
+			fresh, err := lc.FreshProvider(ctx, sess)
 			if err != nil {
 				t.Errorf("FreshProvider: %v", err)
 				return
@@ -89,11 +147,12 @@ func TestFreshProviderRefreshesOnceAtATime(t *testing.T) {
 			got[i] = fresh.AccessToken
 		})
 	}
-	time.Sleep(50 * time.Millisecond)
-	close(p.hold)
 	wg.Wait()
 	if n := p.refreshes.Load(); n != 1 {
-		t.Fatalf("%d refreshes for 8 calls at once, want 1", n)
+		t.Fatalf("%d refreshes for %d calls at once, want 1", n, calls)
+	}
+	if n := store.locks.Load(); n != 1 {
+		t.Fatalf("%d refresh locks taken for %d calls at once, want 1 (the calls did not share the refresh)", n, calls)
 	}
 	for _, tok := range got {
 		if tok != "access-1" {
@@ -106,6 +165,134 @@ func TestFreshProviderRefreshesOnceAtATime(t *testing.T) {
 	}
 	if _, err := lc.FreshProvider(t.Context(), stored); err != nil || p.refreshes.Load() != 1 {
 		t.Fatalf("a fresh token was refreshed again (%d refreshes, %v)", p.refreshes.Load(), err)
+	}
+}
+
+// Two replicas on one store refresh a session at once: the provider
+// answers the first only once the second waits for the session's lock,
+// and the second then uses the first's tokens instead of spending the
+// refresh token again.
+func TestFreshProviderOnceAcrossReplicas(t *testing.T) {
+	store := &lockCounter{Store: openStore(t)}
+	p := &fakeProvider{gate: func() { waitFor(func() bool { return store.locks.Load() >= 2 }) }}
+	a, b := providerLifecycleOn(t, p, store), providerLifecycleOn(t, p, store)
+	sess, err := a.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, lc := range []*sessions.Lifecycle{a, b} {
+		wg.Go(func() {
+			fresh, err := lc.FreshProvider(t.Context(), sess)
+			if err != nil || fresh.AccessToken != "access-1" {
+				t.Errorf("FreshProvider: %q, %v; want access-1", fresh.AccessToken, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := p.refreshes.Load(); n != 1 {
+		t.Fatalf("%d refreshes by two replicas at once, want 1", n)
+	}
+}
+
+// A provider session's refresh waits for the session's refresh lock no
+// longer than the bound (refreshTimeout, shortened here): a replica that
+// holds it and hangs must not hold every call with it.
+func TestFreshProviderLockWaitBounded(t *testing.T) {
+	p := &fakeProvider{}
+	lc, store := providerLifecycle(t, p)
+	sessions.SetLockWait(lc, 50*time.Millisecond)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := store.Lock(t.Context(), sessions.RefreshLock(sess.ID), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	done := make(chan error, 1)
+	go func() {
+		_, err := lc.FreshProvider(context.Background(), sess)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, sessions.ErrEnded) || !strings.Contains(err.Error(), "wait for another refresh") {
+			t.Fatalf("FreshProvider with the lock held elsewhere: %v; want a failed wait", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("FreshProvider still waits for a lock held elsewhere")
+	}
+	if n := p.refreshes.Load(); n != 0 {
+		t.Fatalf("%d refreshes without the lock", n)
+	}
+}
+
+// A provider session's token is refreshed ahead of expiry by the margin
+// and a jitter of up to half of it, drawn for each call, as an AT
+// Protocol session's is.
+func TestFreshProviderMarginJitter(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		jitter    func(bound time.Duration) time.Duration
+		refreshes int64
+	}{
+		{"no jitter", func(time.Duration) time.Duration { return 0 }, 0},
+		{"most jitter", func(bound time.Duration) time.Duration { return bound - 1 }, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &fakeProvider{}
+			lc, _ := providerLifecycle(t, p)
+			var drawn []time.Duration
+			sessions.SetJitter(lc, func(bound time.Duration) time.Duration {
+				drawn = append(drawn, bound)
+				return tc.jitter(bound)
+			})
+			g := expiredGrant()
+			// Past the default margin (a minute), within its jitter.
+			g.Expiry = time.Now().Add(75 * time.Second)
+			sess, err := lc.CreateProvider(t.Context(), g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lc.FreshProvider(t.Context(), sess); err != nil {
+				t.Fatal(err)
+			}
+			if n := p.refreshes.Load(); n != tc.refreshes {
+				t.Fatalf("%d refreshes, want %d", n, tc.refreshes)
+			}
+			if len(drawn) != 1 || drawn[0] != 30*time.Second+1 {
+				t.Fatalf("jitter drawn with bounds %v, want once below 30s+1ns", drawn)
+			}
+		})
+	}
+}
+
+// The throttle of refreshes judges the session as the store holds it,
+// under the lock: one that another replica refreshed under a minute ago
+// is not refreshed again, even on a caller's older copy, and even when
+// the other replica's token has expired already.
+func TestFreshProviderThrottledUnderLock(t *testing.T) {
+	p := &fakeProvider{}
+	lc, store := providerLifecycle(t, p)
+	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Update(t.Context(), sess.ID, func(s *sessions.Session) error {
+		s.AccessToken, s.RefreshToken = "by-another-replica", "refresh-by-another-replica"
+		s.TokenExpiry, s.RefreshedAt = time.Now().Add(-time.Second), time.Now().Add(-10*time.Second)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lc.FreshProvider(t.Context(), sess)
+	if err != nil || got.AccessToken != "by-another-replica" {
+		t.Fatalf("FreshProvider: %q, %v; want the other replica's token", got.AccessToken, err)
+	}
+	if n := p.refreshes.Load(); n != 0 {
+		t.Fatalf("%d refreshes of a session refreshed 10 s ago, want 0", n)
 	}
 }
 
@@ -125,6 +312,12 @@ func TestFreshProviderFailures(t *testing.T) {
 	}{
 		{name: "invalid_grant", answer: func(string) (sessions.ProviderTokens, error) {
 			return sessions.ProviderTokens{}, fmt.Errorf("google: %w", sessions.ErrGrantDead)
+		}, ended: true, gone: true},
+		// As the server adapts provider.ErrIDToken on a refresh (an ID
+		// token that fails its checks, or names another subject): an
+		// answer that cannot be trusted ends the session.
+		{name: "refused id token", answer: func(string) (sessions.ProviderTokens, error) {
+			return sessions.ProviderTokens{}, fmt.Errorf("%w: google: refresh: ID token refused", sessions.ErrGrantDead)
 		}, ended: true, gone: true},
 		{name: "provider down", answer: func(string) (sessions.ProviderTokens, error) {
 			return sessions.ProviderTokens{}, errors.New("503 from the token endpoint")

@@ -12,46 +12,58 @@ import (
 	"github.com/ioproxy/ioproxy/atproto/oauth"
 )
 
-// refresh is one refresh of a session: the account checked with its
-// issuer (and its handle verified), then the tokens traded and saved.
+// refresh is one refresh of a session, of either kind: the session read
+// under its refresh lock, then the kind's step (refreshATProto,
+// refreshProvider) that trades the refresh token and saves the answer.
 //
 // It runs under the session's refresh lock in the store, so that of the
-// replicas sharing a store one refreshes at a time: the authorization
-// server rotates the refresh token, and a second refresh with the spent
-// one would end the session. The holder reads the session past any
-// cache (Latest), and a refresh that another replica just finished is
-// used as it is. A replica that dies holding the lock holds it no longer
-// than the lease, and the next refresh starts from what is stored.
+// replicas sharing a store one refreshes at a time: the server rotates
+// the refresh token, and a second refresh with the spent one would end
+// the session. The holder reads the session past any cache (Latest),
+// and a refresh that another replica just finished is used as it is, as
+// is a session refreshed under MinRefreshInterval ago. A replica that
+// dies holding the lock holds it no longer than the lease, and the next
+// refresh starts from what is stored.
 //
 // ctx bounds the wait for the lock. The holder then has budgets of its
-// own, all within the lease: checkTimeout for the account check,
-// tokenTimeout for the token request (a slow check must not starve it:
-// a request cut off after the server rotated the token loses the
-// session), and until the lease nearly ends to save the answer, tried
-// again through a short store outage.
+// own, all within the lease: checkTimeout for the read (and AT
+// Protocol's account check), tokenTimeout for the token request (a slow
+// check must not starve it: a request cut off after the server rotated
+// the token loses the session), and until the lease nearly ends to save
+// the answer, tried again through a short store outage.
 func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, error) {
 	h, err := t.holdRefresh(ctx, id)
 	if err != nil {
 		return Session{}, err
 	}
 	defer h.release()
-	saveBy, held, cur := h.saveBy, h.ctx, h.cur
-	// The store's read and the account check share checkTimeout, from
-	// the lock on: the lease counts on it.
-	ctx, cancel := context.WithDeadline(held, h.checkBy)
-	defer cancel()
-	now := t.cfg.Now()
+	cur, now := h.cur, t.cfg.Now()
 	if cur.AccessToken != stale && now.Before(cur.TokenExpiry) {
-		return cur, nil // another request refreshed it already
+		return cur, nil // another request or replica refreshed it already
 	}
 	if refreshedRecently(cur, now) {
 		// A server that rejects every token, or grants tokens that live
 		// a second, must not make each request a refresh: an account
 		// check, a token request and a store write. The caller goes on
 		// with the tokens it has.
-		t.cfg.Logger.Debug("token refresh skipped: the session was refreshed under a minute ago", "did", cur.DID)
+		t.cfg.Logger.Debug("token refresh skipped: the session was refreshed under a minute ago", "did", cur.DID, "provider", cur.Provider)
 		return cur, nil
 	}
+	if cur.Provider != "" {
+		return t.refreshProvider(h)
+	}
+	return t.refreshATProto(h)
+}
+
+// refreshATProto is refresh's step for an AT Protocol session: the
+// account checked with its issuer (and its handle verified), then the
+// tokens traded with a DPoP proof and saved.
+func (t *Lifecycle) refreshATProto(h heldRefresh) (Session, error) {
+	cur, held := h.cur, h.ctx
+	// The store's read and the account check share checkTimeout, from
+	// the lock on: the lease counts on it.
+	ctx, cancel := context.WithDeadline(held, h.checkBy)
+	defer cancel()
 	t.seedNonce(cur.Issuer, cur.AuthServerNonce)
 	client, ok := t.client(cur.ClientID)
 	if !ok {
@@ -83,7 +95,7 @@ func (t *Lifecycle) refresh(ctx context.Context, id, stale string) (Session, err
 		t.saveHandle(ctx, cur, acct.Handle, checked)
 		return Session{}, fmt.Errorf("refresh tokens of %s: %w", cur.DID, err)
 	}
-	return t.saveGrant(held, saveBy, client, cur, key, grant, checked)
+	return t.saveGrant(held, h.saveBy, client, cur, key, grant, checked)
 }
 
 // refreshedRecently says whether a session's tokens were refreshed less
@@ -259,7 +271,7 @@ func (t *Lifecycle) saveHandle(ctx context.Context, cur Session, handle string, 
 // end deletes a session whose refresh failed for good, and says so to
 // the caller.
 func (t *Lifecycle) end(ctx context.Context, sess Session, why string) (Session, error) {
-	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "reason", why)
+	t.cfg.Logger.Info("session ended: token refresh failed", "did", sess.DID, "provider", sess.Provider, "subject", sess.Subject, "reason", why)
 	if err := t.cfg.Store.Delete(ctx, sess.ID); err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 	}

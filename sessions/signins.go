@@ -40,24 +40,33 @@ type Grant struct {
 // the account's oldest sessions on the host made room, theirs are.
 func (t *Lifecycle) Create(ctx context.Context, g Grant) (Session, error) {
 	now := t.cfg.Now()
-	sess := Session{
-		ID: NewToken(), ProxyKey: NewToken(), Host: g.Host,
-		DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: g.ClientID,
+	return t.create(ctx, now, Session{
+		Host: g.Host, DID: g.DID, Handle: g.Handle, PDS: g.PDS, Issuer: g.Issuer, ClientID: g.ClientID,
 		Scope: g.Scope, Asked: g.Asked, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
 		DPoPKey:         g.DPoPKey,
 		AuthServerNonce: g.AuthServerNonce,
-		CreatedAt:       now,
 		// The exchange has just verified the handle both ways.
 		HandleCheckedAt: now,
-		Expiry:          now.Add(t.cfg.SessionLifetime),
+	})
+}
+
+// create gives a new session of either kind (Create, CreateProvider) what
+// does not depend on its kind, fresh random ids and a lifetime from now
+// (sess.Expiry, when set, may end it sooner), and stores it. When it
+// cannot be kept its tokens are revoked; when the account's oldest
+// sessions on the host made room, theirs are.
+func (t *Lifecycle) create(ctx context.Context, now time.Time, sess Session) (Session, error) {
+	sess.ID, sess.ProxyKey, sess.CreatedAt = NewToken(), NewToken(), now
+	if end := now.Add(t.cfg.SessionLifetime); sess.Expiry.IsZero() || end.Before(sess.Expiry) {
+		sess.Expiry = end
 	}
 	evicted, err := t.cfg.Store.Create(ctx, sess)
 	if err != nil {
 		t.revoke(sess)
-		return Session{}, err
+		return Session{}, fmt.Errorf("store the new session: %w", err)
 	}
 	for _, old := range evicted {
-		t.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", old.Host, "did", old.DID)
+		t.cfg.Logger.Info("session ended: the account has too many sessions on this host", "host", old.Host, "did", old.DID, "provider", old.Provider, "subject", old.Subject)
 		t.revoke(old)
 	}
 	return sess, nil
@@ -76,12 +85,6 @@ func (t *Lifecycle) Get(ctx context.Context, id string) (Session, error) {
 	return t.cfg.Store.Get(ctx, id)
 }
 
-// ByProxyKey returns the live session of a Proxy-Session key, or
-// ErrNotFound. It runs on every call.
-func (t *Lifecycle) ByProxyKey(ctx context.Context, key string) (Session, error) {
-	return t.cfg.Store.ByProxyKey(ctx, key)
-}
-
 // MaxProxyKeys bounds the keys one Proxy-Session value may list.
 const MaxProxyKeys = 8
 
@@ -89,7 +92,7 @@ const MaxProxyKeys = 8
 // Protocol) among the keys of a Proxy-Session value: a browser signed in
 // with AT Protocol and other providers at once gets one key of each,
 // comma-separated, and each call picks the session it needs. ErrNotFound
-// when none of them is that provider's.
+// when none of them is that provider's. It runs on every call.
 func (t *Lifecycle) ByProxyKeys(ctx context.Context, value, provider string) (Session, error) {
 	n := 0
 	for key := range strings.SplitSeq(value, ",") {

@@ -492,12 +492,7 @@ func (c *Client) post(ctx context.Context, meta *ServerMetadata, endpoint string
 			return fmt.Errorf("POST %s: %w", endpoint, err)
 		}
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			se := &ServerError{Status: resp.StatusCode}
-			_ = json.Unmarshal(body, se)
-			// The server is anyone's: what it says goes to our logs and
-			// pages, so only so much of it.
-			se.Code = textutil.Clip(se.Code, maxErrorCodeBytes)
-			se.Description = textutil.Clip(se.Description, maxErrorDescriptionBytes)
+			se := ParseServerError(resp.StatusCode, body)
 			if se.Code == "" {
 				se.Code = "server_error"
 			}
@@ -525,6 +520,18 @@ type ServerError struct {
 	Status      int    `json:"-"`
 	Code        string `json:"error"`
 	Description string `json:"error_description"`
+}
+
+// ParseServerError reads an OAuth error answer's body (RFC 6749 §5.2).
+// The server is anyone's: what it says goes to logs and pages, so only so
+// much of it is kept. Code is empty when the body holds no error code as
+// a string (not JSON, or another shape).
+func ParseServerError(status int, body []byte) *ServerError {
+	se := &ServerError{Status: status}
+	_ = json.Unmarshal(body, se)
+	se.Code = textutil.Clip(se.Code, maxErrorCodeBytes)
+	se.Description = textutil.Clip(se.Description, maxErrorDescriptionBytes)
+	return se
 }
 
 func (e *ServerError) Error() string {

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ioproxy/ioproxy/internal/private"
 	"github.com/ioproxy/ioproxy/server"
 )
 
@@ -57,7 +58,9 @@ type controlSocket struct {
 // be this user's alone (as the bbolt store requires): whoever can write
 // there could put a socket or a link of theirs in its place.
 func listenControl(dataDir string) (*controlSocket, error) {
-	if err := privateDir(dataDir); err != nil {
+	// Only writing is refused here: the socket itself is 0600. The
+	// bbolt store refuses a dir that others can read too.
+	if err := private.Dir(dataDir, private.NoWrite); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dataDir, controlSocketName)
@@ -80,30 +83,6 @@ func listenControl(dataDir string) (*controlSocket, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	return &controlSocket{path: path, ln: ln}, nil
-}
-
-// privateDir makes dir (0700) when it is missing, and refuses one that
-// other users may write to or that is not a directory of this user's.
-func privateDir(dir string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	// Stat, not Lstat: a data_dir that is a link to a private directory
-	// is fine, as the bbolt store allows it too.
-	info, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	st, ok := info.Sys().(*syscall.Stat_t)
-	switch {
-	case !info.IsDir():
-		return fmt.Errorf("data dir %s is not a directory: point data_dir at a directory", dir)
-	case info.Mode().Perm()&0o022 != 0:
-		return fmt.Errorf("the data dir %s may be written by other users (mode %04o): run chmod 700 %s", dir, info.Mode().Perm(), dir)
-	case ok && int(st.Uid) != os.Geteuid():
-		return fmt.Errorf("the data dir %s belongs to user %d, not to this process's user %d", dir, st.Uid, os.Geteuid())
-	}
-	return nil
 }
 
 // clearStaleSocket removes a control socket left by a serve that is gone,
@@ -189,6 +168,19 @@ func describeReload(rep server.ReloadReport) string {
 	return msg
 }
 
+// noServe says why the control socket at path did not answer: there is
+// none, or one is left by a serve that was killed (a stopped one removes
+// its own), which the next serve replaces.
+func noServe(path string, err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Sprintf("it has no control socket (%s); start one with ioproxy serve", path)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Sprintf("nothing answers on its control socket %s, left by one that ended without removing it (killed, say); the next ioproxy serve replaces it", path)
+	}
+	return err.Error()
+}
+
 // cmdReload checks the configuration, then asks the ioproxy serve that
 // owns its data dir to apply it, and prints the outcome.
 func cmdReload(args []string, stdout, stderr io.Writer) int {
@@ -203,7 +195,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 	path := filepath.Join(cfg.DataDir, controlSocketName)
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
-		fmt.Fprintf(stderr, "ioproxy reload: no ioproxy serve runs with data_dir %s (%v)\n", cfg.DataDir, err)
+		fmt.Fprintf(stderr, "ioproxy reload: no ioproxy serve runs with data_dir %s: %s\n", cfg.DataDir, noServe(path, err))
 		return 1
 	}
 	defer c.Close()

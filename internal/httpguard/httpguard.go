@@ -37,27 +37,25 @@ func UpgradeAllowed(h http.Header) bool {
 // (Express's method-override, Rails, Symfony, Laravel and others read
 // them, so a POST becomes a DELETE past a check on the method), and URL
 // or scheme overrides (X-Original-URL and X-Rewrite-URL in IIS and
-// Symfony, X-Override-URL, X-Scheme in Tornado). Ingress strips them from
-// clients other than its trusted proxies; calling ports from every call.
+// Symfony, X-Override-URL, X-Scheme in Tornado). Ingress and calling
+// ports strip them from every request, a trusted proxy's too: it passes
+// its clients' headers on as they came.
 func StripOverrides(h http.Header) {
 	for name := range h {
-		var b [64]byte
-		if n := textutil.FoldHeader(b[:0], name); overrideNames[string(n)] || string(n) == "http2-settings" {
+		if IsOverride(name) {
 			delete(h, name)
 		}
 	}
 }
 
-// StripHTTP2Settings removes HTTP2-Settings in every spelling: it only
-// means something with an h2c upgrade, which is never passed on, and a
-// backend that sees it may still try one.
-func StripHTTP2Settings(h http.Header) {
-	for name := range h {
-		var b [len("http2-settings")]byte
-		if len(name) == len(b) && string(textutil.FoldHeader(b[:0], name)) == "http2-settings" {
-			delete(h, name)
-		}
-	}
+// IsOverride reports whether StripOverrides removes a header name: a
+// method or URL override, or HTTP2-Settings (it only means something
+// with an h2c upgrade, which is never passed on, and a backend that sees
+// it may still try one), in any spelling.
+func IsOverride(name string) bool {
+	var b [64]byte
+	n := textutil.FoldHeader(b[:0], name)
+	return overrideNames[string(n)] || string(n) == "http2-settings"
 }
 
 // overrideNames are the headers StripOverrides removes, as fold spells them.

@@ -57,11 +57,14 @@ func TestStripOverrides(t *testing.T) {
 	}
 }
 
-func TestStripHTTP2Settings(t *testing.T) {
-	h := http.Header{"Http2-Settings": {"a"}, "http2_settings": {"b"}, "HTTP2-SETTINGS": {"c"}, "Accept": {"*/*"}}
-	StripHTTP2Settings(h)
-	if len(h) != 1 || h.Get("Accept") != "*/*" {
-		t.Errorf("after StripHTTP2Settings: %v", h)
+func TestIsOverrideHTTP2Settings(t *testing.T) {
+	for _, name := range []string{"Http2-Settings", "http2_settings", "HTTP2-SETTINGS"} {
+		if !IsOverride(name) {
+			t.Errorf("IsOverride(%q) = false", name)
+		}
+	}
+	if IsOverride("Accept") {
+		t.Error(`IsOverride("Accept") = true`)
 	}
 }
 

@@ -151,7 +151,7 @@ func TestReplayedCode(t *testing.T) {
 		t.Fatalf("replayed code: %v", err)
 	}
 	// RFC 6749 §4.1.2: the replay revoked what the code gave.
-	if _, err := c.Refresh(context.Background(), g.RefreshToken); !errors.Is(err, provider.ErrInvalidGrant) {
+	if _, err := c.RefreshSubject(context.Background(), g.RefreshToken, ""); !errors.Is(err, provider.ErrInvalidGrant) {
 		t.Fatalf("refresh after a replay: %v", err)
 	}
 	if n := p.TokenRequests("authorization_code"); n != 2 {
@@ -196,14 +196,14 @@ func TestRefresh(t *testing.T) {
 		t.Errorf("new access token: userinfo answered %d", code)
 	}
 	// The refresh token was rotated: the old one is dead.
-	if _, err := c.Refresh(ctx, g.RefreshToken); !errors.Is(err, provider.ErrInvalidGrant) {
+	if _, err := c.RefreshSubject(ctx, g.RefreshToken, ""); !errors.Is(err, provider.ErrInvalidGrant) {
 		t.Fatalf("reused refresh token: %v", err)
 	}
 	// Revoked, the new one is dead too.
 	if err := c.Revoke(ctx, r.RefreshToken); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Refresh(ctx, r.RefreshToken); !errors.Is(err, provider.ErrInvalidGrant) {
+	if _, err := c.RefreshSubject(ctx, r.RefreshToken, ""); !errors.Is(err, provider.ErrInvalidGrant) {
 		t.Fatalf("revoked refresh token: %v", err)
 	}
 }
@@ -232,7 +232,7 @@ func TestExpiredAccessTokenRefreshed(t *testing.T) {
 	if code := userinfoStatus(t, p, g.AccessToken); code == http.StatusOK {
 		t.Fatal("expired access token still accepted")
 	}
-	r, err := c.Refresh(context.Background(), g.RefreshToken)
+	r, err := c.RefreshSubject(context.Background(), g.RefreshToken, "")
 	if err != nil {
 		t.Fatal(err)
 	}

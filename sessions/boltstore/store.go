@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -105,9 +104,6 @@ type Config struct {
 // (ErrSealed), fails Open: nothing is dropped.
 func Open(cfg Config) (*Store, error) {
 	path, opts := cfg.Path, cfg.Options.WithDefaults()
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir for %s: %w", path, err)
-	}
 	if err := checkPrivate(filepath.Dir(path), path); err != nil {
 		return nil, err
 	}

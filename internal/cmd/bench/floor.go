@@ -6,16 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
+
+	"github.com/ioproxy/ioproxy/internal/floor"
 )
 
 // floorArg, as the first argument followed by the backend's address,
-// makes this program the floor: the least a Go proxy on net/http's
-// server and Transport does (read the request, send it on one pooled
-// keep-alive connection, copy the answer with a pooled buffer), with no
-// checks, headers, logs or metrics. What ioproxy does costs the
-// difference between the two; the floor's distance to nginx is what no
-// handler on net/http can make up.
+// makes this program the floor (package floor) in front of that backend.
 const floorArg = "floor"
 
 // serveFloor is the floor mode; see floorArg.
@@ -24,26 +20,7 @@ func serveFloor(ready io.Writer, backend string) error {
 	if err != nil || target.Host == "" {
 		return fmt.Errorf("floor: backend %q is not host:port", backend)
 	}
-	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256}
-	buffers := sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-	return serveOnLoopback(ready, http.HandlerFunc(func(w http.ResponseWriter, in *http.Request) {
-		out := in.Clone(in.Context())
-		out.RequestURI = ""
-		out.URL.Scheme, out.URL.Host = target.Scheme, target.Host
-		res, err := tr.RoundTrip(out)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer res.Body.Close()
-		for k, v := range res.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(res.StatusCode)
-		bp := buffers.Get().(*[]byte)
-		defer buffers.Put(bp)
-		_, _ = io.CopyBuffer(w, res.Body, *bp)
-	}))
+	return serveOnLoopback(ready, floor.Handler(target, &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256}))
 }
 
 // startFloor runs the floor in front of backend.
