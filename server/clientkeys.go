@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/internal/every"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
@@ -128,16 +129,7 @@ func newKeyWatch(store sessions.Store, keys *oauth.ClientKeys, log *slog.Logger)
 
 // run reads the ring every interval until ctx ends.
 func (w *keyWatch) run(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			w.check(ctx)
-		}
-	}
+	every.Tick(ctx, interval, w.check)
 }
 
 // check reads the ring once. What the store holds is taken only when it

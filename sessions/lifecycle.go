@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/ioproxy/ioproxy/atproto/dpop"
 	"github.com/ioproxy/ioproxy/atproto/oauth"
+	"github.com/ioproxy/ioproxy/internal/every"
 	"github.com/ioproxy/ioproxy/internal/observe"
 )
 
@@ -278,19 +281,20 @@ func (t *Lifecycle) Refresh(ctx context.Context, id, staleAccessToken string) (S
 // RunPrune forgets, every interval until ctx ends, the back-off of
 // sessions that have ended.
 func (t *Lifecycle) RunPrune(ctx context.Context, interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	every.Tick(ctx, interval, t.prune)
+}
+
+// prune forgets the back-off of sessions the store no longer holds. It
+// asks the store outside the lock: on Redis each question is a round
+// trip, and refreshes wait on the lock.
+func (t *Lifecycle) prune(ctx context.Context) {
+	t.mu.Lock()
+	ids := slices.Collect(maps.Keys(t.failedAt))
+	t.mu.Unlock()
+	for _, id := range ids {
+		if _, err := t.cfg.Store.Get(ctx, id); errors.Is(err, ErrNotFound) {
 			t.mu.Lock()
-			for id := range t.failedAt {
-				if _, err := t.cfg.Store.Get(ctx, id); errors.Is(err, ErrNotFound) {
-					delete(t.failedAt, id)
-				}
-			}
+			delete(t.failedAt, id)
 			t.mu.Unlock()
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/ioproxy/ioproxy/internal/every"
 )
 
 // Store keeps pending sign-ins, sessions and named secrets. Every method
@@ -163,18 +165,11 @@ func (o Options) WithDefaults() Options {
 // RunCleanup deletes expired pending sign-ins and sessions from store
 // every interval until ctx ends.
 func RunCleanup(ctx context.Context, store Store, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := store.DeleteExpired(ctx); err != nil {
-				log.Error("session cleanup failed", "err", err)
-			} else if n > 0 {
-				log.Debug("session cleanup", "removed", n)
-			}
+	every.Tick(ctx, interval, func(ctx context.Context) {
+		if n, err := store.DeleteExpired(ctx); err != nil {
+			log.Error("session cleanup failed", "err", err)
+		} else if n > 0 {
+			log.Debug("session cleanup", "removed", n)
 		}
-	}
+	})
 }
