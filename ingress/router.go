@@ -78,6 +78,8 @@ type Router struct {
 	wrongKeys *rateLimiter
 	stale     func(sessions.Session)
 	now       func() time.Time
+	// tunnelRecheck is how often an open WebSocket is judged again.
+	tunnelRecheck time.Duration
 }
 
 // Routes are what one configuration makes of the ingress: a route per
@@ -148,6 +150,8 @@ func New(cfg Config) (*Router, error) {
 		wrongKeys: newRateLimiter(time.Now, wrongKeysPerMinute),
 		stale:     cfg.StaleSession,
 		now:       time.Now,
+
+		tunnelRecheck: tunnelRecheck,
 	}
 	routes, err := router.NewRoutes(RoutesConfig{Config: cfg.Config, Nomad: cfg.Nomad, SignIns: cfg.SignIns, Providers: cfg.Providers})
 	if err != nil {
@@ -433,7 +437,7 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 	// not sess.
 	st := &proxyState{target: target, session: adm.session, providers: adm.providers, keyUser: adm.keyUser, trace: tr}
 	if upgrades(r.Header) {
-		hr.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, st)))
+		hr.serveTunnel(w, r, st)
 		return
 	}
 	hr.fwd.forward(w, r, st)
