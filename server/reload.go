@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -383,11 +386,28 @@ func keepRestartSettings(cur, next *config.Config, nomadRunning bool) (*config.C
 func tlsSettings(cfg *config.Config) string {
 	var b strings.Builder
 	t := cfg.TLS
-	fmt.Fprintf(&b, "%q %q %q %q %q %q\n", t.ACME.Email, t.ACME.Directory, t.ACME.CAFile, t.CertFile, t.KeyFile, cfg.DataDir)
+	// The CA file by its contents too: a new root under the same name
+	// (a private ACME server's) is a new Manager's.
+	fmt.Fprintf(&b, "%q %q %q %s %q %q %q\n", t.ACME.Email, t.ACME.Directory, t.ACME.CAFile, fileDigest(t.ACME.CAFile), t.CertFile, t.KeyFile, cfg.DataDir)
 	hosts := slices.Clone(cfg.Hosts)
 	slices.SortFunc(hosts, func(a, b config.Host) int { return strings.Compare(a.Hostname, b.Hostname) })
 	for _, h := range hosts {
 		fmt.Fprintf(&b, "%q %q %q %q\n", h.Hostname, h.TLS.Mode, h.TLS.CertFile, h.TLS.KeyFile)
 	}
 	return b.String()
+}
+
+// fileDigest is the SHA-256 of a file's contents in hex; "" for no file,
+// and "unreadable" for one that cannot be read (building the Manager
+// then says why).
+func fileDigest(path string) string {
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unreadable"
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
