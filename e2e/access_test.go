@@ -65,9 +65,10 @@ func TestInternalToolAdmitsOneAccount(t *testing.T) {
 		{Handle: "bob.test", Password: bobPassword},
 	}})
 	alice, bob := a.Accounts[0], a.Accounts[1]
-	local := freePort(t)
+	ps := freePorts(t, 3)
+	local := ps[0]
 	tool := newWhoBackend(t, 0)
-	srv := startProxy(t, localSettings(t, a, freePort(t), freePort(t), "")+fmt.Sprintf(`
+	srv := startProxy(t, localSettings(t, a, ps[1], ps[2], "")+fmt.Sprintf(`
 host "localhost" {
   name    = "Internal tool"
   backend = %q

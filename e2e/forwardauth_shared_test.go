@@ -55,9 +55,10 @@ func newForwardAuthStack(t *testing.T, proxy, front string) *forwardAuthStack {
 		{Handle: "bob.test", Password: bobPassword},
 	}})
 	_, frontPort, _ := strings.Cut(front, ":")
-	httpPort := freePort(t)
+	ps := freePorts(t, 2)
+	httpPort := ps[0]
 	tool := newWhoBackend(t, 0)
-	startProxy(t, strings.Replace(localSettings(t, a, httpPort, freePort(t), ""), "ingress {", `ingress {
+	startProxy(t, strings.Replace(localSettings(t, a, httpPort, ps[1], ""), "ingress {", `ingress {
   trusted_proxies = ["127.0.0.1"]`, 1)+fmt.Sprintf(`
 host "127.0.0.1" {
   name = "Admin"

@@ -88,7 +88,8 @@ func callAPI(t *testing.T, callPort int, proxySession string) (int, string) {
 // callback is refused with a readable page, and sign-out ends the
 // session (and its calls).
 func TestOAuthProviderSignIn(t *testing.T) {
-	httpPort, callPort := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, callPort := ps[0], ps[1]
 	base := fmt.Sprintf("http://localhost:%d", httpPort)
 	p := oidctest.Start(t, oidctest.Config{
 		ClientID: "ioproxy", ClientSecret: "provider-secret",

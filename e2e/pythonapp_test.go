@@ -98,10 +98,11 @@ func startPythonApp(t *testing.T, callURL string) string {
 func TestPythonApp(t *testing.T) {
 	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{{Handle: "alice.test", Password: alicePassword}}})
 	alice := a.Accounts[0]
-	local, callPort := freePort(t), freePort(t)
+	ps := freePorts(t, 4)
+	local, callPort := ps[0], ps[1]
 	appAddr := startPythonApp(t, fmt.Sprintf("http://127.0.0.1:%d", callPort))
 	// As in examples/python-app/README.md.
-	startProxy(t, localSettings(t, a, freePort(t), freePort(t), "")+fmt.Sprintf(`
+	startProxy(t, localSettings(t, a, ps[2], ps[3], "")+fmt.Sprintf(`
 host "localhost" {
   name    = "python-app"
   backend = %q

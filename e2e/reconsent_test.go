@@ -42,7 +42,8 @@ func TestGranularScopesAndReconsent(t *testing.T) {
 	)
 	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{{Handle: "alice.test", Password: alicePassword}}})
 	alice := a.Accounts[0]
-	local, callPort, httpPort, httpsPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	ps := freePorts(t, 4)
+	local, callPort, httpPort, httpsPort := ps[0], ps[1], ps[2], ps[3]
 	dataDir := filepath.Join(t.TempDir(), "data") // kept across the restart
 	backend := newWhoBackend(t, callPort)
 	config := func(scopes ...string) string {

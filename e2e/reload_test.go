@@ -59,9 +59,10 @@ func TestReloadKeepsSessions(t *testing.T) {
 		{Handle: "bob.test", Password: bobPassword},
 	}})
 	alice, bob := a.Accounts[0], a.Accounts[1]
-	local, pdsPort, servePort := freePort(t), freePort(t), freePort(t)
+	ps := freePorts(t, 5)
+	local, pdsPort, servePort := ps[0], ps[1], ps[2]
 	toolA, toolB := newWhoBackend(t, pdsPort), newWhoBackend(t, pdsPort)
-	settings := localSettings(t, a, freePort(t), freePort(t), "")
+	settings := localSettings(t, a, ps[3], ps[4], "")
 	cfgWith := func(backend, handles string) string {
 		return settings + fmt.Sprintf(`
 serve "tool" {

@@ -47,10 +47,11 @@ func startReplicas(t *testing.T, a *atmo.Atmosphere, redisURL, certFile, keyFile
 	key := sealed.Generate()
 	var out []*replicaProxy
 	for i := range n {
-		r := &replicaProxy{https: fmt.Sprintf("127.0.0.%d:%d", i+2, httpsPort), callPort: freePort(t), adminPort: freePort(t)}
+		ps := freePorts(t, 3)
+		r := &replicaProxy{https: fmt.Sprintf("127.0.0.%d:%d", i+2, httpsPort), callPort: ps[0], adminPort: ps[1]}
 		backend := newWhoBackend(t, r.callPort)
 		local := fmt.Sprintf("https = \"127.0.0.1:%d\"", httpsPort)
-		settings := localSettings(t, a, freePort(t), httpsPort, fmt.Sprintf("127.0.0.1:%d", r.adminPort))
+		settings := localSettings(t, a, ps[2], httpsPort, fmt.Sprintf("127.0.0.1:%d", r.adminPort))
 		if !strings.Contains(settings, local) {
 			t.Fatalf("localSettings no longer writes %s", local)
 		}

@@ -73,9 +73,10 @@ func signInThroughProxy(ctx context.Context, t *testing.T, b *browser.Browser, b
 func TestLocalhostClientSignInAndCall(t *testing.T) {
 	a := atmo.Start(t, atmo.Options{Accounts: []atmo.Account{{Handle: "alice.test", Password: alicePassword}}})
 	alice := a.Accounts[0]
-	local, callPort, httpPort := freePort(t), freePort(t), freePort(t)
+	ps := freePorts(t, 4)
+	local, callPort, httpPort := ps[0], ps[1], ps[2]
 	backend := newWhoBackend(t, callPort)
-	srv := startProxy(t, localSettings(t, a, httpPort, freePort(t), "")+fmt.Sprintf(`
+	srv := startProxy(t, localSettings(t, a, httpPort, ps[3], "")+fmt.Sprintf(`
 host "localhost" {
   name    = "who"
   backend = %q
@@ -184,9 +185,10 @@ func TestConfidentialClientSignIn(t *testing.T) {
 		ExtraCAFile: caFile,
 	})
 	alice := a.Accounts[0]
-	httpsPort, callPort, adminPort := freePort(t), freePort(t), freePort(t)
+	ps := freePorts(t, 4)
+	httpsPort, callPort, adminPort := ps[0], ps[1], ps[2]
 	backend := newWhoBackend(t, callPort)
-	cfg := localSettings(t, a, freePort(t), httpsPort, fmt.Sprintf("127.0.0.1:%d", adminPort)) + fmt.Sprintf(`
+	cfg := localSettings(t, a, ps[3], httpsPort, fmt.Sprintf("127.0.0.1:%d", adminPort)) + fmt.Sprintf(`
 host %q {
   backend = %q
   atproto {

@@ -15,7 +15,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,20 +26,14 @@ import (
 
 	"github.com/ioproxy/ioproxy/config"
 	"github.com/ioproxy/ioproxy/e2e/atmo"
+	"github.com/ioproxy/ioproxy/internal/proc"
 	"github.com/ioproxy/ioproxy/server"
 	"github.com/ioproxy/ioproxy/sessions"
 )
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePorts are n distinct loopback ports (proc's), held open at once
+// while chosen: ports chosen one at a time may repeat.
+func freePorts(t *testing.T, n int) []int { t.Helper(); return proc.FreePorts(t, n) }
 
 // localSettings are the top-level settings of a test configuration: a
 // fresh data dir, loopback listeners, the local atmosphere as identity

@@ -43,8 +43,9 @@ func TestStatusphere(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, callPort := freePort(t), freePort(t)
-	startProxy(t, localSettings(t, a, freePort(t), freePort(t), "")+fmt.Sprintf(`
+	ps := freePorts(t, 4)
+	local, callPort := ps[0], ps[1]
+	startProxy(t, localSettings(t, a, ps[2], ps[3], "")+fmt.Sprintf(`
 host "localhost" {
   name    = "statusphere"
   backend = %q

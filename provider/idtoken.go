@@ -42,6 +42,22 @@ var errNoKeys = errors.New("no usable signing key")
 // we have not caught up with yet, which says nothing of the token.
 var errUnknownKey = errors.New("unknown signing key")
 
+// errUnverified is a token without a kid whose signature no key held
+// verifies, even after a refetch of the set: a rotation not yet caught up
+// with, as errUnknownKey is for a token with one.
+var errUnverified = errors.New("no key held verifies the signature")
+
+// errClock is a token issued, or valid only, after our clock's now
+// (beyond the leeway): the provider's clock is ahead of ours, which says
+// nothing of whose token it is. An expired one is refused, as at sign-in.
+var errClock = errors.New("its times disagree with our clock")
+
+// uncheckable reports whether a refresh's ID token failed for a reason
+// that says nothing of the token's account (see checkRefreshIDToken).
+func uncheckable(err error) bool {
+	return errors.Is(err, errUnknownKey) || errors.Is(err, errUnverified) || errors.Is(err, errClock)
+}
+
 // allowedAlg reports whether alg is one that ID tokens may be signed with:
 // asymmetric only. "none" would let anyone write a token, and HS* would
 // make the client secret (which the provider and every client operator
@@ -95,27 +111,28 @@ func (c *Client) verifyIDToken(ctx context.Context, ep *endpoints, op, raw, nonc
 		return nil, fail("signed with %q; only RS*, PS*, ES* and EdDSA are accepted", cleanText(alg, 32))
 	}
 	kid := hdr.KeyID()
-	set, err := c.keySet(ctx, ep, kid)
+	set, err := c.keySet(ctx, ep, kid, false)
 	if err != nil {
 		return nil, err
 	}
-	if kid != "" {
-		if _, ok := set.LookupKeyID(kid); !ok {
-			return nil, fail("signed with key %q, which the issuer's key set %s does not hold (%w)", cleanText(kid, 64), ep.jwks, errUnknownKey)
+	if _, ok := set.LookupKeyID(kid); kid != "" && !ok {
+		return nil, fail("signed with key %q, which the issuer's key set %s does not hold (%w)", cleanText(kid, 64), ep.jwks, errUnknownKey)
+	}
+	tok, err := c.parseIDToken(set, raw, kid, ep.issuer)
+	if err != nil && kid == "" && jws.IsVerificationError(err) {
+		// Without a kid nothing says the set lacks the key: a rotation
+		// shows only as a signature no key verifies. Fetch the set again
+		// (at most once a keysRefetchAfter) and try once more.
+		if set, serr := c.keySet(ctx, ep, kid, true); serr == nil {
+			tok, err = c.parseIDToken(set, raw, kid, ep.issuer)
 		}
 	}
-	tok, err := jwt.Parse([]byte(raw),
-		jwt.WithKeySet(set, jws.WithInferAlgorithmFromKey(true), jws.WithRequireKid(kid != "")),
-		jwt.WithValidate(true),
-		jwt.WithIssuer(ep.issuer),
-		jwt.WithAudience(c.cfg.ClientID),
-		jwt.WithAcceptableSkew(leeway),
-		jwt.WithClock(jwt.ClockFunc(c.now)),
-		jwt.WithRequiredClaim(jwt.SubjectKey),
-		jwt.WithRequiredClaim(jwt.ExpirationKey),
-		jwt.WithRequiredClaim(jwt.IssuedAtKey),
-	)
-	if err != nil {
+	switch {
+	case err != nil && jws.IsVerificationError(err):
+		return nil, fail("%s: %w (%w)", c.claimsProblem(err, raw, ep.issuer), err, errUnverified)
+	case err != nil && clockProblem(err):
+		return nil, fail("%s: %w (%w)", c.claimsProblem(err, raw, ep.issuer), err, errClock)
+	case err != nil:
 		return nil, fail("%s: %w", c.claimsProblem(err, raw, ep.issuer), err)
 	}
 	if tok.Subject() == "" {
@@ -130,6 +147,28 @@ func (c *Client) verifyIDToken(ctx context.Context, ep *endpoints, op, raw, nonc
 	out.Name, _ = claims["name"].(string)
 	out.EmailVerified = truthy(claims["email_verified"])
 	return out, nil
+}
+
+// parseIDToken verifies raw's signature with set and validates its
+// registered claims.
+func (c *Client) parseIDToken(set jwk.Set, raw, kid, issuer string) (jwt.Token, error) {
+	return jwt.Parse([]byte(raw),
+		jwt.WithKeySet(set, jws.WithInferAlgorithmFromKey(true), jws.WithRequireKid(kid != "")),
+		jwt.WithValidate(true),
+		jwt.WithIssuer(issuer),
+		jwt.WithAudience(c.cfg.ClientID),
+		jwt.WithAcceptableSkew(leeway),
+		jwt.WithClock(jwt.ClockFunc(c.now)),
+		jwt.WithRequiredClaim(jwt.SubjectKey),
+		jwt.WithRequiredClaim(jwt.ExpirationKey),
+		jwt.WithRequiredClaim(jwt.IssuedAtKey),
+	)
+}
+
+// clockProblem reports whether jwx refused a token for being from our
+// future alone (errClock).
+func clockProblem(err error) bool {
+	return errors.Is(err, jwt.ErrInvalidIssuedAt()) || errors.Is(err, jwt.ErrTokenNotYetValid())
 }
 
 // checkPrivateClaims checks the claims of a verified token that jwx does
@@ -222,13 +261,13 @@ func truthy(v any) bool {
 
 // keySet returns the issuer's keys, public signing keys only: fetched
 // when there are none yet (every call retries until a fetch works), when
-// they are older than keysMaxAge, or when kid is not among them (see
-// keysRefetchAfter). A failed refetch keeps the keys held before.
-func (c *Client) keySet(ctx context.Context, ep *endpoints, kid string) (jwk.Set, error) {
+// they are older than keysMaxAge, or when kid is not among them or
+// refetch asks (see keysRefetchAfter). A failed refetch keeps the keys held before.
+func (c *Client) keySet(ctx context.Context, ep *endpoints, kid string, refetch bool) (jwk.Set, error) {
 	fetch := func(ctx context.Context) (jwk.Set, error) { return c.fetchKeys(ctx, ep.jwks) }
 	lacks := func(set jwk.Set) bool {
 		_, known := set.LookupKeyID(kid)
-		return kid != "" && !known
+		return refetch || (kid != "" && !known)
 	}
 	got, err := c.keys.get(ctx, fetch, lacks)
 	if err != nil {

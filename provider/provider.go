@@ -93,6 +93,10 @@ type Grant struct {
 	// Expiry is zero when the server gave no expires_in.
 	Expiry   time.Time
 	Identity Identity
+	// IdentityUnchecked: a Refresh's answer had an ID token that could
+	// not be checked now (see checkRefreshIDToken), so Identity is empty
+	// although the server named one.
+	IdentityUnchecked bool
 }
 
 // Identity is who signed in: from the verified ID token (OpenID, completed
@@ -403,6 +407,13 @@ func (c *Client) RefreshSubject(ctx context.Context, refreshToken, subject strin
 	}
 	if ans.IDToken != "" && c.openid {
 		if err := c.checkRefreshIDToken(ctx, ep, ans.IDToken, subject, g); err != nil {
+			if g.RefreshToken != refreshToken && ep.revocation != "" {
+				// The server rotated the refresh token before we refused
+				// its answer: the new one must not outlive the session.
+				if rerr := c.revoke(ctx, ep, g.RefreshToken); rerr != nil {
+					c.log.WarnContext(ctx, "provider refresh: the refused answer's refresh token could not be revoked", "err", rerr)
+				}
+			}
 			return nil, err
 		}
 	}
@@ -420,19 +431,22 @@ func (c *Client) RefreshSubject(ctx context.Context, refreshToken, subject strin
 // tokens nor with the old ones (which the server may have rotated
 // already).
 //
-// A token that cannot be checked now, because the key set cannot be had
-// or lacks the token's key (a rotation the cache has not caught up
-// with), keeps the answer without an identity: the server has rotated
-// the refresh token already, and dropping the answer would spend the
-// session. The subject is checked at the next refresh.
+// A token that cannot be checked now keeps the answer without an
+// identity, marked IdentityUnchecked (the session's owner bounds how
+// often in a row): the key set cannot be had, no key held verifies it
+// even after a refetch (a rotation the cache has not caught up with, kid
+// or not), or its times disagree with our clock. None of that says whose
+// token it is, the server has rotated the refresh token already, and
+// dropping the answer would spend the session.
 func (c *Client) checkRefreshIDToken(ctx context.Context, ep *endpoints, raw, subject string, g *Grant) error {
 	claims, err := c.verifyIDToken(ctx, ep, "refresh", raw, "", g.AccessToken)
 	switch {
 	case err == nil:
-	case errors.Is(err, ErrIDToken) && !errors.Is(err, errUnknownKey):
+	case errors.Is(err, ErrIDToken) && !uncheckable(err):
 		return fmt.Errorf("%w (%w: the session cannot go on)", err, ErrInvalidGrant)
 	default:
 		c.log.WarnContext(ctx, "provider refresh: the new ID token could not be checked; the answer is kept, its subject checked at the next refresh", "err", err)
+		g.IdentityUnchecked = true
 		return nil
 	}
 	if subject != "" && claims.Subject != subject {

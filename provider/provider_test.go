@@ -533,15 +533,56 @@ func TestRefreshIDToken(t *testing.T) {
 			"key not yet published": func(f *fakeIssuer) {
 				f.set(func(f *fakeIssuer) { f.signer = newTestKey(t, 1, "k2") })
 			},
+			"issued in our future (the provider's clock is ahead)": func(f *fakeIssuer) {
+				f.set(func(f *fakeIssuer) {
+					f.claims = func(c map[string]any) { c["iat"] = c["iat"].(int64) + 600; c["exp"] = c["exp"].(int64) + 600 }
+				})
+			},
 		} {
 			t.Run(name, func(t *testing.T) {
 				f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
 				setup(f)
 				g, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject)
-				if err != nil || g.AccessToken != "at-2" || g.RefreshToken != "rt-old" || g.Identity != (Identity{}) {
-					t.Fatalf("RefreshSubject: %+v, %v; want the answer without an identity", g, err)
+				if err != nil || g.AccessToken != "at-2" || g.RefreshToken != "rt-old" || g.Identity != (Identity{}) || !g.IdentityUnchecked {
+					t.Fatalf("RefreshSubject: %+v, %v; want the answer without an identity, marked unchecked", g, err)
 				}
 			})
+		}
+	})
+	// A kid-less key that the issuer rotated: no kid says the set held
+	// lacks it, so the failed signature makes the set be fetched again
+	// (found in review: the session ended instead).
+	t.Run("kid-less rotation", func(t *testing.T) {
+		old, next := newTestKey(t, 0, ""), newTestKey(t, 1, "")
+		f := newFakeIssuer(t, old)
+		c := f.client(t)
+		if _, err := c.RefreshSubject(ctx, "rt-old", testSubject); err != nil {
+			t.Fatalf("first refresh: %v", err)
+		}
+		f.set(func(f *fakeIssuer) { f.published, f.signer = []testKey{next}, next })
+		f.clock.Advance(keysRefetchAfter)
+		g, err := c.RefreshSubject(ctx, "rt-old", testSubject)
+		if err != nil || g.Identity.Subject != testSubject || g.IdentityUnchecked {
+			t.Fatalf("refresh after a kid-less rotation: %+v, %v; want the new key fetched and the token checked", g, err)
+		}
+	})
+	// A refused answer's rotated refresh token is revoked: it must not
+	// outlive the session that ends.
+	t.Run("refused answer's refresh token revoked", func(t *testing.T) {
+		f := newFakeIssuer(t, newTestKey(t, 0, "k1"))
+		f.set(func(f *fakeIssuer) {
+			f.claims = func(c map[string]any) { c["aud"] = "another-client" }
+			f.token = func(w http.ResponseWriter, r *http.Request) {
+				ans := f.tokenAnswer(r.PostForm)
+				ans["refresh_token"] = "rt-rotated"
+				writeJSON(w, http.StatusOK, ans)
+			}
+		})
+		if _, err := f.client(t).RefreshSubject(ctx, "rt-old", testSubject); !errors.Is(err, ErrInvalidGrant) {
+			t.Fatalf("refused answer: %v", err)
+		}
+		if f.hitsOf("/revoke") != 1 || f.lastForm().Get("token") != "rt-rotated" {
+			t.Errorf("revocations %d, last token %q; want the rotated token revoked", f.hitsOf("/revoke"), f.lastForm().Get("token"))
 		}
 	})
 }

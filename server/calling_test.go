@@ -25,6 +25,7 @@ func TestOperationsOnlyHostEndpointStripsOverrides(t *testing.T) {
 		_ = json.NewEncoder(w).Encode("ok")
 	}))
 	defer backend.Close()
+	ps := freePorts(t, 2)
 	s := start(t, fmt.Sprintf(`
 data_dir = %q
 ingress {
@@ -44,7 +45,7 @@ call "app" {
     method = "GET"
     path   = "/allowed"
   }
-}`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.URL, freePort(t)))
+}`, filepath.Join(t.TempDir(), "data"), ps[0], backend.URL, ps[1]))
 	req, _ := http.NewRequest(http.MethodGet, "http://"+s.Addrs()["call:app"]+"/allowed", nil)
 	req.Header.Set("X-Original-URL", "/admin/delete-everything")
 	req.Header.Set("X-HTTP-Method-Override", "DELETE")

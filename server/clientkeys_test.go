@@ -87,6 +87,7 @@ func TestRotationReachesRunningReplicas(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	key := sealed.Generate()
 	replica := func() *Server {
+		ps := freePorts(t, 2)
 		src := fmt.Sprintf(`
 data_dir = %q
 ingress {
@@ -103,7 +104,7 @@ host "app.example.com" {
   backend = "localhost:1"
   atproto {}
   tls { mode = "self_signed" }
-}`, filepath.Join(t.TempDir(), "data"), freePort(t), freePort(t), srv.URL(), key)
+}`, filepath.Join(t.TempDir(), "data"), ps[0], ps[1], srv.URL(), key)
 		cfg, diags := config.Parse([]byte(src), "test.hcl", config.Options{LookupEnv: func(string) (string, bool) { return "", false }})
 		if diags.HasErrors() {
 			t.Fatalf("config: %v", diags)

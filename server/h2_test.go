@@ -39,6 +39,7 @@ func TestH2SlowReaderIsCut(t *testing.T) {
 	}
 	backend.Start()
 	defer backend.Close()
+	ps := freePorts(t, 2)
 	s := start(t, fmt.Sprintf(`
 data_dir = %q
 ingress {
@@ -52,7 +53,7 @@ host "app.example.com" {
   backend = %q
   tls { mode = "self_signed" }
 }
-`, filepath.Join(t.TempDir(), "data"), freePort(t), freePort(t), backend.URL))
+`, filepath.Join(t.TempDir(), "data"), ps[0], ps[1], backend.URL))
 
 	conn, err := tls.Dial("tcp", s.Addrs()["https"], &tls.Config{ServerName: "app.example.com", InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err != nil {

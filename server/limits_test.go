@@ -115,6 +115,7 @@ host "app.localhost" {
 // it, on the ingress listener and on a calling port to a URL endpoint.
 func TestH2CSmugglingRefused(t *testing.T) {
 	backend := guardtest.NewLenientUpgradeBackend(t)
+	ps := freePorts(t, 2)
 	s := start(t, fmt.Sprintf(`
 data_dir = %q
 ingress { http = "127.0.0.1:%d" }
@@ -126,7 +127,7 @@ host "app.localhost" {
 call "api" {
   port     = %d
   endpoint = "http://%s"
-}`, filepath.Join(t.TempDir(), "data"), freePort(t), backend.Addr(), freePort(t), backend.Addr()))
+}`, filepath.Join(t.TempDir(), "data"), ps[0], backend.Addr(), ps[1], backend.Addr()))
 	for _, target := range []struct{ addr, host string }{{s.Addrs()["http"], "app.localhost"}, {s.Addrs()["call:api"], "127.0.0.1"}} {
 		for _, tc := range guardtest.SmuggleAttempts {
 			resp, body := guardtest.Send(t, target.addr, target.host, "/", tc.Headers)

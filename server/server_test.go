@@ -17,34 +17,14 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/proc"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+// freePort and freePorts are proc's: a test that needs two or more ports
+// takes them from one freePorts, as two freePort calls may name the same.
+func freePort(t *testing.T) int { t.Helper(); return proc.FreePort(t) }
 
-// freePorts are n distinct free ports: all are held open at once while
-// chosen, so that two calls of freePort in one test cannot name the same
-// port (the kernel may hand out a port just closed again).
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
+func freePorts(t *testing.T, n int) []int { t.Helper(); return proc.FreePorts(t, n) }
 
 func start(t *testing.T, src string) *Server {
 	t.Helper()
@@ -71,7 +51,8 @@ func TestHTTPListener(t *testing.T) {
 		fmt.Fprintf(w, "backend %s tls=%v", r.Host, r.Header.Get("X-Forwarded-Proto"))
 	}))
 	defer backend.Close()
-	httpPort, httpsPort := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, httpsPort := ps[0], ps[1]
 	s := start(t, fmt.Sprintf(`
 data_dir = %q
 ingress {
@@ -205,6 +186,7 @@ host "localhost" {
 // The client key is made once and kept: a restart publishes the same key.
 func TestClientKeySurvivesRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
+	ps := freePorts(t, 2)
 	src := fmt.Sprintf(`
 data_dir = %q
 ingress {
@@ -216,7 +198,7 @@ host "app.example.com" {
   backend = "localhost:1"
   atproto {}
   tls { mode = "self_signed" }
-}`, dir, freePort(t), freePort(t))
+}`, dir, ps[0], ps[1])
 	jwks := func() string {
 		s := start(t, src)
 		req, _ := http.NewRequest(http.MethodGet, "https://"+s.Addrs()["https"]+"/@/jwks.json", nil)

@@ -156,6 +156,7 @@ call "down" {
 // to HTTPS, reads no body), is answered and closed: it held the
 // connection, and one of max_connections, for ever.
 func TestSilentBodyIsNotHeldForEver(t *testing.T) {
+	ps := freePorts(t, 2)
 	s := start(t, fmt.Sprintf(`
 data_dir = %q
 ingress {
@@ -168,7 +169,7 @@ host "secure.example.com" {
   backend = "localhost:1"
   tls { mode = "self_signed" }
 }
-`, filepath.Join(t.TempDir(), "data"), freePort(t), freePort(t)))
+`, filepath.Join(t.TempDir(), "data"), ps[0], ps[1]))
 	conn, err := net.Dial("tcp", s.Addrs()["http"])
 	if err != nil {
 		t.Fatal(err)

@@ -40,3 +40,7 @@ func LockFree(t *Lifecycle) bool {
 	t.mu.Unlock()
 	return true
 }
+
+// SetEndWaits replaces End's and Forget's bounds on their wait for a
+// refresh under way (endLockWait, refreshLease).
+func SetEndWaits(t *Lifecycle, end, forget time.Duration) { t.endWait, t.forgetWait = end, forget }

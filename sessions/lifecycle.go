@@ -89,7 +89,10 @@ type Lifecycle struct {
 	// (refreshTimeout), and jitter draws the part of the refresh margin
 	// that spreads sessions out (rand.N); tests change them.
 	lockWait time.Duration
-	jitter   func(bound time.Duration) time.Duration
+	// endWait and forgetWait bound End's and Forget's wait for a refresh
+	// under way (endLockWait, refreshLease); tests shorten them.
+	endWait, forgetWait time.Duration
+	jitter              func(bound time.Duration) time.Duration
 	// clients are cfg.Clients until SetClients replaces them.
 	clients atomic.Pointer[map[string]*oauth.Client]
 	flights singleflight.Group
@@ -125,7 +128,7 @@ func NewLifecycle(cfg LifecycleConfig) *Lifecycle {
 		cfg.Recorder = observe.Discard{}
 	}
 	t := &Lifecycle{
-		cfg: cfg, lockWait: refreshTimeout, jitter: rand.N[time.Duration],
+		cfg: cfg, lockWait: refreshTimeout, endWait: endLockWait, forgetWait: refreshLease, jitter: rand.N[time.Duration],
 		later: map[string]bool{}, failedAt: map[string]time.Time{},
 	}
 	t.SetClients(cfg.Clients)

@@ -35,7 +35,18 @@ type ProviderTokens struct {
 	AccessToken, RefreshToken, Scope string
 	// Expiry is zero when the provider gave no lifetime.
 	Expiry time.Time
+	// IdentityUnchecked: the answer had an ID token that could not be
+	// checked now (its key not yet had, its times ahead of our clock), so
+	// nothing says it is still the session's account. The session goes
+	// on, up to maxUncheckedRefreshes such answers in a row.
+	IdentityUnchecked bool
 }
+
+// maxUncheckedRefreshes bounds the refreshes in a row whose ID token
+// could not be checked: past it, the session ends (its new tokens
+// revoked) rather than go on for ever on tokens no check ties to its
+// account.
+const maxUncheckedRefreshes = 3
 
 // ErrGrantDead is a provider's refusal of a refresh token; the session
 // ends.
@@ -118,7 +129,21 @@ func (t *Lifecycle) refreshProvider(h heldRefresh) (Session, error) {
 		t.cfg.Recorder.TokenRefresh(false)
 		return Session{}, fmt.Errorf("refresh the %s tokens of %s: %w", cur.Provider, cur.Subject, err)
 	}
+	if tokens.IdentityUnchecked && cur.UncheckedRefreshes+1 >= maxUncheckedRefreshes {
+		t.cfg.Recorder.TokenRefresh(false)
+		t.revoke(withTokens(cur, tokens))
+		return t.end(h.ctx, cur, fmt.Sprintf("%d refreshes in a row answered ID tokens that could not be checked", maxUncheckedRefreshes))
+	}
 	return t.saveProviderTokens(h.ctx, h.saveBy, cur, tokens)
+}
+
+// withTokens is sess holding a refresh's tokens, to revoke them.
+func withTokens(sess Session, tokens ProviderTokens) Session {
+	sess.AccessToken = tokens.AccessToken
+	if tokens.RefreshToken != "" {
+		sess.RefreshToken = tokens.RefreshToken
+	}
+	return sess
 }
 
 // saveProviderTokens stores a provider refresh's tokens, tried again
@@ -137,6 +162,10 @@ func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cu
 		if tokens.Scope != "" {
 			s.Scope = tokens.Scope
 		}
+		s.UncheckedRefreshes = 0
+		if tokens.IdentityUnchecked {
+			s.UncheckedRefreshes = cur.UncheckedRefreshes + 1
+		}
 		s.RefreshedAt, s.Expiry = now, now.Add(t.cfg.SessionLifetime)
 		return nil
 	}
@@ -147,13 +176,17 @@ func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cu
 		return next, nil
 	case errors.Is(err, ErrNotFound):
 		// Signed out meanwhile: the new tokens must not stay live.
-		gone := cur
-		gone.AccessToken, gone.RefreshToken = tokens.AccessToken, tokens.RefreshToken
-		t.revoke(gone)
+		t.revoke(withTokens(cur, tokens))
 		return Session{}, ErrEnded
+	case errors.Is(err, ErrTooLarge):
+		// As for an AT Protocol session (saveGrant): the new tokens
+		// cannot be kept and the old refresh token may be spent.
+		t.cfg.Recorder.TokenRefresh(false)
+		t.revoke(withTokens(cur, tokens))
+		return t.end(ctx, cur, err.Error())
 	}
 	t.cfg.Recorder.TokenRefresh(false)
-	return Session{}, fmt.Errorf("save refreshed tokens of %s: %w", cur.Subject, err)
+	return Session{}, fmt.Errorf("save refreshed %s tokens of %s: %w", cur.Provider, cur.Subject, err)
 }
 
 // providerClient is the client of a provider session's provider on its

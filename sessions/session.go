@@ -91,6 +91,9 @@ type Session struct {
 	Email string `json:"email,omitempty"`
 	// Name is the account's display name at the provider, if it gave one.
 	Name string `json:"name,omitempty"`
+	// UncheckedRefreshes counts the refreshes in a row whose ID token
+	// could not be checked (ProviderTokens.IdentityUnchecked).
+	UncheckedRefreshes int `json:"unchecked_refreshes,omitempty"`
 }
 
 // Account names the account a session belongs to, for the limit of

@@ -125,7 +125,7 @@ func (t *Lifecycle) ByProxyKeys(ctx context.Context, value, provider string) (Se
 // another replica just made, and revoking a spent token would leave the
 // new one live.
 func (t *Lifecycle) End(ctx context.Context, sess Session) error {
-	latest, err := t.deleteLocked(ctx, sess)
+	latest, err := t.deleteLocked(ctx, sess, t.endWait)
 	if err != nil {
 		t.cfg.Logger.Error("delete session", "did", sess.DID, "err", err)
 		return err
@@ -138,14 +138,15 @@ func (t *Lifecycle) End(ctx context.Context, sess Session) error {
 // endLockWait bounds how long a sign-out waits for a refresh under way.
 const endLockWait = 5 * time.Second
 
-// deleteLocked deletes the session under its refresh lock, and returns it
-// as the store held it then: no refresh can rotate its tokens between the
-// read and the delete, on any replica. When the lock or the read fails
-// the caller's copy is returned (a sign-out must not wait for a store in
-// trouble) and the delete goes on.
-func (t *Lifecycle) deleteLocked(ctx context.Context, sess Session) (Session, error) {
+// deleteLocked deletes the session under its refresh lock, waiting at
+// most wait for it, and returns the session as the store held it then:
+// no refresh can rotate its tokens between the read and the delete, on
+// any replica. When the lock or the read fails the caller's copy is
+// returned (a sign-out must not wait for a store in trouble) and the
+// delete goes on.
+func (t *Lifecycle) deleteLocked(ctx context.Context, sess Session, wait time.Duration) (Session, error) {
 	latest := sess
-	lctx, cancel := context.WithTimeout(ctx, endLockWait)
+	lctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if release, err := t.cfg.Store.Lock(lctx, RefreshLock(sess.ID), refreshLease); err == nil {
 		defer release()
@@ -160,9 +161,12 @@ func (t *Lifecycle) deleteLocked(ctx context.Context, sess Session) (Session, er
 // sign-in of the same account replaces, where revoking would end the
 // new grant too (Google revokes a user's whole grant to a client). The
 // delete is made under the refresh lock, so that no refresh under way
-// finds the session gone and revokes what it got.
+// finds the session gone and revokes what it got: it waits for the lock
+// as long as a refresh may hold it (refreshLease), where a sign-out
+// waits endLockWait, since a refresh that outlasts the wait would revoke
+// the grant of the sign-in that is forgetting (found in review).
 func (t *Lifecycle) Forget(ctx context.Context, sess Session) error {
-	if _, err := t.deleteLocked(ctx, sess); err != nil {
+	if _, err := t.deleteLocked(ctx, sess, t.forgetWait); err != nil {
 		return fmt.Errorf("forget the replaced session: %w", err)
 	}
 	return nil

@@ -11,23 +11,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/internal/proc"
 )
 
-// freePorts are n distinct free ports, held open at once while chosen so
-// that no two are the same.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
+// freePorts are n distinct free ports (proc's), held open at once while
+// chosen so that no two are the same.
+func freePorts(t *testing.T, n int) []int { t.Helper(); return proc.FreePorts(t, n) }
 
 // staleSocket leaves a socket file at path that nothing listens on, as a
 // killed serve does.
@@ -104,7 +94,7 @@ func TestReloadAfterKill(t *testing.T) {
 	}
 	dataDir := filepath.Join(t.TempDir(), "data")
 	ps := freePorts(t, 2)
-	cfgPath := writeConfig(t, fmt.Sprintf("data_dir = %q\ningress { http = \"127.0.0.1:%d\" }\nadmin { listen = \"127.0.0.1:%d\" }\nhost \"app.localhost\" { backend = \"127.0.0.1:1\" }\n", dataDir, ps[0], ps[1]))
+	cfgPath := writeConfig(t, fmt.Sprintf("data_dir = %q\ningress { http = \"127.0.0.1:%d\" }\nadmin { listen = \"127.0.0.1:%d\" }\nhost \"app.localhost\" {\n  backend = \"127.0.0.1:1\"\n  tls { mode = \"off\" }\n}\n", dataDir, ps[0], ps[1]))
 	serve := func() (*exec.Cmd, chan error) {
 		var logs lockedBuffer
 		cmd := exec.Command(bin, "serve", "-config", cfgPath)

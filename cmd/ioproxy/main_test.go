@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -86,15 +85,6 @@ func TestCert(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestServeProcess builds the binary, runs `ioproxy serve` as its own
 // process in front of a real backend, routes by Host, strips forged
 // identity headers, and shuts down gracefully on SIGTERM: a request in
@@ -118,7 +108,8 @@ func TestServeProcess(t *testing.T) {
 		fmt.Fprintf(w, "host=%s did=%q handle=%q session=%q", r.Host, r.Header.Get("User-Did"), r.Header.Get("User-Handle"), r.Header.Get("Proxy-Session"))
 	}))
 	defer backend.Close()
-	httpPort, adminPort := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, adminPort := ps[0], ps[1]
 	cfgPath := filepath.Join(t.TempDir(), "io.hcl")
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
 data_dir = %q

@@ -33,7 +33,8 @@ func TestReloadProcess(t *testing.T) {
 	backendB := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "B") }))
 	defer backendB.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	httpPort, adminPort := freePort(t), freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, adminPort := ps[0], ps[1]
 	cfgPath := filepath.Join(t.TempDir(), "io.hcl")
 	write := func(extra, backend string) {
 		src := fmt.Sprintf(`
@@ -43,7 +44,10 @@ admin {
   listen = "127.0.0.1:%d"
   %s
 }
-host "app.localhost" { backend = %q }
+host "app.localhost" {
+  backend = %q
+  tls { mode = "off" } # no https listener: tests bind 127.0.0.1 only
+}
 `, dataDir, httpPort, adminPort, extra, backend)
 		if err := os.WriteFile(cfgPath, []byte(src), 0o600); err != nil {
 			t.Fatal(err)
@@ -139,9 +143,10 @@ func TestSIGHUPDuringStart(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	dataDir := filepath.Join(t.TempDir(), "data")
-	adminPort := freePort(t)
+	ps := freePorts(t, 2)
+	httpPort, adminPort := ps[0], ps[1]
 	cfgPath := filepath.Join(t.TempDir(), "io.hcl")
-	src := fmt.Sprintf("data_dir = %q\ningress { http = \"127.0.0.1:%d\" }\nadmin { listen = \"127.0.0.1:%d\" }\nhost \"app.localhost\" { backend = \"127.0.0.1:1\" }\n", dataDir, freePort(t), adminPort)
+	src := fmt.Sprintf("data_dir = %q\ningress { http = \"127.0.0.1:%d\" }\nadmin { listen = \"127.0.0.1:%d\" }\nhost \"app.localhost\" {\n  backend = \"127.0.0.1:1\"\n  tls { mode = \"off\" }\n}\n", dataDir, httpPort, adminPort)
 	if err := os.WriteFile(cfgPath, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}

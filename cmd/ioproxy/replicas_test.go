@@ -109,7 +109,8 @@ host "app.example.com" {
 }
 `, filepath.Join(t.TempDir(), "data"), httpPort, adminPort, redis.URL(), key, backend.URL)
 	}
-	ports := [][2]int{{freePort(t), freePort(t)}, {freePort(t), freePort(t)}}
+	ps := freePorts(t, 4)
+	ports := [][2]int{{ps[0], ps[1]}, {ps[2], ps[3]}}
 	a := startServe(t, bin, config(ports[0][0], ports[0][1]), ports[0][0], ports[0][1])
 	b := startServe(t, bin, config(ports[1][0], ports[1][1]), ports[1][0], ports[1][1])
 

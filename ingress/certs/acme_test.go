@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/proc"
 )
 
 // TestACMEPebble obtains certificates from a real ACME server, Pebble, on
@@ -204,13 +205,9 @@ func listen(t *testing.T) net.Listener {
 
 func port(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln := listen(t)
-	p := port(ln)
-	ln.Close()
-	return p
-}
+// freePorts are n distinct free ports (proc's), held open at once while
+// chosen so that no two are the same.
+func freePorts(t *testing.T, n int) []int { t.Helper(); return proc.FreePorts(t, n) }
 
 func serveHTTP(t *testing.T, ln net.Listener, h http.Handler) {
 	t.Helper()
@@ -311,8 +308,9 @@ func startPebble(t *testing.T, httpPort, tlsPort int, dnsAddr string) *pebble {
 	caFile := filepath.Join(dir, "listener-ca.pem")
 	writeFile(t, caFile, minica.pem)
 
-	listenAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	mgmtAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ps := freePorts(t, 2)
+	listenAddr := fmt.Sprintf("127.0.0.1:%d", ps[0])
+	mgmtAddr := fmt.Sprintf("127.0.0.1:%d", ps[1])
 	cfg, err := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress":                  listenAddr,
 		"managementListenAddress":        mgmtAddr,
