@@ -63,7 +63,7 @@ func credential(ctx context.Context, cfg Config, proxySession string) (value str
 	if cfg.ProviderAdmitted != nil && !cfg.ProviderAdmitted(sess) {
 		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s account may no longer use this site (its host's rules or provider changed): sign in again at /@%s/signin", auth.Provider, auth.Provider)
 	}
-	fresh, err := cfg.Sessions.FreshProvider(ctx, sess)
+	fresh, err := cfg.Sessions.Fresh(ctx, sess)
 	switch {
 	case errors.Is(err, sessions.ErrEnded):
 		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s session has ended (the provider refused its refresh token): sign in again at /@%s/signin", auth.Provider, auth.Provider)

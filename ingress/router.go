@@ -58,6 +58,9 @@ type Config struct {
 	// what re-checks the account with its authorization server.
 	StaleSession func(sessions.Session)
 	Logger       *slog.Logger
+	// TunnelRecheck is how often an open WebSocket is judged again (see
+	// tunnels.go); DefaultTunnelRecheck when zero.
+	TunnelRecheck time.Duration
 }
 
 // Router is the ingress handler for every configured host. Its routes
@@ -151,7 +154,10 @@ func New(cfg Config) (*Router, error) {
 		stale:     cfg.StaleSession,
 		now:       time.Now,
 
-		tunnelRecheck: tunnelRecheck,
+		tunnelRecheck: cfg.TunnelRecheck,
+	}
+	if router.tunnelRecheck <= 0 {
+		router.tunnelRecheck = DefaultTunnelRecheck
 	}
 	routes, err := router.NewRoutes(RoutesConfig{Config: cfg.Config, Nomad: cfg.Nomad, SignIns: cfg.SignIns, Providers: cfg.Providers})
 	if err != nil {

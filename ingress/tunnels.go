@@ -20,9 +20,9 @@ import (
 // more than the store: a sign-out on one replica deletes the session that
 // the others look up.
 
-// tunnelRecheck is how often an open WebSocket is judged again: a
-// session lookup (cached on Redis) per tunnel per interval.
-const tunnelRecheck = 30 * time.Second
+// DefaultTunnelRecheck is how often an open WebSocket is judged again:
+// a session lookup (cached on Redis) per tunnel per interval.
+const DefaultTunnelRecheck = 30 * time.Second
 
 // errTunnelRefused ends a tunnel whose request is no longer admitted.
 var errTunnelRefused = errors.New("the websocket is no longer admitted")

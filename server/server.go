@@ -48,6 +48,9 @@ type Options struct {
 	// running one came from, with every check `ioproxy validate` makes.
 	// Without it Reload only reads the certificate files again.
 	Load func() (*config.Config, hcl.Diagnostics)
+	// TunnelRecheck is how often an open WebSocket is judged again
+	// (ingress.DefaultTunnelRecheck when zero; tests shorten it).
+	TunnelRecheck time.Duration
 }
 
 // Server is a running ioproxy.
@@ -67,6 +70,8 @@ type Server struct {
 	// the commit of the first reload with a host that needs them.
 	clientKeys *oauth.ClientKeys
 	keyRefresh time.Duration
+	// tunnelRecheck is Options.TunnelRecheck, for the router.
+	tunnelRecheck time.Duration
 	// providers are the OAuth clients of the hosts' oauth blocks, which a
 	// reload replaces; providerHTTP is how they reach the providers.
 	providers    atomic.Pointer[providerSet]
@@ -113,7 +118,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Server{log: opts.Logger, load: opts.Load, bg: bg, cancel: cancel, shutdown: opts.ShutdownTimeout, keyRefresh: cmp.Or(opts.KeyRefresh, DefaultKeyRefresh),
-		ports: map[string]*port{}, ready: make(chan struct{})}
+		tunnelRecheck: opts.TunnelRecheck, ports: map[string]*port{}, ready: make(chan struct{})}
 	s.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
@@ -244,6 +249,8 @@ func (s *Server) newIngress(cfg *config.Config, signIns map[string]http.Handler,
 		Recorder:     s.recorder,
 		StaleSession: s.sessions.RefreshLater,
 		Logger:       s.log,
+
+		TunnelRecheck: s.tunnelRecheck,
 	})
 	s.router = router
 	return err

@@ -161,7 +161,10 @@ func (t *Lifecycle) Key(sess Session) (*dpop.Key, error) {
 
 // Fresh returns the session with an access token that is not about to
 // expire, refreshing it first when needed; it serves both kinds of
-// session (FreshProvider is the same). When a refresh ahead of expiry
+// session, one refresh per session at a time, in this process
+// (concurrent callers share it) and across replicas (the store's lock).
+// A session whose refresh token the server refuses ends (ErrEnded). When
+// a refresh ahead of expiry
 // fails for a passing reason (the server is unreachable), the current
 // token is used while it lasts. A session refreshed under
 // MinRefreshInterval ago is not refreshed again: a server whose tokens

@@ -99,16 +99,6 @@ func (t *Lifecycle) DiscardProvider(g ProviderGrant) {
 	t.revoke(Session{Host: g.Host, Provider: g.Provider, Issuer: g.Issuer, ClientID: g.ClientID, AccessToken: g.AccessToken, RefreshToken: g.RefreshToken})
 }
 
-// FreshProvider is Fresh for a provider session: one refresh per
-// session at a time, in this process (concurrent callers share it) and
-// across replicas (the store's lock). A session whose refresh token the
-// provider refuses ends (ErrEnded); one without a refresh token whose
-// access token has expired cannot call (ErrNoRefreshToken: sign in
-// again), and lives on for its identity until it expires.
-func (t *Lifecycle) FreshProvider(ctx context.Context, sess Session) (Session, error) {
-	return t.Fresh(ctx, sess)
-}
-
 // refreshProvider is refresh's step for a provider session: its refresh
 // token traded with the provider of its host, for the same subject, and
 // the answer saved.

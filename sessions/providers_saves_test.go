@@ -25,9 +25,9 @@ func TestProviderRefreshTooLargeEndsSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = lc.FreshProvider(t.Context(), sess)
+	_, err = lc.Fresh(t.Context(), sess)
 	if !errors.Is(err, sessions.ErrEnded) {
-		t.Errorf("FreshProvider with new tokens too large to store: %v; want ErrEnded, as for an AT Protocol session (saveGrant)", err)
+		t.Errorf("Fresh with new tokens too large to store: %v; want ErrEnded, as for an AT Protocol session (saveGrant)", err)
 	}
 	if _, err := store.Get(t.Context(), sess.ID); !errors.Is(err, sessions.ErrNotFound) {
 		t.Errorf("the session lives on with a spent refresh token (Get: %v)", err)
@@ -58,7 +58,7 @@ func TestForgetWaitsOutASlowRefresh(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := lc.FreshProvider(t.Context(), sess)
+		_, err := lc.Fresh(t.Context(), sess)
 		done <- err
 	}()
 	waitFor(func() bool { return p.refreshes.Load() == 1 }) // the refresh holds the lock

@@ -139,9 +139,9 @@ func TestFreshProviderRefreshesOnceAtATime(t *testing.T) {
 	got := make([]string, calls)
 	for i := range got {
 		wg.Go(func() {
-			fresh, err := lc.FreshProvider(ctx, sess)
+			fresh, err := lc.Fresh(ctx, sess)
 			if err != nil {
-				t.Errorf("FreshProvider: %v", err)
+				t.Errorf("Fresh: %v", err)
 				return
 			}
 			got[i] = fresh.AccessToken
@@ -163,7 +163,7 @@ func TestFreshProviderRefreshesOnceAtATime(t *testing.T) {
 	if err != nil || stored.AccessToken != "access-1" || stored.RefreshToken != "refresh-1" || stored.Email != "alice@example.com" {
 		t.Fatalf("stored after the refresh: %+v, %v", stored, err)
 	}
-	if _, err := lc.FreshProvider(t.Context(), stored); err != nil || p.refreshes.Load() != 1 {
+	if _, err := lc.Fresh(t.Context(), stored); err != nil || p.refreshes.Load() != 1 {
 		t.Fatalf("a fresh token was refreshed again (%d refreshes, %v)", p.refreshes.Load(), err)
 	}
 }
@@ -183,9 +183,9 @@ func TestFreshProviderOnceAcrossReplicas(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, lc := range []*sessions.Lifecycle{a, b} {
 		wg.Go(func() {
-			fresh, err := lc.FreshProvider(t.Context(), sess)
+			fresh, err := lc.Fresh(t.Context(), sess)
 			if err != nil || fresh.AccessToken != "access-1" {
-				t.Errorf("FreshProvider: %q, %v; want access-1", fresh.AccessToken, err)
+				t.Errorf("Fresh: %q, %v; want access-1", fresh.AccessToken, err)
 			}
 		})
 	}
@@ -213,16 +213,16 @@ func TestFreshProviderLockWaitBounded(t *testing.T) {
 	defer release()
 	done := make(chan error, 1)
 	go func() {
-		_, err := lc.FreshProvider(context.Background(), sess)
+		_, err := lc.Fresh(context.Background(), sess)
 		done <- err
 	}()
 	select {
 	case err := <-done:
 		if err == nil || errors.Is(err, sessions.ErrEnded) || !strings.Contains(err.Error(), "wait for another refresh") {
-			t.Fatalf("FreshProvider with the lock held elsewhere: %v; want a failed wait", err)
+			t.Fatalf("Fresh with the lock held elsewhere: %v; want a failed wait", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("FreshProvider still waits for a lock held elsewhere")
+		t.Fatal("Fresh still waits for a lock held elsewhere")
 	}
 	if n := p.refreshes.Load(); n != 0 {
 		t.Fatalf("%d refreshes without the lock", n)
@@ -256,7 +256,7 @@ func TestFreshProviderMarginJitter(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := lc.FreshProvider(t.Context(), sess); err != nil {
+			if _, err := lc.Fresh(t.Context(), sess); err != nil {
 				t.Fatal(err)
 			}
 			if n := p.refreshes.Load(); n != tc.refreshes {
@@ -287,9 +287,9 @@ func TestFreshProviderThrottledUnderLock(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := lc.FreshProvider(t.Context(), sess)
+	got, err := lc.Fresh(t.Context(), sess)
 	if err != nil || got.AccessToken != "by-another-replica" {
-		t.Fatalf("FreshProvider: %q, %v; want the other replica's token", got.AccessToken, err)
+		t.Fatalf("Fresh: %q, %v; want the other replica's token", got.AccessToken, err)
 	}
 	if n := p.refreshes.Load(); n != 0 {
 		t.Fatalf("%d refreshes of a session refreshed 10 s ago, want 0", n)
@@ -339,9 +339,9 @@ func TestFreshProviderFailures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = lc.FreshProvider(t.Context(), sess)
+			_, err = lc.Fresh(t.Context(), sess)
 			if err == nil {
-				t.Fatal("FreshProvider succeeded")
+				t.Fatal("Fresh succeeded")
 			}
 			if got := errors.Is(err, sessions.ErrEnded); got != tc.ended {
 				t.Fatalf("err = %v, ended %v, want %v", err, got, tc.ended)
@@ -425,7 +425,7 @@ func TestFreshProviderNoRefreshStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 20 {
-		if sess, err = lc.FreshProvider(t.Context(), sess); err != nil {
+		if sess, err = lc.Fresh(t.Context(), sess); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -443,7 +443,7 @@ func TestFreshProviderNoRefreshStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := lc.FreshProvider(t.Context(), sess)
+	got, err := lc.Fresh(t.Context(), sess)
 	if err != nil || got.AccessToken != "access-0" {
 		t.Fatalf("a failed early refresh: %q, %v; want the token in hand", got.AccessToken, err)
 	}

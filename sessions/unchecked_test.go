@@ -59,7 +59,7 @@ func TestUncheckedRefreshesBounded(t *testing.T) {
 			}
 			for i := range tc.unchecked {
 				clock.Advance(2 * time.Minute) // the token has expired, and no refresh is recent
-				sess, err = lc.FreshProvider(t.Context(), sess)
+				sess, err = lc.Fresh(t.Context(), sess)
 				last := i == len(tc.unchecked)-1
 				if tc.ended && last {
 					if !errors.Is(err, sessions.ErrEnded) {
