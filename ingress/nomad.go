@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ioproxy/ioproxy/config"
+	"github.com/ioproxy/ioproxy/internal/every"
 	"github.com/ioproxy/ioproxy/internal/textutil"
 )
 
@@ -116,24 +117,17 @@ func (n *Nomad) Services() []string {
 // Run refreshes every known service at the configured interval until ctx
 // ends, so requests never wait for Nomad once a service is known.
 func (n *Nomad) Run(ctx context.Context) {
-	t := time.NewTicker(n.cfg.Nomad.Refresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.mu.Lock()
-		svcs := make([]*nomadService, 0, len(n.services))
-		for _, s := range n.services {
-			svcs = append(svcs, s)
-		}
-		n.mu.Unlock()
-		for _, s := range svcs {
-			if err := s.refresh(ctx); err != nil {
-				n.cfg.Logger.Warn("nomad service refresh failed", "service", s.name, "err", err)
-			}
+	every.Tick(ctx, n.cfg.Nomad.Refresh, n.refreshAll)
+}
+
+// refreshAll asks Nomad about every known service, outside the lock.
+func (n *Nomad) refreshAll(ctx context.Context) {
+	n.mu.Lock()
+	svcs := slices.Collect(maps.Values(n.services))
+	n.mu.Unlock()
+	for _, s := range svcs {
+		if err := s.refresh(ctx); err != nil {
+			n.cfg.Logger.Warn("nomad service refresh failed", "service", s.name, "err", err)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ioproxy/ioproxy/internal/every"
 )
 
 // staticPair is one certificate and key file pair, shared by the hosts
@@ -131,18 +133,11 @@ func (m *Manager) Watch(ctx context.Context) {
 	if len(m.pairs) == 0 {
 		return
 	}
-	t := time.NewTicker(m.poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Tick(ctx, m.poll, func(context.Context) {
 		for _, p := range m.pairs {
 			if p.changedSince() {
 				_ = m.reloadPair(p) // logged by reloadPair
 			}
 		}
-	}
+	})
 }
