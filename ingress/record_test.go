@@ -1,13 +1,17 @@
 package ingress
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/ioproxy/ioproxy/internal/observe"
 )
@@ -92,5 +96,35 @@ func TestAbortedAnswerRecorded(t *testing.T) {
 	got := rec.requests()
 	if len(got) != 1 || !got[0].Aborted {
 		t.Errorf("records %+v; want one, aborted", got)
+	}
+}
+
+// TestRecordOfATunnel: a WebSocket's record says 101, which the
+// ReverseProxy writes on the hijacked connection (found end to end: the
+// log said 200).
+func TestRecordOfATunnel(t *testing.T) {
+	backend := echoSocketBackend(t)
+	rec := &requestLog{}
+	rt, err := New(Config{Config: mustConfig(t, fmt.Sprintf(`host "127.0.0.1" { backend = %q }`, backend.URL)), Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(ctx, t, c, "hi")
+	c.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(5 * time.Second)
+	for len(rec.requests()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	got := rec.requests()
+	if len(got) != 1 || got[0].Status != http.StatusSwitchingProtocols {
+		t.Fatalf("records %+v, want one of status 101", got)
 	}
 }

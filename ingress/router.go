@@ -238,8 +238,7 @@ func (router *Router) newHostRoute(h config.Host, cfg RoutesConfig) (*hostRoute,
 			st, _ := r.Context().Value(ctxKey{}).(*proxyState)
 			hr.proxyFailed(w, r, st, err)
 		},
-		// The tunnel's handshake answer may set cookies too.
-		ModifyResponse: func(res *http.Response) error { dropOwnCookies(res.Header); return nil },
+		ModifyResponse: switchedProtocols,
 		BufferPool:     router.buffers,
 		ErrorLog:       slog.NewLogLogger(router.log.Handler(), slog.LevelWarn),
 	}
@@ -353,6 +352,23 @@ type trace struct {
 	did       string
 	operation string
 	aborted   bool
+	// switched: the backend answered 101 and the tunnel is open. The
+	// ReverseProxy writes that answer on the hijacked connection, which
+	// the status writer never sees.
+	switched bool
+}
+
+// switchedProtocols is the upgrade proxy's look at the backend's answer:
+// the tunnel's handshake may set cookies too, and a 101 is marked for the
+// request's record.
+func switchedProtocols(res *http.Response) error {
+	dropOwnCookies(res.Header)
+	if res.StatusCode == http.StatusSwitchingProtocols && res.Request != nil {
+		if st, _ := res.Request.Context().Value(ctxKey{}).(*proxyState); st != nil && st.trace != nil {
+			st.trace.switched = true
+		}
+	}
+	return nil
 }
 
 // ServeHTTP serves one host's request: /@/ is ioproxy's own, anything
@@ -361,7 +377,13 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorded{w: httpx.StatusWriter{ResponseWriter: w}}
 	sw, tr := &rec.w, &rec.trace
-	defer func() { hr.router.record(r, start, hr.host.Hostname, tr, sw.Status()) }()
+	defer func() {
+		status := sw.Status()
+		if tr.switched {
+			status = http.StatusSwitchingProtocols
+		}
+		hr.router.record(r, start, hr.host.Hostname, tr, status)
+	}()
 	if hr.serve != nil {
 		if hr.hostRefused(sw, r) {
 			tr.upstream = "ioproxy"
