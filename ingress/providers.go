@@ -261,7 +261,7 @@ func (hr *hostRoute) finishProviderSignIn(w http.ResponseWriter, r *http.Request
 		// end the new grant too at providers that revoke a user's whole
 		// grant to the client (Google).
 		if old.Subject == sess.Subject {
-			_ = hr.router.store.Forget(r.Context(), *old)
+			hr.router.store.Forget(*old)
 		} else {
 			_ = hr.router.store.End(r.Context(), *old)
 		}

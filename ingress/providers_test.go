@@ -400,6 +400,7 @@ func TestProviderSignInAgainEndsTheOldSession(t *testing.T) {
 	if jar["ioproxy-oauth-google"] == first {
 		t.Fatal("the second sign-in kept the first session's cookie")
 	}
+	rt.store.Wait() // the replaced session is forgotten in the background
 	if _, err := store.Get(t.Context(), first); !errors.Is(err, sessions.ErrNotFound) {
 		t.Fatalf("the replaced session: %v, want it ended", err)
 	}

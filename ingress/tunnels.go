@@ -92,6 +92,12 @@ func (hr *hostRoute) rejudge(r *http.Request, was admittedAs) string {
 	}
 	adm := cur.admit(r, sess, provs, publicPathsApply)
 	switch {
+	case adm.outcome == busy || adm.outcome == tooMany:
+		// The key could not be checked just now (a reload's new keys
+		// check it again, behind a limit that others at its address or
+		// a flood of wrong keys may have spent): no answer, as a store
+		// out of reach is none (found in review).
+		return ""
 	case adm.outcome != admitted:
 		return "the request would not be admitted now (signed out, expired, or the rules changed)"
 	case identityOf(adm.session, adm.providers, adm.keyUser) != was:

@@ -48,14 +48,15 @@ var errUnknownKey = errors.New("unknown signing key")
 var errUnverified = errors.New("no key held verifies the signature")
 
 // errClock is a token issued, or valid only, after our clock's now
-// (beyond the leeway): the provider's clock is ahead of ours, which says
-// nothing of whose token it is. An expired one is refused, as at sign-in.
-var errClock = errors.New("its times disagree with our clock")
+// (beyond the leeway): the provider's clock is ahead of ours. Every other
+// check passed at the token's own time (verifyIDToken returns its claims
+// with it). An expired one is refused, as at sign-in.
+var errClock = errors.New("its times are ahead of our clock")
 
 // uncheckable reports whether a refresh's ID token failed for a reason
 // that says nothing of the token's account (see checkRefreshIDToken).
 func uncheckable(err error) bool {
-	return errors.Is(err, errUnknownKey) || errors.Is(err, errUnverified) || errors.Is(err, errClock)
+	return errors.Is(err, errUnknownKey) || errors.Is(err, errUnverified)
 }
 
 // allowedAlg reports whether alg is one that ID tokens may be signed with:
@@ -118,22 +119,9 @@ func (c *Client) verifyIDToken(ctx context.Context, ep *endpoints, op, raw, nonc
 	if _, ok := set.LookupKeyID(kid); kid != "" && !ok {
 		return nil, fail("signed with key %q, which the issuer's key set %s does not hold (%w)", cleanText(kid, 64), ep.jwks, errUnknownKey)
 	}
-	tok, err := c.parseIDToken(set, raw, kid, ep.issuer)
-	if err != nil && kid == "" && jws.IsVerificationError(err) {
-		// Without a kid nothing says the set lacks the key: a rotation
-		// shows only as a signature no key verifies. Fetch the set again
-		// (at most once a keysRefetchAfter) and try once more.
-		if set, serr := c.keySet(ctx, ep, kid, true); serr == nil {
-			tok, err = c.parseIDToken(set, raw, kid, ep.issuer)
-		}
-	}
-	switch {
-	case err != nil && jws.IsVerificationError(err):
-		return nil, fail("%s: %w (%w)", c.claimsProblem(err, raw, ep.issuer), err, errUnverified)
-	case err != nil && clockProblem(err):
-		return nil, fail("%s: %w (%w)", c.claimsProblem(err, raw, ep.issuer), err, errClock)
-	case err != nil:
-		return nil, fail("%s: %w", c.claimsProblem(err, raw, ep.issuer), err)
+	tok, ahead, err := c.verifiedToken(ctx, ep, set, raw, kid)
+	if err != nil {
+		return nil, fail("%w", err)
 	}
 	if tok.Subject() == "" {
 		return nil, fail("sub is empty")
@@ -146,19 +134,70 @@ func (c *Client) verifyIDToken(ctx context.Context, ep *endpoints, op, raw, nonc
 	out.Email, _ = claims["email"].(string)
 	out.Name, _ = claims["name"].(string)
 	out.EmailVerified = truthy(claims["email_verified"])
+	if ahead != nil {
+		// Every check passed at the token's own time: the claims are
+		// the caller's to use if our clock may be behind (a refresh),
+		// and the error is a sign-in's to refuse.
+		return out, fail("%s: %w (%w)", c.claimsProblem(ahead, raw, ep.issuer), ahead, errClock)
+	}
 	return out, nil
 }
 
+// verifiedToken is raw verified with set and its registered claims
+// validated. A kid-less token that no key verifies has the set fetched
+// again first (without a kid nothing says the set lacks the key: a
+// rotation shows only as a signature no key verifies); one still
+// unverified is errUnverified. A token from our future (iat or nbf ahead
+// beyond the leeway) is validated again at its own time, so that every
+// other check still runs, and ahead is the error of our time.
+func (c *Client) verifiedToken(ctx context.Context, ep *endpoints, set jwk.Set, raw, kid string) (tok jwt.Token, ahead, err error) {
+	tok, err = c.parseIDToken(set, raw, kid, ep.issuer, c.now)
+	if err != nil && kid == "" && jws.IsVerificationError(err) {
+		if set2, serr := c.keySet(ctx, ep, kid, true); serr == nil {
+			set = set2
+			tok, err = c.parseIDToken(set, raw, kid, ep.issuer, c.now)
+		}
+	}
+	if err != nil && clockProblem(err) {
+		if at, ok := tokenTime(raw); ok {
+			ahead = err
+			tok, err = c.parseIDToken(set, raw, kid, ep.issuer, func() time.Time { return at })
+		}
+	}
+	switch {
+	case err != nil && jws.IsVerificationError(err) && kid == "":
+		return nil, nil, fmt.Errorf("%s: %w (%w)", c.claimsProblem(err, raw, ep.issuer), err, errUnverified)
+	case err != nil:
+		// A bad signature under a kid the set holds is no rotation.
+		return nil, nil, fmt.Errorf("%s: %w", c.claimsProblem(err, raw, ep.issuer), err)
+	}
+	return tok, ahead, nil
+}
+
+// tokenTime is the later of raw's iat and nbf, read without verifying
+// (verifiedToken has verified the signature by then).
+func tokenTime(raw string) (time.Time, bool) {
+	tok, err := jwt.ParseInsecure([]byte(raw))
+	if err != nil {
+		return time.Time{}, false
+	}
+	at := tok.IssuedAt()
+	if nbf := tok.NotBefore(); nbf.After(at) {
+		at = nbf
+	}
+	return at, !at.IsZero()
+}
+
 // parseIDToken verifies raw's signature with set and validates its
-// registered claims.
-func (c *Client) parseIDToken(set jwk.Set, raw, kid, issuer string) (jwt.Token, error) {
+// registered claims at now.
+func (c *Client) parseIDToken(set jwk.Set, raw, kid, issuer string, now func() time.Time) (jwt.Token, error) {
 	return jwt.Parse([]byte(raw),
 		jwt.WithKeySet(set, jws.WithInferAlgorithmFromKey(true), jws.WithRequireKid(kid != "")),
 		jwt.WithValidate(true),
 		jwt.WithIssuer(issuer),
 		jwt.WithAudience(c.cfg.ClientID),
 		jwt.WithAcceptableSkew(leeway),
-		jwt.WithClock(jwt.ClockFunc(c.now)),
+		jwt.WithClock(jwt.ClockFunc(now)),
 		jwt.WithRequiredClaim(jwt.SubjectKey),
 		jwt.WithRequiredClaim(jwt.ExpirationKey),
 		jwt.WithRequiredClaim(jwt.IssuedAtKey),

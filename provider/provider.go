@@ -433,15 +433,20 @@ func (c *Client) RefreshSubject(ctx context.Context, refreshToken, subject strin
 //
 // A token that cannot be checked now keeps the answer without an
 // identity, marked IdentityUnchecked (the session's owner bounds how
-// often in a row): the key set cannot be had, no key held verifies it
-// even after a refetch (a rotation the cache has not caught up with, kid
-// or not), or its times disagree with our clock. None of that says whose
-// token it is, the server has rotated the refresh token already, and
-// dropping the answer would spend the session.
+// often in a row): the key set cannot be had, or it lacks the token's
+// key even after a refetch (a rotation the cache has not caught up with:
+// an unknown kid, or a kid-less token no key verifies). None of that says
+// whose token it is, the server has rotated the refresh token already,
+// and dropping the answer would spend the session. A token whose times
+// are ahead of our clock, and that passes every check at its own time,
+// is taken (our clock may be behind).
 func (c *Client) checkRefreshIDToken(ctx context.Context, ep *endpoints, raw, subject string, g *Grant) error {
 	claims, err := c.verifyIDToken(ctx, ep, "refresh", raw, "", g.AccessToken)
 	switch {
 	case err == nil:
+	case errors.Is(err, errClock) && claims != nil:
+		// Checked in full at its own time: only our clocks disagree.
+		c.log.WarnContext(ctx, "provider refresh: the new ID token is from ahead of our clock; is this machine's clock behind?", "err", err)
 	case errors.Is(err, ErrIDToken) && !uncheckable(err):
 		return fmt.Errorf("%w (%w: the session cannot go on)", err, ErrInvalidGrant)
 	default:

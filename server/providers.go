@@ -94,7 +94,8 @@ func (r refresher) Refresh(ctx context.Context, refreshToken, subject string) (s
 	} else if err != nil {
 		return sessions.ProviderTokens{}, err
 	}
-	return sessions.ProviderTokens{AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, Scope: g.Scope, Expiry: g.Expiry, IdentityUnchecked: g.IdentityUnchecked}, nil
+	return sessions.ProviderTokens{AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, Scope: g.Scope, Expiry: g.Expiry,
+		IdentityUnchecked: g.IdentityUnchecked, IdentityChecked: g.Identity.Subject != ""}, nil
 }
 
 func (r refresher) Revoke(ctx context.Context, token string) error { return r.c.Revoke(ctx, token) }

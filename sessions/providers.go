@@ -36,10 +36,13 @@ type ProviderTokens struct {
 	// Expiry is zero when the provider gave no lifetime.
 	Expiry time.Time
 	// IdentityUnchecked: the answer had an ID token that could not be
-	// checked now (its key not yet had, its times ahead of our clock), so
-	// nothing says it is still the session's account. The session goes
-	// on, up to maxUncheckedRefreshes such answers in a row.
-	IdentityUnchecked bool
+	// checked now (its key not yet had), so nothing says it is still the
+	// session's account. The session goes on, but the
+	// maxUncheckedRefreshes-th such answer in a row ends it.
+	// IdentityChecked: its ID token was checked and names the session's
+	// account, which starts the count again; an answer with neither
+	// (no ID token) leaves the count as it is.
+	IdentityUnchecked, IdentityChecked bool
 }
 
 // maxUncheckedRefreshes bounds the refreshes in a row whose ID token
@@ -152,9 +155,11 @@ func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cu
 		if tokens.Scope != "" {
 			s.Scope = tokens.Scope
 		}
-		s.UncheckedRefreshes = 0
-		if tokens.IdentityUnchecked {
-			s.UncheckedRefreshes = cur.UncheckedRefreshes + 1
+		switch {
+		case tokens.IdentityUnchecked:
+			s.UncheckedRefreshes++
+		case tokens.IdentityChecked:
+			s.UncheckedRefreshes = 0
 		}
 		s.RefreshedAt, s.Expiry = now, now.Add(t.cfg.SessionLifetime)
 		return nil

@@ -46,11 +46,13 @@ func TestProviderRefreshTooLargeEndsSession(t *testing.T) {
 // TestForgetWaitsOutASlowRefresh: Forget waits for a refresh under way
 // longer than a sign-out does, so that the refresh does not find the
 // session gone and revoke its new token (at Google, the user's whole
-// grant, the new sign-in's too). Found in review: Forget waited only as
-// long as End.
+// grant, the new sign-in's too), and it waits in the background, not in
+// the sign-in that forgets. Found in review: Forget waited only as long
+// as End, and then in the sign-in callback, which a browser leaving cut
+// short.
 func TestForgetWaitsOutASlowRefresh(t *testing.T) {
 	p := &fakeProvider{revoked: make(chan string, 8), hold: make(chan struct{})}
-	lc, _ := providerLifecycle(t, p)
+	lc, store := providerLifecycle(t, p)
 	sessions.SetEndWaits(lc, 20*time.Millisecond, 5*time.Second)
 	sess, err := lc.CreateProvider(t.Context(), expiredGrant())
 	if err != nil {
@@ -62,17 +64,29 @@ func TestForgetWaitsOutASlowRefresh(t *testing.T) {
 		done <- err
 	}()
 	waitFor(func() bool { return p.refreshes.Load() == 1 }) // the refresh holds the lock
-	// The refresh outlasts End's wait, not Forget's.
-	time.AfterFunc(200*time.Millisecond, func() { close(p.hold) })
-	// A new sign-in of the same account replaces the session.
-	if err := lc.Forget(t.Context(), sess); err != nil {
-		t.Fatal(err)
+	// A new sign-in of the same account replaces the session: Forget
+	// returns at once, its delete waiting for the lock in the background.
+	returned := make(chan struct{})
+	go func() {
+		lc.Forget(sess)
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Forget waits for the refresh under way: the sign-in that forgets would wait with it")
 	}
+	// The refresh outlasts End's wait, not Forget's.
+	time.Sleep(200 * time.Millisecond)
+	close(p.hold)
 	<-done
 	lc.Wait()
 	select {
 	case tok := <-p.revoked:
 		t.Fatalf("Forget during a refresh: the refresh revoked %q", tok)
 	default:
+	}
+	if _, err := store.Get(t.Context(), sess.ID); !errors.Is(err, sessions.ErrNotFound) {
+		t.Errorf("the forgotten session is still stored: %v", err)
 	}
 }

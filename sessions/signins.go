@@ -163,13 +163,15 @@ func (t *Lifecycle) deleteLocked(ctx context.Context, sess Session, wait time.Du
 // delete is made under the refresh lock, so that no refresh under way
 // finds the session gone and revokes what it got: it waits for the lock
 // as long as a refresh may hold it (refreshLease), where a sign-out
-// waits endLockWait, since a refresh that outlasts the wait would revoke
-// the grant of the sign-in that is forgetting (found in review).
-func (t *Lifecycle) Forget(ctx context.Context, sess Session) error {
-	if _, err := t.deleteLocked(ctx, sess, t.forgetWait); err != nil {
-		return fmt.Errorf("forget the replaced session: %w", err)
-	}
-	return nil
+// waits endLockWait. So it runs in the background (Wait waits for it):
+// the sign-in that forgets must not wait that long, nor cut the wait
+// short when its browser leaves (found in review).
+func (t *Lifecycle) Forget(sess Session) {
+	t.running.Go(func() {
+		if _, err := t.deleteLocked(context.Background(), sess, t.forgetWait); err != nil {
+			t.cfg.Logger.Error("forget the replaced session", "provider", sess.Provider, "subject", sess.Subject, "err", err)
+		}
+	})
 }
 
 // revokeTimeout bounds a background revocation.

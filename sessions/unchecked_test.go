@@ -26,16 +26,23 @@ func (c *fakeClock) Advance(d time.Duration) {
 // TestUncheckedRefreshesBounded: a provider session goes on through
 // refreshes whose ID token could not be checked, but not for ever: the
 // third in a row ends it and revokes the tokens it answered; a checked
-// one between starts the count again.
+// one between starts the count again, an answer without an ID token does
+// not (found in review).
 func TestUncheckedRefreshesBounded(t *testing.T) {
+	const (
+		unchecked = iota
+		checked
+		noIDToken
+	)
 	for _, tc := range []struct {
-		name      string
-		unchecked []bool // the refreshes' answers, in turn
-		ended     bool
+		name    string
+		answers []int // the refreshes' ID tokens, in turn
+		ended   bool
 	}{
-		{"three unchecked in a row", []bool{true, true, true}, true},
-		{"a checked one between", []bool{true, true, false, true, true}, false},
-		{"two unchecked", []bool{true, true}, false},
+		{"three unchecked in a row", []int{unchecked, unchecked, unchecked}, true},
+		{"a checked one between", []int{unchecked, unchecked, checked, unchecked, unchecked}, false},
+		{"an answer without an ID token does not start the count again", []int{unchecked, unchecked, noIDToken, unchecked}, true},
+		{"two unchecked", []int{unchecked, unchecked}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := &fakeClock{t: time.Now()}
@@ -44,7 +51,7 @@ func TestUncheckedRefreshesBounded(t *testing.T) {
 			p.answer = func(string) (sessions.ProviderTokens, error) {
 				turn++
 				return sessions.ProviderTokens{AccessToken: fmt.Sprintf("access-%d", turn), RefreshToken: fmt.Sprintf("refresh-%d", turn),
-					Expiry: clock.Now().Add(time.Minute), IdentityUnchecked: tc.unchecked[turn-1]}, nil
+					Expiry: clock.Now().Add(time.Minute), IdentityUnchecked: tc.answers[turn-1] == unchecked, IdentityChecked: tc.answers[turn-1] == checked}, nil
 			}
 			store := openStore(t)
 			lc := sessions.NewLifecycle(sessions.LifecycleConfig{Store: store, Now: clock.Now, Providers: func(s sessions.Session) (sessions.ProviderClient, bool) {
@@ -57,10 +64,10 @@ func TestUncheckedRefreshesBounded(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i := range tc.unchecked {
+			for i := range tc.answers {
 				clock.Advance(2 * time.Minute) // the token has expired, and no refresh is recent
 				sess, err = lc.Fresh(t.Context(), sess)
-				last := i == len(tc.unchecked)-1
+				last := i == len(tc.answers)-1
 				if tc.ended && last {
 					if !errors.Is(err, sessions.ErrEnded) {
 						t.Fatalf("refresh %d: %v, want ErrEnded", i+1, err)
