@@ -64,16 +64,7 @@ type Recorder struct {
 	hosts    map[string]bool
 	pprof    bool
 
-	ingressTotal     *prometheus.CounterVec
-	ingressDuration  *prometheus.HistogramVec
-	callTotal        *prometheus.CounterVec
-	callDuration     *prometheus.HistogramVec
-	nonceRetries     *prometheus.CounterVec
-	upstreamDuration *prometheus.HistogramVec
-	tokenRefreshes   *prometheus.CounterVec
-	signIns          *prometheus.CounterVec
-	reloads          *prometheus.CounterVec
-	lastReload       prometheus.Gauge
+	metrics
 
 	// listeners are the collectors of each listener, by role, so that a
 	// listener bound again on a reload replaces its series.
@@ -85,6 +76,56 @@ type Recorder struct {
 }
 
 var _ observe.Recorder = (*Recorder)(nil)
+
+// metrics are the Recorder's own series.
+type metrics struct {
+	ingressTotal     *prometheus.CounterVec
+	ingressDuration  *prometheus.HistogramVec
+	callTotal        *prometheus.CounterVec
+	callDuration     *prometheus.HistogramVec
+	nonceRetries     *prometheus.CounterVec
+	upstreamDuration *prometheus.HistogramVec
+	tokenRefreshes   *prometheus.CounterVec
+	signIns          *prometheus.CounterVec
+	reloads          *prometheus.CounterVec
+	lastReload       prometheus.Gauge
+}
+
+func newMetrics() metrics {
+	counter := func(subsystem, name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "ioproxy", Subsystem: subsystem, Name: name, Help: help}, labels)
+	}
+	histogram := func(subsystem, name, help string, labels ...string) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "ioproxy", Subsystem: subsystem, Name: name, Help: help, Buckets: durationBuckets}, labels)
+	}
+	return metrics{
+		ingressTotal: counter("ingress", "requests_total", "Ingress requests by host and response status.", "host", "status"),
+		ingressDuration: histogram("ingress", "request_duration_seconds",
+			"Time to answer ingress requests, backend included, by host.", "host"),
+		callTotal: counter("calls", "total",
+			"Requests through calling ports by call block, operation and response status.", "call", "operation", "status"),
+		callDuration: histogram("call", "duration_seconds",
+			"Time to answer calls, upstream retries included, by call block and operation.", "call", "operation"),
+		nonceRetries: counter("dpop", "nonce_retries_total",
+			"Requests sent again because a server asked for a new DPoP nonce, by kind of server (pds or auth_server).", "server"),
+		upstreamDuration: histogram("", "upstream_response_seconds",
+			"Time from sending a request upstream to its response headers, by kind (ingress or call) and host or call block.", "kind", "source"),
+		tokenRefreshes: counter("oauth", "token_refreshes_total", "OAuth token refreshes by result (ok or failed).", "result"),
+		signIns: counter("oauth", "signins_total",
+			"Sign-ins by stage: started, completed, failed, or store_full (refused: the session store is full).", "stage"),
+		reloads: counter("config", "reloads_total",
+			"Configuration reloads (SIGHUP, ioproxy reload) by result: ok, or failed (the running configuration stayed).", "result"),
+		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ioproxy", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Help: "When the configuration in use was applied (the start, or the last reload that succeeded), in Unix seconds.",
+		}),
+	}
+}
+
+func (m metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.ingressTotal, m.ingressDuration, m.callTotal, m.callDuration,
+		m.nonceRetries, m.upstreamDuration, m.tokenRefreshes, m.signIns, m.reloads, m.lastReload}
+}
 
 // NewRecorder returns a Recorder with its own Prometheus registry.
 func NewRecorder(cfg RecorderConfig) *Recorder {
@@ -99,49 +140,7 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 		pprof:     cfg.Pprof,
 		listeners: map[string][]prometheus.Collector{},
 		traffic:   newRing(size),
-		ingressTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ioproxy", Subsystem: "ingress", Name: "requests_total",
-			Help: "Ingress requests by host and response status.",
-		}, []string{"host", "status"}),
-		ingressDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "ioproxy", Subsystem: "ingress", Name: "request_duration_seconds",
-			Help:    "Time to answer ingress requests, backend included, by host.",
-			Buckets: durationBuckets,
-		}, []string{"host"}),
-		callTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ioproxy", Subsystem: "calls", Name: "total",
-			Help: "Requests through calling ports by call block, operation and response status.",
-		}, []string{"call", "operation", "status"}),
-		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "ioproxy", Subsystem: "call", Name: "duration_seconds",
-			Help:    "Time to answer calls, upstream retries included, by call block and operation.",
-			Buckets: durationBuckets,
-		}, []string{"call", "operation"}),
-		nonceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ioproxy", Subsystem: "dpop", Name: "nonce_retries_total",
-			Help: "Requests sent again because a server asked for a new DPoP nonce, by kind of server (pds or auth_server).",
-		}, []string{"server"}),
-		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: "ioproxy", Name: "upstream_response_seconds",
-			Help:    "Time from sending a request upstream to its response headers, by kind (ingress or call) and host or call block.",
-			Buckets: durationBuckets,
-		}, []string{"kind", "source"}),
-		tokenRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ioproxy", Subsystem: "oauth", Name: "token_refreshes_total",
-			Help: "OAuth token refreshes by result (ok or failed).",
-		}, []string{"result"}),
-		signIns: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ioproxy", Subsystem: "oauth", Name: "signins_total",
-			Help: "Sign-ins by stage: started, completed, failed, or store_full (refused: the session store is full).",
-		}, []string{"stage"}),
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ioproxy", Subsystem: "config", Name: "reloads_total",
-			Help: "Configuration reloads (SIGHUP, ioproxy reload) by result: ok, or failed (the running configuration stayed).",
-		}, []string{"result"}),
-		lastReload: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "ioproxy", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
-			Help: "When the configuration in use was applied (the start, or the last reload that succeeded), in Unix seconds.",
-		}),
+		metrics:   newMetrics(),
 	}
 	for _, h := range cfg.Hosts {
 		r.hosts[strings.TrimSuffix(strings.ToLower(h), ".")] = true
@@ -156,10 +155,8 @@ func NewRecorder(cfg RecorderConfig) *Recorder {
 	r.reloads.WithLabelValues("failed")
 	r.lastReload.SetToCurrentTime()
 
+	r.registry.MustRegister(r.metrics.collectors()...)
 	r.registry.MustRegister(
-		r.ingressTotal, r.ingressDuration, r.callTotal, r.callDuration,
-		r.nonceRetries, r.upstreamDuration, r.tokenRefreshes, r.signIns,
-		r.reloads, r.lastReload,
 		sessionCollector{r: r, desc: prometheus.NewDesc(
 			"ioproxy_sessions_active", "Signed-in sessions in the store.", nil, nil)},
 		collectors.NewGoCollector(),
