@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -63,6 +64,9 @@ type Config struct {
 	// times; observe.Discard when nil.
 	Recorder observe.Recorder
 	Logger   *slog.Logger
+	// TunnelRecheck is how often a WebSocket's session credential is
+	// asked again (DefaultTunnelRecheck when zero).
+	TunnelRecheck time.Duration
 }
 
 // New returns the handler of a calling port.
@@ -99,7 +103,11 @@ func New(cfg Config) (http.Handler, error) {
 	for _, h := range cfg.Call.Hosts {
 		hosts[h] = true
 	}
-	return &port{cfg: cfg, inner: inner, hosts: hosts, transport: own}, nil
+	recheck := cfg.TunnelRecheck
+	if recheck <= 0 {
+		recheck = DefaultTunnelRecheck
+	}
+	return &port{cfg: cfg, inner: inner, hosts: hosts, transport: own, recheck: recheck, retired: make(chan struct{})}, nil
 }
 
 // CloseIdleConnections closes the idle connections of the port's own
@@ -123,6 +131,11 @@ type port struct {
 	hosts map[string]bool
 	// transport is the port's own, if it has one (a call to a URL).
 	transport *http.Transport
+	// recheck is how often a tunnel's session credential is asked
+	// again; retired is closed by Retire (see tunnels.go).
+	recheck    time.Duration
+	retired    chan struct{}
+	retireOnce sync.Once
 }
 
 func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -184,6 +197,16 @@ func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r = r.WithContext(context.WithValue(r.Context(), upstreamKey{}, &upstream))
+	if isUpgrade(r) {
+		if p.isRetired() {
+			record = true
+			writeXRPCError(sw, http.StatusServiceUnavailable, "CallChanged", fmt.Sprintf("call %q was changed by a configuration reload just now; call again", p.cfg.Call.Label))
+			return
+		}
+		var stop func()
+		r, stop = p.watchTunnel(r)
+		defer stop()
+	}
 	p.inner.ServeHTTP(sw, r)
 }
 

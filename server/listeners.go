@@ -214,7 +214,7 @@ func (s *Server) newCalling(c config.Call, routes *ingress.Routes) (http.Handler
 		HostHandler:      routes.HostHandler,
 		ProviderAdmitted: func(sess sessions.Session) bool { return s.router.Routes().ProviderSessionAdmitted(sess) },
 		ATProtoAdmitted:  func(sess sessions.Session) bool { return s.router.Routes().ATProtoSessionAdmitted(sess) },
-		Recorder:         s.recorder, Logger: s.log,
+		Recorder:         s.recorder, Logger: s.log, TunnelRecheck: s.tunnelRecheck,
 	})
 }
 

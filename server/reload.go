@@ -309,12 +309,17 @@ func (s *Server) commit(n *next) {
 	s.replaceCalls(n.calls)
 }
 
-// replaceCalls puts the calling ports' handlers of a commit in use, and
-// closes the idle connections of those it replaced.
+// replaceCalls puts the calling ports' handlers of a commit in use,
+// closes the idle connections of those it replaced, and retires those
+// whose call block changed or went (their WebSockets close).
 func (s *Server) replaceCalls(calls map[string]callHandler) {
 	for label, old := range s.calls {
-		if !calls[label].kept {
+		next, ok := calls[label]
+		if !next.kept {
 			closeIdle(old.handler)
+		}
+		if r, can := old.handler.(interface{ Retire() }); can && (!ok || !reflect.DeepEqual(old.call, next.call)) {
+			r.Retire()
 		}
 	}
 	s.calls = calls

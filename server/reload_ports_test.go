@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ioproxy/ioproxy/config"
 )
 
 // The first host with a certificate comes with a reload: the HTTPS
@@ -236,13 +238,14 @@ call "api" {
 	}
 }
 
-// idleCloser is a handler that counts CloseIdleConnections.
+// idleCloser is a handler that counts CloseIdleConnections and Retire.
 type idleCloser struct {
 	http.Handler
-	closed int
+	closed, retired int
 }
 
 func (c *idleCloser) CloseIdleConnections() { c.closed++ }
+func (c *idleCloser) Retire()               { c.retired++ }
 
 // The idle connections of every handler that a commit replaces or drops
 // are closed; those of a kept one are not.
@@ -255,5 +258,25 @@ func TestReplaceCallsClosesIdle(t *testing.T) {
 	}
 	if len(s.calls) != 2 || s.calls["replaced"].handler != fresh {
 		t.Fatalf("calls after the commit: %v", s.calls)
+	}
+}
+
+// A handler whose call block a commit changes or drops is retired (its
+// WebSockets close); one whose block stays the same is not, though it is
+// rebuilt (as a call to a host always is).
+func TestReplaceCallsRetiresChangedBlocks(t *testing.T) {
+	same, rebuilt, changed, dropped := &idleCloser{}, &idleCloser{}, &idleCloser{}, &idleCloser{}
+	block := func(endpoint string) config.Call {
+		return config.Call{Label: "x", Endpoint: config.Endpoint{Raw: endpoint}}
+	}
+	s := &Server{calls: map[string]callHandler{
+		"same": {call: block("app.localhost"), handler: same}, "changed": {call: block("a.localhost"), handler: changed},
+		"dropped": {call: block("b.localhost"), handler: dropped},
+	}}
+	s.replaceCalls(map[string]callHandler{
+		"same": {call: block("app.localhost"), handler: rebuilt}, "changed": {call: block("c.localhost"), handler: &idleCloser{}},
+	})
+	if same.retired != 0 || changed.retired != 1 || dropped.retired != 1 || rebuilt.retired != 0 {
+		t.Fatalf("retired: same %d, changed %d, dropped %d, rebuilt %d", same.retired, changed.retired, dropped.retired, rebuilt.retired)
 	}
 }
