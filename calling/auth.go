@@ -49,19 +49,14 @@ func withAuth(cfg Config, next http.Handler) http.Handler {
 func credential(ctx context.Context, cfg Config, proxySession string) (value string, status int, code, msg string) {
 	auth := cfg.Call.Auth
 	label := cfg.Call.Label
-	if strings.TrimSpace(proxySession) == "" {
-		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("call %q makes calls with the user's %s session: pass on the Proxy-Session header ioproxy gave your backend", label, auth.Provider)
-	}
-	sess, err := cfg.Sessions.ByProxyKeys(ctx, proxySession, auth.Provider)
+	sess, err := credentialSession(ctx, cfg, proxySession)
+	var refused *refusal
 	switch {
-	case errors.Is(err, sessions.ErrNotFound):
-		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user is not signed in with %s (no %s session among the Proxy-Session keys): sign in at /@%s/signin", auth.Provider, auth.Provider, auth.Provider)
+	case errors.As(err, &refused):
+		return "", refused.status, refused.code, refused.msg
 	case err != nil:
 		cfg.Logger.Error("session store failed", "call", label, "err", err)
 		return "", http.StatusServiceUnavailable, "SessionStoreUnavailable", "the session store is not reachable; try again in a moment"
-	}
-	if cfg.ProviderAdmitted != nil && !cfg.ProviderAdmitted(sess) {
-		return "", http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s account may no longer use this site (its host's rules or provider changed): sign in again at /@%s/signin", auth.Provider, auth.Provider)
 	}
 	fresh, err := cfg.Sessions.Fresh(ctx, sess)
 	switch {
@@ -77,6 +72,36 @@ func credential(ctx context.Context, cfg Config, proxySession string) (value str
 		return "Bearer " + fresh.AccessToken, 0, "", ""
 	}
 	return fresh.AccessToken, 0, "", ""
+}
+
+// refusal is why a call gets no session credential: its answer.
+type refusal struct {
+	status    int
+	code, msg string
+}
+
+func (r *refusal) Error() string { return r.msg }
+
+// credentialSession is the user's session with the call's provider among
+// the Proxy-Session keys, if the host's rules still admit it: a refusal
+// when not, another error when the store cannot answer (not logged: the
+// caller decides). It refreshes nothing.
+func credentialSession(ctx context.Context, cfg Config, proxySession string) (sessions.Session, error) {
+	auth := cfg.Call.Auth
+	if strings.TrimSpace(proxySession) == "" {
+		return sessions.Session{}, &refusal{http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("call %q makes calls with the user's %s session: pass on the Proxy-Session header ioproxy gave your backend", cfg.Call.Label, auth.Provider)}
+	}
+	sess, err := cfg.Sessions.ByProxyKeys(ctx, proxySession, auth.Provider)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return sessions.Session{}, &refusal{http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user is not signed in with %s (no %s session among the Proxy-Session keys): sign in at /@%s/signin", auth.Provider, auth.Provider, auth.Provider)}
+	case err != nil:
+		return sessions.Session{}, err
+	}
+	if cfg.ProviderAdmitted != nil && !cfg.ProviderAdmitted(sess) {
+		return sessions.Session{}, &refusal{http.StatusUnauthorized, "AuthRequired", fmt.Sprintf("the user's %s account may no longer use this site (its host's rules or provider changed): sign in again at /@%s/signin", auth.Provider, auth.Provider)}
+	}
+	return sess, nil
 }
 
 // isAuthorization reports whether a session credential goes in the

@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -64,9 +63,14 @@ type Config struct {
 	// times; observe.Discard when nil.
 	Recorder observe.Recorder
 	Logger   *slog.Logger
-	// TunnelRecheck is how often a WebSocket's session credential is
-	// asked again (DefaultTunnelRecheck when zero).
+	// TunnelRecheck is how often a WebSocket's session is asked again
+	// (DefaultTunnelRecheck when zero).
 	TunnelRecheck time.Duration
+	// Retired, when closed, closes the port's WebSockets and refuses new
+	// ones: the server closes it when a reload changes or removes the
+	// call block, and hands it on to the handlers it rebuilds for an
+	// unchanged one. Nil: never.
+	Retired <-chan struct{}
 }
 
 // New returns the handler of a calling port.
@@ -107,7 +111,7 @@ func New(cfg Config) (http.Handler, error) {
 	if recheck <= 0 {
 		recheck = DefaultTunnelRecheck
 	}
-	return &port{cfg: cfg, inner: inner, hosts: hosts, transport: own, recheck: recheck, retired: make(chan struct{})}, nil
+	return &port{cfg: cfg, inner: inner, hosts: hosts, transport: own, recheck: recheck}, nil
 }
 
 // CloseIdleConnections closes the idle connections of the port's own
@@ -131,11 +135,9 @@ type port struct {
 	hosts map[string]bool
 	// transport is the port's own, if it has one (a call to a URL).
 	transport *http.Transport
-	// recheck is how often a tunnel's session credential is asked
-	// again; retired is closed by Retire (see tunnels.go).
-	recheck    time.Duration
-	retired    chan struct{}
-	retireOnce sync.Once
+	// recheck is how often a tunnel's session is asked again (see
+	// tunnels.go).
+	recheck time.Duration
 }
 
 func (p *port) ServeHTTP(w http.ResponseWriter, r *http.Request) {

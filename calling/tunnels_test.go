@@ -63,12 +63,13 @@ func closedSoon(ctx context.Context, t *testing.T, c *websocket.Conn) {
 }
 
 // TestTunnelsOfARetiredPort: a reload that changes or removes a call
-// block retires its port's handler, which closes its open WebSockets and
+// block closes its Retired, which closes the port's open WebSockets and
 // refuses new ones.
 func TestTunnelsOfARetiredPort(t *testing.T) {
 	e := newAuthEnv(t)
 	e.cfg = authConfig(t, socketUpstream(t).URL)
-	h, err := New(Config{Call: authCall(t, e.cfg, "static-header"), Sessions: e.life})
+	retired := make(chan struct{})
+	h, err := New(Config{Call: authCall(t, e.cfg, "static-header"), Sessions: e.life, Retired: retired})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestTunnelsOfARetiredPort(t *testing.T) {
 	defer cancel()
 	c := dialPort(ctx, t, srv, nil)
 	echoOver(ctx, t, c, "before")
-	h.(interface{ Retire() }).Retire()
+	close(retired)
 	closedSoon(ctx, t, c)
 	_, res, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws", nil)
 	if err == nil || res == nil || res.StatusCode != http.StatusServiceUnavailable {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,10 +164,40 @@ type portSpec struct {
 
 // callHandler is a calling port's handler and the block it was made
 // for; kept is set when a reload kept it from the configuration before.
+// retired is the block's, shared by the handlers rebuilt for it while it
+// stays the same (a call to a host is rebuilt at every reload), and
+// closed when a reload changes or removes it, which closes the
+// WebSockets of every handler made for it.
 type callHandler struct {
 	call    config.Call
 	handler http.Handler
 	kept    bool
+	retired *retirement
+}
+
+// retirement is a channel closed once.
+type retirement struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newRetirement() *retirement { return &retirement{ch: make(chan struct{})} }
+
+func (r *retirement) retire() { r.once.Do(func() { close(r.ch) }) }
+
+// sameBlock reports whether two call blocks do the same: what differs
+// only in a name for people, an operation's description or a setting
+// that needs a restart (max_connections) does not close WebSockets.
+func sameBlock(a, b config.Call) bool {
+	norm := func(c config.Call) config.Call {
+		c.ShortName, c.MaxConnections = "", 0
+		c.Operations = slices.Clone(c.Operations)
+		for i := range c.Operations {
+			c.Operations[i].Description = ""
+		}
+		return c
+	}
+	return reflect.DeepEqual(norm(a), norm(b))
 }
 
 // portSpecs are the listeners of cfg's calling ports and serve blocks,
@@ -181,11 +212,15 @@ func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes, kept map[
 		ch, ok := kept[c.Label]
 		ch.kept = ok && c.Endpoint.Kind == config.EndpointURL && reflect.DeepEqual(ch.call, c)
 		if !ch.kept {
-			h, err := s.newCalling(c, routes)
+			retired := ch.retired
+			if !ok || !sameBlock(ch.call, c) {
+				retired = newRetirement()
+			}
+			h, err := s.newCalling(c, routes, retired)
 			if err != nil {
 				return nil, nil, err
 			}
-			ch = callHandler{call: c, handler: h}
+			ch = callHandler{call: c, handler: h, retired: retired}
 		}
 		calls[c.Label] = ch
 		// The app is a calling port's one client: no per-client share.
@@ -208,13 +243,13 @@ func (s *Server) portSpecs(cfg *config.Config, routes *ingress.Routes, kept map[
 // is served by that host of routes; whether a session is still admitted
 // is asked of the routes in use at each call, so that a handler kept
 // across reloads follows their rules.
-func (s *Server) newCalling(c config.Call, routes *ingress.Routes) (http.Handler, error) {
+func (s *Server) newCalling(c config.Call, routes *ingress.Routes, retired *retirement) (http.Handler, error) {
 	return calling.New(calling.Config{
 		Call: c, Sessions: s.sessions, Identity: s.out.resolver, PDSClient: s.out.pds, Nonces: s.out.nonces,
 		HostHandler:      routes.HostHandler,
 		ProviderAdmitted: func(sess sessions.Session) bool { return s.router.Routes().ProviderSessionAdmitted(sess) },
 		ATProtoAdmitted:  func(sess sessions.Session) bool { return s.router.Routes().ATProtoSessionAdmitted(sess) },
-		Recorder:         s.recorder, Logger: s.log, TunnelRecheck: s.tunnelRecheck,
+		Recorder:         s.recorder, Logger: s.log, TunnelRecheck: s.tunnelRecheck, Retired: retired.ch,
 	})
 }
 
@@ -239,7 +274,7 @@ func (s *Server) bind(ls *listeners, role, addr string, h http.Handler, useTLS b
 		return nil, fmt.Errorf("%s listener on %s: %w", role, addr, err)
 	}
 	p := &port{role: role, addr: addr, max: connLimits.Max, conns: conns, handler: newSwapHandler(h), ln: conns.Listener(ln), tls: useTLS}
-	p.srv = newHTTPServer(conns.Handler(ls.bodies.Handler(p.handler)), s.log)
+	p.srv = newHTTPServer(s.bg, conns.Handler(ls.bodies.Handler(p.handler)), s.log)
 	p.srv.ConnContext = conns.ConnContext
 	if useTLS {
 		p.srv.TLSConfig = s.certs.Load().TLSConfig()
@@ -278,9 +313,13 @@ func (ls *listeners) serve(wg *sync.WaitGroup) {
 	ls.pending = nil
 }
 
-func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+// newHTTPServer serves h; its requests' contexts derive from base, which
+// Close cancels once the listeners have shut down: what they leave
+// running (WebSockets, which Shutdown does not wait for) ends then.
+func newHTTPServer(base context.Context, h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler: h,
+		Handler:     h,
+		BaseContext: func(net.Listener) context.Context { return base },
 		// Slow clients cannot hold connections open by trickling headers.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -310,16 +310,16 @@ func (s *Server) commit(n *next) {
 }
 
 // replaceCalls puts the calling ports' handlers of a commit in use,
-// closes the idle connections of those it replaced, and retires those
-// whose call block changed or went (their WebSockets close).
+// closes the idle connections of those it replaced, and retires the
+// blocks that changed or went (their WebSockets close).
 func (s *Server) replaceCalls(calls map[string]callHandler) {
 	for label, old := range s.calls {
 		next, ok := calls[label]
 		if !next.kept {
 			closeIdle(old.handler)
 		}
-		if r, can := old.handler.(interface{ Retire() }); can && (!ok || !reflect.DeepEqual(old.call, next.call)) {
-			r.Retire()
+		if old.retired != nil && (!ok || next.retired != old.retired) {
+			old.retired.retire()
 		}
 	}
 	s.calls = calls

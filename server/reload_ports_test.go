@@ -238,14 +238,13 @@ call "api" {
 	}
 }
 
-// idleCloser is a handler that counts CloseIdleConnections and Retire.
+// idleCloser is a handler that counts CloseIdleConnections.
 type idleCloser struct {
 	http.Handler
-	closed, retired int
+	closed int
 }
 
 func (c *idleCloser) CloseIdleConnections() { c.closed++ }
-func (c *idleCloser) Retire()               { c.retired++ }
 
 // The idle connections of every handler that a commit replaces or drops
 // are closed; those of a kept one are not.
@@ -261,22 +260,59 @@ func TestReplaceCallsClosesIdle(t *testing.T) {
 	}
 }
 
-// A handler whose call block a commit changes or drops is retired (its
-// WebSockets close); one whose block stays the same is not, though it is
-// rebuilt (as a call to a host always is).
+// A block that a commit changes or drops is retired (its WebSockets
+// close); one that stays the same is not, though its handler is rebuilt
+// (as a call to a host's always is), nor later, when a commit drops it,
+// is any handler made for it left unretired.
 func TestReplaceCallsRetiresChangedBlocks(t *testing.T) {
-	same, rebuilt, changed, dropped := &idleCloser{}, &idleCloser{}, &idleCloser{}, &idleCloser{}
 	block := func(endpoint string) config.Call {
 		return config.Call{Label: "x", Endpoint: config.Endpoint{Raw: endpoint}}
 	}
+	same, changed, dropped := newRetirement(), newRetirement(), newRetirement()
 	s := &Server{calls: map[string]callHandler{
-		"same": {call: block("app.localhost"), handler: same}, "changed": {call: block("a.localhost"), handler: changed},
-		"dropped": {call: block("b.localhost"), handler: dropped},
+		"same":    {call: block("app.localhost"), handler: &idleCloser{}, retired: same},
+		"changed": {call: block("a.localhost"), handler: &idleCloser{}, retired: changed},
+		"dropped": {call: block("b.localhost"), handler: &idleCloser{}, retired: dropped},
 	}}
+	// portSpecs hands an unchanged block's retirement to its new handler.
 	s.replaceCalls(map[string]callHandler{
-		"same": {call: block("app.localhost"), handler: rebuilt}, "changed": {call: block("c.localhost"), handler: &idleCloser{}},
+		"same":    {call: block("app.localhost"), handler: &idleCloser{}, retired: same},
+		"changed": {call: block("c.localhost"), handler: &idleCloser{}, retired: newRetirement()},
 	})
-	if same.retired != 0 || changed.retired != 1 || dropped.retired != 1 || rebuilt.retired != 0 {
-		t.Fatalf("retired: same %d, changed %d, dropped %d, rebuilt %d", same.retired, changed.retired, dropped.retired, rebuilt.retired)
+	closed := func(r *retirement) bool {
+		select {
+		case <-r.ch:
+			return true
+		default:
+			return false
+		}
+	}
+	if closed(same) || !closed(changed) || !closed(dropped) {
+		t.Fatalf("retired: same %v, changed %v, dropped %v", closed(same), closed(changed), closed(dropped))
+	}
+	s.replaceCalls(map[string]callHandler{})
+	if !closed(same) {
+		t.Fatal("the block's retirement stayed open when a later commit dropped it")
+	}
+}
+
+// Blocks that differ only in what needs a restart, a name for people or
+// an operation's description do the same: their WebSockets stay open.
+func TestSameBlock(t *testing.T) {
+	a := config.Call{Label: "ws", ShortName: "WS", MaxConnections: 100, Endpoint: config.Endpoint{Kind: config.EndpointHost, Host: "app.localhost"},
+		Operations: []config.Operation{{Name: "list", Description: "lists"}}}
+	b := a
+	b.ShortName, b.MaxConnections = "Sockets", 200
+	b.Operations = []config.Operation{{Name: "list", Description: "lists the things"}}
+	if !sameBlock(a, b) {
+		t.Error("a change of name, max_connections or description counts as a changed block")
+	}
+	c := a
+	c.Operations = []config.Operation{{Name: "delete"}}
+	if sameBlock(a, c) {
+		t.Error("a change of operations counts as the same block")
+	}
+	if a.Operations[0].Description != "lists" {
+		t.Error("sameBlock changed its argument")
 	}
 }

@@ -384,9 +384,14 @@ func (s *Server) Close() {
 		for _, p := range s.ports {
 			wg.Go(func() { p.shutdown(ctx) })
 		}
+		for _, c := range s.calls {
+			if c.retired != nil {
+				c.retired.retire()
+			}
+		}
 		s.reloading.Unlock()
 		wg.Wait()
-		s.cancel()
+		s.cancel() // ends the WebSockets left open, ingress and calling ports'
 		s.wg.Wait()
 		if s.sessions != nil {
 			s.sessions.Wait()
