@@ -78,7 +78,7 @@ func (p *port) watchSession(ctx context.Context, cancel context.CancelCauseFunc,
 	if sess, err := credentialSession(ctx, p.cfg, proxySession); err == nil {
 		first = sess.ID
 	}
-	every.Tick(ctx, p.recheck, func(ctx context.Context) {
+	every.Spread(ctx, p.recheck, func(ctx context.Context) {
 		sess, err := credentialSession(ctx, p.cfg, proxySession)
 		var refused *refusal
 		switch {

@@ -313,7 +313,7 @@ func (hr *hostRoute) providerSessions(r *http.Request) ([]*sessions.Session, err
 	for i, pr := range hr.providers {
 		sess, err := hr.providerSessionOf(r, pr, ids[i])
 		if err != nil {
-			hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
+			hr.logLookupFailure(r, err)
 			return nil, err
 		}
 		if sess == nil {

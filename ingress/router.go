@@ -483,7 +483,7 @@ func (hr *hostRoute) session(r *http.Request) (*sessions.Session, error) {
 	}
 	sess, ok, err := lookupSession(hr.router.store, r, hr.host.Hostname)
 	if err != nil {
-		hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
+		hr.logLookupFailure(r, err)
 		return nil, err
 	}
 	if !ok {

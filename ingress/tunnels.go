@@ -24,6 +24,18 @@ import (
 // a session lookup (cached on Redis) per tunnel per interval.
 const DefaultTunnelRecheck = 30 * time.Second
 
+// quietLookup marks the lookups of a tunnel's recheck: a store out of
+// reach is logged by the requests that meet it, not again by every open
+// tunnel at every recheck.
+type quietLookup struct{}
+
+// logLookupFailure logs a session store's failure to answer r.
+func (hr *hostRoute) logLookupFailure(r *http.Request, err error) {
+	if r.Context().Value(quietLookup{}) == nil {
+		hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
+	}
+}
+
 // errTunnelRefused ends a tunnel whose request is no longer admitted.
 var errTunnelRefused = errors.New("the websocket is no longer admitted")
 
@@ -53,11 +65,11 @@ func (hr *hostRoute) serveTunnel(w http.ResponseWriter, r *http.Request, st *pro
 	was := identityOf(st.session, st.providers, st.keyUser)
 	// The watch asks under ctx, so that its lookups end with the tunnel,
 	// and the handler waits for it: nothing reads r after ServeHTTP.
-	watched := r.WithContext(ctx)
+	watched := r.WithContext(context.WithValue(ctx, quietLookup{}, true))
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		every.Tick(ctx, hr.router.tunnelRecheck, func(context.Context) {
+		every.Spread(ctx, hr.router.tunnelRecheck, func(context.Context) {
 			if why := hr.rejudge(watched, was); why != "" {
 				hr.router.log.Info("websocket closed", "host", hr.host.Hostname, "path", r.URL.Path, "why", why)
 				cancel(errTunnelRefused)

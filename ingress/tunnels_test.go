@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -173,5 +174,47 @@ func TestTunnelOfARemovedKey(t *testing.T) {
 }`, backend.URL, hash))
 	if _, msg, err := c.Read(ctx); err == nil || ctx.Err() != nil {
 		t.Fatalf("the tunnel is still open (read %q, %v)", msg, err)
+	}
+}
+
+// errorCount counts the log records at Error level.
+type errorCount struct{ n *atomic.Int64 }
+
+func (c errorCount) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (c errorCount) Handle(context.Context, slog.Record) error    { c.n.Add(1); return nil }
+func (c errorCount) WithAttrs([]slog.Attr) slog.Handler           { return c }
+func (c errorCount) WithGroup(string) slog.Handler                { return c }
+
+// TestTunnelRecheckQuietInAnOutage: a store out of reach keeps the
+// tunnels open, and their rechecks log nothing (found in review: an
+// error line per tunnel per recheck).
+func TestTunnelRecheckQuietInAnOutage(t *testing.T) {
+	backend := echoSocketBackend(t)
+	store := &downStore{Store: openStore(t)}
+	var logged atomic.Int64
+	rt, err := New(Config{Config: mustConfig(t, fmt.Sprintf(`host "127.0.0.1" {
+  backend = %q
+  require_atproto { dids = [%q] }
+}`, backend.URL, gateAlice)), Sessions: sessions.NewLifecycle(sessions.LifecycleConfig{Store: store}),
+		Logger: slog.New(errorCount{&logged}), TunnelRecheck: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+	sess := newGateSession(t, store, "127.0.0.1", gateAlice, "alice.example.com")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Cookie": {CookieName + "=" + sess.ID}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	store.down.Store(true)
+	time.Sleep(40 * 5 * time.Millisecond)
+	echo(ctx, t, c, "still open")
+	if n := logged.Load(); n != 0 {
+		t.Errorf("the rechecks of one tunnel logged %d errors in an outage; want none", n)
 	}
 }

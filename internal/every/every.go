@@ -5,6 +5,7 @@ package every
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 )
 
@@ -22,4 +23,18 @@ func Tick(ctx context.Context, interval time.Duration, task func(context.Context
 			task(ctx)
 		}
 	}
+}
+
+// Spread is Tick after a random part of one interval first: tasks started
+// together (the WebSockets that one reconnect opens) then do not run in
+// step, each interval's work spread over it.
+func Spread(ctx context.Context, interval time.Duration, task func(context.Context)) {
+	first := time.NewTimer(rand.N(interval))
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C:
+	}
+	Tick(ctx, interval, task)
 }
