@@ -239,7 +239,7 @@ func (s *Server) preparePorts(n *next) error {
 		// Keep it, and name the change for the next restart.
 		own := heldBySamePort(held, sp)
 		if own == nil || !errors.Is(err, syscall.EADDRINUSE) {
-			return err
+			return s.explainBindFailure(sp, err)
 		}
 		n.restart = append(n.restart, fmt.Sprintf("%s bind (%s, listening on %s)", sp.role, sp.addr, own.addr))
 		keep(own, sp)
@@ -248,6 +248,28 @@ func (s *Server) preparePorts(n *next) error {
 		n.closed = append(n.closed, p)
 	}
 	return nil
+}
+
+// explainBindFailure names, for a port that cannot be bound because one
+// of ioproxy's own running listeners holds it, which one: the
+// configuration is valid (its own listeners do not collide), but a
+// setting that only a restart applies kept the running one where it was
+// (admin, the ingress listeners), or another block keeps it until this
+// reload has been applied.
+func (s *Server) explainBindFailure(sp portSpec, err error) error {
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	_, num, perr := net.SplitHostPort(sp.addr)
+	if perr != nil {
+		return err
+	}
+	for _, p := range s.ports {
+		if _, n, perr := net.SplitHostPort(p.addr); perr == nil && n == num && p.role != sp.role {
+			return fmt.Errorf("%s cannot listen on %s: the running %s listener holds port %s (its own address changes only at a restart, or its block moves only once this reload is applied): give %s another port, or restart: %w", sp.role, sp.addr, p.role, num, sp.role, err)
+		}
+	}
+	return err
 }
 
 // heldBySamePort is the unclaimed listener of the same block (role) on

@@ -439,3 +439,34 @@ func TestReloadBindChangeKeepsBlocksApart(t *testing.T) {
 		t.Fatal("the removed block's port is listed")
 	}
 }
+
+// A reload that moves the admin listener (which only a restart applies)
+// and gives its old port to a new call block is valid as written, but
+// the running admin listener still holds the port: the reload fails,
+// changes nothing, and says which listener holds it.
+func TestReloadPortOfARunningListener(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	ps := freePorts(t, 3)
+	httpPort, adminPort, newAdmin := ps[0], ps[1], ps[2]
+	src := func(admin int, call string) string {
+		return fmt.Sprintf(`
+data_dir = %q
+ingress { http = "127.0.0.1:%d" }
+admin { listen = "127.0.0.1:%d" }
+host "app.localhost" { backend = "127.0.0.1:1" }
+%s
+`, dataDir, httpPort, admin, call)
+	}
+	rl := startReloadable(t, src(adminPort, ""))
+	rl.write(src(newAdmin, fmt.Sprintf(`call "api" {
+  port     = %d
+  endpoint = "app.localhost"
+}`, adminPort)))
+	_, err := rl.srv.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "the running admin listener holds port") || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("reload: %v; want it to name the admin listener", err)
+	}
+	if _, ok := rl.srv.Addrs()["call:api"]; ok {
+		t.Fatal("the refused reload's calling port is served")
+	}
+}
