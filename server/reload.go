@@ -260,16 +260,32 @@ func (s *Server) explainBindFailure(sp portSpec, err error) error {
 	if !errors.Is(err, syscall.EADDRINUSE) {
 		return err
 	}
-	_, num, perr := net.SplitHostPort(sp.addr)
+	host, num, perr := net.SplitHostPort(sp.addr)
 	if perr != nil {
 		return err
 	}
 	for _, p := range s.ports {
-		if _, n, perr := net.SplitHostPort(p.addr); perr == nil && n == num && p.role != sp.role {
+		if h, n, perr := net.SplitHostPort(p.addr); perr == nil && n == num && p.role != sp.role && sameInterface(h, host) {
 			return fmt.Errorf("%s cannot listen on %s: the running %s listener holds port %s (its own address changes only at a restart, or its block moves only once this reload is applied): give %s another port, or restart: %w", sp.role, sp.addr, p.role, num, sp.role, err)
 		}
 	}
 	return err
+}
+
+// sameInterface reports whether two listen hosts can collide on a port:
+// the same one, or either of them every interface.
+func sameInterface(a, b string) bool {
+	norm := func(h string) string {
+		switch h {
+		case "", "0.0.0.0", "::":
+			return ""
+		case "localhost":
+			return "127.0.0.1"
+		}
+		return h
+	}
+	a, b = norm(a), norm(b)
+	return a == "" || b == "" || a == b
 }
 
 // heldBySamePort is the unclaimed listener of the same block (role) on
@@ -370,7 +386,7 @@ func (s *Server) stop(p *port) {
 		http.Error(w, "503 Service Unavailable: this port was closed by a configuration reload", http.StatusServiceUnavailable)
 	}))
 	_ = p.ln.Close()
-	s.wg.Go(func() {
+	s.stopping.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.shutdown)
 		defer cancel()
 		p.shutdown(ctx)

@@ -99,8 +99,10 @@ type Server struct {
 	// closed is set, under reloading, once Close has begun.
 	closed bool
 
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// stopping counts the shutdowns of ports a reload closed.
+	stopping sync.WaitGroup
 	shutdown time.Duration
 	ready    chan struct{}
 	once     sync.Once
@@ -384,14 +386,13 @@ func (s *Server) Close() {
 		for _, p := range s.ports {
 			wg.Go(func() { p.shutdown(ctx) })
 		}
-		for _, c := range s.calls {
-			if c.retired != nil {
-				c.retired.retire()
-			}
-		}
 		s.reloading.Unlock()
 		wg.Wait()
-		s.cancel() // ends the WebSockets left open, ingress and calling ports'
+		// The ports a reload stopped just before get their shutdown's
+		// time too, then the WebSockets left open (which Shutdown does
+		// not wait for) end with the requests' base context.
+		s.stopping.Wait()
+		s.cancel()
 		s.wg.Wait()
 		if s.sessions != nil {
 			s.sessions.Wait()

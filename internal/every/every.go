@@ -25,9 +25,10 @@ func Tick(ctx context.Context, interval time.Duration, task func(context.Context
 	}
 }
 
-// Spread is Tick after a random part of one interval first: tasks started
-// together (the WebSockets that one reconnect opens) then do not run in
-// step, each interval's work spread over it.
+// Spread calls task first at a random point of the first interval, then
+// every interval until ctx ends: tasks started together (the WebSockets
+// that one reconnect opens) then do not run in step, and each runs
+// within one interval of its start.
 func Spread(ctx context.Context, interval time.Duration, task func(context.Context)) {
 	first := time.NewTimer(rand.N(interval))
 	defer first.Stop()
@@ -36,5 +37,6 @@ func Spread(ctx context.Context, interval time.Duration, task func(context.Conte
 		return
 	case <-first.C:
 	}
+	task(ctx)
 	Tick(ctx, interval, task)
 }
