@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/ioproxy/ioproxy/internal/wstest"
 	"github.com/ioproxy/ioproxy/sessions"
 	"github.com/ioproxy/ioproxy/sessions/boltstore"
 )
@@ -61,7 +62,7 @@ func TestTunnelRecheckQuietInAnOutage(t *testing.T) {
 	}})
 	t.Cleanup(life.Wait)
 	e := &authEnv{store: store, life: life, google: google}
-	e.cfg = authConfig(t, socketUpstream(t).URL)
+	e.cfg = authConfig(t, wstest.EchoServer(t).URL)
 	var errorsLogged atomic.Int64
 	const recheck = 10 * time.Millisecond
 	h, err := New(Config{Call: authCall(t, e.cfg, "google"), Sessions: life, TunnelRecheck: recheck,
@@ -77,7 +78,9 @@ func TestTunnelRecheckQuietInAnOutage(t *testing.T) {
 	const tunnels = 10
 	for range tunnels {
 		c := dialPort(ctx, t, srv, http.Header{"Proxy-Session": {sess.ProxyKey}})
-		echoOver(ctx, t, c, "before")
+		if err := wstest.Echo(ctx, c, "before"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	store.down.Store(true)
 	time.Sleep(50 * recheck)
@@ -93,7 +96,7 @@ func TestTunnelRecheckQuietInAnOutage(t *testing.T) {
 // (found in review: 81 requests in 0.8 s from one tunnel).
 func TestTunnelRecheckRefreshesNothing(t *testing.T) {
 	e := newAuthEnv(t)
-	e.cfg = authConfig(t, socketUpstream(t).URL)
+	e.cfg = authConfig(t, wstest.EchoServer(t).URL)
 	e.google.fail = errors.New("token endpoint answered 503")
 	const recheck = 10 * time.Millisecond
 	h, err := New(Config{Call: authCall(t, e.cfg, "google"), Sessions: e.life, TunnelRecheck: recheck})
@@ -120,7 +123,7 @@ func TestTunnelRecheckRefreshesNothing(t *testing.T) {
 // check), and the watch's goroutines end with their tunnels.
 func TestRetiredRacesUpgrades(t *testing.T) {
 	e := newAuthEnv(t)
-	e.cfg = authConfig(t, socketUpstream(t).URL)
+	e.cfg = authConfig(t, wstest.EchoServer(t).URL)
 	retired := make(chan struct{})
 	h, err := New(Config{Call: authCall(t, e.cfg, "static-header"), Sessions: e.life, Retired: retired})
 	if err != nil {

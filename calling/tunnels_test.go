@@ -9,31 +9,9 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-)
 
-// socketUpstream echoes every WebSocket message until the connection
-// ends.
-func socketUpstream(t *testing.T) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
+	"github.com/ioproxy/ioproxy/internal/wstest"
+)
 
 func dialPort(ctx context.Context, t *testing.T, srv *httptest.Server, hdr http.Header) *websocket.Conn {
 	t.Helper()
@@ -43,16 +21,6 @@ func dialPort(ctx context.Context, t *testing.T, srv *httptest.Server, hdr http.
 	}
 	t.Cleanup(func() { c.CloseNow() })
 	return c
-}
-
-func echoOver(ctx context.Context, t *testing.T, c *websocket.Conn, text string) {
-	t.Helper()
-	if err := c.Write(ctx, websocket.MessageText, []byte(text)); err != nil {
-		t.Fatalf("write %q: %v", text, err)
-	}
-	if _, msg, err := c.Read(ctx); err != nil || string(msg) != text {
-		t.Fatalf("echo of %q: %q %v", text, msg, err)
-	}
 }
 
 func closedSoon(ctx context.Context, t *testing.T, c *websocket.Conn) {
@@ -67,7 +35,7 @@ func closedSoon(ctx context.Context, t *testing.T, c *websocket.Conn) {
 // refuses new ones.
 func TestTunnelsOfARetiredPort(t *testing.T) {
 	e := newAuthEnv(t)
-	e.cfg = authConfig(t, socketUpstream(t).URL)
+	e.cfg = authConfig(t, wstest.EchoServer(t).URL)
 	retired := make(chan struct{})
 	h, err := New(Config{Call: authCall(t, e.cfg, "static-header"), Sessions: e.life, Retired: retired})
 	if err != nil {
@@ -105,7 +73,7 @@ func TestTunnelOfASessionCredential(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newAuthEnv(t)
-			e.cfg = authConfig(t, socketUpstream(t).URL)
+			e.cfg = authConfig(t, wstest.EchoServer(t).URL)
 			const recheck = 10 * time.Millisecond
 			h, err := New(Config{Call: authCall(t, e.cfg, "google"), Sessions: e.life, TunnelRecheck: recheck})
 			if err != nil {
@@ -126,5 +94,12 @@ func TestTunnelOfASessionCredential(t *testing.T) {
 			}
 			closedSoon(ctx, t, c)
 		})
+	}
+}
+
+func echoOver(ctx context.Context, t *testing.T, c *websocket.Conn, text string) {
+	t.Helper()
+	if err := wstest.Echo(ctx, c, text); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/ioproxy/ioproxy/internal/observe"
+	"github.com/ioproxy/ioproxy/internal/wstest"
 )
 
 // Records name configured hosts only, so that clients cannot mint metric
@@ -103,7 +104,7 @@ func TestAbortedAnswerRecorded(t *testing.T) {
 // ReverseProxy writes on the hijacked connection (found end to end: the
 // log said 200).
 func TestRecordOfATunnel(t *testing.T) {
-	backend := echoSocketBackend(t)
+	backend := wstest.EchoServer(t)
 	rec := &requestLog{}
 	rt, err := New(Config{Config: mustConfig(t, fmt.Sprintf(`host "127.0.0.1" { backend = %q }`, backend.URL)), Recorder: rec})
 	if err != nil {

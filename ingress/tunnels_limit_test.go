@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/ioproxy/ioproxy/internal/wstest"
 )
 
 // TestKeyTunnelNotCutByTheWrongKeyLimit: a WebSocket opened with a good
@@ -26,7 +28,7 @@ func TestKeyTunnelNotCutByTheWrongKeyLimit(t *testing.T) {
 }
 
 func keyTunnelPastTheLimit(t *testing.T, reload bool) {
-	backend := echoSocketBackend(t)
+	backend := wstest.EchoServer(t)
 	src := fmt.Sprintf(`host "127.0.0.1" {
   backend = %q
   apikey_auth {

@@ -15,32 +15,9 @@ import (
 	"github.com/coder/websocket"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/ioproxy/ioproxy/internal/wstest"
 	"github.com/ioproxy/ioproxy/sessions"
 )
-
-// echoSocketBackend echoes every WebSocket message until the connection
-// ends.
-func echoSocketBackend(t *testing.T) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
 
 // downStore fails every lookup while down is set: a store that cannot
 // answer.
@@ -61,7 +38,7 @@ func (s *downStore) Get(ctx context.Context, id string) (sessions.Session, error
 // sign-out, a reload that removes the rule or the host), and stays open
 // while it would be, or while the store cannot say.
 func TestTunnelsJudgedAgain(t *testing.T) {
-	backend := echoSocketBackend(t)
+	backend := wstest.EchoServer(t)
 	hostConfig := func(did string) string {
 		return fmt.Sprintf(`host "127.0.0.1" {
   backend = %q
@@ -122,11 +99,8 @@ func TestTunnelsJudgedAgain(t *testing.T) {
 
 func echo(ctx context.Context, t *testing.T, c *websocket.Conn, text string) {
 	t.Helper()
-	if err := c.Write(ctx, websocket.MessageText, []byte(text)); err != nil {
-		t.Fatalf("write %q: %v", text, err)
-	}
-	if _, msg, err := c.Read(ctx); err != nil || string(msg) != text {
-		t.Fatalf("echo of %q: %q %v", text, msg, err)
+	if err := wstest.Echo(ctx, c, text); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -142,7 +116,7 @@ func setRoutes(t *testing.T, rt *Router, src string) {
 // TestTunnelOfARemovedKey: a WebSocket opened with an API key is closed
 // once a reload removes the key's user.
 func TestTunnelOfARemovedKey(t *testing.T) {
-	backend := echoSocketBackend(t)
+	backend := wstest.EchoServer(t)
 	withKeys := fmt.Sprintf(`host "127.0.0.1" {
   backend = %q
   apikey_auth {
@@ -189,7 +163,7 @@ func (c errorCount) WithGroup(string) slog.Handler                { return c }
 // tunnels open, and their rechecks log nothing (found in review: an
 // error line per tunnel per recheck).
 func TestTunnelRecheckQuietInAnOutage(t *testing.T) {
-	backend := echoSocketBackend(t)
+	backend := wstest.EchoServer(t)
 	store := &downStore{Store: openStore(t)}
 	var logged atomic.Int64
 	rt, err := New(Config{Config: mustConfig(t, fmt.Sprintf(`host "127.0.0.1" {

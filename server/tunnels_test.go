@@ -3,52 +3,14 @@ package server
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/ioproxy/ioproxy/internal/wstest"
 )
-
-// socketEcho echoes every WebSocket message until the
-// connection ends.
-func socketEcho(t *testing.T) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
-			if err != nil {
-				return
-			}
-			if err := c.Write(r.Context(), typ, msg); err != nil {
-				return
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
-func echoOn(ctx context.Context, c *websocket.Conn, text string) error {
-	if err := c.Write(ctx, websocket.MessageText, []byte(text)); err != nil {
-		return err
-	}
-	_, msg, err := c.Read(ctx)
-	if err != nil {
-		return err
-	}
-	if string(msg) != text {
-		return fmt.Errorf("echo %q, want %q", msg, text)
-	}
-	return nil
-}
 
 // A WebSocket through a calling port to an ingress host closes when a
 // reload changes its call block, whatever reloads came before: a call to
@@ -64,7 +26,7 @@ func TestCallTunnelClosedByAChangeAfterAnUnrelatedReload(t *testing.T) {
 		{"changed after an unrelated reload", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			backend := socketEcho(t)
+			backend := wstest.EchoServer(t)
 			dataDir := filepath.Join(t.TempDir(), "data")
 			ps := freePorts(t, 2)
 			src := func(extraHost, callExtra string) string {
@@ -89,13 +51,13 @@ call "ws" {
 				t.Fatalf("websocket through the calling port: %v", err)
 			}
 			defer c.CloseNow()
-			if err := echoOn(ctx, c, "before"); err != nil {
+			if err := wstest.Echo(ctx, c, "before"); err != nil {
 				t.Fatal(err)
 			}
 			if tc.unrelated {
 				// Another host: the call block stays the same.
 				rl.reload(src(`host "other.localhost" { backend = "`+backend.URL+`" }`, ""))
-				if err := echoOn(ctx, c, "after the unrelated reload"); err != nil {
+				if err := wstest.Echo(ctx, c, "after the unrelated reload"); err != nil {
 					t.Fatalf("an unrelated reload closed the tunnel: %v", err)
 				}
 			}
@@ -103,7 +65,7 @@ call "ws" {
 			rl.reload(src("", `timeout = "20s"`))
 			rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
 			defer rcancel()
-			if err := echoOn(rctx, c, "after the change"); err == nil {
+			if err := wstest.Echo(rctx, c, "after the change"); err == nil {
 				t.Fatal("the tunnel is still open after a reload changed its call block")
 			}
 		})
@@ -114,7 +76,7 @@ call "ws" {
 // alone (found in review: it outlived Close, its watch asking a closed
 // store).
 func TestCallTunnelClosedByClose(t *testing.T) {
-	backend := socketEcho(t)
+	backend := wstest.EchoServer(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	ps := freePorts(t, 2)
 	rl := startReloadable(t, fmt.Sprintf(`
@@ -134,13 +96,13 @@ call "ws" {
 		t.Fatal(err)
 	}
 	defer c.CloseNow()
-	if err := echoOn(ctx, c, "before"); err != nil {
+	if err := wstest.Echo(ctx, c, "before"); err != nil {
 		t.Fatal(err)
 	}
 	rl.srv.Close()
 	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer rcancel()
-	if err := echoOn(rctx, c, "after Close"); err == nil {
+	if err := wstest.Echo(rctx, c, "after Close"); err == nil {
 		t.Fatal("a WebSocket through a calling port is still open after Server.Close (the store is closed)")
 	}
 }
