@@ -42,14 +42,14 @@ func (r *EmailRules) Admits(email string, verified bool) bool {
 	if !ok {
 		return false
 	}
-	local, domain, ok := splitEmail(addr)
+	_, domain, ok := splitEmail(addr)
 	if !ok {
 		return false
 	}
 	if r.OpenToAnyEmail() {
 		return true
 	}
-	if slices.Contains(r.Emails, local+"@"+domain) {
+	if slices.Contains(r.Emails, addr) {
 		return true
 	}
 	for _, d := range r.Domains {
@@ -82,11 +82,10 @@ func ParseEmail(s string) (string, error) {
 	if strings.Contains(addr, "*") {
 		return "", fmt.Errorf("%q has a \"*\": emails are matched exactly; to admit every address of a domain, put the domain in domains, as in domains = [\"example.com\"]", s)
 	}
-	local, domain, ok := splitEmail(addr)
-	if !ok {
+	if _, _, ok := splitEmail(addr); !ok {
 		return "", fmt.Errorf("%q is not an email; write one such as \"alice@example.com\" (one \"@\", a local part of letters, digits and .!#$%%&'*+/=?^_`{|}~-, and a domain such as example.com)", s)
 	}
-	return local + "@" + domain, nil
+	return addr, nil
 }
 
 // ParseEmailDomain checks a domain of a require_oauth block's domains:

@@ -33,20 +33,25 @@ func withAuth(cfg Config, next http.Handler) http.Handler {
 	if auth == nil || auth.Provider == "" {
 		return next
 	}
+	// Decided once per port, not per call.
+	prefix := ""
+	if isAuthorization(auth) {
+		prefix = "Bearer "
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cred, status, code, msg := credential(r.Context(), cfg, r.Header.Get(contract.ProxySession))
+		token, status, code, msg := credential(r.Context(), cfg, r.Header.Get(contract.ProxySession))
 		if status != 0 {
 			writeXRPCError(w, status, code, msg)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, cred)))
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, prefix+token)))
 	})
 }
 
-// credential is the session credential the call's auth puts upstream,
-// or the status, code and message of an answer that says why there is
-// none.
-func credential(ctx context.Context, cfg Config, proxySession string) (value string, status int, code, msg string) {
+// credential is the access token of the session whose credential the
+// call's auth puts upstream, or the status, code and message of an answer
+// that says why there is none.
+func credential(ctx context.Context, cfg Config, proxySession string) (token string, status int, code, msg string) {
 	auth := cfg.Call.Auth
 	label := cfg.Call.Label
 	sess, err := credentialSession(ctx, cfg, proxySession)
@@ -67,9 +72,6 @@ func credential(ctx context.Context, cfg Config, proxySession string) (value str
 	case err != nil:
 		cfg.Logger.Warn("provider token refresh failed", "call", label, "provider", auth.Provider, "err", err)
 		return "", http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("the user's %s token could not be refreshed: %v", auth.Provider, err)
-	}
-	if isAuthorization(auth) {
-		return "Bearer " + fresh.AccessToken, 0, "", ""
 	}
 	return fresh.AccessToken, 0, "", ""
 }
@@ -121,16 +123,14 @@ func applyCredential(out *http.Request, auth *config.CallAuth) {
 		contract.StripProxySession(out.Header)
 		return
 	}
+	contract.StripIdentity(out.Header)
 	cred := auth.Static
 	if auth.Provider != "" {
 		var ok bool
 		if cred, ok = out.Context().Value(credentialKey{}).(string); !ok {
-			// withAuth answers every call it finds no credential for.
-			contract.StripIdentity(out.Header)
-			return
+			return // withAuth answers every call it finds no credential for
 		}
 	}
-	contract.StripIdentity(out.Header)
 	if auth.Location == "query" {
 		out.URL.RawQuery = withQueryParam(out.URL.RawQuery, auth.Name, cred)
 		return

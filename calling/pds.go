@@ -107,11 +107,10 @@ func (h *pdsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeXRPCError(w, http.StatusUnauthorized, "AuthRequired", "the account may no longer use this site (its host's rules changed, or the host is gone): sign in again")
 		return
 	}
-	if sess.Stale(time.Now()) {
-		// A handle due for a recheck is checked by a refresh in the
-		// background, as for a page: the rules judge the new one.
-		h.cfg.Sessions.RefreshLater(sess)
-	}
+	// A handle due for a recheck is checked by a refresh in the
+	// background, as for a page: the rules judge the new one.
+	// RefreshLater does nothing for a session that is not stale.
+	h.cfg.Sessions.RefreshLater(sess)
 	h.authenticated(ctx, w, r, sess, body)
 }
 

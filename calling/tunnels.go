@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/ioproxy/ioproxy/contract"
@@ -42,30 +43,29 @@ func isUpgrade(r *http.Request) bool { return r.Header.Get("Upgrade") != "" }
 
 // watchTunnel returns r under a context that ends when the call block is
 // retired or the call's session lapses, and the function that stops the
-// watch, which the handler calls before it returns.
+// watch, which the handler calls before it returns: it waits for the
+// watch's goroutines, of which there are only those that can end the
+// tunnel.
 func (p *port) watchTunnel(r *http.Request) (*http.Request, func()) {
 	ctx, cancel := context.WithCancelCause(r.Context())
-	watched := r.WithContext(ctx)
-	proxySession := r.Header.Get(contract.ProxySession)
-	go func() {
-		select {
-		case <-p.cfg.Retired:
-			p.cfg.Logger.Info("call tunnel closed", "call", p.cfg.Call.Label, "why", errRetired)
-			cancel(errRetired)
-		case <-ctx.Done():
-		}
-	}()
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		if auth := p.cfg.Call.Auth; auth == nil || auth.Provider == "" {
-			return // a fixed credential does not lapse
-		}
-		p.watchSession(ctx, cancel, proxySession)
-	}()
-	return watched, func() {
+	var wg sync.WaitGroup
+	if p.cfg.Retired != nil {
+		wg.Go(func() {
+			select {
+			case <-p.cfg.Retired:
+				p.close(cancel, errRetired)
+			case <-ctx.Done():
+			}
+		})
+	}
+	if auth := p.cfg.Call.Auth; auth != nil && auth.Provider != "" {
+		// A fixed credential does not lapse; a session's may.
+		proxySession := r.Header.Get(contract.ProxySession)
+		wg.Go(func() { p.watchSession(ctx, cancel, proxySession) })
+	}
+	return r.WithContext(ctx), func() {
 		cancel(nil)
-		<-stopped
+		wg.Wait()
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -105,7 +106,7 @@ func (b *builder) callCredential(ra *callAuthSchema, c Call, a *CallAuth) {
 	provider, session := strings.CutPrefix(s, sessionCredential)
 	if !session {
 		a.Static = s
-		b.checkSecretValue(ra.Credential, "credential", s, envVar, true, "call "+quote(c.Label)+" sends an empty credential until it is")
+		b.checkSecretValue(ra.Credential, "credential", s, envVar, true, "call "+strconv.Quote(c.Label)+" sends an empty credential until it is")
 		if a.Location == CallAuthHeader && s != "" && !httpguts.ValidHeaderFieldValue(s) {
 			// Never quoted: it is a secret.
 			b.errorf(ra.Credential.Range(), "Invalid credential", "The credential holds a line break or another control character, which cannot go in a header; check the value (or the variable it comes from).")

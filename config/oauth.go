@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -117,7 +118,7 @@ func (b *builder) clientSetting(expr hcl.Expression, raw *oauthSchema, attr, env
 		}
 		return ""
 	}
-	b.checkSecretValue(expr, attr, s, envVar, secret, "sign-in with "+quote(raw.Name)+" fails until it is")
+	b.checkSecretValue(expr, attr, s, envVar, secret, "sign-in with "+strconv.Quote(raw.Name)+" fails until it is")
 	return s
 }
 
@@ -505,6 +506,3 @@ func envName(label string) string {
 	}
 	return strings.TrimSuffix(name, "_")
 }
-
-// quote is strconv.Quote, for messages built in pieces.
-func quote(s string) string { return quoteList([]string{s}) }

@@ -79,14 +79,15 @@ func IsIdentity(name string) bool {
 // may read the rest of the contract but never holds ioproxy's key.
 func StripProxySession(h http.Header) {
 	for name := range h {
-		if len(name) == len(ProxySession) && IsIdentity(name) {
-			var b [longest]byte
-			if string(textutil.FoldHeader(b[:0], name)) == strings.ToLower(ProxySession) {
-				delete(h, name)
-			}
+		var b [len(ProxySession)]byte
+		if len(name) == len(ProxySession) && string(textutil.FoldHeader(b[:0], name)) == foldedProxySession {
+			delete(h, name)
 		}
 	}
 }
+
+// foldedProxySession is Proxy-Session as fold spells it.
+var foldedProxySession = strings.ToLower(ProxySession)
 
 // StripIdentity removes every spelling of the contract's headers.
 func StripIdentity(h http.Header) {

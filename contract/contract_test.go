@@ -28,3 +28,14 @@ func TestStripIdentity(t *testing.T) {
 		t.Errorf("after StripIdentity: %v", h)
 	}
 }
+
+// TestStripProxySession: every spelling of Proxy-Session goes, and the
+// rest of the contract (which a service of the app's own may read) stays.
+func TestStripProxySession(t *testing.T) {
+	h := http.Header{"Proxy-Session": {"a"}, "Proxy_session": {"b"}, "PROXY_SESSION": {"c"},
+		"User-Did": {"d"}, "Proxy-Provider": {"e"}, "Proxy-Sessions": {"f"}}
+	StripProxySession(h)
+	if len(h) != 3 || h["User-Did"] == nil || h["Proxy-Provider"] == nil || h["Proxy-Sessions"] == nil {
+		t.Errorf("after StripProxySession: %v", h)
+	}
+}

@@ -191,19 +191,20 @@ func clearSessionCookie(w http.ResponseWriter, r *http.Request) {
 	setCookie(w, r, cookieName(r), "", -1)
 }
 
-// removeCookie drops the named cookies from the Cookie header(s), so the
-// session cookie never reaches a backend (it would let the backend act as
-// the user's browser); the backend gets Proxy-Session instead.
-func removeCookie(h http.Header, names ...string) {
+// removeCookies drops the cookies whose name drop reports from the
+// Cookie header(s), so that no cookie of ioproxy's (ownCookie) reaches a
+// backend (a session's would let the backend act as the user's browser);
+// the backend gets Proxy-Session instead.
+func removeCookies(h http.Header, drop func(name string) bool) {
 	lines := h["Cookie"]
-	if len(lines) == 0 || !cookiesNamed(lines, names) {
+	if len(lines) == 0 || !cookiesNamed(lines, drop) {
 		return // the common case of a signed-out browser: nothing to copy
 	}
 	var b strings.Builder
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
 			part = strings.TrimSpace(part)
-			if part == "" || isCookieNamed(part, names) {
+			if part == "" || isCookieNamed(part, drop) {
 				continue
 			}
 			if b.Len() > 0 {
@@ -219,12 +220,12 @@ func removeCookie(h http.Header, names ...string) {
 	h["Cookie"] = []string{b.String()}
 }
 
-// cookiesNamed reports whether Cookie header lines hold a cookie of one
-// of names.
-func cookiesNamed(lines, names []string) bool {
+// cookiesNamed reports whether Cookie header lines hold a cookie whose
+// name drop reports.
+func cookiesNamed(lines []string, drop func(string) bool) bool {
 	for _, line := range lines {
 		for part := range strings.SplitSeq(line, ";") {
-			if isCookieNamed(strings.TrimSpace(part), names) {
+			if isCookieNamed(strings.TrimSpace(part), drop) {
 				return true
 			}
 		}
@@ -232,27 +233,17 @@ func cookiesNamed(lines, names []string) bool {
 	return false
 }
 
-// isCookieNamed reports whether a cookie ("name=value") has one of
-// names; a name ending in "*" stands for the names it starts.
-func isCookieNamed(part string, names []string) bool {
+// isCookieNamed reports whether drop reports a cookie's ("name=value")
+// name.
+func isCookieNamed(part string, drop func(string) bool) bool {
 	name, _, _ := strings.Cut(part, "=")
-	name = strings.TrimSpace(name)
-	for _, n := range names {
-		if prefix, ok := strings.CutSuffix(n, "*"); ok && strings.HasPrefix(name, prefix) || n == name {
-			return true
-		}
-	}
-	return false
+	return drop(strings.TrimSpace(name))
 }
 
-// ownCookies are the patterns (removeCookie's) of every cookie of
-// ioproxy's: sessions of AT Protocol and of each provider, sign-ins in
-// progress. None reaches a backend.
-var ownCookies = []string{"ioproxy-*", "__Host-ioproxy-*"}
-
-// ownCookie reports whether a cookie name is one of ioproxy's own: its
-// cookies all start with "ioproxy-" (or "__Host-ioproxy-"), so that no
-// backend may set one.
+// ownCookie reports whether a cookie name is one of ioproxy's own
+// (sessions of AT Protocol and of each provider, sign-ins in progress):
+// its cookies all start with "ioproxy-" (or "__Host-ioproxy-"), so that
+// no backend may set one and none reaches a backend.
 func ownCookie(name string) bool {
 	return strings.HasPrefix(name, "ioproxy-") || strings.HasPrefix(name, "__Host-ioproxy-")
 }

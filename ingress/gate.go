@@ -89,35 +89,7 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 	}
 	if g.keys != nil {
 		if name, key, ok := r.BasicAuth(); ok {
-			client := hr.routes.clientKey(r)
-			// A key that is not remembered as good is counted before its
-			// check (tens of milliseconds of bcrypt), not after: counted
-			// after, parallel guesses would all pass the limit. A key
-			// remembered as good is not counted at all, so a neighbour
-			// behind the same address cannot lock it out by guessing.
-			spent := false
-			err := g.keys.CheckLimited(r.Context(), name, key, func() bool {
-				spent = true
-				return hr.router.wrongKeys.allow(client)
-			})
-			switch {
-			case errors.Is(err, access.ErrTooMany):
-				return admission{outcome: tooMany}
-			case errors.Is(err, access.ErrBusy), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-				if spent {
-					// Not compared: not a wrong key.
-					hr.router.wrongKeys.refund(client)
-				}
-				return admission{outcome: busy}
-			case err != nil:
-				hr.router.log.Info("wrong API key", "host", hr.host.Hostname, "name", name, "remote", r.RemoteAddr)
-				return admission{outcome: wrongKey}
-			}
-			if spent {
-				// Only wrong keys count against the client.
-				hr.router.wrongKeys.refund(client)
-			}
-			return admission{keyUser: name}
+			return hr.admitKey(r, g.keys, name, key)
 		}
 	}
 	isPublic := paths == publicPathsApply && g.rules != nil && g.rules.IsPublic(r.URL)
@@ -141,6 +113,48 @@ func (hr *hostRoute) admit(r *http.Request, sess *sessions.Session, provs []*ses
 		return admission{outcome: denied, account: refused}
 	}
 	return admission{outcome: needSignIn}
+}
+
+// admitKey decides a request that carries an API key.
+//
+// A key that is not remembered as good is counted before its check (tens
+// of milliseconds of bcrypt), not after: counted after, parallel guesses
+// would all pass the limit. A key remembered as good is not counted at
+// all, so a neighbour behind the same address cannot lock it out by
+// guessing. An open tunnel's recheck is not counted either: it guesses
+// nothing (its key is the one the tunnel was admitted with), and a limit
+// it met would say nothing of that key, while the tunnel of a key that a
+// reload removed must close even when its holder spends its address's
+// limit at every recheck.
+func (hr *hostRoute) admitKey(r *http.Request, keys *access.Keys, name, key string) admission {
+	client := hr.routes.clientKey(r)
+	spent := false
+	var spend func() bool
+	if !rechecking(r) {
+		spend = func() bool {
+			spent = true
+			return hr.router.wrongKeys.allow(client)
+		}
+	}
+	err := keys.CheckLimited(r.Context(), name, key, spend)
+	switch {
+	case errors.Is(err, access.ErrTooMany):
+		return admission{outcome: tooMany}
+	case errors.Is(err, access.ErrBusy), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		if spent {
+			// Not compared: not a wrong key.
+			hr.router.wrongKeys.refund(client)
+		}
+		return admission{outcome: busy}
+	case err != nil:
+		hr.router.log.Info("wrong API key", "host", hr.host.Hostname, "name", name, "remote", r.RemoteAddr)
+		return admission{outcome: wrongKey}
+	}
+	if spent {
+		// Only wrong keys count against the client.
+		hr.router.wrongKeys.refund(client)
+	}
+	return admission{keyUser: name}
 }
 
 // judgeProviders sorts a request's provider sessions: passed are those
@@ -314,7 +328,7 @@ func (hr *hostRoute) deniedPage(w http.ResponseWriter, r *http.Request, a admiss
 		Unchecked: unchecked,
 	}
 	if sess.Provider != "" {
-		page.Provider, page.Action = providerLabel(sess.Provider), "/@"+sess.Provider+"/signout"
+		page.Provider, page.Action = providerLabel(sess.Provider), providerPrefix(sess.Provider)+"signout"
 		page.Handle, page.DID = cmp.Or(sess.Email, sess.Name, "an account without a verified email"), sess.Provider+":"+sess.Subject
 	}
 	render(w, http.StatusForbidden, "denied.html", page)
@@ -332,15 +346,10 @@ func acceptsHTML(r *http.Request) bool {
 // Traefik and Caddy show a refusal's body to the visitor, so it is the
 // same page ioproxy shows when it is the only proxy.
 func (hr *hostRoute) forwardAuth(w http.ResponseWriter, r *http.Request) {
-	sess, err := hr.session(r)
+	sess, provs, err := hr.signedIn(r)
 	if err != nil {
 		// A 503 would be a 500 in nginx; a 401 would send people to a
 		// sign-in that cannot work either. 403 says "not now".
-		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
-		return
-	}
-	provs, err := hr.providerSessions(r)
-	if err != nil {
 		writeError(w, r, errorPage{Status: http.StatusForbidden, Title: "Sign-in unavailable", Message: "Your session could not be looked up just now. Try again in a moment."})
 		return
 	}

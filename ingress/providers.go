@@ -75,7 +75,7 @@ func newProviderRoutes(h config.Host, clients map[string]ProviderClient) ([]*pro
 		if !ok {
 			return nil, errors.New("host " + h.Hostname + ": oauth " + p.Name + " has no client")
 		}
-		pr := &providerRoute{cfg: p, client: c, prefix: "/@" + p.Name + "/"}
+		pr := &providerRoute{cfg: p, client: c, prefix: providerPrefix(p.Name)}
 		if h.Access != nil {
 			pr.rules = h.Access.OAuth[p.Name]
 		}
@@ -83,6 +83,9 @@ func newProviderRoutes(h config.Host, clients map[string]ProviderClient) ([]*pro
 	}
 	return out, nil
 }
+
+// providerPrefix is where a provider's sign-in routes are: "/@<name>/".
+func providerPrefix(name string) string { return "/@" + name + "/" }
 
 // providerOf is the provider whose routes path is under, if any.
 func (hr *hostRoute) providerOf(path string) *providerRoute {

@@ -10,14 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
 	"path"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -196,9 +194,11 @@ func (router *Router) Routes() *Routes { return router.routes.Load() }
 // NomadServices are the Nomad services the routes' backends name.
 func (routes *Routes) NomadServices() []string {
 	var out []string
-	for _, hr := range slices.Concat(slices.Collect(maps.Values(routes.hosts)), slices.Collect(maps.Values(routes.serves))) {
-		if hr.host.Backend.Kind == config.BackendNomad {
-			out = append(out, hr.host.Backend.Service)
+	for _, m := range []map[string]*hostRoute{routes.hosts, routes.serves} {
+		for _, hr := range m {
+			if hr.host.Backend.Kind == config.BackendNomad {
+				out = append(out, hr.host.Backend.Service)
+			}
 		}
 	}
 	return out
@@ -397,8 +397,9 @@ func (hr *hostRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The context says HTTPS only where it differs from r.TLS (a trusted
 	// proxy's X-Forwarded-Proto): a context value costs two allocations
-	// a request.
-	if https := r.TLS != nil || (hr.routes.trusted(r) && strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")); https != isHTTPS(r) {
+	// a request. The header is read before the peer is judged: most
+	// requests have none.
+	if https := r.TLS != nil || (strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") && hr.routes.trusted(r)); https != isHTTPS(r) {
 		r = withHTTPS(r, https)
 	}
 	if r.URL.Opaque != "" || r.Method == http.MethodConnect {
@@ -432,15 +433,10 @@ func (hr *hostRoute) serveBackend(w http.ResponseWriter, r *http.Request, tr *tr
 		writeError(w, r, errorPage{Status: http.StatusBadRequest, Title: "Upgrade refused", Message: httpguard.ErrUpgradeMessage})
 		return
 	}
-	sess, err := hr.session(r)
-	if err != nil {
-		storeDown(w, r)
-		return
-	}
+	sess, provs, err := hr.signedIn(r)
 	if sess != nil {
 		tr.did = sess.DID
 	}
-	provs, err := hr.providerSessions(r)
 	if err != nil {
 		storeDown(w, r)
 		return
@@ -495,6 +491,18 @@ func (hr *hostRoute) session(r *http.Request) (*sessions.Session, error) {
 	return &sess, nil
 }
 
+// signedIn is the request's AT Protocol session (session) and its
+// provider sessions (providerSessions), which every judgement of a
+// request looks up together: an error is a store that could not answer
+// either, and sess is kept when only the provider sessions failed.
+func (hr *hostRoute) signedIn(r *http.Request) (sess *sessions.Session, provs []*sessions.Session, err error) {
+	if sess, err = hr.session(r); err != nil {
+		return nil, nil, err
+	}
+	provs, err = hr.providerSessions(r)
+	return sess, provs, err
+}
+
 // storeDown answers a request whose session the store could not look up.
 func storeDown(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Retry-After", "5")
@@ -520,7 +528,7 @@ func (hr *hostRoute) decorate(in *http.Request, h http.Header, st *proxyState) {
 			delete(h, name)
 		}
 	}
-	removeCookie(h, ownCookies...)
+	removeCookies(h, ownCookie)
 	set := newHeaderValues(h)
 	hr.routes.setForwarded(in, set)
 	if st.keyUser != "" {

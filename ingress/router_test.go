@@ -529,7 +529,7 @@ func TestRemoveCookie(t *testing.T) {
 		"ioproxy-session-other=1; ioproxy-session=2": "ioproxy-session-other=1",
 	} {
 		h := http.Header{"Cookie": {in}}
-		removeCookie(h, CookieName, SecureCookieName)
+		removeCookies(h, func(name string) bool { return name == CookieName || name == SecureCookieName })
 		if got := h.Get("Cookie"); got != want {
 			t.Errorf("removeCookie(%q) = %q, want %q", in, got, want)
 		}

@@ -122,7 +122,7 @@ type providerLink struct {
 func providerLinks(h config.Host, redirect string) []providerLink {
 	var out []providerLink
 	for _, p := range h.OAuth {
-		out = append(out, providerLink{Label: providerLabel(p.Name), URL: "/@" + p.Name + "/signin?redirect=" + url.QueryEscape(redirect)})
+		out = append(out, providerLink{Label: providerLabel(p.Name), URL: providerPrefix(p.Name) + "signin?redirect=" + url.QueryEscape(redirect)})
 	}
 	return out
 }

@@ -24,14 +24,18 @@ import (
 // a session lookup (cached on Redis) per tunnel per interval.
 const DefaultTunnelRecheck = 30 * time.Second
 
-// quietLookup marks the lookups of a tunnel's recheck: a store out of
+// recheckKey marks the request of a tunnel's recheck: a store out of
 // reach is logged by the requests that meet it, not again by every open
-// tunnel at every recheck.
-type quietLookup struct{}
+// tunnel at every recheck, and its API key is not counted against the
+// wrong-key limit (admitKey).
+type recheckKey struct{}
+
+// rechecking reports whether r is an open tunnel's, judged again.
+func rechecking(r *http.Request) bool { return r.Context().Value(recheckKey{}) != nil }
 
 // logLookupFailure logs a session store's failure to answer r.
 func (hr *hostRoute) logLookupFailure(r *http.Request, err error) {
-	if r.Context().Value(quietLookup{}) == nil {
+	if !rechecking(r) {
 		hr.router.log.Error("session store failed", "host", hr.host.Hostname, "err", err)
 	}
 }
@@ -65,7 +69,7 @@ func (hr *hostRoute) serveTunnel(w http.ResponseWriter, r *http.Request, st *pro
 	was := identityOf(st.session, st.providers, st.keyUser)
 	// The watch asks under ctx, so that its lookups end with the tunnel,
 	// and the handler waits for it: nothing reads r after ServeHTTP.
-	watched := r.WithContext(context.WithValue(ctx, quietLookup{}, true))
+	watched := r.WithContext(context.WithValue(ctx, recheckKey{}, true))
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -94,21 +98,18 @@ func (hr *hostRoute) rejudge(r *http.Request, was admittedAs) string {
 	if cur == nil {
 		return "its host or serve block was removed"
 	}
-	sess, err := cur.session(r)
-	if err != nil {
-		return ""
-	}
-	provs, err := cur.providerSessions(r)
+	sess, provs, err := cur.signedIn(r)
 	if err != nil {
 		return ""
 	}
 	adm := cur.admit(r, sess, provs, publicPathsApply)
 	switch {
-	case adm.outcome == busy || adm.outcome == tooMany:
+	case adm.outcome == busy:
 		// The key could not be checked just now (a reload's new keys
-		// check it again, behind a limit that others at its address or
-		// a flood of wrong keys may have spent): no answer, as a store
-		// out of reach is none (found in review).
+		// check it again, and a flood of wrong keys may fill the
+		// queue): no answer, as a store out of reach is none. The
+		// wrong-key limit, which others at its address may have spent,
+		// does not apply to a recheck (admitKey).
 		return ""
 	case adm.outcome != admitted:
 		return "the request would not be admitted now (signed out, expired, or the rules changed)"

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ioproxy/ioproxy/internal/wstest"
 )
@@ -83,5 +84,56 @@ func keyTunnelPastTheLimit(t *testing.T, reload bool) {
 	}
 	if _, msg, err := c.Read(ctx); err != nil || string(msg) != "after" {
 		t.Fatalf("the tunnel of a good key was cut by the wrong-key limit of its address: read %q, %v", msg, err)
+	}
+}
+
+// TestRemovedKeyTunnelPastTheLimit: the holder of a tunnel whose key a
+// reload removes cannot keep it open by spending its own address's
+// wrong-key limit before each recheck (a limited recheck once kept the
+// tunnel).
+func TestRemovedKeyTunnelPastTheLimit(t *testing.T) {
+	backend := wstest.EchoServer(t)
+	rt := newRouter(t, mustConfig(t, fmt.Sprintf(`host "127.0.0.1" {
+  backend = %q
+  apikey_auth {
+    users = %s
+  }
+}`, backend.URL, gateUsers(t))), nil)
+	rt.tunnelRecheck = 10 * time.Millisecond
+	srv := httptest.NewServer(rt)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.SetBasicAuth("ci", gateKeys["ci"])
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/ws",
+		&websocket.DialOptions{HTTPHeader: http.Header{"Authorization": req.Header["Authorization"]}})
+	if err != nil {
+		t.Fatalf("websocket with a key: %v", err)
+	}
+	defer c.CloseNow()
+	echo(ctx, t, c, "with the key")
+	// The tunnel's own address spends its wrong-key limit (its key,
+	// remembered as good, is not counted meanwhile)...
+	for range wrongKeysPerMinute + 2 {
+		r, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
+		r.SetBasicAuth("ci", "guess")
+		res, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+	}
+	// ...and then a reload removes the key.
+	hash, err := bcrypt.GenerateFromPassword([]byte("other-secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setRoutes(t, rt, fmt.Sprintf(`host "127.0.0.1" {
+  backend = %q
+  apikey_auth { users = ["other:%s"] }
+}`, backend.URL, hash))
+	if _, msg, err := c.Read(ctx); err == nil || ctx.Err() != nil {
+		t.Fatalf("the tunnel of a removed key is still open (read %q, %v)", msg, err)
 	}
 }

@@ -116,9 +116,7 @@ func (c *Client) fetchDiscovery(ctx context.Context) (*endpoints, error) {
 		return nil, c.errorf("discovery: %w", err)
 	}
 	if a.status != http.StatusOK {
-		oe := errorAnswer(a)
-		oe.Provider, oe.Operation = c.cfg.Name, "discovery "+u
-		return nil, oe
+		return nil, c.answerError(a, "discovery "+u)
 	}
 	ep, err := parseDiscovery(a.body, c.cfg.Issuer, c.openid)
 	if err != nil {

@@ -327,9 +327,7 @@ func (c *Client) fetchKeys(ctx context.Context, u string) (jwk.Set, error) {
 		return nil, c.errorf("key set: %w", err)
 	}
 	if a.status != http.StatusOK {
-		oe := errorAnswer(a)
-		oe.Provider, oe.Operation = c.cfg.Name, "key set "+u
-		return nil, oe
+		return nil, c.answerError(a, "key set "+u)
 	}
 	set, err := parseKeySet(a.body)
 	if err != nil {

@@ -119,6 +119,13 @@ func errorAnswer(a *answer) *OAuthError {
 	return e
 }
 
+// answerError is errorAnswer's *OAuthError naming this provider and op.
+func (c *Client) answerError(a *answer, op string) *OAuthError {
+	oe := errorAnswer(a)
+	oe.Provider, oe.Operation = c.cfg.Name, op
+	return oe
+}
+
 // parseExpiresIn reads expires_in, a number of seconds (some providers
 // quote it). Absent, null or 0 means the server did not say.
 func parseExpiresIn(raw json.RawMessage) (int64, error) {
@@ -229,13 +236,12 @@ func (c *Client) revoke(ctx context.Context, ep *endpoints, token string) error 
 	if a.status >= 200 && a.status <= 299 {
 		return nil
 	}
-	oe := errorAnswer(a)
+	oe := c.answerError(a, op)
 	// RFC 7009 §2.2 answers 200 for a token that is already invalid;
 	// Google answers 400 invalid_token. Either way the token is dead,
 	// which is what revoking wanted.
 	if oe.Code == "invalid_token" {
 		return nil
 	}
-	oe.Provider, oe.Operation = c.cfg.Name, op
 	return oe
 }

@@ -26,9 +26,7 @@ func (c *Client) userinfo(ctx context.Context, ep *endpoints, accessToken string
 		return Identity{}, c.errorf("%s: %w", op, err)
 	}
 	if a.status != http.StatusOK {
-		oe := errorAnswer(a)
-		oe.Provider, oe.Operation = c.cfg.Name, op
-		return Identity{}, oe
+		return Identity{}, c.answerError(a, op)
 	}
 	if !a.isJSON() {
 		// A signed or encrypted userinfo answer (application/jwt) is

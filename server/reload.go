@@ -24,16 +24,17 @@ import (
 
 // Reload reads the configuration again (Options.Load) and, when it is
 // valid, applies it without a restart: hosts, backends, access rules, API
-// keys, sign-in settings, calling ports and certificates. Requests in
-// flight and open WebSockets finish under the configuration they began
-// with; no session ends. Settings that only a restart applies (the
-// store, the data dir, the ingress and admin listeners, identity, Nomad,
-// logs) keep their running values, and the log says which changed.
+// keys, sign-in settings, calling ports, serve blocks and certificates.
+// Requests in flight and open WebSockets finish under the configuration
+// they began with; no session ends. Settings that only a restart applies
+// (the store, the data dir, the ingress and admin listeners, identity,
+// Nomad, logs) keep their running values, and the log says which
+// changed.
 //
-// When the configuration has errors, or a new calling port cannot be
-// bound, nothing changes: every diagnostic is logged at file:line and the
-// error says why. Without Options.Load, Reload reads the certificate
-// files again and nothing else.
+// When the configuration has errors, or a new calling or serve port
+// cannot be bound, nothing changes: every diagnostic is logged at
+// file:line and the error says why. Without Options.Load, Reload reads
+// the certificate files again and nothing else.
 func (s *Server) Reload(ctx context.Context) (ReloadReport, error) {
 	s.reloading.Lock()
 	defer s.reloading.Unlock()
@@ -77,7 +78,9 @@ type ReloadReport struct {
 	// Restart names the settings that changed but take effect at the
 	// next restart.
 	Restart []string
-	// Warnings are the configuration's warnings, at file:line.
+	// Warnings are the configuration's warnings, at file:line, and what
+	// went wrong in applying it without undoing it (certificate files
+	// that could not be read again).
 	Warnings []string
 	// CertificatesOnly is set when the server has no Options.Load: only
 	// the certificate files were read again.
@@ -117,6 +120,8 @@ type next struct {
 	clientKeys *oauth.ClientKeys
 	providers  providerSet
 	certs      *certs.Manager // nil when the hosts' certificates are unchanged
+	// certSettings are cfg's tlsSettings, which certs is made of.
+	certSettings string
 	// https is the HTTPS listener newly bound for the first host with a
 	// certificate, nil when there is one already or none is needed.
 	https *port
@@ -179,7 +184,7 @@ func (s *Server) prepare(ctx context.Context, cfg *config.Config) (_ *next, err 
 	if n.routes, err = s.router.NewRoutes(ingress.RoutesConfig{Config: cfg, Nomad: n.nomad, SignIns: s.signIns(oc.hosts), Providers: n.providers.forIngress()}); err != nil {
 		return nil, err
 	}
-	if tlsSettings(s.config()) != tlsSettings(cfg) {
+	if n.certSettings = tlsSettings(cfg); n.certSettings != s.certSettings {
 		if n.certs, err = s.newCerts(ctx, cfg); err != nil {
 			return nil, err
 		}
@@ -311,6 +316,7 @@ func (s *Server) commit(n *next) {
 	s.router.SetRoutes(n.routes)
 	if n.certs != nil {
 		s.certs.Store(n.certs)
+		s.certSettings = n.certSettings
 		s.ports["http"].handler.set(n.certs.HTTPHandler(s.httpHandler()))
 		s.runCerts(n.certs)
 	} else if err := s.certs.Load().Reload(); err != nil {

@@ -381,7 +381,10 @@ nomad { address = "http://127.0.0.1:1" }
 
 // A calling port whose bind changes on the same port keeps its listener
 // (a second one could not be bound beside it) and the report names the
-// change for the next restart.
+// change for the next restart. The new bind is localhost, the same
+// loopback address written otherwise: a test binds nothing but
+// 127.0.0.1, and 0.0.0.0 would succeed where SO_REUSEADDR lets it beside
+// 127.0.0.1 (the BSDs).
 func TestReloadBindChangeNeedsARestart(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	defer backend.Close()
@@ -402,7 +405,7 @@ call "c" {
 `, dataDir, httpPort, backend.URL, callPort, bind)
 	}
 	rl := startReloadable(t, src("127.0.0.1"))
-	rep := rl.reload(src("0.0.0.0"))
+	rep := rl.reload(src("localhost"))
 	if len(rep.Restart) != 1 || !strings.Contains(rep.Restart[0], "call:c bind") {
 		t.Fatalf("restart = %q", rep.Restart)
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,11 +78,15 @@ type Server struct {
 	providers    atomic.Pointer[providerSet]
 	providerHTTP *http.Client
 	// certs hands out the certificates of the hosts in use; a reload
-	// that changes them puts a new Manager in its place.
-	certs    atomic.Pointer[certs.Manager]
-	router   *ingress.Router
-	nomad    *ingress.Nomad // nil without nomad:<service> backends
-	recorder *admin.Recorder
+	// that changes them puts a new Manager in its place. certSettings
+	// are its tlsSettings, taken when it was made: those of the running
+	// configuration, taken again at a reload, would read the CA file
+	// now and miss a new root under the same name.
+	certs        atomic.Pointer[certs.Manager]
+	certSettings string
+	router       *ingress.Router
+	nomad        *ingress.Nomad // nil without nomad:<service> backends
+	recorder     *admin.Recorder
 	// ports are the bound listeners by role ("http", "https", "admin",
 	// "call:<label>", "serve:<label>"); a reload adds and closes calling
 	// and serve ports. Changed under reloading (Start before it serves).
@@ -149,6 +154,7 @@ func Start(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, er
 	if err := s.newIngress(cfg, s.signIns(oc.hosts), providers); err != nil {
 		return nil, err
 	}
+	s.certSettings = tlsSettings(cfg)
 	m, err := s.newCerts(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -258,21 +264,16 @@ func (s *Server) newIngress(cfg *config.Config, signIns map[string]http.Handler,
 	return err
 }
 
-// nomadFor is the Nomad resolver when a host of cfg needs one: the one
-// running, or a new one (which the caller runs).
+// nomadFor is the Nomad resolver when a host or serve block of cfg needs
+// one: the one running, or a new one (which the caller runs).
 func (s *Server) nomadFor(cfg *config.Config) *ingress.Nomad {
 	if s.nomad != nil {
 		return s.nomad
 	}
-	for _, h := range cfg.Hosts {
-		if h.Backend.Kind == config.BackendNomad {
-			return ingress.NewNomad(ingress.NomadConfig{Nomad: cfg.Nomad, Logger: s.log})
-		}
-	}
-	for _, sv := range cfg.Serves {
-		if sv.Backend.Kind == config.BackendNomad {
-			return ingress.NewNomad(ingress.NomadConfig{Nomad: cfg.Nomad, Logger: s.log})
-		}
+	// A serve block's port reaches its backend without a host in front.
+	if slices.ContainsFunc(cfg.Hosts, func(h config.Host) bool { return h.Backend.Kind == config.BackendNomad }) ||
+		slices.ContainsFunc(cfg.Serves, func(sv config.Serve) bool { return sv.Backend.Kind == config.BackendNomad }) {
+		return ingress.NewNomad(ingress.NomadConfig{Nomad: cfg.Nomad, Logger: s.log})
 	}
 	return nil
 }

@@ -89,10 +89,10 @@ type Lifecycle struct {
 	// (refreshTimeout), and jitter draws the part of the refresh margin
 	// that spreads sessions out (rand.N); tests change them.
 	lockWait time.Duration
+	jitter   func(bound time.Duration) time.Duration
 	// endWait and forgetWait bound End's and Forget's wait for a refresh
 	// under way (endLockWait, refreshLease); tests shorten them.
 	endWait, forgetWait time.Duration
-	jitter              func(bound time.Duration) time.Duration
 	// clients are cfg.Clients until SetClients replaces them.
 	clients atomic.Pointer[map[string]*oauth.Client]
 	flights singleflight.Group
@@ -164,14 +164,13 @@ func (t *Lifecycle) Key(sess Session) (*dpop.Key, error) {
 // session, one refresh per session at a time, in this process
 // (concurrent callers share it) and across replicas (the store's lock).
 // A session whose refresh token the server refuses ends (ErrEnded). When
-// a refresh ahead of expiry
-// fails for a passing reason (the server is unreachable), the current
-// token is used while it lasts. A session refreshed under
-// MinRefreshInterval ago is not refreshed again: a server whose tokens
-// live under the margin must not make every call a refresh. A provider
-// session without a refresh token whose access token has expired cannot
-// call (ErrNoRefreshToken), and lives on for its identity until it
-// expires.
+// a refresh ahead of expiry fails for a passing reason (the server is
+// unreachable), the current token is used while it lasts. A session
+// refreshed under MinRefreshInterval ago is not refreshed again: a
+// server whose tokens live under the margin must not make every call a
+// refresh. A provider session without a refresh token whose access token
+// has expired cannot call (ErrNoRefreshToken), and lives on for its
+// identity until it expires.
 func (t *Lifecycle) Fresh(ctx context.Context, sess Session) (Session, error) {
 	now := t.cfg.Now()
 	if now.Add(t.refreshMargin()).Before(sess.TokenExpiry) {
@@ -181,7 +180,7 @@ func (t *Lifecycle) Fresh(ctx context.Context, sess Session) (Session, error) {
 		if now.Before(sess.TokenExpiry) {
 			return sess, nil
 		}
-		return Session{}, fmt.Errorf("the %s session: %w: sign in again", sess.Provider, ErrNoRefreshToken)
+		return Session{}, noRefreshToken(sess)
 	}
 	if refreshedRecently(sess, now) {
 		return sess, nil
@@ -205,26 +204,14 @@ func (t *Lifecycle) refreshMargin() time.Duration {
 // RefreshLater starts a refresh of a stale session (its access token has
 // expired, or its handle is due for a recheck) in the background, unless
 // one is under way. Ingress calls it for signed-in browsers whose app
-// makes no calls: the refresh re-checks the account and its handle, and a
-// session that cannot be refreshed ends. A refresh that failed for a
+// makes no calls: the refresh re-checks the account (and an AT Protocol
+// session's handle) with its server, and a session that cannot be
+// refreshed ends, a provider's grant withdrawn included. A refresh that failed for a
 // passing reason is tried again after a minute.
 func (t *Lifecycle) RefreshLater(sess Session) {
 	now := t.cfg.Now()
 	if !sess.Stale(now) || refreshedRecently(sess, now) {
 		return
-	}
-	refresh := func() error {
-		_, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken)
-		return err
-	}
-	if sess.Provider != "" {
-		// A provider's refresh is what re-checks the account with it: a
-		// grant it withdrew ends the session here, even if the app
-		// makes no calls.
-		refresh = func() error {
-			_, err := t.Fresh(context.Background(), sess)
-			return err
-		}
 	}
 	t.mu.Lock()
 	failed, hasFailed := t.failedAt[sess.ID]
@@ -238,7 +225,7 @@ func (t *Lifecycle) RefreshLater(sess Session) {
 	t.mu.Unlock()
 	go func() {
 		defer t.running.Done()
-		err := refresh()
+		_, err := t.Refresh(context.Background(), sess.ID, sess.AccessToken)
 		passing := err != nil && !errors.Is(err, ErrEnded)
 		t.mu.Lock()
 		delete(t.later, sess.ID)

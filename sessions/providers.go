@@ -60,6 +60,11 @@ var ErrGrantDead = errors.New("the provider no longer accepts the session's refr
 // signs in again.
 var ErrNoRefreshToken = errors.New("the access token has expired and the provider gave no refresh token")
 
+// noRefreshToken is ErrNoRefreshToken for sess.
+func noRefreshToken(sess Session) error {
+	return fmt.Errorf("the %s session: %w: sign in again", sess.Provider, ErrNoRefreshToken)
+}
+
 // ProviderGrant is what a finished sign-in with a provider makes a
 // session of.
 type ProviderGrant struct {
@@ -75,6 +80,15 @@ type ProviderGrant struct {
 // live when the provider says nothing (an hour, as most do).
 const providerTokenLife = time.Hour
 
+// tokenExpiry is when a provider's access token expires: as it said, or
+// providerTokenLife from now.
+func (p ProviderTokens) tokenExpiry(now time.Time) time.Time {
+	if p.Expiry.IsZero() {
+		return now.Add(providerTokenLife)
+	}
+	return p.Expiry
+}
+
 // CreateProvider makes and stores the session of a provider's grant, as
 // Create does for AT Protocol.
 func (t *Lifecycle) CreateProvider(ctx context.Context, g ProviderGrant) (Session, error) {
@@ -82,10 +96,7 @@ func (t *Lifecycle) CreateProvider(ctx context.Context, g ProviderGrant) (Sessio
 	sess := Session{
 		Host: g.Host, Provider: g.Provider, Subject: g.Subject, Email: g.Email, Name: g.Name,
 		Issuer: g.Issuer, ClientID: g.ClientID, Scope: g.Scope,
-		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.Expiry,
-	}
-	if sess.TokenExpiry.IsZero() {
-		sess.TokenExpiry = now.Add(providerTokenLife)
+		AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenExpiry: g.tokenExpiry(now),
 	}
 	if sess.RefreshToken == "" {
 		// Without a refresh token nothing can ask the provider again
@@ -104,9 +115,13 @@ func (t *Lifecycle) DiscardProvider(g ProviderGrant) {
 
 // refreshProvider is refresh's step for a provider session: its refresh
 // token traded with the provider of its host, for the same subject, and
-// the answer saved.
+// the answer saved. A session without one has nothing to trade
+// (ErrNoRefreshToken, which passes).
 func (t *Lifecycle) refreshProvider(h heldRefresh) (Session, error) {
 	cur := h.cur
+	if cur.RefreshToken == "" {
+		return Session{}, noRefreshToken(cur)
+	}
 	client, ok := t.providerClient(cur)
 	if !ok {
 		return t.end(h.ctx, cur, "its OAuth provider is no longer configured")
@@ -143,10 +158,7 @@ func withTokens(sess Session, tokens ProviderTokens) Session {
 // through a short store outage until saveBy.
 func (t *Lifecycle) saveProviderTokens(ctx context.Context, saveBy time.Time, cur Session, tokens ProviderTokens) (Session, error) {
 	now := t.cfg.Now()
-	expiry := tokens.Expiry
-	if expiry.IsZero() {
-		expiry = now.Add(providerTokenLife)
-	}
+	expiry := tokens.tokenExpiry(now)
 	apply := func(s *Session) error {
 		s.AccessToken, s.TokenExpiry = tokens.AccessToken, expiry
 		if tokens.RefreshToken != "" {

@@ -35,8 +35,8 @@ const maxSocketPath = len(syscall.RawSockaddrUnix{}.Path) - 1
 // runs without one (SIGHUP still reloads).
 var errSocketPathTooLong = errors.New("data_dir too long for a control socket")
 
-// reloadRequest is a reload asked for (SIGHUP, or the control socket);
-// reply, when set, receives the outcome.
+// reloadRequest is a reload asked for through the control socket (a
+// SIGHUP reloads without one); reply receives the outcome.
 type reloadRequest struct {
 	reply chan<- reloadOutcome
 }

@@ -41,15 +41,15 @@ func Check(raw string) (*url.URL, Problem) {
 		return u, UserInfo
 	case u.Fragment != "" || strings.Contains(raw, "#"):
 		return u, Fragment
-	case u.Scheme == "http" && !IsLoopback(u.Hostname()):
+	case u.Scheme == "http" && !isLoopback(u.Hostname()):
 		return u, PlainHTTP
 	}
 	return u, None
 }
 
-// IsLoopback reports whether a URL's host is this machine: localhost,
+// isLoopback reports whether a URL's host is this machine: localhost,
 // 127.0.0.0/8 or ::1.
-func IsLoopback(host string) bool {
+func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}
