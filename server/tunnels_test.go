@@ -65,8 +65,10 @@ call "ws" {
 			rl.reload(src("", `timeout = "20s"`))
 			rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
 			defer rcancel()
-			if err := wstest.Echo(rctx, c, "after the change"); err == nil {
-				t.Fatal("the tunnel is still open after a reload changed its call block")
+			// Read only: the close comes a moment after the reload, and an
+			// echo sent at once may still come back (seen in CI).
+			if _, _, err := c.Read(rctx); err == nil || rctx.Err() != nil {
+				t.Fatalf("the tunnel is still open after a reload changed its call block: %v", err)
 			}
 		})
 	}
@@ -102,7 +104,8 @@ call "ws" {
 	rl.srv.Close()
 	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer rcancel()
-	if err := wstest.Echo(rctx, c, "after Close"); err == nil {
-		t.Fatal("a WebSocket through a calling port is still open after Server.Close (the store is closed)")
+	// Read only: the tunnel closes a moment after Close returns.
+	if _, _, err := c.Read(rctx); err == nil || rctx.Err() != nil {
+		t.Fatalf("a WebSocket through a calling port is still open after Server.Close: %v", err)
 	}
 }
